@@ -1,0 +1,1 @@
+//! The fenced client SDK (being built: issue 4).

@@ -1,0 +1,1 @@
+//! The storage gate (being built: issue 3).

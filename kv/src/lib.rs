@@ -1,0 +1,1 @@
+//! fenced-kv (being built: issue 3).

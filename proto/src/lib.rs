@@ -1,0 +1,33 @@
+//! The fenced wire protocol: code generated from `fenced/v1/lock.proto` (the lock service)
+//! and `fenced/kv/v1/kv.proto` (the gated key-value store), plus the descriptor set that
+//! gRPC reflection serves.
+//!
+//! # Layout
+//! - [`v1`]: package `fenced.v1`, service `LockService`.
+//! - [`kv::v1`]: package `fenced.kv.v1`, service `GatedKv`.
+//! - [`metadata`]: the names of the request and response metadata keys fencing uses.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for `tonic-reflection`.
+//!
+//! Conversions between these messages and the domain types live in the crates that own
+//! the domain (server, client), at their edges.
+
+pub mod metadata;
+
+/// Package `fenced.v1`: the lock service.
+#[allow(missing_docs, clippy::all)]
+pub mod v1 {
+    tonic::include_proto!("fenced.v1");
+}
+
+/// Package `fenced.kv`: the gated key-value store.
+pub mod kv {
+    /// Package `fenced.kv.v1`.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("fenced.kv.v1");
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every .proto file here, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/fenced_descriptor.bin"));

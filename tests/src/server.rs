@@ -1,0 +1,158 @@
+//! [`TestServer`]: a real `fenced` process on a free loopback port.
+//!
+//! The server prints exactly one line `fenced listening on <addr>` on stdout once recovery
+//! is done and it serves; the harness waits for that line, so tests synchronise on the
+//! server being ready instead of sleeping.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::binaries::binary;
+
+/// A running `fenced` binary and its data directory.
+pub struct TestServer {
+    /// The child process; `None` after [`TestServer::kill`].
+    child: Option<Child>,
+    /// Where the server listens.
+    addr: SocketAddr,
+    /// The data directory, kept across restarts, removed when the harness is dropped.
+    data_dir: PathBuf,
+    /// Owns the temporary directory behind `data_dir`.
+    _temp: tempfile::TempDir,
+    /// Extra flags passed on every start.
+    extra_args: Vec<String>,
+}
+
+impl TestServer {
+    /// Starts `fenced` on a fresh data directory and a free port.
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts `fenced` with extra command-line flags (e.g. `--min-ttl-ms 50`).
+    pub fn start_with(extra_args: &[&str]) -> TestServer {
+        let temp = tempfile::tempdir().expect("a temporary directory");
+        let data_dir = temp.path().join("data");
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(&data_dir, "127.0.0.1:0", &extra_args);
+        TestServer {
+            child: Some(child),
+            addr,
+            data_dir,
+            _temp: temp,
+            extra_args,
+        }
+    }
+
+    /// The `http://` endpoint clients connect to.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The server's process id, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills the server with SIGKILL (`kill -9`): no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server (if it runs) and starts it again on the same data directory and,
+    /// where it is still free, the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let listen = self.addr.to_string();
+        let (child, addr) = spawn(&self.data_dir, &listen, &self.extra_args);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// Stops the server process with SIGSTOP: it keeps its sockets but runs no code.
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "-STOP");
+        }
+    }
+
+    /// Continues a server stopped with [`TestServer::pause`].
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "-CONT");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// Sends a signal with the `kill` command, so the harness needs no unsafe code.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// Spawns the binary and waits (up to a generous minute) for its "listening" line.
+fn spawn(data_dir: &Path, listen: &str, extra_args: &[String]) -> (Child, SocketAddr) {
+    let mut child = Command::new(binary("fenced"))
+        .arg("--listen")
+        .arg(listen)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra_args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("fenced starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("fenced listening on ") {
+                let _ = sender.send(addr.trim().to_string());
+                break;
+            }
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let addr = match receiver.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            panic!("fenced did not report listening within 60 s (exit: {status:?})");
+        }
+    };
+    (child, addr.parse().expect("a socket address"))
+}

@@ -1,0 +1,23 @@
+//! The nouns of the fenced protocol, validated where they are made.
+//!
+//! This crate sits at the bottom of the workspace: the storage gate, the generated protocol,
+//! the server and the client all speak in these types, so that no raw `u64` or `String`
+//! crosses a crate boundary unchecked. It depends on nothing heavy, so any storage service
+//! can embed it.
+//!
+//! # Layout
+//! - [`token`]: [`FencingToken`], the number that only goes up.
+//! - [`lease_id`]: [`LeaseId`], the 128-bit bearer secret that names one lease.
+//! - [`lock_name`]: [`LockName`], a validated lock (or resource) name.
+//! - [`error`]: [`InvalidInput`], why a value was refused.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod lease_id;
+pub mod lock_name;
+pub mod token;
+
+pub use error::InvalidInput;
+pub use lease_id::LeaseId;
+pub use lock_name::LockName;
+pub use token::FencingToken;
