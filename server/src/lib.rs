@@ -1,1 +1,30 @@
-//! fenced server
+//! fenced, the lease server: grants leases on named locks with fencing tokens that only go
+//! up, persisted in sled so that they survive crashes (see `CONTRACT.md`).
+//!
+//! # Layout
+//! - [`table`]: the lock table, a pure state machine (commands and time in; replies,
+//!   durable writes, handoffs and events out). No I/O, no clock, no tasks.
+//! - [`clock`]: the monotonic time the table is driven with.
+//! - [`store`]: sled persistence with group commit (flush + `fdatasync`), and recovery.
+//! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
+//!   durable.
+//! - [`committer`]: the background tasks: group committer and lease reaper.
+//! - [`service`]: the gRPC `LockService` edge; [`convert`]: protobuf to domain and back.
+//! - [`server`]: open, recover, serve, shut down in order.
+//! - [`config`], [`error`]: settings and the errors that stop the server.
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod committer;
+pub mod config;
+pub mod convert;
+pub mod engine;
+pub mod error;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod table;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::{run, OpenServer};

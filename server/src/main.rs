@@ -1,1 +1,117 @@
-fn main() {}
+//! The `fenced` binary: flags and environment into a [`fenced::Config`], logs, signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use fenced::{Config, OpenServer};
+
+/// fenced: a lock service with fencing tokens.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to serve gRPC on (port 0 picks a free port).
+    #[arg(long, env = "FENCED_LISTEN", default_value = "127.0.0.1:7500")]
+    listen: SocketAddr,
+    /// Directory for sled's data (leases and the token counter).
+    #[arg(long, env = "FENCED_DATA_DIR", default_value = "./fenced-data")]
+    data_dir: PathBuf,
+    /// Shortest lease TTL accepted, in milliseconds.
+    #[arg(long, env = "FENCED_MIN_TTL_MS", default_value_t = 100)]
+    min_ttl_ms: u64,
+    /// Longest lease TTL accepted, in milliseconds.
+    #[arg(long, env = "FENCED_MAX_TTL_MS", default_value_t = 3_600_000)]
+    max_ttl_ms: u64,
+    /// Longest lock name accepted, in bytes (at most 256).
+    #[arg(long, env = "FENCED_MAX_NAME_BYTES", default_value_t = 256)]
+    max_name_bytes: usize,
+    /// Live leases at most.
+    #[arg(long, env = "FENCED_MAX_LEASES", default_value_t = 1_000_000)]
+    max_leases: usize,
+    /// Held locks at most.
+    #[arg(long, env = "FENCED_MAX_LOCKS", default_value_t = 10_000_000)]
+    max_locks: usize,
+    /// Queued acquirers at most.
+    #[arg(long, env = "FENCED_MAX_WAITERS", default_value_t = 100_000)]
+    max_waiters: usize,
+    /// Skip the fdatasync after each flush: grants then survive a process crash but not a
+    /// power cut. Off by default.
+    #[arg(long, env = "FENCED_NO_FDATASYNC")]
+    no_fdatasync: bool,
+}
+
+impl Args {
+    fn config(self) -> Config {
+        Config {
+            data_dir: self.data_dir,
+            min_ttl: Duration::from_millis(self.min_ttl_ms),
+            max_ttl: Duration::from_millis(self.max_ttl_ms),
+            max_name_bytes: self.max_name_bytes,
+            max_leases: self.max_leases,
+            max_locks: self.max_locks,
+            max_waiters: self.max_waiters,
+            fdatasync: !self.no_fdatasync,
+            ..Config::default()
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let listen = args.listen;
+    match serve(args.config(), listen).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("fenced: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let server = OpenServer::open(config)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, restored_leases = server.restored_leases(), "serving");
+    // The one line on stdout: tests and scripts wait for it to know the server is ready.
+    println!("fenced listening on {addr}");
+    server.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -4,13 +4,12 @@
 //! is done and it serves; the harness waits for that line, so tests synchronise on the
 //! server being ready instead of sleeping.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Child;
 
-use crate::binaries::binary;
+use crate::process::spawn_listening;
 
 /// A running `fenced` binary and its data directory.
 pub struct TestServer {
@@ -50,6 +49,15 @@ impl TestServer {
     /// The `http://` endpoint clients connect to.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A raw gRPC client of the lock service, connected to this server.
+    pub async fn client(
+        &self,
+    ) -> fenced_proto::v1::lock_service_client::LockServiceClient<tonic::transport::Channel> {
+        fenced_proto::v1::lock_service_client::LockServiceClient::connect(self.endpoint())
+            .await
+            .expect("connects to the test server")
     }
 
     /// The socket address the server listens on.
@@ -108,51 +116,16 @@ impl Drop for TestServer {
 }
 
 /// Sends a signal with the `kill` command, so the harness needs no unsafe code.
-pub fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {signal} {pid} failed");
-}
+pub use crate::process::signal;
 
 /// Spawns the binary and waits (up to a generous minute) for its "listening" line.
 fn spawn(data_dir: &Path, listen: &str, extra_args: &[String]) -> (Child, SocketAddr) {
-    let mut child = Command::new(binary("fenced"))
-        .arg("--listen")
-        .arg(listen)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra_args)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("fenced starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix("fenced listening on ") {
-                let _ = sender.send(addr.trim().to_string());
-                break;
-            }
-        }
-        // Keep draining so the child never blocks on a full pipe.
-        for _ in lines {}
-    });
-    let addr = match receiver.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => addr,
-        Err(_) => {
-            let _ = child.kill();
-            let status = child.wait().ok();
-            panic!("fenced did not report listening within 60 s (exit: {status:?})");
-        }
-    };
-    (child, addr.parse().expect("a socket address"))
+    let mut args: Vec<OsString> = vec![
+        "--listen".into(),
+        listen.into(),
+        "--data-dir".into(),
+        data_dir.into(),
+    ];
+    args.extend(extra_args.iter().map(OsString::from));
+    spawn_listening("fenced", "fenced listening on ", &args)
 }

@@ -1,0 +1,56 @@
+//! The committer and the reaper: the engine's two background tasks.
+//!
+//! The committer makes staged batches durable (group commit: one flush for everything
+//! staged so far) and then dispatches what waited on them. The reaper sleeps until the
+//! next expiry or lock-delay end, or until told something earlier is due, and ticks the
+//! table. Both stop on the shutdown token; either stops the server on a fatal error.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::table::Command;
+
+/// Flushes staged batches and dispatches their notifications until `stop` is cancelled;
+/// on the way out, flushes once more so nothing staged is left behind.
+pub async fn run_committer(engine: Arc<Engine>, stop: CancellationToken) -> Result<(), Error> {
+    let result = async {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = engine.store().staged_beyond_durable() => {}
+            }
+            let durable = engine.store().commit().await?;
+            engine.dispatch(durable)?;
+        }
+        let durable = engine.store().commit().await?;
+        engine.dispatch(durable)
+    }
+    .await;
+    if let Err(error) = &result {
+        tracing::error!(%error, "committer failed; stopping the server");
+        engine.fatal().cancel();
+    }
+    result
+}
+
+/// Expires leases and ends lock-delays when they are due, until `stop` is cancelled.
+pub async fn run_reaper(engine: Arc<Engine>, stop: CancellationToken) -> Result<(), Error> {
+    loop {
+        let due = engine.reaper_due()?;
+        let sleep = async {
+            match due {
+                Some(due) => tokio::time::sleep_until(engine.clock().instant_of(due)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = engine.reaper_wake().notified() => continue,
+            _ = sleep => {}
+        }
+        engine.execute(Command::Tick, None)?;
+    }
+}

@@ -1,0 +1,158 @@
+//! [`Config`]: everything the server can be told, with defaults and validation.
+//!
+//! `clap` lives only in `main.rs`; this struct is what the library takes, so tests and
+//! embedders build it directly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fenced_types::LockName;
+
+/// The server's settings. `Default` gives the documented defaults; call
+/// [`Config::validate`] before use (the server does).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where sled keeps leases and the token counter.
+    pub data_dir: PathBuf,
+    /// The shortest TTL a lease may ask for (default 100 ms).
+    pub min_ttl: Duration,
+    /// The longest TTL a lease may ask for (default 1 h).
+    pub max_ttl: Duration,
+    /// The longest lock name accepted, in bytes (default and ceiling 256).
+    pub max_name_bytes: usize,
+    /// The longest free-form holder name accepted, in bytes (default 256).
+    pub max_holder_bytes: usize,
+    /// The longest an Acquire may wait in a queue (default 1 h).
+    pub max_wait: Duration,
+    /// The longest lock-delay an Acquire may ask for (default 1 min).
+    pub max_lock_delay: Duration,
+    /// Live leases at most, server-wide (default 1,000,000).
+    pub max_leases: usize,
+    /// Held locks at most, server-wide (default 10,000,000).
+    pub max_locks: usize,
+    /// Queued acquirers at most, server-wide (default 100,000).
+    pub max_waiters: usize,
+    /// How long ended lease ids are remembered, so a late renewal learns whether its lease
+    /// expired or was released (default 10 min).
+    pub remember_ended_for: Duration,
+    /// How many ended lease ids are remembered at most (default 1,000,000, about 50 MB);
+    /// past that the oldest are forgotten early and answer "unknown".
+    pub remember_ended_max: usize,
+    /// Follow every sled flush with an `fdatasync` of sled's data file, so an acknowledged
+    /// grant survives a power cut and not only a process crash (default true).
+    pub fdatasync: bool,
+    /// sled's page cache size in bytes (default 64 MiB; sled's own default is 1 GiB).
+    pub cache_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./fenced-data"),
+            min_ttl: Duration::from_millis(100),
+            max_ttl: Duration::from_secs(3600),
+            max_name_bytes: LockName::MAX_BYTES,
+            max_holder_bytes: 256,
+            max_wait: Duration::from_secs(3600),
+            max_lock_delay: Duration::from_secs(60),
+            max_leases: 1_000_000,
+            max_locks: 10_000_000,
+            max_waiters: 100_000,
+            remember_ended_for: Duration::from_secs(600),
+            remember_ended_max: 1_000_000,
+            fdatasync: true,
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A setting that makes no sense, named with the values that conflict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The TTL bounds are empty or start at zero.
+    #[error("TTL bounds {min:?}..={max:?} are invalid: need 0 < min <= max")]
+    TtlBounds {
+        /// The configured minimum.
+        min: Duration,
+        /// The configured maximum.
+        max: Duration,
+    },
+    /// The name limit is outside what the protocol allows.
+    #[error("max name length {given} is invalid: need 1..={ceiling}")]
+    NameLimit {
+        /// The configured limit.
+        given: usize,
+        /// The protocol's ceiling.
+        ceiling: usize,
+    },
+    /// A capacity limit is zero.
+    #[error("{what} must be at least 1")]
+    ZeroLimit {
+        /// Which limit.
+        what: &'static str,
+    },
+}
+
+impl Config {
+    /// Checks that the settings are consistent.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_ttl.is_zero() || self.min_ttl > self.max_ttl {
+            return Err(ConfigError::TtlBounds {
+                min: self.min_ttl,
+                max: self.max_ttl,
+            });
+        }
+        if self.max_name_bytes == 0 || self.max_name_bytes > LockName::MAX_BYTES {
+            return Err(ConfigError::NameLimit {
+                given: self.max_name_bytes,
+                ceiling: LockName::MAX_BYTES,
+            });
+        }
+        for (what, value) in [
+            ("max_leases", self.max_leases),
+            ("max_locks", self.max_locks),
+            ("max_waiters", self.max_waiters),
+            ("remember_ended_max", self.remember_ended_max),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit { what });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_nonsense_is_refused() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let backwards = Config {
+            min_ttl: Duration::from_secs(2),
+            max_ttl: Duration::from_secs(1),
+            ..Config::default()
+        };
+        assert!(matches!(
+            backwards.validate(),
+            Err(ConfigError::TtlBounds { .. })
+        ));
+        let long_names = Config {
+            max_name_bytes: 300,
+            ..Config::default()
+        };
+        assert!(matches!(
+            long_names.validate(),
+            Err(ConfigError::NameLimit { .. })
+        ));
+        let no_leases = Config {
+            max_leases: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            no_leases.validate(),
+            Err(ConfigError::ZeroLimit { what: "max_leases" })
+        );
+    }
+}

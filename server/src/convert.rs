@@ -1,0 +1,224 @@
+//! The edge between protobuf and the domain: parsing requests into commands (every check a
+//! client can fail, with a message that names it), and refusals and errors into statuses.
+//! Machine-readable details travel in metadata: `fenced-error` (a stable code) and, for a
+//! busy lock, `fenced-holder` and `fenced-token`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fenced_proto::v1 as pb;
+use fenced_types::{FencingToken, LeaseId, LockName};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::table::{Acquire, EventKind, Grant, LeaseChoice, LockView, Refusal};
+
+/// Metadata key of the stable error code on every refusal.
+pub const ERROR_CODE_KEY: &str = "fenced-error";
+
+/// Parses an Acquire request; returns the command and how long to wait.
+pub fn acquire(
+    config: &Config,
+    request: pb::AcquireRequest,
+) -> Result<(Acquire, Duration), Status> {
+    let lock = lock_name(config, "lock", request.lock)?;
+    let holder = holder_name(config, request.holder)?;
+    let wait = Duration::from_millis(request.wait_ms);
+    if wait > config.max_wait {
+        return Err(invalid(format!(
+            "wait_ms {} is over the limit of {} ms",
+            request.wait_ms,
+            config.max_wait.as_millis()
+        )));
+    }
+    let lock_delay = Duration::from_millis(request.lock_delay_ms);
+    if lock_delay > config.max_lock_delay {
+        return Err(invalid(format!(
+            "lock_delay_ms {} is over the limit of {} ms",
+            request.lock_delay_ms,
+            config.max_lock_delay.as_millis()
+        )));
+    }
+    let lease = if request.lease_id.is_empty() {
+        LeaseChoice::New(LeaseId::random())
+    } else {
+        LeaseChoice::Join(lease_id(&request.lease_id)?)
+    };
+    let command = Acquire {
+        lock,
+        holder,
+        ttl: Duration::from_millis(request.ttl_ms),
+        lock_delay,
+        lease,
+        wait: !wait.is_zero(),
+    };
+    Ok((command, wait))
+}
+
+/// Parses a lock name field.
+pub fn lock_name(config: &Config, field: &str, name: String) -> Result<LockName, Status> {
+    LockName::with_max_len(name, config.max_name_bytes)
+        .map_err(|e| invalid(format!("{field}: {e}")))
+}
+
+/// Parses an optional lock name field (empty means none).
+pub fn optional_lock_name(
+    config: &Config,
+    field: &str,
+    name: String,
+) -> Result<Option<LockName>, Status> {
+    if name.is_empty() {
+        Ok(None)
+    } else {
+        lock_name(config, field, name).map(Some)
+    }
+}
+
+/// Checks a name prefix (for List and Watch): like a lock name but may be empty.
+pub fn prefix(config: &Config, prefix: String) -> Result<String, Status> {
+    if prefix.is_empty() {
+        return Ok(prefix);
+    }
+    lock_name(config, "prefix", prefix).map(|name| name.as_str().to_string())
+}
+
+/// Parses a lease id field.
+pub fn lease_id(text: &str) -> Result<LeaseId, Status> {
+    if text.is_empty() {
+        return Err(invalid("lease_id is empty".to_string()));
+    }
+    text.parse().map_err(|e| invalid(format!("lease_id: {e}")))
+}
+
+fn holder_name(config: &Config, holder: String) -> Result<Arc<str>, Status> {
+    if holder.len() > config.max_holder_bytes {
+        return Err(invalid(format!(
+            "holder is {} bytes long: the limit is {}",
+            holder.len(),
+            config.max_holder_bytes
+        )));
+    }
+    if let Some((at, ch)) = holder.char_indices().find(|(_, ch)| ch.is_control()) {
+        return Err(invalid(format!(
+            "holder contains control character {ch:?} at byte {at}"
+        )));
+    }
+    Ok(holder.into())
+}
+
+fn invalid(message: String) -> Status {
+    let mut status = Status::invalid_argument(message);
+    insert(&mut status, ERROR_CODE_KEY, "invalid-argument");
+    status
+}
+
+/// The reply to a grant.
+pub fn acquire_response(grant: &Grant) -> pb::AcquireResponse {
+    pb::AcquireResponse {
+        lease_id: grant.lease.to_string(),
+        token: grant.token.get(),
+        ttl_ms: millis(grant.ttl),
+    }
+}
+
+/// A lock's public description.
+pub fn lock_info(view: LockView) -> pb::LockInfo {
+    let (holder, token) = match view.holder {
+        Some((holder, token)) => (holder.to_string(), token.get()),
+        None => (String::new(), 0),
+    };
+    pb::LockInfo {
+        lock: view.lock.to_string(),
+        held: token != 0,
+        holder,
+        token,
+        remaining_ms: millis(view.remaining),
+        waiters: u32::try_from(view.waiters).unwrap_or(u32::MAX),
+    }
+}
+
+/// A watch event on the wire.
+pub fn watch_event(event: &crate::table::Event) -> pb::WatchEvent {
+    let kind = match event.kind {
+        EventKind::Acquired => pb::watch_event::Kind::Acquired,
+        EventKind::Released => pb::watch_event::Kind::Released,
+        EventKind::Expired => pb::watch_event::Kind::Expired,
+    };
+    pb::WatchEvent {
+        kind: kind.into(),
+        lock: event.lock.to_string(),
+        holder: event.holder.to_string(),
+        token: event.token.get(),
+    }
+}
+
+/// The KeepAlive outcome of a refused renewal.
+pub fn renew_outcome(refusal: &Refusal) -> pb::renew_response::Outcome {
+    match refusal {
+        Refusal::LeaseExpired { .. } => pb::renew_response::Outcome::Expired,
+        Refusal::LeaseReleased { .. } => pb::renew_response::Outcome::Released,
+        _ => pb::renew_response::Outcome::Unknown,
+    }
+}
+
+/// Milliseconds of a duration, for the wire.
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Status {
+        let (code, key) = match &refusal {
+            Refusal::TtlOutOfBounds { .. } => (Code::InvalidArgument, "invalid-argument"),
+            Refusal::Busy { .. } => (Code::Aborted, "busy"),
+            Refusal::Queued { .. } => (Code::Aborted, "queued"),
+            Refusal::LockDelay { .. } => (Code::Aborted, "lock-delay"),
+            Refusal::WaitTimedOut { .. } => (Code::Aborted, "wait-timed-out"),
+            Refusal::LeaseIdTaken { .. } => (Code::Aborted, "lease-id-taken"),
+            Refusal::UnknownLease { .. } => (Code::NotFound, "unknown-lease"),
+            Refusal::LeaseExpired { .. } => (Code::FailedPrecondition, "lease-expired"),
+            Refusal::LeaseReleased { .. } => (Code::FailedPrecondition, "lease-released"),
+            Refusal::NotHolder { .. } => (Code::FailedPrecondition, "not-holder"),
+            Refusal::Exhausted { .. } => (Code::ResourceExhausted, "exhausted"),
+            Refusal::TokensExhausted => (Code::ResourceExhausted, "tokens-exhausted"),
+        };
+        let mut status = Status::new(code, refusal.to_string());
+        insert(&mut status, ERROR_CODE_KEY, key);
+        let holder = match &refusal {
+            Refusal::Busy { holder, token, .. } => Some((holder.clone(), token.get())),
+            Refusal::WaitTimedOut { holder, token, .. } if *token != 0 => {
+                Some((holder.clone(), *token))
+            }
+            _ => None,
+        };
+        if let Some((holder, token)) = holder {
+            insert(&mut status, "fenced-holder", &holder);
+            insert(&mut status, "fenced-token", &token.to_string());
+        }
+        status
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        tracing::error!(%error, "request failed on a server error");
+        let mut status = Status::unavailable(format!("the server is failing: {error}"));
+        insert(&mut status, ERROR_CODE_KEY, "server-failing");
+        status
+    }
+}
+
+/// Adds ASCII metadata, silently skipping values that are not valid metadata (a holder
+/// name with non-ASCII text still appears in the message).
+fn insert(status: &mut Status, key: &'static str, value: &str) {
+    if let Ok(value) = MetadataValue::try_from(value) {
+        status.metadata_mut().insert(key, value);
+    }
+}
+
+/// A token from the wire, where 0 means "none".
+pub fn optional_token(value: u64) -> Option<FencingToken> {
+    FencingToken::new(value).ok()
+}

@@ -1,0 +1,232 @@
+//! [`Engine`]: the lock table, its store and its notifications, behind one lock.
+//!
+//! Every command is applied and its writes staged under one `std::sync::Mutex` (the
+//! critical section is short and never awaits, so a blocking mutex is cheaper than an async
+//! one, as in mini-redis). Nothing a command produced is shown to anyone before its writes
+//! are durable: the caller waits for the batch's sequence number before replying, and the
+//! [committer](crate::committer) releases handoffs to queued acquirers and events to
+//! watchers only after the flush that covers them. So a token, a grant or an end of a
+//! lease that anybody has seen survives a crash (CONTRACT S1, S2, S7).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::{broadcast, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, Timestamp};
+use crate::error::Error;
+use crate::store::Store;
+use crate::table::{Command, Event, Grant, Handoff, LockTable, Outcome, Refusal, Reply, WaiterId};
+
+/// Where a queued acquirer's outcome is delivered.
+pub type HandoffSender = oneshot::Sender<Result<Grant, Refusal>>;
+
+/// What the engine's lock protects.
+struct Inner {
+    /// The state machine.
+    table: LockTable,
+    /// Handoffs and events waiting for their batch to be durable, by sequence number.
+    pending: VecDeque<(u64, Vec<Handoff>, Vec<Event>)>,
+    /// Queued acquirers' reply channels.
+    waiting: HashMap<WaiterId, HandoffSender>,
+    /// The time the reaper sleeps until, so it is only woken for something earlier.
+    reaper_due: Option<Timestamp>,
+}
+
+/// A command's answer and the batch it must wait for.
+pub struct Executed {
+    /// The table's reply.
+    pub reply: Result<Reply, Refusal>,
+    /// Wait for this batch to be durable before showing the reply to anyone.
+    pub seq: u64,
+}
+
+/// The lock table, its store and its notifications. See the module documentation.
+pub struct Engine {
+    /// Table, pending notifications and waiter channels.
+    inner: Mutex<Inner>,
+    /// The durable store.
+    store: Store,
+    /// The server's monotonic clock.
+    clock: Clock,
+    /// Watch events, published after they are durable.
+    events: broadcast::Sender<Event>,
+    /// Wakes the reaper when something becomes due earlier than it thought.
+    reaper_wake: Notify,
+    /// Cancelled when a fatal error means the server must stop.
+    fatal: CancellationToken,
+}
+
+impl Engine {
+    /// An engine over a restored table and its store.
+    pub fn new(table: LockTable, store: Store, clock: Clock, fatal: CancellationToken) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Engine {
+            inner: Mutex::new(Inner {
+                table,
+                pending: VecDeque::new(),
+                waiting: HashMap::new(),
+                reaper_due: None,
+            }),
+            store,
+            clock,
+            events,
+            reaper_wake: Notify::new(),
+            fatal,
+        }
+    }
+
+    /// Applies a command now and stages its writes. If the reply is `Queued` and a
+    /// `handoff` channel is given, it is registered before the lock is let go, so no
+    /// handoff can be missed.
+    pub fn execute(
+        &self,
+        command: Command,
+        handoff: Option<HandoffSender>,
+    ) -> Result<Executed, Error> {
+        let mut inner = self.lock()?;
+        let now = self.clock.now();
+        let Outcome {
+            reply,
+            writes,
+            handoffs,
+            events,
+        } = inner.table.apply(now, command);
+        let seq = if writes.is_empty() {
+            self.store.staged()
+        } else {
+            match self.store.stage(&writes) {
+                Ok(seq) => seq,
+                Err(error) => {
+                    // Memory now differs from disk: stop rather than serve from it.
+                    self.fatal.cancel();
+                    return Err(error);
+                }
+            }
+        };
+        if let (Ok(Reply::Queued(waiter)), Some(sender)) = (&reply, handoff) {
+            inner.waiting.insert(*waiter, sender);
+        }
+        if !handoffs.is_empty() || !events.is_empty() {
+            inner.pending.push_back((seq, handoffs, events));
+        }
+        if let Some(due) = inner.table.next_due() {
+            if inner
+                .reaper_due
+                .is_none_or(|sleeping_until| due < sleeping_until)
+            {
+                inner.reaper_due = Some(due);
+                self.reaper_wake.notify_one();
+            }
+        }
+        Ok(Executed { reply, seq })
+    }
+
+    /// Runs a read-only query on the table as of now; returns its answer and the batch to
+    /// wait for, so what it shows is durable before it is shown.
+    pub fn read<T>(
+        &self,
+        query: impl FnOnce(&LockTable, Timestamp) -> T,
+    ) -> Result<(T, u64), Error> {
+        let inner = self.lock()?;
+        let answer = query(&inner.table, self.clock.now());
+        Ok((answer, self.store.staged()))
+    }
+
+    /// Waits until batch `seq` is durable.
+    pub async fn durable(&self, seq: u64) -> Result<(), Error> {
+        self.store.wait_durable(seq).await
+    }
+
+    /// Subscribes to watch events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Takes back a grant whose acquirer is gone (cancelled or disconnected before it saw
+    /// the grant): releases the lease if the grant created it, else just the lock.
+    pub fn undo_grant(&self, grant: &Grant) {
+        let lock = (!grant.created_lease).then(|| grant.lock.clone());
+        let command = Command::Release {
+            lease: grant.lease,
+            lock,
+        };
+        if let Err(error) = self.execute(command, None) {
+            tracing::error!(%error, lock = %grant.lock, "could not undo an unseen grant");
+        }
+    }
+
+    /// Delivers the handoffs and events of every batch up to `durable`. Called by the
+    /// committer after each flush.
+    pub fn dispatch(&self, durable: u64) -> Result<(), Error> {
+        let mut ready = Vec::new();
+        {
+            let mut inner = self.lock()?;
+            while inner
+                .pending
+                .front()
+                .is_some_and(|(seq, _, _)| *seq <= durable)
+            {
+                let Some((_, handoffs, events)) = inner.pending.pop_front() else {
+                    break;
+                };
+                for handoff in handoffs {
+                    let sender = inner.waiting.remove(&handoff.waiter);
+                    ready.push((sender, handoff.result));
+                }
+                for event in events {
+                    // No receivers is fine: nobody watches.
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+        for (sender, result) in ready {
+            let undelivered = match sender {
+                Some(sender) => sender.send(result).err(),
+                None => Some(result),
+            };
+            // The acquirer left after it was granted but before it could hear of it: take
+            // the grant back, so no lock stays held by nobody (L2).
+            if let Some(Ok(grant)) = undelivered {
+                self.undo_grant(&grant);
+            }
+        }
+        Ok(())
+    }
+
+    /// The earliest due time, and records that the reaper sleeps until it.
+    pub fn reaper_due(&self) -> Result<Option<Timestamp>, Error> {
+        let mut inner = self.lock()?;
+        let due = inner.table.next_due();
+        inner.reaper_due = due;
+        Ok(due)
+    }
+
+    /// What the reaper waits on besides its deadline.
+    pub fn reaper_wake(&self) -> &Notify {
+        &self.reaper_wake
+    }
+
+    /// The store, for the committer.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Cancelled when the server must stop because of a fatal error.
+    pub fn fatal(&self) -> &CancellationToken {
+        &self.fatal
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, Error> {
+        self.inner.lock().map_err(|_| {
+            self.fatal.cancel();
+            Error::Poisoned
+        })
+    }
+}

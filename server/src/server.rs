@@ -1,0 +1,159 @@
+//! Running the server: [`OpenServer::open`] recovers the store, then
+//! [`OpenServer::serve`] serves gRPC until the shutdown future completes.
+//!
+//! Shutdown order (STYLE point 5): health says NOT_SERVING, the listener stops accepting
+//! and in-flight requests drain, the reaper stops, the committer flushes one last time.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use fenced_proto::v1::lock_service_server::LockServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::committer::{run_committer, run_reaper};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::service::LockServer;
+use crate::store::{Recovered, Store};
+use crate::table::{Limits, LockTable};
+
+/// A server whose store is open and recovered, not yet serving.
+pub struct OpenServer {
+    /// The validated configuration.
+    config: Arc<Config>,
+    /// The open store.
+    store: Store,
+    /// What was on disk.
+    recovered: Recovered,
+}
+
+impl OpenServer {
+    /// Validates the configuration and opens and reads the data directory. Fails with a
+    /// clear error on a corrupt or unreadable directory.
+    pub fn open(config: Config) -> Result<OpenServer, Error> {
+        config.validate()?;
+        let (store, recovered) =
+            Store::open(&config.data_dir, config.fdatasync, config.cache_bytes)?;
+        tracing::info!(
+            dir = %config.data_dir.display(),
+            leases = recovered.leases.len(),
+            locks = recovered.locks.len(),
+            next_token = %recovered.next_token,
+            "recovered"
+        );
+        Ok(OpenServer {
+            config: Arc::new(config),
+            store,
+            recovered,
+        })
+    }
+
+    /// How many leases were restored.
+    pub fn restored_leases(&self) -> usize {
+        self.recovered.leases.len()
+    }
+
+    /// Serves on `listener` until `shutdown` completes or a fatal error occurs. Restored
+    /// leases get their full TTL counted from now, the moment serving starts (S2).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let OpenServer {
+            config,
+            store,
+            recovered,
+        } = self;
+        let clock = Clock::start();
+        let table = LockTable::restore(
+            Limits::from(config.as_ref()),
+            recovered.next_token,
+            recovered.leases,
+            recovered.locks,
+            clock.now(),
+        )
+        .map_err(|source| Error::Inconsistent {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
+        let fatal = CancellationToken::new();
+        let engine = Arc::new(Engine::new(table, store, clock, fatal.clone()));
+
+        let stop_reaper = CancellationToken::new();
+        let stop_committer = CancellationToken::new();
+        let committer = tokio::spawn(run_committer(engine.clone(), stop_committer.clone()));
+        let reaper = tokio::spawn(run_reaper(engine.clone(), stop_reaper.clone()));
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<LockServiceServer<LockServer>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fenced_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::Storage {
+                during: "building the reflection service",
+                reason: e.to_string(),
+            })?;
+
+        let service = LockServer::new(engine.clone(), config.clone());
+        let stopping = {
+            let fatal = fatal.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown => tracing::info!("shutting down"),
+                    _ = fatal.cancelled() => tracing::error!("stopping after a fatal error"),
+                }
+                health_reporter
+                    .set_not_serving::<LockServiceServer<LockServer>>()
+                    .await;
+            }
+        };
+        let served = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(LockServiceServer::new(service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+            .await;
+
+        stop_reaper.cancel();
+        let reaper_result = reaper.await;
+        stop_committer.cancel();
+        let committer_result = committer.await;
+        served?;
+        for result in [reaper_result, committer_result] {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(join) => {
+                    return Err(Error::Storage {
+                        during: "stopping background tasks",
+                        reason: join.to_string(),
+                    })
+                }
+            }
+        }
+        if fatal.is_cancelled() {
+            return Err(Error::Storage {
+                during: "serving",
+                reason: "a fatal error stopped the server (see the log)".to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Opens the data directory and serves until `shutdown`: the whole server in one call.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    OpenServer::open(config)?.serve(listener, shutdown).await
+}

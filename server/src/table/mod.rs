@@ -1,0 +1,640 @@
+//! The lock table: a pure state machine of leases, locks, queues and tokens.
+//!
+//! It takes [`Command`]s with the time they are applied at and returns an [`Outcome`]:
+//! the reply, the [`Write`]s that must be durable before anything of the outcome is shown
+//! to anyone, the [`Handoff`]s for queued acquirers and the [`Event`]s for watchers. It
+//! owns no I/O, no clock and no task (STYLE point 1), so it is unit-tested with a hand-made
+//! clock, and it is what a replicated log will apply on every node.
+//!
+//! Invariants kept after every command (checked by the property test in `model_test`):
+//! - Expiry runs first, so no lease in the table has `expires_at <= now`; together with
+//!   "one holding per lock" this gives CONTRACT S3.
+//! - Every grant takes `next_token` and bumps it: tokens strictly increase (S1), and the
+//!   new `next_token` is among the grant's writes.
+//! - A lease that ended is gone from `leases` and never comes back (S7); its id is
+//!   remembered in `ended` so late requests learn why.
+//! - Queues are FIFO and a waiter is either queued or has had its handoff, never both (L2).
+
+mod command;
+mod ended;
+mod refusal;
+mod view;
+
+#[cfg(test)]
+mod model_test;
+#[cfg(test)]
+mod tests;
+
+pub use command::{
+    Acquire, Command, Event, EventKind, Grant, Handoff, LeaseChoice, Outcome, Reply, WaiterId,
+    Write,
+};
+pub use ended::EndReason;
+pub use refusal::Refusal;
+pub use view::{LockView, RestoreError, RestoredLease, RestoredLock};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fenced_types::{FencingToken, LeaseId, LockName};
+
+use crate::clock::Timestamp;
+use crate::config::Config;
+use ended::EndedLeases;
+
+/// The table's share of the configuration: bounds it enforces itself.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Shortest TTL.
+    pub min_ttl: Duration,
+    /// Longest TTL.
+    pub max_ttl: Duration,
+    /// Live leases at most.
+    pub max_leases: usize,
+    /// Held locks at most.
+    pub max_locks: usize,
+    /// Queued acquirers at most.
+    pub max_waiters: usize,
+    /// How long ended lease ids are remembered.
+    pub remember_ended_for: Duration,
+    /// How many ended lease ids are remembered at most.
+    pub remember_ended_max: usize,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Self {
+        Limits {
+            min_ttl: config.min_ttl,
+            max_ttl: config.max_ttl,
+            max_leases: config.max_leases,
+            max_locks: config.max_locks,
+            max_waiters: config.max_waiters,
+            remember_ended_for: config.remember_ended_for,
+            remember_ended_max: config.remember_ended_max,
+        }
+    }
+}
+
+/// One live lease.
+#[derive(Debug)]
+struct Lease {
+    /// The TTL it was created with; every renewal extends it by this much from "now".
+    ttl: Duration,
+    /// When it expires unless renewed.
+    expires_at: Timestamp,
+    /// The locks it holds (possibly none: a lease lives until it expires or is released).
+    locks: BTreeSet<LockName>,
+}
+
+/// One lock that is held, queued for, or in its lock-delay. Free, idle locks have no entry.
+#[derive(Debug, Default)]
+struct LockEntry {
+    /// The current holding, if any.
+    holding: Option<Holding>,
+    /// After its holder expired with a lock-delay: no grant before this time.
+    delayed_until: Option<Timestamp>,
+    /// Queued acquirers, first come first served.
+    queue: VecDeque<WaiterId>,
+}
+
+impl LockEntry {
+    /// Whether the entry carries nothing worth keeping.
+    fn is_idle(&self) -> bool {
+        self.holding.is_none() && self.delayed_until.is_none() && self.queue.is_empty()
+    }
+}
+
+/// A lock held by a lease.
+#[derive(Debug, Clone)]
+struct Holding {
+    /// The lease.
+    lease: LeaseId,
+    /// The grant's token.
+    token: FencingToken,
+    /// The holder's name.
+    holder: Arc<str>,
+    /// The lock-delay to apply if the lease expires.
+    lock_delay: Duration,
+}
+
+/// What a command collects on its way: writes, handoffs and events.
+#[derive(Debug, Default)]
+struct Effects {
+    /// Durable changes.
+    writes: Vec<Write>,
+    /// Outcomes for queued acquirers.
+    handoffs: Vec<Handoff>,
+    /// Changes for watchers.
+    events: Vec<Event>,
+}
+
+/// The lock table. See the module documentation.
+#[derive(Debug)]
+pub struct LockTable {
+    /// Bounds enforced here.
+    limits: Limits,
+    /// The token the next grant gets.
+    next_token: FencingToken,
+    /// Live leases.
+    leases: HashMap<LeaseId, Lease>,
+    /// Lock entries in name order (for prefix listing).
+    locks: BTreeMap<LockName, LockEntry>,
+    /// Lease expiries in time order: the reaper's queue.
+    expiries: BTreeSet<(Timestamp, LeaseId)>,
+    /// Lock-delay ends in time order.
+    delays: BTreeSet<(Timestamp, LockName)>,
+    /// Queued acquirers by id.
+    waiters: HashMap<WaiterId, Acquire>,
+    /// The id the next waiter gets.
+    next_waiter: u64,
+    /// How many locks are held, for the capacity limit.
+    held_locks: usize,
+    /// Recently ended leases.
+    ended: EndedLeases,
+}
+
+impl LockTable {
+    /// An empty table whose first grant gets token 1.
+    pub fn new(limits: Limits) -> Self {
+        Self::with_next_token(limits, FencingToken::FIRST)
+    }
+
+    /// An empty table that continues the token sequence at `next_token`.
+    fn with_next_token(limits: Limits, next_token: FencingToken) -> Self {
+        let ended = EndedLeases::new(limits.remember_ended_for, limits.remember_ended_max);
+        LockTable {
+            limits,
+            next_token,
+            leases: HashMap::new(),
+            locks: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            delays: BTreeSet::new(),
+            waiters: HashMap::new(),
+            next_waiter: 0,
+            held_locks: 0,
+            ended,
+        }
+    }
+
+    /// Rebuilds the table after a restart. Every lease gets its full TTL counted from `now`
+    /// (CONTRACT S2: the server cannot know how long it was down, so it never shortens a
+    /// lease a holder may still believe in).
+    pub fn restore(
+        limits: Limits,
+        next_token: FencingToken,
+        leases: Vec<RestoredLease>,
+        locks: Vec<RestoredLock>,
+        now: Timestamp,
+    ) -> Result<Self, RestoreError> {
+        let mut table = Self::with_next_token(limits, next_token);
+        for restored in leases {
+            let expires_at = now + restored.ttl;
+            table.expiries.insert((expires_at, restored.lease));
+            table.leases.insert(
+                restored.lease,
+                Lease {
+                    ttl: restored.ttl,
+                    expires_at,
+                    locks: BTreeSet::new(),
+                },
+            );
+        }
+        for restored in locks {
+            if restored.token >= next_token {
+                return Err(RestoreError::TokenAhead {
+                    lock: restored.lock,
+                    token: restored.token,
+                    next_token,
+                });
+            }
+            let Some(lease) = table.leases.get_mut(&restored.lease) else {
+                return Err(RestoreError::OrphanLock {
+                    lock: restored.lock,
+                });
+            };
+            lease.locks.insert(restored.lock.clone());
+            table.held_locks += 1;
+            table.locks.entry(restored.lock).or_default().holding = Some(Holding {
+                lease: restored.lease,
+                token: restored.token,
+                holder: restored.holder,
+                lock_delay: restored.lock_delay,
+            });
+        }
+        Ok(table)
+    }
+
+    /// Applies one command at time `now`. Expiry of everything due runs first, so the
+    /// command sees the table as it is at `now`.
+    pub fn apply(&mut self, now: Timestamp, command: Command) -> Outcome {
+        let mut effects = Effects::default();
+        self.expire_due(now, &mut effects);
+        let reply = match command {
+            Command::Acquire(request) => self.acquire(now, request, &mut effects),
+            Command::Renew { lease } => self.renew(now, lease),
+            Command::Release { lease, lock } => self.release(now, lease, lock, &mut effects),
+            Command::CancelWait { waiter } => Ok(self.cancel_wait(now, waiter, &mut effects)),
+            Command::Tick => Ok(Reply::Ticked),
+        };
+        Outcome {
+            reply,
+            writes: effects.writes,
+            handoffs: effects.handoffs,
+            events: effects.events,
+        }
+    }
+
+    /// The earliest time at which something becomes due (an expiry or a lock-delay's end):
+    /// when the reaper should next [`Command::Tick`].
+    pub fn next_due(&self) -> Option<Timestamp> {
+        let expiry = self.expiries.first().map(|(at, _)| *at);
+        let delay = self.delays.first().map(|(at, _)| *at);
+        match (expiry, delay) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next token a grant will get.
+    pub fn next_token(&self) -> FencingToken {
+        self.next_token
+    }
+
+    /// How many leases are live (as of the last command).
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// How many locks are held (as of the last command).
+    pub fn held_lock_count(&self) -> usize {
+        self.held_locks
+    }
+
+    fn acquire(
+        &mut self,
+        now: Timestamp,
+        request: Acquire,
+        effects: &mut Effects,
+    ) -> Result<Reply, Refusal> {
+        let lease_id = request.lease.id();
+        match request.lease {
+            LeaseChoice::New(_) => {
+                if request.ttl < self.limits.min_ttl || request.ttl > self.limits.max_ttl {
+                    return Err(Refusal::TtlOutOfBounds {
+                        ttl_ms: request.ttl.as_millis(),
+                        min_ms: self.limits.min_ttl.as_millis(),
+                        max_ms: self.limits.max_ttl.as_millis(),
+                    });
+                }
+                if self.leases.contains_key(&lease_id) || self.ended.reason(&lease_id).is_some() {
+                    return Err(Refusal::LeaseIdTaken {
+                        lease: lease_id.short(),
+                    });
+                }
+            }
+            LeaseChoice::Join(_) => {
+                self.live_lease(&lease_id)?;
+            }
+        }
+        let entry = self.locks.get(&request.lock);
+        let holding = entry.and_then(|entry| entry.holding.as_ref());
+        if let Some(holding) = holding {
+            if holding.lease == lease_id {
+                // The lease already holds the lock: answer with the same grant, so a retried
+                // acquire (its first reply lost) is harmless. It is not a new grant, so it
+                // gets no new token.
+                let grant = Grant {
+                    lock: request.lock.clone(),
+                    lease: lease_id,
+                    token: holding.token,
+                    ttl: Duration::ZERO,
+                    created_lease: false,
+                };
+                let ttl = self.extend(now, lease_id)?;
+                return Ok(Reply::AlreadyHeld(Grant { ttl, ..grant }));
+            }
+        }
+        let refusal = match (holding, entry) {
+            (Some(holding), _) => Some(Refusal::Busy {
+                lock: request.lock.clone(),
+                holder: holding.holder.to_string(),
+                token: holding.token,
+            }),
+            (None, Some(entry)) => match entry.delayed_until {
+                Some(until) if until > now => Some(Refusal::LockDelay {
+                    lock: request.lock.clone(),
+                    remaining: until.saturating_since(now),
+                }),
+                _ if !entry.queue.is_empty() => Some(Refusal::Queued {
+                    lock: request.lock.clone(),
+                    waiters: entry.queue.len(),
+                }),
+                _ => None,
+            },
+            (None, None) => None,
+        };
+        match refusal {
+            None => self.grant(now, request, effects).map(Reply::Granted),
+            Some(refusal) if !request.wait => Err(refusal),
+            Some(_) => self.enqueue(now, request),
+        }
+    }
+
+    /// Puts an acquirer at the back of its lock's queue.
+    fn enqueue(&mut self, now: Timestamp, request: Acquire) -> Result<Reply, Refusal> {
+        if self.waiters.len() >= self.limits.max_waiters {
+            return Err(Refusal::Exhausted {
+                what: "waiters",
+                limit: self.limits.max_waiters,
+            });
+        }
+        if let LeaseChoice::Join(lease) = request.lease {
+            // Joining renews the lease, also when the join has to wait.
+            self.extend(now, lease)?;
+        }
+        let waiter = WaiterId(self.next_waiter);
+        self.next_waiter += 1;
+        self.locks
+            .entry(request.lock.clone())
+            .or_default()
+            .queue
+            .push_back(waiter);
+        self.waiters.insert(waiter, request);
+        Ok(Reply::Queued(waiter))
+    }
+
+    /// Grants a free lock: takes the next token, creates or extends the lease.
+    fn grant(
+        &mut self,
+        now: Timestamp,
+        request: Acquire,
+        effects: &mut Effects,
+    ) -> Result<Grant, Refusal> {
+        if self.held_locks >= self.limits.max_locks {
+            return Err(Refusal::Exhausted {
+                what: "locks",
+                limit: self.limits.max_locks,
+            });
+        }
+        let token = self.next_token;
+        let next_token = token.next().ok_or(Refusal::TokensExhausted)?;
+        let lease_id = request.lease.id();
+        let (ttl, created_lease) = match request.lease {
+            LeaseChoice::New(_) => {
+                if self.leases.len() >= self.limits.max_leases {
+                    return Err(Refusal::Exhausted {
+                        what: "leases",
+                        limit: self.limits.max_leases,
+                    });
+                }
+                let expires_at = now + request.ttl;
+                self.leases.insert(
+                    lease_id,
+                    Lease {
+                        ttl: request.ttl,
+                        expires_at,
+                        locks: BTreeSet::new(),
+                    },
+                );
+                self.expiries.insert((expires_at, lease_id));
+                effects.writes.push(Write::PutLease {
+                    lease: lease_id,
+                    ttl: request.ttl,
+                    holder: request.holder.clone(),
+                });
+                (request.ttl, true)
+            }
+            LeaseChoice::Join(_) => (self.extend(now, lease_id)?, false),
+        };
+        if let Some(lease) = self.leases.get_mut(&lease_id) {
+            lease.locks.insert(request.lock.clone());
+        }
+        self.next_token = next_token;
+        self.held_locks += 1;
+        let entry = self.locks.entry(request.lock.clone()).or_default();
+        entry.delayed_until = None;
+        entry.holding = Some(Holding {
+            lease: lease_id,
+            token,
+            holder: request.holder.clone(),
+            lock_delay: request.lock_delay,
+        });
+        effects.writes.push(Write::PutLock {
+            lock: request.lock.clone(),
+            lease: lease_id,
+            token,
+            holder: request.holder.clone(),
+            lock_delay: request.lock_delay,
+        });
+        effects.writes.push(Write::NextToken(next_token));
+        effects.events.push(Event {
+            kind: EventKind::Acquired,
+            lock: request.lock.clone(),
+            holder: request.holder,
+            token,
+        });
+        Ok(Grant {
+            lock: request.lock,
+            lease: lease_id,
+            token,
+            ttl,
+            created_lease,
+        })
+    }
+
+    fn renew(&mut self, now: Timestamp, lease: LeaseId) -> Result<Reply, Refusal> {
+        let ttl = self.extend(now, lease)?;
+        Ok(Reply::Renewed { ttl })
+    }
+
+    /// Extends a live lease to a full TTL from `now`; returns the TTL.
+    fn extend(&mut self, now: Timestamp, lease_id: LeaseId) -> Result<Duration, Refusal> {
+        let Some(lease) = self.leases.get_mut(&lease_id) else {
+            return Err(self.gone(&lease_id));
+        };
+        let expires_at = now + lease.ttl;
+        if expires_at != lease.expires_at {
+            self.expiries.remove(&(lease.expires_at, lease_id));
+            self.expiries.insert((expires_at, lease_id));
+            lease.expires_at = expires_at;
+        }
+        Ok(lease.ttl)
+    }
+
+    fn release(
+        &mut self,
+        now: Timestamp,
+        lease_id: LeaseId,
+        lock: Option<LockName>,
+        effects: &mut Effects,
+    ) -> Result<Reply, Refusal> {
+        self.live_lease(&lease_id)?;
+        match lock {
+            Some(lock) => {
+                let holds = self
+                    .leases
+                    .get_mut(&lease_id)
+                    .is_some_and(|lease| lease.locks.remove(&lock));
+                if !holds {
+                    return Err(Refusal::NotHolder {
+                        lease: lease_id.short(),
+                        lock,
+                    });
+                }
+                self.free_lock(now, &lock, EventKind::Released, effects);
+                self.hand_on(now, &lock, effects);
+            }
+            None => {
+                let freed = self.end_lease(now, lease_id, EndReason::Released, effects);
+                for lock in freed {
+                    self.hand_on(now, &lock, effects);
+                }
+            }
+        }
+        Ok(Reply::Released)
+    }
+
+    fn cancel_wait(&mut self, now: Timestamp, waiter: WaiterId, effects: &mut Effects) -> Reply {
+        let Some(request) = self.waiters.remove(&waiter) else {
+            return Reply::Cancelled(false);
+        };
+        if let Some(entry) = self.locks.get_mut(&request.lock) {
+            entry.queue.retain(|queued| *queued != waiter);
+        }
+        // The cancelled waiter may have been all that kept an idle entry alive.
+        self.hand_on(now, &request.lock, effects);
+        Reply::Cancelled(true)
+    }
+
+    /// Expires every lease due at `now`, ends every lock-delay due, and hands on the locks
+    /// that frees. Handoffs run after all expiries, so no waiter joins a lease that is
+    /// expiring in the same instant.
+    fn expire_due(&mut self, now: Timestamp, effects: &mut Effects) {
+        let mut freed = Vec::new();
+        while let Some(&(at, lease_id)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            freed.extend(self.end_lease(now, lease_id, EndReason::Expired, effects));
+        }
+        while let Some((at, _)) = self.delays.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, lock)) = self.delays.pop_first() {
+                freed.push(lock);
+            }
+        }
+        for lock in freed {
+            self.hand_on(now, &lock, effects);
+        }
+    }
+
+    /// Removes a lease and frees its locks; returns the locks to hand on.
+    fn end_lease(
+        &mut self,
+        now: Timestamp,
+        lease_id: LeaseId,
+        reason: EndReason,
+        effects: &mut Effects,
+    ) -> Vec<LockName> {
+        let Some(lease) = self.leases.remove(&lease_id) else {
+            return Vec::new();
+        };
+        self.expiries.remove(&(lease.expires_at, lease_id));
+        let kind = match reason {
+            EndReason::Expired => EventKind::Expired,
+            EndReason::Released => EventKind::Released,
+        };
+        for lock in &lease.locks {
+            self.free_lock(now, lock, kind, effects);
+        }
+        effects.writes.push(Write::DeleteLease { lease: lease_id });
+        self.ended.remember(now, lease_id, reason);
+        lease.locks.into_iter().collect()
+    }
+
+    /// Clears a lock's holding; starts its lock-delay if it expired with one.
+    fn free_lock(
+        &mut self,
+        now: Timestamp,
+        lock: &LockName,
+        kind: EventKind,
+        effects: &mut Effects,
+    ) {
+        let Some(entry) = self.locks.get_mut(lock) else {
+            return;
+        };
+        let Some(holding) = entry.holding.take() else {
+            return;
+        };
+        self.held_locks = self.held_locks.saturating_sub(1);
+        if kind == EventKind::Expired && !holding.lock_delay.is_zero() {
+            let until = now + holding.lock_delay;
+            entry.delayed_until = Some(until);
+            self.delays.insert((until, lock.clone()));
+        }
+        effects
+            .writes
+            .push(Write::DeleteLock { lock: lock.clone() });
+        effects.events.push(Event {
+            kind,
+            lock: lock.clone(),
+            holder: holding.holder,
+            token: holding.token,
+        });
+    }
+
+    /// Grants a free lock to its first waiter that can take it; drops the entry when idle.
+    fn hand_on(&mut self, now: Timestamp, lock: &LockName, effects: &mut Effects) {
+        loop {
+            let Some(entry) = self.locks.get_mut(lock) else {
+                return;
+            };
+            if entry.holding.is_some() {
+                return;
+            }
+            match entry.delayed_until {
+                Some(until) if until > now => return,
+                Some(until) => {
+                    entry.delayed_until = None;
+                    self.delays.remove(&(until, lock.clone()));
+                    continue;
+                }
+                None => {}
+            }
+            let Some(waiter) = entry.queue.pop_front() else {
+                if entry.is_idle() {
+                    self.locks.remove(lock);
+                }
+                return;
+            };
+            let Some(request) = self.waiters.remove(&waiter) else {
+                continue;
+            };
+            let result = self.grant(now, request, effects);
+            effects.handoffs.push(Handoff { waiter, result });
+        }
+    }
+
+    /// Checks that a lease is live; otherwise says what became of it.
+    fn live_lease(&self, lease: &LeaseId) -> Result<&Lease, Refusal> {
+        self.leases.get(lease).ok_or_else(|| self.gone(lease))
+    }
+
+    /// Why a lease id names no live lease: expired, released or unknown.
+    fn gone(&self, lease: &LeaseId) -> Refusal {
+        match self.ended.reason(lease) {
+            Some(EndReason::Expired) => Refusal::LeaseExpired {
+                lease: lease.short(),
+            },
+            Some(EndReason::Released) => Refusal::LeaseReleased {
+                lease: lease.short(),
+            },
+            None => Refusal::UnknownLease {
+                lease: lease.short(),
+            },
+        }
+    }
+}

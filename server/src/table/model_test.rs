@@ -1,0 +1,350 @@
+//! A model-based property test: random command sequences against the table, checked
+//! after every step against a tiny reference model built only from what the table said.
+//!
+//! checks: S1, S3, S6, S7, L1, L2, L3
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fenced_types::{FencingToken, LeaseId, LockName};
+use proptest::prelude::*;
+
+use super::*;
+
+const LOCKS: usize = 3;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire {
+        lock: usize,
+        lease: Option<usize>,
+        ttl_ms: u64,
+        delay_ms: u64,
+        wait: bool,
+    },
+    Renew {
+        lease: usize,
+    },
+    Release {
+        lease: usize,
+        lock: Option<usize>,
+    },
+    Cancel {
+        waiter: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..LOCKS, proptest::option::of(0..8usize), prop_oneof![Just(100u64), Just(300), Just(1000)], prop_oneof![3 => Just(0u64), 1 => Just(150)], any::<bool>())
+            .prop_map(|(lock, lease, ttl_ms, delay_ms, wait)| Op::Acquire { lock, lease, ttl_ms, delay_ms, wait }),
+        2 => (0..8usize).prop_map(|lease| Op::Renew { lease }),
+        2 => (0..8usize, proptest::option::of(0..LOCKS)).prop_map(|(lease, lock)| Op::Release { lease, lock }),
+        1 => (0..8usize).prop_map(|waiter| Op::Cancel { waiter }),
+        3 => (0..400u64).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+/// What the model believes, derived from the table's own answers.
+#[derive(Default)]
+struct Model {
+    /// Every lease id ever used, in order of first use.
+    leases: Vec<LeaseId>,
+    /// TTL of every lease that was created.
+    ttl: HashMap<LeaseId, Duration>,
+    /// When each live lease must expire unless renewed again.
+    expiry: HashMap<LeaseId, Timestamp>,
+    /// Leases the model saw end.
+    ended: HashSet<LeaseId>,
+    /// Current holder of each lock: (lease, token).
+    holder: HashMap<LockName, (LeaseId, FencingToken)>,
+    /// Queued waiters per lock, in arrival order, with the lease they asked for.
+    queues: HashMap<LockName, VecDeque<(WaiterId, LeaseChoice)>>,
+    /// Every waiter ever queued.
+    waiters: Vec<WaiterId>,
+    /// The highest new token seen.
+    last_token: Option<FencingToken>,
+    /// Next lease id seed.
+    seed: u128,
+}
+
+impl Model {
+    fn fresh_lease(&mut self) -> LeaseId {
+        self.seed += 1;
+        LeaseId::from_bytes(self.seed.to_be_bytes())
+    }
+
+    fn record_grant(&mut self, now: Timestamp, grant: &Grant) {
+        // S1: a new grant's token is above every earlier one.
+        if let Some(last) = self.last_token {
+            assert!(
+                grant.token > last,
+                "token {} not above {}",
+                grant.token,
+                last
+            );
+        }
+        self.last_token = Some(grant.token);
+        assert!(
+            !self.ended.contains(&grant.lease),
+            "S7: an ended lease was granted a lock"
+        );
+        if grant.created_lease {
+            self.ttl.insert(grant.lease, grant.ttl);
+        }
+        self.expiry.insert(grant.lease, now + grant.ttl);
+        let previous = self
+            .holder
+            .insert(grant.lock.clone(), (grant.lease, grant.token));
+        assert!(
+            previous.is_none(),
+            "S3: {:?} granted while held by {previous:?}",
+            grant.lock
+        );
+    }
+
+    fn record_event(&mut self, now: Timestamp, event: &Event) {
+        match event.kind {
+            EventKind::Acquired => {}
+            EventKind::Released | EventKind::Expired => {
+                let (lease, token) = self
+                    .holder
+                    .remove(&event.lock)
+                    .expect("a freed lock was held");
+                assert_eq!(token, event.token);
+                if event.kind == EventKind::Expired {
+                    let due = self.expiry[&lease];
+                    assert!(
+                        due <= now,
+                        "L3: lease expired at {now:?}, before its due {due:?}"
+                    );
+                    self.ended.insert(lease);
+                }
+            }
+        }
+    }
+}
+
+fn name(index: usize) -> LockName {
+    LockName::new(format!("lock-{index}")).unwrap()
+}
+
+fn run(ops: Vec<Op>) {
+    let limits = Limits {
+        min_ttl: Duration::from_millis(100),
+        max_ttl: Duration::from_secs(10),
+        max_leases: 1000,
+        max_locks: 1000,
+        max_waiters: 1000,
+        remember_ended_for: Duration::from_secs(3600),
+        remember_ended_max: 100_000,
+    };
+    let mut table = LockTable::new(limits);
+    let mut model = Model::default();
+    let mut now = Timestamp::ZERO;
+
+    for op in ops {
+        let command = match op {
+            Op::Advance { ms } => {
+                now = now + Duration::from_millis(ms);
+                Command::Tick
+            }
+            Op::Acquire {
+                lock,
+                lease,
+                ttl_ms,
+                delay_ms,
+                wait,
+            } => {
+                let choice = match lease.and_then(|i| model.leases.get(i).copied()) {
+                    Some(id) => LeaseChoice::Join(id),
+                    None => {
+                        let id = model.fresh_lease();
+                        model.leases.push(id);
+                        LeaseChoice::New(id)
+                    }
+                };
+                Command::Acquire(Acquire {
+                    lock: name(lock),
+                    holder: Arc::from("h"),
+                    ttl: Duration::from_millis(ttl_ms),
+                    lock_delay: Duration::from_millis(delay_ms),
+                    lease: choice,
+                    wait,
+                })
+            }
+            Op::Renew { lease } => match model.leases.get(lease) {
+                Some(id) => Command::Renew { lease: *id },
+                None => Command::Tick,
+            },
+            Op::Release { lease, lock } => match model.leases.get(lease) {
+                Some(id) => Command::Release {
+                    lease: *id,
+                    lock: lock.map(name),
+                },
+                None => Command::Tick,
+            },
+            Op::Cancel { waiter } => match model.waiters.get(waiter) {
+                Some(id) => Command::CancelWait { waiter: *id },
+                None => Command::Tick,
+            },
+        };
+        let outcome = table.apply(now, command.clone());
+
+        // Expiries and releases first (they happen before the command's own grants).
+        for event in &outcome.events {
+            model.record_event(now, event);
+        }
+        // Leases the model expected to be live past `now` must still be (L3)...
+        let live_before: Vec<LeaseId> = model
+            .expiry
+            .iter()
+            .filter(|(id, due)| **due > now && !model.ended.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+
+        match (&command, &outcome.reply) {
+            (Command::Acquire(_), Ok(Reply::Granted(grant))) => model.record_grant(now, grant),
+            (Command::Acquire(request), Ok(Reply::AlreadyHeld(grant))) => {
+                // Re-acquiring a held lock answers with the same lease and token.
+                let (lease, token) = model.holder[&request.lock];
+                assert_eq!((lease, token), (grant.lease, grant.token));
+                model.expiry.insert(lease, now + model.ttl[&lease]);
+            }
+            (Command::Acquire(request), Ok(Reply::Queued(waiter))) => {
+                assert!(request.wait, "a try-once acquire was queued");
+                if let LeaseChoice::Join(id) = request.lease {
+                    model.expiry.insert(id, now + model.ttl[&id]);
+                }
+                model.waiters.push(*waiter);
+                model
+                    .queues
+                    .entry(request.lock.clone())
+                    .or_default()
+                    .push_back((*waiter, request.lease));
+            }
+            (Command::Acquire(request), Err(refusal)) => {
+                if let LeaseChoice::Join(id) = request.lease {
+                    let live = live_before.contains(&id);
+                    let lease_refusal = matches!(
+                        refusal,
+                        Refusal::LeaseExpired { .. }
+                            | Refusal::LeaseReleased { .. }
+                            | Refusal::UnknownLease { .. }
+                    );
+                    assert_eq!(
+                        !live, lease_refusal,
+                        "join of {id:?}: live {live}, refusal {refusal:?}"
+                    );
+                }
+                if !request.wait
+                    && !matches!(
+                        refusal,
+                        Refusal::Busy { .. } | Refusal::LockDelay { .. } | Refusal::Queued { .. }
+                    )
+                {
+                    assert!(
+                        matches!(request.lease, LeaseChoice::Join(_)),
+                        "unexpected {refusal:?}"
+                    );
+                }
+            }
+            (Command::Renew { lease }, reply) => {
+                let live = live_before.contains(lease);
+                assert_eq!(
+                    live,
+                    reply.is_ok(),
+                    "renew of {lease:?}: live {live}, got {reply:?}"
+                );
+                if live {
+                    model.expiry.insert(*lease, now + model.ttl[lease]);
+                }
+            }
+            (Command::Release { lease, lock }, reply) => {
+                let live = live_before.contains(lease);
+                match lock {
+                    None => {
+                        assert_eq!(live, reply.is_ok(), "release of {lease:?}: {reply:?}");
+                        if live {
+                            model.ended.insert(*lease);
+                        }
+                    }
+                    Some(lock) => {
+                        let holds = model.holder.get(lock).map(|(l, _)| l) == Some(lease);
+                        // The release event was already recorded above, so "holds" is now
+                        // false exactly when the release succeeded.
+                        if reply.is_ok() {
+                            assert!(live && !holds);
+                        }
+                    }
+                }
+            }
+            (Command::CancelWait { waiter }, Ok(Reply::Cancelled(true))) => {
+                for queue in model.queues.values_mut() {
+                    queue.retain(|(w, _)| w != waiter);
+                }
+            }
+            _ => {}
+        }
+
+        // Handoffs go to the front of their lock's model queue, in order (L2).
+        for handoff in &outcome.handoffs {
+            let lock = match &handoff.result {
+                Ok(grant) => grant.lock.clone(),
+                Err(_) => model
+                    .queues
+                    .iter()
+                    .find(|(_, q)| q.iter().any(|(w, _)| *w == handoff.waiter))
+                    .map(|(lock, _)| lock.clone())
+                    .expect("a handoff to a queued waiter"),
+            };
+            let queue = model.queues.get_mut(&lock).expect("a queue");
+            let (front, choice) = queue.pop_front().expect("a waiter");
+            assert_eq!(
+                front, handoff.waiter,
+                "L2: handoff out of FIFO order on {lock:?}"
+            );
+            match &handoff.result {
+                Ok(grant) => {
+                    assert_eq!(grant.lease, choice.id());
+                    model.record_grant(now, grant);
+                }
+                // Only a waiter that joined a lease can fail: its lease ended while it waited.
+                Err(_) => assert!(matches!(choice, LeaseChoice::Join(_))),
+            }
+        }
+
+        // S3 and the views: what the table shows is exactly the model's live holder.
+        for index in 0..LOCKS {
+            let lock = name(index);
+            let view = table.describe(now, &lock);
+            let expected = model.holder.get(&lock).map(|(_, token)| *token);
+            assert_eq!(
+                view.holder.map(|(_, t)| t),
+                expected,
+                "holder of {lock:?} at {now:?}"
+            );
+            if let Some((lease, _)) = model.holder.get(&lock) {
+                assert!(
+                    model.expiry[lease] > now,
+                    "S3: {lock:?} held by an expired lease"
+                );
+            }
+            let queued = model.queues.get(&lock).map_or(0, VecDeque::len);
+            assert_eq!(view.waiters, queued, "waiters of {lock:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_table_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..120)) {
+        run(ops);
+    }
+}

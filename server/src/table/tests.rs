@@ -1,0 +1,475 @@
+//! Unit tests of the lock table with a hand-made clock: each test is a short story.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fenced_types::{FencingToken, LeaseId, LockName};
+
+use super::*;
+
+fn limits() -> Limits {
+    Limits {
+        min_ttl: Duration::from_millis(100),
+        max_ttl: Duration::from_secs(3600),
+        max_leases: 100,
+        max_locks: 100,
+        max_waiters: 100,
+        remember_ended_for: Duration::from_secs(60),
+        remember_ended_max: 1000,
+    }
+}
+
+fn at(ms: u64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+fn name(text: &str) -> LockName {
+    LockName::new(text).unwrap()
+}
+
+fn acquire(lock: &str, lease: LeaseChoice, ttl_ms: u64, wait: bool) -> Command {
+    Command::Acquire(Acquire {
+        lock: name(lock),
+        holder: Arc::from(format!("holder-{}", lease.id().short())),
+        ttl: Duration::from_millis(ttl_ms),
+        lock_delay: Duration::ZERO,
+        lease,
+        wait,
+    })
+}
+
+fn granted(outcome: &Outcome) -> Grant {
+    match &outcome.reply {
+        Ok(Reply::Granted(grant)) => grant.clone(),
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+fn queued(outcome: &Outcome) -> WaiterId {
+    match &outcome.reply {
+        Ok(Reply::Queued(waiter)) => *waiter,
+        other => panic!("expected to queue, got {other:?}"),
+    }
+}
+
+// checks: S1, S3
+#[test]
+fn grant_then_busy_then_release_hands_nothing_to_nobody() {
+    let mut table = LockTable::new(limits());
+    let (a, b) = (LeaseId::random(), LeaseId::random());
+
+    let first = table.apply(at(0), acquire("orders", LeaseChoice::New(a), 1000, false));
+    let grant = granted(&first);
+    assert_eq!(grant.token, FencingToken::FIRST);
+    assert!(grant.created_lease);
+    assert!(first
+        .writes
+        .contains(&Write::NextToken(FencingToken::new(2).unwrap())));
+    assert_eq!(first.events.len(), 1);
+
+    let busy = table.apply(at(10), acquire("orders", LeaseChoice::New(b), 1000, false));
+    assert!(matches!(&busy.reply, Err(Refusal::Busy { token, .. }) if *token == grant.token));
+    assert!(busy.writes.is_empty(), "a refused acquire changes nothing");
+
+    let released = table.apply(
+        at(20),
+        Command::Release {
+            lease: a,
+            lock: None,
+        },
+    );
+    assert_eq!(released.reply, Ok(Reply::Released));
+    assert!(released.writes.contains(&Write::DeleteLease { lease: a }));
+    assert_eq!(released.events[0].kind, EventKind::Released);
+
+    let second = granted(&table.apply(at(30), acquire("orders", LeaseChoice::New(b), 1000, false)));
+    assert!(second.token > grant.token);
+}
+
+// checks: S3, S7, L1
+#[test]
+fn expiry_frees_the_lock_and_the_lease_stays_lost() {
+    let mut table = LockTable::new(limits());
+    let (a, b) = (LeaseId::random(), LeaseId::random());
+    granted(&table.apply(at(0), acquire("job", LeaseChoice::New(a), 1000, false)));
+    assert_eq!(table.next_due(), Some(at(1000)));
+
+    // Renewed at 500: now due at 1500.
+    assert_eq!(
+        table.apply(at(500), Command::Renew { lease: a }).reply,
+        Ok(Reply::Renewed {
+            ttl: Duration::from_millis(1000)
+        })
+    );
+    assert_eq!(table.next_due(), Some(at(1500)));
+    assert!(table.describe(at(1499), &name("job")).holder.is_some());
+
+    // At 1500 exactly the lease is expired (S3: never two unexpired holders at one instant).
+    assert!(table.describe(at(1500), &name("job")).holder.is_none());
+    let tick = table.apply(at(1500), Command::Tick);
+    assert_eq!(tick.events[0].kind, EventKind::Expired);
+    assert!(tick.writes.contains(&Write::DeleteLease { lease: a }));
+
+    // S7: no request revives it, and the refusal says why.
+    let renew = table.apply(at(1501), Command::Renew { lease: a });
+    assert!(matches!(renew.reply, Err(Refusal::LeaseExpired { .. })));
+    let join = table.apply(
+        at(1502),
+        acquire("other", LeaseChoice::Join(a), 1000, false),
+    );
+    assert!(matches!(join.reply, Err(Refusal::LeaseExpired { .. })));
+    let release = table.apply(
+        at(1503),
+        Command::Release {
+            lease: a,
+            lock: None,
+        },
+    );
+    assert!(matches!(release.reply, Err(Refusal::LeaseExpired { .. })));
+
+    granted(&table.apply(at(1504), acquire("job", LeaseChoice::New(b), 1000, false)));
+}
+
+// checks: L1, L2
+#[test]
+fn waiters_are_served_in_order_and_cancelled_ones_never() {
+    let mut table = LockTable::new(limits());
+    let leases: Vec<LeaseId> = (0..4).map(|_| LeaseId::random()).collect();
+    let holder = granted(&table.apply(
+        at(0),
+        acquire("q", LeaseChoice::New(leases[0]), 1000, false),
+    ));
+    let w1 = queued(&table.apply(at(1), acquire("q", LeaseChoice::New(leases[1]), 1000, true)));
+    let w2 = queued(&table.apply(at(2), acquire("q", LeaseChoice::New(leases[2]), 1000, true)));
+    let w3 = queued(&table.apply(at(3), acquire("q", LeaseChoice::New(leases[3]), 1000, true)));
+    assert_eq!(table.describe(at(3), &name("q")).waiters, 3);
+
+    // A try-once acquirer may not jump the queue even at a free instant.
+    // w2 cancels (timed out or disconnected): it leaves the queue at once.
+    let cancel = table.apply(at(4), Command::CancelWait { waiter: w2 });
+    assert_eq!(cancel.reply, Ok(Reply::Cancelled(true)));
+    assert_eq!(table.describe(at(4), &name("q")).waiters, 2);
+
+    // Release: w1 gets it at once, with a higher token.
+    let release = table.apply(
+        at(5),
+        Command::Release {
+            lease: leases[0],
+            lock: Some(name("q")),
+        },
+    );
+    assert_eq!(release.handoffs.len(), 1);
+    assert_eq!(release.handoffs[0].waiter, w1);
+    let g1 = release.handoffs[0].result.clone().unwrap();
+    assert!(g1.token > holder.token);
+    assert!(g1.created_lease);
+
+    // w1's lease expires: w3 (not the cancelled w2) is next.
+    let tick = table.apply(at(1005), Command::Tick);
+    assert_eq!(tick.handoffs.len(), 1);
+    assert_eq!(tick.handoffs[0].waiter, w3);
+    assert!(tick.handoffs[0].result.as_ref().unwrap().token > g1.token);
+    assert_eq!(
+        table
+            .apply(at(1006), Command::CancelWait { waiter: w2 })
+            .reply,
+        Ok(Reply::Cancelled(false))
+    );
+}
+
+// checks: L2
+#[test]
+fn a_try_once_acquire_does_not_jump_a_queue_held_by_lock_delay() {
+    let mut table = LockTable::new(limits());
+    let (a, b, c) = (LeaseId::random(), LeaseId::random(), LeaseId::random());
+    let mut request = match acquire("d", LeaseChoice::New(a), 100, false) {
+        Command::Acquire(request) => request,
+        _ => unreachable!(),
+    };
+    request.lock_delay = Duration::from_millis(50);
+    granted(&table.apply(at(0), Command::Acquire(request)));
+    let waiter = queued(&table.apply(at(1), acquire("d", LeaseChoice::New(b), 1000, true)));
+
+    // Expired at 100, but the lock-delay holds it until 150.
+    let tick = table.apply(at(100), Command::Tick);
+    assert!(tick.handoffs.is_empty());
+    assert_eq!(table.next_due(), Some(at(150)));
+    let jumper = table.apply(at(120), acquire("d", LeaseChoice::New(c), 1000, false));
+    assert!(matches!(jumper.reply, Err(Refusal::LockDelay { .. })));
+
+    let tick = table.apply(at(150), Command::Tick);
+    assert_eq!(tick.handoffs.len(), 1);
+    assert_eq!(tick.handoffs[0].waiter, waiter);
+}
+
+// checks: L1
+#[test]
+fn lock_delay_applies_after_expiry_but_not_after_release() {
+    let mut table = LockTable::new(limits());
+    let (a, b) = (LeaseId::random(), LeaseId::random());
+    let delayed = |lease: LeaseChoice| {
+        let mut request = match acquire("x", lease, 100, false) {
+            Command::Acquire(request) => request,
+            _ => unreachable!(),
+        };
+        request.lock_delay = Duration::from_millis(500);
+        Command::Acquire(request)
+    };
+    granted(&table.apply(at(0), delayed(LeaseChoice::New(a))));
+    table.apply(at(100), Command::Tick);
+    let refused = table.apply(at(599), acquire("x", LeaseChoice::New(b), 100, false));
+    assert!(
+        matches!(refused.reply, Err(Refusal::LockDelay { remaining, .. }) if remaining == Duration::from_millis(1))
+    );
+    granted(&table.apply(at(600), acquire("x", LeaseChoice::New(b), 100, false)));
+
+    // Released (not expired): no delay.
+    let c = LeaseId::random();
+    table.apply(
+        at(650),
+        Command::Release {
+            lease: b,
+            lock: None,
+        },
+    );
+    granted(&table.apply(at(650), delayed(LeaseChoice::New(c))));
+}
+
+// checks: S6
+#[test]
+fn wrong_and_unknown_lease_ids_change_nothing() {
+    let mut table = LockTable::new(limits());
+    let (a, stranger) = (LeaseId::random(), LeaseId::random());
+    granted(&table.apply(at(0), acquire("mine", LeaseChoice::New(a), 1000, false)));
+
+    for command in [
+        Command::Renew { lease: stranger },
+        Command::Release {
+            lease: stranger,
+            lock: None,
+        },
+        Command::Release {
+            lease: stranger,
+            lock: Some(name("mine")),
+        },
+    ] {
+        let outcome = table.apply(at(1), command);
+        assert!(matches!(outcome.reply, Err(Refusal::UnknownLease { .. })));
+        assert!(outcome.writes.is_empty() && outcome.events.is_empty());
+    }
+    // A live lease releasing a lock it does not hold.
+    let other = LeaseId::random();
+    granted(&table.apply(
+        at(2),
+        acquire("theirs", LeaseChoice::New(other), 1000, false),
+    ));
+    let outcome = table.apply(
+        at(3),
+        Command::Release {
+            lease: a,
+            lock: Some(name("theirs")),
+        },
+    );
+    assert!(matches!(outcome.reply, Err(Refusal::NotHolder { .. })));
+    assert!(table.describe(at(3), &name("theirs")).holder.is_some());
+    assert!(table.describe(at(3), &name("mine")).holder.is_some());
+}
+
+#[test]
+fn ttl_out_of_bounds_is_refused() {
+    let mut table = LockTable::new(limits());
+    for ttl in [0, 99, 3_600_001] {
+        let outcome = table.apply(
+            at(0),
+            acquire("t", LeaseChoice::New(LeaseId::random()), ttl, false),
+        );
+        assert!(
+            matches!(outcome.reply, Err(Refusal::TtlOutOfBounds { .. })),
+            "ttl {ttl}"
+        );
+        assert!(outcome.writes.is_empty());
+    }
+    assert_eq!(table.lease_count(), 0);
+}
+
+#[test]
+fn one_lease_many_locks_each_with_its_own_token() {
+    let mut table = LockTable::new(limits());
+    let a = LeaseId::random();
+    let first = granted(&table.apply(at(0), acquire("m/1", LeaseChoice::New(a), 1000, false)));
+    let second =
+        granted(&table.apply(at(500), acquire("m/2", LeaseChoice::Join(a), 99_999, false)));
+    assert_eq!(second.lease, a);
+    assert!(!second.created_lease);
+    assert!(second.token > first.token);
+    // The lease keeps its TTL; joining renewed it.
+    assert_eq!(second.ttl, Duration::from_millis(1000));
+    assert_eq!(table.next_due(), Some(at(1500)));
+    // Acquiring what it already holds answers with the same token (a retried acquire).
+    let again = table.apply(at(600), acquire("m/1", LeaseChoice::Join(a), 1000, false));
+    assert!(
+        matches!(again.reply, Ok(Reply::AlreadyHeld(Grant { token, .. })) if token == first.token)
+    );
+    assert!(again.writes.is_empty());
+    // A listing sees both; releasing the lease frees both.
+    assert_eq!(table.list(at(700), "m/", 10).len(), 2);
+    let release = table.apply(
+        at(700),
+        Command::Release {
+            lease: a,
+            lock: None,
+        },
+    );
+    assert_eq!(release.events.len(), 2);
+    assert!(table.list(at(700), "m/", 10).is_empty());
+    // A lease lives without locks until it ends.
+    let b = LeaseId::random();
+    granted(&table.apply(at(800), acquire("n", LeaseChoice::New(b), 1000, false)));
+    table.apply(
+        at(801),
+        Command::Release {
+            lease: b,
+            lock: Some(name("n")),
+        },
+    );
+    assert_eq!(
+        table.apply(at(802), Command::Renew { lease: b }).reply,
+        Ok(Reply::Renewed {
+            ttl: Duration::from_millis(1000)
+        })
+    );
+}
+
+// checks: L2
+#[test]
+fn a_waiter_whose_joined_lease_ended_is_told_and_skipped() {
+    let mut table = LockTable::new(limits());
+    let (holder, joiner, next) = (LeaseId::random(), LeaseId::random(), LeaseId::random());
+    granted(&table.apply(at(0), acquire("j", LeaseChoice::New(holder), 10_000, false)));
+    granted(&table.apply(at(0), acquire("own", LeaseChoice::New(joiner), 100, false)));
+    let w_join = queued(&table.apply(at(1), acquire("j", LeaseChoice::Join(joiner), 0, true)));
+    let w_next = queued(&table.apply(at(2), acquire("j", LeaseChoice::New(next), 1000, true)));
+    // The joiner's lease expires (renewed by the join at 1, so due at 101).
+    table.apply(at(101), Command::Tick);
+    let release = table.apply(
+        at(200),
+        Command::Release {
+            lease: holder,
+            lock: None,
+        },
+    );
+    assert_eq!(release.handoffs.len(), 2);
+    assert_eq!(release.handoffs[0].waiter, w_join);
+    assert!(matches!(
+        release.handoffs[0].result,
+        Err(Refusal::LeaseExpired { .. })
+    ));
+    assert_eq!(release.handoffs[1].waiter, w_next);
+    assert!(release.handoffs[1].result.is_ok());
+}
+
+#[test]
+fn capacity_limits_are_enforced() {
+    let mut table = LockTable::new(Limits {
+        max_leases: 1,
+        max_waiters: 1,
+        max_locks: 2,
+        ..limits()
+    });
+    let a = LeaseId::random();
+    granted(&table.apply(at(0), acquire("c/1", LeaseChoice::New(a), 1000, false)));
+    let refused = table.apply(
+        at(0),
+        acquire("c/2", LeaseChoice::New(LeaseId::random()), 1000, false),
+    );
+    assert!(matches!(
+        refused.reply,
+        Err(Refusal::Exhausted { what: "leases", .. })
+    ));
+    granted(&table.apply(at(0), acquire("c/2", LeaseChoice::Join(a), 1000, false)));
+    let refused = table.apply(at(0), acquire("c/3", LeaseChoice::Join(a), 1000, false));
+    assert!(matches!(
+        refused.reply,
+        Err(Refusal::Exhausted { what: "locks", .. })
+    ));
+    queued(&table.apply(
+        at(0),
+        acquire("c/1", LeaseChoice::New(LeaseId::random()), 1000, true),
+    ));
+    let refused = table.apply(
+        at(0),
+        acquire("c/1", LeaseChoice::New(LeaseId::random()), 1000, true),
+    );
+    assert!(matches!(
+        refused.reply,
+        Err(Refusal::Exhausted {
+            what: "waiters",
+            ..
+        })
+    ));
+}
+
+// checks: S1, S2
+#[test]
+fn restore_gives_full_ttls_from_now_and_continues_tokens() {
+    let mut table = LockTable::new(limits());
+    let a = LeaseId::random();
+    let grant = granted(&table.apply(at(0), acquire("r", LeaseChoice::New(a), 1000, false)));
+    let restored = LockTable::restore(
+        limits(),
+        table.next_token(),
+        vec![RestoredLease {
+            lease: a,
+            ttl: Duration::from_millis(1000),
+        }],
+        vec![RestoredLock {
+            lock: name("r"),
+            lease: a,
+            token: grant.token,
+            holder: Arc::from("h"),
+            lock_delay: Duration::ZERO,
+        }],
+        at(50_000),
+    );
+    let mut restored = restored.unwrap();
+    let view = restored.describe(at(50_000), &name("r"));
+    assert_eq!(view.holder.map(|(_, token)| token), Some(grant.token));
+    assert_eq!(view.remaining, Duration::from_millis(1000));
+    let later = granted(&restored.apply(
+        at(51_000),
+        acquire("r", LeaseChoice::New(LeaseId::random()), 1000, false),
+    ));
+    assert!(later.token > grant.token);
+
+    let corrupt = LockTable::restore(
+        limits(),
+        FencingToken::FIRST,
+        vec![RestoredLease {
+            lease: a,
+            ttl: Duration::from_millis(1000),
+        }],
+        vec![RestoredLock {
+            lock: name("r"),
+            lease: a,
+            token: FencingToken::new(5).unwrap(),
+            holder: Arc::from("h"),
+            lock_delay: Duration::ZERO,
+        }],
+        at(0),
+    );
+    assert!(matches!(corrupt, Err(RestoreError::TokenAhead { .. })));
+    let orphan = LockTable::restore(
+        limits(),
+        FencingToken::new(9).unwrap(),
+        vec![],
+        vec![RestoredLock {
+            lock: name("r"),
+            lease: a,
+            token: FencingToken::new(5).unwrap(),
+            holder: Arc::from("h"),
+            lock_delay: Duration::ZERO,
+        }],
+        at(0),
+    );
+    assert!(matches!(orphan, Err(RestoreError::OrphanLock { .. })));
+}

@@ -1,0 +1,529 @@
+//! The lock service over real gRPC: a real `fenced` process on a loopback port.
+//! Each test is a short story; the ids it checks are named at the top of each.
+
+use std::time::{Duration, Instant};
+
+use fenced_proto::v1 as pb;
+use fenced_proto::v1::lock_service_client::LockServiceClient;
+use fenced_tests::server::TestServer;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::Code;
+
+type Client = LockServiceClient<Channel>;
+
+fn acquire(lock: &str, ttl_ms: u64, wait_ms: u64) -> pb::AcquireRequest {
+    pb::AcquireRequest {
+        lock: lock.to_string(),
+        holder: format!("test-{lock}"),
+        ttl_ms,
+        wait_ms,
+        lock_delay_ms: 0,
+        lease_id: String::new(),
+    }
+}
+
+async fn describe(client: &mut Client, lock: &str) -> pb::LockInfo {
+    client
+        .describe(pb::DescribeRequest { lock: lock.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+// checks: S1, S3, S6
+#[tokio::test]
+async fn acquire_contend_release_and_acquire_again() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+
+    // Phase 1: a grant.
+    let first = client
+        .acquire(acquire("orders", 10_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.token >= 1);
+    assert_eq!(first.ttl_ms, 10_000);
+    let info = describe(&mut client, "orders").await;
+    assert!(info.held);
+    assert_eq!(
+        (info.token, info.holder.as_str()),
+        (first.token, "test-orders")
+    );
+    assert!(info.remaining_ms > 9_000 && info.remaining_ms <= 10_000);
+
+    // Phase 2: a second acquirer is told who holds it.
+    let busy = client
+        .acquire(acquire("orders", 10_000, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), Code::Aborted);
+    assert!(busy.message().contains("test-orders"), "{}", busy.message());
+    assert!(
+        busy.message().contains(&first.token.to_string()),
+        "{}",
+        busy.message()
+    );
+
+    // Phase 3: only the lease id releases it (S6).
+    let wrong = client
+        .release(pb::ReleaseRequest {
+            lease_id: "5f0c4c36-1d52-4bb0-9f4c-4a8a7c59f0aa".into(),
+            lock: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::NotFound);
+    assert!(describe(&mut client, "orders").await.held);
+    client
+        .release(pb::ReleaseRequest {
+            lease_id: first.lease_id.clone(),
+            lock: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(!describe(&mut client, "orders").await.held);
+
+    // Phase 4: the next grant has a higher token (S1), and the old lease stays released.
+    let second = client
+        .acquire(acquire("orders", 10_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(second.token > first.token);
+    let late = client
+        .renew(pb::RenewRequest {
+            lease_id: first.lease_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition);
+    assert!(late.message().contains("released"), "{}", late.message());
+}
+
+// checks: L1, L2
+#[tokio::test]
+async fn waiters_are_served_in_arrival_order_at_once_on_release() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let holder = client
+        .acquire(acquire("fifo", 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Phase 1: three waiters queue, one after the other (each seen queued before the next).
+    let mut waiters = Vec::new();
+    for index in 0..3u32 {
+        let mut waiter_client = server.client().await;
+        waiters.push(tokio::spawn(async move {
+            let grant = waiter_client.acquire(acquire("fifo", 30_000, 20_000)).await;
+            (index, grant.map(|g| g.into_inner()), Instant::now())
+        }));
+        while describe(&mut client, "fifo").await.waiters != index + 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    // Phase 2: each release hands the lock to the next waiter, in order, with rising tokens.
+    let mut lease_to_release = holder.lease_id;
+    let mut last_token = holder.token;
+    for (expected_index, waiter) in waiters.into_iter().enumerate() {
+        let released_at = Instant::now();
+        client
+            .release(pb::ReleaseRequest {
+                lease_id: lease_to_release,
+                lock: String::new(),
+            })
+            .await
+            .unwrap();
+        let (index, grant, granted_at) = waiter.await.unwrap();
+        let grant = grant.unwrap();
+        assert_eq!(index as usize, expected_index, "L2: FIFO order");
+        assert!(grant.token > last_token, "S1");
+        // L1: at once (a generous bound: this is a loaded 2-core machine).
+        assert!(granted_at.duration_since(released_at) < Duration::from_secs(2));
+        last_token = grant.token;
+        lease_to_release = grant.lease_id;
+    }
+}
+
+// checks: L1, S3, S7
+#[tokio::test]
+async fn an_expired_lease_is_reaped_and_its_lock_handed_on() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let first = client
+        .acquire(acquire("expiring", 300, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut waiter_client = server.client().await;
+    let started = Instant::now();
+    let second = waiter_client
+        .acquire(acquire("expiring", 10_000, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    // Not before the first lease's TTL (S3)...
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(second.token > first.token);
+    // ...and the first lease is lost for good (S7).
+    let renew = client
+        .renew(pb::RenewRequest {
+            lease_id: first.lease_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(renew.code(), Code::FailedPrecondition);
+    assert!(renew.message().contains("expired"), "{}", renew.message());
+}
+
+// checks: L2
+#[tokio::test]
+async fn a_waiter_that_times_out_or_disconnects_leaves_the_queue() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let holder = client
+        .acquire(acquire("q", 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Phase 1: a waiter times out with ABORTED naming the holder.
+    let timed_out = client.acquire(acquire("q", 30_000, 200)).await.unwrap_err();
+    assert_eq!(timed_out.code(), Code::Aborted);
+    assert!(
+        timed_out.message().contains("timed out"),
+        "{}",
+        timed_out.message()
+    );
+    assert_eq!(describe(&mut client, "q").await.waiters, 0);
+
+    // Phase 2: a waiter whose request is dropped (client gone) leaves the queue.
+    let mut leaving = server.client().await;
+    let pending = tokio::spawn(async move { leaving.acquire(acquire("q", 30_000, 20_000)).await });
+    while describe(&mut client, "q").await.waiters != 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pending.abort();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while describe(&mut client, "q").await.waiters != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled waiter stayed queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Phase 3: released, the lock is free, never granted to the departed waiter.
+    client
+        .release(pb::ReleaseRequest {
+            lease_id: holder.lease_id,
+            lock: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(!describe(&mut client, "q").await.held);
+    client.acquire(acquire("q", 30_000, 0)).await.unwrap();
+}
+
+// checks: L3, S7
+#[tokio::test]
+async fn keep_alive_renews_many_leases_on_one_stream() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let a = client
+        .acquire(acquire("ka/a", 400, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = client
+        .acquire(acquire("ka/b", 400, 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    let mut responses = client
+        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    // Renew both well past their TTL: they stay held (L3).
+    for _ in 0..8 {
+        for lease in [&a.lease_id, &b.lease_id] {
+            sender
+                .send(pb::RenewRequest {
+                    lease_id: lease.clone(),
+                })
+                .await
+                .unwrap();
+            let response = responses.next().await.unwrap().unwrap();
+            assert_eq!(response.outcome(), pb::renew_response::Outcome::Renewed);
+            assert_eq!(response.ttl_ms, 400);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(describe(&mut client, "ka/a").await.held);
+    assert!(describe(&mut client, "ka/b").await.held);
+
+    // Released and malformed ids get outcomes, and the stream stays open.
+    client
+        .release(pb::ReleaseRequest {
+            lease_id: a.lease_id.clone(),
+            lock: String::new(),
+        })
+        .await
+        .unwrap();
+    sender
+        .send(pb::RenewRequest {
+            lease_id: a.lease_id.clone(),
+        })
+        .await
+        .unwrap();
+    let released = responses.next().await.unwrap().unwrap();
+    assert_eq!(released.outcome(), pb::renew_response::Outcome::Released);
+    sender
+        .send(pb::RenewRequest {
+            lease_id: "nope".into(),
+        })
+        .await
+        .unwrap();
+    let invalid = responses.next().await.unwrap().unwrap();
+    assert_eq!(invalid.outcome(), pb::renew_response::Outcome::Invalid);
+    sender
+        .send(pb::RenewRequest {
+            lease_id: b.lease_id.clone(),
+        })
+        .await
+        .unwrap();
+    let renewed = responses.next().await.unwrap().unwrap();
+    assert_eq!(renewed.outcome(), pb::renew_response::Outcome::Renewed);
+}
+
+// checks: S1
+#[tokio::test]
+async fn one_lease_holds_many_locks_each_with_its_own_token() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let first = client
+        .acquire(acquire("many/1", 5_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut join = acquire("many/2", 999, 0);
+    join.lease_id = first.lease_id.clone();
+    let second = client.acquire(join).await.unwrap().into_inner();
+    assert_eq!(second.lease_id, first.lease_id);
+    assert_eq!(
+        second.ttl_ms, 5_000,
+        "a lease keeps the TTL it was created with"
+    );
+    assert!(second.token > first.token);
+
+    let listed = client
+        .list(pb::ListRequest {
+            prefix: "many/".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = listed.locks.iter().map(|l| l.lock.as_str()).collect();
+    assert_eq!(names, ["many/1", "many/2"]);
+
+    // Release one lock; the lease and the other lock stay.
+    client
+        .release(pb::ReleaseRequest {
+            lease_id: first.lease_id.clone(),
+            lock: "many/1".into(),
+        })
+        .await
+        .unwrap();
+    assert!(!describe(&mut client, "many/1").await.held);
+    assert!(describe(&mut client, "many/2").await.held);
+    let not_held = client
+        .release(pb::ReleaseRequest {
+            lease_id: first.lease_id.clone(),
+            lock: "many/1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_held.code(), Code::FailedPrecondition);
+}
+
+// checks: S5 (the server side of the strict check)
+#[tokio::test]
+async fn check_token_tells_the_live_holders_token() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let check = |token: u64| pb::CheckTokenRequest {
+        lock: "ct".into(),
+        token,
+    };
+    let free = client.check_token(check(1)).await.unwrap().into_inner();
+    assert_eq!((free.current, free.current_token), (false, 0));
+    let grant = client
+        .acquire(acquire("ct", 5_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let live = client
+        .check_token(check(grant.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((live.current, live.current_token), (true, grant.token));
+    let stale = client
+        .check_token(check(grant.token - 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stale.current, stale.current_token), (false, grant.token));
+}
+
+#[tokio::test]
+async fn watch_sees_acquire_release_and_expiry() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let mut events = client
+        .watch(pb::WatchRequest {
+            lock: String::new(),
+            prefix: "w/".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Another lock outside the prefix must not show up.
+    client.acquire(acquire("other", 5_000, 0)).await.unwrap();
+    let a = client
+        .acquire(acquire("w/a", 5_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .release(pb::ReleaseRequest {
+            lease_id: a.lease_id,
+            lock: String::new(),
+        })
+        .await
+        .unwrap();
+    let b = client
+        .acquire(acquire("w/b", 200, 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
+        seen.push((event.kind(), event.lock, event.token));
+    }
+    use pb::watch_event::Kind;
+    assert_eq!(
+        seen,
+        [
+            (Kind::Acquired, "w/a".to_string(), a.token),
+            (Kind::Released, "w/a".to_string(), a.token),
+            (Kind::Acquired, "w/b".to_string(), b.token),
+            (Kind::Expired, "w/b".to_string(), b.token),
+        ]
+    );
+}
+
+// checks: S6 (bad input changes nothing and names the problem)
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let cases: Vec<(pb::AcquireRequest, Code, &str)> = vec![
+        (acquire("", 1_000, 0), Code::InvalidArgument, "empty"),
+        (
+            acquire(&"x".repeat(257), 1_000, 0),
+            Code::InvalidArgument,
+            "257 bytes",
+        ),
+        (
+            acquire("bad\u{7}name", 1_000, 0),
+            Code::InvalidArgument,
+            "control character",
+        ),
+        (acquire("ttl", 99, 0), Code::InvalidArgument, "ttl"),
+        (acquire("ttl", 3_600_001, 0), Code::InvalidArgument, "ttl"),
+        (
+            pb::AcquireRequest {
+                lease_id: "not-a-uuid".into(),
+                ..acquire("lid", 1_000, 0)
+            },
+            Code::InvalidArgument,
+            "lease_id",
+        ),
+        (
+            pb::AcquireRequest {
+                lease_id: "5f0c4c36-1d52-4bb0-9f4c-4a8a7c59f0aa".into(),
+                ..acquire("lid", 1_000, 0)
+            },
+            Code::NotFound,
+            "unknown",
+        ),
+        (
+            pb::AcquireRequest {
+                wait_ms: 10_000_000,
+                ..acquire("w", 1_000, 0)
+            },
+            Code::InvalidArgument,
+            "wait_ms",
+        ),
+        (
+            pb::AcquireRequest {
+                holder: "h".repeat(300),
+                ..acquire("h", 1_000, 0)
+            },
+            Code::InvalidArgument,
+            "holder",
+        ),
+    ];
+    for (request, code, needle) in cases {
+        let status = client.acquire(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), code, "{request:?}: {status:?}");
+        assert!(
+            status.message().contains(needle),
+            "{:?} lacks {needle:?}",
+            status.message()
+        );
+    }
+    let renew = client
+        .renew(pb::RenewRequest {
+            lease_id: "zzz".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(renew.code(), Code::InvalidArgument);
+    let watch = client
+        .watch(pb::WatchRequest {
+            lock: "a".into(),
+            prefix: "b".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(watch.code(), Code::InvalidArgument);
+
+    // Nothing changed: no lock is held, and the server still serves.
+    let listed = client
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.locks.is_empty(), "{listed:?}");
+    client.acquire(acquire("fine", 1_000, 0)).await.unwrap();
+}
