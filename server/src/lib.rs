@@ -6,6 +6,7 @@
 //!   durable writes, handoffs and events out). No I/O, no clock, no tasks.
 //! - [`clock`]: the monotonic time the table is driven with.
 //! - [`store`]: sled persistence with group commit (flush + `fdatasync`), and recovery.
+//! - [`marker`]: a token floor beside sled's files, so a silently reset database is caught.
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
 //!   durable.
 //! - [`committer`]: the background tasks: group committer and lease reaper.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod marker;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -14,10 +14,13 @@
 //!   file `<dir>/db` after the flush, which flushes the device cache: an acknowledged grant
 //!   then survives a power cut too (on a disk that honours flushes).
 //!
+//! - A [`Marker`] file beside sled's keeps a floor for the token counter, so a database
+//!   that sled recovered as empty or older is refused at start instead of reissuing tokens.
+//!
 //! Records are small protobuf messages (prost derives), so the format can grow fields.
 //! Keys: `t` the next token; `L` + 16-byte lease id a lease; `K` + name a held lock.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +30,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::error::Error;
+use crate::marker::Marker;
 use crate::table::{RestoredLease, RestoredLock, Write};
 
 const NEXT_TOKEN_KEY: &[u8] = b"t";
@@ -84,6 +88,10 @@ pub struct Store {
     durable: watch::Sender<u64>,
     /// Wakes the committer when something is staged.
     wake: tokio::sync::Notify,
+    /// The highest next-token value staged so far.
+    staged_next_token: AtomicU64,
+    /// The token floor beside sled's files.
+    marker: Arc<Marker>,
 }
 
 impl Store {
@@ -118,6 +126,7 @@ impl Store {
             None
         };
         let recovered = read_back(&db, dir)?;
+        let marker = Marker::check(dir, recovered.next_token)?;
         let (durable, _) = watch::channel(0);
         let store = Store {
             db,
@@ -125,6 +134,8 @@ impl Store {
             staged: AtomicU64::new(0),
             durable,
             wake: tokio::sync::Notify::new(),
+            staged_next_token: AtomicU64::new(recovered.next_token.get()),
+            marker: Arc::new(marker),
         };
         Ok((store, recovered))
     }
@@ -159,7 +170,11 @@ impl Store {
                     batch.insert(lock_key(lock), record.encode_to_vec());
                 }
                 Write::DeleteLock { lock } => batch.remove(lock_key(lock)),
-                Write::NextToken(token) => batch.insert(NEXT_TOKEN_KEY, &token.to_be_bytes()),
+                Write::NextToken(token) => {
+                    batch.insert(NEXT_TOKEN_KEY, &token.to_be_bytes());
+                    self.staged_next_token
+                        .fetch_max(token.get(), Ordering::SeqCst);
+                }
             }
         }
         self.db.apply_batch(batch).map_err(|e| Error::Storage {
@@ -215,6 +230,9 @@ impl Store {
         }
         let db = self.db.clone();
         let data_file = self.data_file.clone();
+        // Read before the flush, so the flush covers it.
+        let next_token = self.staged_next_token.load(Ordering::SeqCst);
+        let marker = self.marker.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
             db.flush().map_err(|e| Error::Storage {
                 during: "flushing sled",
@@ -225,6 +243,9 @@ impl Store {
                     during: "fdatasync of sled's data file",
                     reason: e.to_string(),
                 })?;
+            }
+            if marker.due(next_token) {
+                marker.advance(next_token)?;
             }
             Ok(())
         })
@@ -327,9 +348,4 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "unknown panic".to_string())
-}
-
-/// The path of sled's data file inside a data directory (for tests that corrupt it).
-pub fn data_file_path(dir: &Path) -> PathBuf {
-    dir.join("db")
 }
