@@ -1,10 +1,11 @@
 //! The committer and the reaper: the engine's two background tasks.
 //!
-//! The committer makes staged batches durable (group commit: one flush for everything
+//! The committer (an OS thread) makes staged batches durable (group commit: one flush for everything
 //! staged so far) and then dispatches what waited on them. The reaper sleeps until the
 //! next expiry or lock-delay end, or until told something earlier is due, and ticks the
 //! table. Both stop on the shutdown token; either stops the server on a fatal error.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -13,22 +14,20 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::table::Command;
 
-/// Flushes staged batches and dispatches their notifications until `stop` is cancelled;
-/// on the way out, flushes once more so nothing staged is left behind.
-pub async fn run_committer(engine: Arc<Engine>, stop: CancellationToken) -> Result<(), Error> {
-    let result = async {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = engine.store().staged_beyond_durable() => {}
-            }
-            let durable = engine.store().commit().await?;
+/// Flushes staged batches and dispatches their notifications until `stop` is set; on the
+/// way out, flushes once more so nothing staged is left behind. Runs on its own OS thread:
+/// sled's flush and `fdatasync` block, and a dedicated thread saves the hops through
+/// tokio's blocking pool on every commit.
+pub fn run_committer(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> Result<(), Error> {
+    let result = (|| {
+        while !stop.load(Ordering::SeqCst) {
+            engine.store().wait_for_work(&stop);
+            let durable = engine.store().commit()?;
             engine.dispatch(durable)?;
         }
-        let durable = engine.store().commit().await?;
+        let durable = engine.store().commit()?;
         engine.dispatch(durable)
-    }
-    .await;
+    })();
     if let Err(error) = &result {
         tracing::error!(%error, "committer failed; stopping the server");
         engine.fatal().cancel();

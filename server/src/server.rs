@@ -5,6 +5,7 @@
 //! and in-flight requests drain, the reaper stops, the committer flushes one last time.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fenced_proto::v1::lock_service_server::LockServiceServer;
@@ -85,8 +86,17 @@ impl OpenServer {
         let engine = Arc::new(Engine::new(table, store, clock, fatal.clone()));
 
         let stop_reaper = CancellationToken::new();
-        let stop_committer = CancellationToken::new();
-        let committer = tokio::spawn(run_committer(engine.clone(), stop_committer.clone()));
+        let stop_committer = Arc::new(AtomicBool::new(false));
+        let committer = {
+            let (engine, stop) = (engine.clone(), stop_committer.clone());
+            std::thread::Builder::new()
+                .name("fenced-committer".into())
+                .spawn(move || run_committer(engine, stop))
+                .map_err(|e| Error::Storage {
+                    during: "starting the committer thread",
+                    reason: e.to_string(),
+                })?
+        };
         let reaper = tokio::spawn(run_reaper(engine.clone(), stop_reaper.clone()));
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -124,17 +134,22 @@ impl OpenServer {
 
         stop_reaper.cancel();
         let reaper_result = reaper.await;
-        stop_committer.cancel();
-        let committer_result = committer.await;
+        stop_committer.store(true, Ordering::SeqCst);
+        engine.store().kick_committer();
+        let committer_result = tokio::task::spawn_blocking(move || committer.join())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|joined| joined.map_err(|_| "the committer thread panicked".to_string()));
         served?;
+        let reaper_result = reaper_result.map_err(|e| e.to_string());
         for result in [reaper_result, committer_result] {
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => return Err(error),
-                Err(join) => {
+                Err(reason) => {
                     return Err(Error::Storage {
                         during: "stopping background tasks",
-                        reason: join.to_string(),
+                        reason,
                     })
                 }
             }

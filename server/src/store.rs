@@ -21,8 +21,8 @@
 //! Keys: `t` the next token; `L` + 16-byte lease id a lease; `K` + name a held lock.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use fenced_types::{FencingToken, LeaseId, LockName};
@@ -86,12 +86,14 @@ pub struct Store {
     staged: AtomicU64,
     /// The sequence number up to which everything is durable.
     durable: watch::Sender<u64>,
-    /// Wakes the committer when something is staged.
-    wake: tokio::sync::Notify,
+    /// Guards the committer's sleep, so a kick between its check and its wait is not lost.
+    kick_lock: Mutex<()>,
+    /// Wakes the committer when something is staged (or it is told to stop).
+    kick: Condvar,
     /// The highest next-token value staged so far.
     staged_next_token: AtomicU64,
     /// The token floor beside sled's files.
-    marker: Arc<Marker>,
+    marker: Marker,
 }
 
 impl Store {
@@ -133,9 +135,10 @@ impl Store {
             data_file,
             staged: AtomicU64::new(0),
             durable,
-            wake: tokio::sync::Notify::new(),
+            kick_lock: Mutex::new(()),
+            kick: Condvar::new(),
             staged_next_token: AtomicU64::new(recovered.next_token.get()),
-            marker: Arc::new(marker),
+            marker,
         };
         Ok((store, recovered))
     }
@@ -182,7 +185,7 @@ impl Store {
             reason: e.to_string(),
         })?;
         let seq = self.staged.fetch_add(1, Ordering::SeqCst) + 1;
-        self.wake.notify_one();
+        self.kick_committer();
         Ok(seq)
     }
 
@@ -205,55 +208,51 @@ impl Store {
             })
     }
 
-    /// A receiver of the durable sequence number, for the engine's dispatcher.
-    pub fn durable_updates(&self) -> watch::Receiver<u64> {
-        self.durable.subscribe()
+    /// Wakes the committer (after staging, or to make it notice a stop request).
+    pub fn kick_committer(&self) {
+        // Taking the lock orders this kick after the committer's check or before it: a
+        // committer between its check and its wait cannot miss it.
+        drop(self.kick_lock.lock());
+        self.kick.notify_one();
     }
 
-    /// Waits until something is staged that is not durable yet.
-    pub async fn staged_beyond_durable(&self) {
-        loop {
-            let notified = self.wake.notified();
-            if self.staged() > *self.durable.borrow() {
-                return;
+    /// Blocks the committer thread until something staged is not durable yet, or `stop`.
+    pub fn wait_for_work(&self, stop: &AtomicBool) {
+        let Ok(mut guard) = self.kick_lock.lock() else {
+            return;
+        };
+        while self.staged() <= *self.durable.borrow() && !stop.load(Ordering::SeqCst) {
+            // The timeout is only a safety net; kicks do the real work.
+            match self.kick.wait_timeout(guard, Duration::from_millis(100)) {
+                Ok((next, _)) => guard = next,
+                Err(_) => return,
             }
-            notified.await;
         }
     }
 
-    /// Makes everything staged so far durable: one sled flush, one `fdatasync`. Returns the
-    /// sequence number now durable. Only the committer calls this.
-    pub async fn commit(&self) -> Result<u64, Error> {
+    /// Makes everything staged so far durable: one sled flush, one `fdatasync`, and the
+    /// token marker when due. Returns the sequence number now durable. Blocking: only the
+    /// committer thread calls this, so a grant's path has no extra thread hops.
+    pub fn commit(&self) -> Result<u64, Error> {
         let target = self.staged();
         if target <= *self.durable.borrow() {
             return Ok(target);
         }
-        let db = self.db.clone();
-        let data_file = self.data_file.clone();
         // Read before the flush, so the flush covers it.
         let next_token = self.staged_next_token.load(Ordering::SeqCst);
-        let marker = self.marker.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), Error> {
-            db.flush().map_err(|e| Error::Storage {
-                during: "flushing sled",
-                reason: e.to_string(),
-            })?;
-            if let Some(file) = data_file {
-                file.sync_data().map_err(|e| Error::Storage {
-                    during: "fdatasync of sled's data file",
-                    reason: e.to_string(),
-                })?;
-            }
-            if marker.due(next_token) {
-                marker.advance(next_token)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::Storage {
+        self.db.flush().map_err(|e| Error::Storage {
             during: "flushing sled",
             reason: e.to_string(),
-        })??;
+        })?;
+        if let Some(file) = &self.data_file {
+            file.sync_data().map_err(|e| Error::Storage {
+                during: "fdatasync of sled's data file",
+                reason: e.to_string(),
+            })?;
+        }
+        if self.marker.due(next_token) {
+            self.marker.advance(next_token)?;
+        }
         self.durable.send_replace(target);
         Ok(target)
     }
