@@ -1,0 +1,93 @@
+//! The zombie-leader demo: `cargo run --release -p fenced-demo --example zombie`.
+//!
+//! Runs the story twice with real processes, the gate on and then off, narrates every
+//! event with a timestamp, prints a verdict for each run and writes `zombie-demo.html`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use fenced_demo::{html, scenario};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let binaries = match build_binaries() {
+        Ok(dir) => dir,
+        Err(message) => {
+            eprintln!("zombie demo: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut reports = Vec::new();
+    for gate in [true, false] {
+        let options = scenario::Options {
+            fenced: binaries.join("fenced"),
+            kv: binaries.join("fenced-kv"),
+            worker: binaries.join("fenced-demo-worker"),
+            ttl: Duration::from_secs(2),
+            gate,
+            narrate: true,
+            show_logs: std::env::var_os("RUST_LOG").is_some(),
+        };
+        println!();
+        match scenario::run(&options).await {
+            Ok(report) => reports.push(report),
+            Err(error) => {
+                eprintln!("zombie demo failed: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    println!();
+    for report in &reports {
+        println!(
+            "gate {:<3} -> {}",
+            if report.gate { "on" } else { "off" },
+            html::verdict(report).1
+        );
+    }
+    let path = PathBuf::from("zombie-demo.html");
+    match std::fs::write(&path, html::render(&reports)) {
+        Ok(()) => println!("\nthe timeline: {}", path.display()),
+        Err(error) => eprintln!("cannot write {}: {error}", path.display()),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Builds the server, the store and the worker in this example's profile (when run by
+/// cargo), and returns the folder they are in.
+fn build_binaries() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // target/<profile>/examples/zombie
+    let dir = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .ok_or("cannot tell where the binaries are")?
+        .to_path_buf();
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut command = std::process::Command::new(cargo);
+        command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+            "build",
+            "--bins",
+            "-p",
+            "fenced",
+            "-p",
+            "fenced-kv",
+            "-p",
+            "fenced-demo",
+        ]);
+        if dir.file_name().is_some_and(|name| name == "release") {
+            command.arg("--release");
+        }
+        let status = command.status().map_err(|e| format!("cargo build: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build failed: {status}"));
+        }
+    }
+    for name in ["fenced", "fenced-kv", "fenced-demo-worker"] {
+        if !dir.join(name).exists() {
+            return Err(format!("{} is missing", dir.join(name).display()));
+        }
+    }
+    Ok(dir)
+}

@@ -1,0 +1,218 @@
+//! A demo worker: one real OS process that uses the client SDK to lead and to write to the
+//! gated store, driven line by line on stdin and reporting line by line on stdout (the
+//! protocol is in `fenced_demo::worker`).
+
+use std::process::ExitCode;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use fenced_client::{AcquireOptions, Client, Lease, LeaseState, SuspectReason};
+use fenced_demo::worker::{command, report};
+use fenced_proto::kv::v1 as kv;
+use fenced_proto::kv::v1::gated_kv_client::GatedKvClient;
+use fenced_proto::metadata::{FENCING_TOKEN_CURRENT, FENCING_TOKEN_PRESENTED};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::Channel;
+
+/// What the worker was told on its command line.
+struct Args {
+    name: String,
+    lock_server: String,
+    store: String,
+    lock: String,
+    resource: String,
+    ttl: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut values = std::collections::HashMap::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        values.insert(flag.trim_start_matches("--").to_string(), value);
+    }
+    let mut take = |key: &str| {
+        values
+            .remove(key)
+            .ok_or_else(|| format!("--{key} is required"))
+    };
+    Ok(Args {
+        name: take("name")?,
+        lock_server: take("lock-server")?,
+        store: take("store")?,
+        lock: take("lock")?,
+        resource: take("resource")?,
+        ttl: Duration::from_millis(
+            take("ttl-ms")?
+                .parse()
+                .map_err(|e| format!("--ttl-ms: {e}"))?,
+        ),
+    })
+}
+
+fn say(kind: &str, detail: impl std::fmt::Display) {
+    println!("{kind} {detail}");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("fenced-demo-worker: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            say(report::ERROR, &message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let client = Client::builder(args.lock_server.clone())
+        .holder(args.name.clone())
+        .default_ttl(args.ttl)
+        .pause_threshold(Duration::from_millis(250))
+        .connect()
+        .await
+        .map_err(|e| format!("connect to the lock server: {e}"))?;
+    let mut store = GatedKvClient::connect(args.store.clone())
+        .await
+        .map_err(|e| format!("connect to the store: {e}"))?;
+    let mut lease: Option<Arc<Lease>> = None;
+    let mut prepared: Option<(u64, String)> = None;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+
+    while let Ok(Some(line)) = lines.next_line().await {
+        let (verb, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        match verb {
+            command::ACQUIRE => {
+                let options = AcquireOptions::wait(Duration::from_secs(120)).ttl(args.ttl);
+                let acquired = client
+                    .acquire(&args.lock, options)
+                    .await
+                    .map_err(|e| format!("acquire: {e}"))?;
+                // A grant that came after a wait in the queue is suspect until a renewal
+                // confirms it (the deadline counts from the send): report it once usable.
+                let mut states = acquired.watch();
+                let confirmed =
+                    states.wait_for(|state| !matches!(state, LeaseState::Suspect { .. }));
+                let _ = tokio::time::timeout(Duration::from_secs(30), confirmed).await;
+                say(report::ACQUIRED, acquired.token());
+                let acquired = Arc::new(acquired);
+                tokio::spawn(report_states(acquired.watch(), Arc::downgrade(&acquired)));
+                lease = Some(acquired);
+            }
+            command::FENCE => {
+                let Some(held) = &lease else {
+                    return Err("fence without a lease".into());
+                };
+                match held.fence() {
+                    Ok(token) => {
+                        let request = kv::FenceRequest {
+                            resource: args.resource.clone(),
+                            token: token.get(),
+                        };
+                        match store.fence(request).await {
+                            Ok(reply) => say(report::FENCED, reply.into_inner().mark),
+                            Err(status) => report_rejection(&status),
+                        }
+                    }
+                    Err(refusal) => say(report::REFUSED, refusal),
+                }
+            }
+            command::WRITE | command::PREPARE => {
+                let Some(held) = &lease else {
+                    return Err("write without a lease".into());
+                };
+                // The check every guarded write makes right before it goes out.
+                match held.fence() {
+                    Ok(token) if verb == command::PREPARE => {
+                        prepared = Some((token.get(), rest.to_string()));
+                        say(report::PREPARED, token);
+                    }
+                    Ok(token) => put(&mut store, &args.resource, token.get(), rest).await,
+                    Err(refusal) => say(report::REFUSED, refusal),
+                }
+            }
+            command::SEND => {
+                // The write already passed the SDK's check before the pause: nothing in
+                // this process can stop it now. Only the gate can.
+                let Some((token, value)) = prepared.take() else {
+                    return Err("send without a prepared write".into());
+                };
+                put(&mut store, &args.resource, token, &value).await;
+            }
+            command::EXIT => {
+                if let Some(held) = lease.take().and_then(|held| Arc::try_unwrap(held).ok()) {
+                    let _ = held.release().await;
+                }
+                return Ok(());
+            }
+            other => say(report::ERROR, format!("unknown command {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+async fn put(store: &mut GatedKvClient<Channel>, resource: &str, token: u64, value: &str) {
+    let request = kv::PutRequest {
+        resource: resource.to_string(),
+        key: "leader-output".to_string(),
+        value: value.as_bytes().to_vec(),
+        token,
+    };
+    match store.put(request).await {
+        Ok(_) => say(report::ACCEPTED, format!("{token} {value}")),
+        Err(status) => report_rejection(&status),
+    }
+}
+
+fn report_rejection(status: &tonic::Status) {
+    let read = |key: &str| {
+        status
+            .metadata()
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    match (read(FENCING_TOKEN_PRESENTED), read(FENCING_TOKEN_CURRENT)) {
+        (Some(presented), Some(current)) => say(report::REJECTED, format!("{presented} {current}")),
+        _ => say(
+            report::ERROR,
+            format!("store: {} {}", status.code(), status.message()),
+        ),
+    }
+}
+
+/// Prints every state change of the lease, and every pause the SDK detected.
+async fn report_states(mut states: tokio::sync::watch::Receiver<LeaseState>, lease: Weak<Lease>) {
+    let mut printed = 0;
+    loop {
+        let Some(lease) = lease.upgrade() else { return };
+        let history = lease.history();
+        drop(lease);
+        for change in history.into_iter().skip(printed) {
+            printed += 1;
+            if let LeaseState::Suspect {
+                reason: SuspectReason::Paused { paused },
+            } = &change.state
+            {
+                say(report::PAUSE, paused.as_millis());
+            }
+            let word = match &change.state {
+                LeaseState::Held => "held",
+                LeaseState::Suspect { .. } => "suspect",
+                LeaseState::Lost { .. } => "lost",
+            };
+            say(report::STATE, format!("{word} {}", change.state));
+        }
+        if states.changed().await.is_err() {
+            return;
+        }
+    }
+}

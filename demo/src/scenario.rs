@@ -1,0 +1,434 @@
+//! The zombie-leader story, step by step. Every step waits for an event (a line from a
+//! process, a watch event), never for a fixed time, so it holds on a loaded machine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fenced_proto::kv::v1 as kv;
+use fenced_proto::v1 as pb;
+use tokio::task::JoinHandle;
+
+use crate::process::{start_server, Child, DemoError};
+use crate::timeline::{Lane, Mark, Timeline};
+use crate::worker::{command, parse_report, report};
+
+/// How to run the story.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `fenced` binary.
+    pub fenced: PathBuf,
+    /// The `fenced-kv` binary.
+    pub kv: PathBuf,
+    /// The `fenced-demo-worker` binary.
+    pub worker: PathBuf,
+    /// The lease TTL the workers ask for.
+    pub ttl: Duration,
+    /// Whether the store's gate is on (`false` runs `fenced-kv --unfenced`).
+    pub gate: bool,
+    /// Print each event as it happens.
+    pub narrate: bool,
+    /// Let the child processes' logs through to stderr.
+    pub show_logs: bool,
+}
+
+/// What happened, for the verdict and for tests.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Whether the gate was on.
+    pub gate: bool,
+    /// Alpha's token.
+    pub alpha_token: u64,
+    /// Beta's token.
+    pub beta_token: u64,
+    /// The zombie write's outcome: `Some((presented, current))` if rejected.
+    pub zombie_rejected: Option<(u64, u64)>,
+    /// Whether the zombie write was accepted.
+    pub zombie_accepted: bool,
+    /// The pause alpha's SDK reported, in milliseconds.
+    pub alpha_pause_ms: Option<u64>,
+    /// Whether alpha's SDK reported the lease lost.
+    pub alpha_lost: bool,
+    /// Whether alpha's SDK refused a token after waking (it stopped acting as leader).
+    pub alpha_refused_after: bool,
+    /// The value in the store at the end.
+    pub final_value: String,
+    /// The token that wrote it.
+    pub final_token: u64,
+    /// Everything that happened.
+    pub timeline: Timeline,
+}
+
+/// The lock both workers compete for, and the resource it guards.
+const LOCK: &str = "orders/leader";
+const RESOURCE: &str = "orders";
+/// How long any one step may take before the demo gives up (a loaded machine is slow).
+const STEP: Duration = Duration::from_secs(60);
+
+/// Runs the story once.
+pub async fn run(options: &Options) -> Result<Report, DemoError> {
+    let title = if options.gate { "gate on " } else { "gate off" };
+    let timeline = Timeline::new(title, options.narrate);
+    let temp = tempfile::tempdir().map_err(|e| io("a temporary directory", e))?;
+    let dir = |name: &str| temp.path().join(name).display().to_string();
+
+    // Step 1: the lock server and the store.
+    let (_fenced, lock_addr) = start_server(
+        "fenced",
+        &options.fenced,
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir("fenced"),
+        ],
+        "fenced",
+        options.show_logs,
+    )
+    .await?;
+    let mut kv_args = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir("kv"),
+    ];
+    if !options.gate {
+        kv_args.push("--unfenced".into());
+    }
+    let (_store, kv_addr) = start_server(
+        "fenced-kv",
+        &options.kv,
+        &kv_args,
+        "fenced-kv",
+        options.show_logs,
+    )
+    .await?;
+    let lock_server = format!("http://{lock_addr}");
+    let store_url = format!("http://{kv_addr}");
+    timeline.record(
+        Lane::Director,
+        Mark::Note,
+        format!(
+            "lock server on {lock_addr}, store on {kv_addr} (gate {})",
+            if options.gate {
+                "ON"
+            } else {
+                "OFF: stale writes accepted"
+            }
+        ),
+    );
+    let watcher = watch_lock(&lock_server, timeline.clone()).await?;
+
+    // Step 2: two workers compete; alpha wins and writes.
+    let worker = |name: &str| {
+        Child::spawn(
+            name,
+            &options.worker,
+            &[
+                "--name".into(),
+                name.into(),
+                "--lock-server".into(),
+                lock_server.clone(),
+                "--store".into(),
+                store_url.clone(),
+                "--lock".into(),
+                LOCK.into(),
+                "--resource".into(),
+                RESOURCE.into(),
+                "--ttl-ms".into(),
+                options.ttl.as_millis().to_string(),
+            ],
+            options.show_logs,
+        )
+    };
+    let mut alpha = Actor::new(worker("alpha")?, Lane::Alpha, timeline.clone());
+    let mut beta = Actor::new(worker("beta")?, Lane::Beta, timeline.clone());
+    alpha.send(command::ACQUIRE).await?;
+    let alpha_token = alpha.expect(report::ACQUIRED).await?.parse_u64(0)?;
+    alpha.send(command::FENCE).await?;
+    alpha.expect(report::FENCED).await?;
+    alpha.send(&format!("{} alpha-1", command::WRITE)).await?;
+    alpha.expect(report::ACCEPTED).await?;
+
+    // Step 3: beta queues for the lock; alpha prepares its next write and freezes right
+    // before it leaves (the write's command is already in its stdin).
+    beta.send(command::ACQUIRE).await?;
+    alpha
+        .send(&format!(
+            "{} alpha-2 (written by a zombie)",
+            command::PREPARE
+        ))
+        .await?;
+    alpha.expect(report::PREPARED).await?;
+    alpha.child.stop()?;
+    timeline.record(
+        Lane::Alpha,
+        Mark::Stopped,
+        "SIGSTOP: alpha freezes with its write ready to go",
+    );
+    alpha.send(command::SEND).await?;
+
+    // Step 4: alpha's lease expires; beta is granted the lock, fences the store and writes.
+    let beta_token = beta.expect(report::ACQUIRED).await?.parse_u64(0)?;
+    beta.send(command::FENCE).await?;
+    beta.expect(report::FENCED).await?;
+    beta.send(&format!("{} beta-1", command::WRITE)).await?;
+    beta.expect(report::ACCEPTED).await?;
+
+    // Step 5: alpha wakes; its write goes out with the old token; its SDK notices.
+    alpha.child.resume()?;
+    timeline.record(
+        Lane::Alpha,
+        Mark::Continued,
+        "SIGCONT: alpha runs again, unaware of the time lost",
+    );
+    let mut zombie_rejected = None;
+    let mut zombie_accepted = false;
+    let mut alpha_pause_ms = None;
+    let mut alpha_lost = false;
+    while !(zombie_rejected.is_some() || zombie_accepted) || alpha_pause_ms.is_none() || !alpha_lost
+    {
+        let line = alpha.next().await?;
+        match line.kind.as_str() {
+            report::REJECTED => zombie_rejected = Some((line.parse_u64(0)?, line.parse_u64(1)?)),
+            report::ACCEPTED => zombie_accepted = true,
+            report::PAUSE => alpha_pause_ms = Some(line.parse_u64(0)?),
+            report::STATE if line.detail.starts_with("lost") => alpha_lost = true,
+            _ => {}
+        }
+    }
+    // Step 6: alpha tries to go on leading; the SDK refuses to hand out the token.
+    alpha.send(&format!("{} alpha-3", command::WRITE)).await?;
+    let after = alpha
+        .expect_one_of(&[report::REFUSED, report::ACCEPTED, report::REJECTED])
+        .await?;
+    let alpha_refused_after = after.kind == report::REFUSED;
+    if alpha_refused_after {
+        timeline.record(Lane::Alpha, Mark::Sdk, "alpha stops acting as leader");
+    }
+
+    // Step 7: what the store holds.
+    let (final_value, final_token) = read_store(&store_url).await?;
+    timeline.record(
+        Lane::Store,
+        Mark::Note,
+        format!("final value: {final_value:?} (written with token {final_token})"),
+    );
+    let _ = alpha.send(command::EXIT).await;
+    let _ = beta.send(command::EXIT).await;
+    watcher.abort();
+    Ok(Report {
+        gate: options.gate,
+        alpha_token,
+        beta_token,
+        zombie_rejected,
+        zombie_accepted,
+        alpha_pause_ms,
+        alpha_lost,
+        alpha_refused_after,
+        final_value,
+        final_token,
+        timeline,
+    })
+}
+
+/// One report line from a worker.
+struct Line {
+    kind: String,
+    detail: String,
+}
+
+impl Line {
+    fn parse_u64(&self, index: usize) -> Result<u64, DemoError> {
+        self.detail
+            .split_whitespace()
+            .nth(index)
+            .and_then(|word| word.parse().ok())
+            .ok_or_else(|| DemoError::Io {
+                what: format!("reading {:?}", self.kind),
+                reason: format!("no number at {index} in {:?}", self.detail),
+            })
+    }
+}
+
+/// A worker process and the lane it is drawn in; every line it prints goes on the timeline.
+struct Actor {
+    child: Child,
+    lane: Lane,
+    timeline: Timeline,
+}
+
+impl Actor {
+    fn new(child: Child, lane: Lane, timeline: Timeline) -> Self {
+        Actor {
+            child,
+            lane,
+            timeline,
+        }
+    }
+
+    async fn send(&mut self, line: &str) -> Result<(), DemoError> {
+        self.child.send(line).await
+    }
+
+    async fn next(&mut self) -> Result<Line, DemoError> {
+        let text = self.child.next_line(STEP, "a report").await?;
+        let (kind, detail) = parse_report(&text);
+        let line = Line {
+            kind: kind.to_string(),
+            detail: detail.to_string(),
+        };
+        self.note(&line);
+        if line.kind == report::ERROR {
+            return Err(DemoError::Io {
+                what: format!("{} failed", self.lane.name()),
+                reason: line.detail,
+            });
+        }
+        Ok(line)
+    }
+
+    async fn expect(&mut self, kind: &str) -> Result<Line, DemoError> {
+        self.expect_one_of(&[kind]).await
+    }
+
+    async fn expect_one_of(&mut self, kinds: &[&str]) -> Result<Line, DemoError> {
+        loop {
+            let line = self.next().await?;
+            if kinds.contains(&line.kind.as_str()) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// Narrates a report.
+    fn note(&self, line: &Line) {
+        let who = self.lane.name();
+        let first = line.detail.split_whitespace().next().unwrap_or("");
+        let number = first.parse::<u64>().unwrap_or(0);
+        let (lane, mark, text) = match line.kind.as_str() {
+            report::ACQUIRED => (
+                self.lane,
+                Mark::Note,
+                format!("{who} is leader, with token {number}"),
+            ),
+            report::FENCED => (
+                Lane::Store,
+                Mark::Note,
+                format!("{who} fenced the store: mark is now {number}"),
+            ),
+            report::PREPARED => (
+                self.lane,
+                Mark::Note,
+                format!("{who} got token {number} from its SDK for its next write"),
+            ),
+            report::ACCEPTED => (
+                Lane::Store,
+                Mark::Accepted(number),
+                format!("accepted {who}'s write with token {}", line.detail),
+            ),
+            report::REJECTED => {
+                let mut numbers = line
+                    .detail
+                    .split_whitespace()
+                    .filter_map(|w| w.parse().ok());
+                let (presented, current) =
+                    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+                (Lane::Store, Mark::Rejected(presented, current), format!("REJECTED {who}'s write: StaleToken {{ presented: {presented}, current: {current} }}"))
+            }
+            report::REFUSED => (
+                self.lane,
+                Mark::Sdk,
+                format!("{who}'s SDK refuses to hand out the token: {}", line.detail),
+            ),
+            report::PAUSE => (
+                self.lane,
+                Mark::Sdk,
+                format!("{who}'s SDK detected a pause of {number} ms"),
+            ),
+            report::STATE => (
+                self.lane,
+                if line.detail.starts_with("held") {
+                    Mark::Note
+                } else {
+                    Mark::Sdk
+                },
+                format!(
+                    "{who}'s lease: {}",
+                    line.detail
+                        .split_once(' ')
+                        .map_or(line.detail.as_str(), |(_, rest)| rest)
+                ),
+            ),
+            _ => (
+                self.lane,
+                Mark::Note,
+                format!("{who}: {} {}", line.kind, line.detail),
+            ),
+        };
+        self.timeline.record(lane, mark, text);
+    }
+}
+
+/// Follows the lock on the server and puts grants and expiries on the timeline.
+async fn watch_lock(lock_server: &str, timeline: Timeline) -> Result<JoinHandle<()>, DemoError> {
+    let mut client = pb::lock_service_client::LockServiceClient::connect(lock_server.to_string())
+        .await
+        .map_err(|e| io("connecting to the lock server", e))?;
+    let mut events = client
+        .watch(pb::WatchRequest {
+            lock: LOCK.into(),
+            prefix: String::new(),
+        })
+        .await
+        .map_err(|e| io("watching the lock", e))?
+        .into_inner();
+    Ok(tokio::spawn(async move {
+        while let Ok(Some(event)) = events.message().await {
+            let (mark, text) = match event.kind() {
+                pb::watch_event::Kind::Acquired => (
+                    Mark::Granted(event.token),
+                    format!(
+                        "granted the lock to {} with token {}",
+                        event.holder, event.token
+                    ),
+                ),
+                pb::watch_event::Kind::Expired => (
+                    Mark::Expired(event.token),
+                    format!("{}'s lease (token {}) expired", event.holder, event.token),
+                ),
+                pb::watch_event::Kind::Released => (
+                    Mark::Note,
+                    format!("{} released the lock (token {})", event.holder, event.token),
+                ),
+                pb::watch_event::Kind::Unspecified => continue,
+            };
+            timeline.record(Lane::LockServer, mark, text);
+        }
+    }))
+}
+
+async fn read_store(store: &str) -> Result<(String, u64), DemoError> {
+    let mut client =
+        fenced_proto::kv::v1::gated_kv_client::GatedKvClient::connect(store.to_string())
+            .await
+            .map_err(|e| io("connecting to the store", e))?;
+    let value = client
+        .get(kv::GetRequest {
+            resource: RESOURCE.into(),
+            key: "leader-output".into(),
+        })
+        .await
+        .map_err(|e| io("reading the store", e))?
+        .into_inner();
+    Ok((
+        String::from_utf8_lossy(&value.value).into_owned(),
+        value.token,
+    ))
+}
+
+fn io(what: &str, error: impl std::fmt::Display) -> DemoError {
+    DemoError::Io {
+        what: what.to_string(),
+        reason: error.to_string(),
+    }
+}
