@@ -1,1 +1,73 @@
-//! The fenced client SDK (being built: issue 4).
+//! The fenced client SDK: take a lock, keep it alive in the background, notice when the
+//! process was paused, and hand out the fencing token only while the lease is safely held.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), fenced_client::Error> {
+//! use fenced_client::{AcquireOptions, Client};
+//! use std::time::Duration;
+//!
+//! let client = Client::connect("http://127.0.0.1:7070").await?;
+//! let lease = client
+//!     .acquire("orders/compaction", AcquireOptions::wait(Duration::from_secs(5)))
+//!     .await?;
+//! // Right before each guarded write: the token, or an error saying why not.
+//! let token = lease.fence()?;
+//! println!("writing with token {token}");
+//! lease.release().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # The promise (CONTRACT S4)
+//! Each lease has a *local deadline*: the instant its grant or latest confirmed renewal was
+//! **sent**, plus `ttl * (1 - drift_bound) - safety_margin`, on `CLOCK_BOOTTIME` (which
+//! counts through suspend). The server cannot expire the lease before it, so a token
+//! handed out before it is the live holder's. Renewals go out at a third of the TTL, over
+//! one `KeepAlive` stream per client, retried across reconnects.
+//!
+//! A lease is [`LeaseState::Held`], [`LeaseState::Suspect`] (a pause was detected, the
+//! deadline passed, or a queued grant came late: no token until the server confirms a
+//! renewal sent afterwards) or [`LeaseState::Lost`] (for good, CONTRACT S7). Nothing here
+//! can stop a write already in flight when the process froze: that is the gate's job,
+//! which is why every write carries the token (CONTRACT S5).
+//!
+//! # Layout
+//! - [`client`]: [`Client`], its [`ClientBuilder`], acquire, describe, watch.
+//! - [`lease`]: [`Lease`]: fence, attach the token to a request, observe, release.
+//! - [`election`]: [`Election`]: campaign, leader, observe, resign.
+//! - [`state`]: [`LeaseState`] and the reasons for suspicion and loss.
+//! - [`config`]: [`Config`] with its defaults, and [`DeadlinePolicy`], the arithmetic of S4.
+//! - [`clock`]: [`Clock`], [`BootClock`] (`CLOCK_BOOTTIME`), [`ManualClock`] for tests.
+//! - [`error`]: [`Error`] (gRPC statuses mapped back) and [`FenceError`].
+//! - `book`: the pure per-lease state machine (every rule, unit-tested with a hand-made
+//!   clock); `tracked`: a book shared between tasks and published on a `watch` channel.
+//! - `renewer`: the renewal task and its `KeepAlive` stream.
+//! - `watchdog`: the pause watchdog's heartbeat and thread.
+//! - `shared`: what the handles and the background work share.
+
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod election;
+pub mod error;
+pub mod lease;
+pub mod state;
+
+mod book;
+mod renewer;
+mod shared;
+mod tracked;
+mod watchdog;
+
+pub use client::{
+    AcquireOptions, Client, ClientBuilder, Holder, LockEvent, LockEventKind, LockInfo, LockWatch,
+};
+pub use clock::{BootClock, Clock, ManualClock};
+pub use config::{Config, DeadlinePolicy};
+pub use election::Election;
+pub use error::{Error, FenceError};
+pub use fenced_types::{FencingToken, LeaseId, LockName};
+pub use lease::{Lease, LeaseStatus};
+pub use state::{LeaseState, LostReason, StateChange, SuspectReason};
+
+#[cfg(test)]
+mod tests;

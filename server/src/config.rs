@@ -43,6 +43,9 @@ pub struct Config {
     pub fdatasync: bool,
     /// sled's page cache size in bytes (default 64 MiB; sled's own default is 1 GiB).
     pub cache_bytes: u64,
+    /// How long a shutdown waits for in-flight requests before closing connections
+    /// (default 5 s).
+    pub drain_timeout: Duration,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             remember_ended_max: 1_000_000,
             fdatasync: true,
             cache_bytes: 64 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }

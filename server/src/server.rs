@@ -112,6 +112,7 @@ impl OpenServer {
             })?;
 
         let service = LockServer::new(engine.clone(), config.clone());
+        let (drain, draining) = tokio::sync::oneshot::channel::<()>();
         let stopping = {
             let fatal = fatal.clone();
             async move {
@@ -122,15 +123,33 @@ impl OpenServer {
                 health_reporter
                     .set_not_serving::<LockServiceServer<LockServer>>()
                     .await;
+                let _ = drain.send(());
             }
         };
-        let served = tonic::transport::Server::builder()
+        let serving = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(LockServiceServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
-            .await;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = draining.await;
+            });
+        tokio::pin!(serving);
+        let served = tokio::select! {
+            served = &mut serving => served,
+            _ = stopping => {
+                // Drain in-flight requests, but not forever: an HTTP/2 graceful close waits
+                // for every client to acknowledge it, and a stuck client must not keep the
+                // server (and its final flush) from stopping.
+                match tokio::time::timeout(config.drain_timeout, &mut serving).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining connections");
+                        Ok(())
+                    }
+                }
+            }
+        };
 
         stop_reaper.cancel();
         let reaper_result = reaper.await;

@@ -527,3 +527,46 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert!(listed.locks.is_empty(), "{listed:?}");
     client.acquire(acquire("fine", 1_000, 0)).await.unwrap();
 }
+
+// checks: S2
+#[tokio::test]
+async fn health_says_serving_and_sigterm_shuts_down_cleanly_keeping_leases() {
+    let mut server = TestServer::start();
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "fenced.v1.LockService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+
+    let mut client = server.client().await;
+    let grant = client
+        .acquire(acquire("graceful", 60_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    drop(client);
+    drop(health);
+    assert!(server.terminate(), "SIGTERM: a clean exit");
+    server.start_again();
+    let mut client = server.client().await;
+    let info = describe(&mut client, "graceful").await;
+    assert!(info.held && info.token == grant.token);
+    client
+        .renew(pb::RenewRequest {
+            lease_id: grant.lease_id,
+        })
+        .await
+        .unwrap();
+}

@@ -1,0 +1,473 @@
+//! [`Client`]: a connection to a fenced server, its builder, and the calls that do not
+//! belong to one lease (acquire, describe, watch).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fenced_proto::v1::lock_service_client::LockServiceClient;
+use fenced_proto::v1::watch_event::Kind;
+use fenced_proto::v1::{AcquireRequest, DescribeRequest, WatchEvent, WatchRequest};
+use fenced_types::{FencingToken, LeaseId, LockName};
+use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::Streaming;
+
+use crate::book::Book;
+use crate::clock::{BootClock, Clock};
+use crate::config::Config;
+use crate::error::Error;
+use crate::lease::Lease;
+use crate::shared::Shared;
+use crate::tracked::Tracked;
+use crate::{renewer, watchdog};
+
+/// A connection to a fenced server. Cheap to clone; all clones share one renewal stream
+/// and one pause watchdog. The background work stops when the last clone and the last
+/// [`Lease`] are dropped.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The shared owner of the background work.
+    handle: Arc<Handle>,
+}
+
+/// Owns the background work: dropping the last handle closes the client.
+pub(crate) struct Handle {
+    /// The state shared with the background work.
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("endpoint", &self.shared.endpoint.uri())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.closed.cancel();
+    }
+}
+
+/// Builds a [`Client`]: every setting has the default documented on [`Config`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    /// The server's URL.
+    endpoint: String,
+    /// The settings.
+    config: Config,
+    /// The clock; [`BootClock`] unless a test injects another.
+    clock: Arc<dyn Clock>,
+}
+
+impl ClientBuilder {
+    /// Replaces all settings at once.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The TTL of acquires that name none ([`Config::default_ttl`]).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl = ttl;
+        self
+    }
+
+    /// The drift bound ([`Config::drift_bound`]).
+    pub fn drift_bound(mut self, drift_bound: f64) -> Self {
+        self.config.drift_bound = drift_bound;
+        self
+    }
+
+    /// The safety margin ([`Config::safety_margin`]).
+    pub fn safety_margin(mut self, margin: Duration) -> Self {
+        self.config.safety_margin = margin;
+        self
+    }
+
+    /// The pause threshold ([`Config::pause_threshold`]).
+    pub fn pause_threshold(mut self, threshold: Duration) -> Self {
+        self.config.pause_threshold = threshold;
+        self
+    }
+
+    /// The watchdog's period ([`Config::watchdog_period`]).
+    pub fn watchdog_period(mut self, period: Duration) -> Self {
+        self.config.watchdog_period = period;
+        self
+    }
+
+    /// Connect and request timeouts ([`Config::connect_timeout`],
+    /// [`Config::request_timeout`]).
+    pub fn timeouts(mut self, connect: Duration, request: Duration) -> Self {
+        self.config.connect_timeout = connect;
+        self.config.request_timeout = request;
+        self
+    }
+
+    /// HTTP/2 keepalive ([`Config::http2_keepalive_interval`],
+    /// [`Config::http2_keepalive_timeout`]).
+    pub fn http2_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.config.http2_keepalive_interval = interval;
+        self.config.http2_keepalive_timeout = timeout;
+        self
+    }
+
+    /// Reconnection backoff ([`Config::retry_initial`], [`Config::retry_max`]).
+    pub fn retry(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.retry_initial = initial;
+        self.config.retry_max = max;
+        self
+    }
+
+    /// The holder name sent with acquires ([`Config::holder`]).
+    pub fn holder(mut self, holder: impl Into<String>) -> Self {
+        self.config.holder = holder.into();
+        self
+    }
+
+    /// TLS settings for `https://` endpoints ([`Config::tls`]).
+    pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
+    /// Replaces the clock: for tests. Production code keeps [`BootClock`] (CONTRACT S4).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Validates the settings, connects, and starts the renewal task and the watchdog.
+    /// Must be called within a tokio runtime.
+    pub async fn connect(self) -> Result<Client, Error> {
+        self.config.validate()?;
+        let endpoint = self.endpoint()?;
+        let channel = endpoint.connect().await.map_err(|source| Error::Connect {
+            endpoint: self.endpoint.clone(),
+            source,
+        })?;
+        let shared = Arc::new(Shared::new(
+            self.config,
+            self.clock,
+            LockServiceClient::new(channel),
+            endpoint,
+        ));
+        watchdog::spawn(Arc::downgrade(&shared), shared.config.watchdog_period).map_err(|e| {
+            Error::Config {
+                field: "watchdog_period",
+                why: format!("cannot start the watchdog thread: {e}"),
+            }
+        })?;
+        tokio::spawn(renewer::run(shared.clone()));
+        Ok(Client {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    /// The tonic endpoint: keepalive so a dead connection is noticed, timeouts, and TLS
+    /// for `https://`.
+    fn endpoint(&self) -> Result<Endpoint, Error> {
+        let invalid = |source| Error::InvalidEndpoint {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
+        let config = &self.config;
+        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
+            .map_err(invalid)?
+            .connect_timeout(config.connect_timeout)
+            .http2_keep_alive_interval(config.http2_keepalive_interval)
+            .keep_alive_timeout(config.http2_keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        if self.endpoint.starts_with("https://") {
+            let tls = config
+                .tls
+                .clone()
+                .unwrap_or_else(|| ClientTlsConfig::new().with_enabled_roots());
+            endpoint = endpoint.tls_config(tls).map_err(invalid)?;
+        }
+        Ok(endpoint)
+    }
+}
+
+/// How to acquire a lock.
+#[derive(Debug, Clone, Default)]
+pub struct AcquireOptions {
+    /// The lease's TTL; `None` uses [`Config::default_ttl`].
+    pub ttl: Option<Duration>,
+    /// Zero: try once. Otherwise wait in the lock's FIFO queue for up to this long.
+    pub wait: Duration,
+    /// After the lease *expires* (not when released), keep the lock from others this long,
+    /// so that the old holder's writes in flight can drain.
+    pub lock_delay: Duration,
+}
+
+impl AcquireOptions {
+    /// Try once.
+    pub fn try_once() -> Self {
+        AcquireOptions::default()
+    }
+
+    /// Wait in the queue for up to `wait`.
+    pub fn wait(wait: Duration) -> Self {
+        AcquireOptions {
+            wait,
+            ..AcquireOptions::default()
+        }
+    }
+
+    /// With this TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// With this lock-delay.
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = delay;
+        self
+    }
+}
+
+/// What anyone may know of a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    /// The lock.
+    pub lock: LockName,
+    /// The live holder, if any.
+    pub holder: Option<Holder>,
+    /// How many acquirers wait.
+    pub waiters: u32,
+}
+
+/// The live holder of a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The holder's free-form name.
+    pub name: String,
+    /// The holder's token.
+    pub token: FencingToken,
+    /// Time until its lease expires unless renewed, as the server saw it.
+    pub remaining: Duration,
+}
+
+/// One change of a watched lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockEvent {
+    /// What happened.
+    pub kind: LockEventKind,
+    /// The lock.
+    pub lock: String,
+    /// The holder that acquired, released or lost it.
+    pub holder: String,
+    /// The token of that holding.
+    pub token: FencingToken,
+}
+
+/// What happened to a watched lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockEventKind {
+    /// A lease was granted the lock.
+    Acquired,
+    /// The holder released it.
+    Released,
+    /// The holder's lease expired.
+    Expired,
+}
+
+/// A stream of [`LockEvent`]s.
+#[derive(Debug)]
+pub struct LockWatch {
+    /// The server's stream.
+    events: Streaming<WatchEvent>,
+}
+
+impl LockWatch {
+    /// The next event; `None` when the server ends the stream.
+    pub async fn next(&mut self) -> Option<Result<LockEvent, Error>> {
+        match self.events.message().await {
+            Ok(Some(event)) => Some(convert_event(event)),
+            Ok(None) => None,
+            Err(status) => Some(Err(Error::from(status))),
+        }
+    }
+}
+
+/// A watch event from the wire, checked.
+fn convert_event(event: WatchEvent) -> Result<LockEvent, Error> {
+    let kind = match Kind::try_from(event.kind) {
+        Ok(Kind::Acquired) => LockEventKind::Acquired,
+        Ok(Kind::Released) => LockEventKind::Released,
+        Ok(Kind::Expired) => LockEventKind::Expired,
+        _ => {
+            return Err(Error::Protocol {
+                what: format!("watch event of kind {}", event.kind),
+            })
+        }
+    };
+    Ok(LockEvent {
+        kind,
+        token: FencingToken::new(event.token).map_err(|e| Error::Protocol {
+            what: format!("watch event token: {e}"),
+        })?,
+        lock: event.lock,
+        holder: event.holder,
+    })
+}
+
+impl Client {
+    /// Starts building a client for `endpoint` (`http://host:port` or `https://...`).
+    pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            endpoint: endpoint.into(),
+            config: Config::default(),
+            clock: Arc::new(BootClock),
+        }
+    }
+
+    /// Connects with the default settings.
+    pub async fn connect(endpoint: impl Into<String>) -> Result<Client, Error> {
+        Client::builder(endpoint).connect().await
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &Config {
+        &self.handle.shared.config
+    }
+
+    /// Tries once to take a lock, with the default TTL.
+    pub async fn try_acquire(&self, lock: &str) -> Result<Lease, Error> {
+        self.acquire(lock, AcquireOptions::try_once()).await
+    }
+
+    /// Takes a lock. With a non-zero [`AcquireOptions::wait`], queues (FIFO) for up to that
+    /// long; dropping the returned future cancels the wait and leaves the queue (CONTRACT
+    /// L2). A grant that races the cancellation is never seen by the caller and expires
+    /// after its TTL.
+    ///
+    /// The lease's local deadline counts from when this request was *sent* (CONTRACT S4).
+    /// If the grant came so late that a renewal is already due, the lease starts
+    /// [`Suspect`](crate::LeaseState::Suspect) and is confirmed by a renewal at once.
+    pub async fn acquire(&self, lock: &str, options: AcquireOptions) -> Result<Lease, Error> {
+        let shared = &self.handle.shared;
+        let name = LockName::new(lock)?;
+        let ttl = options.ttl.unwrap_or(shared.config.default_ttl);
+        if shared.policy.usable(ttl).is_none() {
+            return Err(Error::InvalidArgument {
+                message: format!(
+                    "ttl {} ms leaves no time once the drift bound and the {} ms safety margin are taken off",
+                    ttl.as_millis(),
+                    shared.config.safety_margin.as_millis()
+                ),
+            });
+        }
+        let limit = options.wait + shared.config.request_timeout;
+        let mut request = tonic::Request::new(AcquireRequest {
+            lock: name.to_string(),
+            holder: shared.config.holder.clone(),
+            ttl_ms: millis(ttl),
+            wait_ms: millis(options.wait),
+            lock_delay_ms: millis(options.lock_delay),
+            lease_id: String::new(),
+        });
+        request.set_timeout(limit);
+        let mut rpc = shared.rpc.clone();
+        let sent = shared.now();
+        let reply = match tokio::time::timeout(limit, rpc.acquire(request)).await {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => return Err(Error::from(status).for_lock(&name)),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "acquire",
+                    after: limit,
+                })
+            }
+        };
+        let now = shared.now();
+        // A pause while waiting for the answer applies to the leases held before it; the
+        // new one counts from its send, which covers the pause.
+        shared.heartbeat(now);
+        let id: LeaseId = reply.lease_id.parse().map_err(|e| Error::Protocol {
+            what: format!("acquire answered with lease id: {e}"),
+        })?;
+        let token = FencingToken::new(reply.token).map_err(|e| Error::Protocol {
+            what: format!("acquire answered with token: {e}"),
+        })?;
+        if reply.ttl_ms == 0 {
+            return Err(Error::Protocol {
+                what: "acquire answered with ttl_ms 0".into(),
+            });
+        }
+        let granted_ttl = Duration::from_millis(reply.ttl_ms);
+        let book = Book::granted(sent, granted_ttl, now, shared.policy);
+        let tracked = Arc::new(Tracked::new(id, name, token, book));
+        tracing::debug!(lock = %tracked.lock, lease = %id.short(), %token, "lock acquired");
+        shared.register(tracked.clone());
+        Ok(Lease::new(tracked, self.handle.clone()))
+    }
+
+    /// Who holds a lock, with which token, and how many wait.
+    pub async fn describe(&self, lock: &str) -> Result<LockInfo, Error> {
+        let shared = &self.handle.shared;
+        let name = LockName::new(lock)?;
+        let mut rpc = shared.rpc.clone();
+        let request = DescribeRequest {
+            lock: name.to_string(),
+        };
+        let info = match tokio::time::timeout(shared.config.request_timeout, rpc.describe(request))
+            .await
+        {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => return Err(Error::from(status)),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "describe",
+                    after: shared.config.request_timeout,
+                })
+            }
+        };
+        let holder = if info.held {
+            Some(Holder {
+                name: info.holder,
+                token: FencingToken::new(info.token).map_err(|e| Error::Protocol {
+                    what: format!("describe answered a held lock with token: {e}"),
+                })?,
+                remaining: Duration::from_millis(info.remaining_ms),
+            })
+        } else {
+            None
+        };
+        Ok(LockInfo {
+            lock: name,
+            holder,
+            waiters: info.waiters,
+        })
+    }
+
+    /// Streams every acquire, release and expiry of one lock.
+    pub async fn watch(&self, lock: &str) -> Result<LockWatch, Error> {
+        let shared = &self.handle.shared;
+        let name = LockName::new(lock)?;
+        let mut rpc = shared.rpc.clone();
+        let request = WatchRequest {
+            lock: name.to_string(),
+            prefix: String::new(),
+        };
+        match tokio::time::timeout(shared.config.request_timeout, rpc.watch(request)).await {
+            Ok(Ok(reply)) => Ok(LockWatch {
+                events: reply.into_inner(),
+            }),
+            Ok(Err(status)) => Err(Error::from(status)),
+            Err(_) => Err(Error::Timeout {
+                what: "watch",
+                after: shared.config.request_timeout,
+            }),
+        }
+    }
+}
+
+/// A duration in whole milliseconds for the wire, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

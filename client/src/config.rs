@@ -1,0 +1,278 @@
+//! [`Config`]: every knob of the SDK with its default, and the deadline arithmetic
+//! ([`DeadlinePolicy`]) that CONTRACT S4 rests on.
+
+use std::time::Duration;
+
+use tonic::transport::ClientTlsConfig;
+
+use crate::error::Error;
+
+/// How a [`Client`](crate::Client) behaves. Build one with
+/// [`Client::builder`](crate::Client::builder); every field has a documented default.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The TTL asked for when an acquire names none. Default: 10 s.
+    pub default_ttl: Duration,
+    /// The largest relative difference between the rates of the client's and the server's
+    /// clocks that the SDK tolerates (0.01 = 1 %). The local deadline is shortened by this
+    /// fraction of the TTL. Default: 0.01, far above real quartz drift (tens of ppm), so
+    /// that it also covers a server whose timer fires a little late.
+    pub drift_bound: f64,
+    /// Subtracted from every local deadline on top of the drift bound, so that a token
+    /// handed out just before the deadline has time to reach the resource. Default: 50 ms.
+    pub safety_margin: Duration,
+    /// When to renew, as a fraction of the TTL after the last confirmed renewal was sent.
+    /// Default: 1/3, which leaves two further attempts before the deadline.
+    pub renew_fraction: f64,
+    /// The first wait before retrying a failed renewal stream; doubles up to
+    /// [`Config::retry_max`]. Default: 50 ms.
+    pub retry_initial: Duration,
+    /// The longest wait between reconnection attempts. Default: 1 s.
+    pub retry_max: Duration,
+    /// How long the pause watchdog sleeps between heartbeats. Default: 50 ms.
+    pub watchdog_period: Duration,
+    /// A gap between heartbeats longer than this is reported as a process pause and makes
+    /// every lease suspect until the server confirms it again. It must exceed the period
+    /// plus ordinary scheduling delay on a loaded machine. Default: 500 ms.
+    pub pause_threshold: Duration,
+    /// Timeout for establishing a connection. Default: 3 s.
+    pub connect_timeout: Duration,
+    /// Timeout for one unary call (added to the wait of a queued acquire), and for opening
+    /// the renewal stream. Default: 5 s.
+    pub request_timeout: Duration,
+    /// HTTP/2 PING interval. Without it a channel stays stuck on a connection that died in a
+    /// partition (STACK.md); with it the stream is torn down and re-opened. Default: 1 s.
+    pub http2_keepalive_interval: Duration,
+    /// How long to wait for a PING's answer before declaring the connection dead.
+    /// Default: 2 s.
+    pub http2_keepalive_timeout: Duration,
+    /// The holder name sent with every acquire, for humans and logs. Default:
+    /// `pid-<process id>`.
+    pub holder: String,
+    /// TLS settings for `https://` endpoints. Default: `None`, which uses the roots tonic
+    /// was built with: with only `tls-ring` enabled there are none, so give a CA here.
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            default_ttl: Duration::from_secs(10),
+            drift_bound: 0.01,
+            safety_margin: Duration::from_millis(50),
+            renew_fraction: 1.0 / 3.0,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_secs(1),
+            watchdog_period: Duration::from_millis(50),
+            pause_threshold: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(5),
+            http2_keepalive_interval: Duration::from_secs(1),
+            http2_keepalive_timeout: Duration::from_secs(2),
+            holder: format!("pid-{}", std::process::id()),
+            tls: None,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings against each other; the error names the offending field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &'static str, why: String| Err(Error::Config { field, why });
+        if !(0.0..0.5).contains(&self.drift_bound) {
+            return bad(
+                "drift_bound",
+                format!("{} is outside [0, 0.5)", self.drift_bound),
+            );
+        }
+        if !(self.renew_fraction > 0.0 && self.renew_fraction < 0.9) {
+            return bad(
+                "renew_fraction",
+                format!("{} is outside (0, 0.9)", self.renew_fraction),
+            );
+        }
+        if self.default_ttl.is_zero() {
+            return bad("default_ttl", "is zero".into());
+        }
+        if self.policy().usable(self.default_ttl).is_none() {
+            return bad(
+                "default_ttl",
+                format!(
+                    "{:?} leaves no time once the drift bound and the {:?} safety margin are taken off",
+                    self.default_ttl, self.safety_margin
+                ),
+            );
+        }
+        if self.watchdog_period.is_zero() {
+            return bad("watchdog_period", "is zero".into());
+        }
+        if self.pause_threshold <= self.watchdog_period {
+            return bad(
+                "pause_threshold",
+                format!(
+                    "{:?} is not longer than the watchdog period {:?}: every heartbeat would look like a pause",
+                    self.pause_threshold, self.watchdog_period
+                ),
+            );
+        }
+        if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
+            return bad(
+                "retry_initial",
+                format!(
+                    "{:?} must be non-zero and at most retry_max ({:?})",
+                    self.retry_initial, self.retry_max
+                ),
+            );
+        }
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("http2_keepalive_interval", self.http2_keepalive_interval),
+            ("http2_keepalive_timeout", self.http2_keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(field, "is zero".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The deadline arithmetic these settings imply.
+    pub fn policy(&self) -> DeadlinePolicy {
+        DeadlinePolicy {
+            drift_bound: self.drift_bound,
+            safety_margin: self.safety_margin,
+            renew_fraction: self.renew_fraction,
+        }
+    }
+}
+
+/// The arithmetic of CONTRACT S4: from the instant a request was *sent* and the TTL the
+/// server granted, when the client must stop trusting the lease, when it should renew, and
+/// when the server has surely let the lease go.
+///
+/// All instants are on the SDK's [`Clock`](crate::Clock).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeadlinePolicy {
+    /// See [`Config::drift_bound`].
+    pub drift_bound: f64,
+    /// See [`Config::safety_margin`].
+    pub safety_margin: Duration,
+    /// See [`Config::renew_fraction`].
+    pub renew_fraction: f64,
+}
+
+impl DeadlinePolicy {
+    /// How much of a TTL the client may use: `ttl * (1 - drift_bound) - safety_margin`, or
+    /// `None` when nothing is left.
+    pub fn usable(&self, ttl: Duration) -> Option<Duration> {
+        ttl.mul_f64(1.0 - self.drift_bound)
+            .checked_sub(self.safety_margin)
+            .filter(|d| !d.is_zero())
+    }
+
+    /// The local deadline of a grant or renewal sent at `sent` for `ttl`.
+    ///
+    /// The server counts the TTL from when it *handled* the request, which is after it was
+    /// sent; its clock may run up to `drift_bound` faster than ours. So `sent + ttl * (1 -
+    /// drift_bound)` is never later than the server's expiry, and the margin leaves room
+    /// for the write that carries the token. A TTL with nothing usable gives `sent`: a
+    /// deadline that has already passed.
+    pub fn deadline(&self, sent: Duration, ttl: Duration) -> Duration {
+        sent + self.usable(ttl).unwrap_or(Duration::ZERO)
+    }
+
+    /// When to send the next renewal after one sent at `sent` was confirmed.
+    pub fn renew_at(&self, sent: Duration, ttl: Duration) -> Duration {
+        sent + ttl.mul_f64(self.renew_fraction)
+    }
+
+    /// The instant after which the server has expired a lease whose latest confirmation
+    /// (grant or renewal) arrived at `confirmed_at`, even if its clock ran `drift_bound`
+    /// slow: the server handled that request no later than its answer arrived. The SDK
+    /// stops waiting for the server then and calls the lease lost. (Counting from the
+    /// *arrival* matters for a grant that waited in the queue: the server counts its TTL
+    /// from the grant, long after the request was sent.)
+    ///
+    /// This bound is a judgement, not a proof: a request stuck in a network buffer could in
+    /// principle reach the server later still. Declaring a lease lost is always safe (the
+    /// holder only stops writing), so the SDK gives up here and releases the lease.
+    pub fn surely_expired(&self, confirmed_at: Duration, ttl: Duration) -> Duration {
+        confirmed_at + ttl.mul_f64(1.0 + self.drift_bound) + self.safety_margin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let config = Config {
+            drift_bound: 0.7,
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(Error::Config {
+                field: "drift_bound",
+                ..
+            })
+        ));
+        let config = Config {
+            pause_threshold: ms(10),
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(Error::Config {
+                field: "pause_threshold",
+                ..
+            })
+        ));
+        let config = Config {
+            default_ttl: ms(40),
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(Error::Config {
+                field: "default_ttl",
+                ..
+            })
+        ));
+    }
+
+    // checks: S4
+    #[test]
+    fn deadline_counts_from_send_and_respects_the_drift_bound() {
+        let policy = DeadlinePolicy {
+            drift_bound: 0.05,
+            safety_margin: ms(100),
+            renew_fraction: 1.0 / 3.0,
+        };
+        let sent = Duration::from_secs(1000);
+        let ttl = Duration::from_secs(10);
+        // 10 s * 0.95 - 0.1 s = 9.4 s after the send.
+        assert_eq!(policy.deadline(sent, ttl), sent + ms(9_400));
+        // The server's expiry is at least `handled + ttl` on its clock; with its clock
+        // running drift_bound fast that is `handled + ttl / 1.05` on ours, and `handled`
+        // is no earlier than `sent`. The local deadline is before that.
+        let server_expiry_at_worst = sent + ttl.div_f64(1.0 + policy.drift_bound);
+        assert!(policy.deadline(sent, ttl) < server_expiry_at_worst);
+        assert!(policy.renew_at(sent, ttl) < policy.deadline(sent, ttl));
+        assert!(policy.surely_expired(sent, ttl) > sent + ttl);
+        // A TTL that the margin eats entirely gives a deadline that has already passed.
+        assert_eq!(policy.deadline(sent, ms(100)), sent);
+        assert_eq!(policy.usable(ms(100)), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! [`Lease`]: a granted lock, kept alive in the background, and the one place a guarded
+//! write gets its token from.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fenced_proto::metadata::FENCING_TOKEN;
+use fenced_proto::v1::ReleaseRequest;
+use fenced_types::{FencingToken, LeaseId, LockName};
+use tokio::sync::watch;
+use tonic::metadata::MetadataValue;
+
+use crate::client::Handle;
+use crate::error::{Error, FenceError};
+use crate::state::{LeaseState, LostReason, StateChange};
+use crate::tracked::Tracked;
+
+/// A granted lock. The client renews it in the background until it is released, dropped,
+/// or lost.
+///
+/// Before every guarded write, call [`Lease::fence`] and send the token it returns with the
+/// write: it refuses once the lease is not safely held, and the resource's gate refuses the
+/// token once a newer holder has come (CONTRACT S5). Select on [`Lease::lost`] in the work
+/// loop to stop promptly.
+///
+/// Dropping a lease releases it in a background task (best effort: if the runtime is
+/// shutting down or the server is unreachable, the lease simply expires after its TTL).
+/// Call [`Lease::release`] to release it and see the outcome.
+#[derive(Debug)]
+pub struct Lease {
+    /// The shared record of the lease.
+    tracked: Arc<Tracked>,
+    /// Keeps the client (and its renewal task) alive while the lease is.
+    handle: Arc<Handle>,
+    /// Set once released, so that `drop` does not release again.
+    released: bool,
+}
+
+/// What the SDK knows of a lease's renewals, for dashboards and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// The current state.
+    pub state: LeaseState,
+    /// Time left until the local deadline (zero once it passed).
+    pub remaining: Duration,
+    /// The TTL the server granted.
+    pub ttl: Duration,
+    /// Failed renewal attempts since the last success.
+    pub consecutive_failures: u32,
+    /// The latest failure, in words.
+    pub last_error: Option<String>,
+}
+
+impl Lease {
+    /// Wraps a tracked lease.
+    pub(crate) fn new(tracked: Arc<Tracked>, handle: Arc<Handle>) -> Self {
+        Lease {
+            tracked,
+            handle,
+            released: false,
+        }
+    }
+
+    /// The lock this lease holds.
+    pub fn lock(&self) -> &LockName {
+        &self.tracked.lock
+    }
+
+    /// The lease's id: a bearer secret, keep it out of logs (its `Debug` form is safe).
+    pub fn id(&self) -> LeaseId {
+        self.tracked.id
+    }
+
+    /// The grant's token, whatever the lease's state: for display only. A write must take
+    /// its token from [`Lease::fence`].
+    pub fn token(&self) -> FencingToken {
+        self.tracked.token
+    }
+
+    /// The token, if and only if the lease is held right now: the server confirmed it, the
+    /// local deadline (read from the clock at this call, not from a cached state) has not
+    /// passed, and the process has not just woken from a pause. Call it immediately before
+    /// every guarded write.
+    ///
+    /// It checks the pause watchdog's pulse itself, because after `SIGCONT` the first
+    /// code to run may be this very call, before the watchdog thread is scheduled.
+    pub fn fence(&self) -> Result<FencingToken, FenceError> {
+        self.handle.shared.fence(&self.tracked)
+    }
+
+    /// [`Lease::fence`], and on success puts the token into a tonic request's
+    /// `fencing-token` metadata (what `fenced-kv` and other gated services read).
+    pub fn attach<T>(&self, request: &mut tonic::Request<T>) -> Result<FencingToken, FenceError> {
+        let token = self.fence()?;
+        request
+            .metadata_mut()
+            .insert(FENCING_TOKEN, MetadataValue::from(token.get()));
+        Ok(token)
+    }
+
+    /// Wraps a message in a tonic request that carries the token, if the lease is held.
+    pub fn request<T>(&self, message: T) -> Result<tonic::Request<T>, FenceError> {
+        let mut request = tonic::Request::new(message);
+        self.attach(&mut request)?;
+        Ok(request)
+    }
+
+    /// The current state (as last published; [`Lease::fence`] is the authoritative check).
+    pub fn state(&self) -> LeaseState {
+        self.tracked.subscribe().borrow().clone()
+    }
+
+    /// A receiver of every state the lease goes through. A slow reader may skip an
+    /// intermediate state; [`Lease::history`] keeps them all.
+    pub fn watch(&self) -> watch::Receiver<LeaseState> {
+        self.tracked.subscribe()
+    }
+
+    /// Completes when the lease is lost, with the reason: the future a leader's work loop
+    /// selects on. It owns what it needs, so it can outlive the borrow of the lease.
+    pub fn lost(&self) -> impl Future<Output = LostReason> + Send + 'static {
+        let mut receiver = self.tracked.subscribe();
+        async move {
+            loop {
+                if let LeaseState::Lost { reason } = &*receiver.borrow_and_update() {
+                    return reason.clone();
+                }
+                if receiver.changed().await.is_err() {
+                    return LostReason::ClientClosed;
+                }
+            }
+        }
+    }
+
+    /// The state changes so far (the latest 64), with when they happened on the SDK's
+    /// clock: nothing is missed, however slow the reader.
+    pub fn history(&self) -> Vec<StateChange> {
+        self.tracked.read(|book| book.history())
+    }
+
+    /// The renewals' health: state, time left, failures.
+    pub fn status(&self) -> LeaseStatus {
+        let now = self.handle.shared.now();
+        // Like `fence`, look for a pause first, so that it is reported as such.
+        self.handle.shared.heartbeat(now);
+        self.tracked.update(|book| {
+            book.check(now);
+            let (consecutive_failures, last_error) = book.failures();
+            LeaseStatus {
+                state: book.state().clone(),
+                remaining: book.deadline().saturating_sub(now),
+                ttl: book.ttl(),
+                consecutive_failures,
+                last_error: last_error.map(str::to_string),
+            }
+        })
+    }
+
+    /// Time left until the local deadline (zero once it passed).
+    pub fn remaining(&self) -> Duration {
+        self.status().remaining
+    }
+
+    /// Releases the lease on the server, so that the next waiter gets the lock at once
+    /// (CONTRACT L1). The lease is lost locally first, whatever the server answers, so no
+    /// token can be handed out after this call starts.
+    pub async fn release(mut self) -> Result<(), Error> {
+        self.released = true;
+        let shared = &self.handle.shared;
+        shared.forget(&self.tracked.id);
+        let now = shared.now();
+        self.tracked
+            .update(|book| book.lose(LostReason::ReleasedByHolder, now));
+        let request = ReleaseRequest {
+            lease_id: self.tracked.id.to_string(),
+            lock: String::new(),
+        };
+        let timeout = shared.config.request_timeout;
+        let mut rpc = shared.rpc.clone();
+        match tokio::time::timeout(timeout, rpc.release(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(Error::from(status)),
+            Err(_) => Err(Error::Timeout {
+                what: "release",
+                after: timeout,
+            }),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let shared = &self.handle.shared;
+        shared.forget(&self.tracked.id);
+        let now = shared.now();
+        let was_lost = self.tracked.read(|book| book.state().is_lost());
+        self.tracked
+            .update(|book| book.lose(LostReason::ReleasedByHolder, now));
+        if !was_lost {
+            shared.release_in_background(self.tracked.id, "lease handle dropped");
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! [`Shared`]: what a client's handles, its renewal task and its watchdog share.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fenced_proto::v1::lock_service_client::LockServiceClient;
+use fenced_proto::v1::ReleaseRequest;
+use fenced_types::{FencingToken, LeaseId};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::clock::Clock;
+use crate::config::{Config, DeadlinePolicy};
+use crate::error::FenceError;
+use crate::state::LeaseState;
+use crate::tracked::Tracked;
+use crate::watchdog::Pulse;
+
+/// The state of one [`Client`](crate::Client), shared with its background work.
+pub(crate) struct Shared {
+    /// The settings.
+    pub(crate) config: Config,
+    /// The deadline arithmetic of the settings.
+    pub(crate) policy: DeadlinePolicy,
+    /// Where every instant is read.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The pause watchdog's heartbeat.
+    pub(crate) pulse: Pulse,
+    /// Serialises heartbeats with the marking of leases after a pause.
+    pause_marking: Mutex<()>,
+    /// The leases being renewed. A `std` mutex, never held across an `.await`.
+    leases: Mutex<HashMap<LeaseId, Arc<Tracked>>>,
+    /// Wakes the renewal task: a lease was added, a pause was seen.
+    pub(crate) wake: Notify,
+    /// Cancelled when the last handle of the client is dropped.
+    pub(crate) closed: CancellationToken,
+    /// Unary calls (acquire, release, describe, watch) share this channel.
+    pub(crate) rpc: LockServiceClient<Channel>,
+    /// The endpoint, from which the renewal task opens a fresh connection after a failure,
+    /// so that it never waits on a connection that died silently.
+    pub(crate) endpoint: Endpoint,
+}
+
+impl Shared {
+    /// Assembles the shared state.
+    pub(crate) fn new(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        rpc: LockServiceClient<Channel>,
+        endpoint: Endpoint,
+    ) -> Self {
+        let pulse = Pulse::new(clock.now(), config.pause_threshold);
+        Shared {
+            policy: config.policy(),
+            config,
+            clock,
+            pulse,
+            pause_marking: Mutex::new(()),
+            leases: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            closed: CancellationToken::new(),
+            rpc,
+            endpoint,
+        }
+    }
+
+    /// The current time on the SDK's clock.
+    pub(crate) fn now(&self) -> Duration {
+        self.clock.now()
+    }
+
+    /// Beats the pause watchdog's pulse at `now`. If the process was paused, every lease
+    /// becomes suspect and the renewal task is woken to confirm them at once. Returns the
+    /// pause, if there was one.
+    pub(crate) fn heartbeat(&self, now: Duration) -> Option<Duration> {
+        // Held until every lease is marked: a thread that beats right after the one that
+        // saw the pause waits here, and then finds its lease already suspect, rather than
+        // slipping a token out between the beat and the marking.
+        let _marking = self
+            .pause_marking
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let paused = self.pulse.beat(now)?;
+        tracing::warn!(
+            paused_ms = paused.as_millis() as u64,
+            "process pause detected: leases are suspect until the server confirms them"
+        );
+        for lease in self.snapshot() {
+            lease.update(|book| book.on_pause(paused, now));
+        }
+        self.wake.notify_one();
+        Some(paused)
+    }
+
+    /// The check before a guarded write: the pulse first (this may be the first code to
+    /// run after a pause), then the lease's state against the clock read right now.
+    pub(crate) fn fence(&self, lease: &Tracked) -> Result<FencingToken, FenceError> {
+        let now = self.now();
+        self.heartbeat(now);
+        match lease.update(|book| book.fence(now)) {
+            Ok(()) => Ok(lease.token),
+            Err(LeaseState::Lost { reason }) => Err(FenceError::Lost {
+                lock: lease.lock.clone(),
+                reason,
+            }),
+            Err(LeaseState::Suspect { reason }) => Err(FenceError::Suspect {
+                lock: lease.lock.clone(),
+                reason,
+            }),
+            // `Book::fence` returns `Err` only for the two states above.
+            Err(LeaseState::Held) => Ok(lease.token),
+        }
+    }
+
+    /// Starts renewing a lease.
+    pub(crate) fn register(&self, lease: Arc<Tracked>) {
+        self.leases().insert(lease.id, lease);
+        self.wake.notify_one();
+    }
+
+    /// Stops renewing a lease.
+    pub(crate) fn forget(&self, id: &LeaseId) -> Option<Arc<Tracked>> {
+        self.leases().remove(id)
+    }
+
+    /// A lease being renewed.
+    pub(crate) fn get(&self, id: &LeaseId) -> Option<Arc<Tracked>> {
+        self.leases().get(id).cloned()
+    }
+
+    /// Every lease being renewed, so that callers iterate without holding the map's lock.
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Tracked>> {
+        self.leases().values().cloned().collect()
+    }
+
+    /// Releases a lease on the server in a background task (best effort: logged, never
+    /// retried). Does nothing outside a tokio runtime.
+    pub(crate) fn release_in_background(&self, id: LeaseId, why: &'static str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(lease = %id.short(), "no runtime to release the lease in: it will expire");
+            return;
+        };
+        let mut rpc = self.rpc.clone();
+        let timeout = self.config.request_timeout;
+        runtime.spawn(async move {
+            let request = ReleaseRequest {
+                lease_id: id.to_string(),
+                lock: String::new(),
+            };
+            match tokio::time::timeout(timeout, rpc.release(request)).await {
+                Ok(Ok(_)) => {
+                    tracing::debug!(lease = %id.short(), why, "released in the background")
+                }
+                Ok(Err(status)) => tracing::debug!(
+                    lease = %id.short(), why, %status, "background release refused"
+                ),
+                Err(_) => tracing::debug!(lease = %id.short(), why, "background release timed out"),
+            }
+        });
+    }
+
+    /// The lease map, even if a thread panicked while holding it (the map is always
+    /// consistent between operations).
+    fn leases(&self) -> MutexGuard<'_, HashMap<LeaseId, Arc<Tracked>>> {
+        self.leases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
