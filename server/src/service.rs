@@ -272,6 +272,17 @@ impl LockService for LockServer {
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
+    type SessionStream = BoxStream<pb::SessionResponse>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Ok(Response::new(Box::pin(
+            self.serve_session(request.into_inner()),
+        )))
+    }
+
     async fn check_token(
         &self,
         request: Request<pb::CheckTokenRequest>,
@@ -392,5 +403,92 @@ impl Drop for WaitGuard<'_> {
                 self.engine.undo_grant(&grant);
             }
         }
+    }
+}
+
+/// A refused session request: the status the unary call would have returned, with its
+/// metadata details moved into fields.
+fn session_error(status: &Status) -> pb::SessionError {
+    let text = |key: &str| {
+        status
+            .metadata()
+            .get(key)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    pb::SessionError {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        error_code: text(convert::ERROR_CODE_KEY),
+        holder: text("fenced-holder"),
+        token: text("fenced-token").parse().unwrap_or(0),
+    }
+}
+
+impl LockServer {
+    /// Answers one session request exactly as the unary call would.
+    async fn session_one(&self, request: pb::SessionRequest) -> pb::SessionResponse {
+        use pb::session_request::Op;
+        use pb::session_response::Result as Outcome;
+        let result = match request.op {
+            Some(Op::Acquire(acquire)) => self
+                .acquire(Request::new(acquire))
+                .await
+                .map(|r| Outcome::Acquired(r.into_inner())),
+            Some(Op::Renew(renew)) => self
+                .renew(Request::new(renew))
+                .await
+                .map(|r| Outcome::Renewed(r.into_inner())),
+            Some(Op::Release(release)) => self
+                .release(Request::new(release))
+                .await
+                .map(|r| Outcome::Released(r.into_inner())),
+            None => Err(Status::invalid_argument(
+                "session request without an operation",
+            )),
+        };
+        pb::SessionResponse {
+            id: request.id,
+            result: Some(result.unwrap_or_else(|status| Outcome::Error(session_error(&status)))),
+        }
+    }
+
+    /// Serves one session: each request runs as its own task, so a queued acquire does not
+    /// hold up the rest; when the client goes away, every task is aborted, and the drop
+    /// guards take queued acquirers out of their queues.
+    pub(crate) fn serve_session(
+        &self,
+        mut inbound: Streaming<pb::SessionRequest>,
+    ) -> ReceiverStream<Result<pb::SessionResponse, Status>> {
+        let (sender, receiver) = mpsc::channel(1024);
+        let server = self.clone();
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    _ = sender.closed() => break,
+                    message = inbound.next(), if open => match message {
+                        Some(Ok(request)) => {
+                            let (server, sender) = (server.clone(), sender.clone());
+                            tasks.spawn(async move {
+                                let response = server.session_one(request).await;
+                                let _ = sender.send(Ok(response)).await;
+                            });
+                        }
+                        // The client finished sending: answer what is pending, then end.
+                        Some(Err(_)) | None => open = false,
+                    },
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    else => break,
+                }
+                if !open && tasks.is_empty() {
+                    break;
+                }
+            }
+            tasks.abort_all();
+        });
+        ReceiverStream::new(receiver)
     }
 }

@@ -570,3 +570,119 @@ async fn health_says_serving_and_sigterm_shuts_down_cleanly_keeping_leases() {
         .await
         .unwrap();
 }
+
+// checks: S1, S6, L1, L2
+#[tokio::test]
+async fn a_session_stream_carries_acquire_renew_and_release_out_of_order() {
+    use pb::session_request::Op;
+    use pb::session_response::Result as Outcome;
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    let mut responses = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Phase 1: a grant, then a busy refusal that names the holder and token.
+    sender
+        .send(pb::SessionRequest {
+            id: 1,
+            op: Some(Op::Acquire(acquire("s", 30_000, 0))),
+        })
+        .await
+        .unwrap();
+    let Some(Outcome::Acquired(first)) = next(&mut responses).await.result else {
+        panic!("not granted")
+    };
+    sender
+        .send(pb::SessionRequest {
+            id: 2,
+            op: Some(Op::Acquire(acquire("s", 30_000, 0))),
+        })
+        .await
+        .unwrap();
+    let busy = next(&mut responses).await;
+    let Some(Outcome::Error(error)) = busy.result else {
+        panic!("not refused")
+    };
+    assert_eq!(
+        (busy.id, error.code, error.error_code.as_str()),
+        (2, Code::Aborted as i32, "busy")
+    );
+    assert_eq!(
+        (error.holder.as_str(), error.token),
+        ("test-s", first.token)
+    );
+
+    // Phase 2: a queued acquire (id 3) does not hold up a renew (id 4) and a release (id 5),
+    // which hands the lock to it at once.
+    sender
+        .send(pb::SessionRequest {
+            id: 3,
+            op: Some(Op::Acquire(acquire("s", 30_000, 20_000))),
+        })
+        .await
+        .unwrap();
+    while describe(&mut client, "s").await.waiters != 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sender
+        .send(pb::SessionRequest {
+            id: 4,
+            op: Some(Op::Renew(pb::RenewRequest {
+                lease_id: first.lease_id.clone(),
+            })),
+        })
+        .await
+        .unwrap();
+    let renewed = next(&mut responses).await;
+    assert_eq!(renewed.id, 4);
+    assert!(matches!(renewed.result, Some(Outcome::Renewed(_))));
+    let release = pb::ReleaseRequest {
+        lease_id: first.lease_id.clone(),
+        lock: String::new(),
+    };
+    sender
+        .send(pb::SessionRequest {
+            id: 5,
+            op: Some(Op::Release(release)),
+        })
+        .await
+        .unwrap();
+    let mut answers = vec![next(&mut responses).await, next(&mut responses).await];
+    answers.sort_by_key(|a| a.id);
+    assert!(matches!(answers[0].result, Some(Outcome::Acquired(ref g)) if g.token > first.token));
+    assert!(matches!(answers[1].result, Some(Outcome::Released(_))));
+
+    // Phase 3: the client goes away with an acquire queued: it leaves the queue (L2).
+    sender
+        .send(pb::SessionRequest {
+            id: 6,
+            op: Some(Op::Acquire(acquire("s", 30_000, 20_000))),
+        })
+        .await
+        .unwrap();
+    while describe(&mut client, "s").await.waiters != 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(sender);
+    drop(responses);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while describe(&mut client, "s").await.waiters != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the departed session's waiter stayed queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn next(responses: &mut tonic::Streaming<pb::SessionResponse>) -> pb::SessionResponse {
+    tokio::time::timeout(Duration::from_secs(20), responses.next())
+        .await
+        .expect("an answer within 20 s")
+        .unwrap()
+        .unwrap()
+}
