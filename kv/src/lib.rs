@@ -1,1 +1,28 @@
-//! fenced-kv (being built: issue 3).
+//! fenced-kv: a small gRPC key-value store guarded by the fenced storage gate, the store
+//! the zombie demo writes to (CONTRACT S5 over the network).
+//!
+//! A *resource* (what one lock guards, say `orders`) holds many keys and has one
+//! high-water mark. `Put`, `Delete` and `Fence` carry a fencing token (in the body or as
+//! `fencing-token` metadata); a token below the resource's mark gets `FAILED_PRECONDITION`
+//! with both tokens in the message and in `fencing-token-presented` /
+//! `fencing-token-current` metadata, and changes nothing. Accepted writes are on disk
+//! (sled flush + fdatasync, shared by concurrent writers) before they are answered.
+//!
+//! # Layout
+//! - [`config`]: [`Config`] (data directory, gate limits, `--unfenced`) with `validate()`.
+//! - [`server`]: [`Kv`] (open the store, serve it), and [`run`].
+//! - [`service`]: [`service::KvService`], the `fenced.kv.v1.GatedKv` handlers: decode, gate, encode.
+//! - [`error`]: [`Error`], why the service could not start or stopped.
+//!
+//! The binary (`src/main.rs`) parses flags, prints `fenced-kv listening on <addr>` once it
+//! serves, and shuts down gracefully on SIGINT / SIGTERM.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod server;
+pub mod service;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::{run, Kv};

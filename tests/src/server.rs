@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::time::Duration;
 
 use crate::process::spawn_listening;
 
@@ -91,6 +92,32 @@ impl TestServer {
         let (child, addr) = spawn(&self.data_dir, &listen, &self.extra_args);
         self.child = Some(child);
         self.addr = addr;
+    }
+
+    /// Asks the server to shut down with SIGTERM and waits (up to a minute) for it to exit;
+    /// returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        signal(child.id(), "-TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait works") {
+                return status.success();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again (after [`TestServer::kill`] or [`TestServer::terminate`]).
+    pub fn start_again(&mut self) {
+        self.restart();
     }
 
     /// Stops the server process with SIGSTOP: it keeps its sockets but runs no code.
