@@ -1,5 +1,5 @@
-//! The timeline as one self-contained HTML page: an SVG with a lane per actor, alpha's
-//! pause as a shaded band, lease lifetimes as bars, and each write as a green (accepted) or
+//! The timeline as one self-contained HTML page: an SVG with a lane per actor (events in
+//! order along the x axis), alpha's pause as a shaded band, lease lifetimes as bars, and each write as a green (accepted) or
 //! red (rejected) dot with its token.
 
 use std::fmt::Write as _;
@@ -37,14 +37,27 @@ pub fn render(reports: &[Report]) -> String {
 
 fn render_run(page: &mut String, report: &Report) {
     let entries = report.timeline.entries();
-    let end = entries
-        .last()
-        .map_or(1.0, |e| e.at.as_secs_f64())
-        .max(0.001);
-    let x = |seconds: f64| LEFT + (seconds / end) * (WIDTH - LEFT - 30.0);
+    // The x axis is the order of events, not clock time: the pause lasts seconds and
+    // everything interesting happens within milliseconds of its end, so a clock-time axis
+    // would pile it all up in one spot. The frozen stretch gets a wide slot of its own and
+    // its real length written on it; every event's time is in the table below.
+    let drawn: Vec<&Entry> = entries.iter().filter(|e| LANES.contains(&e.lane)).collect();
+    const PAUSE_SLOTS: usize = 6;
+    let mut slots = Vec::with_capacity(drawn.len());
+    let mut slot = 0usize;
+    for entry in &drawn {
+        slots.push(slot);
+        slot += if entry.mark == Mark::Stopped {
+            PAUSE_SLOTS
+        } else {
+            1
+        };
+    }
+    let step = (WIDTH - LEFT - 40.0) / slot.max(1) as f64;
+    let x = |index: usize| LEFT + 10.0 + slots[index] as f64 * step;
     let lane_y = |lane: Lane| {
         let index = LANES.iter().position(|l| *l == lane).unwrap_or(0) as f64;
-        30.0 + index * LANE_HEIGHT
+        40.0 + index * LANE_HEIGHT
     };
     let (class, verdict) = verdict(report);
     let _ = write!(
@@ -52,21 +65,22 @@ fn render_run(page: &mut String, report: &Report) {
         "<h2>Gate {}</h2><div class=\"verdict {class}\">{verdict}</div>",
         if report.gate { "on" } else { "off" }
     );
-    let height = 30.0 + LANES.len() as f64 * LANE_HEIGHT + 30.0;
+    let height = 40.0 + LANES.len() as f64 * LANE_HEIGHT + 20.0;
     let _ = write!(page, "<svg width=\"{WIDTH}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"12\">");
 
     // Alpha's pause: from SIGSTOP to SIGCONT, across all lanes.
-    let stopped = find(&entries, |e| e.mark == Mark::Stopped);
-    let continued = find(&entries, |e| e.mark == Mark::Continued);
+    let stopped = drawn.iter().position(|e| e.mark == Mark::Stopped);
+    let continued = drawn.iter().position(|e| e.mark == Mark::Continued);
     if let (Some(a), Some(b)) = (stopped, continued) {
+        let frozen = drawn[b].at.saturating_sub(drawn[a].at).as_secs_f64();
         let _ = write!(
             page,
-            "<rect x=\"{:.1}\" y=\"10\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#f1f1f1\"/>\
-             <text x=\"{:.1}\" y=\"22\" fill=\"#777\">alpha frozen (SIGSTOP)</text>",
+            "<rect x=\"{:.1}\" y=\"12\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#eeeeee\"/>\
+             <text x=\"{:.1}\" y=\"26\" fill=\"#666\">alpha frozen by SIGSTOP for {frozen:.2} s</text>",
             x(a),
             (x(b) - x(a)).max(1.0),
-            height - 20.0,
-            x(a) + 4.0
+            height - 24.0,
+            x(a) + 6.0
         );
     }
     for lane in LANES {
@@ -81,32 +95,30 @@ fn render_run(page: &mut String, report: &Report) {
         );
     }
     // Lease lifetimes on the lock server's lane: from each grant to its expiry (or the end).
-    let grants: Vec<(f64, u64)> = entries
-        .iter()
-        .filter_map(|e| match e.mark {
-            Mark::Granted(token) => Some((e.at.as_secs_f64(), token)),
-            _ => None,
-        })
-        .collect();
-    for (index, (start, token)) in grants.iter().enumerate() {
-        let stop = entries
+    let last = drawn.len().saturating_sub(1);
+    let mut bars = 0;
+    for (index, entry) in drawn.iter().enumerate() {
+        let Mark::Granted(token) = entry.mark else {
+            continue;
+        };
+        let stop = drawn
             .iter()
-            .find(|e| e.mark == Mark::Expired(*token))
-            .map(|e| e.at.as_secs_f64())
-            .unwrap_or(end);
-        let color = if index == 0 { "#8fb3e8" } else { "#e8b38f" };
-        let y = lane_y(Lane::LockServer) - 22.0;
+            .position(|e| e.mark == Mark::Expired(token))
+            .unwrap_or(last);
+        let color = if bars == 0 { "#8fb3e8" } else { "#e8b38f" };
+        bars += 1;
+        let y = lane_y(Lane::LockServer) - 24.0;
         let _ = write!(
             page,
             "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"10\" rx=\"3\" fill=\"{color}\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#333\">lease, token {token}</text>",
-            x(*start),
-            (x(stop) - x(*start)).max(2.0),
-            x(*start) + 3.0,
-            y - 3.0
+             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#333\">lease with token {token}</text>",
+            x(index),
+            (x(stop) - x(index)).max(6.0),
+            x(index).min(WIDTH - 150.0),
+            y - 4.0
         );
     }
-    for entry in &entries {
+    for (index, entry) in drawn.iter().enumerate() {
         let (color, radius) = match entry.mark {
             Mark::Accepted(_) => ("#1f9d4a", 7.0),
             Mark::Rejected(_, _) => ("#d23030", 8.0),
@@ -116,13 +128,8 @@ fn render_run(page: &mut String, report: &Report) {
             Mark::Stopped | Mark::Continued => ("#555", 4.0),
             Mark::Note => ("#999", 3.0),
         };
-        let lane = if LANES.contains(&entry.lane) {
-            entry.lane
-        } else {
-            Lane::Store
-        };
-        let cx = x(entry.at.as_secs_f64());
-        let cy = lane_y(lane);
+        let cx = x(index);
+        let cy = lane_y(entry.lane);
         let _ = write!(
             page,
             "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"{radius}\" fill=\"{color}\"><title>{:.3}s {}</title></circle>",
@@ -131,24 +138,22 @@ fn render_run(page: &mut String, report: &Report) {
         );
         let label = match entry.mark {
             Mark::Accepted(token) => Some(format!("✓ token {token}")),
-            Mark::Rejected(presented, current) => Some(format!("✗ {presented} < {current}")),
+            Mark::Rejected(presented, current) => Some(format!("✗ token {presented} < {current}")),
             _ => None,
         };
         if let Some(label) = label {
             let _ = write!(
                 page,
-                "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{label}</text>",
-                cx - 20.0,
+                "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\" text-anchor=\"middle\">{label}</text>",
+                cx,
                 cy + 22.0
             );
         }
     }
     let _ = write!(
         page,
-        "<text x=\"{LEFT}\" y=\"{:.1}\" fill=\"#777\">0 s</text><text x=\"{:.1}\" y=\"{:.1}\" fill=\"#777\">{end:.2} s</text></svg>",
-        height - 6.0,
-        WIDTH - 70.0,
-        height - 6.0
+        "<text x=\"{LEFT}\" y=\"{:.1}\" fill=\"#777\">events in order, left to right (hover a dot for its time and text)</text></svg>",
+        height - 4.0
     );
     page.push_str("<table>");
     for entry in &entries {
@@ -190,13 +195,6 @@ pub fn verdict(report: &Report) -> (&'static str, String) {
             ),
         ),
     }
-}
-
-fn find(entries: &[Entry], predicate: impl Fn(&Entry) -> bool) -> Option<f64> {
-    entries
-        .iter()
-        .find(|e| predicate(e))
-        .map(|e| e.at.as_secs_f64())
 }
 
 fn escape(text: &str) -> String {
