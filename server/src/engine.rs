@@ -96,7 +96,7 @@ impl Engine {
         let seq = if writes.is_empty() {
             self.store.staged()
         } else {
-            match self.store.stage(&writes) {
+            match self.store.stage(writes) {
                 Ok(seq) => seq,
                 Err(error) => {
                     // Memory now differs from disk: stop rather than serve from it.

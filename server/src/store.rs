@@ -1,8 +1,8 @@
 //! [`Store`]: leases, held locks and the token counter in sled, with group commit.
 //!
-//! Writes are staged in order (each call under the engine's lock gets the next sequence
-//! number) and made durable by one committer that flushes everything staged so far with
-//! one sled flush and one `fdatasync`; every request waiting on any of those sequence
+//! Writes are staged in order in memory (each call under the engine's lock gets the next
+//! sequence number) and made durable by one committer thread that applies everything staged
+//! so far as one sled batch, with one sled flush and one `fdatasync`; every request waiting on any of those sequence
 //! numbers is then released together. So concurrent grants share one sync instead of
 //! queueing for one each (STACK.md: group commit is what makes durable grants fast).
 //!
@@ -90,8 +90,12 @@ pub struct Store {
     kick_lock: Mutex<()>,
     /// Wakes the committer when something is staged (or it is told to stop).
     kick: Condvar,
-    /// The highest next-token value staged so far.
-    staged_next_token: AtomicU64,
+    /// Batches staged but not yet handed to sled, in order. Staging only appends here:
+    /// sled 0.34's `flush` holds its global lock in read mode while it writes, and
+    /// `apply_batch` needs it in write mode, so a command that wrote to sled directly would
+    /// wait out every flush (and with it every other command). Only the committer thread
+    /// touches sled, applying everything staged in one batch right before its flush.
+    pending: Mutex<Vec<Write>>,
     /// The token floor beside sled's files.
     marker: Marker,
 }
@@ -137,54 +141,24 @@ impl Store {
             durable,
             kick_lock: Mutex::new(()),
             kick: Condvar::new(),
-            staged_next_token: AtomicU64::new(recovered.next_token.get()),
+            pending: Mutex::new(Vec::new()),
             marker,
         };
         Ok((store, recovered))
     }
 
-    /// Writes a batch atomically (in memory until the next flush) and returns its sequence
-    /// number. Callers stage in the order they applied commands (under the engine's lock).
-    pub fn stage(&self, writes: &[Write]) -> Result<u64, Error> {
-        let mut batch = sled::Batch::default();
-        for write in writes {
-            match write {
-                Write::PutLease { lease, ttl, holder } => {
-                    let record = LeaseRecord {
-                        ttl_ms: millis(*ttl),
-                        holder: holder.to_string(),
-                    };
-                    batch.insert(lease_key(lease), record.encode_to_vec());
-                }
-                Write::DeleteLease { lease } => batch.remove(lease_key(lease)),
-                Write::PutLock {
-                    lock,
-                    lease,
-                    token,
-                    holder,
-                    lock_delay,
-                } => {
-                    let record = LockRecord {
-                        lease: lease.as_bytes().to_vec(),
-                        token: token.get(),
-                        holder: holder.to_string(),
-                        lock_delay_ms: millis(*lock_delay),
-                    };
-                    batch.insert(lock_key(lock), record.encode_to_vec());
-                }
-                Write::DeleteLock { lock } => batch.remove(lock_key(lock)),
-                Write::NextToken(token) => {
-                    batch.insert(NEXT_TOKEN_KEY, &token.to_be_bytes());
-                    self.staged_next_token
-                        .fetch_max(token.get(), Ordering::SeqCst);
-                }
-            }
-        }
-        self.db.apply_batch(batch).map_err(|e| Error::Storage {
-            during: "staging a batch",
-            reason: e.to_string(),
-        })?;
-        let seq = self.staged.fetch_add(1, Ordering::SeqCst) + 1;
+    /// Queues a command's writes for the next commit and returns their sequence number.
+    /// Callers stage in the order they applied commands (under the engine's lock); a commit
+    /// applies all queued writes in one atomic sled batch, so each command's writes are
+    /// atomic on disk and in order.
+    pub fn stage(&self, writes: Vec<Write>) -> Result<u64, Error> {
+        let seq = {
+            let mut pending = self.pending.lock().map_err(|_| Error::Poisoned)?;
+            pending.extend(writes);
+            // Counted under the same lock the committer takes, so a commit's target always
+            // covers exactly the writes it took.
+            self.staged.fetch_add(1, Ordering::SeqCst) + 1
+        };
         self.kick_committer();
         Ok(seq)
     }
@@ -230,16 +204,30 @@ impl Store {
         }
     }
 
-    /// Makes everything staged so far durable: one sled flush, one `fdatasync`, and the
-    /// token marker when due. Returns the sequence number now durable. Blocking: only the
-    /// committer thread calls this, so a grant's path has no extra thread hops.
+    /// Makes everything staged so far durable: one sled batch, one flush, one
+    /// `fdatasync`, and the token marker when due. Returns the sequence number now durable.
+    /// Blocking: only the committer thread calls this, so a grant's path has no extra thread
+    /// hops and nothing else ever waits on sled.
     pub fn commit(&self) -> Result<u64, Error> {
-        let target = self.staged();
+        let (writes, target) = {
+            let mut pending = self.pending.lock().map_err(|_| Error::Poisoned)?;
+            (std::mem::take(&mut *pending), self.staged())
+        };
         if target <= *self.durable.borrow() {
             return Ok(target);
         }
-        // Read before the flush, so the flush covers it.
-        let next_token = self.staged_next_token.load(Ordering::SeqCst);
+        let mut batch = sled::Batch::default();
+        let mut next_token = None;
+        for write in writes {
+            if let Write::NextToken(token) = &write {
+                next_token = Some(token.get());
+            }
+            encode(&mut batch, write);
+        }
+        self.db.apply_batch(batch).map_err(|e| Error::Storage {
+            during: "writing a batch",
+            reason: e.to_string(),
+        })?;
         self.db.flush().map_err(|e| Error::Storage {
             during: "flushing sled",
             reason: e.to_string(),
@@ -250,11 +238,44 @@ impl Store {
                 reason: e.to_string(),
             })?;
         }
-        if self.marker.due(next_token) {
-            self.marker.advance(next_token)?;
+        if let Some(next_token) = next_token {
+            if self.marker.due(next_token) {
+                self.marker.advance(next_token)?;
+            }
         }
         self.durable.send_replace(target);
         Ok(target)
+    }
+}
+
+/// Adds one write to a sled batch.
+fn encode(batch: &mut sled::Batch, write: Write) {
+    match write {
+        Write::PutLease { lease, ttl, holder } => {
+            let record = LeaseRecord {
+                ttl_ms: millis(ttl),
+                holder: holder.to_string(),
+            };
+            batch.insert(lease_key(&lease), record.encode_to_vec());
+        }
+        Write::DeleteLease { lease } => batch.remove(lease_key(&lease)),
+        Write::PutLock {
+            lock,
+            lease,
+            token,
+            holder,
+            lock_delay,
+        } => {
+            let record = LockRecord {
+                lease: lease.as_bytes().to_vec(),
+                token: token.get(),
+                holder: holder.to_string(),
+                lock_delay_ms: millis(lock_delay),
+            };
+            batch.insert(lock_key(&lock), record.encode_to_vec());
+        }
+        Write::DeleteLock { lock } => batch.remove(lock_key(&lock)),
+        Write::NextToken(token) => batch.insert(NEXT_TOKEN_KEY, &token.to_be_bytes()),
     }
 }
 
