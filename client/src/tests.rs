@@ -115,6 +115,20 @@ impl LockService for Fake {
     ) -> Result<Response<CheckTokenResponse>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
+
+    type SessionStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<fenced_proto::v1::SessionResponse, Status>>
+                + Send,
+        >,
+    >;
+
+    async fn session(
+        &self,
+        _: Request<tonic::Streaming<fenced_proto::v1::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
 }
 
 /// Starts the fake on a free loopback port and a client on a manual clock, with a pause

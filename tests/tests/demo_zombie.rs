@@ -1,6 +1,7 @@
 //! The zombie-leader demo as a test: real processes (`fenced`, `fenced-kv`, two SDK
 //! workers), a real `SIGSTOP`, and the gate's verdict, with the gate on and then off, so
 //! the test proves it can tell the difference. Every step waits for an event, not a sleep.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
 use std::time::Duration;
 

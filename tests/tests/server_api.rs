@@ -1,5 +1,6 @@
 //! The lock service over real gRPC: a real `fenced` process on a loopback port.
 //! Each test is a short story; the ids it checks are named at the top of each.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
 use std::time::{Duration, Instant};
 
@@ -651,7 +652,7 @@ async fn a_session_stream_carries_acquire_renew_and_release_out_of_order() {
         })
         .await
         .unwrap();
-    let mut answers = vec![next(&mut responses).await, next(&mut responses).await];
+    let mut answers = [next(&mut responses).await, next(&mut responses).await];
     answers.sort_by_key(|a| a.id);
     assert!(matches!(answers[0].result, Some(Outcome::Acquired(ref g)) if g.token > first.token));
     assert!(matches!(answers[1].result, Some(Outcome::Released(_))));

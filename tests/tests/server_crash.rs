@@ -1,5 +1,6 @@
 //! Crash tests with the real binary: `kill -9` the server at random moments under load,
 //! restart it on the same data directory, and check what survived.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -40,7 +41,7 @@ async fn client_loop(endpoint: String, id: u64, ledger: Arc<Mutex<Ledger>>) {
     let mut random = 0x9E37_79B9_7F4A_7C15 ^ (id + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     loop {
         // Half the time a lock of our own, half the time one of four shared, contended ones.
-        let lock = if next_random(&mut random) % 2 == 0 {
+        let lock = if next_random(&mut random).is_multiple_of(2) {
             format!("own/{id}/{}", next_random(&mut random) % 16)
         } else {
             format!("shared/{}", next_random(&mut random) % 4)
@@ -69,7 +70,7 @@ async fn client_loop(endpoint: String, id: u64, ledger: Arc<Mutex<Ledger>>) {
             Err(status) if status.code() == tonic::Code::Aborted => {}
             Err(_) => return, // the server is gone
         }
-        if next_random(&mut random) % 2 == 0 {
+        if next_random(&mut random).is_multiple_of(2) {
             // Release something we hold: forget it *before* asking, since from the moment
             // the request leaves, the outcome is unknown until acknowledged.
             let victim = {

@@ -1,0 +1,121 @@
+//! [`Error`]: why the gate refused or failed a call; [`StorageError`]: a backend failure.
+//!
+//! Refusals (a stale token, bad input, a token the lock server no longer backs) are kept
+//! apart from failures (the disk, the lock server unreachable): a refusal is the gate doing
+//! its job and changes nothing, a failure means the caller cannot know more than "not
+//! acknowledged".
+
+use fenced_types::{FencingToken, InvalidInput, LockName};
+
+/// Why a gate call did not succeed. Every variant carries the evidence a caller or an
+/// operator needs; none of them left any effect on the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The token is below the resource's high-water mark: some newer holder has written or
+    /// fenced the resource (CONTRACT S5).
+    #[error(
+        "stale fencing token: presented {presented}, current {current} (resource {resource:?})"
+    )]
+    StaleToken {
+        /// The resource written to.
+        resource: LockName,
+        /// The token the writer presented.
+        presented: FencingToken,
+        /// The resource's mark, which the presented token is below.
+        current: FencingToken,
+    },
+    /// Strict mode: the lock server says the token is not the live holder's token.
+    #[error(
+        "fencing token {presented} is not the live holder's token of lock {resource:?} \
+         (live holder's token: {})",
+        live.map_or_else(|| "none, the lock is free".to_string(), |t| t.to_string())
+    )]
+    NotLiveHolder {
+        /// The resource (and lock) written to.
+        resource: LockName,
+        /// The token the writer presented.
+        presented: FencingToken,
+        /// The live holder's token, if the lock is held.
+        live: Option<FencingToken>,
+    },
+    /// No token came with the write: a gated write must carry one.
+    #[error("no fencing token: send it in the request body or as `fencing-token` metadata")]
+    MissingToken,
+    /// The token is malformed (not decimal) or zero.
+    #[error("invalid fencing token: {0}")]
+    InvalidToken(InvalidInput),
+    /// The body and the metadata carry different tokens, so it is unclear which one the
+    /// writer holds.
+    #[error("fencing token in the request body ({body}) differs from the `fencing-token` metadata ({metadata})")]
+    TokenMismatch {
+        /// The token in the request body.
+        body: FencingToken,
+        /// The token in the metadata.
+        metadata: FencingToken,
+    },
+    /// The resource name breaks the naming rules.
+    #[error("invalid resource name: {0}")]
+    InvalidResource(InvalidInput),
+    /// The key is empty.
+    #[error("key is empty: keys are 1 to {max} bytes")]
+    EmptyKey {
+        /// The longest key allowed.
+        max: usize,
+    },
+    /// The key is longer than the configured limit.
+    #[error("key is {len} bytes long: keys are 1 to {max} bytes")]
+    KeyTooLong {
+        /// The key's length in bytes.
+        len: usize,
+        /// The longest key allowed.
+        max: usize,
+    },
+    /// The value is larger than the configured limit.
+    #[error("value is {len} bytes long: values are at most {max} bytes")]
+    ValueTooLarge {
+        /// The value's length in bytes.
+        len: usize,
+        /// The largest value allowed.
+        max: usize,
+    },
+    /// Strict mode: the lock server could not be asked; the write was not attempted.
+    #[error("could not check the token with the lock server: {0}")]
+    CheckUnavailable(String),
+    /// The backend failed; the write may or may not have been applied, and was not
+    /// acknowledged.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl Error {
+    /// True for refusals (the request was wrong or stale), false for failures (storage,
+    /// lock server): a caller retries failures, never refusals.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, Error::Storage(_) | Error::CheckUnavailable(_))
+    }
+}
+
+/// A backend could not read or write its storage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage failed while {during}: {detail}")]
+pub struct StorageError {
+    /// What the backend was doing ("opening", "committing", "flushing", ...).
+    pub during: &'static str,
+    /// The underlying error, as text (so the error stays `Clone` and backend-agnostic).
+    pub detail: String,
+}
+
+impl StorageError {
+    /// A storage error with its context.
+    pub fn new(during: &'static str, detail: impl std::fmt::Display) -> Self {
+        StorageError {
+            during,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// A [`crate::Config`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid gate config: {0}")]
+pub struct ConfigError(pub String);

@@ -1,0 +1,13 @@
+//! The sled backend (feature `sled`): durable marks and data in one sled transaction,
+//! acknowledged only after a shared flush + fdatasync.
+//!
+//! - [`backend`]: [`SledBackend`], the store.
+//! - [`group_commit`]: [`GroupCommit`], one flush for many concurrent writers.
+//! - `encoding`: how marks, keys and values are laid out in sled's trees.
+
+pub mod backend;
+mod encoding;
+pub mod group_commit;
+
+pub use backend::SledBackend;
+pub use group_commit::GroupCommit;

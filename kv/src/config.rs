@@ -1,0 +1,83 @@
+//! [`Config`]: what a fenced-kv instance needs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fenced_gate::Admission;
+
+use crate::error::Error;
+
+/// How a fenced-kv instance runs. `clap` lives only in `main.rs`; this is plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where sled keeps the data and the marks.
+    pub data_dir: PathBuf,
+    /// The gate's limits (value size, key size) and admission rule. Setting
+    /// `gate.admission` to [`Admission::Unfenced`] turns the gate OFF (the zombie demo's
+    /// counterfactual run): never for real data.
+    pub gate: fenced_gate::Config,
+    /// On shutdown, how long to let in-flight requests and connections drain before
+    /// closing them anyway. Bounded because HTTP/2's graceful close waits for every client
+    /// to answer a ping, and a frozen client never does. Cutting requests off is safe: a
+    /// write is acknowledged only once durable, so an unanswered one was never promised.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./fenced-kv-data"),
+            gate: fenced_gate::Config::default(),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the config can work.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(Error::Config("data_dir is empty".into()));
+        }
+        if self.drain_timeout > Duration::from_secs(600) {
+            return Err(Error::Config(format!(
+                "drain_timeout is {:?}: at most 10 minutes",
+                self.drain_timeout
+            )));
+        }
+        self.gate
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// Whether the gate is off.
+    pub fn unfenced(&self) -> bool {
+        self.gate.admission == Admission::Unfenced
+    }
+
+    /// The largest gRPC message the service decodes: room for the largest value plus the
+    /// other fields, and never below tonic's 4 MiB default. A value just over the limit
+    /// still reaches the gate and gets its clear `INVALID_ARGUMENT`.
+    pub fn max_message_bytes(&self) -> usize {
+        (self.gate.max_value_bytes + self.gate.max_key_bytes + 64 * 1024).max(4 * 1024 * 1024)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_validates_and_bad_values_do_not() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        assert!(!Config::default().unfenced());
+        let empty = Config {
+            data_dir: PathBuf::new(),
+            ..Config::default()
+        };
+        assert!(empty.validate().is_err());
+        let mut huge = Config::default();
+        huge.gate.max_value_bytes = usize::MAX;
+        assert!(huge.validate().is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! [`Error`]: why fenced-kv could not start, or stopped. Per-request errors are
+//! `fenced_gate::Error`s, turned into gRPC statuses by the gate's one `From` impl.
+
+/// A reason the service cannot run.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The config cannot work.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// The store could not be opened or flushed.
+    #[error("storage: {0}")]
+    Storage(#[from] fenced_gate::Error),
+    /// The gRPC server failed.
+    #[error("serving failed: {0}")]
+    Serve(String),
+}

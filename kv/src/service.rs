@@ -1,0 +1,129 @@
+//! [`KvService`]: the `fenced.kv.v1.GatedKv` handlers. Thin: decode into domain types,
+//! call the gate on a blocking thread (the sled backend waits for the disk), encode.
+
+use fenced_gate::grpc::token_of;
+use fenced_gate::{Error as GateError, Gate, SledBackend, WriteOp};
+use fenced_proto::kv::v1::gated_kv_server::GatedKv;
+use fenced_proto::kv::v1::{
+    DeleteRequest, DeleteResponse, FenceRequest, FenceResponse, GetRequest, GetResponse,
+    PutRequest, PutResponse,
+};
+use fenced_types::LockName;
+use tonic::{Request, Response, Status};
+
+/// The service: one gate over one sled store, shared by every request.
+#[derive(Debug, Clone)]
+pub struct KvService {
+    /// The gate.
+    gate: Gate<SledBackend>,
+}
+
+impl KvService {
+    /// The service over a gate.
+    pub fn new(gate: Gate<SledBackend>) -> Self {
+        KvService { gate }
+    }
+
+    /// Runs a gate call on a blocking thread and maps its error to a status.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Gate<SledBackend>) -> Result<T, GateError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let gate = self.gate.clone();
+        let result = tokio::task::spawn_blocking(move || call(&gate))
+            .await
+            .map_err(|e| Status::internal(format!("the storage task failed: {e}")))?;
+        result.map_err(|error| {
+            if let GateError::StaleToken { .. } = error {
+                tracing::debug!(%error, "refused");
+            } else if !error.is_refusal() {
+                tracing::error!(%error, "storage failure");
+            }
+            Status::from(error)
+        })
+    }
+}
+
+fn resource(name: String) -> Result<LockName, Status> {
+    LockName::new(name).map_err(|e| Status::from(GateError::InvalidResource(e)))
+}
+
+#[tonic::async_trait]
+impl GatedKv for KvService {
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let token = token_of(&request, request.get_ref().token)?;
+        let PutRequest {
+            resource: name,
+            key,
+            value,
+            ..
+        } = request.into_inner();
+        let resource = resource(name)?;
+        let op = WriteOp::put(key, value);
+        // Refuse bad input here, before a blocking thread is even taken.
+        self.gate.check_op(&op)?;
+        let accepted = self
+            .blocking(move |gate| gate.write(&resource, token, &op))
+            .await?;
+        Ok(Response::new(PutResponse {
+            mark: accepted.mark.get(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let token = token_of(&request, request.get_ref().token)?;
+        let DeleteRequest {
+            resource: name,
+            key,
+            ..
+        } = request.into_inner();
+        let resource = resource(name)?;
+        let op = WriteOp::delete(key);
+        self.gate.check_op(&op)?;
+        let accepted = self
+            .blocking(move |gate| gate.write(&resource, token, &op))
+            .await?;
+        Ok(Response::new(DeleteResponse {
+            existed: accepted.existed,
+            mark: accepted.mark.get(),
+        }))
+    }
+
+    async fn fence(
+        &self,
+        request: Request<FenceRequest>,
+    ) -> Result<Response<FenceResponse>, Status> {
+        let token = token_of(&request, request.get_ref().token)?;
+        let resource = resource(request.into_inner().resource)?;
+        let mark = self
+            .blocking(move |gate| gate.fence(&resource, token))
+            .await?;
+        Ok(Response::new(FenceResponse { mark: mark.get() }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let GetRequest {
+            resource: name,
+            key,
+        } = request.into_inner();
+        let resource = resource(name)?;
+        let stored = self
+            .blocking(move |gate| gate.read(&resource, key.as_bytes()))
+            .await?;
+        Ok(Response::new(match stored {
+            Some(stored) => GetResponse {
+                found: true,
+                value: stored.value,
+                token: stored.token.get(),
+            },
+            None => GetResponse {
+                found: false,
+                value: Vec::new(),
+                token: 0,
+            },
+        }))
+    }
+}
