@@ -46,6 +46,18 @@ pub struct Config {
     /// How long a shutdown waits for in-flight requests before closing connections
     /// (default 5 s).
     pub drain_timeout: Duration,
+    /// Serve TLS with this certificate chain and private key (PEM files); `None` serves
+    /// plaintext (default).
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the server's TLS certificate chain and private key are (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -66,6 +78,7 @@ impl Default for Config {
             fdatasync: true,
             cache_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }

@@ -52,6 +52,14 @@ pub enum Error {
     /// The lock table's mutex was poisoned by a panic: its state cannot be trusted.
     #[error("the lock table was poisoned by a panic")]
     Poisoned,
+    /// A TLS file could not be read.
+    #[error("cannot read TLS file {path}: {reason}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        reason: String,
+    },
     /// The gRPC server failed.
     #[error("gRPC transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),

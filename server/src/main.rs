@@ -40,6 +40,12 @@ struct Args {
     /// power cut. Off by default.
     #[arg(long, env = "FENCED_NO_FDATASYNC")]
     no_fdatasync: bool,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "FENCED_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM); needs --tls-cert.
+    #[arg(long, env = "FENCED_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl Args {
@@ -53,6 +59,10 @@ impl Args {
             max_locks: self.max_locks,
             max_waiters: self.max_waiters,
             fdatasync: !self.no_fdatasync,
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(fenced::config::TlsFiles { cert, key }),
+                _ => None,
+            },
             ..Config::default()
         }
     }

@@ -30,6 +30,8 @@ pub struct OpenServer {
     store: Store,
     /// What was on disk.
     recovered: Recovered,
+    /// The TLS identity, if the server serves TLS.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl OpenServer {
@@ -37,6 +39,7 @@ impl OpenServer {
     /// clear error on a corrupt or unreadable directory.
     pub fn open(config: Config) -> Result<OpenServer, Error> {
         config.validate()?;
+        let tls = config.tls.as_ref().map(load_tls).transpose()?;
         let (store, recovered) =
             Store::open(&config.data_dir, config.fdatasync, config.cache_bytes)?;
         tracing::info!(
@@ -50,6 +53,7 @@ impl OpenServer {
             config: Arc::new(config),
             store,
             recovered,
+            tls,
         })
     }
 
@@ -69,6 +73,7 @@ impl OpenServer {
             config,
             store,
             recovered,
+            tls,
         } = self;
         let clock = Clock::start();
         let table = LockTable::restore(
@@ -126,7 +131,11 @@ impl OpenServer {
                 let _ = drain.send(());
             }
         };
-        let serving = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let serving = builder
             .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(reflection)
@@ -190,4 +199,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     OpenServer::open(config)?.serve(listener, shutdown).await
+}
+
+/// Reads the TLS certificate chain and key, naming the file that cannot be read.
+fn load_tls(files: &crate::config::TlsFiles) -> Result<tonic::transport::ServerTlsConfig, Error> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Tls {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
 }

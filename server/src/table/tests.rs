@@ -409,6 +409,16 @@ fn capacity_limits_are_enforced() {
     ));
 }
 
+fn held_lock(lock: &str, lease: LeaseId, token: u64) -> RestoredLock {
+    RestoredLock {
+        lock: name(lock),
+        lease,
+        token: FencingToken::new(token).unwrap(),
+        holder: Arc::from("h"),
+        lock_delay: Duration::ZERO,
+    }
+}
+
 // checks: S1, S2
 #[test]
 fn restore_gives_full_ttls_from_now_and_continues_tokens() {
@@ -422,13 +432,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
             lease: a,
             ttl: Duration::from_millis(1000),
         }],
-        vec![RestoredLock {
-            lock: name("r"),
-            lease: a,
-            token: grant.token,
-            holder: Arc::from("h"),
-            lock_delay: Duration::ZERO,
-        }],
+        vec![held_lock("r", a, grant.token.get())],
         at(50_000),
     );
     let mut restored = restored.unwrap();
@@ -448,13 +452,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
             lease: a,
             ttl: Duration::from_millis(1000),
         }],
-        vec![RestoredLock {
-            lock: name("r"),
-            lease: a,
-            token: FencingToken::new(5).unwrap(),
-            holder: Arc::from("h"),
-            lock_delay: Duration::ZERO,
-        }],
+        vec![held_lock("r", a, 5)],
         at(0),
     );
     assert!(matches!(corrupt, Err(RestoreError::TokenAhead { .. })));
@@ -462,13 +460,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
         limits(),
         FencingToken::new(9).unwrap(),
         vec![],
-        vec![RestoredLock {
-            lock: name("r"),
-            lease: a,
-            token: FencingToken::new(5).unwrap(),
-            holder: Arc::from("h"),
-            lock_delay: Duration::ZERO,
-        }],
+        vec![held_lock("r", a, 5)],
         at(0),
     );
     assert!(matches!(orphan, Err(RestoreError::OrphanLock { .. })));
