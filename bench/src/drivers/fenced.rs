@@ -1,0 +1,265 @@
+//! fenced through its generated gRPC client: one `Acquire` (creating a lease of the given
+//! TTL) and one `Release` (of the whole lease) per cycle, KeepAlive streams carrying many
+//! leases, `Describe` as the write-free round trip.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fenced_proto::v1::lock_service_client::LockServiceClient;
+use fenced_proto::v1::renew_response::Outcome;
+use fenced_proto::v1::{AcquireRequest, DescribeRequest, ReleaseRequest, RenewRequest};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::config::Target;
+use crate::driver::{within, KeepAliveStream, LeaseConn, LeaseSystem, LockClient, LockSystem};
+use crate::drivers::grpc_channel;
+use crate::error::BenchError;
+
+const NAME: &str = "fenced";
+
+/// The holder name the benchmark's grants carry (for the server's logs and Describe).
+const HOLDER: &str = "fenced-bench";
+
+/// A fenced server.
+#[derive(Clone, Debug)]
+pub struct FencedSystem {
+    /// Its endpoint and process id.
+    target: Target,
+    /// The longest a call may take beyond any waiting it asked for.
+    rpc_timeout: Duration,
+}
+
+impl FencedSystem {
+    /// The fenced server at `target`.
+    pub fn new(target: Target, rpc_timeout: Duration) -> FencedSystem {
+        FencedSystem {
+            target,
+            rpc_timeout,
+        }
+    }
+
+    async fn client(&self) -> Result<LockServiceClient<Channel>, BenchError> {
+        let channel = grpc_channel(NAME, &self.target.endpoint, self.rpc_timeout).await?;
+        Ok(LockServiceClient::new(channel))
+    }
+}
+
+impl LockSystem for FencedSystem {
+    type Client = FencedClient;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.target.pid
+    }
+
+    async fn connect(&self, ttl: Duration) -> Result<FencedClient, BenchError> {
+        Ok(FencedClient {
+            client: self.client().await?,
+            ttl,
+            rpc_timeout: self.rpc_timeout,
+        })
+    }
+}
+
+/// One fenced client on a connection of its own (clones share the connection).
+#[derive(Clone)]
+pub struct FencedClient {
+    /// The generated client.
+    client: LockServiceClient<Channel>,
+    /// The TTL of the leases its acquires create.
+    ttl: Duration,
+    /// The longest a call may take beyond any waiting it asked for.
+    rpc_timeout: Duration,
+}
+
+/// A grant: the lease that holds the lock (released whole).
+pub struct FencedHeld {
+    /// The lease id.
+    lease_id: String,
+}
+
+impl FencedClient {
+    /// One `Acquire`; `Ok(None)` when the server answers ABORTED (the lock stayed taken).
+    async fn acquire_raw(
+        &mut self,
+        request: AcquireRequest,
+    ) -> Result<Option<fenced_proto::v1::AcquireResponse>, BenchError> {
+        let after = Duration::from_millis(request.wait_ms) + self.rpc_timeout;
+        let call = async {
+            match self.client.acquire(request).await {
+                Ok(response) => Ok(Some(response.into_inner())),
+                Err(status) if status.code() == Code::Aborted => Ok(None),
+                Err(status) => Err(BenchError::rpc(NAME, "Acquire", status)),
+            }
+        };
+        within(NAME, "Acquire", after, call).await
+    }
+}
+
+impl LockClient for FencedClient {
+    type Held = FencedHeld;
+
+    async fn acquire(
+        &mut self,
+        lock: &str,
+        wait: Duration,
+    ) -> Result<Option<FencedHeld>, BenchError> {
+        let request = acquire_request(lock, self.ttl, wait, String::new());
+        let granted = self.acquire_raw(request).await?;
+        Ok(granted.map(|response| FencedHeld {
+            lease_id: response.lease_id,
+        }))
+    }
+
+    async fn release(&mut self, held: FencedHeld) -> Result<(), BenchError> {
+        let request = ReleaseRequest {
+            lease_id: held.lease_id,
+            lock: String::new(),
+        };
+        let call = async {
+            self.client
+                .release(request)
+                .await
+                .map_err(|status| BenchError::rpc(NAME, "Release", status))
+        };
+        within(NAME, "Release", self.rpc_timeout, call).await?;
+        Ok(())
+    }
+
+    async fn acquire_unrenewed(
+        &mut self,
+        lock: &str,
+        ttl: Duration,
+    ) -> Result<Duration, BenchError> {
+        let request = acquire_request(lock, ttl, Duration::ZERO, String::new());
+        match self.acquire_raw(request).await? {
+            Some(response) => Ok(Duration::from_millis(response.ttl_ms)),
+            None => Err(taken(lock)),
+        }
+    }
+
+    async fn ping(&mut self) -> Result<(), BenchError> {
+        let request = DescribeRequest {
+            lock: "fenced-bench/ping".to_string(),
+        };
+        let call = async {
+            self.client
+                .describe(request)
+                .await
+                .map_err(|status| BenchError::rpc(NAME, "Describe", status))
+        };
+        within(NAME, "Describe", self.rpc_timeout, call).await?;
+        Ok(())
+    }
+
+    async fn close(self) -> Result<(), BenchError> {
+        Ok(())
+    }
+}
+
+fn acquire_request(lock: &str, ttl: Duration, wait: Duration, lease_id: String) -> AcquireRequest {
+    AcquireRequest {
+        lock: lock.to_string(),
+        holder: HOLDER.to_string(),
+        ttl_ms: duration_ms(ttl),
+        wait_ms: duration_ms(wait),
+        lock_delay_ms: 0,
+        lease_id,
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl LeaseSystem for FencedSystem {
+    type Conn = FencedLeases;
+
+    async fn connect_leases(&self) -> Result<FencedLeases, BenchError> {
+        Ok(FencedLeases {
+            client: self.connect(Duration::ZERO).await?,
+        })
+    }
+}
+
+/// Lease operations on one fenced connection.
+#[derive(Clone)]
+pub struct FencedLeases {
+    /// The connection (its `ttl` is unused: every call names its own).
+    client: FencedClient,
+}
+
+impl LeaseConn for FencedLeases {
+    type Lease = Arc<str>;
+
+    async fn grant_with_lock(&mut self, lock: &str, ttl: Duration) -> Result<Arc<str>, BenchError> {
+        let request = acquire_request(lock, ttl, Duration::ZERO, String::new());
+        match self.client.acquire_raw(request).await? {
+            Some(response) => Ok(Arc::from(response.lease_id)),
+            None => Err(taken(lock)),
+        }
+    }
+
+    async fn add_lock(
+        &mut self,
+        lease: &Arc<str>,
+        lock: &str,
+        ttl: Duration,
+    ) -> Result<(), BenchError> {
+        // Joining a lease keeps the TTL it was created with; the same one is sent anyway.
+        let request = acquire_request(lock, ttl, Duration::ZERO, lease.to_string());
+        match self.client.acquire_raw(request).await? {
+            Some(_) => Ok(()),
+            None => Err(taken(lock)),
+        }
+    }
+
+    async fn revoke(&mut self, lease: &Arc<str>) -> Result<(), BenchError> {
+        self.client
+            .release(FencedHeld {
+                lease_id: lease.to_string(),
+            })
+            .await
+    }
+
+    async fn keepalive(&mut self) -> Result<KeepAliveStream<Arc<str>>, BenchError> {
+        let (renew, leases) = mpsc::channel::<Arc<str>>(1024);
+        let requests = ReceiverStream::new(leases).map(|lease| RenewRequest {
+            lease_id: lease.to_string(),
+        });
+        let mut client = self.client.client.clone();
+        // The call is made when the answers are first polled, so the caller can send
+        // renewals before the server has answered anything.
+        let answers = futures::stream::once(async move { client.keep_alive(requests).await })
+            .flat_map(|opened| match opened {
+                Ok(response) => response
+                    .into_inner()
+                    .map(|answer| match answer {
+                        Ok(answer) => Ok(answer.outcome() == Outcome::Renewed),
+                        Err(status) => Err(BenchError::rpc(NAME, "KeepAlive", status)),
+                    })
+                    .boxed(),
+                Err(status) => {
+                    futures::stream::once(async { Err(BenchError::rpc(NAME, "KeepAlive", status)) })
+                        .boxed()
+                }
+            })
+            .boxed();
+        Ok(KeepAliveStream { renew, answers })
+    }
+}
+
+fn taken(lock: &str) -> BenchError {
+    BenchError::Unexpected {
+        system: NAME,
+        op: "Acquire",
+        detail: format!("the fresh lock {lock:?} was taken"),
+    }
+}

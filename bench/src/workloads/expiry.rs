@@ -1,0 +1,159 @@
+//! expiry: in each of N pairs, a holder takes a fresh lock under a lease it never renews,
+//! and a waiter queues for that lock at once. The delay is from the holder lease's expiry
+//! to the waiter's grant.
+//!
+//! The server's expiry instant is not visible to a client; the benchmark takes the
+//! earliest instant it could be, the holder's request *sent* time plus the granted TTL
+//! (the server counts the TTL from when it handled the request, which is later). So the
+//! delays reported are upper bounds, and a grant before that instant would be two holders
+//! at once: it is counted as `early` and kept out of the delays.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::driver::{LockClient, LockSystem};
+use crate::error::BenchError;
+use crate::latency::{Latencies, LatencySummary};
+use crate::workloads::{connect_all, Errors, Window, ERROR_PAUSE};
+
+/// What one expiry phase measured.
+#[derive(Clone, Debug)]
+pub struct ExpiryResult {
+    /// Expiry to the waiter's grant.
+    pub delay: LatencySummary,
+    /// The holder's TTL as the server granted it.
+    pub ttl: Duration,
+    /// Grants to the waiter before the holder's lease could have expired.
+    pub early: u64,
+    /// Failed operations.
+    pub errors: Errors,
+}
+
+/// Runs `pairs` holder/waiter pairs, each doing rounds until the phase ends; the phase
+/// lasts at least three TTLs so even one pair gives three samples.
+pub async fn run<S: LockSystem>(
+    system: &S,
+    pairs: usize,
+    config: &Config,
+    prefix: &str,
+    ops: Arc<AtomicU64>,
+) -> Result<ExpiryResult, BenchError> {
+    let holders = connect_all(system, pairs, config.expiry_ttl).await?;
+    let waiters = connect_all(system, pairs, config.ttl).await?;
+    let length = config.duration.max(config.expiry_ttl * 3);
+    let window = Window::starting_now(Duration::ZERO, length);
+    let tasks: Vec<_> = holders
+        .into_iter()
+        .zip(waiters)
+        .enumerate()
+        .map(|(i, (holder, waiter))| {
+            let pair = Pair {
+                holder,
+                waiter,
+                lock_prefix: format!("{prefix}/expiry/{pairs}/{i}"),
+                ttl: config.expiry_ttl,
+                max_wait: config.max_wait,
+            };
+            tokio::spawn(pair.run(window, ops.clone()))
+        })
+        .collect();
+    let mut delay = Latencies::new();
+    let mut ttl = Duration::ZERO;
+    let mut early = 0;
+    let mut errors = Errors::default();
+    for task in tasks {
+        match task.await {
+            Ok(done) => {
+                delay.merge(&done.delay);
+                ttl = ttl.max(done.ttl);
+                early += done.early;
+                errors.merge(done.errors);
+            }
+            Err(join) => errors.add(&BenchError::Unexpected {
+                system: system.name(),
+                op: "expiry",
+                detail: format!("pair task failed: {join}"),
+            }),
+        }
+    }
+    Ok(ExpiryResult {
+        delay: delay.summary(),
+        ttl,
+        early,
+        errors,
+    })
+}
+
+/// One holder and one waiter.
+struct Pair<C> {
+    /// Takes each round's lock and lets its lease expire.
+    holder: C,
+    /// Queues for the lock and releases it once granted.
+    waiter: C,
+    /// Each round's lock is this plus the round number.
+    lock_prefix: String,
+    /// The holder's TTL.
+    ttl: Duration,
+    /// How long the waiter waits beyond the TTL.
+    max_wait: Duration,
+}
+
+/// One pair's share of the phase.
+struct PairDone {
+    delay: Latencies,
+    ttl: Duration,
+    early: u64,
+    errors: Errors,
+}
+
+impl<C: LockClient> Pair<C> {
+    async fn run(mut self, window: Window, ops: Arc<AtomicU64>) -> PairDone {
+        let mut done = PairDone {
+            delay: Latencies::new(),
+            ttl: Duration::ZERO,
+            early: 0,
+            errors: Errors::default(),
+        };
+        let mut round = 0u64;
+        while !window.is_over() {
+            round += 1;
+            if let Err(error) = self.round(round, &mut done).await {
+                done.errors.add(&error);
+                tokio::time::sleep(ERROR_PAUSE).await;
+            }
+            ops.fetch_add(1, Ordering::Relaxed);
+        }
+        for client in [self.holder, self.waiter] {
+            if let Err(error) = client.close().await {
+                done.errors.add(&error);
+            }
+        }
+        done
+    }
+
+    async fn round(&mut self, round: u64, done: &mut PairDone) -> Result<(), BenchError> {
+        let lock = format!("{}/{round}", self.lock_prefix);
+        let sent = Instant::now();
+        let ttl = self.holder.acquire_unrenewed(&lock, self.ttl).await?;
+        done.ttl = done.ttl.max(ttl);
+        let earliest_expiry = sent + ttl;
+        let Some(held) = self.waiter.acquire(&lock, ttl + self.max_wait).await? else {
+            return Err(BenchError::Unexpected {
+                system: "expiry",
+                op: "acquire",
+                detail: format!(
+                    "the waiter was not granted {lock:?} within {:?}",
+                    ttl + self.max_wait
+                ),
+            });
+        };
+        let granted = Instant::now();
+        match granted.checked_duration_since(earliest_expiry) {
+            Some(delay) => done.delay.record(delay),
+            None => done.early += 1,
+        }
+        self.waiter.release(held).await
+    }
+}
