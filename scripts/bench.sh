@@ -100,7 +100,8 @@ if want fenced; then
     log "fenced did not start; its stderr:"; tail -n 20 "$tmp/fenced/stderr" >&2; exit 1
   fi
   fenced_addr=$(sed -n 's/^fenced listening on //p' "$tmp/fenced/stdout" | head -n1)
-  bench_args+=(--fenced "http://$fenced_addr" --fenced-pid "$fenced_pid")
+  # fenced's acquires and releases travel on one Session stream per client (its fast path).
+  bench_args+=(--fenced "http://$fenced_addr" --fenced-pid "$fenced_pid" --fenced-session)
   commands+=("$(show_cmd "${fenced_cmd[@]}")")
   log "fenced (pid $fenced_pid) on $fenced_addr"
 fi
@@ -175,7 +176,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   echo
   echo "## How each system is driven"
   echo
-  echo "- fenced: its generated gRPC client (no SDK). cycle: one \`Acquire\` (new lease, TTL 10 s) and one \`Release\` of that lease; contended: \`Acquire\` with \`wait_ms\` (the server's FIFO queue); keepalive: \`KeepAlive\` streams, each carrying many leases; one-lease-many-locks via \`Acquire\` with \`lease_id\`."
+  echo "- fenced: its generated gRPC client (no SDK), acquire and release sent as messages on one \`Session\` stream per client (the server's fast path; the unary calls behave the same, slower: \`--fenced-session\` off). cycle: one \`Acquire\` (new lease, TTL 10 s) and one \`Release\` of that lease; contended: \`Acquire\` with \`wait_ms\` (the server's FIFO queue); keepalive: \`KeepAlive\` streams, each carrying many leases; one-lease-many-locks via \`Acquire\` with \`lease_id\`."
   echo "- etcd: its Lease and Lock gRPC services, as etcd's \`concurrency\` package uses them: each client grants one session lease (TTL 10 s) when it connects and keeps it alive in the background; a grant is one \`Lock\` on that lease, a release one \`Unlock\` (no lease grant or revoke per cycle: etcd's most favourable mode). \`Lock\` always queues (FIFO by revision). The expiry holder grants a fresh lease per round and never renews it."
   echo "- Redis: \`SET lock value NX PX 10000\` + \`INCR\` of a token counter in one Lua script, released by a compare-and-delete script; a waiter retries after a random pause (no queue)."
   echo "- Every benchmark client has its own TCP connection; keepalive streams too."

@@ -91,6 +91,9 @@ pub struct Target {
 pub struct Config {
     /// The fenced server, if it is part of the run.
     pub fenced: Option<Target>,
+    /// Drive fenced's acquire and release over one `Session` stream per client instead of
+    /// unary calls.
+    pub fenced_session: bool,
     /// The etcd server, if it is part of the run.
     pub etcd: Option<Target>,
     /// The Redis server, if it is part of the run.
@@ -142,6 +145,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             fenced: None,
+            fenced_session: false,
             etcd: None,
             redis: None,
             workloads: Workload::ALL.to_vec(),

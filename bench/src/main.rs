@@ -19,6 +19,9 @@ struct Args {
     /// fenced's process id (for CPU and memory readings).
     #[arg(long)]
     fenced_pid: Option<u32>,
+    /// Send fenced's acquires and releases over one Session stream per client.
+    #[arg(long)]
+    fenced_session: bool,
     /// etcd's gRPC endpoint, e.g. http://127.0.0.1:2379.
     #[arg(long)]
     etcd: Option<String>,
@@ -119,6 +122,7 @@ fn config(args: Args) -> Result<Config, String> {
     let defaults = Config::default();
     Ok(Config {
         fenced: target(args.fenced, args.fenced_pid),
+        fenced_session: args.fenced_session,
         etcd: target(args.etcd, args.etcd_pid),
         redis: target(args.redis, args.redis_pid),
         workloads,

@@ -34,7 +34,7 @@ pub async fn run(config: &Config) -> Result<Report, BenchError> {
         fenced: config
             .fenced
             .clone()
-            .map(|t| FencedSystem::new(t, config.rpc_timeout)),
+            .map(|t| FencedSystem::new(t, config.rpc_timeout, config.fenced_session)),
         etcd: config
             .etcd
             .clone()

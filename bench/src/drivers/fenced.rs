@@ -1,5 +1,6 @@
 //! fenced through its generated gRPC client: one `Acquire` (creating a lease of the given
-//! TTL) and one `Release` (of the whole lease) per cycle, KeepAlive streams carrying many
+//! TTL) and one `Release` (of the whole lease) per cycle, as unary calls or (with
+//! `--fenced-session`) as messages on one `Session` stream per client, KeepAlive streams carrying many
 //! leases, `Describe` as the write-free round trip.
 
 use std::sync::Arc;
@@ -7,7 +8,11 @@ use std::time::Duration;
 
 use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_proto::v1::renew_response::Outcome;
-use fenced_proto::v1::{AcquireRequest, DescribeRequest, ReleaseRequest, RenewRequest};
+use fenced_proto::v1::session_request::Op as SessionOp;
+use fenced_proto::v1::session_response::Result as SessionResult;
+use fenced_proto::v1::{
+    AcquireRequest, DescribeRequest, ReleaseRequest, RenewRequest, SessionRequest, SessionResponse,
+};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,14 +36,17 @@ pub struct FencedSystem {
     target: Target,
     /// The longest a call may take beyond any waiting it asked for.
     rpc_timeout: Duration,
+    /// Whether clients send acquire and release over a `Session` stream.
+    session: bool,
 }
 
 impl FencedSystem {
     /// The fenced server at `target`.
-    pub fn new(target: Target, rpc_timeout: Duration) -> FencedSystem {
+    pub fn new(target: Target, rpc_timeout: Duration, session: bool) -> FencedSystem {
         FencedSystem {
             target,
             rpc_timeout,
+            session,
         }
     }
 
@@ -60,10 +68,19 @@ impl LockSystem for FencedSystem {
     }
 
     async fn connect(&self, ttl: Duration) -> Result<FencedClient, BenchError> {
+        let mut client = self.client().await?;
+        let session = if self.session {
+            Some(Arc::new(tokio::sync::Mutex::new(
+                Session::open(&mut client).await?,
+            )))
+        } else {
+            None
+        };
         Ok(FencedClient {
-            client: self.client().await?,
+            client,
             ttl,
             rpc_timeout: self.rpc_timeout,
+            session,
         })
     }
 }
@@ -77,6 +94,71 @@ pub struct FencedClient {
     ttl: Duration,
     /// The longest a call may take beyond any waiting it asked for.
     rpc_timeout: Duration,
+    /// The client's Session stream, when acquire and release go over one.
+    session: Option<Arc<tokio::sync::Mutex<Session>>>,
+}
+
+/// One `Session` stream: requests out, answers in (one request at a time per client, so
+/// answers come in order).
+pub struct Session {
+    /// Where requests go.
+    sender: mpsc::Sender<SessionRequest>,
+    /// The answers.
+    responses: tonic::Streaming<SessionResponse>,
+    /// The next request id.
+    next_id: u64,
+}
+
+impl Session {
+    async fn open(client: &mut LockServiceClient<Channel>) -> Result<Session, BenchError> {
+        let (sender, receiver) = mpsc::channel(16);
+        let responses = client
+            .session(ReceiverStream::new(receiver))
+            .await
+            .map_err(|status| BenchError::rpc(NAME, "Session", status))?
+            .into_inner();
+        Ok(Session {
+            sender,
+            responses,
+            next_id: 0,
+        })
+    }
+
+    /// Sends one operation and waits for its answer.
+    async fn call(&mut self, op: SessionOp) -> Result<SessionResult, BenchError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let closed = || {
+            BenchError::rpc(
+                NAME,
+                "Session",
+                tonic::Status::unavailable("session closed"),
+            )
+        };
+        self.sender
+            .send(SessionRequest { id, op: Some(op) })
+            .await
+            .map_err(|_| closed())?;
+        let response = self
+            .responses
+            .message()
+            .await
+            .map_err(|status| BenchError::rpc(NAME, "Session", status))?
+            .ok_or_else(closed)?;
+        if response.id != id {
+            return Err(BenchError::rpc(
+                NAME,
+                "Session",
+                tonic::Status::internal(format!("answer {} to request {id}", response.id)),
+            ));
+        }
+        response.result.ok_or_else(closed)
+    }
+}
+
+/// A session answer's error as the status the unary call would have returned.
+fn session_status(error: fenced_proto::v1::SessionError) -> tonic::Status {
+    tonic::Status::new(Code::from_i32(error.code), error.message)
 }
 
 /// A grant: the lease that holds the lock (released whole).
@@ -92,6 +174,29 @@ impl FencedClient {
         request: AcquireRequest,
     ) -> Result<Option<fenced_proto::v1::AcquireResponse>, BenchError> {
         let after = Duration::from_millis(request.wait_ms) + self.rpc_timeout;
+        if let Some(session) = &self.session {
+            let session = session.clone();
+            let call = async move {
+                match session
+                    .lock()
+                    .await
+                    .call(SessionOp::Acquire(request))
+                    .await?
+                {
+                    SessionResult::Acquired(granted) => Ok(Some(granted)),
+                    SessionResult::Error(error) if error.code == Code::Aborted as i32 => Ok(None),
+                    SessionResult::Error(error) => {
+                        Err(BenchError::rpc(NAME, "Acquire", session_status(error)))
+                    }
+                    other => Err(BenchError::rpc(
+                        NAME,
+                        "Acquire",
+                        tonic::Status::internal(format!("{other:?}")),
+                    )),
+                }
+            };
+            return within(NAME, "Acquire", after, call).await;
+        }
         let call = async {
             match self.client.acquire(request).await {
                 Ok(response) => Ok(Some(response.into_inner())),
@@ -123,6 +228,28 @@ impl LockClient for FencedClient {
             lease_id: held.lease_id,
             lock: String::new(),
         };
+        if let Some(session) = &self.session {
+            let session = session.clone();
+            let call = async move {
+                match session
+                    .lock()
+                    .await
+                    .call(SessionOp::Release(request))
+                    .await?
+                {
+                    SessionResult::Released(_) => Ok(()),
+                    SessionResult::Error(error) => {
+                        Err(BenchError::rpc(NAME, "Release", session_status(error)))
+                    }
+                    other => Err(BenchError::rpc(
+                        NAME,
+                        "Release",
+                        tonic::Status::internal(format!("{other:?}")),
+                    )),
+                }
+            };
+            return within(NAME, "Release", self.rpc_timeout, call).await;
+        }
         let call = async {
             self.client
                 .release(request)
