@@ -154,6 +154,16 @@ pub fn watch_event(event: &crate::table::Event) -> pb::WatchEvent {
     }
 }
 
+/// The answer to a successful renewal.
+pub fn renewed(lease_id: String, ttl: Duration) -> pb::RenewResponse {
+    pb::RenewResponse {
+        lease_id,
+        ttl_ms: millis(ttl),
+        outcome: pb::renew_response::Outcome::Renewed.into(),
+        message: String::new(),
+    }
+}
+
 /// The KeepAlive outcome of a refused renewal.
 pub fn renew_outcome(refusal: &Refusal) -> pb::renew_response::Outcome {
     match refusal {

@@ -142,12 +142,7 @@ impl LockService for LockServer {
         let executed = self.engine.execute(Command::Renew { lease }, None)?;
         match executed.reply {
             // A renewal writes nothing: a restart restores the lease with a full TTL anyway.
-            Ok(Reply::Renewed { ttl }) => Ok(Response::new(pb::RenewResponse {
-                lease_id,
-                ttl_ms: convert::millis(ttl),
-                outcome: pb::renew_response::Outcome::Renewed.into(),
-                message: String::new(),
-            })),
+            Ok(Reply::Renewed { ttl }) => Ok(Response::new(convert::renewed(lease_id, ttl))),
             Ok(other) => Err(Status::internal(format!(
                 "unexpected reply to renew: {other:?}"
             ))),
@@ -324,12 +319,7 @@ async fn keep_alive_one(engine: &Engine, lease_id: String) -> Result<pb::RenewRe
     };
     let executed = engine.execute(Command::Renew { lease }, None)?;
     match executed.reply {
-        Ok(Reply::Renewed { ttl }) => Ok(pb::RenewResponse {
-            lease_id,
-            ttl_ms: convert::millis(ttl),
-            outcome: pb::renew_response::Outcome::Renewed.into(),
-            message: String::new(),
-        }),
+        Ok(Reply::Renewed { ttl }) => Ok(convert::renewed(lease_id, ttl)),
         Ok(other) => Err(Status::internal(format!(
             "unexpected reply to renew: {other:?}"
         ))),
