@@ -5,7 +5,8 @@
 //! - [`binaries`]: builds and finds the workspace's binaries.
 //! - [`server`]: [`server::TestServer`], a real `fenced` process on a free port, with
 //!   `kill` (SIGKILL), `restart` on the same data directory, `pause` and `resume`.
-//! - [`process`]: spawning a binary and waiting for its "listening" line (shared).
+//! - [`process`]: spawning a binary and waiting for its "listening" line, and
+//!   [`process::ServerProcess`], the server lifecycle both harnesses share.
 //! - [`kv_server`]: [`kv_server::TestKv`], a real `fenced-kv` process, with `kill`,
 //!   `restart` on the same data directory and `stop` (SIGTERM).
 //! - [`proxy`]: [`proxy::Proxy`], a TCP proxy that passes, delays, resets or black-holes

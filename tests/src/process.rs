@@ -7,8 +7,9 @@
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::binaries::binary;
 
@@ -58,4 +59,145 @@ pub fn signal(pid: u32, signal: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// A running workspace server binary (`--listen`, `--data-dir`, a `<banner><addr>` line on
+/// stdout) and its data directory: the lifecycle shared by
+/// [`TestServer`](crate::server::TestServer) and [`TestKv`](crate::kv_server::TestKv).
+/// The process is continued and killed when this is dropped.
+pub struct ServerProcess {
+    /// The workspace binary's name.
+    binary: &'static str,
+    /// What its "listening" line starts with.
+    banner: &'static str,
+    /// The child process; `None` after [`ServerProcess::kill`] or [`ServerProcess::stop`].
+    child: Option<Child>,
+    /// Where it listens.
+    addr: SocketAddr,
+    /// The data directory, kept across restarts, removed when this is dropped.
+    data_dir: PathBuf,
+    /// Owns the temporary directory behind `data_dir`.
+    _temp: tempfile::TempDir,
+    /// Extra flags passed on every start.
+    extra_args: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts `binary` on a fresh data directory and a free port, with extra flags.
+    pub fn start(binary: &'static str, banner: &'static str, extra_args: &[&str]) -> Self {
+        let temp = tempfile::tempdir().expect("a temporary directory");
+        let data_dir = temp.path().join("data");
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn_server(binary, banner, &data_dir, "127.0.0.1:0", &extra_args);
+        ServerProcess {
+            binary,
+            banner,
+            child: Some(child),
+            addr,
+            data_dir,
+            _temp: temp,
+            extra_args,
+        }
+    }
+
+    /// The `http://` endpoint clients connect to.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Its process id, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills it with SIGKILL (`kill -9`): no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Asks it to shut down with SIGTERM and waits up to a minute for it to exit (then
+    /// kills it); returns its exit status, `None` if it was not running.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        signal(child.id(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait works") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (if it runs) and starts it again on the same data directory and, where it
+    /// is still free, the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let listen = self.addr.to_string();
+        let (child, addr) = spawn_server(
+            self.binary,
+            self.banner,
+            &self.data_dir,
+            &listen,
+            &self.extra_args,
+        );
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// Stops the process with SIGSTOP: it keeps its sockets but runs no code.
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "-STOP");
+        }
+    }
+
+    /// Continues a process stopped with [`ServerProcess::pause`].
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "-CONT");
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// Spawns a server binary on `listen` with its data directory and extra flags.
+fn spawn_server(
+    binary: &str,
+    banner: &str,
+    data_dir: &Path,
+    listen: &str,
+    extra_args: &[String],
+) -> (Child, SocketAddr) {
+    let mut args: Vec<OsString> = vec![
+        "--listen".into(),
+        listen.into(),
+        "--data-dir".into(),
+        data_dir.into(),
+    ];
+    args.extend(extra_args.iter().map(OsString::from));
+    spawn_listening(binary, banner, &args)
 }

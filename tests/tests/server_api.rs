@@ -559,8 +559,11 @@ async fn health_says_serving_and_sigterm_shuts_down_cleanly_keeping_leases() {
         .into_inner();
     drop(client);
     drop(health);
-    assert!(server.terminate(), "SIGTERM: a clean exit");
-    server.start_again();
+    assert!(
+        server.stop().is_some_and(|status| status.success()),
+        "SIGTERM: a clean exit"
+    );
+    server.restart();
     let mut client = server.client().await;
     let info = describe(&mut client, "graceful").await;
     assert!(info.held && info.token == grant.token);
