@@ -1,7 +1,8 @@
 //! The committer and the reaper: the engine's two background tasks.
 //!
-//! The committer (an OS thread) makes staged batches durable (group commit: one flush for everything
-//! staged so far) and then dispatches what waited on them. The reaper sleeps until the
+//! The committer (an OS thread) makes staged batches durable (group commit: one journal
+//! append and sync for everything staged so far), then dispatches what waited on them, and
+//! now and then hands the journal to the checkpoint thread. The reaper sleeps until the
 //! next expiry or lock-delay end, or until told something earlier is due, and ticks the
 //! table. Both stop on the shutdown token; either stops the server on a fatal error.
 
@@ -14,19 +15,21 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::table::Command;
 
-/// Flushes staged batches and dispatches their notifications until `stop` is set; on the
-/// way out, flushes once more so nothing staged is left behind. Runs on its own OS thread:
-/// sled's flush and `fdatasync` block, and a dedicated thread saves the hops through
-/// tokio's blocking pool on every commit.
+/// Commits staged batches and dispatches their notifications until `stop` is set; on the
+/// way out, commits once more so nothing staged is left behind and moves everything into
+/// sled. Runs on its own OS thread: the journal's `fdatasync` blocks, and a dedicated thread
+/// saves the hops through tokio's blocking pool on every commit.
 pub fn run_committer(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let result = (|| {
         while !stop.load(Ordering::SeqCst) {
             engine.store().wait_for_work(&stop);
             let durable = engine.store().commit()?;
             engine.dispatch(durable)?;
+            engine.store().maybe_checkpoint()?;
         }
         let durable = engine.store().commit()?;
-        engine.dispatch(durable)
+        engine.dispatch(durable)?;
+        engine.store().close()
     })();
     if let Err(error) = &result {
         tracing::error!(%error, "committer failed; stopping the server");

@@ -5,7 +5,8 @@
 //! - [`table`]: the lock table, a pure state machine (commands and time in; replies,
 //!   durable writes, handoffs and events out). No I/O, no clock, no tasks.
 //! - [`clock`]: the monotonic time the table is driven with.
-//! - [`store`]: sled persistence with group commit (flush + `fdatasync`), and recovery.
+//! - [`store`]: persistence with group commit, and recovery: [`journal`] (one append +
+//!   `fdatasync` per commit) ahead of sled, which [`checkpoint`] fills in the background.
 //! - [`marker`]: a token floor beside sled's files, so a silently reset database is caught.
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
 //!   durable.
@@ -15,12 +16,14 @@
 //! - [`config`], [`error`]: settings and the errors that stop the server.
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod clock;
 pub mod committer;
 pub mod config;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod journal;
 pub mod marker;
 pub mod server;
 pub mod service;

@@ -36,10 +36,13 @@ struct Args {
     /// Queued acquirers at most.
     #[arg(long, env = "FENCED_MAX_WAITERS", default_value_t = 100_000)]
     max_waiters: usize,
-    /// Skip the fdatasync after each flush: grants then survive a process crash but not a
-    /// power cut. Off by default.
+    /// Skip the fdatasync after each journal append: grants then survive a process crash
+    /// but not a power cut. Off by default.
     #[arg(long, env = "FENCED_NO_FDATASYNC")]
     no_fdatasync: bool,
+    /// How often the journal is moved into sled, in milliseconds.
+    #[arg(long, env = "FENCED_CHECKPOINT_MS", default_value_t = 1000)]
+    checkpoint_ms: u64,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "FENCED_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -59,6 +62,7 @@ impl Args {
             max_locks: self.max_locks,
             max_waiters: self.max_waiters,
             fdatasync: !self.no_fdatasync,
+            checkpoint_interval: Duration::from_millis(self.checkpoint_ms),
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(fenced::config::TlsFiles { cert, key }),
                 _ => None,

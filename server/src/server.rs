@@ -40,8 +40,12 @@ impl OpenServer {
     pub fn open(config: Config) -> Result<OpenServer, Error> {
         config.validate()?;
         let tls = config.tls.as_ref().map(load_tls).transpose()?;
-        let (store, recovered) =
-            Store::open(&config.data_dir, config.fdatasync, config.cache_bytes)?;
+        let (store, recovered) = Store::open(
+            &config.data_dir,
+            config.fdatasync,
+            config.cache_bytes,
+            config.checkpoint_interval,
+        )?;
         tracing::info!(
             dir = %config.data_dir.display(),
             leases = recovered.leases.len(),

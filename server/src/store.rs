@@ -1,39 +1,54 @@
-//! [`Store`]: leases, held locks and the token counter in sled, with group commit.
+//! [`Store`]: leases, held locks and the token counter, durable through a [`Journal`] and
+//! kept in sled, with group commit.
 //!
 //! Writes are staged in order in memory (each call under the engine's lock gets the next
-//! sequence number) and made durable by one committer thread that applies everything staged
-//! so far as one sled batch, with one sled flush and one `fdatasync`; every request waiting on any of those sequence
-//! numbers is then released together. So concurrent grants share one sync instead of
-//! queueing for one each (STACK.md: group commit is what makes durable grants fast).
+//! sequence number) and made durable by one committer thread that appends everything
+//! staged so far to the journal as one record, with one `write` and one `fdatasync`; every
+//! request waiting on any of those sequence numbers is then released together. So
+//! concurrent grants share one sync instead of queueing for one each (STACK.md: group
+//! commit is what makes durable grants fast).
 //!
-//! What survives what (sled 0.34 on Linux):
-//! - sled's `flush` ends in `sync_file_range`, which writes the data to the device but
-//!   neither flushes the device's volatile cache nor the file's metadata. That survives a
-//!   *process* crash (`kill -9`), not a power cut.
-//! - With `fdatasync` on (the default) the committer also calls `fdatasync` on sled's data
-//!   file `<dir>/db` after the flush, which flushes the device cache: an acknowledged grant
-//!   then survives a power cut too (on a disk that honours flushes).
+//! sled holds the same writes a little later: the committer folds each record into one
+//! coalesced sled batch and, about once a [checkpoint interval](crate::Config), hands it to
+//! the [`Checkpointer`] thread, which applies it, flushes sled, `fdatasync`s sled's data
+//! file and only then deletes the journal files it covered. At start, everything left in
+//! the journal is replayed over what sled recovered (replay is idempotent: whole-value puts
+//! and deletes in order), written to sled and flushed before the server serves. Why not
+//! flush sled per commit: measured in BENCHMARKS.md, a sled flush per commit cost half the
+//! server's CPU (`journal` module documentation).
 //!
+//! What survives what (Linux):
+//! - With `fdatasync` on (the default) an acknowledged write is on the device and its cache
+//!   is flushed: it survives a power cut (on a disk that honours flushes). The journal
+//!   file's creation is synced with its directory before any record goes in.
+//! - With `fdatasync` off, a journal append is one `write`: it survives a *process* crash
+//!   (`kill -9`; the page cache outlives the process), not a power cut.
 //! - A [`Marker`] file beside sled's keeps a floor for the token counter, so a database
-//!   that sled recovered as empty or older is refused at start instead of reissuing tokens.
+//!   that sled recovered as empty or older (and no journal covers) is refused at start
+//!   instead of reissuing tokens.
 //!
 //! Records are small protobuf messages (prost derives), so the format can grow fields.
-//! Keys: `t` the next token; `L` + 16-byte lease id a lease; `K` + name a held lock.
+//! Keys: `t` the next token; `g` the newest journal generation sled holds; `L` + 16-byte
+//! lease id a lease; `K` + name a held lock.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fenced_types::{FencingToken, LeaseId, LockName};
 use prost::Message;
 use tokio::sync::watch;
 
+use crate::checkpoint::{Checkpoint, Checkpointer};
 use crate::error::Error;
+use crate::journal::{self, Journal, JournalBatch, JournalOp};
 use crate::marker::Marker;
 use crate::table::{RestoredLease, RestoredLock, Write};
 
 const NEXT_TOKEN_KEY: &[u8] = b"t";
+/// The newest journal generation whose writes sled holds (written by every checkpoint).
+pub(crate) const CHECKPOINTED_KEY: &[u8] = b"g";
 const LEASE_PREFIX: u8 = b'L';
 const LOCK_PREFIX: u8 = b'K';
 
@@ -78,10 +93,6 @@ pub struct Recovered {
 
 /// The durable store. See the module documentation.
 pub struct Store {
-    /// The sled database (its default tree holds everything).
-    db: sled::Db,
-    /// sled's data file, for `fdatasync` after each flush (`None` when turned off).
-    data_file: Option<Arc<std::fs::File>>,
     /// The sequence number of the last staged batch.
     staged: AtomicU64,
     /// The sequence number up to which everything is durable.
@@ -90,23 +101,45 @@ pub struct Store {
     kick_lock: Mutex<()>,
     /// Wakes the committer when something is staged (or it is told to stop).
     kick: Condvar,
-    /// Batches staged but not yet handed to sled, in order. Staging only appends here:
-    /// sled 0.34's `flush` holds its global lock in read mode while it writes, and
-    /// `apply_batch` needs it in write mode, so a command that wrote to sled directly would
-    /// wait out every flush (and with it every other command). Only the committer thread
-    /// touches sled, applying everything staged in one batch right before its flush.
+    /// Set while the committer sleeps (or is about to): only then does staging pay for a
+    /// wake-up (a `Condvar::notify_one` is a `futex` call even with nobody waiting).
+    committer_sleeps: AtomicBool,
+    /// Batches staged but not yet journaled, in order.
     pending: Mutex<Vec<Write>>,
+    /// The journal and the writes not yet handed to sled (the committer's alone).
+    committed: Mutex<Committed>,
+    /// The thread that moves journaled writes into sled.
+    checkpointer: Checkpointer,
+    /// How often the journal is handed to sled.
+    checkpoint_every: Duration,
     /// The token floor beside sled's files.
     marker: Marker,
 }
 
+/// The committer's state: the open journal file and what it holds that sled does not.
+struct Committed {
+    /// The journal being appended to.
+    journal: Journal,
+    /// The current journal file's writes, coalesced by key, for the next checkpoint.
+    unflushed: sled::Batch,
+    /// Whether `unflushed` holds anything.
+    dirty: bool,
+    /// When the current journal file was started.
+    since: Instant,
+}
+
+/// A journal file larger than this is checkpointed without waiting for the interval.
+const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Store {
-    /// Opens (or creates) the store in `dir` and reads everything back. A corrupt or
-    /// unreadable directory is a clear error, never a panic or a silent reset.
+    /// Opens (or creates) the store in `dir` and reads everything back: sled's state with
+    /// the journal replayed over it. A corrupt or unreadable directory is a clear error,
+    /// never a panic or a silent reset.
     pub fn open(
         dir: &Path,
         fdatasync: bool,
         cache_bytes: u64,
+        checkpoint_every: Duration,
     ) -> Result<(Store, Recovered), Error> {
         let open_error = |reason: String| Error::Open {
             dir: dir.to_path_buf(),
@@ -131,17 +164,28 @@ impl Store {
         } else {
             None
         };
+        let journal_dir = dir.join("journal");
+        let newest = replay_journal(&db, data_file.as_deref(), dir, &journal_dir)?;
+        let journal = Journal::create(&journal_dir, newest, fdatasync)?;
         let recovered = read_back(&db, dir)?;
         let marker = Marker::check(dir, recovered.next_token)?;
+        let checkpointer = Checkpointer::start(db, data_file, journal_dir)?;
         let (durable, _) = watch::channel(0);
         let store = Store {
-            db,
-            data_file,
             staged: AtomicU64::new(0),
             durable,
             kick_lock: Mutex::new(()),
             kick: Condvar::new(),
+            committer_sleeps: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
+            committed: Mutex::new(Committed {
+                journal,
+                unflushed: sled::Batch::default(),
+                dirty: false,
+                since: Instant::now(),
+            }),
+            checkpointer,
+            checkpoint_every,
             marker,
         };
         Ok((store, recovered))
@@ -182,32 +226,37 @@ impl Store {
             })
     }
 
-    /// Wakes the committer (after staging, or to make it notice a stop request).
+    /// Wakes the committer (after staging, or to make it notice a stop request), if it
+    /// sleeps: a busy committer looks at `staged` again before it sleeps.
     pub fn kick_committer(&self) {
-        // Taking the lock orders this kick after the committer's check or before it: a
-        // committer between its check and its wait cannot miss it.
-        drop(self.kick_lock.lock());
-        self.kick.notify_one();
-    }
-
-    /// Blocks the committer thread until something staged is not durable yet, or `stop`.
-    pub fn wait_for_work(&self, stop: &AtomicBool) {
-        let Ok(mut guard) = self.kick_lock.lock() else {
-            return;
-        };
-        while self.staged() <= *self.durable.borrow() && !stop.load(Ordering::SeqCst) {
-            // The timeout is only a safety net; kicks do the real work.
-            match self.kick.wait_timeout(guard, Duration::from_millis(100)) {
-                Ok((next, _)) => guard = next,
-                Err(_) => return,
-            }
+        if self.committer_sleeps.load(Ordering::SeqCst) {
+            // Taking the lock orders this kick after the committer's check or before its
+            // wait: a committer between the two cannot miss it.
+            drop(self.kick_lock.lock());
+            self.kick.notify_one();
         }
     }
 
-    /// Makes everything staged so far durable: one sled batch, one flush, one
-    /// `fdatasync`, and the token marker when due. Returns the sequence number now durable.
+    /// Blocks the committer thread until something staged is not durable yet, `stop`, or
+    /// 100 ms have passed (so an idle server still checkpoints on time).
+    pub fn wait_for_work(&self, stop: &AtomicBool) {
+        let Ok(guard) = self.kick_lock.lock() else {
+            return;
+        };
+        // Announce the sleep before the last look at `staged` (both SeqCst): a stager either
+        // sees the flag and kicks, or its batch is seen here.
+        self.committer_sleeps.store(true, Ordering::SeqCst);
+        if self.staged() <= *self.durable.borrow() && !stop.load(Ordering::SeqCst) {
+            // A spurious wake-up only costs an empty pass of the committer's loop.
+            drop(self.kick.wait_timeout(guard, Duration::from_millis(100)));
+        }
+        self.committer_sleeps.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes everything staged so far durable: one journal record (one `write`, one
+    /// `fdatasync`), and the token marker when due. Returns the sequence number now durable.
     /// Blocking: only the committer thread calls this, so a grant's path has no extra thread
-    /// hops and nothing else ever waits on sled.
+    /// hops.
     pub fn commit(&self) -> Result<u64, Error> {
         let (writes, target) = {
             let mut pending = self.pending.lock().map_err(|_| Error::Poisoned)?;
@@ -216,28 +265,29 @@ impl Store {
         if target <= *self.durable.borrow() {
             return Ok(target);
         }
-        let mut batch = sled::Batch::default();
         let mut next_token = None;
-        for write in writes {
-            if let Write::NextToken(token) = &write {
-                next_token = Some(token.get());
+        let ops: Vec<JournalOp> = writes
+            .into_iter()
+            .map(|write| {
+                if let Write::NextToken(token) = &write {
+                    next_token = Some(token.get());
+                }
+                encode(write)
+            })
+            .collect();
+        let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
+        let batch = JournalBatch { ops };
+        if !batch.ops.is_empty() {
+            committed.journal.append(&batch)?;
+            committed.dirty = true;
+            for op in batch.ops {
+                match op.value {
+                    Some(value) => committed.unflushed.insert(op.key, value),
+                    None => committed.unflushed.remove(op.key),
+                }
             }
-            encode(&mut batch, write);
         }
-        self.db.apply_batch(batch).map_err(|e| Error::Storage {
-            during: "writing a batch",
-            reason: e.to_string(),
-        })?;
-        self.db.flush().map_err(|e| Error::Storage {
-            during: "flushing sled",
-            reason: e.to_string(),
-        })?;
-        if let Some(file) = &self.data_file {
-            file.sync_data().map_err(|e| Error::Storage {
-                during: "fdatasync of sled's data file",
-                reason: e.to_string(),
-            })?;
-        }
+        drop(committed);
         if let Some(next_token) = next_token {
             if self.marker.due(next_token) {
                 self.marker.advance(next_token)?;
@@ -246,19 +296,139 @@ impl Store {
         self.durable.send_replace(target);
         Ok(target)
     }
+
+    /// Hands the journal's writes to the checkpoint thread if the interval has passed (or
+    /// the file grew large) and starts a new journal file. The committer calls this after
+    /// publishing a commit, so no reply waits for it.
+    pub fn maybe_checkpoint(&self) -> Result<(), Error> {
+        let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
+        let due = committed.since.elapsed() >= self.checkpoint_every
+            || committed.journal.len() >= CHECKPOINT_BYTES;
+        if committed.dirty && due {
+            self.checkpoint(&mut committed)?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints what is left and waits until sled holds it, so the next start has no
+    /// journal to replay. Called once, after the committer's last commit.
+    pub fn close(&self) -> Result<(), Error> {
+        {
+            let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
+            if committed.dirty {
+                self.checkpoint(&mut committed)?;
+            }
+        }
+        self.checkpointer.close()
+    }
+
+    fn checkpoint(&self, committed: &mut Committed) -> Result<(), Error> {
+        let through = committed.journal.rotate()?;
+        let batch = std::mem::take(&mut committed.unflushed);
+        committed.dirty = false;
+        committed.since = Instant::now();
+        self.checkpointer.submit(Checkpoint { batch, through })
+    }
 }
 
-/// Adds one write to a sled batch.
-fn encode(batch: &mut sled::Batch, write: Write) {
+/// Replays every journal file over sled and makes the result durable in sled, then
+/// deletes the files. Returns the generation the next journal file goes after.
+///
+/// Refuses a sled that is older than the journal: journal files are deleted only once
+/// sled holds them, so the oldest file left must directly follow sled's checkpoint. A gap
+/// means sled lost checkpointed writes (sled 0.34 can recover a damaged file as empty),
+/// and serving would silently drop acknowledged leases.
+fn replay_journal(
+    db: &sled::Db,
+    data_file: Option<&std::fs::File>,
+    dir: &Path,
+    journal_dir: &Path,
+) -> Result<u64, Error> {
+    let storage = |during: &'static str| move |reason: String| Error::Storage { during, reason };
+    let checkpointed = checkpointed_generation(db, dir)?;
+    let replay = Journal::read(journal_dir)?;
+    if let Some(&oldest) = replay.generations.first() {
+        if checkpointed.saturating_add(1) < oldest {
+            return Err(Error::Open {
+                dir: dir.to_path_buf(),
+                reason: format!(
+                    "sled holds the journal only through generation {checkpointed}, but the \
+                     oldest journal file left is generation {oldest}: sled lost checkpointed \
+                     writes (a damaged or replaced data file); refusing to serve without them"
+                ),
+            });
+        }
+    }
+    let Some(&newest) = replay.generations.last() else {
+        return Ok(checkpointed);
+    };
+    if replay.torn_bytes > 0 {
+        tracing::warn!(
+            bytes = replay.torn_bytes,
+            "ignored a torn journal record (written when the process stopped, never acknowledged)"
+        );
+    }
+    let mut batch = sled::Batch::default();
+    let mut ops = 0usize;
+    for op in replay.batches.into_iter().flat_map(|b| b.ops) {
+        ops += 1;
+        match op.value {
+            Some(value) => batch.insert(op.key, value),
+            None => batch.remove(op.key),
+        }
+    }
+    batch.insert(CHECKPOINTED_KEY, &newest.to_be_bytes());
+    db.apply_batch(batch)
+        .map_err(|e| storage("replaying the journal")(e.to_string()))?;
+    db.flush()
+        .map_err(|e| storage("flushing the replayed journal")(e.to_string()))?;
+    if let Some(file) = data_file {
+        file.sync_data()
+            .map_err(|e| storage("fdatasync of the replayed journal")(e.to_string()))?;
+    }
+    if ops > 0 {
+        tracing::info!(ops, "replayed the journal into sled");
+    }
+    journal::remove_through(journal_dir, newest)?;
+    Ok(newest)
+}
+
+/// The newest journal generation sled holds (0 for a new database).
+fn checkpointed_generation(db: &sled::Db, dir: &Path) -> Result<u64, Error> {
+    let value = db.get(CHECKPOINTED_KEY).map_err(|e| Error::Open {
+        dir: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let Some(value) = value else {
+        return Ok(0);
+    };
+    let bytes: [u8; 8] = value
+        .as_ref()
+        .try_into()
+        .map_err(|_| Error::CorruptRecord {
+            dir: dir.to_path_buf(),
+            key: "g".to_string(),
+            reason: format!("{} bytes, expected 8", value.len()),
+        })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// One write as a journal operation on sled's default tree.
+fn encode(write: Write) -> JournalOp {
+    let put = |key: Vec<u8>, value: Vec<u8>| JournalOp {
+        key,
+        value: Some(value),
+    };
+    let delete = |key: Vec<u8>| JournalOp { key, value: None };
     match write {
         Write::PutLease { lease, ttl, holder } => {
             let record = LeaseRecord {
                 ttl_ms: millis(ttl),
                 holder: holder.to_string(),
             };
-            batch.insert(lease_key(&lease), record.encode_to_vec());
+            put(lease_key(&lease), record.encode_to_vec())
         }
-        Write::DeleteLease { lease } => batch.remove(lease_key(&lease)),
+        Write::DeleteLease { lease } => delete(lease_key(&lease)),
         Write::PutLock {
             lock,
             lease,
@@ -272,10 +442,10 @@ fn encode(batch: &mut sled::Batch, write: Write) {
                 holder: holder.to_string(),
                 lock_delay_ms: millis(lock_delay),
             };
-            batch.insert(lock_key(&lock), record.encode_to_vec());
+            put(lock_key(&lock), record.encode_to_vec())
         }
-        Write::DeleteLock { lock } => batch.remove(lock_key(&lock)),
-        Write::NextToken(token) => batch.insert(NEXT_TOKEN_KEY, &token.to_be_bytes()),
+        Write::DeleteLock { lock } => delete(lock_key(&lock)),
+        Write::NextToken(token) => put(NEXT_TOKEN_KEY.to_vec(), token.to_be_bytes().to_vec()),
     }
 }
 
@@ -297,6 +467,7 @@ fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
             reason: e.to_string(),
         })?;
         match key.first() {
+            _ if &*key == CHECKPOINTED_KEY => {}
             _ if &*key == NEXT_TOKEN_KEY => {
                 let bytes: [u8; 8] = value
                     .as_ref()
@@ -368,4 +539,132 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const CACHE: u64 = 1024 * 1024;
+
+    fn token(value: u64) -> FencingToken {
+        FencingToken::new(value).unwrap()
+    }
+
+    fn grant(lease: LeaseId, lock: &str, value: u64) -> Vec<Write> {
+        vec![
+            Write::PutLease {
+                lease,
+                ttl: Duration::from_secs(30),
+                holder: "h".into(),
+            },
+            Write::PutLock {
+                lock: LockName::new(lock).unwrap(),
+                lease,
+                token: token(value),
+                holder: "h".into(),
+                lock_delay: Duration::ZERO,
+            },
+            Write::NextToken(token(value + 1)),
+        ]
+    }
+
+    fn journal_records(dir: &Path) -> usize {
+        Journal::read(&dir.join("journal")).unwrap().batches.len()
+    }
+
+    // checks: S1, S2 (acknowledged writes that only the journal holds come back)
+    #[test]
+    fn a_restart_replays_what_only_the_journal_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = LeaseId::random();
+        {
+            let (store, recovered) =
+                Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
+            assert_eq!(recovered.next_token, FencingToken::FIRST);
+            store.stage(grant(lease, "a", 7)).unwrap();
+            assert_eq!(store.commit().unwrap(), 1);
+            // The crash: the committed record never reaches sled.
+            store.checkpointer.close().unwrap();
+        }
+        assert_eq!(journal_records(dir.path()), 1);
+        let (_store, recovered) =
+            Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
+        assert_eq!(recovered.next_token, token(8));
+        assert_eq!(recovered.leases.len(), 1);
+        assert_eq!(recovered.leases[0].lease, lease);
+        assert_eq!(recovered.locks.len(), 1);
+        assert_eq!(recovered.locks[0].token, token(7));
+        // Replayed into sled and flushed, so the old files are gone.
+        assert_eq!(journal_records(dir.path()), 0);
+    }
+
+    // checks: S2, S7 (a checkpoint moves writes into sled in order; a delete stays deleted)
+    #[test]
+    fn checkpoints_move_the_journal_into_sled_and_delete_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (LeaseId::random(), LeaseId::random());
+        {
+            let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_nanos(1)).unwrap();
+            store.stage(grant(first, "a", 1)).unwrap();
+            store.commit().unwrap();
+            store.maybe_checkpoint().unwrap();
+            store
+                .stage(vec![
+                    Write::DeleteLock {
+                        lock: LockName::new("a").unwrap(),
+                    },
+                    Write::DeleteLease { lease: first },
+                ])
+                .unwrap();
+            store.stage(grant(second, "b", 2)).unwrap();
+            assert_eq!(store.commit().unwrap(), 3);
+            store.close().unwrap();
+        }
+        assert_eq!(journal_records(dir.path()), 0);
+        let (_store, recovered) =
+            Store::open(dir.path(), true, CACHE, Duration::from_secs(1)).unwrap();
+        assert_eq!(recovered.next_token, token(3));
+        let leases: Vec<LeaseId> = recovered.leases.iter().map(|l| l.lease).collect();
+        assert_eq!(leases, [second]);
+        let locks: Vec<&str> = recovered.locks.iter().map(|l| l.lock.as_str()).collect();
+        assert_eq!(locks, ["b"]);
+    }
+
+    // checks: S2 (a sled that lost checkpointed writes is refused, even with no marker)
+    #[test]
+    fn a_sled_older_than_the_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) =
+                Store::open(dir.path(), false, CACHE, Duration::from_nanos(1)).unwrap();
+            for (value, lock) in [(1, "a"), (2, "b")] {
+                store.stage(grant(LeaseId::random(), lock, value)).unwrap();
+                store.commit().unwrap();
+                store.maybe_checkpoint().unwrap();
+            }
+            // Left in the journal only: file 3.
+            store.stage(grant(LeaseId::random(), "c", 3)).unwrap();
+            store.commit().unwrap();
+            store.checkpointer.close().unwrap();
+        }
+        // sled's files (and the marker) vanish; the journal stays.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::remove_file(path).unwrap();
+            } else if path.file_name().is_some_and(|name| name != "journal") {
+                std::fs::remove_dir_all(path).unwrap();
+            }
+        }
+        let error = Store::open(dir.path(), false, CACHE, Duration::from_secs(1))
+            .err()
+            .expect("a sled missing checkpointed writes must not open");
+        assert!(
+            error.to_string().contains("sled lost checkpointed writes"),
+            "{error}"
+        );
+    }
 }

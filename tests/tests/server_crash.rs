@@ -24,6 +24,8 @@ struct Ledger {
     held: HashMap<String, Held>,
     /// Every token any client was given.
     tokens: Vec<u64>,
+    /// Acknowledged releases: the lock and the token of the grant released.
+    released: Vec<(String, u64)>,
 }
 
 /// A cheap deterministic generator (xorshift), so runs differ by seed without a new crate.
@@ -91,7 +93,7 @@ async fn client_loop(endpoint: String, id: u64, ledger: Arc<Mutex<Ledger>>) {
                     ledger.held.remove(&name).map(|held| (name, held))
                 }
             };
-            if let Some((_, held)) = victim {
+            if let Some((name, held)) = victim {
                 let release = pb::ReleaseRequest {
                     lease_id: held.lease_id,
                     lock: String::new(),
@@ -99,20 +101,49 @@ async fn client_loop(endpoint: String, id: u64, ledger: Arc<Mutex<Ledger>>) {
                 if client.release(release).await.is_err() {
                     return;
                 }
+                ledger.lock().unwrap().released.push((name, held.token));
             }
         }
     }
 }
 
-// checks: S1, S2
+// checks: S1, S2, S7
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_under_load_loses_no_acknowledged_grant_and_no_token_goes_back() {
-    let mut server = TestServer::start();
+    // The default checkpoint interval (1 s) is longer than a cycle: every restart replays
+    // the journal.
+    crash_cycles(&[], 8, 0x2545_F491_4F6C_DD1D).await;
+}
+
+// checks: S1, S2, S7
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_during_checkpoints_loses_nothing_either() {
+    // Checkpoints every 20 ms: kills land while sled is being written and journal files are
+    // being replaced and deleted.
+    crash_cycles(&["--checkpoint-ms", "20"], 6, 0x9E37_79B9_7F4A_7C15).await;
+}
+
+async fn describe(
+    client: &mut pb::lock_service_client::LockServiceClient<tonic::transport::Channel>,
+    lock: &str,
+) -> pb::LockInfo {
+    client
+        .describe(pb::DescribeRequest {
+            lock: lock.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `cycles` rounds of: load, `kill -9` at a random moment, restart, check the ledger.
+async fn crash_cycles(server_args: &[&str], cycles: u32, seed: u64) {
+    let mut server = TestServer::start_with(server_args);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let mut random = 0x2545_F491_4F6C_DD1D_u64;
+    let mut random = seed;
     let mut max_token_before = 0;
 
-    for cycle in 0..8 {
+    for cycle in 0..cycles {
         // Phase 1: concurrent acquirers and releasers, then a kill -9 at a random moment.
         let tasks: Vec<_> = (0..8)
             .map(|id| tokio::spawn(client_loop(server.endpoint(), id, ledger.clone())))
@@ -129,9 +160,13 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_grant_and_no_token_goes
         let mut client = server.client().await;
         let ledger_now = {
             let ledger = ledger.lock().unwrap();
-            (ledger.held.clone(), ledger.tokens.clone())
+            (
+                ledger.held.clone(),
+                ledger.tokens.clone(),
+                ledger.released.clone(),
+            )
         };
-        let (held, tokens) = ledger_now;
+        let (held, tokens, released) = ledger_now;
         assert!(
             !tokens.is_empty(),
             "cycle {cycle}: the clients got no grant at all"
@@ -139,11 +174,7 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_grant_and_no_token_goes
 
         // S2: every acknowledged, unreleased lease is still held, with its token.
         for (lock, grant) in &held {
-            let info = client
-                .describe(pb::DescribeRequest { lock: lock.clone() })
-                .await
-                .unwrap()
-                .into_inner();
+            let info = describe(&mut client, lock).await;
             assert!(
                 info.held,
                 "cycle {cycle}: acknowledged grant on {lock} lost after kill -9"
@@ -151,6 +182,15 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_grant_and_no_token_goes
             assert_eq!(
                 info.token, grant.token,
                 "cycle {cycle}: {lock} has another token"
+            );
+        }
+
+        // S7: no acknowledged release came back to life.
+        for (lock, token) in &released {
+            let info = describe(&mut client, lock).await;
+            assert!(
+                !(info.held && info.token == *token),
+                "cycle {cycle}: {lock} is held again by token {token}, released before kill -9"
             );
         }
 
@@ -197,9 +237,10 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_grant_and_no_token_goes
 fn a_corrupt_data_directory_is_a_clear_error_not_a_panic_or_a_reset() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
-    // A real data directory first, with a grant in it.
+    // A real data directory first, with a grant in it that has been checkpointed into sled
+    // (a grant still in the journal would be recovered from it, rightly).
     {
-        let mut server = TestServer::start();
+        let mut server = TestServer::start_with(&["--checkpoint-ms", "20"]);
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let mut client = server.client().await;
@@ -212,6 +253,19 @@ fn a_corrupt_data_directory_is_a_clear_error_not_a_panic_or_a_reset() {
                 .await
                 .unwrap();
         });
+        // The first journal file is deleted once sled holds its writes.
+        let first_journal = server
+            .data_dir()
+            .join("journal")
+            .join(format!("{:020}.log", 1));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while first_journal.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint within a minute"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         server.kill();
         copy_dir(server.data_dir(), &data);
     }

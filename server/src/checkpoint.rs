@@ -1,0 +1,135 @@
+//! [`Checkpointer`]: the thread that moves journaled writes into sled and then deletes the
+//! journal files sled now covers.
+//!
+//! The committer hands over everything one closed journal file holds, as one sled batch
+//! (later writes to a key replace earlier ones in it, so an acquire and its release in the
+//! same second cost sled nothing). This thread is the only one that writes to sled while
+//! the server runs: sled 0.34's flush holds its global lock against `apply_batch`, so
+//! keeping sled off the committer's path is what keeps a checkpoint from stalling commits.
+//! A journal file is deleted only after sled's flush and the `fdatasync` of its data file:
+//! until then a restart replays it (replaying what sled already holds changes nothing).
+
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::error::Error;
+use crate::journal;
+use crate::store::CHECKPOINTED_KEY;
+
+/// One closed journal file's writes, to go into sled.
+pub struct Checkpoint {
+    /// Every write of the journal files up to `through`, coalesced by key.
+    pub batch: sled::Batch,
+    /// The newest journal generation the batch covers.
+    pub through: u64,
+}
+
+/// The checkpoint thread and the way to it. See the module documentation.
+pub struct Checkpointer {
+    /// Where checkpoints go; `None` once closed.
+    sender: Mutex<Option<SyncSender<Checkpoint>>>,
+    /// The thread, joined on close.
+    thread: Mutex<Option<JoinHandle<Result<(), Error>>>>,
+}
+
+/// What the checkpoint thread works with.
+struct Target {
+    db: sled::Db,
+    data_file: Option<Arc<std::fs::File>>,
+    journal_dir: PathBuf,
+}
+
+impl Checkpointer {
+    /// Starts the thread.
+    pub fn start(
+        db: sled::Db,
+        data_file: Option<Arc<std::fs::File>>,
+        journal_dir: PathBuf,
+    ) -> Result<Checkpointer, Error> {
+        // One checkpoint queued behind the one being written: if sled falls further behind,
+        // the committer waits here rather than letting memory grow.
+        let (sender, receiver) = sync_channel(1);
+        let target = Target {
+            db,
+            data_file,
+            journal_dir,
+        };
+        let thread = std::thread::Builder::new()
+            .name("fenced-checkpoint".into())
+            .spawn(move || run(target, receiver))
+            .map_err(|e| Error::Storage {
+                during: "starting the checkpoint thread",
+                reason: e.to_string(),
+            })?;
+        Ok(Checkpointer {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Hands a checkpoint to the thread (waits while one is already queued).
+    pub fn submit(&self, checkpoint: Checkpoint) -> Result<(), Error> {
+        let sender = self.sender.lock().map_err(|_| Error::Poisoned)?;
+        let stopped = || Error::Storage {
+            during: "checkpointing",
+            reason: "the checkpoint thread stopped (see its error above)".to_string(),
+        };
+        sender
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(checkpoint)
+            .map_err(|_| stopped())
+    }
+
+    /// Lets the thread finish what it was given and waits for it; returns its error, if it
+    /// failed.
+    pub fn close(&self) -> Result<(), Error> {
+        drop(self.sender.lock().map_err(|_| Error::Poisoned)?.take());
+        let thread = self.thread.lock().map_err(|_| Error::Poisoned)?.take();
+        match thread.map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Storage {
+                during: "checkpointing",
+                reason: "the checkpoint thread panicked".to_string(),
+            }),
+        }
+    }
+}
+
+/// Applies checkpoints until the sender is gone or one fails.
+fn run(target: Target, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
+    let result = receiver
+        .iter()
+        .try_for_each(|checkpoint| apply(&target, checkpoint));
+    if let Err(error) = &result {
+        // The committer notices on its next submit and stops the server; the journal
+        // still holds everything, so a restart loses nothing.
+        tracing::error!(%error, "checkpoint failed");
+    }
+    result
+}
+
+/// One checkpoint: into sled, flushed, synced; then the covered journal files go.
+fn apply(target: &Target, checkpoint: Checkpoint) -> Result<(), Error> {
+    let storage = |during: &'static str| move |reason: String| Error::Storage { during, reason };
+    let mut batch = checkpoint.batch;
+    // In the same atomic batch: a restart checks that no journal file after this one is
+    // missing from sled (`store::replay_journal`).
+    batch.insert(CHECKPOINTED_KEY, &checkpoint.through.to_be_bytes());
+    target
+        .db
+        .apply_batch(batch)
+        .map_err(|e| storage("checkpoint: writing to sled")(e.to_string()))?;
+    target
+        .db
+        .flush()
+        .map_err(|e| storage("checkpoint: flushing sled")(e.to_string()))?;
+    if let Some(file) = &target.data_file {
+        file.sync_data()
+            .map_err(|e| storage("checkpoint: fdatasync of sled's data file")(e.to_string()))?;
+    }
+    journal::remove_through(&target.journal_dir, checkpoint.through)
+}
