@@ -11,7 +11,8 @@
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
 //!   durable.
 //! - [`committer`]: the background tasks: group committer and lease reaper.
-//! - [`service`]: the gRPC `LockService` edge; [`convert`]: protobuf to domain and back.
+//! - [`service`]: the gRPC `LockService` edge; [`session`]: its `Session` stream;
+//!   [`convert`]: protobuf to domain and back.
 //! - [`server`]: open, recover, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
 #![deny(missing_docs)]
@@ -27,6 +28,7 @@ pub mod journal;
 pub mod marker;
 pub mod server;
 pub mod service;
+pub mod session;
 pub mod store;
 pub mod table;
 

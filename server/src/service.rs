@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config::Config;
 use crate::convert;
 use crate::engine::Engine;
+use crate::session::SessionStream;
 use crate::table::{Command, Grant, Refusal, Reply, WaiterId};
 
 /// The default and the largest page of a List.
@@ -161,19 +162,18 @@ impl LockService for LockServer {
         &self,
         request: Request<Streaming<pb::RenewRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (sender, receiver) = mpsc::channel(256);
+        // Renewals are answered in order, each as its message is read, by whoever polls the
+        // answers (hyper's task for this stream): no task or channel per stream or per
+        // renewal. The stream ends when the client's side ends or breaks.
         let engine = self.engine.clone();
-        tokio::spawn(async move {
-            while let Some(message) = inbound.next().await {
-                let Ok(message) = message else { break };
-                let response = keep_alive_one(&engine, message.lease_id).await;
-                if sender.send(response).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let answers = request
+            .into_inner()
+            .map_while(Result::ok)
+            .then(move |message| {
+                let engine = engine.clone();
+                async move { keep_alive_one(&engine, message.lease_id).await }
+            });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn release(
@@ -273,9 +273,10 @@ impl LockService for LockServer {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        Ok(Response::new(Box::pin(
-            self.serve_session(request.into_inner()),
-        )))
+        Ok(Response::new(Box::pin(SessionStream::new(
+            self.clone(),
+            request.into_inner(),
+        ))))
     }
 
     async fn check_token(
@@ -418,7 +419,8 @@ fn session_error(status: &Status) -> pb::SessionError {
 
 impl LockServer {
     /// Answers one session request exactly as the unary call would.
-    async fn session_one(&self, request: pb::SessionRequest) -> pb::SessionResponse {
+    /// Serves one request of a `Session` stream ([`SessionStream`]).
+    pub(crate) async fn session_one(&self, request: pb::SessionRequest) -> pb::SessionResponse {
         use pb::session_request::Op;
         use pb::session_response::Result as Outcome;
         let result = match request.op {
@@ -442,43 +444,5 @@ impl LockServer {
             id: request.id,
             result: Some(result.unwrap_or_else(|status| Outcome::Error(session_error(&status)))),
         }
-    }
-
-    /// Serves one session: each request runs as its own task, so a queued acquire does not
-    /// hold up the rest; when the client goes away, every task is aborted, and the drop
-    /// guards take queued acquirers out of their queues.
-    pub(crate) fn serve_session(
-        &self,
-        mut inbound: Streaming<pb::SessionRequest>,
-    ) -> ReceiverStream<Result<pb::SessionResponse, Status>> {
-        let (sender, receiver) = mpsc::channel(1024);
-        let server = self.clone();
-        tokio::spawn(async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            let mut open = true;
-            loop {
-                tokio::select! {
-                    _ = sender.closed() => break,
-                    message = inbound.next(), if open => match message {
-                        Some(Ok(request)) => {
-                            let (server, sender) = (server.clone(), sender.clone());
-                            tasks.spawn(async move {
-                                let response = server.session_one(request).await;
-                                let _ = sender.send(Ok(response)).await;
-                            });
-                        }
-                        // The client finished sending: answer what is pending, then end.
-                        Some(Err(_)) | None => open = false,
-                    },
-                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                    else => break,
-                }
-                if !open && tasks.is_empty() {
-                    break;
-                }
-            }
-            tasks.abort_all();
-        });
-        ReceiverStream::new(receiver)
     }
 }
