@@ -5,8 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fenced_proto::v1::lock_service_client::LockServiceClient;
+use fenced_proto::v1::session_request::Op;
+use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::watch_event::Kind;
-use fenced_proto::v1::{AcquireRequest, DescribeRequest, WatchEvent, WatchRequest};
+use fenced_proto::v1::{
+    AcquireRequest, AcquireResponse, DescribeRequest, WatchEvent, WatchRequest,
+};
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::Streaming;
@@ -16,6 +20,7 @@ use crate::clock::{BootClock, Clock};
 use crate::config::Config;
 use crate::error::Error;
 use crate::lease::Lease;
+use crate::session::Routed;
 use crate::shared::Shared;
 use crate::tracked::Tracked;
 use crate::{renewer, watchdog};
@@ -129,6 +134,14 @@ impl ClientBuilder {
     /// TLS settings for `https://` endpoints ([`Config::tls`]).
     pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
         self.config.tls = Some(tls);
+        self
+    }
+
+    /// Whether try-once acquires and releases share one `Session` stream instead of one
+    /// unary call each ([`Config::session`], default on). Turn it off to get exactly one
+    /// HTTP/2 stream per call, e.g. behind a proxy that mishandles long-lived streams.
+    pub fn session(mut self, on: bool) -> Self {
+        self.config.session = on;
         self
     }
 
@@ -336,6 +349,19 @@ impl Client {
         &self.handle.shared.config
     }
 
+    /// Whether try-once acquires and releases go over the `Session` stream: it is on
+    /// ([`Config::session`]) and the server has not answered that it has none. For
+    /// diagnostics; the stream itself is opened on first use.
+    pub fn uses_session(&self) -> bool {
+        self.handle.shared.session.active()
+    }
+
+    /// The shared state, for the crate's tests.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
     /// Tries once to take a lock, with the default TTL.
     pub async fn try_acquire(&self, lock: &str) -> Result<Lease, Error> {
         self.acquire(lock, AcquireOptions::try_once()).await
@@ -345,6 +371,11 @@ impl Client {
     /// long; dropping the returned future cancels the wait and leaves the queue (CONTRACT
     /// L2). A grant that races the cancellation is never seen by the caller and expires
     /// after its TTL.
+    ///
+    /// A try-once acquire travels over the client's `Session` stream ([`Config::session`]);
+    /// if its future is dropped or times out and the grant arrives anyway, the SDK releases
+    /// that grant at once. A waiting acquire is always a unary call (see the comment in
+    /// the body: CONTRACT L2).
     ///
     /// The lease's local deadline counts from when this request was *sent* (CONTRACT S4).
     /// If the grant came so late that a renewal is already due, the lease starts
@@ -362,27 +393,40 @@ impl Client {
                 ),
             });
         }
-        let limit = options.wait + shared.config.request_timeout;
-        let mut request = tonic::Request::new(AcquireRequest {
+        let request = AcquireRequest {
             lock: name.to_string(),
             holder: shared.config.holder.clone(),
             ttl_ms: millis(ttl),
             wait_ms: millis(options.wait),
             lock_delay_ms: millis(options.lock_delay),
             lease_id: String::new(),
-        });
-        request.set_timeout(limit);
-        let mut rpc = shared.rpc.clone();
-        let sent = shared.now();
-        let reply = match tokio::time::timeout(limit, rpc.acquire(request)).await {
-            Ok(Ok(reply)) => reply.into_inner(),
-            Ok(Err(status)) => return Err(Error::from(status).for_lock(&name)),
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: "acquire",
-                    after: limit,
+        };
+        // Only a try-once acquire goes over the session. A waiting one stays on the unary
+        // call: dropping this future must take the waiter out of the server's FIFO queue
+        // (CONTRACT L2), and the reset of a unary call's HTTP/2 stream does exactly that,
+        // while a Session has no message that cancels one request.
+        let routed = if options.wait.is_zero() && shared.session.active() {
+            shared
+                .session
+                .call(Op::Acquire(request.clone()), "acquire")
+                .await
+        } else {
+            Routed::Unary
+        };
+        let (sent, reply) = match routed {
+            Routed::Answered {
+                sent,
+                reply: Reply::Acquired(reply),
+            } => (sent, reply),
+            Routed::Answered { .. } => {
+                return Err(Error::Protocol {
+                    what: "session answered an acquire with something else".into(),
                 })
             }
+            Routed::Failed(error) => return Err(error.for_lock(&name)),
+            Routed::Unary => unary_acquire(shared, request, options.wait)
+                .await
+                .map_err(|error| error.for_lock(&name))?,
         };
         let now = shared.now();
         // A pause while waiting for the answer applies to the leases held before it; the
@@ -464,6 +508,28 @@ impl Client {
                 after: shared.config.request_timeout,
             }),
         }
+    }
+}
+
+/// The unary `Acquire` call, bounded by the wait plus the request timeout. Returns the send
+/// instant (read before the call, CONTRACT S4) with the answer.
+async fn unary_acquire(
+    shared: &Shared,
+    request: AcquireRequest,
+    wait: Duration,
+) -> Result<(Duration, AcquireResponse), Error> {
+    let limit = wait + shared.config.request_timeout;
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(limit);
+    let mut rpc = shared.rpc.clone();
+    let sent = shared.now();
+    match tokio::time::timeout(limit, rpc.acquire(request)).await {
+        Ok(Ok(reply)) => Ok((sent, reply.into_inner())),
+        Ok(Err(status)) => Err(Error::from(status)),
+        Err(_) => Err(Error::Timeout {
+            what: "acquire",
+            after: limit,
+        }),
     }
 }
 

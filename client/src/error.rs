@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use fenced_proto::metadata::{ERROR_CODE, HOLDER, HOLDER_TOKEN as TOKEN};
+use fenced_proto::v1::SessionError;
 use fenced_types::{FencingToken, InvalidInput, LockName};
 use tonic::{Code, Status};
 
@@ -117,17 +119,22 @@ pub enum Error {
     Fence(#[from] FenceError),
 }
 
-/// Metadata the server adds to a refusal: a machine-readable code (`busy`,
-/// `lease-expired`, ...), and for a busy lock its holder and token.
-const ERROR_CODE: &str = "fenced-error";
-/// See [`ERROR_CODE`].
-const HOLDER: &str = "fenced-holder";
-/// See [`ERROR_CODE`].
-const TOKEN: &str = "fenced-token";
+/// What a refusal says beyond its code and message: the stable `fenced-error` code, and
+/// for a busy lock its holder and token. A unary call carries them in metadata, a
+/// `Session` answer in the fields of its `SessionError`; both are read into this and
+/// mapped by [`classify`], so the two paths cannot drift apart.
+#[derive(Debug, Default)]
+struct Details {
+    /// The `fenced-error` code; empty when the server sent none.
+    error_code: String,
+    /// The busy lock's holder, if the server named it.
+    holder: Option<String>,
+    /// The busy lock's holder's token, if the server named it.
+    token: Option<FencingToken>,
+}
 
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
-        let message = status.message().to_string();
         let meta = |key: &str| {
             status
                 .metadata()
@@ -135,41 +142,66 @@ impl From<Status> for Error {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let code = meta(ERROR_CODE).unwrap_or_default();
-        match status.code() {
-            Code::Aborted => {
-                // Metadata first (exact), the message as a fallback (written for humans).
-                let (parsed_holder, parsed_token) = parse_busy(&message);
-                let holder = meta(HOLDER).or(parsed_holder);
-                let token = meta(TOKEN).and_then(|t| t.parse().ok()).or(parsed_token);
-                Error::Busy {
-                    lock: String::new(),
-                    holder,
-                    token,
-                    message,
-                }
+        let details = Details {
+            error_code: meta(ERROR_CODE).unwrap_or_default(),
+            holder: meta(HOLDER),
+            token: meta(TOKEN).and_then(|t| t.parse().ok()),
+        };
+        classify(status.code(), status.message().to_string(), details)
+    }
+}
+
+/// A refused `Session` request maps to exactly the error the unary call's status would
+/// have: the server fills the fields from that very status (empty text and token 0 where
+/// the status had no such metadata, which is read here as "absent", as a missing
+/// metadata key is).
+impl From<SessionError> for Error {
+    fn from(error: SessionError) -> Self {
+        let details = Details {
+            error_code: error.error_code,
+            holder: Some(error.holder).filter(|h| !h.is_empty()),
+            token: FencingToken::new(error.token).ok(),
+        };
+        classify(Code::from_i32(error.code), error.message, details)
+    }
+}
+
+/// The one mapping from a refusal (code, message, details) to an [`Error`], for unary
+/// statuses and `Session` answers alike.
+fn classify(code: Code, message: String, details: Details) -> Error {
+    let error_code = details.error_code.as_str();
+    match code {
+        Code::Aborted => {
+            // The details first (exact), the message as a fallback (written for humans).
+            let (parsed_holder, parsed_token) = parse_busy(&message);
+            Error::Busy {
+                lock: String::new(),
+                holder: details.holder.or(parsed_holder),
+                token: details.token.or(parsed_token),
+                message,
             }
-            Code::FailedPrecondition => {
-                let lower = message.to_lowercase();
-                if code == "lease-expired" || (code.is_empty() && lower.contains("expired")) {
-                    Error::LeaseExpired { message }
-                } else if code == "lease-released"
-                    || (code.is_empty() && lower.contains("released"))
-                {
-                    Error::LeaseReleased { message }
-                } else {
-                    Error::FailedPrecondition { message }
-                }
-            }
-            Code::NotFound => Error::UnknownLease { message },
-            Code::InvalidArgument => Error::InvalidArgument { message },
-            Code::Unavailable | Code::Cancelled | Code::Unknown => Error::Unavailable { message },
-            Code::DeadlineExceeded => Error::Timeout {
-                what: "request",
-                after: Duration::ZERO,
-            },
-            code => Error::Server { code, message },
         }
+        Code::FailedPrecondition => {
+            let lower = message.to_lowercase();
+            if error_code == "lease-expired" || (error_code.is_empty() && lower.contains("expired"))
+            {
+                Error::LeaseExpired { message }
+            } else if error_code == "lease-released"
+                || (error_code.is_empty() && lower.contains("released"))
+            {
+                Error::LeaseReleased { message }
+            } else {
+                Error::FailedPrecondition { message }
+            }
+        }
+        Code::NotFound => Error::UnknownLease { message },
+        Code::InvalidArgument => Error::InvalidArgument { message },
+        Code::Unavailable | Code::Cancelled | Code::Unknown => Error::Unavailable { message },
+        Code::DeadlineExceeded => Error::Timeout {
+            what: "request",
+            after: Duration::ZERO,
+        },
+        code => Error::Server { code, message },
     }
 }
 
@@ -310,5 +342,65 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    use fenced_proto::session::session_error;
+
+    // checks: the CONTRACT "Bad input" rule (a refusal reaches the caller as the server
+    // said it), on both paths
+    #[test]
+    fn session_errors_map_exactly_as_their_statuses() {
+        let with = |mut status: Status, meta: &[(&'static str, &str)]| {
+            for (key, value) in meta {
+                status.metadata_mut().insert(*key, value.parse().unwrap());
+            }
+            status
+        };
+        let statuses = [
+            with(
+                Status::aborted("lock \"jobs\" is held by \"x\" with token 1"),
+                &[(ERROR_CODE, "busy"), (HOLDER, "beta"), (TOKEN, "43")],
+            ),
+            Status::aborted("lock \"jobs\" is held by \"alpha\" with token 42"),
+            with(
+                Status::aborted("waited 30 ms for lock \"q\""),
+                &[(ERROR_CODE, "wait-timed-out")],
+            ),
+            with(
+                Status::failed_precondition("lease abc has expired"),
+                &[(ERROR_CODE, "lease-expired")],
+            ),
+            with(
+                Status::failed_precondition("lease abc was released"),
+                &[(ERROR_CODE, "lease-released")],
+            ),
+            with(
+                Status::failed_precondition("lease abc does not hold lock \"released\""),
+                &[(ERROR_CODE, "not-holder")],
+            ),
+            Status::failed_precondition("lease abc has expired"),
+            Status::not_found("no such lease"),
+            Status::invalid_argument("ttl_ms 5 is below 100"),
+            Status::unavailable("the server is failing"),
+            Status::deadline_exceeded("late"),
+            Status::resource_exhausted("too many leases"),
+            Status::permission_denied("no"),
+        ];
+        for status in statuses {
+            let from_session = Error::from(session_error(&status));
+            let from_status = Error::from(status.clone());
+            assert_eq!(
+                format!("{from_session:?}"),
+                format!("{from_status:?}"),
+                "{status:?}"
+            );
+        }
+        // A code outside gRPC's reads as UNKNOWN, as tonic reads a unary grpc-status.
+        let odd = SessionError {
+            code: 99,
+            message: "odd".into(),
+            ..SessionError::default()
+        };
+        assert!(matches!(Error::from(odd), Error::Unavailable { .. }));
     }
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fenced_proto::metadata::FENCING_TOKEN;
-use fenced_proto::v1::ReleaseRequest;
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tokio::sync::watch;
 use tonic::metadata::MetadataValue;
@@ -164,7 +163,11 @@ impl Lease {
 
     /// Releases the lease on the server, so that the next waiter gets the lock at once
     /// (CONTRACT L1). The lease is lost locally first, whatever the server answers, so no
-    /// token can be handed out after this call starts.
+    /// token can be handed out after this call starts. The release travels over the
+    /// client's `Session` stream when it is in use ([`Config::session`]), else as a unary
+    /// call; the outcome and its errors are the same.
+    ///
+    /// [`Config::session`]: crate::Config::session
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
         let shared = &self.handle.shared;
@@ -172,20 +175,13 @@ impl Lease {
         let now = shared.now();
         self.tracked
             .update(|book| book.lose(LostReason::ReleasedByHolder, now));
-        let request = ReleaseRequest {
-            lease_id: self.tracked.id.to_string(),
-            lock: String::new(),
-        };
-        let timeout = shared.config.request_timeout;
-        let mut rpc = shared.rpc.clone();
-        match tokio::time::timeout(timeout, rpc.release(request)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(Error::from(status)),
-            Err(_) => Err(Error::Timeout {
-                what: "release",
-                after: timeout,
-            }),
-        }
+        crate::shared::release(
+            &shared.session,
+            shared.rpc.clone(),
+            self.tracked.id,
+            shared.config.request_timeout,
+        )
+        .await
     }
 }
 

@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use fenced_proto::v1::lock_service_client::LockServiceClient;
+use fenced_proto::v1::session_request::Op;
+use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::ReleaseRequest;
 use fenced_types::{FencingToken, LeaseId};
 use tokio::sync::Notify;
@@ -13,7 +15,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::clock::Clock;
 use crate::config::{Config, DeadlinePolicy};
-use crate::error::FenceError;
+use crate::error::{Error, FenceError};
+use crate::session::{Routed, Session};
 use crate::state::LeaseState;
 use crate::tracked::Tracked;
 use crate::watchdog::Pulse;
@@ -38,6 +41,9 @@ pub(crate) struct Shared {
     pub(crate) closed: CancellationToken,
     /// Unary calls (acquire, release, describe, watch) share this channel.
     pub(crate) rpc: LockServiceClient<Channel>,
+    /// The `Session` stream on that channel, for try-once acquires and releases. In an
+    /// `Arc` so that a background release can finish after the client is dropped.
+    pub(crate) session: Arc<Session>,
     /// The endpoint, from which the renewal task opens a fresh connection after a failure,
     /// so that it never waits on a connection that died silently.
     pub(crate) endpoint: Endpoint,
@@ -52,6 +58,7 @@ impl Shared {
         endpoint: Endpoint,
     ) -> Self {
         let pulse = Pulse::new(clock.now(), config.pause_threshold);
+        let session = Arc::new(Session::new(rpc.clone(), clock.clone(), &config));
         Shared {
             policy: config.policy(),
             config,
@@ -62,6 +69,7 @@ impl Shared {
             wake: Notify::new(),
             closed: CancellationToken::new(),
             rpc,
+            session,
             endpoint,
         }
     }
@@ -142,21 +150,17 @@ impl Shared {
             tracing::warn!(lease = %id.short(), "no runtime to release the lease in: it will expire");
             return;
         };
-        let mut rpc = self.rpc.clone();
+        let session = self.session.clone();
+        let rpc = self.rpc.clone();
         let timeout = self.config.request_timeout;
         runtime.spawn(async move {
-            let request = ReleaseRequest {
-                lease_id: id.to_string(),
-                lock: String::new(),
-            };
-            match tokio::time::timeout(timeout, rpc.release(request)).await {
-                Ok(Ok(_)) => {
+            match release(&session, rpc, id, timeout).await {
+                Ok(()) => {
                     tracing::debug!(lease = %id.short(), why, "released in the background")
                 }
-                Ok(Err(status)) => tracing::debug!(
-                    lease = %id.short(), why, %status, "background release refused"
+                Err(error) => tracing::debug!(
+                    lease = %id.short(), why, %error, "background release failed"
                 ),
-                Err(_) => tracing::debug!(lease = %id.short(), why, "background release timed out"),
             }
         });
     }
@@ -167,5 +171,42 @@ impl Shared {
         self.leases
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Releases a lease (and every lock on it) on the server: over the session when it is in
+/// use, else by the unary call; either way within `timeout`.
+pub(crate) async fn release(
+    session: &Session,
+    mut rpc: LockServiceClient<Channel>,
+    id: LeaseId,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let request = ReleaseRequest {
+        lease_id: id.to_string(),
+        lock: String::new(),
+    };
+    if session.active() {
+        match session.call(Op::Release(request.clone()), "release").await {
+            Routed::Unary => {}
+            Routed::Answered {
+                reply: Reply::Released(_),
+                ..
+            } => return Ok(()),
+            Routed::Answered { .. } => {
+                return Err(Error::Protocol {
+                    what: "session answered a release with something else".into(),
+                })
+            }
+            Routed::Failed(error) => return Err(error),
+        }
+    }
+    match tokio::time::timeout(timeout, rpc.release(request)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(Error::from(status)),
+        Err(_) => Err(Error::Timeout {
+            what: "release",
+            after: timeout,
+        }),
     }
 }

@@ -6,12 +6,14 @@
 //! - [`v1`]: package `fenced.v1`, service `LockService`.
 //! - [`kv::v1`]: package `fenced.kv.v1`, service `GatedKv`.
 //! - [`metadata`]: the names of the request and response metadata keys fencing uses.
+//! - [`session`]: a refusal as a `Session` stream carries it.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for `tonic-reflection`.
 //!
 //! Conversions between these messages and the domain types live in the crates that own
 //! the domain (server, client), at their edges.
 
 pub mod metadata;
+pub mod session;
 
 /// Package `fenced.v1`: the lock service.
 #[allow(missing_docs, clippy::all)]

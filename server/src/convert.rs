@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fenced_proto::metadata::{ERROR_CODE, HOLDER, HOLDER_TOKEN};
 use fenced_proto::v1 as pb;
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tonic::metadata::MetadataValue;
@@ -14,9 +15,6 @@ use tonic::{Code, Status};
 use crate::config::Config;
 use crate::error::Error;
 use crate::table::{Acquire, EventKind, Grant, LeaseChoice, LockView, Refusal};
-
-/// Metadata key of the stable error code on every refusal.
-pub const ERROR_CODE_KEY: &str = "fenced-error";
 
 /// Parses an Acquire request; returns the command and how long to wait.
 pub fn acquire(
@@ -110,7 +108,7 @@ fn holder_name(config: &Config, holder: String) -> Result<Arc<str>, Status> {
 
 fn invalid(message: String) -> Status {
     let mut status = Status::invalid_argument(message);
-    insert(&mut status, ERROR_CODE_KEY, "invalid-argument");
+    insert(&mut status, ERROR_CODE, "invalid-argument");
     status
 }
 
@@ -195,7 +193,7 @@ impl From<Refusal> for Status {
             Refusal::TokensExhausted => (Code::ResourceExhausted, "tokens-exhausted"),
         };
         let mut status = Status::new(code, refusal.to_string());
-        insert(&mut status, ERROR_CODE_KEY, key);
+        insert(&mut status, ERROR_CODE, key);
         let holder = match &refusal {
             Refusal::Busy { holder, token, .. } => Some((holder.clone(), token.get())),
             Refusal::WaitTimedOut { holder, token, .. } if *token != 0 => {
@@ -204,8 +202,8 @@ impl From<Refusal> for Status {
             _ => None,
         };
         if let Some((holder, token)) = holder {
-            insert(&mut status, "fenced-holder", &holder);
-            insert(&mut status, "fenced-token", &token.to_string());
+            insert(&mut status, HOLDER, &holder);
+            insert(&mut status, HOLDER_TOKEN, &token.to_string());
         }
         status
     }
@@ -215,7 +213,7 @@ impl From<Error> for Status {
     fn from(error: Error) -> Status {
         tracing::error!(%error, "request failed on a server error");
         let mut status = Status::unavailable(format!("the server is failing: {error}"));
-        insert(&mut status, ERROR_CODE_KEY, "server-failing");
+        insert(&mut status, ERROR_CODE, "server-failing");
         status
     }
 }

@@ -397,29 +397,9 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
-/// A refused session request: the status the unary call would have returned, with its
-/// metadata details moved into fields.
-fn session_error(status: &Status) -> pb::SessionError {
-    let text = |key: &str| {
-        status
-            .metadata()
-            .get(key)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    pb::SessionError {
-        code: status.code() as i32,
-        message: status.message().to_string(),
-        error_code: text(convert::ERROR_CODE_KEY),
-        holder: text("fenced-holder"),
-        token: text("fenced-token").parse().unwrap_or(0),
-    }
-}
-
 impl LockServer {
-    /// Answers one session request exactly as the unary call would.
-    /// Serves one request of a `Session` stream ([`SessionStream`]).
+    /// Answers one request of a `Session` stream ([`SessionStream`]) exactly as the unary
+    /// call would.
     pub(crate) async fn session_one(&self, request: pb::SessionRequest) -> pb::SessionResponse {
         use pb::session_request::Op;
         use pb::session_response::Result as Outcome;
@@ -442,7 +422,9 @@ impl LockServer {
         };
         pb::SessionResponse {
             id: request.id,
-            result: Some(result.unwrap_or_else(|status| Outcome::Error(session_error(&status)))),
+            result: Some(result.unwrap_or_else(|status| {
+                Outcome::Error(fenced_proto::session::session_error(&status))
+            })),
         }
     }
 }

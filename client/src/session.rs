@@ -1,0 +1,410 @@
+//! [`Session`]: one `Session` stream per client, multiplexing its try-once acquires and
+//! releases.
+//!
+//! The server answers each message of the stream by the id the client chose, possibly out
+//! of order. So the multiplexer is a map of pending ids to oneshot senders, filled by the
+//! callers and emptied by one reader task per stream:
+//! - The stream is opened on first use, on the client's shared channel (the unary calls'
+//!   connection), and shared by every caller. Concurrent first callers wait for one open.
+//! - A caller registers its id, reads the clock (the send instant of CONTRACT S4: taken
+//!   *before* the message is handed to the stream), sends, and waits for its answer. A
+//!   caller that stops waiting (the per-request timeout, or a dropped future) removes its
+//!   slot on the way out.
+//! - When the stream breaks (server restart, network failure) or ends, the reader fails
+//!   every pending request with the stream's status, mapped as the unary call's status
+//!   would be, and marks the stream broken: the next request opens a new one. Nothing is
+//!   retried once sent: an acquire may or may not have been applied. A request that never
+//!   reached the stream (it broke first) is sent on a new one.
+//! - A grant that arrives after its caller gave up is released at once over the same
+//!   stream: nobody else knows its lease id, so otherwise it would keep the lock for a TTL.
+//! - A server without `Session` answers UNIMPLEMENTED: the client then uses unary calls
+//!   for good.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fenced_proto::v1::lock_service_client::LockServiceClient;
+use fenced_proto::v1::session_request::Op;
+use fenced_proto::v1::session_response::Result as Reply;
+use fenced_proto::v1::{ReleaseRequest, SessionRequest, SessionResponse};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::Error;
+
+/// How many requests may wait in a stream's send buffer before senders wait.
+const SEND_BUFFER: usize = 1024;
+
+/// How many times a request that never reached a stream (it broke first) is offered to a
+/// new one before the caller gets the failure.
+const SEND_ATTEMPTS: usize = 3;
+
+/// What a pending request receives: the answer's result (absent only from a server that
+/// breaks the protocol), or the status that broke the stream.
+type Answer = Result<Option<Reply>, Status>;
+
+/// The session of one client: its stream, if open, and whether the server has one at all.
+pub(crate) struct Session {
+    /// The client's channel; the stream is opened on it.
+    rpc: LockServiceClient<Channel>,
+    /// Where send instants are read.
+    clock: Arc<dyn Clock>,
+    /// How long a request may wait for its answer (opening the stream included).
+    timeout: Duration,
+    /// Off by configuration ([`Config::session`]).
+    enabled: bool,
+    /// Set for good once the server answered UNIMPLEMENTED.
+    unsupported: AtomicBool,
+    /// The next request id (shared with the reader tasks, which send orphan releases).
+    ids: Arc<AtomicU64>,
+    /// The current stream. A `std` mutex: held to clone or swap the `Arc`, never across
+    /// an `.await`.
+    current: Mutex<Option<Arc<Conn>>>,
+    /// Held while a stream is being opened, so that concurrent first callers open one
+    /// stream, not one each. A tokio mutex: it is held across the open's `.await`.
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// One open stream.
+struct Conn {
+    /// Requests go here; the stream's request half ends when the last sender is dropped.
+    requests: mpsc::Sender<SessionRequest>,
+    /// The requests awaiting an answer, shared with the stream's reader task.
+    pending: Arc<Mutex<Pending>>,
+}
+
+/// The requests awaiting an answer on one stream.
+#[derive(Default)]
+struct Pending {
+    /// Id to the caller waiting for its answer.
+    slots: HashMap<u64, oneshot::Sender<Answer>>,
+    /// Set by the reader when the stream ended: no request may be registered any more.
+    broken: bool,
+}
+
+/// Where a request went.
+pub(crate) enum Routed {
+    /// The session is off or the server has none: make the unary call.
+    Unary,
+    /// The server answered (an acquire's grant, a release's confirmation...).
+    Answered {
+        /// The instant the request was handed to the stream, read before it was.
+        sent: Duration,
+        /// The answer; never [`Reply::Error`], which comes as [`Routed::Failed`].
+        reply: Reply,
+    },
+    /// The request failed: refused by the server (mapped as the unary status would be),
+    /// the stream broke, or the answer did not come in time.
+    Failed(Error),
+}
+
+/// What one attempt at a request came to, before the timeout is applied.
+enum Exchange {
+    /// Use the unary call.
+    Unary,
+    /// Answered, with the send instant.
+    Answered(Duration, Answer),
+    /// The stream could not be opened, or it broke before the request reached it.
+    Failed(Status),
+}
+
+impl Session {
+    /// A session that opens its stream on `rpc`'s channel when first used.
+    pub(crate) fn new(
+        rpc: LockServiceClient<Channel>,
+        clock: Arc<dyn Clock>,
+        config: &Config,
+    ) -> Self {
+        Session {
+            rpc,
+            clock,
+            timeout: config.request_timeout,
+            enabled: config.session,
+            unsupported: AtomicBool::new(false),
+            ids: Arc::new(AtomicU64::new(1)),
+            current: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether requests go over the session: it is on, and the server did not refuse it.
+    pub(crate) fn active(&self) -> bool {
+        self.enabled && !self.unsupported.load(Ordering::Relaxed)
+    }
+
+    /// Sends one request (`what` names it in a timeout error) and waits for its answer, for
+    /// at most the request timeout. [`Routed::Unary`] when the caller must make the unary
+    /// call instead (nothing was applied then).
+    pub(crate) async fn call(&self, op: Op, what: &'static str) -> Routed {
+        if !self.active() {
+            return Routed::Unary;
+        }
+        let exchange = match tokio::time::timeout(self.timeout, self.exchange(op)).await {
+            Ok(exchange) => exchange,
+            // The pending slot went with the dropped exchange; a late answer finds none.
+            Err(_) => {
+                return Routed::Failed(Error::Timeout {
+                    what,
+                    after: self.timeout,
+                })
+            }
+        };
+        match exchange {
+            Exchange::Unary => Routed::Unary,
+            Exchange::Failed(status) => Routed::Failed(Error::from(status)),
+            Exchange::Answered(_, Err(status)) => Routed::Failed(Error::from(status)),
+            Exchange::Answered(_, Ok(Some(Reply::Error(refused)))) => {
+                Routed::Failed(Error::from(refused))
+            }
+            Exchange::Answered(sent, Ok(Some(reply))) => Routed::Answered { sent, reply },
+            Exchange::Answered(_, Ok(None)) => Routed::Failed(Error::Protocol {
+                what: format!("session answered a {what} with no result"),
+            }),
+        }
+    }
+
+    /// One request: a stream (opened if needed), a slot, the send, the answer.
+    async fn exchange(&self, mut op: Op) -> Exchange {
+        for _ in 0..SEND_ATTEMPTS {
+            let conn = match self.conn().await {
+                Ok(conn) => conn,
+                Err(status) if status.code() == Code::Unimplemented => {
+                    self.unsupported(&status);
+                    return Exchange::Unary;
+                }
+                Err(status) => return Exchange::Failed(status),
+            };
+            let id = self.ids.fetch_add(1, Ordering::Relaxed);
+            let (sender, receiver) = oneshot::channel();
+            {
+                let mut pending = lock(&conn.pending);
+                if pending.broken {
+                    // Broke after we took it: nothing sent yet, so a new stream is safe.
+                    continue;
+                }
+                pending.slots.insert(id, sender);
+            }
+            // Removes the slot however this function ends: answered, timed out, dropped.
+            let _slot = Slot {
+                pending: &conn.pending,
+                id,
+            };
+            // CONTRACT S4: the send instant is read before the message is handed over, so
+            // it is never later than the real send.
+            let sent = self.clock.now();
+            if let Err(mpsc::error::SendError(request)) = conn
+                .requests
+                .send(SessionRequest { id, op: Some(op) })
+                .await
+            {
+                // The stream's request half is gone: the message never left, retry on a
+                // new stream.
+                lock(&conn.pending).broken = true;
+                match request.op {
+                    Some(back) => op = back,
+                    None => break,
+                }
+                continue;
+            }
+            return match receiver.await {
+                Ok(Err(status)) if status.code() == Code::Unimplemented => {
+                    // A server that refuses the method applied none of it.
+                    self.unsupported(&status);
+                    Exchange::Unary
+                }
+                Ok(answer) => Exchange::Answered(sent, answer),
+                // The reader always answers or fails every slot; a dropped sender means
+                // its task is gone, which only a runtime shutting down does.
+                Err(_) => {
+                    Exchange::Failed(Status::unavailable("the session stream's reader ended"))
+                }
+            };
+        }
+        Exchange::Failed(Status::unavailable(
+            "the session stream kept breaking before the request could be sent",
+        ))
+    }
+
+    /// The open stream, or a new one. Errors are the status that opening it gave.
+    async fn conn(&self) -> Result<Arc<Conn>, Status> {
+        if let Some(conn) = self.healthy() {
+            return Ok(conn);
+        }
+        let _opening = self.opening.lock().await;
+        // Another caller may have opened it, or found the server has none, meanwhile.
+        if let Some(conn) = self.healthy() {
+            return Ok(conn);
+        }
+        if !self.active() {
+            return Err(Status::unimplemented("the server has no Session rpc"));
+        }
+        let conn = self.open().await?;
+        *self.current() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// The current stream, if it is still usable.
+    fn healthy(&self) -> Option<Arc<Conn>> {
+        let current = self.current();
+        let conn = current.as_ref()?;
+        let usable = !conn.requests.is_closed() && !lock(&conn.pending).broken;
+        usable.then(|| conn.clone())
+    }
+
+    /// Opens a stream and starts its reader.
+    async fn open(&self) -> Result<Arc<Conn>, Status> {
+        let (requests, receiver) = mpsc::channel(SEND_BUFFER);
+        let mut rpc = self.rpc.clone();
+        let answers = rpc
+            .session(ReceiverStream::new(receiver))
+            .await?
+            .into_inner();
+        tracing::debug!("session stream open");
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        tokio::spawn(read(
+            answers,
+            pending.clone(),
+            requests.downgrade(),
+            self.ids.clone(),
+        ));
+        Ok(Arc::new(Conn { requests, pending }))
+    }
+
+    /// Notes that the server has no `Session`: unary calls from now on.
+    fn unsupported(&self, status: &Status) {
+        if !self.unsupported.swap(true, Ordering::Relaxed) {
+            tracing::debug!(%status, "the server has no Session rpc: using unary calls");
+        }
+        *self.current() = None;
+    }
+
+    /// The current-stream slot, even if a thread panicked while holding it.
+    fn current(&self) -> MutexGuard<'_, Option<Arc<Conn>>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many requests await an answer on the current stream.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        self.current()
+            .as_ref()
+            .map_or(0, |conn| lock(&conn.pending).slots.len())
+    }
+}
+
+/// A registered request: its slot is removed when the caller stops waiting, whatever the
+/// reason (answered, timed out, future dropped).
+struct Slot<'a> {
+    /// The stream's pending map.
+    pending: &'a Mutex<Pending>,
+    /// The request's id.
+    id: u64,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).slots.remove(&self.id);
+    }
+}
+
+/// The pending map, even if a thread panicked while holding it (it is consistent between
+/// operations).
+fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    pending
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The reader task of one stream: hands each answer to the request with its id; when the
+/// stream ends, fails every pending request with the status that ended it.
+///
+/// It holds only a weak sender (for orphan releases), so that the stream's request half
+/// ends once the client and its callers are gone, and the server then ends the stream.
+async fn read(
+    mut answers: Streaming<SessionResponse>,
+    pending: Arc<Mutex<Pending>>,
+    requests: mpsc::WeakSender<SessionRequest>,
+    ids: Arc<AtomicU64>,
+) {
+    let status = loop {
+        match answers.message().await {
+            Ok(Some(answer)) => deliver(&pending, answer, &requests, &ids),
+            Ok(None) => break Status::unavailable("the server closed the session stream"),
+            Err(status) => break status,
+        }
+    };
+    let slots = {
+        let mut pending = lock(&pending);
+        pending.broken = true;
+        std::mem::take(&mut pending.slots)
+    };
+    if slots.is_empty() {
+        tracing::debug!(%status, "session stream ended");
+    } else {
+        tracing::warn!(pending = slots.len(), %status, "session stream failed");
+    }
+    for (_, slot) in slots {
+        let _ = slot.send(Err(status.clone()));
+    }
+}
+
+/// Hands one answer to its request, or deals with an orphan (its caller gave up).
+fn deliver(
+    pending: &Mutex<Pending>,
+    answer: SessionResponse,
+    requests: &mpsc::WeakSender<SessionRequest>,
+    ids: &AtomicU64,
+) {
+    let slot = lock(pending).slots.remove(&answer.id);
+    let orphan = match slot {
+        Some(slot) => match slot.send(Ok(answer.result)) {
+            Ok(()) => return,
+            // The caller went away between its timeout and the removal of its slot.
+            Err(Ok(result)) => result,
+            Err(Err(_)) => return,
+        },
+        None => answer.result,
+    };
+    match orphan {
+        Some(Reply::Acquired(grant)) => {
+            let release = SessionRequest {
+                id: ids.fetch_add(1, Ordering::Relaxed),
+                op: Some(Op::Release(ReleaseRequest {
+                    lease_id: grant.lease_id,
+                    lock: String::new(),
+                })),
+            };
+            let sent = requests
+                .upgrade()
+                .is_some_and(|sender| sender.try_send(release).is_ok());
+            tracing::debug!(
+                token = grant.token,
+                released = sent,
+                "a grant came after its caller gave up: releasing it"
+            );
+        }
+        other => {
+            // Only the kind: a renewal's answer carries the lease id, a bearer secret.
+            let kind = match other {
+                Some(Reply::Acquired(_)) => "acquired",
+                Some(Reply::Renewed(_)) => "renewed",
+                Some(Reply::Released(_)) => "released",
+                Some(Reply::Error(_)) => "refused",
+                None => "empty",
+            };
+            tracing::debug!(
+                id = answer.id,
+                kind,
+                "session answer for a request nobody waits for"
+            )
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The SDK's `Session` stream against a real `fenced` server: many try-once acquires and
+//! releases multiplexed on one client's stream, busy refusals as the unary call gives them,
+//! and a new stream after the server is killed with `kill -9` and restarted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fenced_client::{AcquireOptions, Client, Error};
+use fenced_tests::server::TestServer;
+
+/// A server that accepts short TTLs.
+fn server() -> TestServer {
+    TestServer::start_with(&["--min-ttl-ms", "50"])
+}
+
+async fn client(server: &TestServer, holder: &str, session: bool) -> Client {
+    Client::builder(server.endpoint())
+        .holder(holder)
+        .session(session)
+        // A scheduling hiccup on a loaded machine must not count as a process pause here
+        // (client_pause.rs tests those).
+        .pause_threshold(Duration::from_secs(2))
+        .retry(Duration::from_millis(20), Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// One grant seen by a worker: the order it was seen in, the lock, the token.
+type Grants = Arc<Mutex<Vec<(u64, String, u64)>>>;
+
+// checks: S1, S3
+#[tokio::test]
+async fn many_leases_through_one_session_with_tokens_going_up_per_lock() {
+    let server = server();
+    let client = client(&server, "worker", true).await;
+    assert!(client.uses_session());
+    const LOCKS: usize = 6;
+    const WORKERS: usize = 24;
+    const ROUNDS: usize = 15;
+
+    // Phase 1: 24 workers race for 6 locks through one client, each taking and releasing
+    // in turn. A grant is numbered once it is seen and before it is released, so the next
+    // grant of the same lock (after that release) gets a higher number.
+    let seen = Arc::new(AtomicU64::new(0));
+    let grants: Grants = Arc::default();
+    let held: Arc<Vec<AtomicBool>> = Arc::new((0..LOCKS).map(|_| AtomicBool::new(false)).collect());
+    let busy = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let (client, seen, grants, held, busy) = (
+            client.clone(),
+            seen.clone(),
+            grants.clone(),
+            held.clone(),
+            busy.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            for r in 0..ROUNDS {
+                let index = (w + r) % LOCKS;
+                let lock = format!("many/{index}");
+                match client
+                    .acquire(
+                        &lock,
+                        AcquireOptions::try_once().ttl(Duration::from_secs(10)),
+                    )
+                    .await
+                {
+                    Ok(lease) => {
+                        // S3: nobody else holds this lock while we do.
+                        assert!(
+                            !held[index].swap(true, Ordering::SeqCst),
+                            "two holders of {lock}"
+                        );
+                        let number = seen.fetch_add(1, Ordering::SeqCst);
+                        grants
+                            .lock()
+                            .unwrap()
+                            .push((number, lock.clone(), lease.token().get()));
+                        tokio::task::yield_now().await;
+                        held[index].store(false, Ordering::SeqCst);
+                        lease.release().await.unwrap();
+                    }
+                    Err(Error::Busy {
+                        lock: busy_lock,
+                        holder,
+                        token,
+                        ..
+                    }) => {
+                        assert_eq!(busy_lock, lock);
+                        assert_eq!(holder.as_deref(), Some("worker"));
+                        assert!(token.is_some(), "busy without the holder's token");
+                        busy.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(other) => panic!("unexpected error on {lock}: {other:?}"),
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        tokio::time::timeout(Duration::from_secs(60), worker)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    // Phase 2: per lock, tokens strictly increase in grant order, and no token repeats
+    // anywhere (S1).
+    let mut grants = grants.lock().unwrap().clone();
+    grants.sort();
+    let total = grants.len();
+    assert!(total >= LOCKS, "only {total} grants");
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for (_, lock, token) in &grants {
+        if let Some(previous) = last.insert(lock.clone(), *token) {
+            assert!(*token > previous, "{lock}: token {token} after {previous}");
+        }
+    }
+    let mut tokens: Vec<u64> = grants.iter().map(|g| g.2).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), total, "a token was issued twice");
+    assert_eq!(
+        total as u64 + busy.load(Ordering::SeqCst),
+        (WORKERS * ROUNDS) as u64,
+        "every attempt was granted or refused as busy"
+    );
+    assert!(
+        client.uses_session(),
+        "the server's Session was used throughout"
+    );
+
+    // Phase 3: every lock is free again (every release went through).
+    for index in 0..LOCKS {
+        let info = client.describe(&format!("many/{index}")).await.unwrap();
+        assert_eq!(info.holder, None, "many/{index}");
+    }
+}
+
+// checks: S1 (the busy refusal names the live holder's token)
+#[tokio::test]
+async fn busy_over_the_session_names_holder_and_token_as_unary_does() {
+    let server = server();
+    let alpha = client(&server, "alpha", true).await;
+    let beta = client(&server, "beta", true).await;
+    let gamma = client(&server, "gamma", false).await;
+
+    let lease = alpha.try_acquire("jobs").await.unwrap();
+    let over_session = beta.try_acquire("jobs").await;
+    match &over_session {
+        Err(Error::Busy {
+            lock,
+            holder,
+            token,
+            ..
+        }) => {
+            assert_eq!(lock, "jobs");
+            assert_eq!(holder.as_deref(), Some("alpha"));
+            assert_eq!(*token, Some(lease.token()));
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    let unary = gamma.try_acquire("jobs").await;
+    assert_eq!(format!("{over_session:?}"), format!("{unary:?}"));
+
+    // The release over the session frees the lock at once, for a higher token.
+    let first = lease.token();
+    lease.release().await.unwrap();
+    let next = beta.try_acquire("jobs").await.unwrap();
+    assert!(next.token() > first);
+}
+
+// checks: S1, S2
+#[tokio::test]
+async fn the_session_is_reopened_after_kill_9_and_restart() {
+    let mut server = server();
+    let client = client(&server, "survivor", true).await;
+    let ttl = Duration::from_secs(5);
+
+    // Phase 1: a lease taken over the session.
+    let kept = client
+        .acquire("kept", AcquireOptions::try_once().ttl(ttl))
+        .await
+        .unwrap();
+    let port = server.addr();
+
+    // Phase 2: kill -9 and restart on the same data directory and port.
+    server.restart();
+    assert_eq!(server.addr(), port, "the port was taken meanwhile");
+
+    // Phase 3: the next acquires work on a new stream. The first may still have gone out on
+    // the dead one before its reader saw the break: that fails with a transient error,
+    // never silently retried; any other error fails the test.
+    let mut after = None;
+    let mut transient = 0;
+    for _ in 0..100 {
+        match client
+            .acquire("after", AcquireOptions::try_once().ttl(ttl))
+            .await
+        {
+            Ok(lease) => {
+                after = Some(lease);
+                break;
+            }
+            Err(error) if error.is_transient() => {
+                transient += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(other) => panic!("unexpected error after the restart: {other:?}"),
+        }
+    }
+    let after = after.expect("an acquire succeeded after the restart");
+    assert!(transient <= 2, "{transient} transient failures");
+    assert!(after.token() > kept.token(), "S1 across the restart");
+    assert!(client.uses_session());
+
+    // Phase 4: the restored lease (S2) still holds its lock: busy, with its token, over
+    // the new session; released over it, the lock goes to the next acquirer.
+    match client.try_acquire("kept").await {
+        Err(Error::Busy { token, .. }) => assert_eq!(token, Some(kept.token())),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    let kept_token = kept.token();
+    kept.release().await.unwrap();
+    let again = client.try_acquire("kept").await.unwrap();
+    assert!(again.token() > after.token());
+    assert!(again.token() > kept_token);
+}
