@@ -8,6 +8,7 @@
 //! keeping sled off the committer's path is what keeps a checkpoint from stalling commits.
 //! A journal file is deleted only after sled's flush and the `fdatasync` of its data file:
 //! until then a restart replays it (replaying what sled already holds changes nothing).
+//! Then it preallocates the next journal file (the `journal` module says why).
 
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -24,6 +25,8 @@ pub struct Checkpoint {
     pub batch: sled::Batch,
     /// The newest journal generation the batch covers.
     pub through: u64,
+    /// How large a spare journal file to prepare next.
+    pub spare_bytes: u64,
 }
 
 /// The checkpoint thread and the way to it. See the module documentation.
@@ -101,9 +104,12 @@ impl Checkpointer {
 
 /// Applies checkpoints until the sender is gone or one fails.
 fn run(target: Target, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
-    let result = receiver
-        .iter()
-        .try_for_each(|checkpoint| apply(&target, checkpoint));
+    let result = journal::prepare_spare(&target.journal_dir, *journal::SPARE_BYTES.start())
+        .and_then(|()| {
+            receiver
+                .iter()
+                .try_for_each(|checkpoint| apply(&target, checkpoint))
+        });
     if let Err(error) = &result {
         // The committer notices on its next submit and stops the server; the journal
         // still holds everything, so a restart loses nothing.
@@ -131,5 +137,6 @@ fn apply(target: &Target, checkpoint: Checkpoint) -> Result<(), Error> {
         file.sync_data()
             .map_err(|e| storage("checkpoint: fdatasync of sled's data file")(e.to_string()))?;
     }
-    journal::remove_through(&target.journal_dir, checkpoint.through)
+    journal::remove_through(&target.journal_dir, checkpoint.through)?;
+    journal::prepare_spare(&target.journal_dir, checkpoint.spare_bytes)
 }

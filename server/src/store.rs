@@ -323,11 +323,18 @@ impl Store {
     }
 
     fn checkpoint(&self, committed: &mut Committed) -> Result<(), Error> {
+        // The next file is preallocated at twice this one's size (within bounds).
+        let used = committed.journal.len().saturating_mul(2);
+        let spare_bytes = used.clamp(*journal::SPARE_BYTES.start(), *journal::SPARE_BYTES.end());
         let through = committed.journal.rotate()?;
         let batch = std::mem::take(&mut committed.unflushed);
         committed.dirty = false;
         committed.since = Instant::now();
-        self.checkpointer.submit(Checkpoint { batch, through })
+        self.checkpointer.submit(Checkpoint {
+            batch,
+            through,
+            spare_bytes,
+        })
     }
 }
 
