@@ -15,7 +15,7 @@
 #             fdatasync probe runs there too, so keep it on the disk you mean to measure
 #
 # Durability of each system, all "acknowledged means on disk":
-#   fenced: answers a grant only after it is flushed and fdatasynced (CONTRACT S2).
+#   fenced: answers a grant only after its journal record is fdatasynced (CONTRACT S2).
 #   etcd:   its default: every raft entry is fsynced to the WAL before it commits.
 #   Redis:  appendonly yes, appendfsync always (fsync of the AOF before replying).
 # If bench/analysis.md exists, it is appended to the report (hand-written findings that a
@@ -170,7 +170,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   echo
   echo "## Durability"
   echo
-  if want fenced; then echo "- fenced: a grant is answered only once it is on disk (sled flush + fdatasync, CONTRACT S2)."; fi
+  if want fenced; then echo "- fenced: a grant (and a release) is answered only once it is on disk: appended to the server's journal and fdatasynced (CONTRACT S2); sled receives it in the background checkpoint about once a second."; fi
   if want etcd; then echo "- etcd: default settings: every raft entry is fsynced to the WAL before it commits."; fi
   if want redis; then echo "- Redis: \`appendonly yes\`, \`appendfsync always\`: the AOF is fsynced before replies."; fi
   echo
