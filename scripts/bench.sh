@@ -170,7 +170,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   echo
   echo "## Durability"
   echo
-  if want fenced; then echo "- fenced: a grant (and a release) is answered only once it is on disk: appended to the server's journal and fdatasynced (CONTRACT S2); sled receives it in the background checkpoint ten times a second."; fi
+  if want fenced; then echo "- fenced: a grant (and a release) is answered only once it is on disk: appended to the server's journal and fdatasynced (CONTRACT S2); sled receives it in the background checkpoint about once a second."; fi
   if want etcd; then echo "- etcd: default settings: every raft entry is fsynced to the WAL before it commits."; fi
   if want redis; then echo "- Redis: \`appendonly yes\`, \`appendfsync always\`: the AOF is fsynced before replies."; fi
   echo

@@ -10,6 +10,7 @@
 //! until then a restart replays it (replaying what sled already holds changes nothing).
 //! Then it preallocates the next journal file (the `journal` module says why).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -19,10 +20,18 @@ use crate::error::Error;
 use crate::journal;
 use crate::store::CHECKPOINTED_KEY;
 
+/// Writes coalesced by key (the last one wins; `None` deletes), in key order.
+pub type Unflushed = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// At most this many writes go into one sled batch: sled 0.34's memory grows with the
+/// size of a batch (measured: 100,000 leases checkpointed once a second in single batches
+/// of ~5,000 took 287 MiB resident, against 173 MiB in batches a tenth that size).
+const SLED_BATCH: usize = 1000;
+
 /// One closed journal file's writes, to go into sled.
 pub struct Checkpoint {
     /// Every write of the journal files up to `through`, coalesced by key.
-    pub batch: sled::Batch,
+    pub batch: Unflushed,
     /// The newest journal generation the batch covers.
     pub through: u64,
     /// How large a spare journal file to prepare next.
@@ -121,14 +130,32 @@ fn run(target: Target, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
 /// One checkpoint: into sled, flushed, synced; then the covered journal files go.
 fn apply(target: &Target, checkpoint: Checkpoint) -> Result<(), Error> {
     let storage = |during: &'static str| move |reason: String| Error::Storage { during, reason };
-    let mut batch = checkpoint.batch;
-    // In the same atomic batch: a restart checks that no journal file after this one is
-    // missing from sled (`store::replay_journal`).
-    batch.insert(CHECKPOINTED_KEY, &checkpoint.through.to_be_bytes());
-    target
-        .db
-        .apply_batch(batch)
-        .map_err(|e| storage("checkpoint: writing to sled")(e.to_string()))?;
+    // In chunks (see SLED_BATCH). A crash between chunks leaves sled with part of the
+    // checkpoint, which is fine: the journal files are still there and replay is
+    // idempotent. The generation goes last, in the last chunk: sled recovers a prefix of
+    // its batches, so a restart that sees it sees every chunk before it
+    // (`store::replay_journal` checks that no journal file after it is missing).
+    let mut writes = checkpoint.batch.into_iter().peekable();
+    loop {
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes.by_ref().take(SLED_BATCH) {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        let last = writes.peek().is_none();
+        if last {
+            batch.insert(CHECKPOINTED_KEY, &checkpoint.through.to_be_bytes());
+        }
+        target
+            .db
+            .apply_batch(batch)
+            .map_err(|e| storage("checkpoint: writing to sled")(e.to_string()))?;
+        if last {
+            break;
+        }
+    }
     target
         .db
         .flush()

@@ -42,10 +42,9 @@ pub struct Config {
     /// acknowledged grant survives a power cut and not only a process crash (default true).
     pub fdatasync: bool,
     /// How often the journal's writes are moved into sled and the journal file replaced
-    /// (default 100 ms). Longer lets sled coalesce more (an acquire and its release within
-    /// one interval cost sled nothing) but hands sled larger batches, and sled 0.34's memory
-    /// grows with batch size: with 1 s, 100,000 leases took 287 MiB resident and 1,000,000
-    /// locks over 1.2 GiB; with 100 ms, 173 MiB and 648 MiB (BENCHMARKS.md).
+    /// (default 1 s). Shorter keeps the journal that a restart replays smaller; longer lets
+    /// sled coalesce more (an acquire and its release within one interval cost sled
+    /// nothing).
     pub checkpoint_interval: Duration,
     /// sled's page cache size in bytes (default 64 MiB; sled's own default is 1 GiB).
     pub cache_bytes: u64,
@@ -82,7 +81,7 @@ impl Default for Config {
             remember_ended_for: Duration::from_secs(600),
             remember_ended_max: 1_000_000,
             fdatasync: true,
-            checkpoint_interval: Duration::from_millis(100),
+            checkpoint_interval: Duration::from_secs(1),
             cache_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(5),
             tls: None,

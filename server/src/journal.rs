@@ -7,7 +7,7 @@
 //! that was half of the server's CPU, and the cycle benchmark ran at 9,000 cycles/s with
 //! sled against 20,000 with no storage at all (BENCHMARKS.md). So a commit now appends its
 //! writes here and syncs this file; sled receives them in large batches, in the
-//! background, at a [checkpoint](crate::store) (ten times a second by default), and a journal file is
+//! background, at a [checkpoint](crate::store) (about once a second), and a journal file is
 //! deleted only after sled has flushed (and `fdatasync`ed) everything it holds. This is the
 //! shape of the replicated future too: the journal is the log, sled the state machine's
 //! durable image.

@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, env = "FENCED_NO_FDATASYNC")]
     no_fdatasync: bool,
     /// How often the journal is moved into sled, in milliseconds.
-    #[arg(long, env = "FENCED_CHECKPOINT_MS", default_value_t = 100)]
+    #[arg(long, env = "FENCED_CHECKPOINT_MS", default_value_t = 1000)]
     checkpoint_ms: u64,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "FENCED_TLS_CERT", requires = "tls_key")]

@@ -40,7 +40,7 @@ use fenced_types::{FencingToken, LeaseId, LockName};
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::checkpoint::{Checkpoint, Checkpointer};
+use crate::checkpoint::{Checkpoint, Checkpointer, Unflushed};
 use crate::error::Error;
 use crate::journal::{self, Journal, JournalBatch, JournalOp};
 use crate::marker::Marker;
@@ -121,7 +121,7 @@ struct Committed {
     /// The journal being appended to.
     journal: Journal,
     /// The current journal file's writes, coalesced by key, for the next checkpoint.
-    unflushed: sled::Batch,
+    unflushed: Unflushed,
     /// Whether `unflushed` holds anything.
     dirty: bool,
     /// When the current journal file was started.
@@ -180,7 +180,7 @@ impl Store {
             pending: Mutex::new(Vec::new()),
             committed: Mutex::new(Committed {
                 journal,
-                unflushed: sled::Batch::default(),
+                unflushed: Unflushed::new(),
                 dirty: false,
                 since: Instant::now(),
             }),
@@ -281,10 +281,7 @@ impl Store {
             committed.journal.append(&batch)?;
             committed.dirty = true;
             for op in batch.ops {
-                match op.value {
-                    Some(value) => committed.unflushed.insert(op.key, value),
-                    None => committed.unflushed.remove(op.key),
-                }
+                committed.unflushed.insert(op.key, op.value);
             }
         }
         drop(committed);
@@ -673,5 +670,29 @@ mod tests {
             error.to_string().contains("sled lost checkpointed writes"),
             "{error}"
         );
+    }
+
+    // checks: S2 (a checkpoint larger than one sled batch arrives whole, in chunks)
+    #[test]
+    fn a_large_checkpoint_goes_into_sled_in_chunks_and_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let leases: Vec<LeaseId> = (0..2_500).map(|_| LeaseId::random()).collect();
+        {
+            let (store, _) =
+                Store::open(dir.path(), false, CACHE, Duration::from_secs(3600)).unwrap();
+            for (i, lease) in leases.iter().enumerate() {
+                store
+                    .stage(grant(*lease, &format!("lock/{i}"), i as u64 + 1))
+                    .unwrap();
+            }
+            store.commit().unwrap();
+            store.close().unwrap();
+        }
+        assert_eq!(journal_records(dir.path()), 0);
+        let (_store, recovered) =
+            Store::open(dir.path(), false, CACHE, Duration::from_secs(3600)).unwrap();
+        assert_eq!(recovered.leases.len(), leases.len());
+        assert_eq!(recovered.locks.len(), leases.len());
+        assert_eq!(recovered.next_token, token(2_501));
     }
 }

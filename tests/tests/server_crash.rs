@@ -110,8 +110,8 @@ async fn client_loop(endpoint: String, id: u64, ledger: Arc<Mutex<Ledger>>) {
 // checks: S1, S2, S7
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_under_load_loses_no_acknowledged_grant_and_no_token_goes_back() {
-    // The default checkpoint interval (100 ms): every restart replays what the journal
-    // holds beyond sled's last checkpoint.
+    // The default checkpoint interval (1 s) is longer than a cycle: every restart replays
+    // the journal.
     crash_cycles(&[], 8, 0x2545_F491_4F6C_DD1D).await;
 }
 
