@@ -2,11 +2,13 @@
 //! and a waiter queues for that lock at once. The delay is from the holder lease's expiry
 //! to the waiter's grant.
 //!
-//! The server's expiry instant is not visible to a client; the benchmark takes the
-//! earliest instant it could be, the holder's request *sent* time plus the granted TTL
-//! (the server counts the TTL from when it handled the request, which is later). So the
-//! delays reported are upper bounds, and a grant before that instant would be two holders
-//! at once: it is counted as `early` and kept out of the delays.
+//! The server's expiry instant is not visible to a client. It lies between the holder's
+//! request *sent* time plus the granted TTL and the holder's *answer* time plus the TTL
+//! (the server counts the TTL from when it handled the request). The benchmark reports the
+//! delay from both: from the earliest possible expiry (an upper bound on the true delay)
+//! and from the latest (a lower bound); the two differ by the holder's acquire round trip.
+//! A grant before the earliest possible expiry would be two holders at once: it is counted
+//! as `early` and kept out of the delays.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,8 +23,11 @@ use crate::workloads::{connect_all, Errors, Window, ERROR_PAUSE};
 /// What one expiry phase measured.
 #[derive(Clone, Debug)]
 pub struct ExpiryResult {
-    /// Expiry to the waiter's grant.
+    /// Earliest possible expiry to the waiter's grant (an upper bound on the delay).
     pub delay: LatencySummary,
+    /// Latest possible expiry to the waiter's grant (a lower bound; 0 if the grant came
+    /// before it).
+    pub delay_lower: LatencySummary,
     /// The holder's TTL as the server granted it.
     pub ttl: Duration,
     /// Grants to the waiter before the holder's lease could have expired.
@@ -60,6 +65,7 @@ pub async fn run<S: LockSystem>(
         })
         .collect();
     let mut delay = Latencies::new();
+    let mut delay_lower = Latencies::new();
     let mut ttl = Duration::ZERO;
     let mut early = 0;
     let mut errors = Errors::default();
@@ -67,6 +73,7 @@ pub async fn run<S: LockSystem>(
         match task.await {
             Ok(done) => {
                 delay.merge(&done.delay);
+                delay_lower.merge(&done.delay_lower);
                 ttl = ttl.max(done.ttl);
                 early += done.early;
                 errors.merge(done.errors);
@@ -80,6 +87,7 @@ pub async fn run<S: LockSystem>(
     }
     Ok(ExpiryResult {
         delay: delay.summary(),
+        delay_lower: delay_lower.summary(),
         ttl,
         early,
         errors,
@@ -103,6 +111,7 @@ struct Pair<C> {
 /// One pair's share of the phase.
 struct PairDone {
     delay: Latencies,
+    delay_lower: Latencies,
     ttl: Duration,
     early: u64,
     errors: Errors,
@@ -112,6 +121,7 @@ impl<C: LockClient> Pair<C> {
     async fn run(mut self, window: Window, ops: Arc<AtomicU64>) -> PairDone {
         let mut done = PairDone {
             delay: Latencies::new(),
+            delay_lower: Latencies::new(),
             ttl: Duration::ZERO,
             early: 0,
             errors: Errors::default(),
@@ -137,8 +147,10 @@ impl<C: LockClient> Pair<C> {
         let lock = format!("{}/{round}", self.lock_prefix);
         let sent = Instant::now();
         let ttl = self.holder.acquire_unrenewed(&lock, self.ttl).await?;
+        let answered = Instant::now();
         done.ttl = done.ttl.max(ttl);
         let earliest_expiry = sent + ttl;
+        let latest_expiry = answered + ttl;
         let Some(held) = self.waiter.acquire(&lock, ttl + self.max_wait).await? else {
             return Err(BenchError::Unexpected {
                 system: "expiry",
@@ -151,7 +163,11 @@ impl<C: LockClient> Pair<C> {
         };
         let granted = Instant::now();
         match granted.checked_duration_since(earliest_expiry) {
-            Some(delay) => done.delay.record(delay),
+            Some(delay) => {
+                done.delay.record(delay);
+                done.delay_lower
+                    .record(granted.saturating_duration_since(latest_expiry));
+            }
             None => done.early += 1,
         }
         self.waiter.release(held).await
