@@ -11,7 +11,7 @@
 //! Then it preallocates the next journal file (the `journal` module says why).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -127,15 +127,35 @@ fn run(target: Target, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
     result
 }
 
-/// One checkpoint: into sled, flushed, synced; then the covered journal files go.
+/// One checkpoint, then the next spare journal file.
 fn apply(target: &Target, checkpoint: Checkpoint) -> Result<(), Error> {
+    into_sled(
+        &target.db,
+        target.data_file.as_deref(),
+        &target.journal_dir,
+        checkpoint.batch,
+        checkpoint.through,
+    )?;
+    journal::prepare_spare(&target.journal_dir, checkpoint.spare_bytes)
+}
+
+/// Writes `writes` (the journal's, through generation `through`) into sled, flushes and
+/// syncs it, then deletes the journal files it now covers. A checkpoint, and the replay at
+/// start (`store::replay_journal`).
+pub fn into_sled(
+    db: &sled::Db,
+    data_file: Option<&std::fs::File>,
+    journal_dir: &Path,
+    writes: Unflushed,
+    through: u64,
+) -> Result<(), Error> {
     let storage = |during: &'static str| move |reason: String| Error::Storage { during, reason };
     // In chunks (see SLED_BATCH). A crash between chunks leaves sled with part of the
     // checkpoint, which is fine: the journal files are still there and replay is
     // idempotent. The generation goes last, in the last chunk: sled recovers a prefix of
     // its batches, so a restart that sees it sees every chunk before it
     // (`store::replay_journal` checks that no journal file after it is missing).
-    let mut writes = checkpoint.batch.into_iter().peekable();
+    let mut writes = writes.into_iter().peekable();
     loop {
         let mut batch = sled::Batch::default();
         for (key, value) in writes.by_ref().take(SLED_BATCH) {
@@ -146,24 +166,19 @@ fn apply(target: &Target, checkpoint: Checkpoint) -> Result<(), Error> {
         }
         let last = writes.peek().is_none();
         if last {
-            batch.insert(CHECKPOINTED_KEY, &checkpoint.through.to_be_bytes());
+            batch.insert(CHECKPOINTED_KEY, &through.to_be_bytes());
         }
-        target
-            .db
-            .apply_batch(batch)
+        db.apply_batch(batch)
             .map_err(|e| storage("checkpoint: writing to sled")(e.to_string()))?;
         if last {
             break;
         }
     }
-    target
-        .db
-        .flush()
+    db.flush()
         .map_err(|e| storage("checkpoint: flushing sled")(e.to_string()))?;
-    if let Some(file) = &target.data_file {
+    if let Some(file) = data_file {
         file.sync_data()
             .map_err(|e| storage("checkpoint: fdatasync of sled's data file")(e.to_string()))?;
     }
-    journal::remove_through(&target.journal_dir, checkpoint.through)?;
-    journal::prepare_spare(&target.journal_dir, checkpoint.spare_bytes)
+    journal::remove_through(journal_dir, through)
 }

@@ -40,7 +40,7 @@ use fenced_types::{FencingToken, LeaseId, LockName};
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::checkpoint::{Checkpoint, Checkpointer, Unflushed};
+use crate::checkpoint::{self, Checkpoint, Checkpointer, Unflushed};
 use crate::error::Error;
 use crate::journal::{self, Journal, JournalBatch, JournalOp};
 use crate::marker::Marker;
@@ -122,8 +122,6 @@ struct Committed {
     journal: Journal,
     /// The current journal file's writes, coalesced by key, for the next checkpoint.
     unflushed: Unflushed,
-    /// Whether `unflushed` holds anything.
-    dirty: bool,
     /// When the current journal file was started.
     since: Instant,
 }
@@ -181,7 +179,6 @@ impl Store {
             committed: Mutex::new(Committed {
                 journal,
                 unflushed: Unflushed::new(),
-                dirty: false,
                 since: Instant::now(),
             }),
             checkpointer,
@@ -277,12 +274,9 @@ impl Store {
             .collect();
         let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
         let batch = JournalBatch { ops };
-        if !batch.ops.is_empty() {
-            committed.journal.append(&batch)?;
-            committed.dirty = true;
-            for op in batch.ops {
-                committed.unflushed.insert(op.key, op.value);
-            }
+        committed.journal.append(&batch)?;
+        for op in batch.ops {
+            committed.unflushed.insert(op.key, op.value);
         }
         drop(committed);
         if let Some(next_token) = next_token {
@@ -301,7 +295,7 @@ impl Store {
         let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
         let due = committed.since.elapsed() >= self.checkpoint_every
             || committed.journal.len() >= CHECKPOINT_BYTES;
-        if committed.dirty && due {
+        if !committed.unflushed.is_empty() && due {
             self.checkpoint(&mut committed)?;
         }
         Ok(())
@@ -312,7 +306,7 @@ impl Store {
     pub fn close(&self) -> Result<(), Error> {
         {
             let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
-            if committed.dirty {
+            if !committed.unflushed.is_empty() {
                 self.checkpoint(&mut committed)?;
             }
         }
@@ -325,7 +319,6 @@ impl Store {
         let spare_bytes = used.clamp(*journal::SPARE_BYTES.start(), *journal::SPARE_BYTES.end());
         let through = committed.journal.rotate()?;
         let batch = std::mem::take(&mut committed.unflushed);
-        committed.dirty = false;
         committed.since = Instant::now();
         self.checkpointer.submit(Checkpoint {
             batch,
@@ -348,7 +341,6 @@ fn replay_journal(
     dir: &Path,
     journal_dir: &Path,
 ) -> Result<u64, Error> {
-    let storage = |during: &'static str| move |reason: String| Error::Storage { during, reason };
     let checkpointed = checkpointed_generation(db, dir)?;
     let replay = Journal::read(journal_dir)?;
     if let Some(&oldest) = replay.generations.first() {
@@ -372,28 +364,17 @@ fn replay_journal(
             "ignored a torn journal record (written when the process stopped, never acknowledged)"
         );
     }
-    let mut batch = sled::Batch::default();
+    let mut writes = Unflushed::new();
     let mut ops = 0usize;
     for op in replay.batches.into_iter().flat_map(|b| b.ops) {
         ops += 1;
-        match op.value {
-            Some(value) => batch.insert(op.key, value),
-            None => batch.remove(op.key),
-        }
+        writes.insert(op.key, op.value);
     }
-    batch.insert(CHECKPOINTED_KEY, &newest.to_be_bytes());
-    db.apply_batch(batch)
-        .map_err(|e| storage("replaying the journal")(e.to_string()))?;
-    db.flush()
-        .map_err(|e| storage("flushing the replayed journal")(e.to_string()))?;
-    if let Some(file) = data_file {
-        file.sync_data()
-            .map_err(|e| storage("fdatasync of the replayed journal")(e.to_string()))?;
-    }
+    // Exactly a checkpoint of everything replayed, so the old files go once sled holds it.
+    checkpoint::into_sled(db, data_file, journal_dir, writes, newest)?;
     if ops > 0 {
         tracing::info!(ops, "replayed the journal into sled");
     }
-    journal::remove_through(journal_dir, newest)?;
     Ok(newest)
 }
 
