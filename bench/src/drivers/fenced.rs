@@ -85,7 +85,8 @@ impl LockSystem for FencedSystem {
     }
 }
 
-/// One fenced client on a connection of its own (clones share the connection).
+/// One fenced client on a connection of its own (clones share the connection and the
+/// session).
 #[derive(Clone)]
 pub struct FencedClient {
     /// The generated client.
@@ -124,8 +125,12 @@ impl Session {
         })
     }
 
-    /// Sends one operation and waits for its answer.
-    async fn call(&mut self, op: SessionOp) -> Result<SessionResult, BenchError> {
+    /// Sends one operation and waits for its answer; a refusal comes back as the status the
+    /// unary call would have returned, so both paths share their handling of it.
+    async fn call(
+        &mut self,
+        op: SessionOp,
+    ) -> Result<Result<SessionResult, tonic::Status>, BenchError> {
         self.next_id += 1;
         let id = self.next_id;
         let closed = || {
@@ -152,13 +157,19 @@ impl Session {
                 tonic::Status::internal(format!("answer {} to request {id}", response.id)),
             ));
         }
-        response.result.ok_or_else(closed)
+        match response.result.ok_or_else(closed)? {
+            SessionResult::Error(error) => Ok(Err(tonic::Status::new(
+                Code::from_i32(error.code),
+                error.message,
+            ))),
+            answer => Ok(Ok(answer)),
+        }
     }
 }
 
-/// A session answer's error as the status the unary call would have returned.
-fn session_status(error: fenced_proto::v1::SessionError) -> tonic::Status {
-    tonic::Status::new(Code::from_i32(error.code), error.message)
+/// A session answer of the wrong kind, as a status.
+fn unexpected(answer: SessionResult) -> tonic::Status {
+    tonic::Status::internal(format!("unexpected answer {answer:?}"))
 }
 
 /// A grant: the lease that holds the lock (released whole).
@@ -174,32 +185,26 @@ impl FencedClient {
         request: AcquireRequest,
     ) -> Result<Option<fenced_proto::v1::AcquireResponse>, BenchError> {
         let after = Duration::from_millis(request.wait_ms) + self.rpc_timeout;
-        if let Some(session) = &self.session {
-            let session = session.clone();
-            let call = async move {
-                match session
+        let call = async {
+            let answer = match &self.session {
+                Some(session) => match session
                     .lock()
                     .await
                     .call(SessionOp::Acquire(request))
                     .await?
                 {
-                    SessionResult::Acquired(granted) => Ok(Some(granted)),
-                    SessionResult::Error(error) if error.code == Code::Aborted as i32 => Ok(None),
-                    SessionResult::Error(error) => {
-                        Err(BenchError::rpc(NAME, "Acquire", session_status(error)))
-                    }
-                    other => Err(BenchError::rpc(
-                        NAME,
-                        "Acquire",
-                        tonic::Status::internal(format!("{other:?}")),
-                    )),
-                }
+                    Ok(SessionResult::Acquired(granted)) => Ok(granted),
+                    Ok(other) => Err(unexpected(other)),
+                    Err(status) => Err(status),
+                },
+                None => self
+                    .client
+                    .acquire(request)
+                    .await
+                    .map(tonic::Response::into_inner),
             };
-            return within(NAME, "Acquire", after, call).await;
-        }
-        let call = async {
-            match self.client.acquire(request).await {
-                Ok(response) => Ok(Some(response.into_inner())),
+            match answer {
+                Ok(granted) => Ok(Some(granted)),
                 Err(status) if status.code() == Code::Aborted => Ok(None),
                 Err(status) => Err(BenchError::rpc(NAME, "Acquire", status)),
             }
@@ -228,33 +233,21 @@ impl LockClient for FencedClient {
             lease_id: held.lease_id,
             lock: String::new(),
         };
-        if let Some(session) = &self.session {
-            let session = session.clone();
-            let call = async move {
-                match session
+        let call = async {
+            let answer = match &self.session {
+                Some(session) => match session
                     .lock()
                     .await
                     .call(SessionOp::Release(request))
                     .await?
                 {
-                    SessionResult::Released(_) => Ok(()),
-                    SessionResult::Error(error) => {
-                        Err(BenchError::rpc(NAME, "Release", session_status(error)))
-                    }
-                    other => Err(BenchError::rpc(
-                        NAME,
-                        "Release",
-                        tonic::Status::internal(format!("{other:?}")),
-                    )),
-                }
+                    Ok(SessionResult::Released(_)) => Ok(()),
+                    Ok(other) => Err(unexpected(other)),
+                    Err(status) => Err(status),
+                },
+                None => self.client.release(request).await.map(|_| ()),
             };
-            return within(NAME, "Release", self.rpc_timeout, call).await;
-        }
-        let call = async {
-            self.client
-                .release(request)
-                .await
-                .map_err(|status| BenchError::rpc(NAME, "Release", status))
+            answer.map_err(|status| BenchError::rpc(NAME, "Release", status))
         };
         within(NAME, "Release", self.rpc_timeout, call).await?;
         Ok(())
