@@ -148,6 +148,11 @@ fn config(args: Args) -> Result<Config, String> {
     })
 }
 
+/// The same allocator as the server's: the benchmark's clients share the machine with the
+/// servers, so the less CPU they spend the more the servers get (every system alike).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = match config(Args::parse()) {
