@@ -303,13 +303,19 @@ impl LeaseSystem for FencedSystem {
     type Conn = FencedLeases;
 
     async fn connect_leases(&self) -> Result<FencedLeases, BenchError> {
+        // Unary calls, never a Session: the clones of this connection create and revoke
+        // leases concurrently, and one Session here carries one request at a time.
+        let unary = FencedSystem {
+            session: false,
+            ..self.clone()
+        };
         Ok(FencedLeases {
-            client: self.connect(Duration::ZERO).await?,
+            client: unary.connect(Duration::ZERO).await?,
         })
     }
 }
 
-/// Lease operations on one fenced connection.
+/// Lease operations on one fenced connection (unary calls, many at once).
 #[derive(Clone)]
 pub struct FencedLeases {
     /// The connection (its `ttl` is unused: every call names its own).
