@@ -2,9 +2,10 @@
 //!
 //! The committer (an OS thread) makes staged batches durable (group commit: one journal
 //! append and sync for everything staged so far), then dispatches what waited on them,
-//! then rewrites the token marker when due, and now and then hands the journal to the checkpoint thread. The reaper sleeps until the
-//! next expiry or lock-delay end, or until told something earlier is due, and ticks the
-//! table. Both stop on the shutdown token; either stops the server on a fatal error.
+//! then rewrites the token marker when due, and now and then hands the journal to the
+//! checkpoint thread. The reaper sleeps until the next expiry or lock-delay end, or until
+//! told something earlier is due, and ticks the table. Both stop on the shutdown token;
+//! either stops the server on a fatal error.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -114,7 +114,8 @@ pub struct Store {
     checkpoint_every: Duration,
     /// The token floor beside sled's files.
     marker: Marker,
-    /// The newest durable next token not yet considered for the marker (0: none yet).
+    /// The newest next token made durable (0: none yet); the marker catches up to it when
+    /// due.
     marker_pending: AtomicU64,
 }
 
