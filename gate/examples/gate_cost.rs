@@ -8,7 +8,8 @@
 //!
 //! Each writer is an OS thread. Gated: writer `n` owns resource `bench-n` and presents
 //! token `i + 1` on its `i`-th write, so every write is accepted and raises the mark (the
-//! full cost: read and check the mark, then data and mark in one sled transaction). Plain:
+//! full cost: read and check the mark, then data and mark in one sled transaction, shared
+//! with the writes queued beside it). Plain:
 //! writer `n` does `Tree::insert` of the same 64-byte value (plus an 8-byte counter, the
 //! size the gate adds) to its own key. Both wait on the same `GroupCommit`. The two run
 //! one after the other for each writer count, on fresh databases in one temporary

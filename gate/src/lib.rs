@@ -45,7 +45,8 @@
 //! - [`token_source`]: [`token_source::reconcile`], body token vs metadata token.
 //! - [`memory`]: [`MemoryBackend`], for tests and simulation.
 //! - [`strict`]: strict mode, [`Strict`] over a [`TokenChecker`] (when to choose it: there).
-//! - `sled_store` (feature `sled`): `SledBackend`, durable, with group commit.
+//! - `sled_store` (feature `sled`): `SledBackend`, durable, with group commit and batched
+//!   transactions.
 //! - `grpc` (feature `tonic`): the `fencing-token` interceptor / tower layer, the
 //!   `From<Error> for tonic::Status`, and `LockServiceChecker` over `CheckToken`.
 //! - `conformance` (feature `conformance`): the suite every backend runs.

@@ -4,9 +4,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use fenced_types::{FencingToken, LockName};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::sync::Arc;
+
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
 use sled::Transactional;
 
+use super::combiner::{Combiner, Outcome, Request};
 use super::encoding::{data_key, decode_mark, decode_value, encode_value};
 use super::group_commit::GroupCommit;
 use crate::backend::{Backend, Verdict};
@@ -15,9 +20,9 @@ use crate::op::{Accepted, Stored, WriteOp};
 use crate::rule::{Admission, Decision};
 
 /// A durable backend on sled 0.34: the mark and the data of a write change in the same
-/// transaction (so a crash can never keep one without the other), and a write is
-/// acknowledged only after a flush + fdatasync shared with concurrent writers
-/// ([`GroupCommit`]).
+/// transaction (so a crash can never keep one without the other; concurrent writes share
+/// one transaction, see `combiner`), and a write is acknowledged only after a flush +
+/// fdatasync shared with concurrent writers ([`GroupCommit`]).
 #[derive(Debug, Clone)]
 pub struct SledBackend {
     /// The database (kept for flushing on shutdown).
@@ -28,6 +33,8 @@ pub struct SledBackend {
     data: sled::Tree,
     /// The shared flush.
     group: GroupCommit,
+    /// Batches concurrent writes into one transaction.
+    combiner: Arc<Combiner>,
     /// Where the database lives.
     dir: PathBuf,
 }
@@ -72,6 +79,7 @@ impl SledBackend {
             marks,
             data,
             group,
+            combiner: Arc::new(Combiner::default()),
             dir,
         })
     }
@@ -88,6 +96,82 @@ impl SledBackend {
     }
 }
 
+impl SledBackend {
+    /// Applies a batch of gated writes in one transaction over both trees, in order: sled
+    /// runs it under its write lock and retries it whole on conflict, so for each write
+    /// read-mark, decide, write-data, write-mark is one atomic step, and each write sees the
+    /// ones before it. A write whose stored mark cannot be read fails alone.
+    fn apply_batch(&self, batch: &[Request]) -> Vec<Outcome> {
+        let applied = (&self.marks, &self.data).transaction(|(marks, data)| {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for request in batch {
+                outcomes.push(apply_one(marks, data, request)?);
+            }
+            Ok::<_, ConflictableTransactionError<StorageError>>(outcomes)
+        });
+        match applied {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                let error = match error {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => StorageError::new("committing a write", e),
+                };
+                batch.iter().map(|_| Err(error.clone())).collect()
+            }
+        }
+    }
+}
+
+/// One gated write inside a batch's transaction: its outcome, or a sled error that fails
+/// (or, on conflict, retries) the whole transaction.
+fn apply_one(
+    marks: &TransactionalTree,
+    data: &TransactionalTree,
+    request: &Request,
+) -> Result<Outcome, UnabortableTransactionError> {
+    let name = request.resource.as_bytes();
+    let mark = match marks
+        .get(name)?
+        .map(|bytes| decode_mark(&bytes))
+        .transpose()
+    {
+        Ok(mark) => mark,
+        Err(error) => return Ok(Err(error)),
+    };
+    let new_mark = match request.admission.decide(mark, request.token) {
+        Decision::Refuse { current } => return Ok(Ok((Verdict::Stale { current }, false))),
+        Decision::Admit { new_mark } => new_mark,
+    };
+    let mut wrote = false;
+    if mark != Some(new_mark) {
+        marks.insert(name, &new_mark.to_be_bytes())?;
+        wrote = true;
+    }
+    let existed = match &request.op {
+        Some(op @ WriteOp::Put { value, .. }) => {
+            wrote = true;
+            data.insert(
+                data_key(&request.resource, op.key()),
+                encode_value(request.token, value),
+            )?
+            .is_some()
+        }
+        Some(op @ WriteOp::Delete { .. }) => {
+            let old = data.remove(data_key(&request.resource, op.key()))?;
+            wrote |= old.is_some();
+            old.is_some()
+        }
+        None => false,
+    };
+    Ok(Ok((
+        Verdict::Accepted(Accepted {
+            mark: new_mark,
+            existed,
+        }),
+        wrote,
+    )))
+}
+
 impl Backend for SledBackend {
     fn commit(
         &self,
@@ -97,51 +181,15 @@ impl Backend for SledBackend {
         admission: Admission,
     ) -> Result<Verdict, StorageError> {
         let in_flight = self.group.begin();
-        let name = resource.as_bytes();
-        let data_key = op.map(|op| data_key(resource, op.key()));
-        // One transaction over both trees: sled runs it under its write lock and retries on
-        // conflict, so read-mark, decide, write-data, write-mark is one atomic step. The
-        // closure returns (verdict, whether anything was written).
-        let outcome = (&self.marks, &self.data).transaction(|(marks, data)| {
-            let mark = marks
-                .get(name)?
-                .map(|bytes| decode_mark(&bytes))
-                .transpose()
-                .map_err(ConflictableTransactionError::Abort)?;
-            let new_mark = match admission.decide(mark, token) {
-                Decision::Refuse { current } => return Ok((Verdict::Stale { current }, false)),
-                Decision::Admit { new_mark } => new_mark,
-            };
-            let mut wrote = false;
-            if mark != Some(new_mark) {
-                marks.insert(name, &new_mark.to_be_bytes())?;
-                wrote = true;
-            }
-            let existed = match (op, &data_key) {
-                (Some(WriteOp::Put { value, .. }), Some(key)) => {
-                    wrote = true;
-                    data.insert(key.as_slice(), encode_value(token, value))?
-                        .is_some()
-                }
-                (Some(WriteOp::Delete { .. }), Some(key)) => {
-                    let old = data.remove(key.as_slice())?;
-                    wrote |= old.is_some();
-                    old.is_some()
-                }
-                _ => false,
-            };
-            Ok((
-                Verdict::Accepted(Accepted {
-                    mark: new_mark,
-                    existed,
-                }),
-                wrote,
-            ))
-        });
-        let (verdict, wrote) = outcome.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StorageError::new("committing a write", e),
-        })?;
+        let request = Request {
+            resource: resource.clone(),
+            token,
+            op: op.cloned(),
+            admission,
+        };
+        let (verdict, wrote) = self
+            .combiner
+            .submit(request, &|batch| self.apply_batch(batch))?;
         if wrote {
             in_flight.wait_durable()?;
         } else {
@@ -178,5 +226,56 @@ impl Backend for SledBackend {
             .flush()
             .map(|_| ())
             .map_err(|e| StorageError::new("flushing sled", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn put(resource: &str, token: u64, value: &str) -> Request {
+        Request {
+            resource: LockName::new(resource).unwrap(),
+            token: FencingToken::new(token).unwrap(),
+            op: Some(WriteOp::Put {
+                key: b"k".to_vec(),
+                value: value.as_bytes().to_vec(),
+            }),
+            admission: Admission::Fenced,
+        }
+    }
+
+    // checks: S5 (within one batched transaction, a write sees the marks the writes before
+    // it raised: the batch means the same as the writes one at a time, in order)
+    #[test]
+    fn writes_in_one_batch_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledBackend::open(dir.path()).unwrap();
+        let outcomes = backend.apply_batch(&[
+            put("r", 5, "five"),
+            put("r", 3, "zombie"),
+            put("other", 1, "one"),
+            put("r", 5, "five again"),
+        ]);
+        let verdicts: Vec<Verdict> = outcomes.into_iter().map(|o| o.unwrap().0).collect();
+        assert!(matches!(verdicts[0], Verdict::Accepted(_)), "{verdicts:?}");
+        assert_eq!(
+            verdicts[1],
+            Verdict::Stale {
+                current: FencingToken::new(5).unwrap()
+            },
+            "the older token is refused by the mark raised earlier in the same batch"
+        );
+        assert!(matches!(verdicts[2], Verdict::Accepted(_)), "{verdicts:?}");
+        assert!(matches!(verdicts[3], Verdict::Accepted(_)), "{verdicts:?}");
+        let name = LockName::new("r").unwrap();
+        let stored = backend.read(&name, b"k").unwrap().unwrap();
+        assert_eq!(stored.value, b"five again".to_vec());
+        assert_eq!(
+            backend.mark(&name).unwrap(),
+            Some(FencingToken::new(5).unwrap())
+        );
     }
 }

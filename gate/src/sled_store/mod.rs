@@ -3,9 +3,11 @@
 //!
 //! - [`backend`]: [`SledBackend`], the store.
 //! - [`group_commit`]: [`GroupCommit`], one flush for many concurrent writers.
+//! - `combiner`: one sled transaction for many concurrent writes.
 //! - `encoding`: how marks, keys and values are laid out in sled's trees.
 
 pub mod backend;
+mod combiner;
 mod encoding;
 pub mod group_commit;
 
