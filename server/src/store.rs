@@ -297,8 +297,9 @@ impl Store {
     /// (the journal already holds the token), and a crash before the rewrite only leaves the
     /// older, lower floor.
     pub fn write_marker_if_due(&self) -> Result<(), Error> {
+        // 0 (nothing committed yet) is never due: `due` wants a token above the floor.
         let next_token = self.marker_pending.load(Ordering::SeqCst);
-        if next_token != 0 && self.marker.due(next_token) {
+        if self.marker.due(next_token) {
             self.marker.advance(next_token)?;
         }
         Ok(())

@@ -1,11 +1,11 @@
 //! [`SledBackend`]: marks and data in one sled database, changed in one transaction.
 
+use std::convert::Infallible;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-
-use fenced_types::{FencingToken, LockName};
 use std::sync::Arc;
 
+use fenced_types::{FencingToken, LockName};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
@@ -94,9 +94,7 @@ impl SledBackend {
     pub fn group_commit(&self) -> &GroupCommit {
         &self.group
     }
-}
 
-impl SledBackend {
     /// Applies a batch of gated writes in one transaction over both trees, in order: sled
     /// runs it under its write lock and retries it whole on conflict, so for each write
     /// read-mark, decide, write-data, write-mark is one atomic step, and each write sees the
@@ -107,15 +105,14 @@ impl SledBackend {
             for request in batch {
                 outcomes.push(apply_one(marks, data, request)?);
             }
-            Ok::<_, ConflictableTransactionError<StorageError>>(outcomes)
+            // Never aborted: a write that cannot be judged fails alone, inside `outcomes`.
+            Ok::<_, ConflictableTransactionError<Infallible>>(outcomes)
         });
         match applied {
             Ok(outcomes) => outcomes,
-            Err(error) => {
-                let error = match error {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => StorageError::new("committing a write", e),
-                };
+            Err(TransactionError::Abort(never)) => match never {},
+            Err(TransactionError::Storage(error)) => {
+                let error = StorageError::new("committing a write", error);
                 batch.iter().map(|_| Err(error.clone())).collect()
             }
         }

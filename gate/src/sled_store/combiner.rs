@@ -19,7 +19,7 @@ use crate::op::WriteOp;
 use crate::rule::Admission;
 
 /// One gated write waiting for its transaction.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Request {
     /// The resource whose mark is checked.
     pub resource: LockName,
