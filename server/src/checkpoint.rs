@@ -8,17 +8,22 @@
 //! keeping sled off the committer's path is what keeps a checkpoint from stalling commits.
 //! A journal file is deleted only after sled's flush and the `fdatasync` of its data file:
 //! until then a restart replays it (replaying what sled already holds changes nothing).
-//! Then it preallocates the next journal file (the `journal` module says why).
+//! Between the two it raises the token [`Marker`] to the next token sled now holds, so the
+//! floor never runs ahead of the disk and no journal file goes before the floor covers its
+//! tokens. Then it prepares the next journal file (the `journal` module says why). Both
+//! used to run on the committer, and every commit waiting behind them paid for their
+//! file creations and directory syncs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::Error;
-use crate::journal;
-use crate::store::CHECKPOINTED_KEY;
+use crate::journal::{self, NextFile};
+use crate::marker::Marker;
+use crate::store::{CHECKPOINTED_KEY, NEXT_TOKEN_KEY};
 
 /// Writes coalesced by key (the last one wins; `None` deletes), in key order.
 pub type Unflushed = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -51,6 +56,10 @@ struct Target {
     db: sled::Db,
     data_file: Option<Arc<std::fs::File>>,
     journal_dir: PathBuf,
+    /// The next journal file, prepared here.
+    next: NextFile,
+    /// The token floor, raised here.
+    marker: Marker,
 }
 
 impl Checkpointer {
@@ -59,6 +68,8 @@ impl Checkpointer {
         db: sled::Db,
         data_file: Option<Arc<std::fs::File>>,
         journal_dir: PathBuf,
+        next: NextFile,
+        marker: Marker,
     ) -> Result<Checkpointer, Error> {
         // One checkpoint queued behind the one being written: if sled falls further behind,
         // the committer waits here rather than letting memory grow.
@@ -67,6 +78,8 @@ impl Checkpointer {
             db,
             data_file,
             journal_dir,
+            next,
+            marker,
         };
         let thread = std::thread::Builder::new()
             .name("fenced-checkpoint".into())
@@ -113,7 +126,9 @@ impl Checkpointer {
 
 /// Applies checkpoints until the sender is gone or one fails.
 fn run(target: Target, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
-    let result = journal::prepare_spare(&target.journal_dir, *journal::SPARE_BYTES.start())
+    let result = target
+        .next
+        .prepare(*journal::SPARE_BYTES.start())
         .and_then(|()| {
             receiver
                 .iter()
@@ -127,25 +142,43 @@ fn run(target: Target, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
     result
 }
 
-/// One checkpoint, then the next spare journal file.
+/// One checkpoint: into sled, the floor raised, the journal files it covers deleted; then
+/// the next journal file.
 fn apply(target: &Target, checkpoint: Checkpoint) -> Result<(), Error> {
+    let next_token = next_token_in(&checkpoint.batch)?;
     into_sled(
         &target.db,
         target.data_file.as_deref(),
-        &target.journal_dir,
         checkpoint.batch,
         checkpoint.through,
     )?;
-    journal::prepare_spare(&target.journal_dir, checkpoint.spare_bytes)
+    if let Some(next_token) = next_token {
+        if target.marker.due(next_token) {
+            target.marker.advance(next_token)?;
+        }
+    }
+    journal::remove_through(&target.journal_dir, checkpoint.through)?;
+    target.next.prepare(checkpoint.spare_bytes)
+}
+
+/// The next token a checkpoint writes, if it writes one.
+fn next_token_in(batch: &Unflushed) -> Result<Option<u64>, Error> {
+    let Some(Some(value)) = batch.get(NEXT_TOKEN_KEY) else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = value.as_slice().try_into().map_err(|_| Error::Storage {
+        during: "checkpoint: reading the next token",
+        reason: format!("{} bytes, expected 8", value.len()),
+    })?;
+    Ok(Some(u64::from_be_bytes(bytes)))
 }
 
 /// Writes `writes` (the journal's, through generation `through`) into sled, flushes and
-/// syncs it, then deletes the journal files it now covers. A checkpoint, and the replay at
-/// start (`store::replay_journal`).
+/// syncs it; the journal files it covers may go after this. A checkpoint, and the replay
+/// at start (`store::replay_journal`).
 pub fn into_sled(
     db: &sled::Db,
     data_file: Option<&std::fs::File>,
-    journal_dir: &Path,
     writes: Unflushed,
     through: u64,
 ) -> Result<(), Error> {
@@ -180,5 +213,5 @@ pub fn into_sled(
         file.sync_data()
             .map_err(|e| storage("checkpoint: fdatasync of sled's data file")(e.to_string()))?;
     }
-    journal::remove_through(journal_dir, through)
+    Ok(())
 }

@@ -2,8 +2,8 @@
 //!
 //! The committer (an OS thread) makes staged batches durable (group commit: one journal
 //! append and sync for everything staged so far), then dispatches what waited on them,
-//! then rewrites the token marker when due, and now and then hands the journal to the
-//! checkpoint thread. The reaper sleeps until the next expiry or lock-delay end, or until
+//! and now and then hands the journal to the checkpoint thread. Nothing else blocks it:
+//! the token marker and the next journal file are the checkpoint thread's work. The reaper sleeps until the next expiry or lock-delay end, or until
 //! told something earlier is due, and ticks the table. Both stop on the shutdown token;
 //! either stops the server on a fatal error.
 
@@ -26,12 +26,10 @@ pub fn run_committer(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> Result<(), E
             engine.store().wait_for_work(&stop);
             let durable = engine.store().commit()?;
             engine.dispatch(durable)?;
-            engine.store().write_marker_if_due()?;
             engine.store().maybe_checkpoint()?;
         }
         let durable = engine.store().commit()?;
         engine.dispatch(durable)?;
-        engine.store().write_marker_if_due()?;
         engine.store().close()
     })();
     if let Err(error) = &result {

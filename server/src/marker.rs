@@ -7,10 +7,10 @@
 //! out, or worse, a store without a gate trusting a reissued token. The marker makes that a
 //! clear error at start instead (CONTRACT S1; issue: "never a silent reset of tokens").
 //!
-//! The floor is written after a flush made it true (so it never runs ahead of the disk),
-//! atomically (temporary file, fsync, rename, fsync of the directory), at most about once a
-//! second, and always on the first grant after start, so a corrupted directory is caught
-//! once anything at all was granted.
+//! The checkpoint thread writes the floor after sled's flush and sync made it true (so it
+//! never runs ahead of the disk) and before the journal files that held those tokens are
+//! deleted (so no token is ever covered by neither), atomically (temporary file, fsync,
+//! rename, fsync of the directory), at most about once a second.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -25,7 +25,8 @@
 //!   (`kill -9`; the page cache outlives the process), not a power cut.
 //! - A [`Marker`] file beside sled's keeps a floor for the token counter, so a database
 //!   that sled recovered as empty or older (and no journal covers) is refused at start
-//!   instead of reissuing tokens.
+//!   instead of reissuing tokens. The checkpoint thread raises it, between sled's sync and
+//!   the deletion of the journal files that held the tokens.
 //!
 //! Records are small protobuf messages (prost derives), so the format can grow fields.
 //! Keys: `t` the next token; `g` the newest journal generation sled holds; `L` + 16-byte
@@ -46,7 +47,8 @@ use crate::journal::{self, Journal, JournalBatch, JournalOp};
 use crate::marker::Marker;
 use crate::table::{RestoredLease, RestoredLock, Write};
 
-const NEXT_TOKEN_KEY: &[u8] = b"t";
+/// The next token to issue (8 bytes, big-endian).
+pub(crate) const NEXT_TOKEN_KEY: &[u8] = b"t";
 /// The newest journal generation whose writes sled holds (written by every checkpoint).
 pub(crate) const CHECKPOINTED_KEY: &[u8] = b"g";
 const LEASE_PREFIX: u8 = b'L';
@@ -112,11 +114,6 @@ pub struct Store {
     checkpointer: Checkpointer,
     /// How often the journal is handed to sled.
     checkpoint_every: Duration,
-    /// The token floor beside sled's files.
-    marker: Marker,
-    /// The newest next token made durable (0: none yet); the marker catches up to it when
-    /// due.
-    marker_pending: AtomicU64,
 }
 
 /// The committer's state: the open journal file and what it holds that sled does not.
@@ -170,7 +167,8 @@ impl Store {
         let journal = Journal::create(&journal_dir, newest, fdatasync)?;
         let recovered = read_back(&db, dir)?;
         let marker = Marker::check(dir, recovered.next_token)?;
-        let checkpointer = Checkpointer::start(db, data_file, journal_dir)?;
+        let checkpointer =
+            Checkpointer::start(db, data_file, journal_dir, journal.next_file(), marker)?;
         let (durable, _) = watch::channel(0);
         let store = Store {
             staged: AtomicU64::new(0),
@@ -186,8 +184,6 @@ impl Store {
             }),
             checkpointer,
             checkpoint_every,
-            marker,
-            marker_pending: AtomicU64::new(0),
         };
         Ok((store, recovered))
     }
@@ -266,16 +262,7 @@ impl Store {
         if target <= *self.durable.borrow() {
             return Ok(target);
         }
-        let mut next_token = None;
-        let ops: Vec<JournalOp> = writes
-            .into_iter()
-            .map(|write| {
-                if let Write::NextToken(token) = &write {
-                    next_token = Some(token.get());
-                }
-                encode(write)
-            })
-            .collect();
+        let ops: Vec<JournalOp> = writes.into_iter().map(encode).collect();
         let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
         let batch = JournalBatch { ops };
         committed.journal.append(&batch)?;
@@ -283,26 +270,8 @@ impl Store {
             committed.unflushed.insert(op.key, op.value);
         }
         drop(committed);
-        if let Some(next_token) = next_token {
-            self.marker_pending.fetch_max(next_token, Ordering::SeqCst);
-        }
         self.durable.send_replace(target);
         Ok(target)
-    }
-
-    /// Rewrites the token marker if a commit advanced the token and the marker is due. The
-    /// committer calls this after dispatching the commit's grants, not inside [`Store::commit`]:
-    /// the rewrite costs a file create, two fsyncs and a rename (1.5 ms and more here), and
-    /// no reply or handoff should wait for it. The floor still never runs ahead of the disk
-    /// (the journal already holds the token), and a crash before the rewrite only leaves the
-    /// older, lower floor.
-    pub fn write_marker_if_due(&self) -> Result<(), Error> {
-        // 0 (nothing committed yet) is never due: `due` wants a token above the floor.
-        let next_token = self.marker_pending.load(Ordering::SeqCst);
-        if self.marker.due(next_token) {
-            self.marker.advance(next_token)?;
-        }
-        Ok(())
     }
 
     /// Hands the journal's writes to the checkpoint thread if the interval has passed (or
@@ -388,7 +357,8 @@ fn replay_journal(
         writes.insert(op.key, op.value);
     }
     // Exactly a checkpoint of everything replayed, so the old files go once sled holds it.
-    checkpoint::into_sled(db, data_file, journal_dir, writes, newest)?;
+    checkpoint::into_sled(db, data_file, writes, newest)?;
+    journal::remove_through(journal_dir, newest)?;
     if ops > 0 {
         tracing::info!(ops, "replayed the journal into sled");
     }
@@ -577,24 +547,36 @@ mod tests {
         Journal::read(&dir.join("journal")).unwrap().batches.len()
     }
 
-    // checks: S1 (the token floor reaches the marker), without holding up the commit
+    // checks: S1 (the token floor reaches the marker at a checkpoint, not on the commit
+    // path, and before the journal file holding the tokens goes)
     #[test]
-    fn the_marker_is_rewritten_after_the_commit_not_inside_it() {
+    fn a_checkpoint_raises_the_marker_before_it_deletes_the_journal() {
         let dir = tempfile::tempdir().unwrap();
+        let marker_path = dir.path().join(crate::marker::MARKER_FILE);
         let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
-        let marker_text =
-            || std::fs::read_to_string(dir.path().join(crate::marker::MARKER_FILE)).ok();
         store.stage(grant(LeaseId::random(), "a", 7)).unwrap();
         assert_eq!(store.commit().unwrap(), 1);
-        assert_eq!(
-            marker_text(),
-            None,
-            "the commit itself does not write the marker"
+        store.maybe_checkpoint().unwrap();
+        assert!(
+            !marker_path.exists(),
+            "the commit path does not write the marker"
         );
-        store.write_marker_if_due().unwrap();
-        let text = marker_text().expect("the first grant after start writes the marker");
-        assert!(text.contains("next_token_at_least 8"), "{text:?}");
         store.close().unwrap();
+        let text = std::fs::read_to_string(&marker_path).unwrap();
+        assert!(text.contains("next_token_at_least 8"), "{text:?}");
+        assert_eq!(journal_records(dir.path()), 0);
+
+        // If the floor cannot be written, the journal that holds the tokens stays.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
+        std::fs::create_dir(dir.path().join(crate::marker::MARKER_FILE)).unwrap();
+        store.stage(grant(LeaseId::random(), "a", 7)).unwrap();
+        store.commit().unwrap();
+        let Err(error) = store.close() else {
+            panic!("closed although the marker cannot be written");
+        };
+        assert!(error.to_string().contains("marker"), "{error}");
+        assert_eq!(journal_records(dir.path()), 1);
     }
 
     // checks: S1, S2 (acknowledged writes that only the journal holds come back)
