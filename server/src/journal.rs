@@ -389,9 +389,18 @@ impl NextFile {
         // the file itself) in between; it waits here at most one directory sync.
         let mut state = self.state.lock().map_err(|_| Error::Poisoned)?;
         let path = file_path(&self.dir, state.current + 1);
-        // A link, not a rename: it refuses to replace an existing file.
-        std::fs::hard_link(&partial, &path).map_err(|e| storage_error(&path, "naming", e))?;
-        std::fs::remove_file(&partial).map_err(|e| storage_error(&partial, "removing", e))?;
+        // Under the lock nothing else makes this name; the check guards against a bug
+        // replacing a journal file rather than against a race.
+        if path
+            .try_exists()
+            .map_err(|e| storage_error(&path, "looking for", e))?
+        {
+            return Err(Error::Storage {
+                during: "preparing the next journal file",
+                reason: format!("{} exists already", path.display()),
+            });
+        }
+        std::fs::rename(&partial, &path).map_err(|e| storage_error(&path, "naming", e))?;
         if self.fdatasync {
             sync_dir(&self.dir)?;
         }
