@@ -23,6 +23,9 @@ pub trait LockSystem: Send + Sync + 'static {
     /// The server's process id, for CPU and memory readings.
     fn pid(&self) -> Option<u32>;
 
+    /// What carries [`LockClient::ping`], for the report ("a unary `Describe` call").
+    fn ping_carrier(&self) -> &'static str;
+
     /// Opens a client on a connection of its own, whose acquires hold leases of `ttl`.
     fn connect(
         &self,

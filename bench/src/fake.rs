@@ -47,6 +47,10 @@ impl LockSystem for FakeSystem {
         None
     }
 
+    fn ping_carrier(&self) -> &'static str {
+        "a call into memory"
+    }
+
     async fn connect(&self, _ttl: Duration) -> Result<FakeClient, BenchError> {
         Ok(FakeClient {
             state: self.state.clone(),

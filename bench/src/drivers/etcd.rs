@@ -73,6 +73,10 @@ impl LockSystem for EtcdSystem {
         self.target.pid
     }
 
+    fn ping_carrier(&self) -> &'static str {
+        "a unary `Maintenance.Status` call"
+    }
+
     async fn connect(&self, ttl: Duration) -> Result<EtcdClient, BenchError> {
         let mut conn = self.connect_leases().await?;
         let (session, granted) = conn.grant(ttl).await?;

@@ -73,6 +73,10 @@ impl LockSystem for RedisSystem {
         self.target.pid
     }
 
+    fn ping_carrier(&self) -> &'static str {
+        "`PING`"
+    }
+
     async fn connect(&self, ttl: Duration) -> Result<RedisClient, BenchError> {
         let connect_error = |e: redis::RedisError| BenchError::Connect {
             system: NAME,

@@ -5,7 +5,9 @@
 //!
 //! The fdatasync probe overwrites 4 KiB blocks of a preallocated 1 MiB file in the
 //! servers' directory (data only, no metadata: what a preallocated log segment costs, the
-//! strictest bound). The round trip is a write-free call to the server itself.
+//! strictest bound). The round trip is a write-free request to the server itself, over
+//! the same transport the workloads use (for fenced in session mode, a renewal on its
+//! `Session` stream: renewals write nothing).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -34,6 +36,8 @@ pub struct SerialLimit {
     pub round_trip: LatencySummary,
     /// The system the round trip went to.
     pub round_trip_to: &'static str,
+    /// What carried it, in the system's words (a call, a message on a stream).
+    pub round_trip_over: &'static str,
 }
 
 impl SerialLimit {
@@ -74,6 +78,7 @@ pub async fn run<S: LockSystem>(system: &S, config: &Config) -> Result<SerialLim
         fdatasync: fdatasync.summary(),
         round_trip: round_trip.summary(),
         round_trip_to: system.name(),
+        round_trip_over: system.ping_carrier(),
     })
 }
 
@@ -142,6 +147,7 @@ mod tests {
             fdatasync: half(3),
             round_trip: half(1),
             round_trip_to: "fenced",
+            round_trip_over: "a test",
         };
         assert!((limit.handoffs_per_second() - 250.0).abs() < 1e-6);
     }
