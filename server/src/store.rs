@@ -131,6 +131,9 @@ struct Committed {
     first_record: Option<Instant>,
 }
 
+/// How long opening waits for sled's file lock to be let go (see [`Store::open`]).
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// A journal file larger than this is checkpointed without waiting for the interval.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -154,10 +157,25 @@ impl Store {
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput);
         // sled 0.34 can panic on some corrupt files (sled #1533, #1387): turn that into an
-        // error that names the directory.
-        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
-            .map_err(|panic| open_error(format!("sled panicked: {}", panic_message(&panic))))?
-            .map_err(|e| open_error(e.to_string()))?;
+        // error that names the directory. And it lets go of its file lock from background
+        // threads after the last handle is dropped (sled #1234, #1289), so a store closed a
+        // moment ago in this process can still look locked: wait that out, within bounds.
+        let deadline = Instant::now() + SLED_LOCK_WAIT;
+        let db = loop {
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+                .map_err(|panic| {
+                open_error(format!("sled panicked: {}", panic_message(&panic)))
+            })?;
+            match opened {
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                opened => break opened.map_err(|e| open_error(e.to_string()))?,
+            }
+        };
         let data_file = if fdatasync {
             let path = dir.join("db");
             let file = std::fs::File::open(&path).map_err(|e| {
@@ -613,6 +631,32 @@ mod tests {
             "no checkpoint an interval after the first record"
         );
         store.close().unwrap();
+    }
+
+    // A store closed a moment ago reopens at once (sled lets go of its lock late), while a
+    // directory another live store holds is still refused, after the wait.
+    #[test]
+    fn reopening_waits_out_a_closed_store_but_not_a_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Store::open(dir.path(), false, CACHE, Duration::from_secs(3600));
+        for _ in 0..5 {
+            let (store, _) = open().unwrap();
+            store.close().unwrap();
+        }
+        let (live, _) = open().unwrap();
+        let started = Instant::now();
+        let Err(error) = open() else {
+            panic!("opened a directory another store holds");
+        };
+        assert!(
+            error.to_string().contains("could not acquire lock"),
+            "{error}"
+        );
+        assert!(
+            started.elapsed() >= SLED_LOCK_WAIT,
+            "gave up before the wait"
+        );
+        live.close().unwrap();
     }
 
     // checks: S1, S2 (acknowledged writes that only the journal holds come back)

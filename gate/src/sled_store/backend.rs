@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use fenced_types::{FencingToken, LockName};
 use sled::transaction::{
@@ -39,6 +40,10 @@ pub struct SledBackend {
     dir: PathBuf,
 }
 
+/// How long [`SledBackend::open`] waits for sled's file lock, and how often it looks.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
 impl SledBackend {
     /// Opens (or creates) the store in `dir`.
     ///
@@ -50,17 +55,35 @@ impl SledBackend {
         std::fs::create_dir_all(&dir)
             .map_err(|e| StorageError::new("creating the data directory", e))?;
         let config = sled::Config::new().path(&dir);
-        let opened = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|panic| {
-            let reason = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".to_string());
-            StorageError::new(
-                "opening sled",
-                format!("sled panicked opening {}: {reason}", dir.display()),
-            )
-        })?;
+        let open_once = || {
+            catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|panic| {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                StorageError::new(
+                    "opening sled",
+                    format!("sled panicked opening {}: {reason}", dir.display()),
+                )
+            })
+        };
+        // sled 0.34 releases its file lock from its background threads, after the last
+        // handle's `Drop` has returned (sled #1234, #1289), so reopening a store this process
+        // has just closed can find the lock still held for a moment. Wait that out; a lock
+        // another live handle or process holds still fails, after the wait.
+        let deadline = Instant::now() + LOCK_WAIT;
+        let opened = loop {
+            match open_once()? {
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                opened => break opened,
+            }
+        };
         let db = opened
             .map_err(|e| StorageError::new("opening sled", format!("{}: {e}", dir.display())))?;
         let marks = db
@@ -231,6 +254,27 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    // A store closed a moment ago reopens at once (sled lets go of its lock late), while a
+    // store another handle holds is still refused, after the wait, with sled's reason.
+    #[test]
+    fn reopening_waits_out_a_closed_handle_but_not_a_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..10 {
+            drop(SledBackend::open(dir.path()).unwrap());
+        }
+        let live = SledBackend::open(dir.path()).unwrap();
+        let started = Instant::now();
+        let Err(error) = SledBackend::open(dir.path()) else {
+            panic!("opened a store another handle holds");
+        };
+        assert!(
+            error.to_string().contains("could not acquire lock"),
+            "{error}"
+        );
+        assert!(started.elapsed() >= LOCK_WAIT, "gave up before the wait");
+        drop(live);
+    }
 
     fn put(resource: &str, token: u64, value: &str) -> Request {
         Request {
