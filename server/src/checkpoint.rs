@@ -152,10 +152,10 @@ fn apply(target: &Target, checkpoint: Checkpoint) -> Result<(), Error> {
         checkpoint.batch,
         checkpoint.through,
     )?;
-    if let Some(next_token) = next_token {
-        if target.marker.due(next_token) {
-            target.marker.advance(next_token)?;
-        }
+    // Every time the token moved, not rate-limited: the journal files about to go are what
+    // covered these tokens until now.
+    if let Some(next_token) = next_token.filter(|token| target.marker.due(*token)) {
+        target.marker.advance(next_token)?;
     }
     journal::remove_through(&target.journal_dir, checkpoint.through)?;
     target.next.prepare(checkpoint.spare_bytes)

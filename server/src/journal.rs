@@ -30,9 +30,11 @@
 //! a prepared file that never got a record (a crash came first) replays as empty.
 //!
 //! Torn writes: a crash can cut the last record short. That record was never acknowledged
-//! (a commit is answered only after its `fdatasync`), so a bad record ends the *last* file's
-//! replay. A bad record in an older file cannot come from a crash (a file is only left
-//! behind after its last record was synced), so it is corruption and stops the start.
+//! (a commit is answered only after its `fdatasync`), so a bad record ends the replay of
+//! the file that was being appended to: the last one holding anything (only the prepared
+//! next file, empty, can follow it). A bad record in a file that later records follow
+//! cannot come from a crash (the committer moves on only after its last record was
+//! synced), so it is corruption and stops the start.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -10,13 +10,12 @@
 //! The checkpoint thread writes the floor after sled's flush and sync made it true (so it
 //! never runs ahead of the disk) and before the journal files that held those tokens are
 //! deleted (so no token is ever covered by neither), atomically (temporary file, fsync,
-//! rename, fsync of the directory), at most about once a second.
+//! rename, fsync of the directory): once per checkpoint that moved the token, so about once
+//! a second at most.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use fenced_types::FencingToken;
 
@@ -25,9 +24,6 @@ use crate::error::Error;
 /// The marker file's name inside the data directory.
 pub const MARKER_FILE: &str = "fenced.marker";
 
-/// How often, at most, the floor is rewritten.
-const REWRITE_EVERY: Duration = Duration::from_secs(1);
-
 /// The token floor file. See the module documentation.
 #[derive(Debug)]
 pub struct Marker {
@@ -35,8 +31,6 @@ pub struct Marker {
     path: PathBuf,
     /// The floor currently on disk.
     floor: AtomicU64,
-    /// When the floor was last written (`None`: not yet since start).
-    last_write: Mutex<Option<Instant>>,
 }
 
 impl Marker {
@@ -76,19 +70,12 @@ impl Marker {
         Ok(Marker {
             path,
             floor: AtomicU64::new(floor),
-            last_write: Mutex::new(None),
         })
     }
 
-    /// Whether a durable next token of `next_token` is worth writing now.
+    /// Whether a durable next token of `next_token` would raise the floor.
     pub fn due(&self, next_token: u64) -> bool {
-        if next_token <= self.floor.load(Ordering::SeqCst) {
-            return false;
-        }
-        match self.last_write.lock() {
-            Ok(last) => last.is_none_or(|at| at.elapsed() >= REWRITE_EVERY),
-            Err(_) => true,
-        }
+        next_token > self.floor.load(Ordering::SeqCst)
     }
 
     /// Writes `next_token` as the new floor (blocking I/O: call from a blocking thread). Only
@@ -110,9 +97,6 @@ impl Marker {
                 .map_err(|e| failed(e.to_string()))?;
         }
         self.floor.fetch_max(next_token, Ordering::SeqCst);
-        if let Ok(mut last) = self.last_write.lock() {
-            *last = Some(Instant::now());
-        }
         Ok(())
     }
 }
@@ -141,7 +125,8 @@ mod tests {
         assert!(marker.due(5));
         marker.advance(5).unwrap();
         assert!(!marker.due(5));
-        assert!(!marker.due(6), "rewritten at most once a second");
+        assert!(!marker.due(4));
+        assert!(marker.due(6));
         // A database that came back with an older counter is refused; an equal or newer one not.
         let older = Marker::check(dir.path(), FencingToken::new(4).unwrap()).unwrap_err();
         assert!(older.to_string().contains("lost data"), "{older}");

@@ -594,6 +594,20 @@ mod tests {
         assert!(text.contains("next_token_at_least 8"), "{text:?}");
         assert_eq!(journal_records(dir.path()), 0);
 
+        // Checkpoints close together each raise it: no journal file goes before the floor
+        // covers its tokens.
+        let dir = tempfile::tempdir().unwrap();
+        let marker_path = dir.path().join(crate::marker::MARKER_FILE);
+        let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_nanos(1)).unwrap();
+        for value in [7, 9] {
+            store.stage(grant(LeaseId::random(), "a", value)).unwrap();
+            store.commit().unwrap();
+            store.maybe_checkpoint().unwrap();
+        }
+        store.close().unwrap();
+        let text = std::fs::read_to_string(&marker_path).unwrap();
+        assert!(text.contains("next_token_at_least 10"), "{text:?}");
+
         // If the floor cannot be written, the journal that holds the tokens stays.
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
