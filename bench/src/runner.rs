@@ -98,13 +98,8 @@ fn phase_count(config: &Config, systems: &Systems) -> u64 {
     let mut phases = 0;
     for workload in &config.workloads {
         phases += match workload {
-            Workload::Serial => {
-                if config.workloads.contains(&Workload::Contended) {
-                    2
-                } else {
-                    1
-                }
-            }
+            // Measured again right after contended, when that runs.
+            Workload::Serial => 1 + usize::from(config.workloads.contains(&Workload::Contended)),
             Workload::Cycle | Workload::Contended => clients * lock_systems,
             Workload::Expiry => clients * lease_systems,
             Workload::Keepalive => {

@@ -3,9 +3,10 @@
 //! The committer (an OS thread) makes staged batches durable (group commit: one journal
 //! append and sync for everything staged so far), then dispatches what waited on them,
 //! and now and then hands the journal to the checkpoint thread. Nothing else blocks it:
-//! the token marker and the next journal file are the checkpoint thread's work. The reaper sleeps until the next expiry or lock-delay end, or until
-//! told something earlier is due, and ticks the table. Both stop on the shutdown token;
-//! either stops the server on a fatal error.
+//! the token marker and the next journal file are the checkpoint thread's work. The
+//! reaper sleeps until the next expiry or lock-delay end, or until told something earlier
+//! is due, and ticks the table. Both stop on the shutdown token; either stops the server
+//! on a fatal error.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
