@@ -10,6 +10,8 @@
 #
 # Environment:
 #   SYSTEMS   which systems to run (default fenced,etcd,redis)
+#   FENCED_SESSION  framed (default: fenced's framed session listener) or grpc (the gRPC
+#             Session call), how the benchmark sends fenced's acquires and releases
 #   OUT       where to write the report (default BENCHMARKS.md at the repository root)
 #   BENCH_TMP parent of the temporary data directories (default $TMPDIR or /tmp); the
 #             fdatasync probe runs there too, so keep it on the disk you mean to measure
@@ -93,15 +95,22 @@ commands=()
 
 if want fenced; then
   mkdir -p "$tmp/fenced"
-  fenced_cmd=(target/release/fenced --listen 127.0.0.1:0 --data-dir "$tmp/fenced/data")
+  fenced_cmd=(target/release/fenced --listen 127.0.0.1:0 --session-listen 127.0.0.1:0 --data-dir "$tmp/fenced/data")
   "${fenced_cmd[@]}" >"$tmp/fenced/stdout" 2>"$tmp/fenced/stderr" &
   fenced_pid=$!; pids+=("$fenced_pid")
   if ! wait_for 60 grep -q '^fenced listening on ' "$tmp/fenced/stdout"; then
     log "fenced did not start; its stderr:"; tail -n 20 "$tmp/fenced/stderr" >&2; exit 1
   fi
   fenced_addr=$(sed -n 's/^fenced listening on //p' "$tmp/fenced/stdout" | head -n1)
-  # fenced's acquires and releases travel on one Session stream per client (its fast path).
-  bench_args+=(--fenced "http://$fenced_addr" --fenced-pid "$fenced_pid" --fenced-session)
+  fenced_sessions=$(sed -n 's/^fenced sessions on //p' "$tmp/fenced/stdout" | head -n1)
+  # fenced's acquires and releases travel on one framed Session connection per client (its
+  # fast path, as Redis is driven over its own protocol). FENCED_SESSION=grpc sends them on
+  # the gRPC Session call instead, for comparison.
+  if [ "${FENCED_SESSION:-framed}" = grpc ]; then
+    bench_args+=(--fenced "http://$fenced_addr" --fenced-pid "$fenced_pid" --fenced-session)
+  else
+    bench_args+=(--fenced "http://$fenced_addr" --fenced-pid "$fenced_pid" --fenced-framed "$fenced_sessions")
+  fi
   commands+=("$(show_cmd "${fenced_cmd[@]}")")
   log "fenced (pid $fenced_pid) on $fenced_addr"
 fi
@@ -176,7 +185,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   echo
   echo "## How each system is driven"
   echo
-  echo "- fenced: its generated gRPC client (no SDK), acquire and release sent as messages on one \`Session\` stream per client (the server's fast path; the unary calls behave the same, slower: \`--fenced-session\` off). cycle: one \`Acquire\` (new lease, TTL 10 s) and one \`Release\` of that lease; contended: \`Acquire\` with \`wait_ms\` (the server's FIFO queue); keepalive: leases and locks created with unary \`Acquire\` calls (64 at a time over 8 connections), one-lease-many-locks via \`Acquire\` with \`lease_id\`, renewed over \`KeepAlive\` streams, each carrying many leases."
+  echo "- fenced: acquire and release sent as \`Session\` messages (protobuf, no SDK) on one connection per client to the server's framed session listener (\`fenced --session-listen\`: the gRPC \`Session\` call's messages in length-prefixed frames, without HTTP/2; the server's fast path, as Redis is driven over its own protocol. \`FENCED_SESSION=grpc\` sends them on the gRPC \`Session\` call instead; the unary calls behave the same, slower). cycle: one \`Acquire\` (new lease, TTL 10 s) and one \`Release\` of that lease; contended: \`Acquire\` with \`wait_ms\` (the server's FIFO queue); keepalive: leases and locks created with unary \`Acquire\` calls (64 at a time over 8 connections), one-lease-many-locks via \`Acquire\` with \`lease_id\`, renewed over \`KeepAlive\` streams, each carrying many leases."
   echo "- etcd: its Lease and Lock gRPC services, as etcd's \`concurrency\` package uses them: each client grants one session lease (TTL 10 s) when it connects and keeps it alive in the background; a grant is one \`Lock\` on that lease, a release one \`Unlock\` (no lease grant or revoke per cycle: etcd's most favourable mode). \`Lock\` always queues (FIFO by revision). The expiry holder grants a fresh lease per round and never renews it."
   echo "- Redis: \`SET lock value NX PX 10000\` + \`INCR\` of a token counter in one Lua script, released by a compare-and-delete script; a waiter retries after a random pause (no queue)."
   echo "- Every benchmark client has its own TCP connection; keepalive streams too."

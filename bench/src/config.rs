@@ -94,6 +94,9 @@ pub struct Config {
     /// Drive fenced's acquire and release over one `Session` stream per client instead of
     /// unary calls.
     pub fenced_session: bool,
+    /// The address of fenced's framed `Session` listener (`fenced --session-listen`): when
+    /// given, sessions go over it instead of the gRPC `Session` call.
+    pub fenced_framed: Option<String>,
     /// The etcd server, if it is part of the run.
     pub etcd: Option<Target>,
     /// The Redis server, if it is part of the run.
@@ -146,6 +149,7 @@ impl Default for Config {
         Config {
             fenced: None,
             fenced_session: false,
+            fenced_framed: None,
             etcd: None,
             redis: None,
             workloads: Workload::ALL.to_vec(),

@@ -22,6 +22,10 @@ struct Args {
     /// Send fenced's acquires and releases over one Session stream per client.
     #[arg(long)]
     fenced_session: bool,
+    /// Send fenced's sessions over its framed Session listener at this address (host:port,
+    /// `fenced --session-listen`) instead of the gRPC Session call; implies --fenced-session.
+    #[arg(long)]
+    fenced_framed: Option<String>,
     /// etcd's gRPC endpoint, e.g. http://127.0.0.1:2379.
     #[arg(long)]
     etcd: Option<String>,
@@ -123,6 +127,7 @@ fn config(args: Args) -> Result<Config, String> {
     Ok(Config {
         fenced: target(args.fenced, args.fenced_pid),
         fenced_session: args.fenced_session,
+        fenced_framed: args.fenced_framed,
         etcd: target(args.etcd, args.etcd_pid),
         redis: target(args.redis, args.redis_pid),
         workloads,

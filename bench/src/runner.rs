@@ -31,10 +31,14 @@ struct Systems {
 pub async fn run(config: &Config) -> Result<Report, BenchError> {
     config.validate()?;
     let systems = Systems {
-        fenced: config
-            .fenced
-            .clone()
-            .map(|t| FencedSystem::new(t, config.rpc_timeout, config.fenced_session)),
+        fenced: config.fenced.clone().map(|t| {
+            FencedSystem::new(
+                t,
+                config.rpc_timeout,
+                config.fenced_session,
+                config.fenced_framed.clone(),
+            )
+        }),
         etcd: config
             .etcd
             .clone()

@@ -145,6 +145,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends the session over the server's framed `Session` listener at `addr`
+    /// (`host:port`, `fenced --session-listen`) instead of an HTTP/2 stream
+    /// ([`Config::framed_session`]). Plaintext only: refused with an `https://` endpoint.
+    pub fn framed_session(mut self, addr: impl Into<String>) -> Self {
+        self.config.framed_session = Some(addr.into());
+        self
+    }
+
     /// Replaces the clock: for tests. Production code keeps [`BootClock`] (CONTRACT S4).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -155,6 +163,15 @@ impl ClientBuilder {
     /// Must be called within a tokio runtime.
     pub async fn connect(self) -> Result<Client, Error> {
         self.config.validate()?;
+        if self.config.framed_session.is_some() && self.endpoint.starts_with("https://") {
+            return Err(Error::Config {
+                field: "framed_session",
+                why: format!(
+                    "the framed session is plaintext and {} is TLS: its messages would bypass TLS",
+                    self.endpoint
+                ),
+            });
+        }
         let endpoint = self.endpoint()?;
         let channel = endpoint.connect().await.map_err(|source| Error::Connect {
             endpoint: self.endpoint.clone(),

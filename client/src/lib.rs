@@ -23,7 +23,8 @@
 //! counts through suspend). The server cannot expire the lease before it, so a token
 //! handed out before it is the live holder's. Renewals go out at a third of the TTL, over
 //! one `KeepAlive` stream per client, retried across reconnects. Try-once acquires and
-//! releases share one `Session` stream per client ([`Config::session`]); waiting acquires
+//! releases share one `Session` stream per client ([`Config::session`]), or one connection
+//! to the server's framed session listener ([`Config::framed_session`]); waiting acquires
 //! are unary calls, so that dropping one leaves the server's queue (CONTRACT L2).
 //!
 //! A lease is [`LeaseState::Held`], [`LeaseState::Suspect`] (a pause was detected, the
@@ -43,9 +44,9 @@
 //! - `book`: the pure per-lease state machine (every rule, unit-tested with a hand-made
 //!   clock); `tracked`: a book shared between tasks and published on a `watch` channel.
 //! - `renewer`: the renewal task and its `KeepAlive` stream.
-//! - `session`: the `Session` stream that carries try-once acquires and releases,
-//!   multiplexed by request id, reopened after a failure, unary calls when the server has
-//!   none.
+//! - `session`: the `Session` stream (gRPC, or framed TCP) that carries try-once acquires
+//!   and releases, multiplexed by request id, reopened after a failure, unary calls when
+//!   the server has none.
 //! - `watchdog`: the pause watchdog's heartbeat and thread.
 //! - `shared`: what the handles and the background work share.
 

@@ -16,23 +16,36 @@
 //!   retried once sent: an acquire may or may not have been applied. A request that never
 //!   reached the stream (it broke first) is sent on a new one.
 //! - A grant that arrives after its caller gave up is released at once over the same
-//!   stream: nobody else knows its lease id, so otherwise it would keep the lock for a TTL.
+//!   stream, or with a unary call when the stream takes no more requests: nobody else
+//!   knows its lease id, so otherwise it would keep the lock for a TTL.
 //! - A server without `Session` answers UNIMPLEMENTED: the client then uses unary calls
 //!   for good.
+//! - With [`Config::framed_session`] the stream is a TCP connection to the server's framed
+//!   `Session` listener instead ([`fenced_proto::framed`]: the same messages without
+//!   HTTP/2, at less CPU per message), with a writer task in place of tonic's. It has no
+//!   HTTP/2 PING to notice a connection that died silently, so a request that gets no
+//!   answer in time also retires the connection: the next request opens a new one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
+use fenced_proto::framed;
 use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::{ReleaseRequest, SessionRequest, SessionResponse};
+use futures::stream::{BoxStream, SplitSink};
+use futures::{SinkExt, StreamExt};
+use prost::Message;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tonic::transport::Channel;
-use tonic::{Code, Status, Streaming};
+use tonic::{Code, Status};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -59,6 +72,9 @@ pub(crate) struct Session {
     timeout: Duration,
     /// Off by configuration ([`Config::session`]).
     enabled: bool,
+    /// The server's framed `Session` listener, when the stream goes there instead
+    /// ([`Config::framed_session`]).
+    framed: Option<String>,
     /// Set for good once the server answered UNIMPLEMENTED.
     unsupported: AtomicBool,
     /// The next request id (shared with the reader tasks, which send orphan releases).
@@ -126,6 +142,7 @@ impl Session {
             clock,
             timeout: config.request_timeout,
             enabled: config.session,
+            framed: config.framed_session.clone(),
             unsupported: AtomicBool::new(false),
             ids: Arc::new(AtomicU64::new(1)),
             current: Mutex::new(None),
@@ -149,10 +166,13 @@ impl Session {
             Ok(exchange) => exchange,
             // The pending slot went with the dropped exchange; a late answer finds none.
             Err(_) => {
+                if self.framed.is_some() {
+                    self.retire_current();
+                }
                 return Routed::Failed(Error::Timeout {
                     what,
                     after: self.timeout,
-                })
+                });
             }
         };
         match exchange {
@@ -260,18 +280,27 @@ impl Session {
     /// Opens a stream and starts its reader.
     async fn open(&self) -> Result<Arc<Conn>, Status> {
         let (requests, receiver) = mpsc::channel(SEND_BUFFER);
-        let mut rpc = self.rpc.clone();
-        let answers = rpc
-            .session(ReceiverStream::new(receiver))
-            .await?
-            .into_inner();
-        tracing::debug!("session stream open");
+        let answers = match &self.framed {
+            Some(addr) => open_framed(addr, receiver).await?,
+            None => {
+                let mut rpc = self.rpc.clone();
+                rpc.session(ReceiverStream::new(receiver))
+                    .await?
+                    .into_inner()
+                    .boxed()
+            }
+        };
+        tracing::debug!(framed = ?self.framed, "session stream open");
         let pending = Arc::new(Mutex::new(Pending::default()));
         tokio::spawn(read(
             answers,
             pending.clone(),
-            requests.downgrade(),
-            self.ids.clone(),
+            Orphans {
+                requests: requests.downgrade(),
+                ids: self.ids.clone(),
+                rpc: self.rpc.clone(),
+                timeout: self.timeout,
+            },
         ));
         Ok(Arc::new(Conn { requests, pending }))
     }
@@ -282,6 +311,16 @@ impl Session {
             tracing::debug!(%status, "the server has no Session rpc: using unary calls");
         }
         *self.current() = None;
+    }
+
+    /// Takes no more requests on the current stream (a framed one whose request timed
+    /// out: its connection may have died silently). Requests already on it still get
+    /// their answers, or fail when it ends.
+    fn retire_current(&self) {
+        if let Some(conn) = self.current().take() {
+            lock(&conn.pending).broken = true;
+            tracing::debug!("a framed session request timed out: retiring its connection");
+        }
     }
 
     /// The current-stream slot, even if a thread panicked while holding it.
@@ -323,22 +362,135 @@ fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The answers of one stream, whichever way it travels.
+type Answers = BoxStream<'static, Result<SessionResponse, Status>>;
+
+/// Connects to the framed `Session` listener at `addr`, says hello, and starts the task
+/// that writes `requests` to it; returns the answers read from it. Failures are
+/// UNAVAILABLE statuses naming the address (retryable, as a broken gRPC stream's are).
+async fn open_framed(
+    addr: &str,
+    requests: mpsc::Receiver<SessionRequest>,
+) -> Result<Answers, Status> {
+    let unavailable = |what: &str, error: &dyn std::fmt::Display| {
+        Status::unavailable(format!("framed session at {addr}: {what}: {error}"))
+    };
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| unavailable("cannot connect", &e))?;
+    // One small message per request, answered at once: Nagle would only add delay.
+    stream
+        .set_nodelay(true)
+        .map_err(|e| unavailable("cannot set TCP_NODELAY", &e))?;
+    let mut frames = Framed::new(stream, framed::codec());
+    frames
+        .send(Bytes::from_static(framed::HELLO))
+        .await
+        .map_err(|e| unavailable("cannot send the hello", &e))?;
+    match frames.next().await {
+        Some(Ok(hello)) if hello.as_ref() == framed::HELLO => {}
+        Some(Ok(other)) => {
+            return Err(unavailable(
+                "the server refused the hello",
+                &String::from_utf8_lossy(&other),
+            ))
+        }
+        Some(Err(e)) => return Err(unavailable("no hello back", &e)),
+        None => return Err(unavailable("no hello back", &"the connection was closed")),
+    }
+    let (sink, frames_in) = frames.split();
+    tokio::spawn(write_framed(requests, sink));
+    let addr = addr.to_string();
+    Ok(frames_in
+        .map(move |frame| match frame {
+            Ok(frame) => SessionResponse::decode(frame).map_err(|e| {
+                Status::internal(format!("framed session at {addr}: undecodable answer: {e}"))
+            }),
+            Err(e) => Err(Status::unavailable(format!(
+                "framed session at {addr}: {e}"
+            ))),
+        })
+        .boxed())
+}
+
+/// The writer task of one framed stream: sends each request as a frame, flushing whenever
+/// no more are queued (so requests queued together go out in one write). Ends when the
+/// last sender is gone, closing the connection's sending half (the server then finishes
+/// the session), or when a write fails (dropping `requests`, so callers see the stream as
+/// broken and open a new one).
+async fn write_framed(
+    requests: mpsc::Receiver<SessionRequest>,
+    sink: SplitSink<Framed<TcpStream, LengthDelimitedCodec>, Bytes>,
+) {
+    let frames =
+        ReceiverStream::new(requests).map(|request| Ok(Bytes::from(request.encode_to_vec())));
+    if let Err(error) = frames.forward(sink).await {
+        tracing::debug!(%error, "framed session: a write failed");
+    }
+}
+
+/// How a stream's reader releases a grant whose caller gave up (an orphan).
+struct Orphans {
+    /// The stream's requests, for the release. Weak, so that the stream's request half
+    /// ends once the client and its callers are gone, and the server then ends the stream.
+    requests: mpsc::WeakSender<SessionRequest>,
+    /// Where request ids come from.
+    ids: Arc<AtomicU64>,
+    /// For a unary release when the stream takes no more requests (its request half has
+    /// ended, or it was retired) but its answers still come in.
+    rpc: LockServiceClient<Channel>,
+    /// How long that unary release may take.
+    timeout: Duration,
+}
+
+impl Orphans {
+    /// Releases `lease_id` over the stream if it still takes requests, else with a unary
+    /// call in the background; says which.
+    fn release(&self, lease_id: String) -> &'static str {
+        let release = ReleaseRequest {
+            lease_id,
+            lock: String::new(),
+        };
+        let Some(sender) = self.requests.upgrade() else {
+            return self.release_unary(release);
+        };
+        let message = SessionRequest {
+            id: self.ids.fetch_add(1, Ordering::Relaxed),
+            op: Some(Op::Release(release)),
+        };
+        match sender.try_send(message) {
+            Ok(()) => "over the session",
+            Err(
+                mpsc::error::TrySendError::Full(message)
+                | mpsc::error::TrySendError::Closed(message),
+            ) => match message.op {
+                Some(Op::Release(release)) => self.release_unary(release),
+                _ => "not at all",
+            },
+        }
+    }
+
+    fn release_unary(&self, release: ReleaseRequest) -> &'static str {
+        let (mut rpc, timeout) = (self.rpc.clone(), self.timeout);
+        tokio::spawn(async move {
+            match tokio::time::timeout(timeout, rpc.release(release)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => tracing::debug!(%status, "releasing an orphan grant failed"),
+                Err(_) => tracing::debug!("releasing an orphan grant timed out"),
+            }
+        });
+        "with a unary call"
+    }
+}
+
 /// The reader task of one stream: hands each answer to the request with its id; when the
 /// stream ends, fails every pending request with the status that ended it.
-///
-/// It holds only a weak sender (for orphan releases), so that the stream's request half
-/// ends once the client and its callers are gone, and the server then ends the stream.
-async fn read(
-    mut answers: Streaming<SessionResponse>,
-    pending: Arc<Mutex<Pending>>,
-    requests: mpsc::WeakSender<SessionRequest>,
-    ids: Arc<AtomicU64>,
-) {
+async fn read(mut answers: Answers, pending: Arc<Mutex<Pending>>, orphans: Orphans) {
     let status = loop {
-        match answers.message().await {
-            Ok(Some(answer)) => deliver(&pending, answer, &requests, &ids),
-            Ok(None) => break Status::unavailable("the server closed the session stream"),
-            Err(status) => break status,
+        match answers.next().await {
+            Some(Ok(answer)) => deliver(&pending, answer, &orphans),
+            None => break Status::unavailable("the server closed the session stream"),
+            Some(Err(status)) => break status,
         }
     };
     let slots = {
@@ -357,12 +509,7 @@ async fn read(
 }
 
 /// Hands one answer to its request, or deals with an orphan (its caller gave up).
-fn deliver(
-    pending: &Mutex<Pending>,
-    answer: SessionResponse,
-    requests: &mpsc::WeakSender<SessionRequest>,
-    ids: &AtomicU64,
-) {
+fn deliver(pending: &Mutex<Pending>, answer: SessionResponse, orphans: &Orphans) {
     let slot = lock(pending).slots.remove(&answer.id);
     let orphan = match slot {
         Some(slot) => match slot.send(Ok(answer.result)) {
@@ -375,19 +522,10 @@ fn deliver(
     };
     match orphan {
         Some(Reply::Acquired(grant)) => {
-            let release = SessionRequest {
-                id: ids.fetch_add(1, Ordering::Relaxed),
-                op: Some(Op::Release(ReleaseRequest {
-                    lease_id: grant.lease_id,
-                    lock: String::new(),
-                })),
-            };
-            let sent = requests
-                .upgrade()
-                .is_some_and(|sender| sender.try_send(release).is_ok());
+            let how = orphans.release(grant.lease_id);
             tracing::debug!(
                 token = grant.token,
-                released = sent,
+                how,
                 "a grant came after its caller gave up: releasing it"
             );
         }

@@ -61,6 +61,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, listen: SocketAddr) -> Result<(), String> {
+    let shutdown = shutdown_signal()?;
     let kv = tokio::task::spawn_blocking(move || Kv::open(config))
         .await
         .map_err(|e| format!("opening the store failed: {e}"))?
@@ -74,25 +75,26 @@ async fn serve(config: Config, listen: SocketAddr) -> Result<(), String> {
     // The one stdout line tests and the demo wait for.
     println!("fenced-kv listening on {addr}");
     tracing::info!(%addr, "serving");
-    kv.serve(listener, shutdown_signal())
+    kv.serve(listener, shutdown)
         .await
         .map_err(|e| e.to_string())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now (before the "listening" line, so a
+/// SIGTERM sent right after it shuts down in order instead of killing the process by the
+/// default action), and returns what completes on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
+    let install = |kind: SignalKind| {
+        signal(kind).map_err(|e| format!("cannot install the handler of signal {kind:?}: {e}"))
+    };
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }

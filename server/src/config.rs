@@ -111,6 +111,9 @@ pub enum ConfigError {
     /// The checkpoint interval is zero.
     #[error("the checkpoint interval must be above zero")]
     ZeroCheckpointInterval,
+    /// The framed `Session` port was asked for on a TLS server; it serves plaintext only.
+    #[error("the framed session listener serves plaintext only and cannot be combined with TLS; use the gRPC Session call over TLS instead")]
+    PlaintextSessionsWithTls,
     /// A capacity limit is zero.
     #[error("{what} must be at least 1")]
     ZeroLimit {

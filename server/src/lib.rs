@@ -11,8 +11,8 @@
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
 //!   durable.
 //! - [`committer`]: the background tasks: group committer and lease reaper.
-//! - [`service`]: the gRPC `LockService` edge; [`session`]: its `Session` stream;
-//!   [`convert`]: protobuf to domain and back.
+//! - [`service`]: the gRPC `LockService` edge; [`session`]: its `Session` stream, also
+//!   served over plain framed TCP by [`framed`]; [`convert`]: protobuf to domain and back.
 //! - [`server`]: open, recover, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
 #![deny(missing_docs)]
@@ -24,6 +24,7 @@ pub mod config;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod framed;
 pub mod journal;
 pub mod marker;
 pub mod server;

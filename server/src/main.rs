@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use fenced::config::ConfigError;
 use fenced::{Config, OpenServer};
 
 /// fenced: a lock service with fencing tokens.
@@ -15,6 +16,11 @@ struct Args {
     /// Address to serve gRPC on (port 0 picks a free port).
     #[arg(long, env = "FENCED_LISTEN", default_value = "127.0.0.1:7500")]
     listen: SocketAddr,
+    /// Also serve the `Session` protocol over plain framed TCP on this address (port 0
+    /// picks a free port): the same requests as the gRPC `Session` call, at less cost per
+    /// message. Plaintext only, so not with TLS. Off by default.
+    #[arg(long, env = "FENCED_SESSION_LISTEN")]
+    session_listen: Option<SocketAddr>,
     /// Directory for sled's data (leases and the token counter).
     #[arg(long, env = "FENCED_DATA_DIR", default_value = "./fenced-data")]
     data_dir: PathBuf,
@@ -87,8 +93,8 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let listen = args.listen;
-    match serve(args.config(), listen).await {
+    let (listen, session_listen) = (args.listen, args.session_listen);
+    match serve(args.config(), listen, session_listen).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
@@ -98,39 +104,62 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config, listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    config: Config,
+    listen: SocketAddr,
+    session_listen: Option<SocketAddr>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Refused before anything is bound or announced, so no script sees a "listening" line
+    // from a server that is about to exit.
+    if session_listen.is_some() && config.tls.is_some() {
+        return Err(ConfigError::PlaintextSessionsWithTls.into());
+    }
+    // The signal handlers go in before the server says it is ready: a SIGTERM sent right
+    // after that line must shut it down in order, not kill it by the default action.
+    let shutdown = shutdown_signal()?;
     let server = OpenServer::open(config)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let listener = bind(listen).await?;
+    let sessions = match session_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, restored_leases = server.restored_leases(), "serving");
-    // The one line on stdout: tests and scripts wait for it to know the server is ready.
+    // Stdout says where the server listens, the gRPC line last: tests and scripts wait for
+    // it to know the server is ready.
+    if let Some(sessions) = &sessions {
+        println!("fenced sessions on {}", sessions.local_addr()?);
+    }
     println!("fenced listening on {addr}");
-    server.serve(listener, shutdown_signal()).await?;
+    server
+        .serve_with_sessions(listener, sessions, shutdown)
+        .await?;
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = interrupt.await;
-            }
+/// Installs the SIGINT and SIGTERM handlers now, and returns what completes on either.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -1,7 +1,8 @@
 //! Running the server: [`OpenServer::open`] recovers the store, then
-//! [`OpenServer::serve`] serves gRPC until the shutdown future completes.
+//! [`OpenServer::serve`] serves gRPC (and, with [`OpenServer::serve_with_sessions`], the
+//! framed `Session` protocol too) until the shutdown future completes.
 //!
-//! Shutdown order (STYLE point 5): health says NOT_SERVING, the listener stops accepting
+//! Shutdown order (STYLE point 5): health says NOT_SERVING, the listeners stop accepting
 //! and in-flight requests drain, the reaper stops, the committer flushes one last time.
 
 use std::future::Future;
@@ -15,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::committer::{run_committer, run_reaper};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::framed;
 use crate::service::LockServer;
 use crate::store::{Recovered, Store};
 use crate::table::{Limits, LockTable};
@@ -66,13 +68,28 @@ impl OpenServer {
         self.recovered.leases.len()
     }
 
-    /// Serves on `listener` until `shutdown` completes or a fatal error occurs. Restored
-    /// leases get their full TTL counted from now, the moment serving starts (S2).
+    /// Serves gRPC on `listener` until `shutdown` completes or a fatal error occurs.
+    /// Restored leases get their full TTL counted from now, the moment serving starts (S2).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        self.serve_with_sessions(listener, None, shutdown).await
+    }
+
+    /// As [`OpenServer::serve`], and also the framed `Session` protocol ([`crate::framed`])
+    /// on `sessions` when given. That protocol is plaintext only, so it is refused on a
+    /// server configured for TLS.
+    pub async fn serve_with_sessions(
+        self,
+        listener: TcpListener,
+        sessions: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        if sessions.is_some() && self.tls.is_some() {
+            return Err(Error::Config(ConfigError::PlaintextSessionsWithTls));
+        }
         let OpenServer {
             config,
             store,
@@ -121,9 +138,17 @@ impl OpenServer {
             })?;
 
         let service = LockServer::new(engine.clone(), config.clone());
+        let stop_sessions = CancellationToken::new();
+        let mut framed_sessions = sessions.map(|listener| {
+            tokio::spawn(framed::serve(
+                listener,
+                service.clone(),
+                stop_sessions.clone(),
+            ))
+        });
         let (drain, draining) = tokio::sync::oneshot::channel::<()>();
         let stopping = {
-            let fatal = fatal.clone();
+            let (fatal, stop_sessions) = (fatal.clone(), stop_sessions.clone());
             async move {
                 tokio::select! {
                     _ = shutdown => tracing::info!("shutting down"),
@@ -132,6 +157,7 @@ impl OpenServer {
                 health_reporter
                     .set_not_serving::<LockServiceServer<LockServer>>()
                     .await;
+                stop_sessions.cancel();
                 let _ = drain.send(());
             }
         };
@@ -148,9 +174,11 @@ impl OpenServer {
                 let _ = draining.await;
             });
         tokio::pin!(serving);
+        let mut drain_began = None;
         let served = tokio::select! {
             served = &mut serving => served,
             _ = stopping => {
+                drain_began = Some(tokio::time::Instant::now());
                 // Drain in-flight requests, but not forever: an HTTP/2 graceful close waits
                 // for every client to acknowledge it, and a stuck client must not keep the
                 // server (and its final flush) from stopping.
@@ -163,6 +191,21 @@ impl OpenServer {
                 }
             }
         };
+        // The framed sessions have been draining alongside gRPC; they get what is left of
+        // the same drain timeout, then are cut (which drops, and so undoes, what they had
+        // in flight).
+        stop_sessions.cancel();
+        if let Some(framed_sessions) = framed_sessions.as_mut() {
+            let deadline =
+                drain_began.unwrap_or_else(tokio::time::Instant::now) + config.drain_timeout;
+            if tokio::time::timeout_at(deadline, &mut *framed_sessions)
+                .await
+                .is_err()
+            {
+                tracing::warn!(timeout = ?config.drain_timeout, "framed sessions did not drain in time; closing them");
+                framed_sessions.abort();
+            }
+        }
 
         stop_reaper.cancel();
         let reaper_result = reaper.await;

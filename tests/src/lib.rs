@@ -11,10 +11,12 @@
 //!   `restart` on the same data directory and `stop` (SIGTERM).
 //! - [`proxy`]: [`proxy::Proxy`], a TCP proxy that passes, delays, resets or black-holes
 //!   connections on the test's command.
+//! - [`pki`]: [`pki::TestPki`], a throwaway CA and `localhost` certificate for TLS tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binaries;
 pub mod kv_server;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod server;

@@ -1,8 +1,9 @@
 //! Spawning a workspace binary that announces its address on stdout, shared by the
 //! harnesses ([`crate::server::TestServer`], [`crate::kv_server::TestKv`]).
 //!
-//! Each binary prints exactly one line `<banner><addr>` once it serves; the harness waits
-//! for that line, so tests synchronise on readiness instead of sleeping.
+//! Each binary prints a line `<banner><addr>` once it serves (any lines before it are kept:
+//! other addresses it listens on); the harness waits for that line, so tests synchronise
+//! on readiness instead of sleeping.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -13,10 +14,20 @@ use std::time::{Duration, Instant};
 
 use crate::binaries::binary;
 
+/// What a started binary said on stdout up to its "listening" line.
+pub struct Started {
+    /// The process.
+    pub child: Child,
+    /// The address of its "listening" line.
+    pub addr: SocketAddr,
+    /// The lines it printed before that one (e.g. `fenced sessions on <addr>`).
+    pub earlier_lines: Vec<String>,
+}
+
 /// Spawns workspace binary `name` with `args` and waits (up to a generous minute) for its
-/// stdout line `<banner><addr>`; returns the child and the address. Keeps draining stdout
-/// afterwards so the child never blocks on a full pipe. Panics if the line never comes.
-pub fn spawn_listening(name: &str, banner: &str, args: &[OsString]) -> (Child, SocketAddr) {
+/// stdout line `<banner><addr>`. Keeps draining stdout afterwards so the child never
+/// blocks on a full pipe. Panics if the line never comes.
+pub fn spawn_listening(name: &str, banner: &str, args: &[OsString]) -> Started {
     let mut child = Command::new(binary(name))
         .args(args)
         .env(
@@ -32,24 +43,30 @@ pub fn spawn_listening(name: &str, banner: &str, args: &[OsString]) -> (Child, S
     let banner = banner.to_string();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
+        let mut earlier_lines = Vec::new();
         for line in lines.by_ref() {
             let Ok(line) = line else { break };
             if let Some(addr) = line.strip_prefix(&banner) {
-                let _ = sender.send(addr.trim().to_string());
+                let _ = sender.send((addr.trim().to_string(), earlier_lines));
                 break;
             }
+            earlier_lines.push(line);
         }
         for _ in lines {}
     });
-    let addr = match receiver.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => addr,
+    let (addr, earlier_lines) = match receiver.recv_timeout(Duration::from_secs(60)) {
+        Ok(announced) => announced,
         Err(_) => {
             let _ = child.kill();
             let status = child.wait().ok();
             panic!("{name} did not report listening within 60 s (exit: {status:?})");
         }
     };
-    (child, addr.parse().expect("a socket address"))
+    Started {
+        child,
+        addr: addr.parse().expect("a socket address"),
+        earlier_lines,
+    }
 }
 
 /// Sends a signal with the `kill` command, so the harness needs no unsafe code.
@@ -74,6 +91,8 @@ pub struct ServerProcess {
     child: Option<Child>,
     /// Where it listens.
     addr: SocketAddr,
+    /// What it printed on stdout before its "listening" line, at its latest start.
+    earlier_lines: Vec<String>,
     /// The data directory, kept across restarts, removed when this is dropped.
     data_dir: PathBuf,
     /// Owns the temporary directory behind `data_dir`.
@@ -88,12 +107,13 @@ impl ServerProcess {
         let temp = tempfile::tempdir().expect("a temporary directory");
         let data_dir = temp.path().join("data");
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn_server(binary, banner, &data_dir, "127.0.0.1:0", &extra_args);
+        let started = spawn_server(binary, banner, &data_dir, "127.0.0.1:0", &extra_args);
         ServerProcess {
             binary,
             banner,
-            child: Some(child),
-            addr,
+            child: Some(started.child),
+            addr: started.addr,
+            earlier_lines: started.earlier_lines,
             data_dir,
             _temp: temp,
             extra_args,
@@ -108,6 +128,15 @@ impl ServerProcess {
     /// The socket address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address on the stdout line starting with `prefix` that it printed before its
+    /// "listening" line, at its latest start (e.g. `fenced sessions on `).
+    pub fn announced(&self, prefix: &str) -> Option<SocketAddr> {
+        self.earlier_lines
+            .iter()
+            .find_map(|line| line.strip_prefix(prefix))
+            .and_then(|addr| addr.trim().parse().ok())
     }
 
     /// Its data directory.
@@ -151,15 +180,16 @@ impl ServerProcess {
     pub fn restart(&mut self) {
         self.kill();
         let listen = self.addr.to_string();
-        let (child, addr) = spawn_server(
+        let started = spawn_server(
             self.binary,
             self.banner,
             &self.data_dir,
             &listen,
             &self.extra_args,
         );
-        self.child = Some(child);
-        self.addr = addr;
+        self.child = Some(started.child);
+        self.addr = started.addr;
+        self.earlier_lines = started.earlier_lines;
     }
 
     /// Stops the process with SIGSTOP: it keeps its sockets but runs no code.
@@ -191,7 +221,7 @@ fn spawn_server(
     data_dir: &Path,
     listen: &str,
     extra_args: &[String],
-) -> (Child, SocketAddr) {
+) -> Started {
     let mut args: Vec<OsString> = vec![
         "--listen".into(),
         listen.into(),

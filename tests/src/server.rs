@@ -1,7 +1,7 @@
 //! [`TestServer`]: a real `fenced` process on a free loopback port.
 //!
-//! The server prints exactly one line `fenced listening on <addr>` on stdout once recovery
-//! is done and it serves; the harness waits for that line, so tests synchronise on the
+//! The server prints the line `fenced listening on <addr>` on stdout once recovery is done
+//! and it serves (after `fenced sessions on <addr>` when it has a framed session listener); the harness waits for that line, so tests synchronise on the
 //! server being ready instead of sleeping. The lifecycle (`kill` with SIGKILL, `restart` on
 //! the same data directory, `stop` with SIGTERM, `pause`/`resume`) is
 //! [`ServerProcess`]'s, reached through `Deref`.
@@ -29,6 +29,20 @@ impl TestServer {
             "fenced listening on ",
             extra_args,
         ))
+    }
+
+    /// Starts `fenced` with its framed `Session` listener on a free port too
+    /// (`--session-listen 127.0.0.1:0`), plus extra flags; see [`TestServer::session_addr`].
+    pub fn start_with_sessions(extra_args: &[&str]) -> TestServer {
+        let mut args = vec!["--session-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        Self::start_with(&args)
+    }
+
+    /// The framed `Session` listener's address (the `fenced sessions on <addr>` line), if
+    /// the server was started with one. After a restart it may be another port.
+    pub fn session_addr(&self) -> Option<std::net::SocketAddr> {
+        self.announced("fenced sessions on ")
     }
 
     /// A raw gRPC client of the lock service, connected to this server.

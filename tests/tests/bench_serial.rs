@@ -11,19 +11,22 @@ use fenced_tests::server::TestServer;
 
 #[tokio::test]
 async fn the_serial_probe_round_trips_over_a_session_or_unary_calls() {
-    let server = TestServer::start();
+    let server = TestServer::start_with_sessions(&[]);
+    let framed = server.session_addr().unwrap().to_string();
     let sync_dir = tempfile::tempdir().unwrap();
     let config = Config {
         sync_dir: sync_dir.path().to_path_buf(),
         serial_probe: Duration::from_millis(200),
         ..Config::default()
     };
-    for session in [true, false] {
+    // (gRPC Session, framed Session, unary calls)
+    for (session, framed) in [(true, None), (true, Some(framed)), (false, None)] {
         let target = Target {
             endpoint: server.endpoint(),
             pid: None,
         };
-        let system = FencedSystem::new(target, Duration::from_secs(10), session);
+        let over_framed = framed.is_some();
+        let system = FencedSystem::new(target, Duration::from_secs(10), session, framed);
         // On a session each round trip is a renewal, which must come back RENEWED for the
         // probe to succeed at all.
         let limit = serial::run(&system, &config).await.unwrap();
@@ -35,8 +38,14 @@ async fn the_serial_probe_round_trips_over_a_session_or_unary_calls() {
             "{}",
             limit.round_trip_over
         );
+        assert_eq!(
+            limit.round_trip_over.contains("framed"),
+            over_framed,
+            "{}",
+            limit.round_trip_over
+        );
     }
-    // The session probe took a lock of its own to renew; closing its client released it
+    // Each session probe took a lock of its own to renew; closing its client released it
     // (held, it would stay listed for its 10 s TTL).
     let mut client = server.client().await;
     let listed = client

@@ -1,6 +1,7 @@
 //! The SDK's `Session` stream against a real `fenced` server: many try-once acquires and
 //! releases multiplexed on one client's stream, busy refusals as the unary call gives them,
-//! and a new stream after the server is killed with `kill -9` and restarted.
+//! and a new stream after the server is killed with `kill -9` and restarted. Each test runs
+//! twice: over the gRPC `Session` call and over the framed `Session` listener.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -11,13 +12,33 @@ use std::time::Duration;
 use fenced_client::{AcquireOptions, Client, Error};
 use fenced_tests::server::TestServer;
 
-/// A server that accepts short TTLs.
-fn server() -> TestServer {
-    TestServer::start_with(&["--min-ttl-ms", "50"])
+/// How a session client reaches the server.
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    /// The gRPC `Session` call.
+    Grpc,
+    /// The framed `Session` listener (`--session-listen`).
+    Framed,
 }
 
-async fn client(server: &TestServer, holder: &str, session: bool) -> Client {
-    Client::builder(server.endpoint())
+/// A server that accepts short TTLs, with a framed session listener on a fixed free port
+/// (so that a restart keeps it, as it keeps the gRPC port).
+fn server() -> TestServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    TestServer::start_with(&["--min-ttl-ms", "50", "--session-listen", &port])
+}
+
+/// A client; `transport` matters only when `session` is on.
+async fn client(server: &TestServer, holder: &str, session: bool, transport: Transport) -> Client {
+    let mut builder = Client::builder(server.endpoint());
+    if let (true, Transport::Framed) = (session, transport) {
+        builder = builder.framed_session(server.session_addr().unwrap().to_string());
+    }
+    builder
         .holder(holder)
         .session(session)
         // A scheduling hiccup on a loaded machine must not count as a process pause here
@@ -34,9 +55,18 @@ type Grants = Arc<Mutex<Vec<(u64, String, u64)>>>;
 
 // checks: S1, S3
 #[tokio::test]
-async fn many_leases_through_one_session_with_tokens_going_up_per_lock() {
+async fn many_leases_through_one_session_with_tokens_going_up_per_lock_grpc() {
+    many_leases_through_one_session_with_tokens_going_up_per_lock(Transport::Grpc).await;
+}
+
+#[tokio::test]
+async fn many_leases_through_one_session_with_tokens_going_up_per_lock_framed() {
+    many_leases_through_one_session_with_tokens_going_up_per_lock(Transport::Framed).await;
+}
+
+async fn many_leases_through_one_session_with_tokens_going_up_per_lock(transport: Transport) {
     let server = server();
-    let client = client(&server, "worker", true).await;
+    let client = client(&server, "worker", true, transport).await;
     assert!(client.uses_session());
     const LOCKS: usize = 6;
     const WORKERS: usize = 24;
@@ -142,11 +172,20 @@ async fn many_leases_through_one_session_with_tokens_going_up_per_lock() {
 
 // checks: S1 (the busy refusal names the live holder's token)
 #[tokio::test]
-async fn busy_over_the_session_names_holder_and_token_as_unary_does() {
+async fn busy_over_the_session_names_holder_and_token_as_unary_does_grpc() {
+    busy_over_the_session_names_holder_and_token_as_unary_does(Transport::Grpc).await;
+}
+
+#[tokio::test]
+async fn busy_over_the_session_names_holder_and_token_as_unary_does_framed() {
+    busy_over_the_session_names_holder_and_token_as_unary_does(Transport::Framed).await;
+}
+
+async fn busy_over_the_session_names_holder_and_token_as_unary_does(transport: Transport) {
     let server = server();
-    let alpha = client(&server, "alpha", true).await;
-    let beta = client(&server, "beta", true).await;
-    let gamma = client(&server, "gamma", false).await;
+    let alpha = client(&server, "alpha", true, transport).await;
+    let beta = client(&server, "beta", true, transport).await;
+    let gamma = client(&server, "gamma", false, transport).await;
 
     let lease = alpha.try_acquire("jobs").await.unwrap();
     let over_session = beta.try_acquire("jobs").await;
@@ -175,9 +214,18 @@ async fn busy_over_the_session_names_holder_and_token_as_unary_does() {
 
 // checks: S1, S2
 #[tokio::test]
-async fn the_session_is_reopened_after_kill_9_and_restart() {
+async fn the_session_is_reopened_after_kill_9_and_restart_grpc() {
+    the_session_is_reopened_after_kill_9_and_restart(Transport::Grpc).await;
+}
+
+#[tokio::test]
+async fn the_session_is_reopened_after_kill_9_and_restart_framed() {
+    the_session_is_reopened_after_kill_9_and_restart(Transport::Framed).await;
+}
+
+async fn the_session_is_reopened_after_kill_9_and_restart(transport: Transport) {
     let mut server = server();
-    let client = client(&server, "survivor", true).await;
+    let client = client(&server, "survivor", true, transport).await;
     let ttl = Duration::from_secs(5);
 
     // Phase 1: a lease taken over the session.
@@ -185,11 +233,16 @@ async fn the_session_is_reopened_after_kill_9_and_restart() {
         .acquire("kept", AcquireOptions::try_once().ttl(ttl))
         .await
         .unwrap();
-    let port = server.addr();
+    let (port, session_port) = (server.addr(), server.session_addr());
 
-    // Phase 2: kill -9 and restart on the same data directory and port.
+    // Phase 2: kill -9 and restart on the same data directory and ports.
     server.restart();
     assert_eq!(server.addr(), port, "the port was taken meanwhile");
+    assert_eq!(
+        server.session_addr(),
+        session_port,
+        "the session port was taken"
+    );
 
     // Phase 3: the next acquires work on a new stream. The first may still have gone out on
     // the dead one before its reader saw the break: that fails with a transient error,

@@ -5,41 +5,14 @@
 use std::time::Duration;
 
 use fenced_client::{AcquireOptions, Client};
+use fenced_tests::pki::TestPki;
 use fenced_tests::server::TestServer;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tonic::transport::{Certificate, ClientTlsConfig};
-
-/// A CA and a server certificate for `localhost` signed by it, as PEM.
-struct TestPki {
-    ca: String,
-    server_cert: String,
-    server_key: String,
-}
-
-fn test_pki() -> TestPki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let server_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
-    TestPki {
-        ca: ca_cert.pem(),
-        server_cert: server_cert.pem(),
-        server_key: server_key.serialize_pem(),
-    }
-}
 
 // checks: S4 (the SDK's deadline and fence work the same over TLS)
 #[tokio::test]
 async fn the_sdk_takes_a_lock_over_tls_and_refuses_an_unknown_ca() {
-    let pki = test_pki();
+    let pki = TestPki::new();
     let files = tempfile::tempdir().unwrap();
     let cert = files.path().join("server.pem");
     let key = files.path().join("server.key");
@@ -73,7 +46,7 @@ async fn the_sdk_takes_a_lock_over_tls_and_refuses_an_unknown_ca() {
     lease.release().await.unwrap();
 
     // Phase 2: a client that trusts another CA is refused: no lock is taken.
-    let stranger = test_pki();
+    let stranger = TestPki::new();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&stranger.ca))
         .domain_name("localhost");

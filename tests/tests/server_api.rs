@@ -690,3 +690,19 @@ async fn next(responses: &mut tonic::Streaming<pb::SessionResponse>) -> pb::Sess
         .unwrap()
         .unwrap()
 }
+
+/// A SIGTERM sent the moment the server says it is ready shuts it down in order (exit 0),
+/// for the server and for the gated store: the handlers are installed before the
+/// "listening" line, not when the shutdown future is first polled (until then the default
+/// action would kill the process).
+#[test]
+fn a_sigterm_right_after_the_ready_line_shuts_down_in_order() {
+    for round in 0..3 {
+        let mut server = TestServer::start_with_sessions(&[]);
+        let status = server.stop().expect("it was running");
+        assert!(status.success(), "fenced, round {round}: {status:?}");
+        let mut kv = fenced_tests::kv_server::TestKv::start();
+        let status = kv.stop().expect("it was running");
+        assert!(status.success(), "fenced-kv, round {round}: {status:?}");
+    }
+}

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_proto::v1::renew_response::Outcome;
 use fenced_proto::v1::session_request::Op as SessionOp;
@@ -13,9 +14,12 @@ use fenced_proto::v1::session_response::Result as SessionResult;
 use fenced_proto::v1::{
     AcquireRequest, DescribeRequest, ReleaseRequest, RenewRequest, SessionRequest, SessionResponse,
 };
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
+use prost::Message;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -38,15 +42,24 @@ pub struct FencedSystem {
     rpc_timeout: Duration,
     /// Whether clients send acquire and release over a `Session` stream.
     session: bool,
+    /// The address of the server's framed `Session` listener: sessions go over it instead
+    /// of the gRPC `Session` call.
+    framed: Option<String>,
 }
 
 impl FencedSystem {
     /// The fenced server at `target`.
-    pub fn new(target: Target, rpc_timeout: Duration, session: bool) -> FencedSystem {
+    pub fn new(
+        target: Target,
+        rpc_timeout: Duration,
+        session: bool,
+        framed: Option<String>,
+    ) -> FencedSystem {
         FencedSystem {
             target,
             rpc_timeout,
-            session,
+            session: session || framed.is_some(),
+            framed,
         }
     }
 
@@ -68,7 +81,9 @@ impl LockSystem for FencedSystem {
     }
 
     fn ping_carrier(&self) -> &'static str {
-        if self.session {
+        if self.framed.is_some() {
+            "a renewal on a framed `Session` connection, as the workloads' messages travel"
+        } else if self.session {
             "a renewal on a `Session` stream, as the workloads' messages travel"
         } else {
             "a unary `Describe` call"
@@ -77,13 +92,12 @@ impl LockSystem for FencedSystem {
 
     async fn connect(&self, ttl: Duration) -> Result<FencedClient, BenchError> {
         let mut client = self.client().await?;
-        let session = if self.session {
-            Some(Arc::new(tokio::sync::Mutex::new(
-                Session::open(&mut client).await?,
-            )))
-        } else {
-            None
+        let session = match (&self.framed, self.session) {
+            (Some(addr), _) => Some(Session::open_framed(addr).await?),
+            (None, true) => Some(Session::open(&mut client).await?),
+            (None, false) => None,
         };
+        let session = session.map(|session| Arc::new(tokio::sync::Mutex::new(session)));
         Ok(FencedClient {
             client,
             ttl,
@@ -110,18 +124,70 @@ pub struct FencedClient {
     ping_lease: Option<String>,
 }
 
-/// One `Session` stream: requests out, answers in (one request at a time per client, so
-/// answers come in order).
+/// One session: requests out, answers in (one request at a time per client, so answers
+/// come in order).
 pub struct Session {
-    /// Where requests go.
-    sender: mpsc::Sender<SessionRequest>,
-    /// The answers.
-    responses: tonic::Streaming<SessionResponse>,
+    /// How the messages travel.
+    transport: Transport,
     /// The next request id.
     next_id: u64,
 }
 
+/// A session's connection.
+enum Transport {
+    /// A gRPC `Session` call.
+    Grpc {
+        /// Where requests go.
+        sender: mpsc::Sender<SessionRequest>,
+        /// The answers.
+        responses: tonic::Streaming<SessionResponse>,
+    },
+    /// A connection to the framed `Session` listener (`fenced --session-listen`).
+    Framed(Framed<TcpStream, LengthDelimitedCodec>),
+}
+
+/// A framed session's failure, as the status a gRPC session would have failed with.
+fn framed_error(error: impl std::fmt::Display) -> BenchError {
+    BenchError::rpc(
+        NAME,
+        "Session",
+        tonic::Status::unavailable(format!("framed session: {error}")),
+    )
+}
+
 impl Session {
+    /// Connects to the framed `Session` listener at `addr` and says hello.
+    async fn open_framed(addr: &str) -> Result<Session, BenchError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|error| BenchError::Connect {
+                system: NAME,
+                endpoint: addr.to_string(),
+                reason: format!("framed session: {error}"),
+            })?;
+        stream.set_nodelay(true).map_err(framed_error)?;
+        let mut frames = Framed::new(stream, fenced_proto::framed::codec());
+        frames
+            .send(Bytes::from_static(fenced_proto::framed::HELLO))
+            .await
+            .map_err(framed_error)?;
+        match frames.next().await {
+            Some(Ok(hello)) if hello.as_ref() == fenced_proto::framed::HELLO => {}
+            Some(Ok(other)) => {
+                return Err(framed_error(format!(
+                    "the server answered the hello with {:?}",
+                    String::from_utf8_lossy(&other)
+                )))
+            }
+            Some(Err(error)) => return Err(framed_error(error)),
+            None => return Err(framed_error("closed during the hello")),
+        }
+        Ok(Session {
+            transport: Transport::Framed(frames),
+            next_id: 0,
+        })
+    }
+
     async fn open(client: &mut LockServiceClient<Channel>) -> Result<Session, BenchError> {
         let (sender, receiver) = mpsc::channel(16);
         let responses = client
@@ -130,8 +196,7 @@ impl Session {
             .map_err(|status| BenchError::rpc(NAME, "Session", status))?
             .into_inner();
         Ok(Session {
-            sender,
-            responses,
+            transport: Transport::Grpc { sender, responses },
             next_id: 0,
         })
     }
@@ -151,16 +216,29 @@ impl Session {
                 tonic::Status::unavailable("session closed"),
             )
         };
-        self.sender
-            .send(SessionRequest { id, op: Some(op) })
-            .await
-            .map_err(|_| closed())?;
-        let response = self
-            .responses
-            .message()
-            .await
-            .map_err(|status| BenchError::rpc(NAME, "Session", status))?
-            .ok_or_else(closed)?;
+        let request = SessionRequest { id, op: Some(op) };
+        let response = match &mut self.transport {
+            Transport::Grpc { sender, responses } => {
+                sender.send(request).await.map_err(|_| closed())?;
+                responses
+                    .message()
+                    .await
+                    .map_err(|status| BenchError::rpc(NAME, "Session", status))?
+                    .ok_or_else(closed)?
+            }
+            Transport::Framed(frames) => {
+                frames
+                    .send(Bytes::from(request.encode_to_vec()))
+                    .await
+                    .map_err(framed_error)?;
+                let frame = frames
+                    .next()
+                    .await
+                    .ok_or_else(closed)?
+                    .map_err(framed_error)?;
+                SessionResponse::decode(frame).map_err(framed_error)?
+            }
+        };
         if response.id != id {
             return Err(BenchError::rpc(
                 NAME,

@@ -1,0 +1,35 @@
+//! The framed `Session` protocol: the `Session` call's messages over plain TCP, without
+//! HTTP/2 under them (served by `fenced --session-listen ADDR`; plaintext only).
+//!
+//! 1. Every frame is a 4-byte big-endian length, then that many bytes (at most
+//!    [`MAX_FRAME_BYTES`]); [`codec`] reads and writes them.
+//! 2. The client's first frame is [`HELLO`]; the server answers with the same frame. Any
+//!    other first frame gets a frame starting with [`REFUSED`], naming what was expected,
+//!    and the connection is closed.
+//! 3. From then on each client frame is one protobuf `fenced.v1.SessionRequest` and each
+//!    server frame one `fenced.v1.SessionResponse`, answered by id and possibly out of
+//!    order, with the semantics and errors of the gRPC `Session` call.
+//! 4. A frame that is too long or does not decode closes the connection. Closing the
+//!    connection, from either side, ends the session: its queued acquires leave their
+//!    queues and grants not yet delivered are undone (CONTRACT L2).
+
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// The first frame of each side: the protocol and its version.
+pub const HELLO: &[u8] = b"fenced.v1.Session";
+
+/// How the server's answer to a wrong first frame starts (the rest says what it expected).
+pub const REFUSED: &[u8] = b"refused: ";
+
+/// The longest frame either side may send. Requests are a few hundred bytes (names and
+/// holders are capped at 256 bytes each); this leaves room without letting a peer make the
+/// other side buffer megabytes.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// The codec of both directions: 4-byte big-endian length, then the frame.
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec()
+}

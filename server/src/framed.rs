@@ -1,0 +1,158 @@
+//! The `Session` over framed TCP: the same requests and answers as the gRPC `Session` call,
+//! without HTTP/2 under them.
+//!
+//! Why: on a small machine a lock cycle's cost is mostly per message, and a message on an
+//! HTTP/2 stream crosses several tasks on each side (tonic's body channel, hyper's
+//! connection task) and carries h2 framing and flow control. A framed connection costs one
+//! read and one write per message and nothing else; `BENCHMARKS.md` has the numbers.
+//!
+//! The protocol is in [`fenced_proto::framed`]: a hello, then one protobuf
+//! `SessionRequest` or `SessionResponse` per length-prefixed frame. Each connection is one
+//! session, served by [`crate::session`] exactly as a gRPC `Session` call is.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fenced_proto::framed::{codec, HELLO, REFUSED};
+use fenced_proto::v1 as pb;
+use futures::{SinkExt, StreamExt};
+use prost::Message;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::service::LockServer;
+use crate::session::SessionStream;
+
+/// How long a new connection has to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections on `listener` and serves each as one session, until `stop` is
+/// cancelled; then stops accepting, lets every connection answer what it has in flight
+/// (reading no more requests), and returns once all are closed.
+pub async fn serve(listener: TcpListener, server: LockServer, stop: CancellationToken) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_connection(stream, peer, server.clone(), stop.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: pass, rather than spin.
+                    tracing::warn!(%error, "framed session listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Why a connection was closed early.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    /// The socket failed, or a frame was too long.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The first frame was not [`HELLO`].
+    #[error(
+        "the first frame was not the hello {:?}",
+        String::from_utf8_lossy(HELLO)
+    )]
+    NoHello,
+    /// The peer sent nothing within [`HELLO_TIMEOUT`].
+    #[error("no hello within {HELLO_TIMEOUT:?}")]
+    HelloTimeout,
+}
+
+/// Serves one connection as one session.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: LockServer,
+    stop: CancellationToken,
+) {
+    if let Err(error) = run_connection(stream, server, stop).await {
+        tracing::warn!(%peer, %error, "framed session closed");
+    }
+}
+
+async fn run_connection(
+    stream: TcpStream,
+    server: LockServer,
+    stop: CancellationToken,
+) -> Result<(), ConnectionError> {
+    // One small frame per message, answered at once: Nagle would only add delay.
+    stream.set_nodelay(true)?;
+    let (read, write) = stream.into_split();
+    let mut frames_in = FramedRead::new(read, codec());
+    let mut frames_out = FramedWrite::new(write, codec());
+
+    match tokio::time::timeout(HELLO_TIMEOUT, frames_in.next()).await {
+        Ok(Some(Ok(hello))) if hello.as_ref() == HELLO => {
+            frames_out.send(Bytes::from_static(HELLO)).await?;
+        }
+        Ok(Some(Ok(_))) => {
+            let refusal = [REFUSED, b"expected the hello frame ", HELLO].concat();
+            frames_out.send(Bytes::from(refusal)).await?;
+            return Err(ConnectionError::NoHello);
+        }
+        Ok(Some(Err(error))) => return Err(error.into()),
+        // Closed before saying anything: a port probe, nothing to report.
+        Ok(None) => return Ok(()),
+        Err(_elapsed) => return Err(ConnectionError::HelloTimeout),
+    }
+
+    // The first bad frame, and the end of file, end the session as a client that is gone
+    // (what is in flight is dropped and undone, CONTRACT L2); the server's own stop ends
+    // the inbound side cleanly, so what is in flight is answered first. A bad frame is
+    // kept to be reported.
+    let (bad_frame, mut bad_frame_slot) = tokio::sync::oneshot::channel::<std::io::Error>();
+    let mut bad_frame = Some(bad_frame);
+    let inbound = frames_in
+        .map(move |frame| {
+            let decoded = frame.and_then(|frame| {
+                pb::SessionRequest::decode(frame).map_err(|error| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
+                })
+            });
+            decoded.map_err(|error| {
+                if let Some(slot) = bad_frame.take() {
+                    let _ = slot.send(error);
+                }
+                Gone
+            })
+        })
+        .chain(futures::stream::once(async { Err(Gone) }))
+        .take_until(stop.cancelled_owned());
+    let answers = SessionStream::new(server, Box::pin(inbound))
+        .map(|answer| answer.map(|response| Bytes::from(response.encode_to_vec())));
+    // `forward` flushes whenever no answer is ready, so answers that are ready together go
+    // out in one write.
+    let forwarded = answers
+        .map(|answer| answer.map_err(|status| std::io::Error::other(status.to_string())))
+        .forward(&mut frames_out)
+        .await;
+    match (bad_frame_slot.try_recv().ok(), forwarded) {
+        (Some(error), _) | (None, Err(error)) if !is_disconnect(&error) => Err(error.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a read error is only the client going away (not worth a warning).
+fn is_disconnect(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        error.kind(),
+        BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+    )
+}
+
+/// The client is gone: its connection ended or broke, or it broke the protocol.
+struct Gone;
