@@ -3,8 +3,9 @@
 //!
 //! Why: on a small machine a lock cycle's cost is mostly per message, and a message on an
 //! HTTP/2 stream crosses several tasks on each side (tonic's body channel, hyper's
-//! connection task) and carries h2 framing and flow control. A framed connection costs one
-//! read and one write per message and nothing else; `BENCHMARKS.md` has the numbers.
+//! connection task) and carries h2 framing and flow control. A framed connection is one
+//! task per connection, one read and one write per message; `BENCHMARKS.md` has the
+//! numbers.
 //!
 //! The protocol is in [`fenced_proto::framed`]: a hello, then one protobuf
 //! `SessionRequest` or `SessionResponse` per length-prefixed frame. Each connection is one
