@@ -154,6 +154,9 @@ fi
 bench_cmd=(target/release/fenced-bench "${bench_args[@]}" "$@")
 log "running: ${bench_cmd[*]}"
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
+# Read before the report is written: the report may be a file in this repository, and
+# truncating it would count as an uncommitted change.
+fenced_version="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 "${bench_cmd[@]}" >"$tmp/report.md"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -171,7 +174,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "- CPU: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1)"
   echo "- Kernel: $(uname -r); data directories on: $(df -P "$tmp" | awk 'NR == 2 {print $1}')"
   echo "- Load average (1, 5, 15 min) before the run: $load_before; after: $load_after (other work on the machine slows every system; running them alternately spreads it over all of them)"
-  echo "- fenced: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)'), release build; $(rustc --version)"
+  echo "- fenced: $fenced_version, release build; $(rustc --version)"
   if want etcd; then echo "- etcd: $(etcd --version | head -n1 | sed 's/^etcd Version: //') (Debian package)"; fi
   if want redis; then echo "- Redis: $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') (Debian package)"; fi
   echo
