@@ -31,9 +31,16 @@ use crate::session::SessionStream;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections on `listener` and serves each as one session, until `stop` is
-/// cancelled; then stops accepting, lets every connection answer what it has in flight
-/// (reading no more requests), and returns once all are closed.
-pub async fn serve(listener: TcpListener, server: LockServer, stop: CancellationToken) {
+/// cancelled; then stops accepting and lets every connection answer what it has in flight
+/// (reading no more requests) for up to `drain_timeout`, after which the rest are cut,
+/// which drops and so undoes what they had in flight. Returns once every connection is
+/// gone.
+pub async fn serve(
+    listener: TcpListener,
+    server: LockServer,
+    stop: CancellationToken,
+    drain_timeout: Duration,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -52,7 +59,14 @@ pub async fn serve(listener: TcpListener, server: LockServer, stop: Cancellation
         }
     }
     drop(listener);
-    while connections.join_next().await.is_some() {}
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(drain_timeout, drain).await.is_err() {
+        tracing::warn!(timeout = ?drain_timeout, "framed sessions did not drain in time; closing them");
+        connections.abort_all();
+        // `join_next` returns each aborted task once its future is dropped: the undo of
+        // what it had in flight is staged by then.
+        while connections.join_next().await.is_some() {}
+    }
 }
 
 /// Why a connection was closed early.

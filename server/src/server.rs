@@ -139,11 +139,12 @@ impl OpenServer {
 
         let service = LockServer::new(engine.clone(), config.clone());
         let stop_sessions = CancellationToken::new();
-        let mut framed_sessions = sessions.map(|listener| {
+        let framed_sessions = sessions.map(|listener| {
             tokio::spawn(framed::serve(
                 listener,
                 service.clone(),
                 stop_sessions.clone(),
+                config.drain_timeout,
             ))
         });
         let (drain, draining) = tokio::sync::oneshot::channel::<()>();
@@ -174,11 +175,9 @@ impl OpenServer {
                 let _ = draining.await;
             });
         tokio::pin!(serving);
-        let mut drain_began = None;
         let served = tokio::select! {
             served = &mut serving => served,
             _ = stopping => {
-                drain_began = Some(tokio::time::Instant::now());
                 // Drain in-flight requests, but not forever: an HTTP/2 graceful close waits
                 // for every client to acknowledge it, and a stuck client must not keep the
                 // server (and its final flush) from stopping.
@@ -191,19 +190,13 @@ impl OpenServer {
                 }
             }
         };
-        // The framed sessions have been draining alongside gRPC; they get what is left of
-        // the same drain timeout, then are cut (which drops, and so undoes, what they had
-        // in flight).
+        // The framed sessions have been draining alongside gRPC, within the same timeout
+        // (after which their connections are cut, undoing what they had in flight); wait
+        // for that, so every undo is staged before the committer's last commit.
         stop_sessions.cancel();
-        if let Some(framed_sessions) = framed_sessions.as_mut() {
-            let deadline =
-                drain_began.unwrap_or_else(tokio::time::Instant::now) + config.drain_timeout;
-            if tokio::time::timeout_at(deadline, &mut *framed_sessions)
-                .await
-                .is_err()
-            {
-                tracing::warn!(timeout = ?config.drain_timeout, "framed sessions did not drain in time; closing them");
-                framed_sessions.abort();
+        if let Some(framed_sessions) = framed_sessions {
+            if let Err(error) = framed_sessions.await {
+                tracing::error!(%error, "the framed session listener failed");
             }
         }
 
