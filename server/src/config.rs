@@ -54,6 +54,14 @@ pub struct Config {
     /// Serve TLS with this certificate chain and private key (PEM files); `None` serves
     /// plaintext (default).
     pub tls: Option<TlsFiles>,
+    /// How long a gRPC connection may stay silent before the server PINGs it (default
+    /// 10 s). A client that vanished without closing (a partition, a dead host) is noticed
+    /// and its connection closed, so its queued acquires leave their queues (CONTRACT L2)
+    /// instead of being granted to nobody.
+    pub keepalive_interval: Duration,
+    /// How long the server waits for a PING's answer before closing the connection
+    /// (default 20 s).
+    pub keepalive_timeout: Duration,
 }
 
 /// Where the server's TLS certificate chain and private key are (PEM).
@@ -85,6 +93,8 @@ impl Default for Config {
             cache_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(5),
             tls: None,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -114,6 +124,12 @@ pub enum ConfigError {
     /// The framed `Session` port was asked for on a TLS server; it serves plaintext only.
     #[error("the framed session listener serves plaintext only and cannot be combined with TLS; use the gRPC Session call over TLS instead")]
     PlaintextSessionsWithTls,
+    /// A duration that must be above zero is zero.
+    #[error("{what} must be above zero")]
+    ZeroDuration {
+        /// Which setting.
+        what: &'static str,
+    },
     /// A capacity limit is zero.
     #[error("{what} must be at least 1")]
     ZeroLimit {
@@ -148,6 +164,14 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { what });
+            }
+        }
+        for (what, value) in [
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroDuration { what });
             }
         }
         Ok(())
@@ -193,6 +217,16 @@ mod tests {
         assert_eq!(
             no_leases.validate(),
             Err(ConfigError::ZeroLimit { what: "max_leases" })
+        );
+        let silent = Config {
+            keepalive_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(
+            silent.validate(),
+            Err(ConfigError::ZeroDuration {
+                what: "keepalive_timeout"
+            })
         );
     }
 }

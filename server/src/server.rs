@@ -168,6 +168,8 @@ impl OpenServer {
         }
         let serving = builder
             .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(config.keepalive_interval))
+            .http2_keepalive_timeout(Some(config.keepalive_timeout))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(LockServiceServer::new(service))

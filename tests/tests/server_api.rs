@@ -706,3 +706,73 @@ fn a_sigterm_right_after_the_ready_line_shuts_down_in_order() {
         assert!(status.success(), "fenced-kv, round {round}: {status:?}");
     }
 }
+
+// checks: L2 (a waiter whose client vanished without closing leaves the queue), L1
+#[tokio::test]
+async fn a_waiter_cut_off_by_a_partition_leaves_the_queue_after_the_keepalive() {
+    let server = TestServer::start_with(&[
+        "--keepalive-interval-ms",
+        "300",
+        "--keepalive-timeout-ms",
+        "600",
+    ]);
+    let proxy = fenced_tests::proxy::Proxy::start(server.addr()).await;
+    let mut client = server.client().await;
+    let holder = client
+        .acquire(acquire("cut", 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let waiters_are = |count: u32, within: Duration| {
+        let mut client = client.clone();
+        async move {
+            let deadline = Instant::now() + within;
+            loop {
+                let waiters = describe(&mut client, "cut").await.waiters;
+                if waiters == count {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{waiters} waiters, expected {count}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // Two waiters with long waits: the first through the proxy, the second direct.
+    let mut cut_off = LockServiceClient::connect(proxy.endpoint()).await.unwrap();
+    let first = tokio::spawn(async move { cut_off.acquire(acquire("cut", 30_000, 60_000)).await });
+    waiters_are(1, Duration::from_secs(20)).await;
+    let mut direct = server.client().await;
+    let second = tokio::spawn(async move { direct.acquire(acquire("cut", 30_000, 60_000)).await });
+    waiters_are(2, Duration::from_secs(20)).await;
+
+    // A partition: the first waiter's connection stays open but nothing moves. The
+    // server's PING goes unanswered, it closes the connection, and the waiter leaves.
+    proxy.black_hole();
+    waiters_are(1, Duration::from_secs(15)).await;
+    // The healthy connection answers its PINGs and keeps its place through several rounds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    waiters_are(1, Duration::ZERO).await;
+
+    // Released, the lock goes to the waiter still there, never to the one cut off.
+    client
+        .release(pb::ReleaseRequest {
+            lease_id: holder.lease_id,
+            lock: String::new(),
+        })
+        .await
+        .unwrap();
+    let granted = tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    let info = describe(&mut client, "cut").await;
+    assert!(info.held && info.token == granted.token, "{info:?}");
+    assert!(granted.token > holder.token);
+    first.abort();
+}
