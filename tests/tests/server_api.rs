@@ -32,6 +32,17 @@ async fn describe(client: &mut Client, lock: &str) -> pb::LockInfo {
         .into_inner()
 }
 
+/// Releases a whole lease, which must succeed.
+async fn release_lease(client: &mut Client, lease_id: String) {
+    client
+        .release(pb::ReleaseRequest {
+            lease_id,
+            lock: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
 // checks: S1, S3, S6
 #[tokio::test]
 async fn acquire_contend_release_and_acquire_again() {
@@ -77,13 +88,7 @@ async fn acquire_contend_release_and_acquire_again() {
         .unwrap_err();
     assert_eq!(wrong.code(), Code::NotFound);
     assert!(describe(&mut client, "orders").await.held);
-    client
-        .release(pb::ReleaseRequest {
-            lease_id: first.lease_id.clone(),
-            lock: String::new(),
-        })
-        .await
-        .unwrap();
+    release_lease(&mut client, first.lease_id.clone()).await;
     assert!(!describe(&mut client, "orders").await.held);
 
     // Phase 4: the next grant has a higher token (S1), and the old lease stays released.
@@ -132,13 +137,7 @@ async fn waiters_are_served_in_arrival_order_at_once_on_release() {
     let mut last_token = holder.token;
     for (expected_index, waiter) in waiters.into_iter().enumerate() {
         let released_at = Instant::now();
-        client
-            .release(pb::ReleaseRequest {
-                lease_id: lease_to_release,
-                lock: String::new(),
-            })
-            .await
-            .unwrap();
+        release_lease(&mut client, lease_to_release).await;
         let (index, grant, granted_at) = waiter.await.unwrap();
         let grant = grant.unwrap();
         assert_eq!(index as usize, expected_index, "L2: FIFO order");
@@ -223,13 +222,7 @@ async fn a_waiter_that_times_out_or_disconnects_leaves_the_queue() {
     }
 
     // Phase 3: released, the lock is free, never granted to the departed waiter.
-    client
-        .release(pb::ReleaseRequest {
-            lease_id: holder.lease_id,
-            lock: String::new(),
-        })
-        .await
-        .unwrap();
+    release_lease(&mut client, holder.lease_id).await;
     assert!(!describe(&mut client, "q").await.held);
     client.acquire(acquire("q", 30_000, 0)).await.unwrap();
 }
@@ -275,13 +268,7 @@ async fn keep_alive_renews_many_leases_on_one_stream() {
     assert!(describe(&mut client, "ka/b").await.held);
 
     // Released and malformed ids get outcomes, and the stream stays open.
-    client
-        .release(pb::ReleaseRequest {
-            lease_id: a.lease_id.clone(),
-            lock: String::new(),
-        })
-        .await
-        .unwrap();
+    release_lease(&mut client, a.lease_id.clone()).await;
     sender
         .send(pb::RenewRequest {
             lease_id: a.lease_id.clone(),
@@ -408,13 +395,7 @@ async fn watch_sees_acquire_release_and_expiry() {
         .await
         .unwrap()
         .into_inner();
-    client
-        .release(pb::ReleaseRequest {
-            lease_id: a.lease_id,
-            lock: String::new(),
-        })
-        .await
-        .unwrap();
+    release_lease(&mut client, a.lease_id).await;
     let b = client
         .acquire(acquire("w/b", 200, 0))
         .await
@@ -758,13 +739,7 @@ async fn a_waiter_cut_off_by_a_partition_leaves_the_queue_after_the_keepalive() 
     waiters_are(1, Duration::ZERO).await;
 
     // Released, the lock goes to the waiter still there, never to the one cut off.
-    client
-        .release(pb::ReleaseRequest {
-            lease_id: holder.lease_id,
-            lock: String::new(),
-        })
-        .await
-        .unwrap();
+    release_lease(&mut client, holder.lease_id).await;
     let granted = tokio::time::timeout(Duration::from_secs(20), second)
         .await
         .unwrap()
