@@ -38,7 +38,7 @@ use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::{ReleaseRequest, SessionRequest, SessionResponse};
 use futures::stream::{BoxStream, SplitSink};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use prost::Message;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -372,32 +372,9 @@ async fn open_framed(
     addr: &str,
     requests: mpsc::Receiver<SessionRequest>,
 ) -> Result<Answers, Status> {
-    let unavailable = |what: &str, error: &dyn std::fmt::Display| {
-        Status::unavailable(format!("framed session at {addr}: {what}: {error}"))
-    };
-    let stream = TcpStream::connect(addr)
+    let frames = framed::connect(addr)
         .await
-        .map_err(|e| unavailable("cannot connect", &e))?;
-    // One small message per request, answered at once: Nagle would only add delay.
-    stream
-        .set_nodelay(true)
-        .map_err(|e| unavailable("cannot set TCP_NODELAY", &e))?;
-    let mut frames = Framed::new(stream, framed::codec());
-    frames
-        .send(Bytes::from_static(framed::HELLO))
-        .await
-        .map_err(|e| unavailable("cannot send the hello", &e))?;
-    match frames.next().await {
-        Some(Ok(hello)) if hello.as_ref() == framed::HELLO => {}
-        Some(Ok(other)) => {
-            return Err(unavailable(
-                "the server refused the hello",
-                &String::from_utf8_lossy(&other),
-            ))
-        }
-        Some(Err(e)) => return Err(unavailable("no hello back", &e)),
-        None => return Err(unavailable("no hello back", &"the connection was closed")),
-    }
+        .map_err(|e| Status::unavailable(format!("framed session at {addr}: {e}")))?;
     let (sink, frames_in) = frames.split();
     tokio::spawn(write_framed(requests, sink));
     let addr = addr.to_string();

@@ -2,7 +2,8 @@
 //! HTTP/2 under them (served by `fenced --session-listen ADDR`; plaintext only).
 //!
 //! 1. Every frame is a 4-byte big-endian length, then that many bytes (at most
-//!    [`MAX_FRAME_BYTES`]); [`codec`] reads and writes them.
+//!    [`MAX_FRAME_BYTES`]); [`codec`] reads and writes them, and [`connect`] opens a
+//!    client's connection through the hello.
 //! 2. The client's first frame is [`HELLO`]; the server answers with the same frame. Any
 //!    other first frame gets a frame starting with [`REFUSED`], naming what was expected,
 //!    and the connection is closed.
@@ -13,7 +14,10 @@
 //!    connection, from either side, ends the session: its queued acquires leave their
 //!    queues and grants not yet delivered are undone (CONTRACT L2).
 
-use tokio_util::codec::LengthDelimitedCodec;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// The first frame of each side: the protocol and its version.
 pub const HELLO: &[u8] = b"fenced.v1.Session";
@@ -32,4 +36,50 @@ pub fn codec() -> LengthDelimitedCodec {
         .length_field_length(4)
         .max_frame_length(MAX_FRAME_BYTES)
         .new_codec()
+}
+
+/// Why [`connect`] could not open a framed session.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connection failed.
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    /// `TCP_NODELAY` could not be set.
+    #[error("cannot set TCP_NODELAY: {0}")]
+    NoDelay(std::io::Error),
+    /// The hello could not be sent.
+    #[error("cannot send the hello: {0}")]
+    SendHello(std::io::Error),
+    /// The server answered the hello with something else (normally its [`REFUSED`] frame).
+    #[error("the server refused the hello: {0}")]
+    Refused(String),
+    /// Reading the server's hello failed.
+    #[error("no hello back: {0}")]
+    NoHelloBack(std::io::Error),
+    /// The server closed the connection instead of answering the hello.
+    #[error("no hello back: the connection was closed")]
+    Closed,
+}
+
+/// Connects to a framed `Session` listener at `addr` (`host:port`) and exchanges hellos:
+/// the connection, ready for `SessionRequest` frames.
+pub async fn connect(addr: &str) -> Result<Framed<TcpStream, LengthDelimitedCodec>, ConnectError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(ConnectError::Connect)?;
+    // One small message per request, answered at once: Nagle would only add delay.
+    stream.set_nodelay(true).map_err(ConnectError::NoDelay)?;
+    let mut frames = Framed::new(stream, codec());
+    frames
+        .send(Bytes::from_static(HELLO))
+        .await
+        .map_err(ConnectError::SendHello)?;
+    match frames.next().await {
+        Some(Ok(hello)) if hello.as_ref() == HELLO => Ok(frames),
+        Some(Ok(other)) => Err(ConnectError::Refused(
+            String::from_utf8_lossy(&other).into_owned(),
+        )),
+        Some(Err(error)) => Err(ConnectError::NoHelloBack(error)),
+        None => Err(ConnectError::Closed),
+    }
 }

@@ -93,13 +93,14 @@ async fn serve_connection(
     server: LockServer,
     stop: CancellationToken,
 ) {
-    if let Err(error) = run_connection(stream, server, stop).await {
+    if let Err(error) = run_connection(stream, peer, server, stop).await {
         tracing::warn!(%peer, %error, "framed session closed");
     }
 }
 
 async fn run_connection(
     stream: TcpStream,
+    peer: SocketAddr,
     server: LockServer,
     stop: CancellationToken,
 ) -> Result<(), ConnectionError> {
@@ -124,12 +125,9 @@ async fn run_connection(
         Err(_elapsed) => return Err(ConnectionError::HelloTimeout),
     }
 
-    // The first bad frame, and the end of file, end the session as a client that is gone
-    // (what is in flight is dropped and undone, CONTRACT L2); the server's own stop ends
-    // the inbound side cleanly, so what is in flight is answered first. A bad frame is
-    // kept to be reported.
-    let (bad_frame, mut bad_frame_slot) = tokio::sync::oneshot::channel::<std::io::Error>();
-    let mut bad_frame = Some(bad_frame);
+    // A bad frame, and the end of file, end the session as a client that is gone (what is
+    // in flight is dropped and undone, CONTRACT L2); the server's own stop ends the
+    // inbound side cleanly, so what is in flight is answered first.
     let inbound = frames_in
         .map(move |frame| {
             let decoded = frame.and_then(|frame| {
@@ -138,8 +136,8 @@ async fn run_connection(
                 })
             });
             decoded.map_err(|error| {
-                if let Some(slot) = bad_frame.take() {
-                    let _ = slot.send(error);
+                if !is_disconnect(&error) {
+                    tracing::warn!(%peer, %error, "framed session: bad frame, closing");
                 }
                 Gone
             })
@@ -154,13 +152,13 @@ async fn run_connection(
         .map(|answer| answer.map_err(|status| std::io::Error::other(status.to_string())))
         .forward(&mut frames_out)
         .await;
-    match (bad_frame_slot.try_recv().ok(), forwarded) {
-        (Some(error), _) | (None, Err(error)) if !is_disconnect(&error) => Err(error.into()),
+    match forwarded {
+        Err(error) if !is_disconnect(&error) => Err(error.into()),
         _ => Ok(()),
     }
 }
 
-/// Whether a read error is only the client going away (not worth a warning).
+/// Whether a socket error is only the client going away (not worth a warning).
 fn is_disconnect(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     matches!(

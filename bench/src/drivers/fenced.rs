@@ -158,30 +158,14 @@ fn framed_error(error: impl std::fmt::Display) -> BenchError {
 impl Session {
     /// Connects to the framed `Session` listener at `addr` and says hello.
     async fn open_framed(addr: &str) -> Result<Session, BenchError> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|error| BenchError::Connect {
-                system: NAME,
-                endpoint: addr.to_string(),
-                reason: format!("framed session: {error}"),
-            })?;
-        stream.set_nodelay(true).map_err(framed_error)?;
-        let mut frames = Framed::new(stream, fenced_proto::framed::codec());
-        frames
-            .send(Bytes::from_static(fenced_proto::framed::HELLO))
-            .await
-            .map_err(framed_error)?;
-        match frames.next().await {
-            Some(Ok(hello)) if hello.as_ref() == fenced_proto::framed::HELLO => {}
-            Some(Ok(other)) => {
-                return Err(framed_error(format!(
-                    "the server answered the hello with {:?}",
-                    String::from_utf8_lossy(&other)
-                )))
-            }
-            Some(Err(error)) => return Err(framed_error(error)),
-            None => return Err(framed_error("closed during the hello")),
-        }
+        let frames =
+            fenced_proto::framed::connect(addr)
+                .await
+                .map_err(|error| BenchError::Connect {
+                    system: NAME,
+                    endpoint: addr.to_string(),
+                    reason: format!("framed session: {error}"),
+                })?;
         Ok(Session {
             transport: Transport::Framed(frames),
             next_id: 0,
