@@ -376,32 +376,48 @@ async fn open_framed(
         .await
         .map_err(|e| Status::unavailable(format!("framed session at {addr}: {e}")))?;
     let (sink, frames_in) = frames.split();
-    tokio::spawn(write_framed(requests, sink));
+    let (pongs, pongs_out) = mpsc::channel(1);
+    tokio::spawn(write_framed(requests, pongs_out, sink));
     let addr = addr.to_string();
     Ok(frames_in
-        .map(move |frame| match frame {
-            Ok(frame) => SessionResponse::decode(frame).map_err(|e| {
-                Status::internal(format!("framed session at {addr}: undecodable answer: {e}"))
-            }),
-            Err(e) => Err(Status::unavailable(format!(
-                "framed session at {addr}: {e}"
-            ))),
+        .filter_map(move |frame| {
+            let answer = match frame {
+                // The server's keepalive ping: answer it. Full means a pong is already
+                // queued, which answers this ping too.
+                Ok(frame) if frame.as_ref() == framed::PING => {
+                    let _ = pongs.try_send(());
+                    None
+                }
+                Ok(frame) => Some(SessionResponse::decode(frame).map_err(|e| {
+                    Status::internal(format!("framed session at {addr}: undecodable answer: {e}"))
+                })),
+                Err(e) => Some(Err(Status::unavailable(format!(
+                    "framed session at {addr}: {e}"
+                )))),
+            };
+            futures::future::ready(answer)
         })
         .boxed())
 }
 
-/// The writer task of one framed stream: sends each request as a frame, flushing whenever
-/// no more are queued (so requests queued together go out in one write). Ends when the
-/// last sender is gone, closing the connection's sending half (the server then finishes
-/// the session), or when a write fails (dropping `requests`, so callers see the stream as
-/// broken and open a new one).
+/// The writer task of one framed stream: sends each request as a frame, and an empty frame
+/// for each of the reader's `pongs` (answers to the server's keepalive pings), flushing
+/// whenever nothing more is queued (so requests queued together go out in one write).
+/// Ends when the last sender of `requests` is gone, closing the connection's sending half
+/// (the server then finishes the session), or when a write fails (dropping `requests`, so
+/// callers see the stream as broken and open a new one).
 async fn write_framed(
     requests: mpsc::Receiver<SessionRequest>,
+    pongs: mpsc::Receiver<()>,
     sink: SplitSink<Framed<TcpStream, LengthDelimitedCodec>, Bytes>,
 ) {
-    let frames =
+    let requests =
         ReceiverStream::new(requests).map(|request| Ok(Bytes::from(request.encode_to_vec())));
-    if let Err(error) = frames.forward(sink).await {
+    let pongs = ReceiverStream::new(pongs).map(|()| Ok(Bytes::from_static(framed::PING)));
+    if let Err(error) = framed::until_primary_ends(requests, pongs)
+        .forward(sink)
+        .await
+    {
         tracing::debug!(%error, "framed session: a write failed");
     }
 }

@@ -10,12 +10,18 @@
 //! 3. From then on each client frame is one protobuf `fenced.v1.SessionRequest` and each
 //!    server frame one `fenced.v1.SessionResponse`, answered by id and possibly out of
 //!    order, with the semantics and errors of the gRPC `Session` call.
-//! 4. A frame that is too long or does not decode closes the connection. Closing the
+//! 4. An empty frame is a keepalive [`PING`]. The server sends one when it has heard
+//!    nothing from the client for its keepalive interval; the client answers each with an
+//!    empty frame, and the server never answers one. A connection that stays silent for
+//!    the keepalive timeout after a ping is closed as a client that is gone. (This is
+//!    what HTTP/2's PING does for the gRPC `Session`: a client cut off by a partition or
+//!    a dead host sends no FIN, so without it the server would keep its queued acquires.)
+//! 5. A frame that is too long or does not decode closes the connection. Closing the
 //!    connection, from either side, ends the session: its queued acquires leave their
 //!    queues and grants not yet delivered are undone (CONTRACT L2).
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -24,6 +30,9 @@ pub const HELLO: &[u8] = b"fenced.v1.Session";
 
 /// How the server's answer to a wrong first frame starts (the rest says what it expected).
 pub const REFUSED: &[u8] = b"refused: ";
+
+/// The keepalive frame: empty (an empty `SessionRequest` would mean nothing anyway).
+pub const PING: &[u8] = b"";
 
 /// The longest frame either side may send. Requests are a few hundred bytes (names and
 /// holders are capped at 256 bytes each); this leaves room without letting a peer make the
@@ -36,6 +45,23 @@ pub fn codec() -> LengthDelimitedCodec {
         .length_field_length(4)
         .max_frame_length(MAX_FRAME_BYTES)
         .new_codec()
+}
+
+/// The items of `primary` and of `secondary` as they come, ending when `primary` ends.
+///
+/// Why: each side of a connection writes its messages (`primary`) and its keepalive
+/// frames (`secondary`) to one socket, and the socket's writing half must close when the
+/// messages end, whatever the keepalive frames still could do.
+pub fn until_primary_ends<T>(
+    primary: impl Stream<Item = T>,
+    secondary: impl Stream<Item = T>,
+) -> impl Stream<Item = T> {
+    let primary = primary
+        .map(Some)
+        .chain(futures::stream::once(async { None }));
+    futures::stream::select(primary, secondary.map(Some))
+        .take_while(|item| futures::future::ready(item.is_some()))
+        .filter_map(futures::future::ready)
 }
 
 /// Why [`connect`] could not open a framed session.
@@ -81,5 +107,39 @@ pub async fn connect(addr: &str) -> Result<Framed<TcpStream, LengthDelimitedCode
         )),
         Some(Err(error)) => Err(ConnectError::NoHelloBack(error)),
         None => Err(ConnectError::Closed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_merged_stream_ends_with_the_primary_even_if_the_secondary_never_does() {
+        let primary = futures::stream::iter([1, 2, 3]);
+        let (_keep_open, never_ends) = tokio::sync::mpsc::channel::<i32>(1);
+        let merged: Vec<i32> = until_primary_ends(
+            primary,
+            tokio_stream::wrappers::ReceiverStream::new(never_ends),
+        )
+        .collect()
+        .await;
+        assert_eq!(merged, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn secondary_items_come_through_while_the_primary_runs() {
+        let (primary_in, primary) = tokio::sync::mpsc::channel::<i32>(4);
+        let (secondary_in, secondary) = tokio::sync::mpsc::channel::<i32>(4);
+        let merged = until_primary_ends(
+            tokio_stream::wrappers::ReceiverStream::new(primary),
+            tokio_stream::wrappers::ReceiverStream::new(secondary),
+        );
+        secondary_in.send(10).await.unwrap();
+        primary_in.send(1).await.unwrap();
+        // The primary is still open: both items must come without waiting for its end.
+        let mut merged: Vec<i32> = merged.take(2).collect().await;
+        merged.sort_unstable();
+        assert_eq!(merged, [1, 10]);
     }
 }

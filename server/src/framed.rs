@@ -15,13 +15,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fenced_proto::framed::{codec, HELLO, REFUSED};
+use fenced_proto::framed::{codec, until_primary_ends, HELLO, PING, REFUSED};
 use fenced_proto::v1 as pb;
 use futures::{SinkExt, StreamExt};
 use prost::Message;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::LockServer;
@@ -30,8 +33,18 @@ use crate::session::SessionStream;
 /// How long a new connection has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts connections on `listener` and serves each as one session, until `stop` is
-/// cancelled; then stops accepting and lets every connection answer what it has in flight
+/// When the server pings a silent connection, and how long it then waits for an answer
+/// (the protocol's point 4 in [`fenced_proto::framed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    /// Ping a connection that has sent nothing for this long.
+    pub interval: Duration,
+    /// Close it when nothing comes within this after the ping.
+    pub timeout: Duration,
+}
+
+/// Accepts connections on `listener` and serves each as one session (pinging silent ones
+/// per `keepalive`), until `stop` is cancelled; then stops accepting and lets every connection answer what it has in flight
 /// (reading no more requests) for up to `drain_timeout`, after which the rest are cut,
 /// which drops and so undoes what they had in flight. Returns once every connection is
 /// gone.
@@ -40,6 +53,7 @@ pub async fn serve(
     server: LockServer,
     stop: CancellationToken,
     drain_timeout: Duration,
+    keepalive: Keepalive,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -47,7 +61,9 @@ pub async fn serve(
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, server.clone(), stop.clone()));
+                    connections.spawn(serve_connection(
+                        stream, peer, server.clone(), stop.clone(), keepalive,
+                    ));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: pass, rather than spin.
@@ -86,14 +102,26 @@ enum ConnectionError {
     HelloTimeout,
 }
 
+/// Why a connection stopped being read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    /// The socket failed, or a frame was too long.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Nothing came within the keepalive timeout after a ping.
+    #[error("no answer to a keepalive ping within {0:?}")]
+    Silent(Duration),
+}
+
 /// Serves one connection as one session.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     server: LockServer,
     stop: CancellationToken,
+    keepalive: Keepalive,
 ) {
-    if let Err(error) = run_connection(stream, peer, server, stop).await {
+    if let Err(error) = run_connection(stream, peer, server, stop, keepalive).await {
         tracing::warn!(%peer, %error, "framed session closed");
     }
 }
@@ -103,6 +131,7 @@ async fn run_connection(
     peer: SocketAddr,
     server: LockServer,
     stop: CancellationToken,
+    keepalive: Keepalive,
 ) -> Result<(), ConnectionError> {
     // One small frame per message, answered at once: Nagle would only add delay.
     stream.set_nodelay(true)?;
@@ -125,31 +154,35 @@ async fn run_connection(
         Err(_elapsed) => return Err(ConnectionError::HelloTimeout),
     }
 
-    // A bad frame, and the end of file, end the session as a client that is gone (what is
-    // in flight is dropped and undone, CONTRACT L2); the server's own stop ends the
-    // inbound side cleanly, so what is in flight is answered first.
-    let inbound = frames_in
-        .map(move |frame| {
-            let decoded = frame.and_then(|frame| {
-                pb::SessionRequest::decode(frame).map_err(|error| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
-                })
-            });
-            decoded.map_err(|error| {
-                if !is_disconnect(&error) {
-                    tracing::warn!(%peer, %error, "framed session: bad frame, closing");
+    // A bad frame, a silence, and the end of file end the session as a client that is
+    // gone (what is in flight is dropped and undone, CONTRACT L2); the server's own stop
+    // ends the inbound side cleanly, so what is in flight is answered first.
+    let (pings, pings_out) = mpsc::channel(1);
+    let heard = Heard {
+        frames: frames_in,
+        keepalive,
+        pings,
+    };
+    let inbound = futures::stream::unfold(heard, Heard::next_request)
+        .map(move |request| {
+            request.map_err(|error| {
+                if !matches!(&error, ReadError::Io(error) if is_disconnect(error)) {
+                    tracing::warn!(%peer, %error, "framed session closed");
                 }
                 Gone
             })
         })
         .chain(futures::stream::once(async { Err(Gone) }))
         .take_until(stop.cancelled_owned());
-    let answers = SessionStream::new(server, Box::pin(inbound))
-        .map(|answer| answer.map(|response| Bytes::from(response.encode_to_vec())));
-    // `forward` flushes whenever no answer is ready, so answers that are ready together go
+    let answers = SessionStream::new(server, Box::pin(inbound)).map(|answer| {
+        answer
+            .map(|response| Bytes::from(response.encode_to_vec()))
+            .map_err(|status| std::io::Error::other(status.to_string()))
+    });
+    let pings = ReceiverStream::new(pings_out).map(|()| Ok(Bytes::from_static(PING)));
+    // `forward` flushes whenever no frame is ready, so answers that are ready together go
     // out in one write.
-    let forwarded = answers
-        .map(|answer| answer.map_err(|status| std::io::Error::other(status.to_string())))
+    let forwarded = until_primary_ends(answers, pings)
         .forward(&mut frames_out)
         .await;
     match forwarded {
@@ -167,5 +200,55 @@ fn is_disconnect(error: &std::io::Error) -> bool {
     )
 }
 
-/// The client is gone: its connection ended or broke, or it broke the protocol.
+/// The client is gone: its connection ended or broke, it broke the protocol, or it fell
+/// silent.
 struct Gone;
+
+/// The reading side of one connection, after the hello.
+struct Heard {
+    /// The client's frames.
+    frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    /// When to ping, and how long to wait for the answer.
+    keepalive: Keepalive,
+    /// Asks the writing side to send a ping.
+    pings: mpsc::Sender<()>,
+}
+
+impl Heard {
+    /// The client's next request, skipping its keepalive frames; pings the client when it
+    /// has been silent for the interval, and fails when a ping then goes unanswered. `None`
+    /// at the end of file.
+    async fn next_request(mut self) -> Option<(Result<pb::SessionRequest, ReadError>, Heard)> {
+        let mut pinged = false;
+        loop {
+            let wait = if pinged {
+                self.keepalive.timeout
+            } else {
+                self.keepalive.interval
+            };
+            let request = match tokio::time::timeout(wait, self.frames.next()).await {
+                Ok(None) => return None,
+                Ok(Some(Ok(frame))) if frame.as_ref() == PING => {
+                    pinged = false;
+                    continue;
+                }
+                Ok(Some(frame)) => frame.map_err(ReadError::Io).and_then(|frame| {
+                    pb::SessionRequest::decode(frame).map_err(|error| {
+                        ReadError::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            error.to_string(),
+                        ))
+                    })
+                }),
+                Err(_elapsed) if pinged => Err(ReadError::Silent(self.keepalive.timeout)),
+                Err(_elapsed) => {
+                    // Full means a ping is already on its way: one is enough.
+                    let _ = self.pings.try_send(());
+                    pinged = true;
+                    continue;
+                }
+            };
+            return Some((request, self));
+        }
+    }
+}

@@ -49,7 +49,7 @@ struct Args {
     /// How often the journal is moved into sled, in milliseconds.
     #[arg(long, env = "FENCED_CHECKPOINT_MS", default_value_t = 1000)]
     checkpoint_ms: u64,
-    /// PING a gRPC connection silent for this long, in milliseconds, to notice clients
+    /// PING a connection (gRPC or framed session) silent for this long, in milliseconds, to notice clients
     /// that vanished without closing (their queued acquires then leave the queue).
     #[arg(long, env = "FENCED_KEEPALIVE_INTERVAL_MS", default_value_t = 10_000)]
     keepalive_interval_ms: u64,

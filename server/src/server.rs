@@ -145,6 +145,10 @@ impl OpenServer {
                 service.clone(),
                 stop_sessions.clone(),
                 config.drain_timeout,
+                framed::Keepalive {
+                    interval: config.keepalive_interval,
+                    timeout: config.keepalive_timeout,
+                },
             ))
         });
         let (drain, draining) = tokio::sync::oneshot::channel::<()>();

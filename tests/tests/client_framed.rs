@@ -3,7 +3,7 @@
 //! is a transient error that changes nothing, settings that would bypass TLS or cannot work
 //! are refused before connecting, and a connection that dies silently (a partition: no
 //! FIN, no RST) is retired after one request times out instead of swallowing every later
-//! request. (The behaviour both transports share is in `client_session.rs`, which runs
+//! request, and an idle session answers the server's keepalive pings. (The behaviour both transports share is in `client_session.rs`, which runs
 //! every test over each.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -183,4 +183,38 @@ async fn a_silently_dead_connection_is_retired_after_a_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+// checks: S1 (an idle framed session answers the server's keepalive pings, so the server
+// does not take it for a vanished client and close it: its requests keep one connection)
+#[tokio::test]
+async fn an_idle_framed_session_answers_the_keepalive_and_keeps_its_connection() {
+    let server = TestServer::start_with_sessions(&[
+        "--keepalive-interval-ms",
+        "300",
+        "--keepalive-timeout-ms",
+        "600",
+    ]);
+    let proxy = Proxy::start(server.session_addr().unwrap()).await;
+    let client = builder(&server, proxy.addr().to_string())
+        .connect()
+        .await
+        .unwrap();
+    let held = client.try_acquire("framed/idle").await.unwrap();
+    assert_eq!(proxy.accepted(), 1);
+
+    // Ten keepalive intervals with nothing to say (renewals travel on the KeepAlive
+    // stream, not this connection): the server pings, the SDK answers. Unanswered, the
+    // server would close the connection after 0.9 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held_token = held.token();
+    held.release().await.unwrap();
+    let next = client.try_acquire("framed/idle").await.unwrap();
+    assert!(next.token() > held_token);
+    next.release().await.unwrap();
+    assert_eq!(
+        proxy.accepted(),
+        1,
+        "one connection throughout: the server never closed it as silent"
+    );
 }

@@ -1,7 +1,8 @@
 //! The framed `Session` protocol (`fenced --session-listen`, `fenced_proto::framed`) spoken
 //! by hand over plain TCP against a real `fenced` process: the hello and its refusal,
 //! acquire/renew/release answered by id and out of order, the 64 KiB frame limit, garbage
-//! frames, a waiter that disconnects (L2), `kill -9` and restart (S1, S2), a graceful stop
+//! frames, a waiter that disconnects (L2), a waiter that falls silent and does not
+//! answer the keepalive ping (L2), `kill -9` and restart (S1, S2), a graceful stop
 //! with connections open, and the refusal to serve plaintext sessions next to TLS.
 //!
 //! Each test names the contract ids it checks. Real time is used only with wide margins;
@@ -11,7 +12,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use fenced_proto::framed::{codec, HELLO, MAX_FRAME_BYTES, REFUSED};
+use fenced_proto::framed::{codec, HELLO, MAX_FRAME_BYTES, PING, REFUSED};
 use fenced_proto::v1 as pb;
 use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_tests::server::TestServer;
@@ -567,6 +568,100 @@ async fn a_waiter_that_disconnects_is_never_granted_the_lock() {
     assert_eq!(grant.token, info.token);
     assert!(grant.token > held.token);
     assert_eq!(info.waiters, 0);
+}
+
+// checks: L2 (a waiter whose client vanished without closing, so that no FIN ever comes,
+// is pinged, leaves the queue when it does not answer, and is never granted the lock), L1
+#[tokio::test]
+async fn a_silent_waiter_is_pinged_and_leaves_the_queue_while_one_that_answers_stays() {
+    let server = TestServer::start_with_sessions(&[
+        "--keepalive-interval-ms",
+        "300",
+        "--keepalive-timeout-ms",
+        "600",
+    ]);
+    let addr = session_addr(&server);
+    let mut grpc = server.client().await;
+    let held = grpc
+        .acquire(acquire_request("quiet", "holder", 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The first waiter sends its acquire and then never reads or writes again, as a client
+    // behind a partition or on a dead host: its socket stays open.
+    let mut silent = Session::open(addr).await;
+    silent
+        .send(1, acquire("quiet", "silent-waiter", 30_000, 60_000))
+        .await;
+    waiters_reach(&mut grpc, "quiet", 1, PATIENCE)
+        .await
+        .expect("the silent waiter queued");
+    // The second answers every ping with an empty frame, and counts them.
+    let mut answering = Session::open(addr).await;
+    answering
+        .send(1, acquire("quiet", "answering-waiter", 30_000, 60_000))
+        .await;
+    waiters_reach(&mut grpc, "quiet", 2, PATIENCE)
+        .await
+        .expect("the answering waiter queued");
+    let answering = tokio::spawn(async move {
+        let mut pings = 0;
+        loop {
+            let frame = next_frame(&mut answering.frames)
+                .await
+                .expect("the answering waiter's connection stays open")
+                .expect("a frame reads");
+            if frame.as_ref() == PING {
+                pings += 1;
+                answering
+                    .frames
+                    .send(Bytes::from_static(PING))
+                    .await
+                    .unwrap();
+            } else {
+                let answer = pb::SessionResponse::decode(frame.freeze()).unwrap();
+                return (pings, answer);
+            }
+        }
+    });
+
+    // The silent waiter is pinged, does not answer, and leaves (interval + timeout is
+    // 0.9 s; 15 s is the margin for a loaded machine).
+    waiters_reach(&mut grpc, "quiet", 1, Duration::from_secs(15))
+        .await
+        .expect("L2: the waiter that never answered a ping must leave the queue");
+    let first = next_frame(&mut silent.frames)
+        .await
+        .expect("a ping came before the close")
+        .expect("the ping reads");
+    assert_eq!(first.as_ref(), PING, "the server's first frame is a ping");
+    assert_closed(&mut silent.frames, "after the unanswered ping").await;
+    // The one that answers keeps its place through several more rounds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    waiters_reach(&mut grpc, "quiet", 1, Duration::ZERO)
+        .await
+        .expect("the waiter that answers its pings keeps its place");
+
+    // Released, the lock goes to the waiter still there, never to the silent one.
+    grpc.release(pb::ReleaseRequest {
+        lease_id: held.lease_id,
+        lock: String::new(),
+    })
+    .await
+    .unwrap();
+    let (pings, answer) = tokio::time::timeout(PATIENCE, answering)
+        .await
+        .unwrap()
+        .unwrap();
+    let grant = granted(answer.result.unwrap());
+    let info = describe(&mut grpc, "quiet").await;
+    assert!(info.held && info.holder == "answering-waiter", "{info:?}");
+    assert_eq!(grant.token, info.token);
+    assert!(grant.token > held.token);
+    // At least one ping per 300 ms interval of the 2 s it waited after the silent one left
+    // would be about 6; 3 allows for a slow machine and still shows it was pinged and kept.
+    assert!(pings >= 3, "only {pings} pings in over 2 s of waiting");
 }
 
 // checks: S1, S2 (grants acknowledged over a framed connection survive `kill -9` with their

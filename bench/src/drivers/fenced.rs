@@ -215,11 +215,21 @@ impl Session {
                     .send(Bytes::from(request.encode_to_vec()))
                     .await
                     .map_err(framed_error)?;
-                let frame = frames
-                    .next()
-                    .await
-                    .ok_or_else(closed)?
-                    .map_err(framed_error)?;
+                let frame = loop {
+                    let frame = frames
+                        .next()
+                        .await
+                        .ok_or_else(closed)?
+                        .map_err(framed_error)?;
+                    if frame.as_ref() != fenced_proto::framed::PING {
+                        break frame;
+                    }
+                    // The server's keepalive ping, while a long wait is queued: answer it.
+                    frames
+                        .send(Bytes::from_static(fenced_proto::framed::PING))
+                        .await
+                        .map_err(framed_error)?;
+                };
                 SessionResponse::decode(frame).map_err(framed_error)?
             }
         };
