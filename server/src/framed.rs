@@ -12,6 +12,7 @@
 //! session, served by [`crate::session`] exactly as a gRPC `Session` call is.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -158,11 +160,7 @@ async fn run_connection(
     // gone (what is in flight is dropped and undone, CONTRACT L2); the server's own stop
     // ends the inbound side cleanly, so what is in flight is answered first.
     let (pings, pings_out) = mpsc::channel(1);
-    let heard = Heard {
-        frames: frames_in,
-        keepalive,
-        pings,
-    };
+    let heard = Heard::new(frames_in, keepalive, pings);
     let inbound = futures::stream::unfold(heard, Heard::next_request)
         .map(move |request| {
             request.map_err(|error| {
@@ -212,43 +210,74 @@ struct Heard {
     keepalive: Keepalive,
     /// Asks the writing side to send a ping.
     pings: mpsc::Sender<()>,
+    /// When the client's last frame came (or the session began).
+    last_heard: Instant,
+    /// When the unanswered ping went out, if one did since the last frame.
+    pinged_at: Option<Instant>,
+    /// Fires at the next moment the silence must be looked at. Moved lazily: a frame only
+    /// notes [`Heard::last_heard`], so a busy connection costs no timer update per frame.
+    check: Pin<Box<Sleep>>,
 }
 
 impl Heard {
+    fn new(
+        frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+        keepalive: Keepalive,
+        pings: mpsc::Sender<()>,
+    ) -> Heard {
+        let now = Instant::now();
+        Heard {
+            frames,
+            keepalive,
+            pings,
+            last_heard: now,
+            pinged_at: None,
+            check: Box::pin(tokio::time::sleep_until(now + keepalive.interval)),
+        }
+    }
+
     /// The client's next request, skipping its keepalive frames; pings the client when it
     /// has been silent for the interval, and fails when a ping then goes unanswered. `None`
     /// at the end of file.
     async fn next_request(mut self) -> Option<(Result<pb::SessionRequest, ReadError>, Heard)> {
-        let mut pinged = false;
         loop {
-            let wait = if pinged {
-                self.keepalive.timeout
-            } else {
-                self.keepalive.interval
-            };
-            let request = match tokio::time::timeout(wait, self.frames.next()).await {
-                Ok(None) => return None,
-                Ok(Some(Ok(frame))) if frame.as_ref() == PING => {
-                    pinged = false;
-                    continue;
+            tokio::select! {
+                biased;
+                frame = self.frames.next() => {
+                    self.last_heard = Instant::now();
+                    self.pinged_at = None;
+                    let request = match frame {
+                        None => return None,
+                        Some(Ok(frame)) if frame.as_ref() == PING => continue,
+                        Some(frame) => frame.map_err(ReadError::Io).and_then(|frame| {
+                            pb::SessionRequest::decode(frame).map_err(|error| {
+                                ReadError::Io(std::io::Error::new(
+                                    std::io::ErrorKind::InvalidData,
+                                    error.to_string(),
+                                ))
+                            })
+                        }),
+                    };
+                    return Some((request, self));
                 }
-                Ok(Some(frame)) => frame.map_err(ReadError::Io).and_then(|frame| {
-                    pb::SessionRequest::decode(frame).map_err(|error| {
-                        ReadError::Io(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            error.to_string(),
-                        ))
-                    })
-                }),
-                Err(_elapsed) if pinged => Err(ReadError::Silent(self.keepalive.timeout)),
-                Err(_elapsed) => {
-                    // Full means a ping is already on its way: one is enough.
-                    let _ = self.pings.try_send(());
-                    pinged = true;
-                    continue;
+                () = self.check.as_mut() => {
+                    let now = Instant::now();
+                    let next_check = match self.pinged_at {
+                        Some(pinged_at) if now >= pinged_at + self.keepalive.timeout => {
+                            return Some((Err(ReadError::Silent(self.keepalive.timeout)), self));
+                        }
+                        Some(pinged_at) => pinged_at + self.keepalive.timeout,
+                        None if now >= self.last_heard + self.keepalive.interval => {
+                            // Full means a ping is already on its way: one is enough.
+                            let _ = self.pings.try_send(());
+                            self.pinged_at = Some(now);
+                            now + self.keepalive.timeout
+                        }
+                        None => self.last_heard + self.keepalive.interval,
+                    };
+                    self.check.as_mut().reset(next_check);
                 }
-            };
-            return Some((request, self));
+            }
         }
     }
 }
