@@ -27,6 +27,17 @@ impl TestKv {
         ))
     }
 
+    /// Starts `fenced-kv` on the data directory `data_dir` (e.g. on a
+    /// [`crate::power_cut::ScratchFs`]), with extra flags.
+    pub fn start_in(data_dir: std::path::PathBuf, extra_args: &[&str]) -> TestKv {
+        TestKv(ServerProcess::start_in(
+            "fenced-kv",
+            "fenced-kv listening on ",
+            data_dir,
+            extra_args,
+        ))
+    }
+
     /// A connected client.
     pub async fn client(&self) -> GatedKvClient<Channel> {
         GatedKvClient::connect(self.endpoint())

@@ -12,11 +12,14 @@
 //! - [`proxy`]: [`proxy::Proxy`], a TCP proxy that passes, delays, resets or black-holes
 //!   connections on the test's command.
 //! - [`pki`]: [`pki::TestPki`], a throwaway CA and `localhost` certificate for TLS tests.
+//! - [`power_cut`]: [`power_cut::ScratchFs`], an ext4 filesystem on a loop device whose
+//!   power a test can cut (what was not synced is lost).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binaries;
 pub mod kv_server;
 pub mod pki;
+pub mod power_cut;
 pub mod process;
 pub mod proxy;
 pub mod server;

@@ -95,8 +95,8 @@ pub struct ServerProcess {
     earlier_lines: Vec<String>,
     /// The data directory, kept across restarts, removed when this is dropped.
     data_dir: PathBuf,
-    /// Owns the temporary directory behind `data_dir`.
-    _temp: tempfile::TempDir,
+    /// Owns the temporary directory behind `data_dir`, when the harness made it.
+    _temp: Option<tempfile::TempDir>,
     /// Extra flags passed on every start.
     extra_args: Vec<String>,
 }
@@ -106,6 +106,19 @@ impl ServerProcess {
     pub fn start(binary: &'static str, banner: &'static str, extra_args: &[&str]) -> Self {
         let temp = tempfile::tempdir().expect("a temporary directory");
         let data_dir = temp.path().join("data");
+        let mut process = Self::start_in(binary, banner, data_dir, extra_args);
+        process._temp = Some(temp);
+        process
+    }
+
+    /// Starts `binary` on the data directory `data_dir` (which the caller owns and cleans
+    /// up) and a free port, with extra flags.
+    pub fn start_in(
+        binary: &'static str,
+        banner: &'static str,
+        data_dir: PathBuf,
+        extra_args: &[&str],
+    ) -> Self {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let started = spawn_server(binary, banner, &data_dir, "127.0.0.1:0", &extra_args);
         ServerProcess {
@@ -115,7 +128,7 @@ impl ServerProcess {
             addr: started.addr,
             earlier_lines: started.earlier_lines,
             data_dir,
-            _temp: temp,
+            _temp: None,
             extra_args,
         }
     }

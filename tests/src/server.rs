@@ -31,6 +31,17 @@ impl TestServer {
         ))
     }
 
+    /// Starts `fenced` on the data directory `data_dir` (e.g. on a
+    /// [`crate::power_cut::ScratchFs`]), with extra flags.
+    pub fn start_in(data_dir: std::path::PathBuf, extra_args: &[&str]) -> TestServer {
+        TestServer(ServerProcess::start_in(
+            "fenced",
+            "fenced listening on ",
+            data_dir,
+            extra_args,
+        ))
+    }
+
     /// Starts `fenced` with its framed `Session` listener on a free port too
     /// (`--session-listen 127.0.0.1:0`), plus extra flags; see [`TestServer::session_addr`].
     pub fn start_with_sessions(extra_args: &[&str]) -> TestServer {

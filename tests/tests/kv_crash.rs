@@ -1,5 +1,6 @@
-//! `kill -9` of the real `fenced-kv` binary during a write storm: nothing acknowledged
-//! goes back, and the mark still refuses after the restart.
+//! `kill -9` of the real `fenced-kv` binary during a write storm, and a power cut of the
+//! filesystem under its data (`fenced_tests::power_cut`): nothing acknowledged goes back,
+//! and the mark still refuses after the restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use fenced_gate::grpc::stale_tokens;
 use fenced_proto::kv::v1::{FenceRequest, GetRequest, PutRequest};
 use fenced_tests::kv_server::TestKv;
+use fenced_tests::power_cut::{scratch_fs_or_skip, ScratchFs};
 use tonic::Code;
 
 const RESOURCES: u64 = 3;
@@ -24,9 +26,15 @@ struct Acked {
 }
 
 /// Runs 16 writers against `kv`, kills it with SIGKILL once 300 more writes have been
-/// acknowledged (with the storm still going), and returns once every writer has stopped.
-/// `next` hands out tokens that only go up.
-async fn storm_then_kill(kv: &mut TestKv, next: &Arc<AtomicU64>, acked: &Arc<Mutex<Acked>>) {
+/// acknowledged (with the storm still going; cutting the power of `power` first, when
+/// given), and returns once every writer has stopped. `next` hands out tokens that only go
+/// up.
+async fn storm_then_kill(
+    kv: &mut TestKv,
+    next: &Arc<AtomicU64>,
+    acked: &Arc<Mutex<Acked>>,
+    power: Option<&ScratchFs>,
+) {
     let client = kv.client().await;
     let acks = Arc::new(AtomicU64::new(0));
     let dead = Arc::new(AtomicBool::new(false));
@@ -94,6 +102,9 @@ async fn storm_then_kill(kv: &mut TestKv, next: &Arc<AtomicU64>, acked: &Arc<Mut
         "the storm never got going"
     );
     dead.store(true, SeqCst);
+    if let Some(fs) = power {
+        fs.cut_power();
+    }
     kv.kill();
     for writer in writers {
         writer.await.unwrap();
@@ -167,12 +178,36 @@ async fn kill_9_during_a_write_storm_takes_nothing_back() {
     // Two rounds: storm, kill -9, restart on the same data directory, check everything
     // acknowledged so far (the first round's again after the second crash).
     for round in 1..=2 {
-        storm_then_kill(&mut kv, &next, &acked).await;
+        storm_then_kill(&mut kv, &next, &acked, None).await;
         kv.restart();
         let so_far = acked.lock().unwrap().clone();
         nothing_went_back(&kv, &so_far).await;
         eprintln!(
             "round {round}: all {} puts and {} fences acknowledged so far survived",
+            so_far.puts.len(),
+            so_far.fences.len()
+        );
+    }
+}
+
+// checks: S5 (under a power cut: acknowledged writes and marks were on the disk, not only in
+// the page cache that `kill -9` leaves alone)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_power_cut_during_a_write_storm_takes_nothing_back() {
+    let Some(mut fs) = scratch_fs_or_skip("a_power_cut_during_a_write_storm") else {
+        return;
+    };
+    let mut kv = TestKv::start_in(fs.path().join("data"), &[]);
+    let next = Arc::new(AtomicU64::new(1));
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    for round in 1..=2 {
+        storm_then_kill(&mut kv, &next, &acked, Some(&fs)).await;
+        fs.remount();
+        kv.restart();
+        let so_far = acked.lock().unwrap().clone();
+        nothing_went_back(&kv, &so_far).await;
+        eprintln!(
+            "round {round}: all {} puts and {} fences acknowledged so far survived a power cut",
             so_far.puts.len(),
             so_far.fences.len()
         );

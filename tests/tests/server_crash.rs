@@ -1,4 +1,5 @@
-//! Crash tests with the real binary: `kill -9` the server at random moments under load,
+//! Crash tests with the real binary: `kill -9` the server at random moments under load, or
+//! cut the power of the filesystem under its data directory (`fenced_tests::power_cut`),
 //! restart it on the same data directory, and check what survived.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use fenced_proto::v1 as pb;
 use fenced_tests::binaries::binary;
+use fenced_tests::power_cut::{scratch_fs_or_skip, ScratchFs};
 use fenced_tests::server::TestServer;
 
 /// An acknowledged grant.
@@ -112,7 +114,7 @@ async fn client_loop(endpoint: String, id: u64, ledger: Arc<Mutex<Ledger>>) {
 async fn kill_dash_nine_under_load_loses_no_acknowledged_grant_and_no_token_goes_back() {
     // The default checkpoint interval (1 s) is longer than a cycle: every restart replays
     // the journal.
-    crash_cycles(&[], 8, 0x2545_F491_4F6C_DD1D).await;
+    crash_cycles(&[], 8, 0x2545_F491_4F6C_DD1D, Crash::Kill).await;
 }
 
 // checks: S1, S2, S7
@@ -120,7 +122,85 @@ async fn kill_dash_nine_under_load_loses_no_acknowledged_grant_and_no_token_goes
 async fn kill_dash_nine_during_checkpoints_loses_nothing_either() {
     // Checkpoints every 20 ms: kills land while sled is being written and journal files are
     // being replaced and deleted.
-    crash_cycles(&["--checkpoint-ms", "20"], 6, 0x9E37_79B9_7F4A_7C15).await;
+    crash_cycles(
+        &["--checkpoint-ms", "20"],
+        6,
+        0x9E37_79B9_7F4A_7C15,
+        Crash::Kill,
+    )
+    .await;
+}
+
+// checks: S1, S2, S7 (under a power cut: what the server acknowledged was on the disk, not
+// only in the page cache that `kill -9` leaves alone)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_under_load_loses_no_acknowledged_grant_and_no_token_goes_back() {
+    let Some(fs) = scratch_fs_or_skip("a_power_cut_under_load") else {
+        return;
+    };
+    // Checkpoints every 50 ms: cuts land while sled is flushed, the token marker is raised
+    // and journal files are prepared, replaced and deleted, as well as between them.
+    let args = ["--checkpoint-ms", "50"];
+    crash_cycles(&args, 5, 0xD1B5_4A32_D192_ED03, Crash::PowerCut(fs)).await;
+}
+
+// checks: S2 (the test of the power-cut test: the harness does lose what was not synced, so
+// the test above would catch a server that answered before its fdatasync)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_loses_acknowledged_grants_when_the_server_skips_its_fdatasync() {
+    let Some(mut fs) = scratch_fs_or_skip("a_power_cut_without_fdatasync") else {
+        return;
+    };
+    // No sync before answering, and no checkpoint (sled's own flush) during the test.
+    let args = ["--no-fdatasync", "--checkpoint-ms", "600000"];
+    let mut server = TestServer::start_in(fs.path().join("data"), &args);
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let tasks: Vec<_> = (0..8)
+        .map(|id| tokio::spawn(client_loop(server.endpoint(), id, ledger.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fs.cut_power();
+    server.kill();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    fs.remount();
+    server.restart();
+
+    let held = ledger.lock().unwrap().held.clone();
+    assert!(!held.is_empty(), "the clients got no grant at all");
+    let mut client = server.client().await;
+    let mut lost = 0;
+    for (lock, grant) in &held {
+        let info = describe(&mut client, lock).await;
+        if !(info.held && info.token == grant.token) {
+            lost += 1;
+        }
+    }
+    assert!(
+        lost > 0,
+        "all {} acknowledged grants survived a power cut without fdatasync: the harness \
+         did not lose the page cache, so it could not catch a missing sync",
+        held.len()
+    );
+}
+
+/// How a crash cycle brings the server down.
+enum Crash {
+    /// `kill -9`: the page cache survives.
+    Kill,
+    /// A power cut of the filesystem under the data directory, then `kill -9`: what was not
+    /// synced is lost.
+    PowerCut(ScratchFs),
+}
+
+impl Crash {
+    fn name(&self) -> &'static str {
+        match self {
+            Crash::Kill => "kill -9",
+            Crash::PowerCut(_) => "a power cut",
+        }
+    }
 }
 
 async fn describe(
@@ -136,26 +216,36 @@ async fn describe(
         .into_inner()
 }
 
-/// `cycles` rounds of: load, `kill -9` at a random moment, restart, check the ledger.
-async fn crash_cycles(server_args: &[&str], cycles: u32, seed: u64) {
-    let mut server = TestServer::start_with(server_args);
+/// `cycles` rounds of: load, a crash at a random moment, restart, check the ledger.
+async fn crash_cycles(server_args: &[&str], cycles: u32, seed: u64, mut crash: Crash) {
+    let mut server = match &crash {
+        Crash::Kill => TestServer::start_with(server_args),
+        Crash::PowerCut(fs) => TestServer::start_in(fs.path().join("data"), server_args),
+    };
+    let how = crash.name();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut random = seed;
     let mut max_token_before = 0;
 
     for cycle in 0..cycles {
-        // Phase 1: concurrent acquirers and releasers, then a kill -9 at a random moment.
+        // Phase 1: concurrent acquirers and releasers, then a crash at a random moment.
         let tasks: Vec<_> = (0..8)
             .map(|id| tokio::spawn(client_loop(server.endpoint(), id, ledger.clone())))
             .collect();
         let pause = 100 + next_random(&mut random) % 400;
         tokio::time::sleep(Duration::from_millis(pause)).await;
+        if let Crash::PowerCut(fs) = &crash {
+            fs.cut_power();
+        }
         server.kill();
         for task in tasks {
             task.await.unwrap();
         }
 
-        // Phase 2: restart on the same data directory.
+        // Phase 2: restart on the same data directory (after the power comes back).
+        if let Crash::PowerCut(fs) = &mut crash {
+            fs.remount();
+        }
         server.restart();
         let mut client = server.client().await;
         let ledger_now = {
@@ -177,7 +267,7 @@ async fn crash_cycles(server_args: &[&str], cycles: u32, seed: u64) {
             let info = describe(&mut client, lock).await;
             assert!(
                 info.held,
-                "cycle {cycle}: acknowledged grant on {lock} lost after kill -9"
+                "cycle {cycle}: acknowledged grant on {lock} lost after {how}"
             );
             assert_eq!(
                 info.token, grant.token,
@@ -190,7 +280,7 @@ async fn crash_cycles(server_args: &[&str], cycles: u32, seed: u64) {
             let info = describe(&mut client, lock).await;
             assert!(
                 !(info.held && info.token == *token),
-                "cycle {cycle}: {lock} is held again by token {token}, released before kill -9"
+                "cycle {cycle}: {lock} is held again by token {token}, released before {how}"
             );
         }
 
