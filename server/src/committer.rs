@@ -35,6 +35,7 @@ pub fn run_committer(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> Result<(), E
     })();
     if let Err(error) = &result {
         tracing::error!(%error, "committer failed; stopping the server");
+        engine.store().fail();
         engine.fatal().cancel();
     }
     result

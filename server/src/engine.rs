@@ -100,6 +100,7 @@ impl Engine {
                 Ok(seq) => seq,
                 Err(error) => {
                     // Memory now differs from disk: stop rather than serve from it.
+                    self.store.fail();
                     self.fatal.cancel();
                     return Err(error);
                 }
@@ -134,9 +135,19 @@ impl Engine {
         Ok((answer, self.store.staged()))
     }
 
-    /// Waits until batch `seq` is durable.
+    /// Waits until batch `seq` is durable. Fails at once when a fatal error stops the
+    /// server first (a failed disk, say): the batch will never be durable, and the client
+    /// should hear so now rather than when the drain timeout cuts its connection.
     pub async fn durable(&self, seq: u64) -> Result<(), Error> {
-        self.store.wait_durable(seq).await
+        tokio::select! {
+            // A batch made durable before the failure is still answered.
+            biased;
+            durable = self.store.wait_durable(seq) => durable,
+            () = self.fatal.cancelled() => Err(Error::Storage {
+                during: "waiting for durability",
+                reason: "the server is stopping after a storage failure".to_string(),
+            }),
+        }
     }
 
     /// Subscribes to watch events.

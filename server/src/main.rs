@@ -49,13 +49,18 @@ struct Args {
     /// How often the journal is moved into sled, in milliseconds.
     #[arg(long, env = "FENCED_CHECKPOINT_MS", default_value_t = 1000)]
     checkpoint_ms: u64,
-    /// PING a connection (gRPC or framed session) silent for this long, in milliseconds, to notice clients
-    /// that vanished without closing (their queued acquires then leave the queue).
+    /// PING a connection (gRPC or framed session) silent for this long, in milliseconds, to
+    /// notice clients that vanished without closing (their queued acquires then leave the
+    /// queue).
     #[arg(long, env = "FENCED_KEEPALIVE_INTERVAL_MS", default_value_t = 10_000)]
     keepalive_interval_ms: u64,
     /// Close a connection whose PING is not answered within this, in milliseconds.
     #[arg(long, env = "FENCED_KEEPALIVE_TIMEOUT_MS", default_value_t = 20_000)]
     keepalive_timeout_ms: u64,
+    /// On SIGINT/SIGTERM or a fatal error, how long to let in-flight requests finish
+    /// before closing connections, in milliseconds.
+    #[arg(long, env = "FENCED_DRAIN_TIMEOUT_MS", default_value_t = 5_000)]
+    drain_timeout_ms: u64,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "FENCED_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -78,6 +83,7 @@ impl Args {
             checkpoint_interval: Duration::from_millis(self.checkpoint_ms),
             keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),
             keepalive_timeout: Duration::from_millis(self.keepalive_timeout_ms),
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(fenced::config::TlsFiles { cert, key }),
                 _ => None,

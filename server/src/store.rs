@@ -93,12 +93,22 @@ pub struct Recovered {
     pub locks: Vec<RestoredLock>,
 }
 
+/// How far the journal is durable.
+#[derive(Debug, Clone, Copy, Default)]
+struct Durability {
+    /// Every batch up to this sequence number is durable.
+    through: u64,
+    /// The committer failed: no batch after `through` will ever be durable.
+    failed: bool,
+}
+
 /// The durable store. See the module documentation.
 pub struct Store {
     /// The sequence number of the last staged batch.
     staged: AtomicU64,
-    /// The sequence number up to which everything is durable.
-    durable: watch::Sender<u64>,
+    /// The sequence number up to which everything is durable, and whether the rest never
+    /// will be.
+    durable: watch::Sender<Durability>,
     /// Guards the committer's sleep, so a kick between its check and its wait is not lost.
     kick_lock: Mutex<()>,
     /// Wakes the committer when something is staged (or it is told to stop).
@@ -192,7 +202,7 @@ impl Store {
         let marker = Marker::check(dir, recovered.next_token)?;
         let checkpointer =
             Checkpointer::start(db, data_file, journal_dir, journal.next_file(), marker)?;
-        let (durable, _) = watch::channel(0);
+        let (durable, _) = watch::channel(Durability::default());
         let store = Store {
             staged: AtomicU64::new(0),
             durable,
@@ -234,16 +244,29 @@ impl Store {
     }
 
     /// Waits until the batch `seq` (and all before it) is durable.
+    /// Fails at once if the committer has failed first (see [`Store::fail`]).
     pub async fn wait_durable(&self, seq: u64) -> Result<(), Error> {
         let mut durable = self.durable.subscribe();
-        durable
-            .wait_for(|done| *done >= seq)
+        let stopped = |reason: &str| Error::Storage {
+            during: "waiting for durability",
+            reason: reason.to_string(),
+        };
+        let now = durable
+            .wait_for(|done| done.through >= seq || done.failed)
             .await
-            .map(|_| ())
-            .map_err(|_| Error::Storage {
-                during: "waiting for durability",
-                reason: "the committer stopped".to_string(),
-            })
+            .map_err(|_| stopped("the committer stopped"))?;
+        if now.through >= seq {
+            Ok(())
+        } else {
+            Err(stopped("the server is stopping after a storage failure"))
+        }
+    }
+
+    /// Says that nothing staged and not yet durable ever will be (the committer failed, a
+    /// disk died): everyone waiting for such a batch gets an error now, rather than when
+    /// the shutdown's drain timeout closes their connection.
+    pub fn fail(&self) {
+        self.durable.send_modify(|durable| durable.failed = true);
     }
 
     /// Wakes the committer (after staging, or to make it notice a stop request), if it
@@ -266,7 +289,7 @@ impl Store {
         // Announce the sleep before the last look at `staged` (both SeqCst): a stager either
         // sees the flag and kicks, or its batch is seen here.
         self.committer_sleeps.store(true, Ordering::SeqCst);
-        if self.staged() <= *self.durable.borrow() && !stop.load(Ordering::SeqCst) {
+        if self.staged() <= self.durable.borrow().through && !stop.load(Ordering::SeqCst) {
             // A spurious wake-up only costs an empty pass of the committer's loop.
             drop(self.kick.wait_timeout(guard, Duration::from_millis(100)));
         }
@@ -282,7 +305,7 @@ impl Store {
             let mut pending = self.pending.lock().map_err(|_| Error::Poisoned)?;
             (std::mem::take(&mut *pending), self.staged())
         };
-        if target <= *self.durable.borrow() {
+        if target <= self.durable.borrow().through {
             return Ok(target);
         }
         let ops: Vec<JournalOp> = writes.into_iter().map(encode).collect();
@@ -296,7 +319,7 @@ impl Store {
             committed.unflushed.insert(op.key, op.value);
         }
         drop(committed);
-        self.durable.send_replace(target);
+        self.durable.send_modify(|durable| durable.through = target);
         Ok(target)
     }
 
@@ -573,6 +596,24 @@ mod tests {
 
     fn journal_records(dir: &Path) -> usize {
         Journal::read(&dir.join("journal")).unwrap().batches.len()
+    }
+
+    // checks: S2 (after a failure, what is durable is still answered as durable, and what
+    // is not is refused at once instead of waiting forever)
+    #[tokio::test]
+    async fn after_a_failure_waiters_for_undurable_batches_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
+        let durable = store.stage(grant(LeaseId::random(), "a", 7)).unwrap();
+        store.commit().unwrap();
+        let never = store.stage(grant(LeaseId::random(), "b", 8)).unwrap();
+        store.fail();
+        store.wait_durable(durable).await.unwrap();
+        let refused = tokio::time::timeout(Duration::from_secs(10), store.wait_durable(never))
+            .await
+            .expect("refused at once, not left waiting");
+        let error = refused.expect_err("a batch never committed is not durable");
+        assert!(error.to_string().contains("storage failure"), "{error}");
     }
 
     // checks: S1 (the token floor reaches the marker at a checkpoint, not on the commit

@@ -173,16 +173,30 @@ impl ServerProcess {
     /// Asks it to shut down with SIGTERM and waits up to a minute for it to exit (then
     /// kills it); returns its exit status, `None` if it was not running.
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        signal(child.id(), "-TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let pid = self.pid()?;
+        signal(pid, "-TERM");
+        match self.wait_for_exit(Duration::from_secs(60)) {
+            Some(status) => Some(status),
+            None => {
+                let mut child = self.child.take()?;
+                let _ = child.kill();
+                child.wait().ok()
+            }
+        }
+    }
+
+    /// Waits up to `within` for it to exit by itself; its exit status, or `None` if it is
+    /// still running (or was not).
+    pub fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
         loop {
+            let child = self.child.as_mut()?;
             if let Some(status) = child.try_wait().expect("wait works") {
+                self.child = None;
                 return Some(status);
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
-                return child.wait().ok();
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

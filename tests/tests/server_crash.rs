@@ -185,6 +185,59 @@ async fn a_power_cut_loses_acknowledged_grants_when_the_server_skips_its_fdatasy
     );
 }
 
+// checks: S2 (a grant the disk did not take is never acknowledged), S1 (the server stops
+// rather than serve from a disk that fails, and starts again with every token above the
+// ones it gave)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fails_stops_the_server_and_nothing_unsynced_is_acknowledged() {
+    let Some(mut fs) = scratch_fs_or_skip("a_disk_that_fails") else {
+        return;
+    };
+    // A drain timeout far longer than the test's patience: the failed request must be
+    // answered at once, not when the shutdown gives up on its connection.
+    let mut server = TestServer::start_in(fs.path().join("data"), &["--drain-timeout-ms", "60000"]);
+    let mut client = server.client().await;
+    let acquire = |lock: &str| pb::AcquireRequest {
+        lock: lock.to_string(),
+        holder: "disk-test".into(),
+        ttl_ms: 120_000,
+        ..Default::default()
+    };
+    let before = client
+        .acquire(acquire("before"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // From now on every write and sync fails with EIO, as on a disk that died.
+    fs.cut_power();
+    let after = tokio::time::timeout(Duration::from_secs(15), client.acquire(acquire("after")))
+        .await
+        .expect("the request that met the failed disk is answered promptly");
+    let refused = after.expect_err("a grant was acknowledged although the disk took nothing");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let status = server
+        .wait_for_exit(Duration::from_secs(90))
+        .expect("the server stops by itself when its disk fails");
+    assert!(
+        !status.success(),
+        "the server must exit with a failure when its disk fails, got {status}"
+    );
+
+    // The disk comes back: what was acknowledged is there, what was not is not.
+    fs.remount();
+    server.restart();
+    let mut client = server.client().await;
+    let restored = describe(&mut client, "before").await;
+    assert!(
+        restored.held && restored.token == before.token,
+        "{restored:?}"
+    );
+    assert!(!describe(&mut client, "after").await.held);
+    let next = client.acquire(acquire("next")).await.unwrap().into_inner();
+    assert!(next.token > before.token);
+}
+
 /// How a crash cycle brings the server down.
 enum Crash {
     /// `kill -9`: the page cache survives.
