@@ -33,6 +33,10 @@ out=${OUT:-$root/BENCHMARKS.md}
 log() { echo "bench.sh: $*" >&2; }
 
 # ---- install and build
+# The version of the source the build below compiles: read before it, so edits made while
+# the benchmark runs (and the report itself, which may be a file in this repository) do
+# not count.
+fenced_version="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 if want etcd; then bash scripts/install-etcd.sh >&2; fi
 if want redis; then bash scripts/install-redis.sh >&2; fi
 packages=(-p fenced-bench)
@@ -154,9 +158,6 @@ fi
 bench_cmd=(target/release/fenced-bench "${bench_args[@]}" "$@")
 log "running: ${bench_cmd[*]}"
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
-# Read before the report is written: the report may be a file in this repository, and
-# truncating it would count as an uncommitted change.
-fenced_version="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 "${bench_cmd[@]}" >"$tmp/report.md"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
