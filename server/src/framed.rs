@@ -46,10 +46,10 @@ pub struct Keepalive {
 }
 
 /// Accepts connections on `listener` and serves each as one session (pinging silent ones
-/// per `keepalive`), until `stop` is cancelled; then stops accepting and lets every connection answer what it has in flight
-/// (reading no more requests) for up to `drain_timeout`, after which the rest are cut,
-/// which drops and so undoes what they had in flight. Returns once every connection is
-/// gone.
+/// per `keepalive`), until `stop` is cancelled; then stops accepting and lets every
+/// connection answer what it has in flight (reading no more requests) for up to
+/// `drain_timeout`, after which the rest are cut, which drops and so undoes what they had
+/// in flight. Returns once every connection is gone.
 pub async fn serve(
     listener: TcpListener,
     server: LockServer,
@@ -165,7 +165,7 @@ async fn run_connection(
         .map(move |request| {
             request.map_err(|error| {
                 if !matches!(&error, ReadError::Io(error) if is_disconnect(error)) {
-                    tracing::warn!(%peer, %error, "framed session closed");
+                    tracing::warn!(%peer, %error, "framed session: closing the connection");
                 }
                 Gone
             })
