@@ -135,19 +135,10 @@ impl Engine {
         Ok((answer, self.store.staged()))
     }
 
-    /// Waits until batch `seq` is durable. Fails at once when a fatal error stops the
-    /// server first (a failed disk, say): the batch will never be durable, and the client
-    /// should hear so now rather than when the drain timeout cuts its connection.
+    /// Waits until batch `seq` is durable; fails at once if the store has failed first
+    /// ([`Store::fail`]).
     pub async fn durable(&self, seq: u64) -> Result<(), Error> {
-        tokio::select! {
-            // A batch made durable before the failure is still answered.
-            biased;
-            durable = self.store.wait_durable(seq) => durable,
-            () = self.fatal.cancelled() => Err(Error::Storage {
-                during: "waiting for durability",
-                reason: "the server is stopping after a storage failure".to_string(),
-            }),
-        }
+        self.store.wait_durable(seq).await
     }
 
     /// Subscribes to watch events.
