@@ -449,17 +449,12 @@ impl Orphans {
         };
         let message = SessionRequest {
             id: self.ids.fetch_add(1, Ordering::Relaxed),
-            op: Some(Op::Release(release)),
+            // A copy: the send may fail, and then the unary call needs it (a rare path).
+            op: Some(Op::Release(release.clone())),
         };
         match sender.try_send(message) {
             Ok(()) => "over the session",
-            Err(
-                mpsc::error::TrySendError::Full(message)
-                | mpsc::error::TrySendError::Closed(message),
-            ) => match message.op {
-                Some(Op::Release(release)) => self.release_unary(release),
-                _ => "not at all",
-            },
+            Err(_full_or_closed) => self.release_unary(release),
         }
     }
 

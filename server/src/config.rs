@@ -55,9 +55,10 @@ pub struct Config {
     /// plaintext (default).
     pub tls: Option<TlsFiles>,
     /// How long a connection may stay silent before the server PINGs it (default 10 s):
-    /// HTTP/2's PING on gRPC connections, an empty frame on framed `Session` ones. A client that vanished without closing (a partition, a dead host) is noticed
-    /// and its connection closed, so its queued acquires leave their queues (CONTRACT L2)
-    /// instead of being granted to nobody.
+    /// HTTP/2's PING on gRPC connections, an empty frame on framed `Session` ones. A client
+    /// that vanished without closing (a partition, a dead host) is noticed and its
+    /// connection closed, so its queued acquires leave their queues (CONTRACT L2) instead
+    /// of being granted to nobody.
     pub keepalive_interval: Duration,
     /// How long the server waits for a PING's answer before closing the connection
     /// (default 20 s).

@@ -110,6 +110,9 @@ enum ReadError {
     /// The socket failed, or a frame was too long.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A frame is not a `SessionRequest`.
+    #[error("{0}")]
+    Undecodable(#[from] prost::DecodeError),
     /// Nothing came within the keepalive timeout after a ping.
     #[error("no answer to a keepalive ping within {0:?}")]
     Silent(Duration),
@@ -249,14 +252,8 @@ impl Heard {
                     let request = match frame {
                         None => return None,
                         Some(Ok(frame)) if frame.as_ref() == PING => continue,
-                        Some(frame) => frame.map_err(ReadError::Io).and_then(|frame| {
-                            pb::SessionRequest::decode(frame).map_err(|error| {
-                                ReadError::Io(std::io::Error::new(
-                                    std::io::ErrorKind::InvalidData,
-                                    error.to_string(),
-                                ))
-                            })
-                        }),
+                        Some(Ok(frame)) => pb::SessionRequest::decode(frame).map_err(ReadError::from),
+                        Some(Err(error)) => Err(ReadError::from(error)),
                     };
                     return Some((request, self));
                 }
