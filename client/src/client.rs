@@ -17,8 +17,9 @@ use tonic::Streaming;
 
 use crate::book::Book;
 use crate::clock::{BootClock, Clock};
-use crate::config::Config;
+use crate::config::{Config, FramedTls};
 use crate::error::Error;
+use crate::framed_tls::FramedConnector;
 use crate::lease::Lease;
 use crate::session::Routed;
 use crate::shared::Shared;
@@ -147,9 +148,17 @@ impl ClientBuilder {
 
     /// Sends the session over the server's framed `Session` listener at `addr`
     /// (`host:port`, `fenced --session-listen`) instead of an HTTP/2 stream
-    /// ([`Config::framed_session`]). Plaintext only: refused with an `https://` endpoint.
+    /// ([`Config::framed_session`]). With an `https://` endpoint it is TLS too: give
+    /// [`ClientBuilder::framed_tls`].
     pub fn framed_session(mut self, addr: impl Into<String>) -> Self {
         self.config.framed_session = Some(addr.into());
+        self
+    }
+
+    /// Which server the framed session trusts over TLS ([`Config::framed_tls`]): needed
+    /// with an `https://` endpoint and [`ClientBuilder::framed_session`].
+    pub fn framed_tls(mut self, tls: FramedTls) -> Self {
+        self.config.framed_tls = Some(tls);
         self
     }
 
@@ -163,15 +172,7 @@ impl ClientBuilder {
     /// Must be called within a tokio runtime.
     pub async fn connect(self) -> Result<Client, Error> {
         self.config.validate()?;
-        if self.config.framed_session.is_some() && self.endpoint.starts_with("https://") {
-            return Err(Error::Config {
-                field: "framed_session",
-                why: format!(
-                    "the framed session is plaintext and {} is TLS: its messages would bypass TLS",
-                    self.endpoint
-                ),
-            });
-        }
+        let framed_tls = self.framed_connector()?;
         let endpoint = self.endpoint()?;
         let channel = endpoint.connect().await.map_err(|source| Error::Connect {
             endpoint: self.endpoint.clone(),
@@ -182,6 +183,7 @@ impl ClientBuilder {
             self.clock,
             LockServiceClient::new(channel),
             endpoint,
+            framed_tls,
         ));
         watchdog::spawn(Arc::downgrade(&shared), shared.config.watchdog_period).map_err(|e| {
             Error::Config {
@@ -193,6 +195,32 @@ impl ClientBuilder {
         Ok(Client {
             handle: Arc::new(Handle { shared }),
         })
+    }
+
+    /// The framed session's TLS, which follows the endpoint's: with `https://`, a framed
+    /// session must be TLS (its messages carry lease ids, which are bearer secrets), and
+    /// with plaintext gRPC a framed TLS setting is a mistake to point out.
+    fn framed_connector(&self) -> Result<Option<FramedConnector>, Error> {
+        let tls_endpoint = self.endpoint.starts_with("https://");
+        let config = &self.config;
+        match (&config.framed_session, &config.framed_tls) {
+            (Some(addr), Some(tls)) if tls_endpoint => FramedConnector::new(tls, addr).map(Some),
+            (Some(_), None) if tls_endpoint => Err(Error::Config {
+                field: "framed_tls",
+                why: format!(
+                    "{} is TLS, so the framed session must be too: give the CA of the server's certificate with framed_tls",
+                    self.endpoint
+                ),
+            }),
+            (_, Some(_)) if !tls_endpoint => Err(Error::Config {
+                field: "framed_tls",
+                why: format!(
+                    "{} is plaintext gRPC: the framed listener serves TLS only when gRPC does",
+                    self.endpoint
+                ),
+            }),
+            _ => Ok(None),
+        }
     }
 
     /// The tonic endpoint: keepalive so a dead connection is noticed, timeouts, and TLS

@@ -62,9 +62,45 @@ pub struct Config {
     /// The address (`host:port`) of the server's framed `Session` listener
     /// (`fenced --session-listen`): when set, the session travels over a plain TCP
     /// connection there instead of an HTTP/2 stream, at less CPU per message on both
-    /// sides. Plaintext only, so not with an `https://` endpoint; needs [`Config::session`].
-    /// Default: `None` (the gRPC `Session` call).
+    /// sides. With an `https://` endpoint the connection is TLS too, and needs
+    /// [`Config::framed_tls`]; needs [`Config::session`]. Default: `None` (the gRPC `Session`
+    /// call).
     pub framed_session: Option<String>,
+    /// How the framed session verifies the server when the endpoint is `https://` (the
+    /// framed listener then serves TLS with the gRPC certificate). Required with an
+    /// `https://` endpoint and a [`Config::framed_session`], refused without them.
+    /// Default: `None`.
+    pub framed_tls: Option<FramedTls>,
+}
+
+/// Which server the framed session trusts over TLS ([`Config::framed_tls`]).
+///
+/// A setting of its own because tonic's `ClientTlsConfig` ([`Config::tls`]) cannot be read
+/// back: give the same CA to both.
+#[derive(Clone, Debug)]
+pub struct FramedTls {
+    /// The CA certificates that signed the server's certificate, PEM.
+    pub ca_certificate_pem: Vec<u8>,
+    /// The name the server's certificate must carry. Default: `None`, the host of
+    /// [`Config::framed_session`].
+    pub domain: Option<String>,
+}
+
+impl FramedTls {
+    /// Trusts the CA certificates in `ca_certificate_pem` (PEM), and verifies the host of the
+    /// framed session's address.
+    pub fn new(ca_certificate_pem: impl Into<Vec<u8>>) -> FramedTls {
+        FramedTls {
+            ca_certificate_pem: ca_certificate_pem.into(),
+            domain: None,
+        }
+    }
+
+    /// Verifies this name instead of the address's host (as tonic's `domain_name`).
+    pub fn domain(mut self, domain: impl Into<String>) -> FramedTls {
+        self.domain = Some(domain.into());
+        self
+    }
 }
 
 impl Default for Config {
@@ -86,6 +122,7 @@ impl Default for Config {
             tls: None,
             session: true,
             framed_session: None,
+            framed_tls: None,
         }
     }
 }
@@ -162,6 +199,12 @@ impl Config {
                     format!("{addr:?} is not host:port (the framed listener speaks no URL scheme)"),
                 );
             }
+        }
+        if self.framed_tls.is_some() && self.framed_session.is_none() {
+            return bad(
+                "framed_tls",
+                "is set but framed_session is not: there is no framed connection to secure".into(),
+            );
         }
         Ok(())
     }

@@ -46,7 +46,7 @@
 //! - `renewer`: the renewal task and its `KeepAlive` stream.
 //! - `session`: the `Session` stream (gRPC, or framed TCP) that carries try-once acquires
 //!   and releases, multiplexed by request id, reopened after a failure, unary calls when
-//!   the server has none.
+//!   the server has none; `framed_tls`: the TLS that wraps a framed connection.
 //! - `watchdog`: the pause watchdog's heartbeat and thread.
 //! - `shared`: what the handles and the background work share.
 
@@ -59,6 +59,7 @@ pub mod lease;
 pub mod state;
 
 mod book;
+mod framed_tls;
 mod renewer;
 mod session;
 mod shared;
@@ -69,7 +70,7 @@ pub use client::{
     AcquireOptions, Client, ClientBuilder, Holder, LockEvent, LockEventKind, LockInfo, LockWatch,
 };
 pub use clock::{BootClock, Clock, ManualClock};
-pub use config::{Config, DeadlinePolicy};
+pub use config::{Config, DeadlinePolicy, FramedTls};
 pub use election::Election;
 pub use error::{Error, FenceError};
 pub use fenced_types::{FencingToken, LeaseId, LockName};

@@ -22,7 +22,8 @@
 //!   for good.
 //! - With [`Config::framed_session`] the stream is a TCP connection to the server's framed
 //!   `Session` listener instead ([`fenced_proto::framed`]: the same messages without
-//!   HTTP/2, at less CPU per message), with a writer task in place of tonic's. It has no
+//!   HTTP/2, at less CPU per message; TLS when the endpoint is, [`Config::framed_tls`]),
+//!   with a writer task in place of tonic's. It has no
 //!   HTTP/2 PING to notice a connection that died silently, so a request that gets no
 //!   answer in time also retires the connection: the next request opens a new one.
 
@@ -40,7 +41,7 @@ use fenced_proto::v1::{ReleaseRequest, SessionRequest, SessionResponse};
 use futures::stream::{BoxStream, SplitSink};
 use futures::StreamExt;
 use prost::Message;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -50,6 +51,7 @@ use tonic::{Code, Status};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::Error;
+use crate::framed_tls::FramedConnector;
 
 /// How many requests may wait in a stream's send buffer before senders wait.
 const SEND_BUFFER: usize = 1024;
@@ -75,6 +77,8 @@ pub(crate) struct Session {
     /// The server's framed `Session` listener, when the stream goes there instead
     /// ([`Config::framed_session`]).
     framed: Option<String>,
+    /// The TLS that wraps each framed connection, when the endpoint is TLS.
+    framed_tls: Option<FramedConnector>,
     /// Set for good once the server answered UNIMPLEMENTED.
     unsupported: AtomicBool,
     /// The next request id (shared with the reader tasks, which send orphan releases).
@@ -131,11 +135,13 @@ enum Exchange {
 }
 
 impl Session {
-    /// A session that opens its stream on `rpc`'s channel when first used.
+    /// A session that opens its stream on `rpc`'s channel (or a framed connection, wrapped
+    /// in `framed_tls` if given) when first used.
     pub(crate) fn new(
         rpc: LockServiceClient<Channel>,
         clock: Arc<dyn Clock>,
         config: &Config,
+        framed_tls: Option<FramedConnector>,
     ) -> Self {
         Session {
             rpc,
@@ -143,6 +149,7 @@ impl Session {
             timeout: config.request_timeout,
             enabled: config.session,
             framed: config.framed_session.clone(),
+            framed_tls,
             unsupported: AtomicBool::new(false),
             ids: Arc::new(AtomicU64::new(1)),
             current: Mutex::new(None),
@@ -281,7 +288,7 @@ impl Session {
     async fn open(&self) -> Result<Arc<Conn>, Status> {
         let (requests, receiver) = mpsc::channel(SEND_BUFFER);
         let answers = match &self.framed {
-            Some(addr) => open_framed(addr, receiver).await?,
+            Some(addr) => open_framed(addr, self.framed_tls.as_ref(), receiver).await?,
             None => {
                 let mut rpc = self.rpc.clone();
                 rpc.session(ReceiverStream::new(receiver))
@@ -370,16 +377,44 @@ type Answers = BoxStream<'static, Result<SessionResponse, Status>>;
 /// UNAVAILABLE statuses naming the address (retryable, as a broken gRPC stream's are).
 async fn open_framed(
     addr: &str,
+    tls: Option<&FramedConnector>,
     requests: mpsc::Receiver<SessionRequest>,
 ) -> Result<Answers, Status> {
-    let frames = framed::connect(addr)
+    let unavailable =
+        |e: &dyn std::fmt::Display| Status::unavailable(format!("framed session at {addr}: {e}"));
+    let stream = framed::connect_tcp(addr)
         .await
-        .map_err(|e| Status::unavailable(format!("framed session at {addr}: {e}")))?;
+        .map_err(|e| unavailable(&e))?;
+    match tls {
+        None => {
+            let frames = framed::hello(stream).await.map_err(|e| unavailable(&e))?;
+            Ok(start_framed(addr, frames, requests))
+        }
+        Some(tls) => {
+            let stream = tls
+                .wrap(stream)
+                .await
+                .map_err(|e| unavailable(&format!("TLS handshake failed: {e}")))?;
+            let frames = framed::hello(stream).await.map_err(|e| unavailable(&e))?;
+            Ok(start_framed(addr, frames, requests))
+        }
+    }
+}
+
+/// Starts the writer task of a framed connection that said hello; returns its answers.
+fn start_framed<S>(
+    addr: &str,
+    frames: Framed<S, LengthDelimitedCodec>,
+    requests: mpsc::Receiver<SessionRequest>,
+) -> Answers
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let (sink, frames_in) = frames.split();
     let (pongs, pongs_out) = mpsc::channel(1);
     tokio::spawn(write_framed(requests, pongs_out, sink));
     let addr = addr.to_string();
-    Ok(frames_in
+    frames_in
         .filter_map(move |frame| {
             let answer = match frame {
                 // The server's keepalive ping: answer it. Full means a pong is already
@@ -397,7 +432,7 @@ async fn open_framed(
             };
             futures::future::ready(answer)
         })
-        .boxed())
+        .boxed()
 }
 
 /// The writer task of one framed stream: sends each request as a frame, and an empty frame
@@ -406,10 +441,10 @@ async fn open_framed(
 /// Ends when the last sender of `requests` is gone, closing the connection's sending half
 /// (the server then finishes the session), or when a write fails (dropping `requests`, so
 /// callers see the stream as broken and open a new one).
-async fn write_framed(
+async fn write_framed<S: AsyncWrite>(
     requests: mpsc::Receiver<SessionRequest>,
     pongs: mpsc::Receiver<()>,
-    sink: SplitSink<Framed<TcpStream, LengthDelimitedCodec>, Bytes>,
+    sink: SplitSink<Framed<S, LengthDelimitedCodec>, Bytes>,
 ) {
     let requests =
         ReceiverStream::new(requests).map(|request| Ok(Bytes::from(request.encode_to_vec())));

@@ -16,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::clock::Clock;
 use crate::config::{Config, DeadlinePolicy};
 use crate::error::{Error, FenceError};
+use crate::framed_tls::FramedConnector;
 use crate::session::{Routed, Session};
 use crate::state::LeaseState;
 use crate::tracked::Tracked;
@@ -56,9 +57,15 @@ impl Shared {
         clock: Arc<dyn Clock>,
         rpc: LockServiceClient<Channel>,
         endpoint: Endpoint,
+        framed_tls: Option<FramedConnector>,
     ) -> Self {
         let pulse = Pulse::new(clock.now(), config.pause_threshold);
-        let session = Arc::new(Session::new(rpc.clone(), clock.clone(), &config));
+        let session = Arc::new(Session::new(
+            rpc.clone(),
+            clock.clone(),
+            &config,
+            framed_tls,
+        ));
         Shared {
             policy: config.policy(),
             config,

@@ -1,9 +1,12 @@
 //! The framed `Session` protocol: the `Session` call's messages over plain TCP, without
-//! HTTP/2 under them (served by `fenced --session-listen ADDR`; plaintext only).
+//! HTTP/2 under them (served by `fenced --session-listen ADDR`).
 //!
+//! 0. The connection is plain TCP, or TLS when the server serves TLS (`--tls-cert`): then
+//!    the TLS handshake comes first, and everything below travels inside it.
 //! 1. Every frame is a 4-byte big-endian length, then that many bytes (at most
-//!    [`MAX_FRAME_BYTES`]); [`codec`] reads and writes them, and [`connect`] opens a
-//!    client's connection through the hello.
+//!    [`MAX_FRAME_BYTES`]); [`codec`] reads and writes them. [`connect`] opens a client's
+//!    plain TCP connection through the hello; [`hello`] says hello on a connection already
+//!    open (a TLS one, say).
 //! 2. The client's first frame is [`HELLO`]; the server answers with the same frame. Any
 //!    other first frame gets a frame starting with [`REFUSED`], naming what was expected,
 //!    and the connection is closed.
@@ -22,6 +25,7 @@
 
 use bytes::Bytes;
 use futures::{SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -87,14 +91,28 @@ pub enum ConnectError {
     Closed,
 }
 
-/// Connects to a framed `Session` listener at `addr` (`host:port`) and exchanges hellos:
-/// the connection, ready for `SessionRequest` frames.
+/// Connects to a framed `Session` listener at `addr` (`host:port`) over plain TCP and
+/// exchanges hellos: the connection, ready for `SessionRequest` frames.
 pub async fn connect(addr: &str) -> Result<Framed<TcpStream, LengthDelimitedCodec>, ConnectError> {
+    hello(connect_tcp(addr).await?).await
+}
+
+/// Opens the TCP connection to a framed `Session` listener at `addr` (`host:port`), with
+/// `TCP_NODELAY`: the transport under the hello, or under a TLS handshake first.
+pub async fn connect_tcp(addr: &str) -> Result<TcpStream, ConnectError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(ConnectError::Connect)?;
     // One small message per request, answered at once: Nagle would only add delay.
     stream.set_nodelay(true).map_err(ConnectError::NoDelay)?;
+    Ok(stream)
+}
+
+/// Exchanges hellos on an open connection to a framed `Session` listener (plain TCP, or
+/// TLS after its handshake): the connection, ready for `SessionRequest` frames.
+pub async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+) -> Result<Framed<S, LengthDelimitedCodec>, ConnectError> {
     let mut frames = Framed::new(stream, codec());
     frames
         .send(Bytes::from_static(HELLO))

@@ -7,7 +7,7 @@
 //! - [`kv::v1`]: package `fenced.kv.v1`, service `GatedKv`.
 //! - [`metadata`]: the names of the request and response metadata keys fencing uses.
 //! - [`session`]: a refusal as a `Session` stream carries it.
-//! - [`framed`]: the `Session` messages over plain framed TCP, without HTTP/2.
+//! - [`framed`]: the `Session` messages over framed TCP (or TLS), without HTTP/2.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for `tonic-reflection`.
 //!
 //! Conversions between these messages and the domain types live in the crates that own

@@ -122,9 +122,6 @@ pub enum ConfigError {
     /// The checkpoint interval is zero.
     #[error("the checkpoint interval must be above zero")]
     ZeroCheckpointInterval,
-    /// The framed `Session` port was asked for on a TLS server; it serves plaintext only.
-    #[error("the framed session listener serves plaintext only and cannot be combined with TLS; use the gRPC Session call over TLS instead")]
-    PlaintextSessionsWithTls,
     /// A duration that must be above zero is zero.
     #[error("{what} must be above zero")]
     ZeroDuration {

@@ -52,12 +52,12 @@ pub enum Error {
     /// The lock table's mutex was poisoned by a panic: its state cannot be trusted.
     #[error("the lock table was poisoned by a panic")]
     Poisoned,
-    /// A TLS file could not be read.
-    #[error("cannot read TLS file {path}: {reason}")]
+    /// A TLS file could not be read, or holds no usable certificate chain or key.
+    #[error("cannot use TLS file {path}: {reason}")]
     Tls {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
+        /// What the OS or rustls said.
         reason: String,
     },
     /// The gRPC server failed.

@@ -9,7 +9,9 @@
 //!
 //! The protocol is in [`fenced_proto::framed`]: a hello, then one protobuf
 //! `SessionRequest` or `SessionResponse` per length-prefixed frame. Each connection is one
-//! session, served by [`crate::session`] exactly as a gRPC `Session` call is.
+//! session, served by [`crate::session`] exactly as a gRPC `Session` call is. On a server
+//! that serves TLS, every connection is TLS (same certificate as gRPC), so lease ids, which
+//! are bearer secrets, never cross the network in the clear.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,11 +22,12 @@ use fenced_proto::framed::{codec, until_primary_ends, HELLO, PING, REFUSED};
 use fenced_proto::v1 as pb;
 use futures::{SinkExt, StreamExt};
 use prost::Message;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::service::LockServer;
 use crate::session::SessionStream;
 
-/// How long a new connection has to send its hello.
+/// How long a new connection has to finish its TLS handshake, and then to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// When the server pings a silent connection, and how long it then waits for an answer
@@ -45,14 +48,15 @@ pub struct Keepalive {
     pub timeout: Duration,
 }
 
-/// Accepts connections on `listener` and serves each as one session (pinging silent ones
-/// per `keepalive`), until `stop` is cancelled; then stops accepting and lets every
+/// Accepts connections on `listener` (over TLS with `tls`) and serves each as one session
+/// (pinging silent ones per `keepalive`), until `stop` is cancelled; then stops accepting and lets every
 /// connection answer what it has in flight (reading no more requests) for up to
 /// `drain_timeout`, after which the rest are cut, which drops and so undoes what they had
 /// in flight. Returns once every connection is gone.
 pub async fn serve(
     listener: TcpListener,
     server: LockServer,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
     drain_timeout: Duration,
     keepalive: Keepalive,
@@ -64,7 +68,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     connections.spawn(serve_connection(
-                        stream, peer, server.clone(), stop.clone(), keepalive,
+                        stream, peer, tls.clone(), server.clone(), stop.clone(), keepalive,
                     ));
                 }
                 Err(error) => {
@@ -102,6 +106,12 @@ enum ConnectionError {
     /// The peer sent nothing within [`HELLO_TIMEOUT`].
     #[error("no hello within {HELLO_TIMEOUT:?}")]
     HelloTimeout,
+    /// The TLS handshake failed (a plaintext client on a TLS listener, say).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    /// The TLS handshake did not finish within [`HELLO_TIMEOUT`].
+    #[error("no TLS handshake within {HELLO_TIMEOUT:?}")]
+    HandshakeTimeout,
 }
 
 /// Why a connection stopped being read.
@@ -122,25 +132,47 @@ enum ReadError {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
     server: LockServer,
     stop: CancellationToken,
     keepalive: Keepalive,
 ) {
-    if let Err(error) = run_connection(stream, peer, server, stop, keepalive).await {
+    let served = async {
+        // One small frame per message, answered at once: Nagle would only add delay.
+        stream.set_nodelay(true)?;
+        match tls {
+            // The plaintext halves are split without a lock between them.
+            None => {
+                let (read, write) = stream.into_split();
+                run_connection(read, write, peer, server, stop, keepalive).await
+            }
+            Some(acceptor) => {
+                let stream = tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(stream))
+                    .await
+                    .map_err(|_elapsed| ConnectionError::HandshakeTimeout)?
+                    .map_err(ConnectionError::Handshake)?;
+                let (read, write) = tokio::io::split(stream);
+                run_connection(read, write, peer, server, stop, keepalive).await
+            }
+        }
+    };
+    if let Err(error) = served.await {
         tracing::warn!(%peer, %error, "framed session closed");
     }
 }
 
-async fn run_connection(
-    stream: TcpStream,
+async fn run_connection<R, W>(
+    read: R,
+    write: W,
     peer: SocketAddr,
     server: LockServer,
     stop: CancellationToken,
     keepalive: Keepalive,
-) -> Result<(), ConnectionError> {
-    // One small frame per message, answered at once: Nagle would only add delay.
-    stream.set_nodelay(true)?;
-    let (read, write) = stream.into_split();
+) -> Result<(), ConnectionError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut frames_in = FramedRead::new(read, codec());
     let mut frames_out = FramedWrite::new(write, codec());
 
@@ -206,9 +238,9 @@ fn is_disconnect(error: &std::io::Error) -> bool {
 struct Gone;
 
 /// The reading side of one connection, after the hello.
-struct Heard {
+struct Heard<R> {
     /// The client's frames.
-    frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    frames: FramedRead<R, LengthDelimitedCodec>,
     /// When to ping, and how long to wait for the answer.
     keepalive: Keepalive,
     /// Asks the writing side to send a ping.
@@ -222,12 +254,12 @@ struct Heard {
     check: Pin<Box<Sleep>>,
 }
 
-impl Heard {
+impl<R: AsyncRead + Unpin> Heard<R> {
     fn new(
-        frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+        frames: FramedRead<R, LengthDelimitedCodec>,
         keepalive: Keepalive,
         pings: mpsc::Sender<()>,
-    ) -> Heard {
+    ) -> Heard<R> {
         let now = Instant::now();
         Heard {
             frames,
@@ -242,7 +274,7 @@ impl Heard {
     /// The client's next request, skipping its keepalive frames; pings the client when it
     /// has been silent for the interval, and fails when a ping then goes unanswered. `None`
     /// at the end of file.
-    async fn next_request(mut self) -> Option<(Result<pb::SessionRequest, ReadError>, Heard)> {
+    async fn next_request(mut self) -> Option<(Result<pb::SessionRequest, ReadError>, Heard<R>)> {
         loop {
             tokio::select! {
                 biased;

@@ -12,7 +12,8 @@
 //!   durable.
 //! - [`committer`]: the background tasks: group committer and lease reaper.
 //! - [`service`]: the gRPC `LockService` edge; [`session`]: its `Session` stream, also
-//!   served over plain framed TCP by [`framed`]; [`convert`]: protobuf to domain and back.
+//!   served over framed TCP by [`framed`]; [`convert`]: protobuf to domain and back;
+//!   [`tls`]: the TLS identity both listeners serve.
 //! - [`server`]: open, recover, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
 #![deny(missing_docs)]
@@ -32,6 +33,7 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod table;
+pub mod tls;
 
 pub use config::Config;
 pub use error::Error;

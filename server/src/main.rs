@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use fenced::config::ConfigError;
 use fenced::{Config, OpenServer};
 
 /// fenced: a lock service with fencing tokens.
@@ -16,9 +15,9 @@ struct Args {
     /// Address to serve gRPC on (port 0 picks a free port).
     #[arg(long, env = "FENCED_LISTEN", default_value = "127.0.0.1:7500")]
     listen: SocketAddr,
-    /// Also serve the `Session` protocol over plain framed TCP on this address (port 0
+    /// Also serve the `Session` protocol over framed TCP on this address (port 0
     /// picks a free port): the same requests as the gRPC `Session` call, at less cost per
-    /// message. Plaintext only, so not with TLS. Off by default.
+    /// message. Over TLS when --tls-cert is given, as gRPC. Off by default.
     #[arg(long, env = "FENCED_SESSION_LISTEN")]
     session_listen: Option<SocketAddr>,
     /// Directory for sled's data (leases and the token counter).
@@ -124,11 +123,6 @@ async fn serve(
     listen: SocketAddr,
     session_listen: Option<SocketAddr>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    // Refused before anything is bound or announced, so no script sees a "listening" line
-    // from a server that is about to exit.
-    if session_listen.is_some() && config.tls.is_some() {
-        return Err(ConfigError::PlaintextSessionsWithTls.into());
-    }
     // The signal handlers go in before the server says it is ready: a SIGTERM sent right
     // after that line must shut it down in order, not kill it by the default action.
     let shutdown = shutdown_signal()?;

@@ -16,13 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::committer::{run_committer, run_reaper};
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::framed;
 use crate::service::LockServer;
 use crate::store::{Recovered, Store};
 use crate::table::{Limits, LockTable};
+use crate::tls::ServerTls;
 
 /// A server whose store is open and recovered, not yet serving.
 pub struct OpenServer {
@@ -33,7 +34,7 @@ pub struct OpenServer {
     /// What was on disk.
     recovered: Recovered,
     /// The TLS identity, if the server serves TLS.
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<ServerTls>,
 }
 
 impl OpenServer {
@@ -41,7 +42,7 @@ impl OpenServer {
     /// clear error on a corrupt or unreadable directory.
     pub fn open(config: Config) -> Result<OpenServer, Error> {
         config.validate()?;
-        let tls = config.tls.as_ref().map(load_tls).transpose()?;
+        let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
         let (store, recovered) = Store::open(
             &config.data_dir,
             config.fdatasync,
@@ -79,17 +80,13 @@ impl OpenServer {
     }
 
     /// As [`OpenServer::serve`], and also the framed `Session` protocol ([`crate::framed`])
-    /// on `sessions` when given. That protocol is plaintext only, so it is refused on a
-    /// server configured for TLS.
+    /// on `sessions` when given, over TLS when the server serves TLS.
     pub async fn serve_with_sessions(
         self,
         listener: TcpListener,
         sessions: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        if sessions.is_some() && self.tls.is_some() {
-            return Err(Error::Config(ConfigError::PlaintextSessionsWithTls));
-        }
         let OpenServer {
             config,
             store,
@@ -143,6 +140,7 @@ impl OpenServer {
             tokio::spawn(framed::serve(
                 listener,
                 service.clone(),
+                tls.as_ref().map(|tls| tls.framed.clone()),
                 stop_sessions.clone(),
                 config.drain_timeout,
                 framed::Keepalive {
@@ -168,7 +166,7 @@ impl OpenServer {
         };
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
-            builder = builder.tls_config(tls)?;
+            builder = builder.tls_config(tls.grpc)?;
         }
         let serving = builder
             .tcp_nodelay(true)
@@ -245,16 +243,4 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     OpenServer::open(config)?.serve(listener, shutdown).await
-}
-
-/// Reads the TLS certificate chain and key, naming the file that cannot be read.
-fn load_tls(files: &crate::config::TlsFiles) -> Result<tonic::transport::ServerTlsConfig, Error> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| Error::Tls {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
-    };
-    let identity = tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
-    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
 }

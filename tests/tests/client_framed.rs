@@ -1,7 +1,7 @@
 //! The SDK's framed session (`ClientBuilder::framed_session`) where it differs from the
 //! gRPC `Session` stream: its traffic goes to the framed listener, an unreachable listener
-//! is a transient error that changes nothing, settings that would bypass TLS or cannot work
-//! are refused before connecting, and a connection that dies silently (a partition: no
+//! is a transient error that changes nothing, settings that would leave TLS unverified or
+//! cannot work are refused before connecting, and a connection that dies silently (a partition: no
 //! FIN, no RST) is retired after one request times out instead of swallowing every later
 //! request, and an idle session answers the server's keepalive pings. (The behaviour both transports share is in `client_session.rs`, which runs
 //! every test over each.)
@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use fenced_client::{Client, Error};
+use fenced_client::{Client, Error, FramedTls};
 use fenced_tests::proxy::Proxy;
 use fenced_tests::server::TestServer;
 
@@ -104,16 +104,32 @@ async fn framed_settings_that_cannot_work_are_refused_before_connecting() {
         other => panic!("expected a config error, got {other:?}"),
     }
 
-    // TLS on the gRPC endpoint and plaintext next to it would send the session's lease ids
-    // (bearer secrets) in the clear. Refused before any connection is made.
+    // TLS on the gRPC endpoint means a TLS framed session, which needs its CA: without
+    // one the session's lease ids (bearer secrets) would have no verified server.
+    // Refused before any connection is made.
     let tls = Client::builder("https://127.0.0.1:1")
-        .framed_session(framed)
+        .framed_session(framed.clone())
         .connect()
         .await;
     match tls {
         Err(Error::Config { field, why }) => {
-            assert_eq!(field, "framed_session");
+            assert_eq!(field, "framed_tls");
             assert!(why.contains("TLS"), "{why}");
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+
+    // And the other way round: a framed TLS setting next to plaintext gRPC is a mistake
+    // (the framed listener serves TLS only when gRPC does).
+    let ca = fenced_tests::pki::TestPki::new().ca;
+    let mismatched = builder(&server, framed)
+        .framed_tls(FramedTls::new(ca))
+        .connect()
+        .await;
+    match mismatched {
+        Err(Error::Config { field, why }) => {
+            assert_eq!(field, "framed_tls");
+            assert!(why.contains("plaintext"), "{why}");
         }
         other => panic!("expected a config error, got {other:?}"),
     }

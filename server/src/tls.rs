@@ -1,0 +1,71 @@
+//! The server's TLS identity, for both listeners: tonic's settings for gRPC, and a rustls
+//! acceptor for the framed `Session` listener ([`crate::framed`]). Both come from the same
+//! two PEM files and use the same rustls and provider (ring) underneath.
+//!
+//! The files are read and parsed when the server opens, so a certificate or key that cannot
+//! be used is a clear error naming the file, before anything is bound or announced.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsFiles;
+use crate::error::Error;
+
+/// The server's TLS identity, ready for each listener.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// For the gRPC listener.
+    pub grpc: tonic::transport::ServerTlsConfig,
+    /// For the framed `Session` listener.
+    pub framed: TlsAcceptor,
+}
+
+impl ServerTls {
+    /// Reads the certificate chain and the private key, naming the file that cannot be read
+    /// or holds nothing usable.
+    pub fn load(files: &TlsFiles) -> Result<ServerTls, Error> {
+        let cert_pem = read(&files.cert)?;
+        let key_pem = read(&files.key)?;
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| unusable(&files.cert, format!("not a PEM certificate chain: {e}")))?;
+        if chain.is_empty() {
+            return Err(unusable(&files.cert, "no certificate in it".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| unusable(&files.key, format!("no PEM private key in it: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let framed = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| unusable(&files.cert, e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| {
+                unusable(
+                    &files.key,
+                    format!("does not go with the certificate chain: {e}"),
+                )
+            })?;
+        let identity = tonic::transport::Identity::from_pem(cert_pem, key_pem);
+        Ok(ServerTls {
+            grpc: tonic::transport::ServerTlsConfig::new().identity(identity),
+            framed: TlsAcceptor::from(Arc::new(framed)),
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| unusable(path, e.to_string()))
+}
+
+fn unusable(path: &Path, reason: String) -> Error {
+    Error::Tls {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
