@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::workloads::contended::ContendedResult;
 use crate::workloads::cycle::CycleResult;
-use crate::workloads::expiry::ExpiryResult;
+use crate::workloads::expiry::{Expiries, ExpiryResult};
 use crate::workloads::keepalive::KeepaliveResult;
 use crate::workloads::serial::SerialLimit;
 use crate::workloads::Errors;
@@ -56,8 +56,10 @@ pub struct Report {
     pub cycle: Vec<Row<CycleResult>>,
     /// contended phases.
     pub contended: Vec<Row<ContendedResult>>,
-    /// expiry phases.
+    /// expiry phases, the pairs' expiries together.
     pub expiry: Vec<Row<ExpiryResult>>,
+    /// expiry phases, the pairs' expiries spread over the TTL.
+    pub expiry_spread: Vec<Row<ExpiryResult>>,
     /// keepalive phases.
     pub keepalive: Vec<Row<KeepaliveResult>>,
 }
@@ -72,7 +74,16 @@ impl Report {
             cycle: Vec::new(),
             contended: Vec::new(),
             expiry: Vec::new(),
+            expiry_spread: Vec::new(),
             keepalive: Vec::new(),
+        }
+    }
+
+    /// The expiry phases of one arrangement.
+    pub fn expiry_rows(&mut self, expiries: Expiries) -> &mut Vec<Row<ExpiryResult>> {
+        match expiries {
+            Expiries::Together => &mut self.expiry,
+            Expiries::Spread => &mut self.expiry_spread,
         }
     }
 
@@ -91,6 +102,7 @@ impl Report {
             || self
                 .expiry
                 .iter()
+                .chain(&self.expiry_spread)
                 .any(|r| failed(r.outcome.as_ref().map(|x| &x.errors)))
             || self
                 .keepalive
@@ -423,24 +435,43 @@ impl Report {
     }
 
     fn fmt_expiry(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        if self.expiry.is_empty() {
-            return Ok(());
+        if !self.expiry.is_empty() {
+            writeln!(
+                f,
+                "\n### expiry: holder stops renewing; expiry to the next waiter's grant\n"
+            )?;
+            writeln!(
+                f,
+                "The server's expiry instant lies between the holder's request's send time + \
+                 the granted TTL and its answer's arrival + the TTL. *delay* is measured from \
+                 the first (an upper bound on the true delay), *at least* from the second (a \
+                 lower bound); they differ by the holder's acquire round trip, which grows \
+                 when all pairs acquire at once. Here all pairs start together, so each \
+                 round's leases expire within a few milliseconds of one another and the last \
+                 grants of a round wait behind the others' handoffs and next rounds.\n"
+            )?;
+            Self::fmt_expiry_rows(f, &self.expiry)?;
         }
-        writeln!(
-            f,
-            "\n### expiry: holder stops renewing; expiry to the next waiter's grant\n"
-        )?;
-        writeln!(
-            f,
-            "The server's expiry instant lies between the holder's request's send time + the \
-             granted TTL and its answer's arrival + the TTL. *delay* is measured from the \
-             first (an upper bound on the true delay), *at least* from the second (a lower \
-             bound); they differ by the holder's acquire round trip, which grows when all \
-             pairs acquire at once.\n"
-        )?;
+        if !self.expiry_spread.is_empty() {
+            writeln!(
+                f,
+                "\n### expiry, spread: the same with the expiries evenly spaced\n"
+            )?;
+            writeln!(
+                f,
+                "Pair *i* of *n* starts *i/n* of a TTL late, so each handoff is measured on its \
+                 own while all the pairs are live. Bounds as above.\n"
+            )?;
+            Self::fmt_expiry_rows(f, &self.expiry_spread)?;
+        }
+        Ok(())
+    }
+
+    /// One expiry table, its ratios and its failures.
+    fn fmt_expiry_rows(f: &mut Formatter<'_>, rows: &[Row<ExpiryResult>]) -> fmt::Result {
         writeln!(f, "| pairs | system | TTL | samples | delay p50 | delay p99 | delay max | at least p50 | at least p99 | granted early | errors |")?;
         writeln!(f, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
-        for row in &self.expiry {
+        for row in rows {
             match &row.outcome {
                 Ok(r) => writeln!(
                     f,
@@ -466,13 +497,13 @@ impl Report {
         }
         ratios(
             f,
-            &self.expiry,
+            rows,
             "delay p99, rival ÷ fenced: above 1 means fenced hands over sooner",
             "pairs",
             |r| (r.delay.count > 0).then_some(r.delay.p99.as_secs_f64()),
             true,
         )?;
-        failures(f, &self.expiry, |r| &r.errors)
+        failures(f, rows, |r| &r.errors)
     }
 
     fn fmt_keepalive(&self, f: &mut Formatter<'_>) -> fmt::Result {

@@ -15,6 +15,7 @@ use crate::drivers::redis::RedisSystem;
 use crate::error::BenchError;
 use crate::progress::Progress;
 use crate::report::{Report, Row, SerialProbe};
+use crate::workloads::expiry::Expiries;
 use crate::workloads::{contended, cycle, expiry, keepalive, serial};
 
 /// The systems of one run (those not configured are `None`).
@@ -105,7 +106,11 @@ fn phase_count(config: &Config, systems: &Systems) -> u64 {
             // Measured again right after contended, when that runs.
             Workload::Serial => 1 + usize::from(config.workloads.contains(&Workload::Contended)),
             Workload::Cycle | Workload::Contended => clients * lock_systems,
-            Workload::Expiry => clients * lease_systems,
+            // Spread only where there is more than one pair to spread.
+            Workload::Expiry => {
+                let spreadable = config.clients.iter().filter(|&&pairs| pairs > 1).count();
+                (clients + spreadable) * lease_systems
+            }
             Workload::Keepalive => {
                 let fenced = systems
                     .fenced
@@ -259,12 +264,19 @@ impl Run<'_> {
     }
 
     async fn expiry(&self, systems: &Systems, report: &mut Report) {
-        for &pairs in &self.config.clients {
-            if let Some(s) = &systems.fenced {
-                report.expiry.push(self.expiry_one(s, pairs).await);
-            }
-            if let Some(s) = &systems.etcd {
-                report.expiry.push(self.expiry_one(s, pairs).await);
+        for expiries in [Expiries::Together, Expiries::Spread] {
+            for &pairs in &self.config.clients {
+                if expiries == Expiries::Spread && pairs < 2 {
+                    continue;
+                }
+                if let Some(s) = &systems.fenced {
+                    let row = self.expiry_one(s, pairs, expiries).await;
+                    report.expiry_rows(expiries).push(row);
+                }
+                if let Some(s) = &systems.etcd {
+                    let row = self.expiry_one(s, pairs, expiries).await;
+                    report.expiry_rows(expiries).push(row);
+                }
             }
         }
     }
@@ -273,13 +285,14 @@ impl Run<'_> {
         &self,
         system: &S,
         pairs: usize,
+        expiries: Expiries,
     ) -> Row<expiry::ExpiryResult> {
-        let label = format!("expiry pairs={pairs}");
+        let label = format!("expiry pairs={pairs} {}", expiries.name());
         let outcome = self
             .phase(
                 system.name(),
                 label,
-                |ops| expiry::run(system, pairs, self.config, self.prefix, ops),
+                |ops| expiry::run(system, pairs, expiries, self.config, self.prefix, ops),
                 |r| {
                     format!(
                         "{} samples, delay p50 {:?} p99 {:?}, {} early, {} errors",

@@ -103,6 +103,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::fake::FakeSystem;
+    use crate::workloads::expiry::Expiries;
 
     fn quick() -> Config {
         Config {
@@ -146,18 +147,20 @@ mod tests {
 
     #[tokio::test]
     async fn expiry_measures_from_the_ttl_and_sees_no_early_grant() {
-        let ops = Arc::new(AtomicU64::new(0));
-        let result = expiry::run(&FakeSystem::default(), 2, &quick(), "t", ops)
-            .await
-            .unwrap();
-        assert_eq!(result.errors.count, 0, "{:?}", result.errors);
-        assert_eq!(result.early, 0);
-        assert!(result.delay.count >= 2);
-        // The fake hands over as soon as its timer fires: well under the TTL itself.
-        assert!(
-            result.delay.p50 < Duration::from_millis(100),
-            "{:?}",
-            result.delay
-        );
+        for expiries in [Expiries::Together, Expiries::Spread] {
+            let ops = Arc::new(AtomicU64::new(0));
+            let result = expiry::run(&FakeSystem::default(), 2, expiries, &quick(), "t", ops)
+                .await
+                .unwrap();
+            assert_eq!(result.errors.count, 0, "{expiries:?}: {:?}", result.errors);
+            assert_eq!(result.early, 0, "{expiries:?}");
+            assert!(result.delay.count >= 2, "{expiries:?}: {:?}", result.delay);
+            // The fake hands over as soon as its timer fires: well under the TTL itself.
+            assert!(
+                result.delay.p50 < Duration::from_millis(100),
+                "{expiries:?}: {:?}",
+                result.delay
+            );
+        }
     }
 }

@@ -9,6 +9,13 @@
 //! and from the latest (a lower bound); the two differ by the holder's acquire round trip.
 //! A grant before the earliest possible expiry would be two holders at once: it is counted
 //! as `early` and kept out of the delays.
+//!
+//! The pairs' leases expire in one of two [`Expiries`] arrangements. *Together*: every pair
+//! starts at once, so each round's leases expire within a few milliseconds of one another,
+//! and the last waiters' grants queue behind the others' handoffs and the pairs' next
+//! rounds (a burst of four requests per pair on the same cores). *Spread*: pair `i` starts
+//! `i / pairs` of a TTL late, so the expiries are evenly spaced and each handoff is
+//! measured on its own, with all the pairs still live.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +26,25 @@ use crate::driver::{LockClient, LockSystem};
 use crate::error::BenchError;
 use crate::latency::{Latencies, LatencySummary};
 use crate::workloads::{connect_all, Errors, Window, ERROR_PAUSE};
+
+/// When the pairs' leases expire relative to one another (module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiries {
+    /// Every pair starts at once: each round's expiries come in one burst.
+    Together,
+    /// Pair `i` starts `i / pairs` of a TTL late: the expiries are evenly spaced.
+    Spread,
+}
+
+impl Expiries {
+    /// How the arrangement is named in tables and progress lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Expiries::Together => "together",
+            Expiries::Spread => "spread",
+        }
+    }
+}
 
 /// What one expiry phase measured.
 #[derive(Clone, Debug)]
@@ -36,11 +62,13 @@ pub struct ExpiryResult {
     pub errors: Errors,
 }
 
-/// Runs `pairs` holder/waiter pairs, each doing rounds until the phase ends; the phase
-/// lasts at least three TTLs so even one pair gives three samples.
+/// Runs `pairs` holder/waiter pairs, their expiries arranged as `expiries`, each doing
+/// rounds until the phase ends; the phase lasts at least three TTLs so even one pair (or
+/// the last to start, when spread) gives two samples or more.
 pub async fn run<S: LockSystem>(
     system: &S,
     pairs: usize,
+    expiries: Expiries,
     config: &Config,
     prefix: &str,
     ops: Arc<AtomicU64>,
@@ -61,7 +89,15 @@ pub async fn run<S: LockSystem>(
                 ttl: config.expiry_ttl,
                 max_wait: config.max_wait,
             };
-            tokio::spawn(pair.run(window, ops.clone()))
+            let late_by = match expiries {
+                Expiries::Together => Duration::ZERO,
+                Expiries::Spread => config.expiry_ttl.mul_f64(i as f64 / pairs as f64),
+            };
+            let ops = ops.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(late_by).await;
+                pair.run(window, ops).await
+            })
         })
         .collect();
     let mut delay = Latencies::new();
