@@ -64,10 +64,8 @@ fn build_binaries() -> Result<PathBuf, String> {
         .and_then(|examples| examples.parent())
         .ok_or("cannot tell where the binaries are")?
         .to_path_buf();
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        let mut command = std::process::Command::new(cargo);
-        command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-            "build",
+    if std::env::var_os("CARGO").is_some() {
+        let mut command = fenced_demo::cargo::build_command([
             "--bins",
             "-p",
             "fenced",
@@ -76,6 +74,7 @@ fn build_binaries() -> Result<PathBuf, String> {
             "-p",
             "fenced-demo",
         ]);
+        command.current_dir(env!("CARGO_MANIFEST_DIR"));
         if dir.file_name().is_some_and(|name| name == "release") {
             command.arg("--release");
         }

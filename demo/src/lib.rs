@@ -13,9 +13,11 @@
 //! - [`worker`]: the line protocol between the orchestrator and a worker process.
 //! - [`timeline`]: the narrated, timestamped record of a run.
 //! - [`html`]: the timeline as a self-contained HTML page.
+//! - [`cargo`]: a nested `cargo build` for the other binaries, without rebuilding the world.
 //! - `src/bin/fenced-demo-worker.rs`: the worker process.
 #![deny(missing_docs)]
 
+pub mod cargo;
 pub mod html;
 pub mod process;
 pub mod scenario;

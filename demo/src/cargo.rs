@@ -1,0 +1,70 @@
+//! Running `cargo build` from a process that cargo started (the demo under `cargo run`, the
+//! integration tests under `cargo test`), to get the workspace's other binaries.
+//!
+//! Cargo gives such a process variables that describe *its* package (`CARGO_MANIFEST_DIR`,
+//! `CARGO_PKG_*`, ...). A nested `cargo build` that inherits them passes them on to build
+//! scripts, and some build scripts (ring's) rerun when one of them changes: so the nested
+//! build rebuilt ring, rustls, tonic and everything above them, and the next outer build
+//! rebuilt them back (four minutes per demo run in release, 20-30 s per test binary). The
+//! command from [`build_command`] leaves them out.
+
+use std::ffi::OsStr;
+use std::process::Command;
+
+/// `cargo build` with `args`, run by the cargo that started this process (`CARGO`, else
+/// `cargo` on the path), without the variables that cargo set for this process alone.
+pub fn build_command<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.arg("build").args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_this_process) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Whether cargo sets this variable for the process it runs (as opposed to the user's own
+/// settings, such as `CARGO_HOME` or `CARGO_TARGET_DIR`, which the nested build keeps).
+fn set_by_cargo_for_this_process(name: &str) -> bool {
+    const EXACT: [&str; 7] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    EXACT.contains(&name) || name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_BIN_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_package_description_goes_and_the_users_settings_stay() {
+        for gone in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_EXE_fenced",
+        ] {
+            assert!(set_by_cargo_for_this_process(gone), "{gone}");
+        }
+        for kept in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO",
+            "PATH",
+            "RUSTFLAGS",
+        ] {
+            assert!(!set_by_cargo_for_this_process(kept), "{kept}");
+        }
+    }
+}
