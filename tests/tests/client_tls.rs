@@ -77,9 +77,10 @@ fn tls_flags(pki: &TestPki, dir: &std::path::Path) -> Vec<String> {
 }
 
 // checks: S1, S4 (grants and fences over the framed session on TLS); a framed session
-// that cannot verify the server takes nothing
+// that cannot verify the server (unknown CA, or a name the certificate does not carry) takes
+// nothing
 #[tokio::test]
-async fn the_framed_session_runs_over_tls_and_refuses_an_unknown_ca() {
+async fn the_framed_session_runs_over_tls_and_refuses_an_unknown_ca_or_name() {
     let pki = TestPki::new();
     let files = tempfile::tempdir().unwrap();
     let flags = tls_flags(&pki, files.path());
@@ -89,22 +90,25 @@ async fn the_framed_session_runs_over_tls_and_refuses_an_unknown_ca() {
     // The proxy counts the framed connections; TLS passes through it untouched.
     let proxy = Proxy::start(server.session_addr().unwrap()).await;
     let framed = format!("localhost:{}", proxy.addr().port());
-    let builder = |ca: &str| {
+    let builder = |framed: &str, tls: FramedTls| {
         Client::builder(url.clone())
             .tls(
                 ClientTlsConfig::new()
                     .ca_certificate(Certificate::from_pem(&pki.ca))
                     .domain_name("localhost"),
             )
-            .framed_session(framed.clone())
-            // The name to verify is the framed address's host, "localhost".
-            .framed_tls(FramedTls::new(ca))
+            .framed_session(framed)
+            .framed_tls(tls)
             .pause_threshold(Duration::from_secs(2))
     };
 
     // Phase 1: trusting the test CA, try-once acquires and releases go over the framed
-    // connection, and the token fences.
-    let client = builder(&pki.ca).connect().await.unwrap();
+    // connection, and the token fences. The name verified is the address's host,
+    // "localhost", which the certificate carries.
+    let client = builder(&framed, FramedTls::new(pki.ca.clone()))
+        .connect()
+        .await
+        .unwrap();
     let first = client.try_acquire("tls/framed").await.unwrap();
     assert_eq!(
         proxy.accepted(),
@@ -128,8 +132,28 @@ async fn the_framed_session_runs_over_tls_and_refuses_an_unknown_ca() {
     // Phase 2: a framed session that trusts another CA fails its handshake, says so, and
     // takes no lock (gRPC, which trusts the right CA, shows the lock free).
     let stranger = TestPki::new();
-    let client = builder(&stranger.ca).connect().await.unwrap();
+    let client = builder(&framed, FramedTls::new(stranger.ca))
+        .connect()
+        .await
+        .unwrap();
     let error = client.try_acquire("tls/stranger").await.unwrap_err();
     assert!(error.to_string().contains("TLS"), "{error}");
     assert_eq!(client.describe("tls/stranger").await.unwrap().holder, None);
+
+    // Phase 3: by IP address, the name verified is "127.0.0.1", which the certificate
+    // does not carry: refused. Told to verify "localhost" instead, it goes through.
+    let by_ip = proxy.addr().to_string();
+    let client = builder(&by_ip, FramedTls::new(pki.ca.clone()))
+        .connect()
+        .await
+        .unwrap();
+    let error = client.try_acquire("tls/by-ip").await.unwrap_err();
+    assert!(error.to_string().contains("TLS"), "{error}");
+    assert_eq!(client.describe("tls/by-ip").await.unwrap().holder, None);
+    let client = builder(&by_ip, FramedTls::new(pki.ca.clone()).domain("localhost"))
+        .connect()
+        .await
+        .unwrap();
+    let lease = client.try_acquire("tls/by-ip").await.unwrap();
+    lease.release().await.unwrap();
 }
