@@ -12,6 +12,9 @@
 #   SYSTEMS   which systems to run (default fenced,etcd,redis)
 #   FENCED_SESSION  framed (default: fenced's framed session listener) or grpc (the gRPC
 #             Session call), how the benchmark sends fenced's acquires and releases
+#   FENCED_TLS=1  fenced serves TLS on both listeners (a throwaway CA and certificate made
+#             with openssl), and the benchmark verifies it: the cost of TLS. etcd and Redis
+#             stay plaintext, so the ratios to them then include that cost
 #   OUT       where to write the report (default BENCHMARKS.md at the repository root)
 #   BENCH_TMP parent of the temporary data directories (default $TMPDIR or /tmp); the
 #             fdatasync probe runs there too, so keep it on the disk you mean to measure
@@ -100,6 +103,21 @@ commands=()
 if want fenced; then
   mkdir -p "$tmp/fenced"
   fenced_cmd=(target/release/fenced --listen 127.0.0.1:0 --session-listen 127.0.0.1:0 --data-dir "$tmp/fenced/data")
+  fenced_scheme=http
+  if [ "${FENCED_TLS:-}" = 1 ]; then
+    command -v openssl >/dev/null || (. scripts/lib-apt.sh && apt_install openssl) >&2
+    tls="$tmp/fenced/tls"; mkdir -p "$tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj /CN=fenced-bench-ca -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj /CN=127.0.0.1 -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tls/ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+      -CAcreateserial -days 2 -extfile "$tls/ext" -out "$tls/server.pem" 2>/dev/null
+    fenced_cmd+=(--tls-cert "$tls/server.pem" --tls-key "$tls/server.key")
+    fenced_scheme=https
+    bench_args+=(--fenced-tls-ca "$tls/ca.pem")
+  fi
   "${fenced_cmd[@]}" >"$tmp/fenced/stdout" 2>"$tmp/fenced/stderr" &
   fenced_pid=$!; pids+=("$fenced_pid")
   if ! wait_for 60 grep -q '^fenced listening on ' "$tmp/fenced/stdout"; then
@@ -111,9 +129,9 @@ if want fenced; then
   # fast path, as Redis is driven over its own protocol). FENCED_SESSION=grpc sends them on
   # the gRPC Session call instead, for comparison.
   if [ "${FENCED_SESSION:-framed}" = grpc ]; then
-    bench_args+=(--fenced "http://$fenced_addr" --fenced-pid "$fenced_pid" --fenced-session)
+    bench_args+=(--fenced "$fenced_scheme://$fenced_addr" --fenced-pid "$fenced_pid" --fenced-session)
   else
-    bench_args+=(--fenced "http://$fenced_addr" --fenced-pid "$fenced_pid" --fenced-framed "$fenced_sessions")
+    bench_args+=(--fenced "$fenced_scheme://$fenced_addr" --fenced-pid "$fenced_pid" --fenced-framed "$fenced_sessions")
   fi
   commands+=("$(show_cmd "${fenced_cmd[@]}")")
   log "fenced (pid $fenced_pid) on $fenced_addr"
@@ -192,6 +210,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "- fenced: acquire and release sent as \`Session\` messages (protobuf, no SDK) on one connection per client to the server's framed session listener (\`fenced --session-listen\`: the gRPC \`Session\` call's messages in length-prefixed frames, without HTTP/2; the server's fast path, as Redis is driven over its own protocol. \`FENCED_SESSION=grpc\` sends them on the gRPC \`Session\` call instead; the unary calls behave the same, slower). cycle: one \`Acquire\` (new lease, TTL 10 s) and one \`Release\` of that lease; contended: \`Acquire\` with \`wait_ms\` (the server's FIFO queue); keepalive: leases and locks created with unary \`Acquire\` calls (64 at a time over 8 connections), one-lease-many-locks via \`Acquire\` with \`lease_id\`, renewed over \`KeepAlive\` streams, each carrying many leases."
   echo "- etcd: its Lease and Lock gRPC services, as etcd's \`concurrency\` package uses them: each client grants one session lease (TTL 10 s) when it connects and keeps it alive in the background; a grant is one \`Lock\` on that lease, a release one \`Unlock\` (no lease grant or revoke per cycle: etcd's most favourable mode). \`Lock\` always queues (FIFO by revision). The expiry holder grants a fresh lease per round and never renews it."
   echo "- Redis: \`SET lock value NX PX 10000\` + \`INCR\` of a token counter in one Lua script, released by a compare-and-delete script; a waiter retries after a random pause (no queue)."
+  if want fenced && [ "${FENCED_TLS:-}" = 1 ]; then echo "- fenced over TLS (\`FENCED_TLS=1\`): both of its listeners serve TLS with a throwaway certificate, and every connection verifies it; etcd and Redis stay plaintext, so the ratios to them include fenced's cost of TLS."; fi
   echo "- Every benchmark client has its own TCP connection; keepalive streams too."
   echo
   echo "## Commands"

@@ -97,6 +97,9 @@ pub struct Config {
     /// The address of fenced's framed `Session` listener (`fenced --session-listen`): when
     /// given, sessions go over it instead of the gRPC `Session` call.
     pub fenced_framed: Option<String>,
+    /// The CA (PEM file) that signed fenced's TLS certificate: when given, fenced is
+    /// reached over TLS on both listeners (its endpoint is `https://`).
+    pub fenced_tls_ca: Option<std::path::PathBuf>,
     /// The etcd server, if it is part of the run.
     pub etcd: Option<Target>,
     /// The Redis server, if it is part of the run.
@@ -150,6 +153,7 @@ impl Default for Config {
             fenced: None,
             fenced_session: false,
             fenced_framed: None,
+            fenced_tls_ca: None,
             etcd: None,
             redis: None,
             workloads: Workload::ALL.to_vec(),
@@ -196,8 +200,13 @@ impl Config {
     /// Checks that the run is possible and stays on this machine: every endpoint must be a
     /// loopback address, every count and duration positive, the TTLs whole seconds.
     pub fn validate(&self) -> Result<(), BenchError> {
+        let fenced_scheme = if self.fenced_tls_ca.is_some() {
+            "https://"
+        } else {
+            "http://"
+        };
         let targets = [
-            ("fenced", &self.fenced, "http://"),
+            ("fenced", &self.fenced, fenced_scheme),
             ("etcd", &self.etcd, "http://"),
             ("redis", &self.redis, "redis://"),
         ];

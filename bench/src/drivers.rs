@@ -6,14 +6,16 @@
 //! - [`etcd`]: etcd's Lease and Lock services (the client etcd's own `concurrency`
 //!   package uses: a session lease kept alive in the background, Lock/Unlock per grant).
 //! - [`redis`]: `SET NX PX` + `INCR` in one Lua script, compare-and-delete to release.
+//! - [`fenced_tls`]: fenced's two listeners over TLS (`--fenced-tls-ca`).
 
 pub mod etcd;
 pub mod fenced;
+pub mod fenced_tls;
 pub mod redis;
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::BenchError;
 
@@ -23,14 +25,21 @@ pub async fn grpc_channel(
     system: &'static str,
     endpoint: &str,
     timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
 ) -> Result<Channel, BenchError> {
     let connect_error = |reason: String| BenchError::Connect {
         system,
         endpoint: endpoint.to_string(),
         reason,
     };
-    Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| connect_error(e.to_string()))?
+    let mut channel =
+        Endpoint::from_shared(endpoint.to_string()).map_err(|e| connect_error(e.to_string()))?;
+    if let Some(tls) = tls {
+        channel = channel
+            .tls_config(tls.clone())
+            .map_err(|e| connect_error(e.to_string()))?;
+    }
+    channel
         .tcp_nodelay(true)
         .connect_timeout(timeout)
         .connect()

@@ -26,6 +26,10 @@ struct Args {
     /// `fenced --session-listen`) instead of the gRPC Session call; implies --fenced-session.
     #[arg(long)]
     fenced_framed: Option<String>,
+    /// The CA (PEM file) of fenced's TLS certificate: reach fenced over TLS on both
+    /// listeners (--fenced is then https://, and the framed session is TLS too).
+    #[arg(long)]
+    fenced_tls_ca: Option<std::path::PathBuf>,
     /// etcd's gRPC endpoint, e.g. http://127.0.0.1:2379.
     #[arg(long)]
     etcd: Option<String>,
@@ -128,6 +132,7 @@ fn config(args: Args) -> Result<Config, String> {
         fenced: target(args.fenced, args.fenced_pid),
         fenced_session: args.fenced_session,
         fenced_framed: args.fenced_framed,
+        fenced_tls_ca: args.fenced_tls_ca,
         etcd: target(args.etcd, args.etcd_pid),
         redis: target(args.redis, args.redis_pid),
         workloads,

@@ -11,6 +11,7 @@ use crate::config::{Config, KeepaliveCase, Workload};
 use crate::driver::{LeaseSystem, LockSystem};
 use crate::drivers::etcd::EtcdSystem;
 use crate::drivers::fenced::FencedSystem;
+use crate::drivers::fenced_tls::FencedTls;
 use crate::drivers::redis::RedisSystem;
 use crate::error::BenchError;
 use crate::progress::Progress;
@@ -31,6 +32,15 @@ struct Systems {
 /// Runs the benchmark `config` describes (validated first).
 pub async fn run(config: &Config) -> Result<Report, BenchError> {
     config.validate()?;
+    let fenced_tls = match &config.fenced_tls_ca {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                BenchError::Config(format!("--fenced-tls-ca {}: {e}", path.display()))
+            })?;
+            Some(FencedTls::from_ca(&pem)?)
+        }
+        None => None,
+    };
     let systems = Systems {
         fenced: config.fenced.clone().map(|t| {
             FencedSystem::new(
@@ -38,6 +48,7 @@ pub async fn run(config: &Config) -> Result<Report, BenchError> {
                 config.rpc_timeout,
                 config.fenced_session,
                 config.fenced_framed.clone(),
+                fenced_tls,
             )
         }),
         etcd: config

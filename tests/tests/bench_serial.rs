@@ -26,7 +26,7 @@ async fn the_serial_probe_round_trips_over_a_session_or_unary_calls() {
             pid: None,
         };
         let over_framed = framed.is_some();
-        let system = FencedSystem::new(target, Duration::from_secs(10), session, framed);
+        let system = FencedSystem::new(target, Duration::from_secs(10), session, framed, None);
         // On a session each round trip is a renewal, which must come back RENEWED for the
         // probe to succeed at all.
         let limit = serial::run(&system, &config).await.unwrap();

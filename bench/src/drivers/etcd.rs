@@ -202,7 +202,7 @@ impl LeaseSystem for EtcdSystem {
     type Conn = EtcdLeases;
 
     async fn connect_leases(&self) -> Result<EtcdLeases, BenchError> {
-        let channel = grpc_channel(NAME, &self.target.endpoint, self.rpc_timeout).await?;
+        let channel = grpc_channel(NAME, &self.target.endpoint, self.rpc_timeout, None).await?;
         Ok(EtcdLeases {
             lease: LeaseClient::new(channel.clone()),
             lock: EtcdLockClient::new(channel.clone()),

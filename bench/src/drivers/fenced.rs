@@ -16,8 +16,10 @@ use fenced_proto::v1::{
 };
 use futures::{SinkExt, StreamExt};
 use prost::Message;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::client::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tonic::transport::Channel;
@@ -25,6 +27,7 @@ use tonic::Code;
 
 use crate::config::Target;
 use crate::driver::{within, KeepAliveStream, LeaseConn, LeaseSystem, LockClient, LockSystem};
+use crate::drivers::fenced_tls::FencedTls;
 use crate::drivers::grpc_channel;
 use crate::error::BenchError;
 
@@ -45,6 +48,8 @@ pub struct FencedSystem {
     /// The address of the server's framed `Session` listener: sessions go over it instead
     /// of the gRPC `Session` call.
     framed: Option<String>,
+    /// TLS on both listeners, when the server serves it.
+    tls: Option<FencedTls>,
 }
 
 impl FencedSystem {
@@ -54,17 +59,20 @@ impl FencedSystem {
         rpc_timeout: Duration,
         session: bool,
         framed: Option<String>,
+        tls: Option<FencedTls>,
     ) -> FencedSystem {
         FencedSystem {
             target,
             rpc_timeout,
             session: session || framed.is_some(),
             framed,
+            tls,
         }
     }
 
     async fn client(&self) -> Result<LockServiceClient<Channel>, BenchError> {
-        let channel = grpc_channel(NAME, &self.target.endpoint, self.rpc_timeout).await?;
+        let tls = self.tls.as_ref().map(|tls| &tls.grpc);
+        let channel = grpc_channel(NAME, &self.target.endpoint, self.rpc_timeout, tls).await?;
         Ok(LockServiceClient::new(channel))
     }
 }
@@ -93,7 +101,7 @@ impl LockSystem for FencedSystem {
     async fn connect(&self, ttl: Duration) -> Result<FencedClient, BenchError> {
         let mut client = self.client().await?;
         let session = match (&self.framed, self.session) {
-            (Some(addr), _) => Some(Session::open_framed(addr).await?),
+            (Some(addr), _) => Some(Session::open_framed(addr, self.tls.as_ref()).await?),
             (None, true) => Some(Session::open(&mut client).await?),
             (None, false) => None,
         };
@@ -144,6 +152,8 @@ enum Transport {
     },
     /// A connection to the framed `Session` listener (`fenced --session-listen`).
     Framed(Framed<TcpStream, LengthDelimitedCodec>),
+    /// The same over TLS.
+    FramedTls(Box<Framed<TlsStream<TcpStream>, LengthDelimitedCodec>>),
 }
 
 /// A framed session's failure, as the status a gRPC session would have failed with.
@@ -156,18 +166,34 @@ fn framed_error(error: impl std::fmt::Display) -> BenchError {
 }
 
 impl Session {
-    /// Connects to the framed `Session` listener at `addr` and says hello.
-    async fn open_framed(addr: &str) -> Result<Session, BenchError> {
-        let frames =
-            fenced_proto::framed::connect(addr)
-                .await
-                .map_err(|error| BenchError::Connect {
-                    system: NAME,
-                    endpoint: addr.to_string(),
-                    reason: format!("framed session: {error}"),
-                })?;
+    /// Connects to the framed `Session` listener at `addr` (over `tls` if given) and says
+    /// hello.
+    async fn open_framed(addr: &str, tls: Option<&FencedTls>) -> Result<Session, BenchError> {
+        let failed = |reason: String| BenchError::Connect {
+            system: NAME,
+            endpoint: addr.to_string(),
+            reason: format!("framed session: {reason}"),
+        };
+        let stream = fenced_proto::framed::connect_tcp(addr)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let transport = match tls {
+            None => Transport::Framed(
+                fenced_proto::framed::hello(stream)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?,
+            ),
+            Some(tls) => {
+                let stream = tls.wrap(addr, stream).await.map_err(failed)?;
+                Transport::FramedTls(Box::new(
+                    fenced_proto::framed::hello(stream)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?,
+                ))
+            }
+        };
         Ok(Session {
-            transport: Transport::Framed(frames),
+            transport,
             next_id: 0,
         })
     }
@@ -210,28 +236,8 @@ impl Session {
                     .map_err(|status| BenchError::rpc(NAME, "Session", status))?
                     .ok_or_else(closed)?
             }
-            Transport::Framed(frames) => {
-                frames
-                    .send(Bytes::from(request.encode_to_vec()))
-                    .await
-                    .map_err(framed_error)?;
-                let frame = loop {
-                    let frame = frames
-                        .next()
-                        .await
-                        .ok_or_else(closed)?
-                        .map_err(framed_error)?;
-                    if frame.as_ref() != fenced_proto::framed::PING {
-                        break frame;
-                    }
-                    // The server's keepalive ping, while a long wait is queued: answer it.
-                    frames
-                        .send(Bytes::from_static(fenced_proto::framed::PING))
-                        .await
-                        .map_err(framed_error)?;
-                };
-                SessionResponse::decode(frame).map_err(framed_error)?
-            }
+            Transport::Framed(frames) => framed_call(frames, request).await?,
+            Transport::FramedTls(frames) => framed_call(frames.as_mut(), request).await?,
         };
         if response.id != id {
             return Err(BenchError::rpc(
@@ -248,6 +254,41 @@ impl Session {
             answer => Ok(Ok(answer)),
         }
     }
+}
+
+/// Sends one request on a framed connection and reads its answer, answering the server's
+/// keepalive pings on the way.
+async fn framed_call<S: AsyncRead + AsyncWrite + Unpin>(
+    frames: &mut Framed<S, LengthDelimitedCodec>,
+    request: SessionRequest,
+) -> Result<SessionResponse, BenchError> {
+    let closed = || {
+        BenchError::rpc(
+            NAME,
+            "Session",
+            tonic::Status::unavailable("session closed"),
+        )
+    };
+    frames
+        .send(Bytes::from(request.encode_to_vec()))
+        .await
+        .map_err(framed_error)?;
+    let frame = loop {
+        let frame = frames
+            .next()
+            .await
+            .ok_or_else(closed)?
+            .map_err(framed_error)?;
+        if frame.as_ref() != fenced_proto::framed::PING {
+            break frame;
+        }
+        // The server's keepalive ping, while a long wait is queued: answer it.
+        frames
+            .send(Bytes::from_static(fenced_proto::framed::PING))
+            .await
+            .map_err(framed_error)?;
+    };
+    SessionResponse::decode(frame).map_err(framed_error)
 }
 
 /// A session answer of the wrong kind, as a status.
