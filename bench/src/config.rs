@@ -341,6 +341,17 @@ mod tests {
     }
 
     #[test]
+    fn fenced_over_tls_needs_https_and_plaintext_needs_http() {
+        let tls = |endpoint: &str| Config {
+            fenced_tls_ca: Some("ca.pem".into()),
+            ..with_fenced(endpoint)
+        };
+        assert!(tls("https://127.0.0.1:1").validate().is_ok());
+        assert!(tls("http://127.0.0.1:1").validate().is_err());
+        assert!(with_fenced("https://127.0.0.1:1").validate().is_err());
+    }
+
+    #[test]
     fn no_system_and_bad_counts_are_refused() {
         assert!(Config::default().validate().is_err());
         let mut config = with_fenced("http://127.0.0.1:1");
