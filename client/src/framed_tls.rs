@@ -5,13 +5,10 @@
 //! cannot be read back, so the framed connection cannot borrow its trust. The connector
 //! uses the same rustls and provider (ring) as tonic's `tls-ring`.
 
-use std::sync::Arc;
-
+use fenced_proto::framed_tls::{connector, host_of};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use crate::config::FramedTls;
@@ -34,33 +31,11 @@ impl FramedConnector {
             field: "framed_tls",
             why,
         };
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in CertificateDer::pem_slice_iter(&tls.ca_certificate_pem) {
-            let certificate =
-                certificate.map_err(|e| bad(format!("the CA is not PEM certificates: {e}")))?;
-            roots
-                .add(certificate)
-                .map_err(|e| bad(format!("the CA certificate is unusable: {e}")))?;
-        }
-        if roots.is_empty() {
-            return Err(bad("the CA holds no certificate".into()));
-        }
-        let host = match &tls.domain {
-            Some(domain) => domain.clone(),
-            None => host_of(addr).to_string(),
-        };
-        let name = ServerName::try_from(host.clone())
+        let connector = connector(&tls.ca_certificate_pem).map_err(|e| bad(e.to_string()))?;
+        let host = tls.domain.as_deref().unwrap_or_else(|| host_of(addr));
+        let name = ServerName::try_from(host.to_string())
             .map_err(|e| bad(format!("{host:?} cannot be verified as a server name: {e}")))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(FramedConnector {
-            connector: TlsConnector::from(Arc::new(config)),
-            name,
-        })
+        Ok(FramedConnector { connector, name })
     }
 
     /// Runs the TLS handshake on a fresh connection to the framed listener.
@@ -69,24 +44,9 @@ impl FramedConnector {
     }
 }
 
-/// The host part of `host:port`, without the brackets of an IPv6 address.
-fn host_of(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _port)| host);
-    host.strip_prefix('[')
-        .and_then(|host| host.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_name_to_verify_is_the_host_of_the_address() {
-        assert_eq!(host_of("locks.example.com:7501"), "locks.example.com");
-        assert_eq!(host_of("127.0.0.1:7501"), "127.0.0.1");
-        assert_eq!(host_of("[::1]:7501"), "::1");
-    }
 
     #[test]
     fn a_ca_that_is_not_pem_is_a_config_error_naming_the_field() {

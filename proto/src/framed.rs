@@ -2,7 +2,8 @@
 //! HTTP/2 under them (served by `fenced --session-listen ADDR`).
 //!
 //! 0. The connection is plain TCP, or TLS when the server serves TLS (`--tls-cert`): then
-//!    the TLS handshake comes first, and everything below travels inside it.
+//!    the TLS handshake comes first, and everything below travels inside it
+//!    ([`crate::framed_tls`] has a client's side of it).
 //! 1. Every frame is a 4-byte big-endian length, then that many bytes (at most
 //!    [`MAX_FRAME_BYTES`]); [`codec`] reads and writes them. [`connect`] opens a client's
 //!    plain TCP connection through the hello; [`hello`] says hello on a connection already

@@ -7,13 +7,15 @@
 //! - [`kv::v1`]: package `fenced.kv.v1`, service `GatedKv`.
 //! - [`metadata`]: the names of the request and response metadata keys fencing uses.
 //! - [`session`]: a refusal as a `Session` stream carries it.
-//! - [`framed`]: the `Session` messages over framed TCP (or TLS), without HTTP/2.
+//! - [`framed`]: the `Session` messages over framed TCP (or TLS), without HTTP/2;
+//!   [`framed_tls`]: a client's TLS for it.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for `tonic-reflection`.
 //!
 //! Conversions between these messages and the domain types live in the crates that own
 //! the domain (server, client), at their edges.
 
 pub mod framed;
+pub mod framed_tls;
 pub mod metadata;
 pub mod session;
 
