@@ -386,35 +386,35 @@ async fn open_framed(
         .await
         .map_err(|e| unavailable(&e))?;
     match tls {
-        None => {
-            let frames = framed::hello(stream).await.map_err(|e| unavailable(&e))?;
-            Ok(start_framed(addr, frames, requests))
-        }
+        None => start_framed(addr, stream, requests).await,
         Some(tls) => {
             let stream = tls
                 .wrap(stream)
                 .await
                 .map_err(|e| unavailable(&format!("TLS handshake failed: {e}")))?;
-            let frames = framed::hello(stream).await.map_err(|e| unavailable(&e))?;
-            Ok(start_framed(addr, frames, requests))
+            start_framed(addr, stream, requests).await
         }
     }
 }
 
-/// Starts the writer task of a framed connection that said hello; returns its answers.
-fn start_framed<S>(
+/// Says hello on an open connection (plain or TLS) and starts the task that writes
+/// `requests` to it; returns its answers.
+async fn start_framed<S>(
     addr: &str,
-    frames: Framed<S, LengthDelimitedCodec>,
+    stream: S,
     requests: mpsc::Receiver<SessionRequest>,
-) -> Answers
+) -> Result<Answers, Status>
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let frames = framed::hello(stream)
+        .await
+        .map_err(|e| Status::unavailable(format!("framed session at {addr}: {e}")))?;
     let (sink, frames_in) = frames.split();
     let (pongs, pongs_out) = mpsc::channel(1);
     tokio::spawn(write_framed(requests, pongs_out, sink));
     let addr = addr.to_string();
-    frames_in
+    Ok(frames_in
         .filter_map(move |frame| {
             let answer = match frame {
                 // The server's keepalive ping: answer it. Full means a pong is already
@@ -432,7 +432,7 @@ where
             };
             futures::future::ready(answer)
         })
-        .boxed()
+        .boxed())
 }
 
 /// The writer task of one framed stream: sends each request as a frame, and an empty frame
