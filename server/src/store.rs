@@ -11,11 +11,11 @@
 //! sled holds the same writes a little later: the committer keeps each record's writes and,
 //! about once a [checkpoint interval](crate::Config), hands them to the [`Checkpointer`]
 //! thread, which coalesces them into sled batches, applies them, flushes sled,
-//! `fdatasync`s sled's data file and only then deletes the journal files it covered. At start, everything left in
-//! the journal is replayed over what sled recovered (replay is idempotent: whole-value puts
-//! and deletes in order), written to sled and flushed before the server serves. Why not
-//! flush sled per commit: measured in BENCHMARKS.md, a sled flush per commit cost half the
-//! server's CPU (`journal` module documentation).
+//! `fdatasync`s sled's data file and only then deletes the journal files it covered. At
+//! start, everything left in the journal is replayed over what sled recovered (replay is
+//! idempotent: whole-value puts and deletes in order), written to sled and flushed before
+//! the server serves. Why not flush sled per commit: measured in BENCHMARKS.md, a sled
+//! flush per commit cost half the server's CPU (`journal` module documentation).
 //!
 //! What survives what (Linux):
 //! - With `fdatasync` on (the default) an acknowledged write is on the device and its cache
