@@ -26,11 +26,16 @@ pub struct Config {
     pub max_wait: Duration,
     /// The longest lock-delay an Acquire may ask for (default 1 min).
     pub max_lock_delay: Duration,
-    /// Live leases at most, server-wide (default 1,000,000).
+    /// Live leases at most, server-wide (default 1,000,000). A handoff that would need one
+    /// more refuses only the first waiter of that lock's queue; the rest keep their places
+    /// and get the lock as soon as a lease ends.
     pub max_leases: usize,
-    /// Held locks at most, server-wide (default 10,000,000).
+    /// Held locks at most, server-wide (default 10,000,000); at the limit, handoffs behave
+    /// as for `max_leases`.
     pub max_locks: usize,
-    /// Queued acquirers at most, server-wide (default 100,000).
+    /// Queued acquirers at most, server-wide (default 100,000). It bounds all a waiter
+    /// costs (its place in the queue, its request, its reply channel), which is freed when
+    /// it is granted, times out, is cancelled or disconnects.
     pub max_waiters: usize,
     /// How long ended lease ids are remembered, so a late renewal learns whether its lease
     /// expired or was released (default 10 min).

@@ -6,7 +6,14 @@
 //! are durable: the caller waits for the batch's sequence number before replying, and the
 //! [committer](crate::committer) releases handoffs to queued acquirers and events to
 //! watchers only after the flush that covers them. So a token, a grant or an end of a
-//! lease that anybody has seen survives a crash (CONTRACT S1, S2, S7).
+//! lease that anybody has seen survives a crash (CONTRACT S1, S2, S7). Reads too: they
+//! apply due expiries first and wait for them like any answer, so no read reports a lease
+//! gone that a restart would bring back.
+//!
+//! A queued acquirer's reply channel lives in `waiting` from its queueing until its handoff
+//! is delivered, or until it leaves the queue (timed out, cancelled, disconnected): the
+//! cancellation that takes it out of the table's queue drops its channel too, so a waiter
+//! that leaves costs nothing afterwards.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -28,7 +35,8 @@ struct Inner {
     table: LockTable,
     /// Handoffs and events waiting for their batch to be durable, by sequence number.
     pending: VecDeque<(u64, Vec<Handoff>, Vec<Event>)>,
-    /// Queued acquirers' reply channels.
+    /// Queued acquirers' reply channels: one per waiter in the table's queues (at most
+    /// `max_waiters`), plus one per handoff whose batch is not durable yet.
     waiting: HashMap<WaiterId, HandoffSender>,
     /// The time the reaper sleeps until, so it is only woken for something earlier.
     reaper_due: Option<Timestamp>,
@@ -79,14 +87,43 @@ impl Engine {
 
     /// Applies a command now and stages its writes. If the reply is `Queued` and a
     /// `handoff` channel is given, it is registered before the lock is let go, so no
-    /// handoff can be missed.
+    /// handoff can be missed; a cancelled waiter's channel is dropped with its place in
+    /// the queue.
     pub fn execute(
         &self,
         command: Command,
         handoff: Option<HandoffSender>,
     ) -> Result<Executed, Error> {
         let mut inner = self.lock()?;
+        self.apply(&mut inner, self.clock.now(), command, handoff)
+    }
+
+    /// Runs a read-only query on the table as of now, after applying the expiries due by
+    /// now; returns its answer and the batch to wait for, so what it shows (a lease gone,
+    /// say) is durable before it is shown: a restart cannot revive what a read called gone.
+    pub fn read<T>(
+        &self,
+        query: impl FnOnce(&LockTable, Timestamp) -> T,
+    ) -> Result<(T, u64), Error> {
+        let mut inner = self.lock()?;
         let now = self.clock.now();
+        let ticked = self.apply(&mut inner, now, Command::Tick, None)?;
+        let answer = query(&inner.table, now);
+        Ok((answer, ticked.seq))
+    }
+
+    /// Applies a command at `now` under the engine's lock and stages its writes.
+    fn apply(
+        &self,
+        inner: &mut Inner,
+        now: Timestamp,
+        command: Command,
+        handoff: Option<HandoffSender>,
+    ) -> Result<Executed, Error> {
+        let cancelled = match &command {
+            Command::CancelWait { waiter } => Some(*waiter),
+            _ => None,
+        };
         let Outcome {
             reply,
             writes,
@@ -106,8 +143,15 @@ impl Engine {
                 }
             }
         };
-        if let (Ok(Reply::Queued(waiter)), Some(sender)) = (&reply, handoff) {
-            inner.waiting.insert(*waiter, sender);
+        match (&reply, handoff, cancelled) {
+            (Ok(Reply::Queued(waiter)), Some(sender), _) => {
+                inner.waiting.insert(*waiter, sender);
+            }
+            // Out of the queue with no handoff coming: nothing will ever use its channel.
+            (Ok(Reply::Cancelled(true)), _, Some(waiter)) => {
+                inner.waiting.remove(&waiter);
+            }
+            _ => {}
         }
         if !handoffs.is_empty() || !events.is_empty() {
             inner.pending.push_back((seq, handoffs, events));
@@ -122,17 +166,6 @@ impl Engine {
             }
         }
         Ok(Executed { reply, seq })
-    }
-
-    /// Runs a read-only query on the table as of now; returns its answer and the batch to
-    /// wait for, so what it shows is durable before it is shown.
-    pub fn read<T>(
-        &self,
-        query: impl FnOnce(&LockTable, Timestamp) -> T,
-    ) -> Result<(T, u64), Error> {
-        let inner = self.lock()?;
-        let answer = query(&inner.table, self.clock.now());
-        Ok((answer, self.store.staged()))
     }
 
     /// Waits until batch `seq` is durable; fails at once if the store has failed first
@@ -232,3 +265,7 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

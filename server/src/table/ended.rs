@@ -46,9 +46,10 @@ impl EndedLeases {
     pub fn remember(&mut self, now: Timestamp, lease: LeaseId, reason: EndReason) {
         self.prune(now);
         while self.order.len() >= self.max {
-            if let Some((_, oldest)) = self.order.pop_front() {
-                self.reasons.remove(&oldest);
-            }
+            let Some((_, oldest)) = self.order.pop_front() else {
+                break;
+            };
+            self.reasons.remove(&oldest);
         }
         if self.reasons.insert(lease, reason).is_none() {
             self.order.push_back((now, lease));
@@ -93,5 +94,18 @@ mod tests {
         assert_eq!(ended.reason(&b), None);
         assert_eq!(ended.reason(&c), None);
         assert_eq!(ended.reason(&later), Some(EndReason::Expired));
+    }
+
+    #[test]
+    fn a_memory_of_nothing_forgets_at_once_and_never_spins() {
+        let mut ended = EndedLeases::new(Duration::from_secs(60), 0);
+        let lease = LeaseId::random();
+        ended.remember(Timestamp::from_millis(0), lease, EndReason::Released);
+        ended.remember(
+            Timestamp::from_millis(1),
+            LeaseId::random(),
+            EndReason::Expired,
+        );
+        assert!(ended.order.len() <= 1);
     }
 }

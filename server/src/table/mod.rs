@@ -14,6 +14,9 @@
 //! - A lease that ended is gone from `leases` and never comes back (S7); its id is
 //!   remembered in `ended` so late requests learn why.
 //! - Queues are FIFO and a waiter is either queued or has had its handoff, never both (L2).
+//! - No free lock keeps a queue that nothing will wake: a free lock (past any lock-delay)
+//!   with waiters is one whose head waiter lacks capacity (leases or locks at their limit),
+//!   and it is in `stalled`, handed on again as soon as a lease or lock ends.
 
 mod command;
 mod ended;
@@ -62,6 +65,49 @@ pub struct Limits {
     pub remember_ended_max: usize,
 }
 
+impl Limits {
+    /// Checks the limits the table relies on: the same bounds as [`Config::validate`]
+    /// (an ended-lease memory of 0, for one, could never make room for a new entry).
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        if self.min_ttl.is_zero() || self.min_ttl > self.max_ttl {
+            return Err(LimitsError::TtlBounds {
+                min: self.min_ttl,
+                max: self.max_ttl,
+            });
+        }
+        for (what, value) in [
+            ("max_leases", self.max_leases),
+            ("max_locks", self.max_locks),
+            ("max_waiters", self.max_waiters),
+            ("remember_ended_max", self.remember_ended_max),
+        ] {
+            if value == 0 {
+                return Err(LimitsError::ZeroLimit { what });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Limits the lock table cannot work with, named with the values that conflict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    /// The TTL bounds are empty or start at zero.
+    #[error("TTL bounds {min:?}..={max:?} are invalid: need 0 < min <= max")]
+    TtlBounds {
+        /// The minimum given.
+        min: Duration,
+        /// The maximum given.
+        max: Duration,
+    },
+    /// A capacity limit is zero.
+    #[error("{what} must be at least 1")]
+    ZeroLimit {
+        /// Which limit.
+        what: &'static str,
+    },
+}
+
 impl From<&Config> for Limits {
     fn from(config: &Config) -> Self {
         Limits {
@@ -94,7 +140,8 @@ struct LockEntry {
     holding: Option<Holding>,
     /// After its holder expired with a lock-delay: no grant before this time.
     delayed_until: Option<Timestamp>,
-    /// Queued acquirers, first come first served.
+    /// Queued acquirers, first come first served. Waiter ids only grow, so the queue is
+    /// sorted: a waiter that leaves is found by binary search.
     queue: VecDeque<WaiterId>,
 }
 
@@ -127,6 +174,8 @@ struct Effects {
     handoffs: Vec<Handoff>,
     /// Changes for watchers.
     events: Vec<Event>,
+    /// A lease ended or a lock was freed: stalled queues may move now.
+    freed_capacity: bool,
 }
 
 /// The lock table. See the module documentation.
@@ -150,20 +199,25 @@ pub struct LockTable {
     next_waiter: u64,
     /// How many locks are held, for the capacity limit.
     held_locks: usize,
+    /// Free locks whose head waiter lacks capacity (leases or locks at their limit): the
+    /// first waiter to meet the shortage was refused, the rest wait, and these locks are
+    /// handed on again whenever a lease or lock ends.
+    stalled: BTreeSet<LockName>,
     /// Recently ended leases.
     ended: EndedLeases,
 }
 
 impl LockTable {
-    /// An empty table whose first grant gets token 1.
-    pub fn new(limits: Limits) -> Self {
+    /// An empty table whose first grant gets token 1; refuses limits it cannot work with.
+    pub fn new(limits: Limits) -> Result<Self, LimitsError> {
         Self::with_next_token(limits, FencingToken::FIRST)
     }
 
     /// An empty table that continues the token sequence at `next_token`.
-    fn with_next_token(limits: Limits, next_token: FencingToken) -> Self {
+    fn with_next_token(limits: Limits, next_token: FencingToken) -> Result<Self, LimitsError> {
+        limits.validate()?;
         let ended = EndedLeases::new(limits.remember_ended_for, limits.remember_ended_max);
-        LockTable {
+        Ok(LockTable {
             limits,
             next_token,
             leases: HashMap::new(),
@@ -173,8 +227,9 @@ impl LockTable {
             waiters: HashMap::new(),
             next_waiter: 0,
             held_locks: 0,
+            stalled: BTreeSet::new(),
             ended,
-        }
+        })
     }
 
     /// Rebuilds the table after a restart. Every lease gets its full TTL counted from `now`
@@ -187,7 +242,7 @@ impl LockTable {
         locks: Vec<RestoredLock>,
         now: Timestamp,
     ) -> Result<Self, RestoreError> {
-        let mut table = Self::with_next_token(limits, next_token);
+        let mut table = Self::with_next_token(limits, next_token)?;
         for restored in leases {
             let expires_at = now + restored.ttl;
             table.expiries.insert((expires_at, restored.lease));
@@ -230,6 +285,8 @@ impl LockTable {
     pub fn apply(&mut self, now: Timestamp, command: Command) -> Outcome {
         let mut effects = Effects::default();
         self.expire_due(now, &mut effects);
+        // Capacity the expiries freed goes to stalled queues before this command's acquire.
+        self.hand_on_stalled(now, &mut effects);
         let reply = match command {
             Command::Acquire(request) => self.acquire(now, request, &mut effects),
             Command::Renew { lease } => self.renew(now, lease),
@@ -237,6 +294,7 @@ impl LockTable {
             Command::CancelWait { waiter } => Ok(self.cancel_wait(now, waiter, &mut effects)),
             Command::Tick => Ok(Reply::Ticked),
         };
+        self.hand_on_stalled(now, &mut effects);
         Outcome {
             reply,
             writes: effects.writes,
@@ -269,6 +327,11 @@ impl LockTable {
     /// How many locks are held (as of the last command).
     pub fn held_lock_count(&self) -> usize {
         self.held_locks
+    }
+
+    /// How many acquirers are queued (as of the last command).
+    pub fn waiter_count(&self) -> usize {
+        self.waiters.len()
     }
 
     fn acquire(
@@ -371,23 +434,14 @@ impl LockTable {
         request: Acquire,
         effects: &mut Effects,
     ) -> Result<Grant, Refusal> {
-        if self.held_locks >= self.limits.max_locks {
-            return Err(Refusal::Exhausted {
-                what: "locks",
-                limit: self.limits.max_locks,
-            });
+        if let Some(shortage) = self.capacity_shortage(&request.lease) {
+            return Err(shortage);
         }
         let token = self.next_token;
         let next_token = token.next().ok_or(Refusal::TokensExhausted)?;
         let lease_id = request.lease.id();
         let (ttl, created_lease) = match request.lease {
             LeaseChoice::New(_) => {
-                if self.leases.len() >= self.limits.max_leases {
-                    return Err(Refusal::Exhausted {
-                        what: "leases",
-                        limit: self.limits.max_leases,
-                    });
-                }
                 let expires_at = now + request.ttl;
                 self.leases.insert(
                     lease_id,
@@ -441,6 +495,11 @@ impl LockTable {
             ttl,
             created_lease,
         })
+    }
+
+    /// Why a grant to this lease choice would exceed a capacity limit, if it would.
+    fn capacity_shortage(&self, lease: &LeaseChoice) -> Option<Refusal> {
+        shortage(&self.limits, self.held_locks, self.leases.len(), lease)
     }
 
     fn renew(&mut self, now: Timestamp, lease: LeaseId) -> Result<Reply, Refusal> {
@@ -500,7 +559,10 @@ impl LockTable {
             return Reply::Cancelled(false);
         };
         if let Some(entry) = self.locks.get_mut(&request.lock) {
-            entry.queue.retain(|queued| *queued != waiter);
+            if let Ok(index) = entry.queue.binary_search(&waiter) {
+                entry.queue.remove(index);
+            }
+            shrink_queue(&mut entry.queue);
         }
         // The cancelled waiter may have been all that kept an idle entry alive.
         self.hand_on(now, &request.lock, effects);
@@ -543,6 +605,7 @@ impl LockTable {
             return Vec::new();
         };
         self.expiries.remove(&(lease.expires_at, lease_id));
+        effects.freed_capacity = true;
         let kind = match reason {
             EndReason::Expired => EventKind::Expired,
             EndReason::Released => EventKind::Released,
@@ -570,6 +633,7 @@ impl LockTable {
             return;
         };
         self.held_locks = self.held_locks.saturating_sub(1);
+        effects.freed_capacity = true;
         if kind == EventKind::Expired && !holding.lock_delay.is_zero() {
             let until = now + holding.lock_delay;
             entry.delayed_until = Some(until);
@@ -587,9 +651,16 @@ impl LockTable {
     }
 
     /// Grants a free lock to its first waiter that can take it; drops the entry when idle.
+    ///
+    /// A waiter whose grant would exceed the lease or lock limit is refused with that
+    /// limit only if it is the first to meet the shortage at this lock; the waiters behind
+    /// it keep their places, and the lock goes into `stalled`, to be handed on when a lease
+    /// or lock ends ([`LockTable::hand_on_stalled`]). So one shortage fails one waiter, not
+    /// the whole queue, and no queue is left with nothing to wake it.
     fn hand_on(&mut self, now: Timestamp, lock: &LockName, effects: &mut Effects) {
         loop {
             let Some(entry) = self.locks.get_mut(lock) else {
+                self.stalled.remove(lock);
                 return;
             };
             if entry.holding.is_some() {
@@ -604,17 +675,53 @@ impl LockTable {
                 }
                 None => {}
             }
-            let Some(waiter) = entry.queue.pop_front() else {
+            let Some(&waiter) = entry.queue.front() else {
                 if entry.is_idle() {
                     self.locks.remove(lock);
                 }
+                self.stalled.remove(lock);
                 return;
             };
             let Some(request) = self.waiters.remove(&waiter) else {
+                entry.queue.pop_front();
                 continue;
             };
-            let result = self.grant(now, request, effects);
+            let shortage = shortage(
+                &self.limits,
+                self.held_locks,
+                self.leases.len(),
+                &request.lease,
+            );
+            if shortage.is_some() && !self.stalled.insert(lock.clone()) {
+                // Already stalled: its first waiter was told; the rest wait for capacity.
+                self.waiters.insert(waiter, request);
+                return;
+            }
+            entry.queue.pop_front();
+            shrink_queue(&mut entry.queue);
+            let result = match shortage {
+                Some(shortage) => Err(shortage),
+                None => {
+                    self.stalled.remove(lock);
+                    self.grant(now, request, effects)
+                }
+            };
             effects.handoffs.push(Handoff { waiter, result });
+        }
+    }
+
+    /// After a lease or lock ended, hands on the stalled locks (in name order) while
+    /// capacity lasts.
+    fn hand_on_stalled(&mut self, now: Timestamp, effects: &mut Effects) {
+        if !std::mem::take(&mut effects.freed_capacity) || self.stalled.is_empty() {
+            return;
+        }
+        let stalled: Vec<LockName> = self.stalled.iter().cloned().collect();
+        for lock in stalled {
+            if self.held_locks >= self.limits.max_locks {
+                return;
+            }
+            self.hand_on(now, &lock, effects);
         }
     }
 
@@ -636,5 +743,37 @@ impl LockTable {
                 lease: lease.short(),
             },
         }
+    }
+}
+
+/// Why one more grant to `lease` would exceed a capacity limit, given how many locks are
+/// held and leases live: every grant takes a lock slot, and a new lease a lease slot too.
+fn shortage(
+    limits: &Limits,
+    held_locks: usize,
+    leases: usize,
+    lease: &LeaseChoice,
+) -> Option<Refusal> {
+    if held_locks >= limits.max_locks {
+        return Some(Refusal::Exhausted {
+            what: "locks",
+            limit: limits.max_locks,
+        });
+    }
+    if matches!(lease, LeaseChoice::New(_)) && leases >= limits.max_leases {
+        return Some(Refusal::Exhausted {
+            what: "leases",
+            limit: limits.max_leases,
+        });
+    }
+    None
+}
+
+/// Gives back a queue's spare memory once it is mostly empty, so a lock whose queue was
+/// once long (its waiters timed out) does not keep that memory while it stays held.
+fn shrink_queue(queue: &mut VecDeque<WaiterId>) {
+    const KEEP: usize = 64;
+    if queue.capacity() > KEEP && queue.len() <= queue.capacity() / 4 {
+        queue.shrink_to((queue.capacity() / 2).max(KEEP));
     }
 }

@@ -1,5 +1,6 @@
 //! A model-based property test: random command sequences against the table, checked
 //! after every step against a tiny reference model built only from what the table said.
+//! Run with roomy limits and with limits so small that leases, locks and waiters run out.
 //!
 //! checks: S1, S3, S6, S7, L1, L2, L3
 
@@ -68,6 +69,9 @@ struct Model {
     waiters: Vec<WaiterId>,
     /// The highest new token seen.
     last_token: Option<FencingToken>,
+    /// Locks whose head waiter was refused for lack of capacity, since that refusal: no
+    /// other waiter there may be refused for it until the lock moves or its queue empties.
+    stalled: HashSet<LockName>,
     /// Next lease id seed.
     seed: u128,
 }
@@ -133,8 +137,51 @@ fn name(index: usize) -> LockName {
     LockName::new(format!("lock-{index}")).unwrap()
 }
 
-fn run(ops: Vec<Op>) {
-    let limits = Limits {
+/// The table's own invariants about queues: each is sorted and names only queued waiters,
+/// and a free lock (past any lock-delay) with waiters is stalled, its head lacking
+/// capacity; no queue is left with nothing to wake it.
+fn check_queues(table: &LockTable, now: Timestamp) {
+    let mut queued = 0;
+    for (lock, entry) in &table.locks {
+        queued += entry.queue.len();
+        assert!(
+            entry
+                .queue
+                .iter()
+                .zip(entry.queue.iter().skip(1))
+                .all(|(a, b)| a < b),
+            "queue of {lock:?} out of order: {:?}",
+            entry.queue
+        );
+        assert!(entry.queue.iter().all(|w| table.waiters.contains_key(w)));
+        let free = entry.holding.is_none() && entry.delayed_until.is_none_or(|until| until <= now);
+        match (free, entry.queue.front()) {
+            (true, Some(head)) => {
+                assert!(
+                    table.stalled.contains(lock),
+                    "{lock:?} is free with waiters and nothing will hand it on"
+                );
+                let shortage = table.capacity_shortage(&table.waiters[head].lease);
+                assert!(
+                    shortage.is_some(),
+                    "{lock:?} is free and its head waiter could have it"
+                );
+            }
+            _ => assert!(
+                !table.stalled.contains(lock),
+                "{lock:?} is stalled but not free with waiters"
+            ),
+        }
+    }
+    assert_eq!(queued, table.waiters.len(), "waiters outside any queue");
+    assert!(table
+        .stalled
+        .iter()
+        .all(|lock| table.locks.contains_key(lock)));
+}
+
+fn roomy() -> Limits {
+    Limits {
         min_ttl: Duration::from_millis(100),
         max_ttl: Duration::from_secs(10),
         max_leases: 1000,
@@ -142,8 +189,21 @@ fn run(ops: Vec<Op>) {
         max_waiters: 1000,
         remember_ended_for: Duration::from_secs(3600),
         remember_ended_max: 100_000,
-    };
-    let mut table = LockTable::new(limits);
+    }
+}
+
+fn tight() -> Limits {
+    Limits {
+        max_leases: 2,
+        max_locks: 2,
+        max_waiters: 4,
+        remember_ended_max: 3,
+        ..roomy()
+    }
+}
+
+fn run(limits: Limits, ops: Vec<Op>) {
+    let mut table = LockTable::new(limits).unwrap();
     let mut model = Model::default();
     let mut now = Timestamp::ZERO;
 
@@ -244,7 +304,10 @@ fn run(ops: Vec<Op>) {
                 if !request.wait
                     && !matches!(
                         refusal,
-                        Refusal::Busy { .. } | Refusal::LockDelay { .. } | Refusal::Queued { .. }
+                        Refusal::Busy { .. }
+                            | Refusal::LockDelay { .. }
+                            | Refusal::Queued { .. }
+                            | Refusal::Exhausted { .. }
                     )
                 {
                     assert!(
@@ -312,11 +375,25 @@ fn run(ops: Vec<Op>) {
                 Ok(grant) => {
                     assert_eq!(grant.lease, choice.id());
                     model.record_grant(now, grant);
+                    model.stalled.remove(&lock);
                 }
-                // Only a waiter that joined a lease can fail: its lease ended while it waited.
+                // A shortage of capacity refuses one waiter per lock, not the queue.
+                Err(Refusal::Exhausted { what, .. }) => {
+                    assert!(matches!(*what, "leases" | "locks"), "{what}");
+                    assert!(
+                        model.stalled.insert(lock.clone()),
+                        "a second waiter on {lock:?} refused for the same shortage"
+                    );
+                }
+                // Otherwise only a waiter that joined a lease can fail: its lease ended
+                // while it waited.
                 Err(_) => assert!(matches!(choice, LeaseChoice::Join(_))),
             }
         }
+        model
+            .stalled
+            .retain(|lock| model.queues.get(lock).is_some_and(|q| !q.is_empty()));
+        check_queues(&table, now);
 
         // S3 and the views: what the table shows is exactly the model's live holder.
         for index in 0..LOCKS {
@@ -345,6 +422,13 @@ proptest! {
 
     #[test]
     fn the_table_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..120)) {
-        run(ops);
+        run(roomy(), ops);
+    }
+
+    #[test]
+    fn the_table_agrees_with_the_model_at_its_limits(
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        run(tight(), ops);
     }
 }

@@ -55,7 +55,7 @@ fn queued(outcome: &Outcome) -> WaiterId {
 // checks: S1, S3
 #[test]
 fn grant_then_busy_then_release_hands_nothing_to_nobody() {
-    let mut table = LockTable::new(limits());
+    let mut table = LockTable::new(limits()).unwrap();
     let (a, b) = (LeaseId::random(), LeaseId::random());
 
     let first = table.apply(at(0), acquire("orders", LeaseChoice::New(a), 1000, false));
@@ -89,7 +89,7 @@ fn grant_then_busy_then_release_hands_nothing_to_nobody() {
 // checks: S3, S7, L1
 #[test]
 fn expiry_frees_the_lock_and_the_lease_stays_lost() {
-    let mut table = LockTable::new(limits());
+    let mut table = LockTable::new(limits()).unwrap();
     let (a, b) = (LeaseId::random(), LeaseId::random());
     granted(&table.apply(at(0), acquire("job", LeaseChoice::New(a), 1000, false)));
     assert_eq!(table.next_due(), Some(at(1000)));
@@ -133,7 +133,7 @@ fn expiry_frees_the_lock_and_the_lease_stays_lost() {
 // checks: L1, L2
 #[test]
 fn waiters_are_served_in_order_and_cancelled_ones_never() {
-    let mut table = LockTable::new(limits());
+    let mut table = LockTable::new(limits()).unwrap();
     let leases: Vec<LeaseId> = (0..4).map(|_| LeaseId::random()).collect();
     let holder = granted(&table.apply(
         at(0),
@@ -180,7 +180,7 @@ fn waiters_are_served_in_order_and_cancelled_ones_never() {
 // checks: L2
 #[test]
 fn a_try_once_acquire_does_not_jump_a_queue_held_by_lock_delay() {
-    let mut table = LockTable::new(limits());
+    let mut table = LockTable::new(limits()).unwrap();
     let (a, b, c) = (LeaseId::random(), LeaseId::random(), LeaseId::random());
     let mut request = match acquire("d", LeaseChoice::New(a), 100, false) {
         Command::Acquire(request) => request,
@@ -205,7 +205,7 @@ fn a_try_once_acquire_does_not_jump_a_queue_held_by_lock_delay() {
 // checks: L1
 #[test]
 fn lock_delay_applies_after_expiry_but_not_after_release() {
-    let mut table = LockTable::new(limits());
+    let mut table = LockTable::new(limits()).unwrap();
     let (a, b) = (LeaseId::random(), LeaseId::random());
     let delayed = |lease: LeaseChoice| {
         let mut request = match acquire("x", lease, 100, false) {
@@ -238,7 +238,7 @@ fn lock_delay_applies_after_expiry_but_not_after_release() {
 // checks: S6
 #[test]
 fn wrong_and_unknown_lease_ids_change_nothing() {
-    let mut table = LockTable::new(limits());
+    let mut table = LockTable::new(limits()).unwrap();
     let (a, stranger) = (LeaseId::random(), LeaseId::random());
     granted(&table.apply(at(0), acquire("mine", LeaseChoice::New(a), 1000, false)));
 
@@ -277,7 +277,7 @@ fn wrong_and_unknown_lease_ids_change_nothing() {
 
 #[test]
 fn ttl_out_of_bounds_is_refused() {
-    let mut table = LockTable::new(limits());
+    let mut table = LockTable::new(limits()).unwrap();
     for ttl in [0, 99, 3_600_001] {
         let outcome = table.apply(
             at(0),
@@ -294,7 +294,7 @@ fn ttl_out_of_bounds_is_refused() {
 
 #[test]
 fn one_lease_many_locks_each_with_its_own_token() {
-    let mut table = LockTable::new(limits());
+    let mut table = LockTable::new(limits()).unwrap();
     let a = LeaseId::random();
     let first = granted(&table.apply(at(0), acquire("m/1", LeaseChoice::New(a), 1000, false)));
     let second =
@@ -343,7 +343,7 @@ fn one_lease_many_locks_each_with_its_own_token() {
 // checks: L2
 #[test]
 fn a_waiter_whose_joined_lease_ended_is_told_and_skipped() {
-    let mut table = LockTable::new(limits());
+    let mut table = LockTable::new(limits()).unwrap();
     let (holder, joiner, next) = (LeaseId::random(), LeaseId::random(), LeaseId::random());
     granted(&table.apply(at(0), acquire("j", LeaseChoice::New(holder), 10_000, false)));
     granted(&table.apply(at(0), acquire("own", LeaseChoice::New(joiner), 100, false)));
@@ -375,7 +375,8 @@ fn capacity_limits_are_enforced() {
         max_waiters: 1,
         max_locks: 2,
         ..limits()
-    });
+    })
+    .unwrap();
     let a = LeaseId::random();
     granted(&table.apply(at(0), acquire("c/1", LeaseChoice::New(a), 1000, false)));
     let refused = table.apply(
@@ -422,7 +423,7 @@ fn held_lock(lock: &str, lease: LeaseId, token: u64) -> RestoredLock {
 // checks: S1, S2
 #[test]
 fn restore_gives_full_ttls_from_now_and_continues_tokens() {
-    let mut table = LockTable::new(limits());
+    let mut table = LockTable::new(limits()).unwrap();
     let a = LeaseId::random();
     let grant = granted(&table.apply(at(0), acquire("r", LeaseChoice::New(a), 1000, false)));
     let restored = LockTable::restore(
@@ -464,4 +465,235 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
         at(0),
     );
     assert!(matches!(orphan, Err(RestoreError::OrphanLock { .. })));
+}
+
+fn refused_for(outcome: &Outcome, waiter: WaiterId) -> Refusal {
+    let handoff = outcome
+        .handoffs
+        .iter()
+        .find(|handoff| handoff.waiter == waiter)
+        .unwrap_or_else(|| panic!("no handoff for {waiter:?} in {:?}", outcome.handoffs));
+    handoff.result.clone().expect_err("refused, not granted")
+}
+
+// checks: L1, L2 (at the lease limit a handoff refuses only the head waiter, naming the
+// limit; the others keep their places and get the lock as soon as a lease ends)
+#[test]
+fn at_the_lease_limit_one_waiter_is_refused_and_the_queue_waits_for_capacity() {
+    let mut table = LockTable::new(Limits {
+        max_leases: 2,
+        ..limits()
+    })
+    .unwrap();
+    let (a, b) = (LeaseId::random(), LeaseId::random());
+    let first = granted(&table.apply(at(0), acquire("q", LeaseChoice::New(a), 10_000, false)));
+    granted(&table.apply(at(0), acquire("other", LeaseChoice::New(b), 1000, false)));
+    let w1 = queued(&table.apply(
+        at(1),
+        acquire("q", LeaseChoice::New(LeaseId::random()), 1000, true),
+    ));
+    let w2 = queued(&table.apply(
+        at(2),
+        acquire("q", LeaseChoice::New(LeaseId::random()), 1000, true),
+    ));
+    let w3 = queued(&table.apply(
+        at(3),
+        acquire("q", LeaseChoice::New(LeaseId::random()), 1000, true),
+    ));
+
+    tracing::info!("a releases the lock but keeps its lease: no lease is free for w1");
+    let release = table.apply(
+        at(10),
+        Command::Release {
+            lease: a,
+            lock: Some(name("q")),
+        },
+    );
+    assert_eq!(release.handoffs.len(), 1, "{:?}", release.handoffs);
+    assert_eq!(
+        refused_for(&release, w1),
+        Refusal::Exhausted {
+            what: "leases",
+            limit: 2
+        }
+    );
+    let view = table.describe(at(10), &name("q"));
+    assert_eq!((view.holder, view.waiters), (None, 2));
+
+    tracing::info!("nothing else refuses the rest while the shortage lasts");
+    assert!(table.apply(at(20), Command::Tick).handoffs.is_empty());
+    let try_once = table.apply(
+        at(21),
+        acquire("q", LeaseChoice::New(LeaseId::random()), 1000, false),
+    );
+    assert!(matches!(
+        try_once.reply,
+        Err(Refusal::Queued { waiters: 2, .. })
+    ));
+
+    tracing::info!("b's lease expires: a lease is free, and w2 gets the lock at once");
+    let tick = table.apply(at(1000), Command::Tick);
+    assert_eq!(tick.handoffs.len(), 1, "{:?}", tick.handoffs);
+    assert_eq!(tick.handoffs[0].waiter, w2);
+    let g2 = tick.handoffs[0].result.clone().unwrap();
+    assert!(g2.token > first.token);
+    assert_eq!(table.describe(at(1000), &name("q")).waiters, 1);
+
+    tracing::info!("w3 waits for w2 as usual, and is served in order");
+    let release = table.apply(
+        at(1001),
+        Command::Release {
+            lease: g2.lease,
+            lock: None,
+        },
+    );
+    assert_eq!(release.handoffs.len(), 1);
+    assert_eq!(release.handoffs[0].waiter, w3);
+    assert!(release.handoffs[0].result.is_ok());
+}
+
+// checks: L1, L2 (the same for the lock limit: a lock-delay ends while another lock took
+// the last slot)
+#[test]
+fn at_the_lock_limit_one_waiter_is_refused_and_the_queue_waits_for_capacity() {
+    let mut table = LockTable::new(Limits {
+        max_locks: 1,
+        ..limits()
+    })
+    .unwrap();
+    let (a, b) = (LeaseId::random(), LeaseId::random());
+    let mut request = match acquire("x", LeaseChoice::New(a), 100, false) {
+        Command::Acquire(request) => request,
+        _ => unreachable!(),
+    };
+    request.lock_delay = Duration::from_millis(50);
+    granted(&table.apply(at(0), Command::Acquire(request)));
+    let w1 = queued(&table.apply(
+        at(1),
+        acquire("x", LeaseChoice::New(LeaseId::random()), 1000, true),
+    ));
+    let w2 = queued(&table.apply(
+        at(2),
+        acquire("x", LeaseChoice::New(LeaseId::random()), 1000, true),
+    ));
+
+    tracing::info!("a expires; x is in its lock-delay, and b takes the only lock slot");
+    table.apply(at(100), Command::Tick);
+    granted(&table.apply(at(120), acquire("y", LeaseChoice::New(b), 10_000, false)));
+
+    tracing::info!("the lock-delay ends with no slot free: only w1 is told");
+    let tick = table.apply(at(150), Command::Tick);
+    assert_eq!(tick.handoffs.len(), 1, "{:?}", tick.handoffs);
+    assert_eq!(
+        refused_for(&tick, w1),
+        Refusal::Exhausted {
+            what: "locks",
+            limit: 1
+        }
+    );
+    assert_eq!(table.describe(at(150), &name("x")).waiters, 1);
+
+    tracing::info!("b releases y: the slot is free, and w2 gets x in the same step");
+    let release = table.apply(
+        at(200),
+        Command::Release {
+            lease: b,
+            lock: Some(name("y")),
+        },
+    );
+    assert_eq!(release.handoffs.len(), 1, "{:?}", release.handoffs);
+    assert_eq!(release.handoffs[0].waiter, w2);
+    assert!(release.handoffs[0].result.is_ok());
+    assert!(table.describe(at(200), &name("x")).holder.is_some());
+}
+
+// The table refuses what the configuration refuses, with a typed error, instead of a table
+// that spins (an ended-lease memory of 0 could never make room for the next lease).
+#[test]
+fn limits_the_configuration_refuses_are_refused_by_the_table() {
+    for (what, limits) in [
+        (
+            "max_leases",
+            Limits {
+                max_leases: 0,
+                ..limits()
+            },
+        ),
+        (
+            "max_locks",
+            Limits {
+                max_locks: 0,
+                ..limits()
+            },
+        ),
+        (
+            "max_waiters",
+            Limits {
+                max_waiters: 0,
+                ..limits()
+            },
+        ),
+        (
+            "remember_ended_max",
+            Limits {
+                remember_ended_max: 0,
+                ..limits()
+            },
+        ),
+    ] {
+        assert_eq!(
+            LockTable::new(limits.clone()).unwrap_err(),
+            LimitsError::ZeroLimit { what }
+        );
+        let restored = LockTable::restore(limits, FencingToken::FIRST, vec![], vec![], at(0));
+        assert!(matches!(
+            restored,
+            Err(RestoreError::Limits(LimitsError::ZeroLimit { what: refused })) if refused == what
+        ));
+    }
+    let no_ttl = Limits {
+        min_ttl: Duration::ZERO,
+        ..limits()
+    };
+    assert!(matches!(
+        LockTable::new(no_ttl),
+        Err(LimitsError::TtlBounds { .. })
+    ));
+
+    // Every configuration the server refuses for its table's limits, the table refuses too.
+    let base = crate::config::Config::default();
+    for config in [
+        crate::config::Config {
+            max_leases: 0,
+            ..base.clone()
+        },
+        crate::config::Config {
+            max_locks: 0,
+            ..base.clone()
+        },
+        crate::config::Config {
+            max_waiters: 0,
+            ..base.clone()
+        },
+        crate::config::Config {
+            remember_ended_max: 0,
+            ..base.clone()
+        },
+        crate::config::Config {
+            min_ttl: Duration::ZERO,
+            ..base.clone()
+        },
+        crate::config::Config {
+            min_ttl: Duration::from_secs(2),
+            max_ttl: Duration::from_secs(1),
+            ..base.clone()
+        },
+    ] {
+        assert!(config.validate().is_err(), "{config:?}");
+        assert!(
+            LockTable::new(Limits::from(&config)).is_err(),
+            "the table took limits the configuration refuses: {config:?}"
+        );
+    }
+    assert!(LockTable::new(Limits::from(&base)).is_ok());
 }

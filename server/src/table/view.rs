@@ -47,9 +47,14 @@ pub struct RestoredLock {
 }
 
 /// Durable state that contradicts itself: a sign of corruption, refused rather than
-/// guessed at (a guess could hand out a token twice).
+/// guessed at (a guess could hand out a token twice). Or limits the table cannot work with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RestoreError {
+    /// The limits given are invalid (a caller that skipped [`Config::validate`]).
+    ///
+    /// [`Config::validate`]: crate::config::Config::validate
+    #[error("invalid limits: {0}")]
+    Limits(#[from] super::LimitsError),
     /// A held lock names a lease that is not on disk.
     #[error("lock {lock:?} is held by a lease that is not on disk")]
     OrphanLock {
@@ -69,8 +74,10 @@ pub enum RestoreError {
 }
 
 impl LockTable {
-    /// Describes one lock as of `now` (a lease past its expiry counts as gone even if the
-    /// reaper has not run yet).
+    /// Describes one lock as of `now`. The engine applies the expiries due by `now` first
+    /// and makes them durable before it answers ([`crate::engine::Engine::read`]), so a
+    /// lease shown as gone stays gone after a crash; a lease past its expiry that is still
+    /// in the table is shown as gone all the same, never as holding the lock.
     pub fn describe(&self, now: Timestamp, lock: &LockName) -> LockView {
         match self.locks.get(lock) {
             Some(entry) => self.view(now, lock, entry),
