@@ -10,6 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::config::Config;
 use crate::error::Error;
 use crate::service::KvService;
+use crate::stop::StoreStop;
 
 /// An opened store, ready to serve. Opening and serving are two steps so the binary can
 /// announce "listening" only after recovery (sled's open) has finished.
@@ -46,18 +47,28 @@ impl Kv {
 
     /// Serves `fenced.kv.v1.GatedKv` on `listener` until `shutdown` completes, then stops
     /// accepting, lets in-flight requests finish, and flushes the store.
+    ///
+    /// If the store stops at a failed sync, it shuts down the same way by itself (every
+    /// request is refused by then) and returns that failure as the error.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
-        let service = GatedKvServer::new(KvService::new(self.gate.clone()))
+        let stop = StoreStop::new();
+        let service = GatedKvServer::new(KvService::new(self.gate.clone(), stop.clone()))
             .max_decoding_message_size(self.config.max_message_bytes());
         // Tell the drain timer when shutdown starts.
         let (started, shutdown_started) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async move {
-            shutdown.await;
-            let _ = started.send(());
+        let shutdown = {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = stop.stopped() => {}
+                }
+                let _ = started.send(());
+            }
         };
         let serving = tonic::transport::Server::builder()
             .layer(fenced_gate::grpc::layer())
@@ -85,6 +96,9 @@ impl Kv {
             .await
             .map_err(|e| Error::Serve(format!("the flush task failed: {e}")))?;
         served.map_err(|e| Error::Serve(e.to_string()))?;
+        if let Some(failure) = stop.failure() {
+            return Err(Error::Storage(failure.into()));
+        }
         flushed?;
         tracing::info!("fenced-kv stopped");
         Ok(())
