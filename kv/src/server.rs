@@ -49,7 +49,9 @@ impl Kv {
     /// accepting, lets in-flight requests finish, and flushes the store.
     ///
     /// If the store stops at a failed sync, it shuts down the same way by itself (every
-    /// request is refused by then) and returns that failure as the error.
+    /// request is refused by then), leaves the store unflushed and open (closing it would
+    /// make sled write and sync once more), and returns that failure as the error: the
+    /// caller exits.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -89,6 +91,13 @@ impl Kv {
                 Ok(())
             }
         };
+        if let Some(failure) = stop.failure() {
+            // A stopped store is left as it is, neither flushed nor closed: closing makes
+            // sled flush and sync once more (and sled 0.34 panics if that sync fails), and
+            // nothing more may reach a store that stopped. The process is about to exit.
+            std::mem::forget(self.gate);
+            return Err(Error::Storage(failure.into()));
+        }
         // Flush even if serving failed: whatever was accepted is durable already, this only
         // settles sled's own state for a quick next open.
         let gate = self.gate.clone();
@@ -96,9 +105,6 @@ impl Kv {
             .await
             .map_err(|e| Error::Serve(format!("the flush task failed: {e}")))?;
         served.map_err(|e| Error::Serve(e.to_string()))?;
-        if let Some(failure) = stop.failure() {
-            return Err(Error::Storage(failure.into()));
-        }
         flushed?;
         tracing::info!("fenced-kv stopped");
         Ok(())
