@@ -32,6 +32,10 @@ pub enum Verdict {
 ///   crash can never take back something a caller was told.
 /// - Marks are per resource and independent; a fence (`op == None`) raises the mark and
 ///   writes no data.
+/// - A backend that fails to make commits durable (a failed sync) acknowledges nothing from
+///   then on: every later call, and every call waiting for that sync, fails with
+///   [`StorageError::Stopped`] naming the failure, until the store is reopened. Retrying
+///   the sync is not safe: after a failed writeback Linux may report the next one as clean.
 pub trait Backend: Send + Sync + 'static {
     /// Checks `token` against `resource`'s mark and, if admitted, applies `op` (or, for
     /// `None`, only raises the mark), atomically and durably.

@@ -82,7 +82,8 @@ pub enum Error {
     #[error("could not check the token with the lock server: {0}")]
     CheckUnavailable(String),
     /// The backend failed; the write may or may not have been applied, and was not
-    /// acknowledged.
+    /// acknowledged. [`StorageError::Stopped`]: the store stopped at a failed sync and
+    /// refuses every call until it is reopened.
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -97,21 +98,54 @@ impl Error {
 
 /// A backend could not read or write its storage.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("storage failed while {during}: {detail}")]
-pub struct StorageError {
-    /// What the backend was doing ("opening", "committing", "flushing", ...).
-    pub during: &'static str,
-    /// The underlying error, as text (so the error stays `Clone` and backend-agnostic).
-    pub detail: String,
+pub enum StorageError {
+    /// This call met a storage failure; the store goes on serving.
+    #[error("storage failed while {during}: {detail}")]
+    Failed {
+        /// What the backend was doing ("opening", "committing", "flushing", ...).
+        during: &'static str,
+        /// The underlying error, as text (so the error stays `Clone` and backend-agnostic).
+        detail: String,
+    },
+    /// The store stopped at a failure to make writes durable (a failed flush or
+    /// `fdatasync`) and acknowledges nothing, no write, fence or read, until it is
+    /// reopened. After such a failure Linux may have dropped the pages it could not write
+    /// and report the next sync as clean, so nothing acknowledged from then on could be
+    /// trusted; reopening reads back what the disk really holds. Every call from the
+    /// failure on gets this, the ones that waited for the failed sync included; the fields
+    /// name that first failure.
+    #[error(
+        "the store stopped after storage failed while {during}: {detail}; it acknowledges \
+         nothing until it is reopened"
+    )]
+    Stopped {
+        /// What the backend was doing when it failed ("fdatasync of sled's data file", ...).
+        during: &'static str,
+        /// The underlying error of that first failure, as text.
+        detail: String,
+    },
 }
 
 impl StorageError {
-    /// A storage error with its context.
+    /// A storage failure of this call, with its context.
     pub fn new(during: &'static str, detail: impl std::fmt::Display) -> Self {
-        StorageError {
+        StorageError::Failed {
             during,
             detail: detail.to_string(),
         }
+    }
+
+    /// This failure as the reason the store stopped (a `Stopped` error stays as it is).
+    pub fn into_stopped(self) -> Self {
+        match self {
+            StorageError::Failed { during, detail } => StorageError::Stopped { during, detail },
+            stopped @ StorageError::Stopped { .. } => stopped,
+        }
+    }
+
+    /// True if the store has stopped (see [`StorageError::Stopped`]).
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, StorageError::Stopped { .. })
     }
 }
 

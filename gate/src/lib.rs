@@ -46,7 +46,7 @@
 //! - [`memory`]: [`MemoryBackend`], for tests and simulation.
 //! - [`strict`]: strict mode, [`Strict`] over a [`TokenChecker`] (when to choose it: there).
 //! - `sled_store` (feature `sled`): `SledBackend`, durable, with group commit and batched
-//!   transactions.
+//!   transactions; it stops at the first failed sync ([`StorageError::Stopped`]).
 //! - `grpc` (feature `tonic`): the `fencing-token` interceptor / tower layer, the
 //!   `From<Error> for tonic::Status`, and `LockServiceChecker` over `CheckToken`.
 //! - `conformance` (feature `conformance`): the suite every backend runs.

@@ -6,12 +6,15 @@
 //! `fencing-token` metadata); a token below the resource's mark gets `FAILED_PRECONDITION`
 //! with both tokens in the message and in `fencing-token-presented` /
 //! `fencing-token-current` metadata, and changes nothing. Accepted writes are on disk
-//! (sled flush + fdatasync, shared by concurrent writers) before they are answered.
+//! (sled flush + fdatasync, shared by concurrent writers) before they are answered. After a
+//! failed sync nothing more is acknowledged (every call gets `UNAVAILABLE` naming the
+//! failure) and the process exits with a failure; a restart serves what the disk holds.
 //!
 //! # Layout
 //! - [`config`]: [`Config`] (data directory, gate limits, `--unfenced`) with `validate()`.
 //! - [`server`]: [`Kv`] (open the store, serve it), and [`run`].
 //! - [`service`]: [`service::KvService`], the `fenced.kv.v1.GatedKv` handlers: decode, gate, encode.
+//! - [`stop`]: [`StoreStop`], how a failed sync met by any request stops the process.
 //! - [`error`]: [`Error`], why the service could not start or stopped.
 //!
 //! The binary (`src/main.rs`) parses flags, prints `fenced-kv listening on <addr>` once it
@@ -22,7 +25,9 @@ pub mod config;
 pub mod error;
 pub mod server;
 pub mod service;
+pub mod stop;
 
 pub use config::Config;
 pub use error::Error;
 pub use server::{run, Kv};
+pub use stop::StoreStop;

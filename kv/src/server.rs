@@ -10,6 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::config::Config;
 use crate::error::Error;
 use crate::service::KvService;
+use crate::stop::StoreStop;
 
 /// An opened store, ready to serve. Opening and serving are two steps so the binary can
 /// announce "listening" only after recovery (sled's open) has finished.
@@ -46,18 +47,30 @@ impl Kv {
 
     /// Serves `fenced.kv.v1.GatedKv` on `listener` until `shutdown` completes, then stops
     /// accepting, lets in-flight requests finish, and flushes the store.
+    ///
+    /// If the store stops at a failed sync, it shuts down the same way by itself (every
+    /// request is refused by then), leaves the store unflushed and open (closing it would
+    /// make sled write and sync once more), and returns that failure as the error: the
+    /// caller exits.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
-        let service = GatedKvServer::new(KvService::new(self.gate.clone()))
+        let stop = StoreStop::new();
+        let service = GatedKvServer::new(KvService::new(self.gate.clone(), stop.clone()))
             .max_decoding_message_size(self.config.max_message_bytes());
         // Tell the drain timer when shutdown starts.
         let (started, shutdown_started) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async move {
-            shutdown.await;
-            let _ = started.send(());
+        let shutdown = {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = stop.stopped() => {}
+                }
+                let _ = started.send(());
+            }
         };
         let serving = tonic::transport::Server::builder()
             .layer(fenced_gate::grpc::layer())
@@ -78,6 +91,13 @@ impl Kv {
                 Ok(())
             }
         };
+        if let Some(failure) = stop.failure() {
+            // A stopped store is left as it is, neither flushed nor closed: closing makes
+            // sled flush and sync once more (and sled 0.34 panics if that sync fails), and
+            // nothing more may reach a store that stopped. The process is about to exit.
+            std::mem::forget(self.gate);
+            return Err(Error::Storage(failure.into()));
+        }
         // Flush even if serving failed: whatever was accepted is durable already, this only
         // settles sled's own state for a quick next open.
         let gate = self.gate.clone();

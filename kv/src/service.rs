@@ -11,17 +11,22 @@ use fenced_proto::kv::v1::{
 use fenced_types::LockName;
 use tonic::{Request, Response, Status};
 
+use crate::stop::StoreStop;
+
 /// The service: one gate over one sled store, shared by every request.
 #[derive(Debug, Clone)]
 pub struct KvService {
     /// The gate.
     gate: Gate<SledBackend>,
+    /// Where a request that finds the store stopped says so.
+    stop: StoreStop,
 }
 
 impl KvService {
-    /// The service over a gate.
-    pub fn new(gate: Gate<SledBackend>) -> Self {
-        KvService { gate }
+    /// The service over a gate; a call that finds the store stopped (a failed sync) reports
+    /// it to `stop`.
+    pub fn new(gate: Gate<SledBackend>, stop: StoreStop) -> Self {
+        KvService { gate, stop }
     }
 
     /// Runs a gate call on a blocking thread and maps its error to a status.
@@ -29,10 +34,18 @@ impl KvService {
         &self,
         call: impl FnOnce(&Gate<SledBackend>) -> Result<T, GateError> + Send + 'static,
     ) -> Result<T, Status> {
-        let gate = self.gate.clone();
-        let result = tokio::task::spawn_blocking(move || call(&gate))
-            .await
-            .map_err(|e| Status::internal(format!("the storage task failed: {e}")))?;
+        let (gate, stop) = (self.gate.clone(), self.stop.clone());
+        // The report happens on the blocking thread, so it is made even if the client has
+        // gone and this future was dropped.
+        let result = tokio::task::spawn_blocking(move || {
+            let result = call(&gate);
+            if let Err(error) = &result {
+                stop.report(error);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the storage task failed: {e}")))?;
         result.map_err(|error| {
             if let GateError::StaleToken { .. } = error {
                 tracing::debug!(%error, "refused");

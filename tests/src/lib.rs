@@ -14,6 +14,8 @@
 //! - [`pki`]: [`pki::TestPki`], a throwaway CA and `localhost` certificate for TLS tests.
 //! - [`power_cut`]: [`power_cut::ScratchFs`], an ext4 filesystem on a loop device whose
 //!   power a test can cut (what was not synced is lost).
+//! - [`thin_disk`]: [`thin_disk::ThinDisk`], an ext4 filesystem whose disk a test can make
+//!   fail writes and then work again (a failed sync, then one that reports clean).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binaries;
@@ -23,3 +25,4 @@ pub mod power_cut;
 pub mod process;
 pub mod proxy;
 pub mod server;
+pub mod thin_disk;

@@ -5,12 +5,14 @@ use fenced_types::FencingToken;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
-use crate::error::Error;
+use crate::error::{Error, StorageError};
 
 impl From<Error> for Status {
     /// Stale or not-live tokens are `FAILED_PRECONDITION` with both tokens in the message
     /// and in `fencing-token-presented` / `fencing-token-current` metadata; bad input is
-    /// `INVALID_ARGUMENT`; an unreachable lock server `UNAVAILABLE`; storage `INTERNAL`.
+    /// `INVALID_ARGUMENT`; an unreachable lock server `UNAVAILABLE`; a store that stopped at
+    /// a failed sync `UNAVAILABLE` too (retry once it is restarted); other storage failures
+    /// `INTERNAL`.
     fn from(error: Error) -> Status {
         let message = error.to_string();
         match error {
@@ -32,7 +34,8 @@ impl From<Error> for Status {
             | Error::KeyTooLong { .. }
             | Error::ValueTooLarge { .. } => Status::invalid_argument(message),
             Error::CheckUnavailable(_) => Status::unavailable(message),
-            Error::Storage(_) => Status::internal(message),
+            Error::Storage(StorageError::Stopped { .. }) => Status::unavailable(message),
+            Error::Storage(StorageError::Failed { .. }) => Status::internal(message),
         }
     }
 }
@@ -85,5 +88,21 @@ mod tests {
             Code::InvalidArgument
         );
         assert_eq!(stale_tokens(&Status::internal("x")), None);
+    }
+
+    // A store that stopped at a failed sync is UNAVAILABLE (a restart brings it back), and
+    // the message names the failure; a one-off storage failure stays INTERNAL.
+    #[test]
+    fn a_stopped_store_is_unavailable_and_names_its_failure() {
+        let failure = StorageError::new("fdatasync of sled's data file", "Input/output error");
+        let status = Status::from(Error::Storage(failure.clone().into_stopped()));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("stopped")
+                && status.message().contains("fdatasync of sled's data file")
+                && status.message().contains("Input/output error"),
+            "{status:?}"
+        );
+        assert_eq!(Status::from(Error::Storage(failure)).code(), Code::Internal);
     }
 }

@@ -24,6 +24,10 @@ use crate::rule::{Admission, Decision};
 /// transaction (so a crash can never keep one without the other; concurrent writes share
 /// one transaction, see `combiner`), and a write is acknowledged only after a flush +
 /// fdatasync shared with concurrent writers ([`GroupCommit`]).
+///
+/// A failed flush or fdatasync stops it: from then on every call fails with
+/// [`StorageError::Stopped`] naming that failure, until the store is reopened
+/// ([`SledBackend::stopped`] says whether and why).
 #[derive(Debug, Clone)]
 pub struct SledBackend {
     /// The database (kept for flushing on shutdown).
@@ -112,6 +116,12 @@ impl SledBackend {
         &self.dir
     }
 
+    /// Why the store stopped (a [`StorageError::Stopped`] naming the first failed sync), or
+    /// `None` while it works. A stopped store acknowledges nothing until it is reopened.
+    pub fn stopped(&self) -> Option<StorageError> {
+        self.group.stopped()
+    }
+
     /// The group commit this store syncs with (shared with anything else writing to the
     /// same database, e.g. a benchmark's baseline).
     pub fn group_commit(&self) -> &GroupCommit {
@@ -134,8 +144,13 @@ impl SledBackend {
         match applied {
             Ok(outcomes) => outcomes,
             Err(TransactionError::Abort(never)) => match never {},
+            // sled failed to write its log (or already had, in its background flush, and
+            // refuses everything since): what it holds may never reach the disk, so the
+            // store stops as after a failed sync.
             Err(TransactionError::Storage(error)) => {
-                let error = StorageError::new("committing a write", error);
+                let error = self
+                    .group
+                    .stop(StorageError::new("committing a write", error));
                 batch.iter().map(|_| Err(error.clone())).collect()
             }
         }
@@ -200,6 +215,8 @@ impl Backend for SledBackend {
         op: Option<&WriteOp>,
         admission: Admission,
     ) -> Result<Verdict, StorageError> {
+        // After a failed sync nothing more is written: it could never be acknowledged.
+        self.group.check()?;
         let in_flight = self.group.begin();
         let request = Request {
             resource: resource.clone(),
@@ -245,7 +262,7 @@ impl Backend for SledBackend {
         self.db
             .flush()
             .map(|_| ())
-            .map_err(|e| StorageError::new("flushing sled", e))
+            .map_err(|e| self.group.stop(StorageError::new("flushing sled", e)))
     }
 }
 

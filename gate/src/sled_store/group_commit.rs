@@ -15,13 +15,22 @@
 //! reporting it (or refusing a write because of it) would tell a client something a crash
 //! can take back. [`GroupCommit::settle`] waits until everything such a read could have seen
 //! is durable; when nothing is pending it returns at once.
+//!
+//! A failed sync stops the group commit for good (as PostgreSQL panics on a failed
+//! `fsync`): Linux may drop the pages a failed writeback could not write and report the
+//! next `fdatasync` as clean, so a retry would acknowledge writes on top of a hole. The
+//! writer whose sync failed, every writer waiting for it and every later caller get
+//! [`StorageError::Stopped`] naming that first failure, until the store is reopened, which
+//! reads back what the disk really holds. Nothing retries the sync.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+#[cfg(test)]
+use super::sync_fault::SyncFault;
 use crate::error::StorageError;
 
 /// Shares flush + fdatasync among concurrent writers to one sled database. A cheap `Clone`
@@ -44,12 +53,18 @@ struct Inner {
     requested: AtomicU64,
     /// Writers between the start of their transaction and taking their ticket.
     in_flight: AtomicU64,
-    /// Which tickets are durable, and whether a sync runs.
+    /// Which tickets are durable, whether a sync runs, and whether one failed.
     state: Mutex<State>,
+    /// Set once a sync has failed (the failure itself is in `state`): the check every
+    /// commit makes before it writes, without taking the lock.
+    stopped: AtomicBool,
     /// Signalled whenever a sync ends.
     synced: Condvar,
     /// Blob files already fdatasynced (only the sync leader touches it).
     synced_blobs: Mutex<HashSet<u64>>,
+    /// Unit tests: makes an `fdatasync` of the data file fail.
+    #[cfg(test)]
+    sync_fault: SyncFault,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +73,9 @@ struct State {
     durable: u64,
     /// A leader is syncing right now.
     syncing: bool,
+    /// The first failed sync, as [`StorageError::Stopped`]: once set, nothing is durable
+    /// any more and every call fails with it.
+    stopped: Option<StorageError>,
 }
 
 /// Marks one writer as between "transaction starts" and "ticket taken"; see
@@ -83,10 +101,53 @@ impl GroupCommit {
                 requested: AtomicU64::new(0),
                 in_flight: AtomicU64::new(0),
                 state: Mutex::new(State::default()),
+                stopped: AtomicBool::new(false),
                 synced: Condvar::new(),
                 synced_blobs: Mutex::new(HashSet::new()),
+                #[cfg(test)]
+                sync_fault: SyncFault::default(),
             }),
         })
+    }
+
+    /// Why the group commit stopped (a [`StorageError::Stopped`] naming the first failed
+    /// sync), or `None` while it works.
+    pub fn stopped(&self) -> Option<StorageError> {
+        if self.inner.stopped.load(SeqCst) {
+            self.lock().stopped.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Fails with [`StorageError::Stopped`] once a sync has failed: a writer calls this
+    /// before it writes, so nothing more lands in a store that can no longer make it
+    /// durable.
+    pub fn check(&self) -> Result<(), StorageError> {
+        match self.stopped() {
+            Some(stopped) => Err(stopped),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the group commit at `failure` (a failed flush or sync, also one found outside
+    /// [`GroupCommit::commit`], e.g. by sled while committing a transaction): wakes every
+    /// waiter, and returns the error every caller now gets, which names the first failure
+    /// if there was one before.
+    pub fn stop(&self, failure: StorageError) -> StorageError {
+        let stopped = self.record_stop(&mut self.lock(), failure);
+        self.inner.synced.notify_all();
+        stopped
+    }
+
+    /// Records the first failure in the locked `state` (later ones keep it); returns it.
+    fn record_stop(&self, state: &mut State, failure: StorageError) -> StorageError {
+        let stopped = state
+            .stopped
+            .get_or_insert_with(|| failure.into_stopped())
+            .clone();
+        self.inner.stopped.store(true, SeqCst);
+        stopped
     }
 
     /// Call before a transaction that may write: until the returned guard takes its
@@ -118,9 +179,26 @@ impl GroupCommit {
         self.wait_for(ticket)
     }
 
+    /// Unit tests: after every real `fdatasync` of the data file, `decide` may turn its
+    /// result into an error.
+    #[cfg(test)]
+    pub(crate) fn inject_sync_fault(
+        &self,
+        decide: impl FnMut() -> Option<std::io::Error> + Send + 'static,
+    ) {
+        self.inner.sync_fault.set(decide);
+    }
+
+    /// Unit tests: how many tickets have been handed out (each writer waiting for a sync
+    /// holds one).
+    #[cfg(test)]
+    pub(crate) fn tickets(&self) -> u64 {
+        self.inner.requested.load(SeqCst)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
-        // The state is two plain fields, updated together; a poisoned lock holds no broken
-        // invariant.
+        // The state is plain fields, each change made whole under the lock; a poisoned lock
+        // holds no broken invariant.
         self.inner
             .state
             .lock()
@@ -130,6 +208,12 @@ impl GroupCommit {
     fn wait_for(&self, ticket: u64) -> Result<(), StorageError> {
         let mut state = self.lock();
         loop {
+            // Checked first: a store that stopped acknowledges nothing, not even a ticket
+            // that an earlier sync covered (its writer learns "not acknowledged", which is
+            // never wrong).
+            if let Some(stopped) = &state.stopped {
+                return Err(stopped.clone());
+            }
             if state.durable >= ticket {
                 return Ok(());
             }
@@ -149,12 +233,14 @@ impl GroupCommit {
             let result = self.sync();
             state = self.lock();
             state.syncing = false;
-            if result.is_ok() {
-                state.durable = state.durable.max(target);
+            match result {
+                Ok(()) => state.durable = state.durable.max(target),
+                // Never retried: the next sync could report clean over what this one lost.
+                Err(failure) => {
+                    self.record_stop(&mut state, failure);
+                }
             }
             self.inner.synced.notify_all();
-            // On failure the others retry as leaders; this writer reports the error.
-            result?;
         }
     }
 
@@ -164,10 +250,10 @@ impl GroupCommit {
             .db
             .flush()
             .map_err(|e| StorageError::new("flushing sled", e))?;
-        self.inner
-            .data_file
-            .sync_data()
-            .map_err(|e| StorageError::new("fdatasync of sled's data file", e))?;
+        let synced = self.inner.data_file.sync_data();
+        #[cfg(test)]
+        let synced = self.inner.sync_fault.apply(synced);
+        synced.map_err(|e| StorageError::new("fdatasync of sled's data file", e))?;
         self.sync_new_blobs()
     }
 

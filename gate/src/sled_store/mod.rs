@@ -9,7 +9,11 @@
 pub mod backend;
 mod combiner;
 mod encoding;
+#[cfg(test)]
+mod failed_sync_tests;
 pub mod group_commit;
+#[cfg(test)]
+mod sync_fault;
 
 pub use backend::SledBackend;
 pub use group_commit::GroupCommit;
