@@ -1,0 +1,3 @@
+//! The `fenced-torture` binary.
+
+fn main() {}
