@@ -155,6 +155,13 @@ impl Child {
         }
     }
 
+    /// The next line if one has arrived, without waiting.
+    pub fn try_next_line(&mut self) -> Option<String> {
+        let line = self.lines.try_recv().ok()?;
+        self.last = Some(line.clone());
+        Some(line)
+    }
+
     /// Sends `SIGSTOP`: the process stops running, sockets and all, until `SIGCONT`.
     pub fn stop(&self) -> Result<(), DemoError> {
         self.signal("-STOP")

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 
 use crate::check::{self, Options as CheckOptions, Report};
 use crate::history::{self, now, Event, Op, Outcome, Recorder};
-use crate::nemesis::{self, Kind, Target};
+use crate::nemesis::{self, Action, Fault, Kind, Target};
 use crate::system::{Binaries, HarnessError, Server, System, WorkerProcess};
 use crate::worker::KEY;
 
@@ -244,6 +244,7 @@ async fn start(
             child,
             history,
             proxy,
+            holding_until: 0,
         });
     }
     Ok(System {
@@ -274,7 +275,27 @@ async fn nemesis_lane(
         }
         tokio::time::sleep(gap).await;
         let kind = options.mix[rng.random_range(0..options.mix.len())];
-        let fault = kind.draw(&mut rng, options.workers, options.ttl_min, options.ttl_max);
+        let mut fault = kind.draw(&mut rng, options.workers, options.ttl_min, options.ttl_max);
+        if matches!(fault.target, Target::Worker(_)) && rng.random_bool(0.6) {
+            // Most pauses aim at a worker that holds a token before its write, and last
+            // longer than any TTL: the moment a pause makes a zombie.
+            let aim_until = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < aim_until.min(deadline) {
+                let holding = system.lock().await.holding();
+                if !holding.is_empty() {
+                    let worker = holding[rng.random_range(0..holding.len())];
+                    let max = options.ttl_max.as_millis() as u64;
+                    fault = Fault {
+                        target: Target::Worker(worker),
+                        action: Action::Pause {
+                            length: Duration::from_millis(rng.random_range(max * 3 / 2..=max * 3)),
+                        },
+                    };
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         if !busy.lock().await.insert(fault.target) {
             continue;
         }

@@ -205,6 +205,9 @@ pub struct WorkerProcess {
     pub history: PathBuf,
     /// The proxy between it and the lock server.
     pub proxy: Proxy,
+    /// Until when it said it holds a token before its write (see
+    /// [`crate::worker::HOLDING`]).
+    pub holding_until: crate::history::Nanos,
 }
 
 /// Everything running in one run.
@@ -225,6 +228,27 @@ impl System {
     /// The proxy of the worker named `name`.
     pub fn proxy(&self, worker: usize) -> Option<&Proxy> {
         self.workers.get(worker).map(|w| &w.proxy)
+    }
+
+    /// The workers holding a token before their write right now, from the lines they
+    /// printed.
+    pub fn holding(&mut self) -> Vec<usize> {
+        let now = now();
+        let mut holding = Vec::new();
+        for (index, worker) in self.workers.iter_mut().enumerate() {
+            while let Some(line) = worker.child.try_next_line() {
+                if let Some(until) = line
+                    .strip_prefix(crate::worker::HOLDING)
+                    .and_then(|rest| rest.trim().parse().ok())
+                {
+                    worker.holding_until = until;
+                }
+            }
+            if worker.holding_until > now {
+                holding.push(index);
+            }
+        }
+        holding
     }
 
     /// Points every proxy at the lock server's current address.

@@ -170,10 +170,14 @@ fn picture(events: &[&Event], origin: Nanos) -> (Picture, Vec<(Duration, String,
         let index = picture.dots.len();
         let lane_index = lane(&who, &mut lanes);
         match (&mark, event) {
-            (Mark::Granted(token), Event::Complete { outcome, .. }) => {
-                if let Outcome::Granted { lease, .. } = outcome {
-                    lease_start.insert(lease.clone(), (index, lane_index, *token));
-                }
+            (
+                Mark::Granted(token),
+                Event::Complete {
+                    outcome: Outcome::Granted { lease, .. },
+                    ..
+                },
+            ) => {
+                lease_start.insert(lease.clone(), (index, lane_index, *token));
             }
             (_, Event::LeaseState { lease, state, .. }) if *state == SdkState::Lost => {
                 if let Some((from, bar_lane, token)) = lease_start.remove(lease) {

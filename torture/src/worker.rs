@@ -9,10 +9,13 @@
 //! records the SDK's state changes and every renewal it confirms.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fenced_client::{AcquireOptions, Client, DeadlinePolicy, Error, Lease, LeaseState};
+use fenced_client::{
+    AcquireOptions, Client, DeadlinePolicy, Error, Lease, LeaseState, LostReason,
+};
 use fenced_proto::kv::v1 as kv;
 use fenced_proto::kv::v1::gated_kv_client::GatedKvClient;
 use fenced_proto::metadata::{FENCING_TOKEN_CURRENT, FENCING_TOKEN_PRESENTED};
@@ -60,22 +63,28 @@ pub enum WorkerError {
 }
 
 /// Writes the worker's events.
+#[derive(Clone)]
 struct Log {
     recorder: Arc<Recorder>,
     process: String,
-    next_id: u64,
+    /// The last operation number given out (shared with the lease watchers).
+    last_id: Arc<AtomicU64>,
 }
 
 impl Log {
     fn invoke(&mut self, op: Op) -> Result<u64, HistoryError> {
-        self.next_id += 1;
+        self.invoke_at(now(), op)
+    }
+
+    fn invoke_at(&self, t: Nanos, op: Op) -> Result<u64, HistoryError> {
+        let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.recorder.record(&Event::Invoke {
-            t: now(),
+            t,
             process: self.process.clone(),
-            id: self.next_id,
+            id,
             op,
         })?;
-        Ok(self.next_id)
+        Ok(id)
     }
 
     fn complete(&self, id: u64, outcome: Outcome) -> Result<(), HistoryError> {
@@ -99,7 +108,7 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     let mut log = Log {
         recorder: recorder.clone(),
         process: options.name.clone(),
-        next_id: 0,
+        last_id: Arc::default(),
     };
     let started = Instant::now();
     let deadline = started + options.duration;
@@ -168,8 +177,9 @@ impl Worker<'_> {
             self.rng
                 .random_range(millis(self.options.ttl_min)..=millis(self.options.ttl_max)),
         );
+        let left = self.deadline.saturating_duration_since(Instant::now());
         let wait = if self.rng.random_bool(0.6) {
-            Duration::from_millis(self.rng.random_range(300..=2500))
+            Duration::from_millis(self.rng.random_range(300..=2500)).min(left)
         } else {
             Duration::ZERO
         };
@@ -219,8 +229,7 @@ impl Worker<'_> {
         let (stop, stopped) = oneshot::channel();
         let watcher = tokio::spawn(watch(
             lease.clone(),
-            log.recorder.clone(),
-            log.process.clone(),
+            log.clone(),
             name.to_string(),
             self.policy,
             stopped,
@@ -297,9 +306,13 @@ impl Worker<'_> {
             };
             if self.rng.random_bool(0.35) {
                 // The token is out; the write is about to leave. A pause here makes a
-                // zombie whose write only the gate can stop.
-                let hold = self.rng.random_range(0..=millis(self.options.hold_max));
-                tokio::time::sleep(Duration::from_millis(hold)).await;
+                // zombie whose write only the gate can stop. Say so on stdout, so that
+                // the nemesis can aim its pauses here.
+                let hold = Duration::from_millis(
+                    self.rng.random_range(0..=millis(self.options.hold_max)),
+                );
+                println!("{HOLDING} {}", now().saturating_add(nanos(hold)));
+                tokio::time::sleep(hold).await;
             }
             self.put(log, name, resource, token).await?;
             if self.rng.random_bool(0.3) {
@@ -309,9 +322,10 @@ impl Worker<'_> {
                 // Longer than the TTL: only the SDK's renewals keep the lease.
                 lease.status().ttl.mul_f64(1.5)
             } else {
-                Duration::from_millis(self.rng.random_range(0..=100))
+                Duration::from_millis(self.rng.random_range(0..=50))
             };
-            tokio::time::sleep(rest).await;
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(rest.min(left)).await;
         }
         Ok(())
     }
@@ -388,6 +402,10 @@ impl Worker<'_> {
     }
 }
 
+/// The line a worker prints when it holds a token before its write: `holding <until>`,
+/// with the end of the hold in nanoseconds on the machine's clock.
+pub const HOLDING: &str = "holding";
+
 /// The one key every worker writes in a resource, so that writes of different holders
 /// land on top of each other.
 pub const KEY: &str = "k";
@@ -444,15 +462,18 @@ fn store_failure(status: &tonic::Status) -> Outcome {
 }
 
 /// Records the lease's state changes and confirmed renewals until told to stop or the
-/// lease is lost.
+/// lease is lost. A lease the SDK gives up on its own (no renewal confirmed until the
+/// server has surely expired it) is released by the SDK in the background: that release
+/// is recorded as an operation starting at the loss.
 async fn watch(
     lease: Arc<Lease>,
-    recorder: Arc<Recorder>,
-    process: String,
+    log: Log,
     name: String,
     policy: DeadlinePolicy,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), HistoryError> {
+    let recorder = log.recorder.clone();
+    let process = log.process.clone();
     let mut last_change: Option<Duration> = None;
     let mut last_deadline: Nanos = 0;
     loop {
@@ -496,6 +517,23 @@ async fn watch(
                 state,
                 detail: change.state.to_string(),
             })?;
+            if let LeaseState::Lost {
+                reason: LostReason::ExpiredLocally { .. },
+            } = &change.state
+            {
+                let id = log.invoke_at(
+                    nanos(change.at),
+                    Op::Release {
+                        lease: name.clone(),
+                    },
+                )?;
+                log.complete(
+                    id,
+                    Outcome::Unknown {
+                        error: "released by the SDK in the background after giving up".into(),
+                    },
+                )?;
+            }
         }
         if stopping || lost {
             return Ok(());
