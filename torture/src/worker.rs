@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fenced_client::{
-    AcquireOptions, Client, DeadlinePolicy, Error, Lease, LeaseState, LostReason,
-};
+use fenced_client::{AcquireOptions, Client, DeadlinePolicy, Error, Lease, LeaseState, LostReason};
 use fenced_proto::kv::v1 as kv;
 use fenced_proto::kv::v1::gated_kv_client::GatedKvClient;
 use fenced_proto::metadata::{FENCING_TOKEN_CURRENT, FENCING_TOKEN_PRESENTED};
@@ -308,9 +306,8 @@ impl Worker<'_> {
                 // The token is out; the write is about to leave. A pause here makes a
                 // zombie whose write only the gate can stop. Say so on stdout, so that
                 // the nemesis can aim its pauses here.
-                let hold = Duration::from_millis(
-                    self.rng.random_range(0..=millis(self.options.hold_max)),
-                );
+                let hold =
+                    Duration::from_millis(self.rng.random_range(0..=millis(self.options.hold_max)));
                 println!("{HOLDING} {}", now().saturating_add(nanos(hold)));
                 tokio::time::sleep(hold).await;
             }

@@ -214,4 +214,34 @@ mod tests {
             .grant("w2", 1660, 1700, "a", "w2.1", 2, 1000, 0);
         assert!(h.violations(Rule::S2).is_empty(), "{:?}", h.check());
     }
+
+    // checks: S2 (the shape of a run the harness flagged before the worker recorded the
+    // SDK's own release: the lock server restarts, the SDK gives the lease up as surely
+    // expired, releases it in the background, and the next waiter gets the lock)
+    #[test]
+    fn a_lease_the_sdk_gave_up_and_released_is_not_held_after_a_restart() {
+        let mut h = H::new();
+        h.grant("w3", 0, 6, "l0", "w3.2", 7, 509, 848)
+            .restart(20, 210, 400)
+            .state("w3", 570, "w3.2", crate::history::SdkState::Lost)
+            .op(
+                "w3",
+                570,
+                Some(570),
+                crate::history::Op::Release {
+                    lease: "w3.2".into(),
+                },
+                crate::history::Outcome::Unknown {
+                    error: "released by the SDK in the background".into(),
+                },
+            )
+            .grant("w2", 430, 610, "l0", "w2.3", 8, 551, 1944);
+        assert!(h.violations(Rule::S2).is_empty(), "{:?}", h.check());
+        // Without the release, the restored lease (until 210 + 509) was overtaken.
+        let mut h = H::new();
+        h.grant("w3", 0, 6, "l0", "w3.2", 7, 509, 848)
+            .restart(20, 210, 400)
+            .grant("w2", 430, 610, "l0", "w2.3", 8, 551, 1944);
+        assert_eq!(h.violations(Rule::S2).len(), 1, "{:?}", h.check());
+    }
 }
