@@ -303,20 +303,20 @@ async fn torture(args: RunArgs) -> ExitCode {
                     match run::keep(&args.keep, &result) {
                         Ok(dir) => Some(dir),
                         Err(error) => {
-                            bar.println(format!("cannot keep run {seed:016x}: {error}"));
+                            bar.suspend(|| println!("cannot keep run {seed:016x}: {error}"));
                             None
                         }
                     }
                 };
                 if expected.is_empty() {
                     for violation in result.report.violations.iter().take(3) {
-                        bar.println(format!("run {seed:016x}: {violation}"));
+                        bar.suspend(|| println!("run {seed:016x}: {violation}"));
                     }
                 }
                 summary.add(&result, kept);
             }
             Err(error) => {
-                bar.println(format!("run {seed:016x}: the harness failed: {error}"));
+                bar.suspend(|| println!("run {seed:016x}: the harness failed: {error}"));
                 harness_failure = Some(error);
                 break;
             }
@@ -328,6 +328,17 @@ async fn torture(args: RunArgs) -> ExitCode {
             summary.violation_total()
         ));
         bar.inc(1);
+        // Where no progress bar is drawn (CI, a log file), a line every twentieth of the way.
+        let done = index + 1;
+        if bar.is_hidden() && (done % (args.runs / 20).max(1) == 0 || done == args.runs) {
+            println!(
+                "{done}/{} runs: {} ops, {} faults, {} violations",
+                args.runs,
+                summary.operations,
+                summary.fault_total(),
+                summary.violation_total()
+            );
+        }
     }
     bar.finish();
     println!("{}", summary.table());
