@@ -315,3 +315,50 @@ pub fn escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_picture_draws_its_lanes_dots_bars_and_bands() {
+        let dot = |lane, ms, mark, wide| Dot {
+            lane,
+            at: Duration::from_millis(ms),
+            mark,
+            text: format!("at {ms} <ms>"),
+            wide,
+        };
+        let picture = Picture {
+            lanes: vec!["w1".into(), "fenced".into()],
+            dots: vec![
+                dot(1, 0, Mark::Granted(7), false),
+                dot(0, 10, Mark::Stopped, true),
+                dot(0, 2000, Mark::Continued, false),
+                dot(0, 2010, Mark::Rejected(7, 8), false),
+            ],
+            bars: vec![Bar {
+                lane: 1,
+                from: 0,
+                to: 3,
+                label: "lease with token 7".into(),
+            }],
+            bands: vec![Band {
+                from: 1,
+                to: 2,
+                label: "w1 stopped for 1.99 s".into(),
+            }],
+        };
+        let drawn = svg(&picture);
+        assert_eq!(drawn.matches("<circle").count(), 4);
+        assert!(drawn.contains(">w1<") && drawn.contains(">fenced<"));
+        assert!(drawn.contains("lease with token 7"));
+        assert!(drawn.contains("w1 stopped for 1.99 s"));
+        assert!(drawn.contains("✗ token 7 &lt; 8") || drawn.contains("✗ token 7 < 8"));
+        assert!(drawn.contains("at 10 &lt;ms&gt;"), "tooltips are escaped");
+        let rows = table(&[(Duration::from_millis(1500), "w1", "a <b>")]);
+        assert!(rows.contains("1.500s") && rows.contains("a &lt;b&gt;"));
+    }
+}
