@@ -2,8 +2,14 @@
 //! network), records every operation on one machine-wide clock, and checks the history
 //! against CONTRACT.md.
 //!
-//! `cargo run --release -p fenced-torture -- --runs 100` runs a hundred histories with
-//! every fault mixed; `fenced-torture check HISTORY` checks a recorded one.
+//! `cargo run --release -p fenced-torture -- --runs 1000` runs a thousand histories with
+//! every fault mixed (`--run-ms`, `--workers`, `--locks`, `--nemesis`,
+//! `--concurrent-faults` and `--fault-gap-ms` shape them); `fenced-torture check HISTORY`
+//! checks a recorded one. `--weaken unfenced` (the store's gate off) and `--weaken
+//! no-fdatasync` (the lock server's sync off, under power cuts) run a deliberately broken
+//! system, with `--expect S5` or `--expect S1,S2` to succeed only if the checker caught it.
+//! A failing run is kept in `torture-failures/run-<seed>/`: `history.jsonl`,
+//! `violations.txt` and `timeline.html`. `scripts/torture.sh` writes RELIABILITY.md.
 //!
 //! # Layout
 //! - [`history`]: the history's events, one JSON object per line, on `CLOCK_BOOTTIME`.
