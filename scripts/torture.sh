@@ -58,8 +58,8 @@ log "the full mix: $runs runs of $run_ms ms ($mix)"
     --markdown "Every fault, mixed=$body" "$@" || failed=1
 
 log "the gate off (fenced-kv --unfenced) under worker pauses: must violate S5"
-"${torture[@]}" --runs "$weak_runs" --run-ms "$run_ms" --weaken unfenced --nemesis pause-worker \
-    --expect S5 --keep torture-failures/weakened \
+"${torture[@]}" --runs "$weak_runs" --run-ms 5000 --ttl-max-ms 1000 --weaken unfenced \
+    --nemesis pause-worker --expect S5 --keep torture-failures/weakened \
     --markdown "Weakened: the gate off (fenced-kv --unfenced), worker pauses=$body" || failed=1
 
 if [[ $mix == *power-cut* ]]; then

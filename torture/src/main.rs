@@ -64,7 +64,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 500)]
     ttl_min_ms: u64,
     /// The longest lease TTL the workers ask for, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1500)]
     ttl_max_ms: u64,
     /// The longest a worker holds its token between fence() and the write, in milliseconds.
     #[arg(long, default_value_t = 300)]

@@ -108,6 +108,16 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// How long the fault lasts before it is healed (a kill's downtime, a pause, a link's
+    /// bad spell).
+    pub fn length(&self) -> Duration {
+        match self.action {
+            Action::Kill { down } | Action::PowerCut { down } => down,
+            Action::Pause { length } | Action::Net { length, .. } => length,
+            Action::Reset => Duration::ZERO,
+        }
+    }
+
     /// How the summary counts it: `kill fenced`, `pause worker`, `net-drop-up link`.
     pub fn label(&self) -> String {
         let target = match self.target {
