@@ -53,9 +53,11 @@ pub fn render(events: &[Event], report: &Report, seed: u64) -> String {
         .iter()
         .filter(|e| e.time() >= from && e.time() <= to)
         .collect();
-    let (picture, rows) = picture(&window, origin);
+    // The picture shows the latest events up to the proof; the table lists them all.
+    let (drawn, _) = picture(&window[window.len().saturating_sub(MAX_DRAWN)..], origin);
+    let (_, rows) = picture(&window, origin);
     page.push_str("<h2>Around the first violation</h2>");
-    page.push_str(&svg(&picture));
+    page.push_str(&svg(&drawn));
     let rows: Vec<(Duration, &str, &str)> = rows
         .iter()
         .map(|(at, lane, text)| (*at, lane.as_str(), text.as_str()))
@@ -278,5 +280,37 @@ fn describe_outcome(outcome: &Outcome) -> String {
         }
         Outcome::Failed { error } => format!("failed: {error}"),
         Outcome::Unknown { error } => format!("unknown: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::check::fixture::H;
+    use crate::check::{check, Options};
+    use crate::history::SdkState;
+
+    #[test]
+    fn a_failing_run_is_drawn_with_its_violation_lanes_and_pause() {
+        let mut h = H::new();
+        h.grant("w1", 0, 10, "a", "w1.1", 1, 1000, 0)
+            .state("w1", 10, "w1.1", SdkState::Held)
+            .fault("w1", "pause", 100, 900)
+            .grant("w2", 50, 600, "a", "w2.1", 2, 1000, 2000)
+            .restart(700, 750, 800);
+        let mut events = h.events().to_vec();
+        events.sort_by_key(|e| e.time());
+        let report = check(&events, &Options::default());
+        assert!(!report.violations.is_empty());
+        let page = super::render(&events, &report, 42);
+        assert!(page.contains("S2"), "the violation is named");
+        assert!(page.contains("<svg"));
+        for lane in ["w1", "w2", "fenced"] {
+            assert!(page.contains(&format!(">{lane}<")), "lane {lane}");
+        }
+        assert!(
+            page.contains("w1 stopped for 0.80 s"),
+            "the pause is a band"
+        );
+        assert!(page.contains("w1.1 token 1"), "the lease is a bar");
     }
 }

@@ -201,6 +201,11 @@ impl H {
         self
     }
 
+    /// The events so far.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
     /// The violations found.
     pub fn check(&self) -> Vec<Violation> {
         check(&self.events, &Options::default()).violations
