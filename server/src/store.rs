@@ -30,7 +30,9 @@
 //!
 //! Records are small protobuf messages (prost derives), so the format can grow fields.
 //! Keys: `t` the next token; `g` the newest journal generation sled holds; `L` + 16-byte
-//! lease id a lease; `K` + name a held lock.
+//! lease id a lease; `K` + name a held lock; `D` + name a lock in its lock-delay (put with
+//! the expiry that starts it, deleted when it ends or the lock is granted again, so
+//! delays do not pile up).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,7 +47,7 @@ use crate::checkpoint::{self, Checkpoint, Checkpointer};
 use crate::error::Error;
 use crate::journal::{self, Journal, JournalBatch, JournalOp};
 use crate::marker::Marker;
-use crate::table::{RestoredLease, RestoredLock, Write};
+use crate::table::{RestoredDelay, RestoredLease, RestoredLock, Write};
 
 /// The next token to issue (8 bytes, big-endian).
 pub(crate) const NEXT_TOKEN_KEY: &[u8] = b"t";
@@ -53,6 +55,7 @@ pub(crate) const NEXT_TOKEN_KEY: &[u8] = b"t";
 pub(crate) const CHECKPOINTED_KEY: &[u8] = b"g";
 const LEASE_PREFIX: u8 = b'L';
 const LOCK_PREFIX: u8 = b'K';
+const DELAY_PREFIX: u8 = b'D';
 
 /// A lease as stored.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -82,6 +85,14 @@ struct LockRecord {
     lock_delay_ms: u64,
 }
 
+/// A lock-delay as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+struct DelayRecord {
+    /// The whole lock-delay in milliseconds (restored in full from the restart).
+    #[prost(uint64, tag = "1")]
+    delay_ms: u64,
+}
+
 /// What was on disk at start.
 #[derive(Debug)]
 pub struct Recovered {
@@ -91,6 +102,8 @@ pub struct Recovered {
     pub leases: Vec<RestoredLease>,
     /// Every held lock.
     pub locks: Vec<RestoredLock>,
+    /// Every lock-delay that had not ended.
+    pub delays: Vec<RestoredDelay>,
 }
 
 /// How far the journal is durable.
@@ -468,6 +481,13 @@ fn encode(write: Write) -> JournalOp {
             put(lock_key(&lock), record.encode_to_vec())
         }
         Write::DeleteLock { lock } => delete(lock_key(&lock)),
+        Write::PutLockDelay { lock, delay } => {
+            let record = DelayRecord {
+                delay_ms: millis(delay),
+            };
+            put(delay_key(&lock), record.encode_to_vec())
+        }
+        Write::DeleteLockDelay { lock } => delete(delay_key(&lock)),
         Write::NextToken(token) => put(NEXT_TOKEN_KEY.to_vec(), token.to_be_bytes().to_vec()),
     }
 }
@@ -483,6 +503,7 @@ fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
         next_token: FencingToken::FIRST,
         leases: Vec::new(),
         locks: Vec::new(),
+        delays: Vec::new(),
     };
     for entry in db.iter() {
         let (key, value) = entry.map_err(|e| Error::Open {
@@ -510,9 +531,7 @@ fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
                 });
             }
             Some(&LOCK_PREFIX) => {
-                let name = String::from_utf8(key[1..].to_vec())
-                    .map_err(|e| corrupt(&key, e.to_string()))?;
-                let lock = LockName::new(name).map_err(|e| corrupt(&key, e.to_string()))?;
+                let lock = lock_name(&key[1..]).map_err(|reason| corrupt(&key, reason))?;
                 let record =
                     LockRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, e.to_string()))?;
                 let lease =
@@ -525,6 +544,15 @@ fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
                     token,
                     holder: record.holder.into(),
                     lock_delay: Duration::from_millis(record.lock_delay_ms),
+                });
+            }
+            Some(&DELAY_PREFIX) => {
+                let lock = lock_name(&key[1..]).map_err(|reason| corrupt(&key, reason))?;
+                let record = DelayRecord::decode(value.as_ref())
+                    .map_err(|e| corrupt(&key, e.to_string()))?;
+                recovered.delays.push(RestoredDelay {
+                    lock,
+                    delay: Duration::from_millis(record.delay_ms),
                 });
             }
             _ => return Err(corrupt(&key, "unknown key".into())),
@@ -545,6 +573,18 @@ fn lock_key(lock: &LockName) -> Vec<u8> {
     key.push(LOCK_PREFIX);
     key.extend_from_slice(lock.as_bytes());
     key
+}
+
+fn delay_key(lock: &LockName) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + lock.as_bytes().len());
+    key.push(DELAY_PREFIX);
+    key.extend_from_slice(lock.as_bytes());
+    key
+}
+
+fn lock_name(bytes: &[u8]) -> Result<LockName, String> {
+    let name = String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())?;
+    LockName::new(name).map_err(|e| e.to_string())
 }
 
 fn lease_id(bytes: &[u8]) -> Option<LeaseId> {
@@ -738,6 +778,74 @@ mod tests {
         assert_eq!(recovered.locks[0].token, token(7));
         // Replayed into sled and flushed, so the old files are gone.
         assert_eq!(journal_records(dir.path()), 0);
+    }
+
+    // checks: S2, S3 (a lock-delay is on disk with the expiry that started it, whether the
+    // journal or sled holds it, and gone once it ended: a restart restores exactly the
+    // delays that run)
+    #[test]
+    fn a_lock_delay_is_restored_after_a_crash_and_forgotten_once_it_ended() {
+        use crate::clock::Timestamp;
+        use crate::table::{Acquire, Command, LeaseChoice, Limits, LockTable, Refusal, Reply};
+
+        let limits = || Limits::from(&crate::Config::default());
+        let at = Timestamp::from_millis;
+        let acquire = |lock_delay_ms: u64| {
+            Command::Acquire(Acquire {
+                lock: LockName::new("x").unwrap(),
+                holder: "h".into(),
+                ttl: Duration::from_millis(100),
+                lock_delay: Duration::from_millis(lock_delay_ms),
+                lease: LeaseChoice::New(LeaseId::random()),
+                wait: false,
+            })
+        };
+        let restore = |recovered: Recovered, now| {
+            LockTable::restore(
+                limits(),
+                recovered.next_token,
+                recovered.leases,
+                recovered.locks,
+                recovered.delays,
+                now,
+            )
+            .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
+
+        // A holder with a 5 s lock-delay expires; the crash comes inside the delay, with the
+        // expiry in the journal only.
+        {
+            let (store, recovered) = open();
+            let mut table = restore(recovered, at(0));
+            for (now, command) in [(0, acquire(5_000)), (100, Command::Tick)] {
+                store.stage(table.apply(at(now), command).writes).unwrap();
+            }
+            store.commit().unwrap();
+            store.checkpointer.close().unwrap();
+        }
+        let (store, recovered) = open();
+        assert_eq!(recovered.delays.len(), 1, "{recovered:?}");
+        // Restored 1 h after the crash: the delay runs in full from here.
+        let mut table = restore(recovered, at(3_600_000));
+        let refused = table.apply(at(3_604_999), acquire(0));
+        assert!(
+            matches!(refused.reply, Err(Refusal::LockDelay { .. })),
+            "{:?}",
+            refused.reply
+        );
+        let grant = table.apply(at(3_605_000), acquire(0));
+        assert!(matches!(grant.reply, Ok(Reply::Granted(_))));
+        store.stage(grant.writes).unwrap();
+        store.commit().unwrap();
+        store.close().unwrap();
+        drop(store);
+
+        // The ended delay left nothing behind (sled holds it all now).
+        let (_store, recovered) = open();
+        assert!(recovered.delays.is_empty(), "{recovered:?}");
+        assert_eq!(recovered.locks.len(), 1);
     }
 
     // checks: S2, S7 (a checkpoint moves writes into sled in order; a delete stays deleted)

@@ -463,3 +463,84 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// The stable error code of a refusal (`fenced-error` metadata).
+fn error_code(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get(fenced_proto::metadata::ERROR_CODE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+// checks: S2, S3, L1 (the lock-delay an expired holder asked for survives `kill -9` inside
+// the delay, and is counted again in full from the restart: never shorter than promised)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_delay_survives_kill_dash_nine_and_runs_in_full_from_the_restart() {
+    // Long enough that the restart lands well inside it on a loaded machine; the lease's
+    // TTL short, so the test does not wait long for the expiry.
+    const DELAY: Duration = Duration::from_secs(10);
+    let mut server = TestServer::start();
+    let mut client = server.client().await;
+    let acquire = |holder: &str, lock_delay: Duration| pb::AcquireRequest {
+        lock: "delayed".into(),
+        holder: holder.into(),
+        ttl_ms: 500,
+        lock_delay_ms: lock_delay.as_millis() as u64,
+        ..Default::default()
+    };
+
+    // Phase 1: a holder that asked for a lock-delay stops renewing and expires.
+    let first = client
+        .acquire(acquire("old-holder", DELAY))
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while describe(&mut client, "delayed").await.held {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A describe answers only once what it shows is durable: the expiry is on disk.
+    let refused = client
+        .acquire(acquire("new-holder", Duration::ZERO))
+        .await
+        .expect_err("granted inside the lock-delay");
+    assert_eq!(error_code(&refused), "lock-delay", "{refused:?}");
+
+    // Phase 2: kill -9 inside the delay and restart.
+    let restarting = std::time::Instant::now();
+    server.kill();
+    server.restart();
+    let mut client = server.client().await;
+    let refused = client
+        .acquire(acquire("new-holder", Duration::ZERO))
+        .await
+        .expect_err("a restart inside the lock-delay forgot it");
+    assert_eq!(error_code(&refused), "lock-delay", "{refused:?}");
+
+    // Phase 3: granted once the delay has run in full, counted from the restart.
+    let granted = loop {
+        match client.acquire(acquire("new-holder", Duration::ZERO)).await {
+            Ok(grant) => break grant.into_inner(),
+            Err(status) => {
+                assert_eq!(error_code(&status), "lock-delay", "{status:?}");
+                assert!(
+                    restarting.elapsed() < DELAY + Duration::from_secs(60),
+                    "the lock-delay never ended"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(
+        restarting.elapsed() >= DELAY,
+        "granted {:?} after the restart began, inside the {DELAY:?} lock-delay",
+        restarting.elapsed()
+    );
+    assert!(granted.token > first.token);
+}
