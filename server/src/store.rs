@@ -11,10 +11,12 @@
 //! sled holds the same writes a little later: the committer keeps each record's writes and,
 //! about once a [checkpoint interval](crate::Config), hands them to the [`Checkpointer`]
 //! thread, which coalesces them into sled batches, applies them, flushes sled,
-//! `fdatasync`s sled's data file and only then deletes the journal files it covered. At
-//! start, everything left in the journal is replayed over what sled recovered (replay is
-//! idempotent: whole-value puts and deletes in order), written to sled and flushed before
-//! the server serves. Why not flush sled per commit: measured in BENCHMARKS.md, a sled
+//! `fdatasync`s sled's data file and only then deletes the journal files it covered (and
+//! syncs their directory). At start, the journal files newer than the generation sled
+//! records as held (`g`) are replayed over what sled recovered (whole-value puts and
+//! deletes in order), written to sled and flushed before the server serves; older files
+//! left behind are deleted unread, since replaying them would put back values sled holds
+//! newer ones of. Why not flush sled per commit: measured in BENCHMARKS.md, a sled
 //! flush per commit cost half the server's CPU (`journal` module documentation).
 //!
 //! What survives what (Linux):
@@ -23,6 +25,11 @@
 //!   file's creation is synced with its directory before any record goes in.
 //! - With `fdatasync` off, a journal append is one `write`: it survives a *process* crash
 //!   (`kill -9`; the page cache outlives the process), not a power cut.
+//! - A journal record damaged on disk is refused at start with the file and the offset
+//!   ([`Error::CorruptJournal`]); only a torn last append (a crash during it, so never
+//!   acknowledged) is dropped. The `journal` module gives the rule.
+//! - A lock-delay is written with the expiry that starts it and restored in full from the
+//!   restart, so a crash inside it does not hand the lock on early.
 //! - A [`Marker`] file beside sled's keeps a floor for the token counter, so a database
 //!   that sled recovered as empty or older (and no journal covers) is refused at start
 //!   instead of reissuing tokens. The checkpoint thread raises it, between sled's sync and
@@ -382,8 +389,13 @@ impl Store {
     }
 }
 
-/// Replays every journal file over sled and makes the result durable in sled, then
-/// deletes the files. Returns the generation the next journal file goes after.
+/// Replays the journal files sled does not hold yet over sled and makes the result
+/// durable in sled, then deletes every journal file. Returns the generation the next
+/// journal file goes after.
+///
+/// Files of generations sled records as held (`g`) are skipped: a checkpoint's deletions
+/// can be cut short by a crash, and such a file, replayed, would put back values that
+/// sled holds newer ones of (a released lock held again, an ended lease back).
 ///
 /// Refuses a sled that is older than the journal: journal files are deleted only once
 /// sled holds them, so the oldest file left must directly follow sled's checkpoint. A gap
@@ -396,8 +408,8 @@ fn replay_journal(
     journal_dir: &Path,
 ) -> Result<u64, Error> {
     let checkpointed = checkpointed_generation(db, dir)?;
-    let replay = Journal::read(journal_dir)?;
-    if let Some(&oldest) = replay.generations.first() {
+    let replay = Journal::read(journal_dir, checkpointed)?;
+    if let Some(&oldest) = replay.read.first() {
         if checkpointed.saturating_add(1) < oldest {
             return Err(Error::Open {
                 dir: dir.to_path_buf(),
@@ -412,17 +424,29 @@ fn replay_journal(
     let Some(&newest) = replay.generations.last() else {
         return Ok(checkpointed);
     };
-    if replay.torn_bytes > 0 {
+    if let Some(torn) = &replay.torn {
         tracing::warn!(
-            bytes = replay.torn_bytes,
-            "ignored a torn journal record (written when the process stopped, never acknowledged)"
+            file = %torn.file.display(),
+            offset = torn.offset,
+            bytes = torn.bytes,
+            "dropped a torn last journal append (cut short when the process stopped, never \
+             acknowledged)"
         );
     }
+    if replay.read.len() < replay.generations.len() {
+        tracing::info!(
+            skipped = replay.generations.len() - replay.read.len(),
+            checkpointed,
+            "skipped journal files sled already holds"
+        );
+    }
+    // Never lower sled's generation: covered files left behind can be all there is.
+    let newest = newest.max(checkpointed);
     let ops: usize = replay.batches.iter().map(|batch| batch.ops.len()).sum();
     let writes = checkpoint::coalesce(replay.batches.into_iter().map(|batch| batch.ops));
     // Exactly a checkpoint of everything replayed, so the old files go once sled holds it.
     checkpoint::into_sled(db, data_file, writes, newest)?;
-    journal::remove_through(journal_dir, newest)?;
+    journal::remove_through(journal_dir, newest, data_file.is_some())?;
     if ops > 0 {
         tracing::info!(ops, "replayed the journal into sled");
     }
@@ -635,7 +659,10 @@ mod tests {
     }
 
     fn journal_records(dir: &Path) -> usize {
-        Journal::read(&dir.join("journal")).unwrap().batches.len()
+        Journal::read(&dir.join("journal"), 0)
+            .unwrap()
+            .batches
+            .len()
     }
 
     // checks: S2 (after a failure, what is durable is still answered as durable, and what
@@ -846,6 +873,44 @@ mod tests {
         let (_store, recovered) = open();
         assert!(recovered.delays.is_empty(), "{recovered:?}");
         assert_eq!(recovered.locks.len(), 1);
+    }
+
+    // checks: S1, S7 (a journal file sled already holds, left behind, is not replayed over
+    // the newer state sled holds: a released lock stays released)
+    #[test]
+    fn a_journal_file_sled_holds_is_not_replayed_over_newer_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("journal").join(format!("{:020}.log", 1));
+        let lease = LeaseId::random();
+        {
+            let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_nanos(1)).unwrap();
+            store.stage(grant(lease, "a", 1)).unwrap();
+            store.commit().unwrap();
+            let grant_file = std::fs::read(&first).unwrap();
+            store.maybe_checkpoint().unwrap();
+            store
+                .stage(vec![
+                    Write::DeleteLock {
+                        lock: LockName::new("a").unwrap(),
+                    },
+                    Write::DeleteLease { lease },
+                ])
+                .unwrap();
+            store.commit().unwrap();
+            // sled holds generations 1 (the grant) and 2 (the release).
+            store.close().unwrap();
+            // Generation 1 comes back, as after a power cut that undid its unsynced
+            // deletion but not the later one of generation 2.
+            std::fs::write(&first, grant_file).unwrap();
+        }
+        let (_store, recovered) =
+            Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
+        assert!(
+            recovered.locks.is_empty() && recovered.leases.is_empty(),
+            "a released lock came back: {recovered:?}"
+        );
+        assert_eq!(recovered.next_token, token(2));
+        assert!(!first.exists(), "the covered file is deleted");
     }
 
     // checks: S2, S7 (a checkpoint moves writes into sled in order; a delete stays deleted)
