@@ -56,11 +56,16 @@
 //!      after the last append to this one was synced);
 //! - otherwise it is the torn last append, and the replay ends before it.
 //!
+//! A file whose header a crash cut short (a prefix of [`MAGIC`], then zeros) is one the
+//! committer had just made, synced before any record went in: it holds nothing.
+//!
 //! Limits of the rule: damage confined to the last record of the newest file, with only
 //! zeros after it, looks exactly like a torn append and is dropped as one (telling them
 //! apart would need a second copy of the record). A valid record found inside a torn
-//! append's remains would need both of its checks to match by chance. Files older than
-//! the one being appended to never end torn: anything wrong in them is corruption.
+//! append's remains would need both of its checks to match by chance. With
+//! `--no-fdatasync` a power cut can leave a hole before records that did reach the disk
+//! (the page cache writes pages back in any order); that is refused like any damage, since
+//! the records after the hole were acknowledged.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

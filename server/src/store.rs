@@ -400,7 +400,8 @@ impl Store {
 /// Refuses a sled that is older than the journal: journal files are deleted only once
 /// sled holds them, so the oldest file left must directly follow sled's checkpoint. A gap
 /// means sled lost checkpointed writes (sled 0.34 can recover a damaged file as empty),
-/// and serving would silently drop acknowledged leases.
+/// and serving would silently drop acknowledged leases. A gap between the files left is
+/// refused too: a journal file was lost.
 fn replay_journal(
     db: &sled::Db,
     data_file: Option<&std::fs::File>,
@@ -420,6 +421,20 @@ fn replay_journal(
                 ),
             });
         }
+    }
+    // Files are made one generation after another and deleted only once sled holds them,
+    // so those sled does not hold yet follow each other without a gap.
+    if let Some(pair) = replay.read.windows(2).find(|pair| pair[0] + 1 != pair[1]) {
+        let missing = pair[0] + 1;
+        return Err(Error::Open {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "journal generation {missing} is missing between generations {} and {}, \
+                 which sled does not hold yet: acknowledged writes are lost; refusing to \
+                 serve without them",
+                pair[0], pair[1]
+            ),
+        });
     }
     let Some(&newest) = replay.generations.last() else {
         return Ok(checkpointed);
@@ -911,6 +926,34 @@ mod tests {
         );
         assert_eq!(recovered.next_token, token(2));
         assert!(!first.exists(), "the covered file is deleted");
+    }
+
+    // checks: S1, S2 (a journal file missing between two that sled does not hold yet is a
+    // loss of acknowledged writes: the start is refused)
+    #[test]
+    fn a_journal_file_missing_between_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) =
+                Store::open(dir.path(), false, CACHE, Duration::from_secs(3600)).unwrap();
+            let mut journal = store.committed.lock().unwrap();
+            for (value, lock) in [(1, "a"), (2, "b"), (3, "c")] {
+                let ops = grant(LeaseId::random(), lock, value)
+                    .into_iter()
+                    .map(encode)
+                    .collect();
+                journal.journal.append(&JournalBatch { ops }).unwrap();
+                journal.journal.rotate().unwrap();
+            }
+            drop(journal);
+            store.checkpointer.close().unwrap();
+        }
+        let second = dir.path().join("journal").join(format!("{:020}.log", 2));
+        std::fs::remove_file(second).unwrap();
+        let error = Store::open(dir.path(), false, CACHE, Duration::from_secs(1))
+            .err()
+            .expect("a journal with a file missing must not open");
+        assert!(error.to_string().contains("generation 2"), "{error}");
     }
 
     // checks: S2, S7 (a checkpoint moves writes into sled in order; a delete stays deleted)
