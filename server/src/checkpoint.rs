@@ -13,8 +13,8 @@
 //! Between the two it raises the token [`Marker`] to the next token sled now holds, so the
 //! floor never runs ahead of the disk and no journal file goes before the floor covers its
 //! tokens. Then it prepares the next journal file (the `journal` module says why). Both
-//! used to run on the committer, and every commit waiting behind them paid for their
-//! file creations and directory syncs.
+//! run here rather than on the committer, so no commit waits behind their file creations
+//! and directory syncs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -161,7 +161,9 @@ fn apply(target: &Target, checkpoint: Checkpoint) -> Result<(), Error> {
     if let Some(next_token) = next_token.filter(|token| target.marker.due(*token)) {
         target.marker.advance(next_token)?;
     }
-    journal::remove_through(&target.journal_dir, checkpoint.through)?;
+    // sled's data file is synced exactly when the journal is (`--no-fdatasync` is off).
+    let sync = target.data_file.is_some();
+    journal::remove_through(&target.journal_dir, checkpoint.through, sync)?;
     target.next.prepare(checkpoint.spare_bytes)
 }
 

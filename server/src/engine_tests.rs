@@ -48,6 +48,7 @@ fn start(dir: &Path) -> (Running, Recovered) {
         recovered.next_token,
         recovered.leases.clone(),
         recovered.locks.clone(),
+        recovered.delays.clone(),
         clock.now(),
     )
     .unwrap();

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::journal::JournalDamage;
 use crate::table::RestoreError;
 
 /// A failure that stops the server, with the evidence.
@@ -30,6 +31,22 @@ pub enum Error {
         key: String,
         /// Why it does not decode.
         reason: String,
+    },
+    /// A journal file is damaged in a way no crash leaves behind (the `journal` module's
+    /// documentation gives the rule). The server refuses to start: replaying up to the
+    /// damage would drop acknowledged writes, and could issue tokens again.
+    #[error(
+        "corrupt journal file {} at byte {offset}: {damage}; refusing to start rather than \
+         drop acknowledged writes (restore the data directory from a backup)",
+        file.display()
+    )]
+    CorruptJournal {
+        /// The journal file.
+        file: PathBuf,
+        /// Where the damaged record starts.
+        offset: u64,
+        /// What is wrong there.
+        damage: JournalDamage,
     },
     /// The stored state contradicts itself.
     #[error("inconsistent data in {dir}: {source}")]

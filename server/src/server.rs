@@ -53,6 +53,7 @@ impl OpenServer {
             dir = %config.data_dir.display(),
             leases = recovered.leases.len(),
             locks = recovered.locks.len(),
+            lock_delays = recovered.delays.len(),
             next_token = %recovered.next_token,
             "recovered"
         );
@@ -99,6 +100,7 @@ impl OpenServer {
             recovered.next_token,
             recovered.leases,
             recovered.locks,
+            recovered.delays,
             clock.now(),
         )
         .map_err(|source| Error::Inconsistent {

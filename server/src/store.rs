@@ -11,10 +11,12 @@
 //! sled holds the same writes a little later: the committer keeps each record's writes and,
 //! about once a [checkpoint interval](crate::Config), hands them to the [`Checkpointer`]
 //! thread, which coalesces them into sled batches, applies them, flushes sled,
-//! `fdatasync`s sled's data file and only then deletes the journal files it covered. At
-//! start, everything left in the journal is replayed over what sled recovered (replay is
-//! idempotent: whole-value puts and deletes in order), written to sled and flushed before
-//! the server serves. Why not flush sled per commit: measured in BENCHMARKS.md, a sled
+//! `fdatasync`s sled's data file and only then deletes the journal files it covered (and
+//! syncs their directory). At start, the journal files newer than the generation sled
+//! records as held (`g`) are replayed over what sled recovered (whole-value puts and
+//! deletes in order), written to sled and flushed before the server serves; older files
+//! left behind are deleted unread, since replaying them would put back values sled holds
+//! newer ones of. Why not flush sled per commit: measured in BENCHMARKS.md, a sled
 //! flush per commit cost half the server's CPU (`journal` module documentation).
 //!
 //! What survives what (Linux):
@@ -23,6 +25,11 @@
 //!   file's creation is synced with its directory before any record goes in.
 //! - With `fdatasync` off, a journal append is one `write`: it survives a *process* crash
 //!   (`kill -9`; the page cache outlives the process), not a power cut.
+//! - A journal record damaged on disk is refused at start with the file and the offset
+//!   ([`Error::CorruptJournal`]); only a torn last append (a crash during it, so never
+//!   acknowledged) is dropped. The `journal` module gives the rule.
+//! - A lock-delay is written with the expiry that starts it and restored in full from the
+//!   restart, so a crash inside it does not hand the lock on early.
 //! - A [`Marker`] file beside sled's keeps a floor for the token counter, so a database
 //!   that sled recovered as empty or older (and no journal covers) is refused at start
 //!   instead of reissuing tokens. The checkpoint thread raises it, between sled's sync and
@@ -30,7 +37,9 @@
 //!
 //! Records are small protobuf messages (prost derives), so the format can grow fields.
 //! Keys: `t` the next token; `g` the newest journal generation sled holds; `L` + 16-byte
-//! lease id a lease; `K` + name a held lock.
+//! lease id a lease; `K` + name a held lock; `D` + name a lock in its lock-delay (put with
+//! the expiry that starts it, deleted when it ends or the lock is granted again, so
+//! delays do not pile up).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,7 +54,7 @@ use crate::checkpoint::{self, Checkpoint, Checkpointer};
 use crate::error::Error;
 use crate::journal::{self, Journal, JournalBatch, JournalOp};
 use crate::marker::Marker;
-use crate::table::{RestoredLease, RestoredLock, Write};
+use crate::table::{RestoredDelay, RestoredLease, RestoredLock, Write};
 
 /// The next token to issue (8 bytes, big-endian).
 pub(crate) const NEXT_TOKEN_KEY: &[u8] = b"t";
@@ -53,6 +62,7 @@ pub(crate) const NEXT_TOKEN_KEY: &[u8] = b"t";
 pub(crate) const CHECKPOINTED_KEY: &[u8] = b"g";
 const LEASE_PREFIX: u8 = b'L';
 const LOCK_PREFIX: u8 = b'K';
+const DELAY_PREFIX: u8 = b'D';
 
 /// A lease as stored.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -82,6 +92,14 @@ struct LockRecord {
     lock_delay_ms: u64,
 }
 
+/// A lock-delay as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+struct DelayRecord {
+    /// The whole lock-delay in milliseconds (restored in full from the restart).
+    #[prost(uint64, tag = "1")]
+    delay_ms: u64,
+}
+
 /// What was on disk at start.
 #[derive(Debug)]
 pub struct Recovered {
@@ -91,6 +109,8 @@ pub struct Recovered {
     pub leases: Vec<RestoredLease>,
     /// Every held lock.
     pub locks: Vec<RestoredLock>,
+    /// Every lock-delay that had not ended.
+    pub delays: Vec<RestoredDelay>,
 }
 
 /// How far the journal is durable.
@@ -369,13 +389,19 @@ impl Store {
     }
 }
 
-/// Replays every journal file over sled and makes the result durable in sled, then
-/// deletes the files. Returns the generation the next journal file goes after.
+/// Replays the journal files sled does not hold yet over sled and makes the result
+/// durable in sled, then deletes every journal file. Returns the generation the next
+/// journal file goes after.
+///
+/// Files of generations sled records as held (`g`) are skipped: a checkpoint's deletions
+/// can be cut short by a crash, and such a file, replayed, would put back values that
+/// sled holds newer ones of (a released lock held again, an ended lease back).
 ///
 /// Refuses a sled that is older than the journal: journal files are deleted only once
 /// sled holds them, so the oldest file left must directly follow sled's checkpoint. A gap
 /// means sled lost checkpointed writes (sled 0.34 can recover a damaged file as empty),
-/// and serving would silently drop acknowledged leases.
+/// and serving would silently drop acknowledged leases. A gap between the files left is
+/// refused too: a journal file was lost.
 fn replay_journal(
     db: &sled::Db,
     data_file: Option<&std::fs::File>,
@@ -383,8 +409,8 @@ fn replay_journal(
     journal_dir: &Path,
 ) -> Result<u64, Error> {
     let checkpointed = checkpointed_generation(db, dir)?;
-    let replay = Journal::read(journal_dir)?;
-    if let Some(&oldest) = replay.generations.first() {
+    let replay = Journal::read(journal_dir, checkpointed)?;
+    if let Some(&oldest) = replay.read.first() {
         if checkpointed.saturating_add(1) < oldest {
             return Err(Error::Open {
                 dir: dir.to_path_buf(),
@@ -396,20 +422,46 @@ fn replay_journal(
             });
         }
     }
+    // Files are made one generation after another and deleted only once sled holds them,
+    // so those sled does not hold yet follow each other without a gap.
+    if let Some(pair) = replay.read.windows(2).find(|pair| pair[0] + 1 != pair[1]) {
+        let missing = pair[0] + 1;
+        return Err(Error::Open {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "journal generation {missing} is missing between generations {} and {}, \
+                 which sled does not hold yet: acknowledged writes are lost; refusing to \
+                 serve without them",
+                pair[0], pair[1]
+            ),
+        });
+    }
     let Some(&newest) = replay.generations.last() else {
         return Ok(checkpointed);
     };
-    if replay.torn_bytes > 0 {
+    if let Some(torn) = &replay.torn {
         tracing::warn!(
-            bytes = replay.torn_bytes,
-            "ignored a torn journal record (written when the process stopped, never acknowledged)"
+            file = %torn.file.display(),
+            offset = torn.offset,
+            bytes = torn.bytes,
+            "dropped a torn last journal append (cut short when the process stopped, never \
+             acknowledged)"
         );
     }
+    if replay.read.len() < replay.generations.len() {
+        tracing::info!(
+            skipped = replay.generations.len() - replay.read.len(),
+            checkpointed,
+            "skipped journal files sled already holds"
+        );
+    }
+    // Never lower sled's generation: covered files left behind can be all there is.
+    let newest = newest.max(checkpointed);
     let ops: usize = replay.batches.iter().map(|batch| batch.ops.len()).sum();
     let writes = checkpoint::coalesce(replay.batches.into_iter().map(|batch| batch.ops));
     // Exactly a checkpoint of everything replayed, so the old files go once sled holds it.
     checkpoint::into_sled(db, data_file, writes, newest)?;
-    journal::remove_through(journal_dir, newest)?;
+    journal::remove_through(journal_dir, newest, data_file.is_some())?;
     if ops > 0 {
         tracing::info!(ops, "replayed the journal into sled");
     }
@@ -468,6 +520,13 @@ fn encode(write: Write) -> JournalOp {
             put(lock_key(&lock), record.encode_to_vec())
         }
         Write::DeleteLock { lock } => delete(lock_key(&lock)),
+        Write::PutLockDelay { lock, delay } => {
+            let record = DelayRecord {
+                delay_ms: millis(delay),
+            };
+            put(delay_key(&lock), record.encode_to_vec())
+        }
+        Write::DeleteLockDelay { lock } => delete(delay_key(&lock)),
         Write::NextToken(token) => put(NEXT_TOKEN_KEY.to_vec(), token.to_be_bytes().to_vec()),
     }
 }
@@ -483,6 +542,7 @@ fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
         next_token: FencingToken::FIRST,
         leases: Vec::new(),
         locks: Vec::new(),
+        delays: Vec::new(),
     };
     for entry in db.iter() {
         let (key, value) = entry.map_err(|e| Error::Open {
@@ -510,9 +570,7 @@ fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
                 });
             }
             Some(&LOCK_PREFIX) => {
-                let name = String::from_utf8(key[1..].to_vec())
-                    .map_err(|e| corrupt(&key, e.to_string()))?;
-                let lock = LockName::new(name).map_err(|e| corrupt(&key, e.to_string()))?;
+                let lock = lock_name(&key[1..]).map_err(|reason| corrupt(&key, reason))?;
                 let record =
                     LockRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, e.to_string()))?;
                 let lease =
@@ -525,6 +583,15 @@ fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
                     token,
                     holder: record.holder.into(),
                     lock_delay: Duration::from_millis(record.lock_delay_ms),
+                });
+            }
+            Some(&DELAY_PREFIX) => {
+                let lock = lock_name(&key[1..]).map_err(|reason| corrupt(&key, reason))?;
+                let record = DelayRecord::decode(value.as_ref())
+                    .map_err(|e| corrupt(&key, e.to_string()))?;
+                recovered.delays.push(RestoredDelay {
+                    lock,
+                    delay: Duration::from_millis(record.delay_ms),
                 });
             }
             _ => return Err(corrupt(&key, "unknown key".into())),
@@ -545,6 +612,18 @@ fn lock_key(lock: &LockName) -> Vec<u8> {
     key.push(LOCK_PREFIX);
     key.extend_from_slice(lock.as_bytes());
     key
+}
+
+fn delay_key(lock: &LockName) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + lock.as_bytes().len());
+    key.push(DELAY_PREFIX);
+    key.extend_from_slice(lock.as_bytes());
+    key
+}
+
+fn lock_name(bytes: &[u8]) -> Result<LockName, String> {
+    let name = String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())?;
+    LockName::new(name).map_err(|e| e.to_string())
 }
 
 fn lease_id(bytes: &[u8]) -> Option<LeaseId> {
@@ -595,7 +674,10 @@ mod tests {
     }
 
     fn journal_records(dir: &Path) -> usize {
-        Journal::read(&dir.join("journal")).unwrap().batches.len()
+        Journal::read(&dir.join("journal"), 0)
+            .unwrap()
+            .batches
+            .len()
     }
 
     // checks: S2 (after a failure, what is durable is still answered as durable, and what
@@ -738,6 +820,140 @@ mod tests {
         assert_eq!(recovered.locks[0].token, token(7));
         // Replayed into sled and flushed, so the old files are gone.
         assert_eq!(journal_records(dir.path()), 0);
+    }
+
+    // checks: S2, S3 (a lock-delay is on disk with the expiry that started it, whether the
+    // journal or sled holds it, and gone once it ended: a restart restores exactly the
+    // delays that run)
+    #[test]
+    fn a_lock_delay_is_restored_after_a_crash_and_forgotten_once_it_ended() {
+        use crate::clock::Timestamp;
+        use crate::table::{Acquire, Command, LeaseChoice, Limits, LockTable, Refusal, Reply};
+
+        let limits = || Limits::from(&crate::Config::default());
+        let at = Timestamp::from_millis;
+        let acquire = |lock_delay_ms: u64| {
+            Command::Acquire(Acquire {
+                lock: LockName::new("x").unwrap(),
+                holder: "h".into(),
+                ttl: Duration::from_millis(100),
+                lock_delay: Duration::from_millis(lock_delay_ms),
+                lease: LeaseChoice::New(LeaseId::random()),
+                wait: false,
+            })
+        };
+        let restore = |recovered: Recovered, now| {
+            LockTable::restore(
+                limits(),
+                recovered.next_token,
+                recovered.leases,
+                recovered.locks,
+                recovered.delays,
+                now,
+            )
+            .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
+
+        // A holder with a 5 s lock-delay expires; the crash comes inside the delay, with the
+        // expiry in the journal only.
+        {
+            let (store, recovered) = open();
+            let mut table = restore(recovered, at(0));
+            for (now, command) in [(0, acquire(5_000)), (100, Command::Tick)] {
+                store.stage(table.apply(at(now), command).writes).unwrap();
+            }
+            store.commit().unwrap();
+            store.checkpointer.close().unwrap();
+        }
+        let (store, recovered) = open();
+        assert_eq!(recovered.delays.len(), 1, "{recovered:?}");
+        // Restored 1 h after the crash: the delay runs in full from here.
+        let mut table = restore(recovered, at(3_600_000));
+        let refused = table.apply(at(3_604_999), acquire(0));
+        assert!(
+            matches!(refused.reply, Err(Refusal::LockDelay { .. })),
+            "{:?}",
+            refused.reply
+        );
+        let grant = table.apply(at(3_605_000), acquire(0));
+        assert!(matches!(grant.reply, Ok(Reply::Granted(_))));
+        store.stage(grant.writes).unwrap();
+        store.commit().unwrap();
+        store.close().unwrap();
+        drop(store);
+
+        // The ended delay left nothing behind (sled holds it all now).
+        let (_store, recovered) = open();
+        assert!(recovered.delays.is_empty(), "{recovered:?}");
+        assert_eq!(recovered.locks.len(), 1);
+    }
+
+    // checks: S1, S7 (a journal file sled already holds, left behind, is not replayed over
+    // the newer state sled holds: a released lock stays released)
+    #[test]
+    fn a_journal_file_sled_holds_is_not_replayed_over_newer_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("journal").join(format!("{:020}.log", 1));
+        let lease = LeaseId::random();
+        {
+            let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_nanos(1)).unwrap();
+            store.stage(grant(lease, "a", 1)).unwrap();
+            store.commit().unwrap();
+            let grant_file = std::fs::read(&first).unwrap();
+            store.maybe_checkpoint().unwrap();
+            store
+                .stage(vec![
+                    Write::DeleteLock {
+                        lock: LockName::new("a").unwrap(),
+                    },
+                    Write::DeleteLease { lease },
+                ])
+                .unwrap();
+            store.commit().unwrap();
+            // sled holds generations 1 (the grant) and 2 (the release).
+            store.close().unwrap();
+            // Generation 1 comes back, as after a power cut that undid its unsynced
+            // deletion but not the later one of generation 2.
+            std::fs::write(&first, grant_file).unwrap();
+        }
+        let (_store, recovered) =
+            Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
+        assert!(
+            recovered.locks.is_empty() && recovered.leases.is_empty(),
+            "a released lock came back: {recovered:?}"
+        );
+        assert_eq!(recovered.next_token, token(2));
+        assert!(!first.exists(), "the covered file is deleted");
+    }
+
+    // checks: S1, S2 (a journal file missing between two that sled does not hold yet is a
+    // loss of acknowledged writes: the start is refused)
+    #[test]
+    fn a_journal_file_missing_between_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) =
+                Store::open(dir.path(), false, CACHE, Duration::from_secs(3600)).unwrap();
+            let mut journal = store.committed.lock().unwrap();
+            for (value, lock) in [(1, "a"), (2, "b"), (3, "c")] {
+                let ops = grant(LeaseId::random(), lock, value)
+                    .into_iter()
+                    .map(encode)
+                    .collect();
+                journal.journal.append(&JournalBatch { ops }).unwrap();
+                journal.journal.rotate().unwrap();
+            }
+            drop(journal);
+            store.checkpointer.close().unwrap();
+        }
+        let second = dir.path().join("journal").join(format!("{:020}.log", 2));
+        std::fs::remove_file(second).unwrap();
+        let error = Store::open(dir.path(), false, CACHE, Duration::from_secs(1))
+            .err()
+            .expect("a journal with a file missing must not open");
+        assert!(error.to_string().contains("generation 2"), "{error}");
     }
 
     // checks: S2, S7 (a checkpoint moves writes into sled in order; a delete stays deleted)

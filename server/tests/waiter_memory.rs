@@ -98,6 +98,7 @@ async fn timed_out_waits_leave_resident_memory_where_it_was() {
         recovered.next_token,
         recovered.leases,
         recovered.locks,
+        recovered.delays,
         clock.now(),
     )
     .unwrap();

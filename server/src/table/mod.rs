@@ -17,6 +17,8 @@
 //! - No free lock keeps a queue that nothing will wake: a free lock (past any lock-delay)
 //!   with waiters is one whose head waiter lacks capacity (leases or locks at their limit),
 //!   and it is in `stalled`, handed on again as soon as a lease or lock ends.
+//! - A lock-delay is in the writes of the expiry that starts it and of the command that
+//!   ends it (its end, or a grant), so the disk holds exactly the delays that run.
 
 mod command;
 mod ended;
@@ -34,7 +36,7 @@ pub use command::{
 };
 pub use ended::EndReason;
 pub use refusal::Refusal;
-pub use view::{LockView, RestoreError, RestoredLease, RestoredLock};
+pub use view::{LockView, RestoreError, RestoredDelay, RestoredLease, RestoredLock};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -234,12 +236,15 @@ impl LockTable {
 
     /// Rebuilds the table after a restart. Every lease gets its full TTL counted from `now`
     /// (CONTRACT S2: the server cannot know how long it was down, so it never shortens a
-    /// lease a holder may still believe in).
+    /// lease a holder may still believe in), and every lock-delay that had not ended its
+    /// full delay from `now`, for the same reason: the expired holder's writes may still be
+    /// in flight.
     pub fn restore(
         limits: Limits,
         next_token: FencingToken,
         leases: Vec<RestoredLease>,
         locks: Vec<RestoredLock>,
+        delays: Vec<RestoredDelay>,
         now: Timestamp,
     ) -> Result<Self, RestoreError> {
         let mut table = Self::with_next_token(limits, next_token)?;
@@ -276,6 +281,17 @@ impl LockTable {
                 holder: restored.holder,
                 lock_delay: restored.lock_delay,
             });
+        }
+        for restored in delays {
+            let entry = table.locks.entry(restored.lock.clone()).or_default();
+            if entry.holding.is_some() {
+                return Err(RestoreError::DelayOnHeldLock {
+                    lock: restored.lock,
+                });
+            }
+            let until = now + restored.delay;
+            entry.delayed_until = Some(until);
+            table.delays.insert((until, restored.lock));
         }
         Ok(table)
     }
@@ -467,7 +483,14 @@ impl LockTable {
         self.next_token = next_token;
         self.held_locks += 1;
         let entry = self.locks.entry(request.lock.clone()).or_default();
-        entry.delayed_until = None;
+        // Expiry runs first, so a delay has always ended (and been cleared) by now; this
+        // keeps a grant from ever leaving a delay behind, in memory or on disk.
+        if let Some(until) = entry.delayed_until.take() {
+            self.delays.remove(&(until, request.lock.clone()));
+            effects.writes.push(Write::DeleteLockDelay {
+                lock: request.lock.clone(),
+            });
+        }
         entry.holding = Some(Holding {
             lease: lease_id,
             token,
@@ -634,14 +657,19 @@ impl LockTable {
         };
         self.held_locks = self.held_locks.saturating_sub(1);
         effects.freed_capacity = true;
+        effects
+            .writes
+            .push(Write::DeleteLock { lock: lock.clone() });
         if kind == EventKind::Expired && !holding.lock_delay.is_zero() {
             let until = now + holding.lock_delay;
             entry.delayed_until = Some(until);
             self.delays.insert((until, lock.clone()));
+            // In the expiry's own writes, so the delay is durable with the expiry.
+            effects.writes.push(Write::PutLockDelay {
+                lock: lock.clone(),
+                delay: holding.lock_delay,
+            });
         }
-        effects
-            .writes
-            .push(Write::DeleteLock { lock: lock.clone() });
         effects.events.push(Event {
             kind,
             lock: lock.clone(),
@@ -671,6 +699,9 @@ impl LockTable {
                 Some(until) => {
                     entry.delayed_until = None;
                     self.delays.remove(&(until, lock.clone()));
+                    effects
+                        .writes
+                        .push(Write::DeleteLockDelay { lock: lock.clone() });
                     continue;
                 }
                 None => {}

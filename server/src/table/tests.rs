@@ -434,6 +434,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
             ttl: Duration::from_millis(1000),
         }],
         vec![held_lock("r", a, grant.token.get())],
+        vec![],
         at(50_000),
     );
     let mut restored = restored.unwrap();
@@ -454,6 +455,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
             ttl: Duration::from_millis(1000),
         }],
         vec![held_lock("r", a, 5)],
+        vec![],
         at(0),
     );
     assert!(matches!(corrupt, Err(RestoreError::TokenAhead { .. })));
@@ -462,6 +464,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
         FencingToken::new(9).unwrap(),
         vec![],
         vec![held_lock("r", a, 5)],
+        vec![],
         at(0),
     );
     assert!(matches!(orphan, Err(RestoreError::OrphanLock { .. })));
@@ -645,7 +648,8 @@ fn limits_the_configuration_refuses_are_refused_by_the_table() {
             LockTable::new(limits.clone()).unwrap_err(),
             LimitsError::ZeroLimit { what }
         );
-        let restored = LockTable::restore(limits, FencingToken::FIRST, vec![], vec![], at(0));
+        let restored =
+            LockTable::restore(limits, FencingToken::FIRST, vec![], vec![], vec![], at(0));
         assert!(matches!(
             restored,
             Err(RestoreError::Limits(LimitsError::ZeroLimit { what: refused })) if refused == what
@@ -696,4 +700,113 @@ fn limits_the_configuration_refuses_are_refused_by_the_table() {
         );
     }
     assert!(LockTable::new(Limits::from(&base)).is_ok());
+}
+
+/// An acquire of `lock` on a new lease with a TTL and a lock-delay, try-once.
+fn delayed_acquire(lock: &str, ttl_ms: u64, delay_ms: u64) -> Command {
+    let mut request = match acquire(lock, LeaseChoice::New(LeaseId::random()), ttl_ms, false) {
+        Command::Acquire(request) => request,
+        _ => unreachable!(),
+    };
+    request.lock_delay = Duration::from_millis(delay_ms);
+    Command::Acquire(request)
+}
+
+// checks: S2, S3 (a lock-delay is written with the expiry that starts it and deleted when
+// it ends, so the disk holds it exactly while it runs)
+#[test]
+fn a_lock_delay_is_written_with_its_expiry_and_deleted_at_its_end() {
+    let mut table = LockTable::new(limits()).unwrap();
+    granted(&table.apply(at(0), delayed_acquire("x", 100, 500)));
+    let expiry = table.apply(at(100), Command::Tick);
+    let delete_lock = expiry
+        .writes
+        .iter()
+        .position(|w| *w == Write::DeleteLock { lock: name("x") })
+        .expect("the expiry frees the lock");
+    let put_delay = expiry
+        .writes
+        .iter()
+        .position(|w| {
+            *w == Write::PutLockDelay {
+                lock: name("x"),
+                delay: Duration::from_millis(500),
+            }
+        })
+        .expect("the expiry writes its lock-delay");
+    assert!(delete_lock < put_delay);
+    assert!(table.apply(at(300), Command::Tick).writes.is_empty());
+    let end = table.apply(at(600), Command::Tick);
+    assert_eq!(end.writes, [Write::DeleteLockDelay { lock: name("x") }]);
+    // A release starts no delay, so writes none.
+    let a = LeaseId::random();
+    granted(&table.apply(at(600), acquire("x", LeaseChoice::New(a), 100, false)));
+    let release = table.apply(
+        at(610),
+        Command::Release {
+            lease: a,
+            lock: None,
+        },
+    );
+    assert!(!release
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::PutLockDelay { .. })));
+}
+
+// checks: S2, S3, L1 (a restored lock-delay refuses grants for its full delay counted from
+// the restart, never less, then lets them through and deletes its record)
+#[test]
+fn a_restored_lock_delay_runs_in_full_from_the_restart() {
+    let restored = LockTable::restore(
+        limits(),
+        FencingToken::new(7).unwrap(),
+        vec![],
+        vec![],
+        vec![RestoredDelay {
+            lock: name("x"),
+            delay: Duration::from_millis(500),
+        }],
+        at(10_000),
+    );
+    let mut table = restored.unwrap();
+    assert_eq!(table.next_due(), Some(at(10_500)));
+    let refused = table.apply(at(10_499), delayed_acquire("x", 100, 0));
+    assert!(
+        matches!(refused.reply, Err(Refusal::LockDelay { remaining, .. }) if remaining == Duration::from_millis(1)),
+        "{:?}",
+        refused.reply
+    );
+    assert!(refused.writes.is_empty());
+    // The first command at the end of the delay ends it, here the grant itself.
+    let grant = table.apply(at(10_500), delayed_acquire("x", 100, 0));
+    assert_eq!(granted(&grant).token, FencingToken::new(7).unwrap());
+    assert_eq!(
+        grant.writes[0],
+        Write::DeleteLockDelay { lock: name("x") },
+        "{:?}",
+        grant.writes
+    );
+    assert_eq!(table.next_due(), Some(at(10_600)), "only the lease is due");
+
+    // A lock that disk says is held and delayed at once is refused, not guessed at.
+    let a = LeaseId::random();
+    let contradiction = LockTable::restore(
+        limits(),
+        FencingToken::new(9).unwrap(),
+        vec![RestoredLease {
+            lease: a,
+            ttl: Duration::from_millis(1000),
+        }],
+        vec![held_lock("x", a, 5)],
+        vec![RestoredDelay {
+            lock: name("x"),
+            delay: Duration::from_millis(500),
+        }],
+        at(0),
+    );
+    assert!(matches!(
+        contradiction,
+        Err(RestoreError::DelayOnHeldLock { .. })
+    ));
 }

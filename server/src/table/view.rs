@@ -46,6 +46,15 @@ pub struct RestoredLock {
     pub lock_delay: Duration,
 }
 
+/// A lock-delay read back from disk: its holder expired with it, and it had not ended.
+#[derive(Debug, Clone)]
+pub struct RestoredDelay {
+    /// The lock.
+    pub lock: LockName,
+    /// The whole lock-delay, restored in full from the restart.
+    pub delay: Duration,
+}
+
 /// Durable state that contradicts itself: a sign of corruption, refused rather than
 /// guessed at (a guess could hand out a token twice). Or limits the table cannot work with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +67,12 @@ pub enum RestoreError {
     /// A held lock names a lease that is not on disk.
     #[error("lock {lock:?} is held by a lease that is not on disk")]
     OrphanLock {
+        /// The lock.
+        lock: LockName,
+    },
+    /// A lock is both held and in a lock-delay (a grant ends the delay in the same batch).
+    #[error("lock {lock:?} is held and in a lock-delay at once")]
+    DelayOnHeldLock {
         /// The lock.
         lock: LockName,
     },
