@@ -172,13 +172,13 @@ impl Book {
     pub(crate) fn stuck(&self, now: Duration) -> bool {
         self.in_flight
             .front()
-            .is_some_and(|&sent| now >= sent + self.stuck_after())
+            .is_some_and(|&sent| now >= sent.saturating_add(self.stuck_after()))
     }
 
     /// How long a renewal may wait for its answer before the stream is presumed dead.
     fn stuck_after(&self) -> Duration {
-        self.ttl
-            .mul_f64(self.policy.renew_fraction)
+        self.policy
+            .renew_at(Duration::ZERO, self.ttl)
             .max(Duration::from_millis(100))
     }
 
@@ -278,7 +278,7 @@ impl Book {
             next = next.min(self.deadline);
         }
         match self.in_flight.front() {
-            Some(&sent) => next = next.min(sent + self.stuck_after()),
+            Some(&sent) => next = next.min(sent.saturating_add(self.stuck_after())),
             None => next = next.min(self.next_renewal),
         }
         Some(next)

@@ -8,7 +8,8 @@ use tonic::transport::ClientTlsConfig;
 use crate::error::Error;
 
 /// How a [`Client`](crate::Client) behaves. Build one with
-/// [`Client::builder`](crate::Client::builder); every field has a documented default.
+/// [`Client::builder`](crate::Client::builder); every field has a documented default, and
+/// no duration may be longer than [`Config::LONGEST`] (a year).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The TTL asked for when an acquire names none. Default: 10 s.
@@ -128,9 +129,37 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The longest any duration setting may be: a year. The SDK adds its settings to
+    /// clock readings, and the timers of tokio, hyper and tonic under it panic on
+    /// instants they cannot represent (tonic's request deadline at about 11,000 years);
+    /// no lease service needs a timeout or a TTL anywhere near a year.
+    pub const LONGEST: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
     /// Checks the settings against each other; the error names the offending field.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field: &'static str, why: String| Err(Error::Config { field, why });
+        for (field, value) in [
+            ("default_ttl", self.default_ttl),
+            ("safety_margin", self.safety_margin),
+            ("retry_initial", self.retry_initial),
+            ("retry_max", self.retry_max),
+            ("watchdog_period", self.watchdog_period),
+            ("pause_threshold", self.pause_threshold),
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("http2_keepalive_interval", self.http2_keepalive_interval),
+            ("http2_keepalive_timeout", self.http2_keepalive_timeout),
+        ] {
+            if value > Self::LONGEST {
+                return bad(
+                    field,
+                    format!(
+                        "{value:?} is over the longest duration setting the SDK takes, a year ({:?}): the clocks it is added to cannot count that far",
+                        Self::LONGEST
+                    ),
+                );
+            }
+        }
         if !(0.0..0.5).contains(&self.drift_bound) {
             return bad(
                 "drift_bound",
@@ -238,7 +267,7 @@ impl DeadlinePolicy {
     /// How much of a TTL the client may use: `ttl * (1 - drift_bound) - safety_margin`, or
     /// `None` when nothing is left.
     pub fn usable(&self, ttl: Duration) -> Option<Duration> {
-        ttl.mul_f64(1.0 - self.drift_bound)
+        scale(ttl, 1.0 - self.drift_bound)
             .checked_sub(self.safety_margin)
             .filter(|d| !d.is_zero())
     }
@@ -251,12 +280,12 @@ impl DeadlinePolicy {
     /// for the write that carries the token. A TTL with nothing usable gives `sent`: a
     /// deadline that has already passed.
     pub fn deadline(&self, sent: Duration, ttl: Duration) -> Duration {
-        sent + self.usable(ttl).unwrap_or(Duration::ZERO)
+        sent.saturating_add(self.usable(ttl).unwrap_or(Duration::ZERO))
     }
 
     /// When to send the next renewal after one sent at `sent` was confirmed.
     pub fn renew_at(&self, sent: Duration, ttl: Duration) -> Duration {
-        sent + ttl.mul_f64(self.renew_fraction)
+        sent.saturating_add(scale(ttl, self.renew_fraction))
     }
 
     /// The instant after which the server has expired a lease whose latest confirmation
@@ -270,8 +299,21 @@ impl DeadlinePolicy {
     /// principle reach the server later still. Declaring a lease lost is always safe (the
     /// holder only stops writing), so the SDK gives up here and releases the lease.
     pub fn surely_expired(&self, confirmed_at: Duration, ttl: Duration) -> Duration {
-        confirmed_at + ttl.mul_f64(1.0 + self.drift_bound) + self.safety_margin
+        confirmed_at
+            .saturating_add(scale(ttl, 1.0 + self.drift_bound))
+            .saturating_add(self.safety_margin)
     }
+}
+
+/// `d * factor`, saturating at [`Duration::MAX`] where `Duration::mul_f64` would panic (a
+/// TTL of `Duration::MAX`); a factor that is negative or not a number gives zero, the
+/// cautious end of every use above.
+fn scale(d: Duration, factor: f64) -> Duration {
+    let seconds = d.as_secs_f64() * factor;
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
@@ -346,5 +388,29 @@ mod tests {
         // A TTL that the margin eats entirely gives a deadline that has already passed.
         assert_eq!(policy.deadline(sent, ms(100)), sent);
         assert_eq!(policy.usable(ms(100)), None);
+    }
+
+    // checks: S4 (the arithmetic saturates instead of panicking on TTLs and instants beyond
+    // any clock, and a saturated deadline is still never later than the server's expiry)
+    #[test]
+    fn deadline_arithmetic_saturates_on_durations_beyond_any_clock() {
+        let policy = DeadlinePolicy {
+            drift_bound: 0.0,
+            safety_margin: ms(100),
+            renew_fraction: 1.0 / 3.0,
+        };
+        let sent = Duration::from_secs(1000);
+        assert!(policy.usable(Duration::MAX).is_some());
+        assert_eq!(policy.deadline(sent, Duration::MAX), Duration::MAX);
+        let renew_at = policy.renew_at(sent, Duration::MAX);
+        assert!(sent < renew_at && renew_at < policy.deadline(sent, Duration::MAX));
+        assert_eq!(policy.surely_expired(sent, Duration::MAX), Duration::MAX);
+        assert_eq!(policy.deadline(Duration::MAX, ms(1_000)), Duration::MAX);
+        let drifting = DeadlinePolicy {
+            drift_bound: 0.25,
+            ..policy
+        };
+        assert_eq!(drifting.surely_expired(sent, Duration::MAX), Duration::MAX);
+        assert!(drifting.deadline(sent, Duration::MAX) < Duration::MAX);
     }
 }

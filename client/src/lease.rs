@@ -32,8 +32,21 @@ pub struct Lease {
     tracked: Arc<Tracked>,
     /// Keeps the client (and its renewal task) alive while the lease is.
     handle: Arc<Handle>,
-    /// Set once released, so that `drop` does not release again.
-    released: bool,
+    /// Where [`Lease::release`] has got to, so that `drop` releases exactly when nobody
+    /// else will.
+    release: Release,
+}
+
+/// How far [`Lease::release`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Not called.
+    NotAsked,
+    /// Called, and its future not finished: if it is dropped now, the request may never
+    /// have been sent, so `drop` sends one in the background.
+    Started,
+    /// Finished: the caller has the outcome.
+    Done,
 }
 
 /// What the SDK knows of a lease's renewals, for dashboards and logs.
@@ -57,7 +70,7 @@ impl Lease {
         Lease {
             tracked,
             handle,
-            released: false,
+            release: Release::NotAsked,
         }
     }
 
@@ -165,39 +178,48 @@ impl Lease {
     /// (CONTRACT L1). The lease is lost locally first, whatever the server answers, so no
     /// token can be handed out after this call starts. The release travels over the
     /// client's `Session` stream when it is in use ([`Config::session`]), else as a unary
-    /// call; the outcome and its errors are the same.
+    /// call; the outcome and its errors are the same. If this future is dropped before it
+    /// finishes, the release is sent in the background (the server answers a second one
+    /// with a refusal nobody sees, if the first got there).
     ///
     /// [`Config::session`]: crate::Config::session
     pub async fn release(mut self) -> Result<(), Error> {
-        self.released = true;
+        self.release = Release::Started;
         let shared = &self.handle.shared;
         shared.forget(&self.tracked.id);
         let now = shared.now();
         self.tracked
             .update(|book| book.lose(LostReason::ReleasedByHolder, now));
-        crate::shared::release(
+        let outcome = crate::shared::release(
             &shared.session,
             shared.rpc.clone(),
             self.tracked.id,
             shared.config.request_timeout,
         )
-        .await
+        .await;
+        self.release = Release::Done;
+        outcome
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.released {
-            return;
-        }
         let shared = &self.handle.shared;
-        shared.forget(&self.tracked.id);
-        let now = shared.now();
-        let was_lost = self.tracked.read(|book| book.state().is_lost());
-        self.tracked
-            .update(|book| book.lose(LostReason::ReleasedByHolder, now));
-        if !was_lost {
-            shared.release_in_background(self.tracked.id, "lease handle dropped");
+        match self.release {
+            Release::Done => {}
+            Release::Started => {
+                shared.release_in_background(self.tracked.id, "its release was abandoned");
+            }
+            Release::NotAsked => {
+                shared.forget(&self.tracked.id);
+                let now = shared.now();
+                let was_lost = self.tracked.read(|book| book.state().is_lost());
+                self.tracked
+                    .update(|book| book.lose(LostReason::ReleasedByHolder, now));
+                if !was_lost {
+                    shared.release_in_background(self.tracked.id, "lease handle dropped");
+                }
+            }
         }
     }
 }

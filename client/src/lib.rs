@@ -25,7 +25,10 @@
 //! one `KeepAlive` stream per client, retried across reconnects. Try-once acquires and
 //! releases share one `Session` stream per client ([`Config::session`]), or one connection
 //! to the server's framed session listener ([`Config::framed_session`]); waiting acquires
-//! are unary calls, so that dropping one leaves the server's queue (CONTRACT L2).
+//! are unary calls, so that dropping one leaves the server's queue (CONTRACT L2). An
+//! acquire whose future is dropped hands back a grant that comes anyway, at once and in
+//! the background, so that it does not keep the lock for its TTL (the one grant it cannot
+//! see: [`Client::acquire`]).
 //!
 //! A lease is [`LeaseState::Held`], [`LeaseState::Suspect`] (a pause was detected, the
 //! deadline passed, or a queued grant came late: no token until the server confirms a
@@ -47,6 +50,8 @@
 //! - `session`: the `Session` stream (gRPC, or framed TCP) that carries try-once acquires
 //!   and releases, multiplexed by request id, reopened after a failure, unary calls when
 //!   the server has none; `framed_tls`: the TLS that wraps a framed connection.
+//! - `unary_acquire`: the unary `Acquire` call, and the release of its grant when the
+//!   caller drops the call before reading it.
 //! - `watchdog`: the pause watchdog's heartbeat and thread.
 //! - `shared`: what the handles and the background work share.
 
@@ -64,6 +69,7 @@ mod renewer;
 mod session;
 mod shared;
 mod tracked;
+mod unary_acquire;
 mod watchdog;
 
 pub use client::{

@@ -194,7 +194,7 @@ fn scan(
         .iter()
         .filter_map(|l| l.read(|b| b.next_event()))
         .min()
-        .unwrap_or(now + MAX_SLEEP);
+        .unwrap_or(now.saturating_add(MAX_SLEEP));
     if stream.is_none() && opening.is_none() && live {
         next = next.min(*retry_at);
     }
@@ -269,7 +269,7 @@ fn send_due(
 /// Records a stream failure on every lease, logs it, and returns when to retry.
 fn fail_all(shared: &Shared, why: &str, backoff: &mut Duration) -> Duration {
     let now = shared.now();
-    let retry_at = now + *backoff;
+    let retry_at = now.saturating_add(*backoff);
     let leases = shared.snapshot();
     tracing::warn!(
         leases = leases.len(),
@@ -279,7 +279,7 @@ fn fail_all(shared: &Shared, why: &str, backoff: &mut Duration) -> Duration {
     for lease in &leases {
         lease.update(|book| book.on_failure(why, now, retry_at));
     }
-    *backoff = (*backoff * 2).min(shared.config.retry_max);
+    *backoff = backoff.saturating_mul(2).min(shared.config.retry_max);
     retry_at
 }
 

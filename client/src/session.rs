@@ -15,9 +15,12 @@
 //!   would be, and marks the stream broken: the next request opens a new one. Nothing is
 //!   retried once sent: an acquire may or may not have been applied. A request that never
 //!   reached the stream (it broke first) is sent on a new one.
-//! - A grant that arrives after its caller gave up is released at once over the same
-//!   stream, or with a unary call when the stream takes no more requests: nobody else
-//!   knows its lease id, so otherwise it would keep the lock for a TTL.
+//! - A grant whose caller gave up is released at once over the same stream, or with a
+//!   unary call when the stream takes no more requests: nobody else knows its lease id,
+//!   so otherwise it would keep the lock for a TTL. That holds whenever the grant comes:
+//!   after the caller's slot is gone (the reader finds no slot), or into the slot just
+//!   before the caller went away without looking (the slot's receiver, dropped with the
+//!   caller, takes it back and releases it).
 //! - A server without `Session` answers UNIMPLEMENTED: the client then uses unary calls
 //!   for good.
 //! - With [`Config::framed_session`] the stream is a TCP connection to the server's framed
@@ -25,7 +28,8 @@
 //!   HTTP/2, at less CPU per message; TLS when the endpoint is, [`Config::framed_tls`]),
 //!   with a writer task in place of tonic's. It has no
 //!   HTTP/2 PING to notice a connection that died silently, so a request that gets no
-//!   answer in time also retires the connection: the next request opens a new one.
+//!   answer in time also retires the connection it was sent on (never a newer one that
+//!   replaced it meanwhile): the next request opens a new one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,6 +101,8 @@ struct Conn {
     requests: mpsc::Sender<SessionRequest>,
     /// The requests awaiting an answer, shared with the stream's reader task.
     pending: Arc<Mutex<Pending>>,
+    /// How a grant nobody waits for is released, shared with the reader task.
+    orphans: Arc<Orphans>,
 }
 
 /// The requests awaiting an answer on one stream.
@@ -169,12 +175,16 @@ impl Session {
         if !self.active() {
             return Routed::Unary;
         }
-        let exchange = match tokio::time::timeout(self.timeout, self.exchange(op)).await {
+        // The stream the request was handed to, once it was: the one to retire if the
+        // answer does not come.
+        let mut used = None;
+        let exchange = match tokio::time::timeout(self.timeout, self.exchange(op, &mut used)).await
+        {
             Ok(exchange) => exchange,
             // The pending slot went with the dropped exchange; a late answer finds none.
             Err(_) => {
-                if self.framed.is_some() {
-                    self.retire_current();
+                if let (Some(_), Some(conn)) = (&self.framed, used) {
+                    self.retire(&conn);
                 }
                 return Routed::Failed(Error::Timeout {
                     what,
@@ -196,11 +206,12 @@ impl Session {
         }
     }
 
-    /// One request: a stream (opened if needed), a slot, the send, the answer.
-    async fn exchange(&self, mut op: Op) -> Exchange {
+    /// One request: a stream (opened if needed), a slot, the send, the answer. `used` is
+    /// set to each stream the request is offered to, so it ends as the one it was sent on.
+    async fn exchange(&self, mut op: Op, used: &mut Option<Arc<Conn>>) -> Exchange {
         for _ in 0..SEND_ATTEMPTS {
             let conn = match self.conn().await {
-                Ok(conn) => conn,
+                Ok(conn) => &*used.insert(conn),
                 Err(status) if status.code() == Code::Unimplemented => {
                     self.unsupported(&status);
                     return Exchange::Unary;
@@ -217,6 +228,13 @@ impl Session {
                 }
                 pending.slots.insert(id, sender);
             }
+            // Dropped in the reverse order: the slot leaves the map first (an answer that
+            // comes later finds none and is released by the reader), then the receiver
+            // takes back an answer that came before (and releases it) if nobody read it.
+            let mut answer = Unread {
+                receiver: Some(receiver),
+                orphans: &conn.orphans,
+            };
             // Removes the slot however this function ends: answered, timed out, dropped.
             let _slot = Slot {
                 pending: &conn.pending,
@@ -239,18 +257,16 @@ impl Session {
                 }
                 continue;
             }
-            return match receiver.await {
-                Ok(Err(status)) if status.code() == Code::Unimplemented => {
+            return match answer.read().await {
+                Some(Err(status)) if status.code() == Code::Unimplemented => {
                     // A server that refuses the method applied none of it.
                     self.unsupported(&status);
                     Exchange::Unary
                 }
-                Ok(answer) => Exchange::Answered(sent, answer),
+                Some(answer) => Exchange::Answered(sent, answer),
                 // The reader always answers or fails every slot; a dropped sender means
                 // its task is gone, which only a runtime shutting down does.
-                Err(_) => {
-                    Exchange::Failed(Status::unavailable("the session stream's reader ended"))
-                }
+                None => Exchange::Failed(Status::unavailable("the session stream's reader ended")),
             };
         }
         Exchange::Failed(Status::unavailable(
@@ -299,17 +315,18 @@ impl Session {
         };
         tracing::debug!(framed = ?self.framed, "session stream open");
         let pending = Arc::new(Mutex::new(Pending::default()));
-        tokio::spawn(read(
-            answers,
-            pending.clone(),
-            Orphans {
-                requests: requests.downgrade(),
-                ids: self.ids.clone(),
-                rpc: self.rpc.clone(),
-                timeout: self.timeout,
-            },
-        ));
-        Ok(Arc::new(Conn { requests, pending }))
+        let orphans = Arc::new(Orphans {
+            requests: requests.downgrade(),
+            ids: self.ids.clone(),
+            rpc: self.rpc.clone(),
+            timeout: self.timeout,
+        });
+        tokio::spawn(read(answers, pending.clone(), orphans.clone()));
+        Ok(Arc::new(Conn {
+            requests,
+            pending,
+            orphans,
+        }))
     }
 
     /// Notes that the server has no `Session`: unary calls from now on.
@@ -320,12 +337,17 @@ impl Session {
         *self.current() = None;
     }
 
-    /// Takes no more requests on the current stream (a framed one whose request timed
-    /// out: its connection may have died silently). Requests already on it still get
-    /// their answers, or fail when it ends.
-    fn retire_current(&self) {
-        if let Some(conn) = self.current().take() {
-            lock(&conn.pending).broken = true;
+    /// Takes no more requests on `conn` (a framed one whose request timed out: its
+    /// connection may have died silently), and stops offering it if it is still the
+    /// current one. A newer stream that replaced it meanwhile stays. Requests already on
+    /// it still get their answers, or fail when it ends.
+    fn retire(&self, conn: &Arc<Conn>) {
+        let newly = !std::mem::replace(&mut lock(&conn.pending).broken, true);
+        let mut current = self.current();
+        if current.as_ref().is_some_and(|now| Arc::ptr_eq(now, conn)) {
+            *current = None;
+        }
+        if newly {
             tracing::debug!("a framed session request timed out: retiring its connection");
         }
     }
@@ -335,6 +357,12 @@ impl Session {
         self.current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether a stream is open and takes requests.
+    #[cfg(test)]
+    pub(crate) fn is_open(&self) -> bool {
+        self.healthy().is_some()
     }
 
     /// How many requests await an answer on the current stream.
@@ -358,6 +386,45 @@ struct Slot<'a> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         lock(self.pending).slots.remove(&self.id);
+    }
+}
+
+/// The receiving end of a registered request. If its caller goes away without reading an
+/// answer that has already come (a grant, say), the answer is taken back here and a grant
+/// released: dropping it unread would keep the lock for a TTL with nobody holding it.
+struct Unread<'a> {
+    /// Where the answer comes; `None` once read.
+    receiver: Option<oneshot::Receiver<Answer>>,
+    /// How a grant nobody reads is released.
+    orphans: &'a Orphans,
+}
+
+impl Unread<'_> {
+    /// Waits for the answer; `None` if the reader went away without one (or it was
+    /// already read).
+    async fn read(&mut self) -> Option<Answer> {
+        let answer = self.receiver.as_mut()?.await.ok();
+        self.receiver = None;
+        answer
+    }
+}
+
+impl Drop for Unread<'_> {
+    fn drop(&mut self) {
+        let Some(mut receiver) = self.receiver.take() else {
+            return;
+        };
+        // Closed first: an answer the reader sends from now on fails to arrive, and the
+        // reader releases it itself; one that arrived before is taken here.
+        receiver.close();
+        if let Ok(Ok(Some(Reply::Acquired(grant)))) = receiver.try_recv() {
+            let how = self.orphans.release(grant.lease_id);
+            tracing::debug!(
+                token = grant.token,
+                how,
+                "a grant reached a caller that went away without reading it: releasing it"
+            );
+        }
     }
 }
 
@@ -493,9 +560,13 @@ impl Orphans {
         }
     }
 
+    /// Releases with a unary call in a background task, if there is a runtime to run it.
     fn release_unary(&self, release: ReleaseRequest) -> &'static str {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return "not at all: no runtime to run the release in (it expires after its TTL)";
+        };
         let (mut rpc, timeout) = (self.rpc.clone(), self.timeout);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             match tokio::time::timeout(timeout, rpc.release(release)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(status)) => tracing::debug!(%status, "releasing an orphan grant failed"),
@@ -508,7 +579,7 @@ impl Orphans {
 
 /// The reader task of one stream: hands each answer to the request with its id; when the
 /// stream ends, fails every pending request with the status that ended it.
-async fn read(mut answers: Answers, pending: Arc<Mutex<Pending>>, orphans: Orphans) {
+async fn read(mut answers: Answers, pending: Arc<Mutex<Pending>>, orphans: Arc<Orphans>) {
     let status = loop {
         match answers.next().await {
             Some(Ok(answer)) => deliver(&pending, answer, &orphans),
