@@ -12,8 +12,9 @@
 //!   durable.
 //! - [`committer`]: the background tasks: group committer and lease reaper.
 //! - [`service`]: the gRPC `LockService` edge; [`session`]: its `Session` stream, also
-//!   served over framed TCP by [`framed`]; [`convert`]: protobuf to domain and back;
-//!   [`tls`]: the TLS identity both listeners serve.
+//!   served over framed TCP by [`framed`]; [`watch`]: its `Watch` streams and their cap;
+//!   [`convert`]: protobuf to domain and back; [`tls`]: the TLS identity both listeners
+//!   serve.
 //! - [`server`]: open, recover, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
 #![deny(missing_docs)]
@@ -34,6 +35,7 @@ pub mod session;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod watch;
 
 pub use config::Config;
 pub use error::Error;

@@ -42,6 +42,17 @@ struct Args {
     /// Queued acquirers at most.
     #[arg(long, env = "FENCED_MAX_WAITERS", default_value_t = 100_000)]
     max_waiters: usize,
+    /// Locks one lease may hold at most; an acquire joining a lease that holds this many is
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FENCED_MAX_LOCKS_PER_LEASE", default_value_t = 1_000)]
+    max_locks_per_lease: usize,
+    /// Concurrent Watch streams at most; one more is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FENCED_MAX_WATCHERS", default_value_t = 1_000)]
+    max_watchers: usize,
+    /// The most locks one List page returns (and lock entries it examines); larger requests
+    /// are clamped to this.
+    #[arg(long, env = "FENCED_MAX_LIST_PAGE", default_value_t = 1_000)]
+    max_list_page: usize,
     /// Skip the fdatasync after each journal append: grants then survive a process crash
     /// but not a power cut. Off by default.
     #[arg(long, env = "FENCED_NO_FDATASYNC")]
@@ -84,6 +95,9 @@ impl Args {
             max_leases: self.max_leases,
             max_locks: self.max_locks,
             max_waiters: self.max_waiters,
+            max_locks_per_lease: self.max_locks_per_lease,
+            max_watchers: self.max_watchers,
+            max_list_page: self.max_list_page,
             fdatasync: !self.no_fdatasync,
             checkpoint_interval: Duration::from_millis(self.checkpoint_ms),
             keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use fenced_proto::v1 as pb;
 use fenced_proto::v1::lock_service_server::LockService;
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -18,10 +17,7 @@ use crate::convert;
 use crate::engine::Engine;
 use crate::session::SessionStream;
 use crate::table::{Command, Grant, Refusal, Reply, WaiterId};
-
-/// The default and the largest page of a List.
-const LIST_DEFAULT: usize = 1000;
-const LIST_MAX: usize = 10_000;
+use crate::watch::{Filter, Watchers};
 
 /// The lock service over an engine.
 #[derive(Clone)]
@@ -30,12 +26,19 @@ pub struct LockServer {
     engine: Arc<Engine>,
     /// Input limits.
     config: Arc<Config>,
+    /// The open `Watch` streams.
+    watchers: Watchers,
 }
 
 impl LockServer {
     /// A service over `engine`, checking input against `config`.
     pub fn new(engine: Arc<Engine>, config: Arc<Config>) -> Self {
-        LockServer { engine, config }
+        let watchers = Watchers::new(config.max_watchers);
+        LockServer {
+            engine,
+            config,
+            watchers,
+        }
     }
 
     /// Answers a fresh grant once it is durable; if the caller goes away before that, the
@@ -209,16 +212,19 @@ impl LockService for LockServer {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let request = request.into_inner();
         let prefix = convert::prefix(&self.config, request.prefix)?;
-        let limit = match request.limit {
-            0 => LIST_DEFAULT,
-            n => usize::try_from(n).unwrap_or(LIST_MAX).min(LIST_MAX),
+        let after = convert::list_cursor(&self.config, &prefix, request.cursor)?;
+        let max = self.config.max_list_page;
+        let page_size = match usize::try_from(request.page_size) {
+            Ok(0) | Err(_) => max,
+            Ok(asked) => asked.min(max),
         };
-        let (views, seq) = self
+        let (page, seq) = self
             .engine
-            .read(|table, now| table.list(now, &prefix, limit))?;
+            .read(|table, now| table.list(now, &prefix, after.as_ref(), page_size))?;
         self.engine.durable(seq).await?;
         Ok(Response::new(pb::ListResponse {
-            locks: views.into_iter().map(convert::lock_info).collect(),
+            locks: page.locks.into_iter().map(convert::lock_info).collect(),
+            next_cursor: page.next.map(|after| after.to_string()).unwrap_or_default(),
         }))
     }
 
@@ -234,37 +240,12 @@ impl LockService for LockServer {
         if lock.is_some() && !prefix.is_empty() {
             return Err(Status::invalid_argument("set lock or prefix, not both"));
         }
-        let mut events = self.engine.subscribe();
-        let (sender, receiver) = mpsc::channel(256);
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    _ = sender.closed() => break,
-                    event = events.recv() => event,
-                };
-                let event = match event {
-                    Ok(event) => event,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        // Never drop events silently: the watcher must re-read and re-watch.
-                        let _ = sender
-                            .send(Err(Status::resource_exhausted(format!(
-                                "watcher fell behind and missed {missed} events; list and watch again"
-                            ))))
-                            .await;
-                        break;
-                    }
-                };
-                let wanted = match &lock {
-                    Some(lock) => event.lock == *lock,
-                    None => event.lock.as_str().starts_with(prefix.as_str()),
-                };
-                if wanted && sender.send(Ok(convert::watch_event(&event))).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let filter = match lock {
+            Some(lock) => Filter::Lock(lock),
+            None => Filter::Prefix(prefix),
+        };
+        let events = self.watchers.open(self.engine.subscribe(), filter)?;
+        Ok(Response::new(Box::pin(events)))
     }
 
     type SessionStream = BoxStream<pb::SessionResponse>;

@@ -51,7 +51,8 @@ async fn the_serial_probe_round_trips_over_a_session_or_unary_calls() {
     let listed = client
         .list(fenced_proto::v1::ListRequest {
             prefix: "fenced-bench/ping/".to_string(),
-            limit: 0,
+            page_size: 0,
+            cursor: String::new(),
         })
         .await
         .unwrap()

@@ -198,7 +198,8 @@ async fn describe(grpc: &mut Grpc, lock: &str) -> pb::LockInfo {
 async fn listed(grpc: &mut Grpc) -> Vec<String> {
     grpc.list(pb::ListRequest {
         prefix: String::new(),
-        limit: 0,
+        page_size: 0,
+        cursor: String::new(),
     })
     .await
     .unwrap()

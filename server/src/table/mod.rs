@@ -19,6 +19,8 @@
 //!   and it is in `stalled`, handed on again as soon as a lease or lock ends.
 //! - A lock-delay is in the writes of the expiry that starts it and of the command that
 //!   ends it (its end, or a grant), so the disk holds exactly the delays that run.
+//! - No grant takes a lease past `max_locks_per_lease` locks, so ending one lease is a
+//!   bounded burst of writes and events.
 
 mod command;
 mod ended;
@@ -36,7 +38,7 @@ pub use command::{
 };
 pub use ended::EndReason;
 pub use refusal::Refusal;
-pub use view::{LockView, RestoreError, RestoredDelay, RestoredLease, RestoredLock};
+pub use view::{ListPage, LockView, RestoreError, RestoredDelay, RestoredLease, RestoredLock};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -61,6 +63,8 @@ pub struct Limits {
     pub max_locks: usize,
     /// Queued acquirers at most.
     pub max_waiters: usize,
+    /// Locks one lease may hold at most.
+    pub max_locks_per_lease: usize,
     /// How long ended lease ids are remembered.
     pub remember_ended_for: Duration,
     /// How many ended lease ids are remembered at most.
@@ -81,6 +85,7 @@ impl Limits {
             ("max_leases", self.max_leases),
             ("max_locks", self.max_locks),
             ("max_waiters", self.max_waiters),
+            ("max_locks_per_lease", self.max_locks_per_lease),
             ("remember_ended_max", self.remember_ended_max),
         ] {
             if value == 0 {
@@ -118,6 +123,7 @@ impl From<&Config> for Limits {
             max_leases: config.max_leases,
             max_locks: config.max_locks,
             max_waiters: config.max_waiters,
+            max_locks_per_lease: config.max_locks_per_lease,
             remember_ended_for: config.remember_ended_for,
             remember_ended_max: config.remember_ended_max,
         }
@@ -394,6 +400,11 @@ impl LockTable {
                 return Ok(Reply::AlreadyHeld(Grant { ttl, ..grant }));
             }
         }
+        if let LeaseChoice::Join(_) = request.lease {
+            // Checked here too (not only in `grant`), so a join that would have to wait is
+            // refused at once instead of queueing for a grant it cannot get.
+            self.lease_has_room(&lease_id)?;
+        }
         let refusal = match (holding, entry) {
             (Some(holding), _) => Some(Refusal::Busy {
                 lock: request.lock.clone(),
@@ -475,7 +486,11 @@ impl LockTable {
                 });
                 (request.ttl, true)
             }
-            LeaseChoice::Join(_) => (self.extend(now, lease_id)?, false),
+            LeaseChoice::Join(_) => {
+                // A queued join may find its lease filled up while it waited.
+                self.lease_has_room(&lease_id)?;
+                (self.extend(now, lease_id)?, false)
+            }
         };
         if let Some(lease) = self.leases.get_mut(&lease_id) {
             lease.locks.insert(request.lock.clone());
@@ -754,6 +769,19 @@ impl LockTable {
             }
             self.hand_on(now, &lock, effects);
         }
+    }
+
+    /// Checks that a live lease may take one more lock (`max_locks_per_lease`), so that its
+    /// expiry stays one bounded burst of writes and events.
+    fn lease_has_room(&self, lease_id: &LeaseId) -> Result<(), Refusal> {
+        let held = self.live_lease(lease_id)?.locks.len();
+        if held >= self.limits.max_locks_per_lease {
+            return Err(Refusal::LeaseFull {
+                lease: lease_id.short(),
+                limit: self.limits.max_locks_per_lease,
+            });
+        }
+        Ok(())
     }
 
     /// Checks that a lease is live; otherwise says what became of it.

@@ -187,6 +187,7 @@ fn roomy() -> Limits {
         max_leases: 1000,
         max_locks: 1000,
         max_waiters: 1000,
+        max_locks_per_lease: 1000,
         remember_ended_for: Duration::from_secs(3600),
         remember_ended_max: 100_000,
     }
