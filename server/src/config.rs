@@ -84,6 +84,25 @@ pub struct Config {
     /// How long the server waits for a PING's answer before closing the connection
     /// (default 20 s).
     pub keepalive_timeout: Duration,
+    /// How long a new connection has, from its accept, to become usable (default 10 s): to
+    /// finish its TLS handshake and then send the HTTP/2 preface (gRPC) or the hello
+    /// (framed `Session`). A connection that says nothing is closed then, so an idle
+    /// socket cannot hold a connection slot ([`Config::max_connections`]) forever.
+    pub handshake_timeout: Duration,
+    /// Connections open at once on each listener, the gRPC one and the framed `Session`
+    /// one each (default 10,000). A connection past it is closed at once, with a warning
+    /// in the log; the open ones are not disturbed, and each one that closes frees its
+    /// slot. Keep it below the process's open-file limit (`ulimit -n`).
+    pub max_connections: usize,
+    /// HTTP/2 streams open at once on one gRPC connection (default 1,024), announced to
+    /// the client in HTTP/2's SETTINGS: a client's calls past it wait in the client until
+    /// one of its streams ends.
+    pub max_concurrent_streams: u32,
+    /// Requests of one `Session` in flight at once (default 1,024). A gRPC `Session` past
+    /// it is not read until an answer goes out (HTTP/2 flow control then holds the
+    /// client); a framed one keeps being read, so that its keepalive pings are still
+    /// heard, and a request past it is answered at once with RESOURCE_EXHAUSTED.
+    pub max_session_in_flight: usize,
 }
 
 /// Where the server's TLS certificate chain and private key are (PEM).
@@ -120,6 +139,10 @@ impl Default for Config {
             tls: None,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_concurrent_streams: 1024,
+            max_session_in_flight: 1024,
         }
     }
 }
@@ -221,6 +244,8 @@ impl Config {
             ("max_watchers", self.max_watchers),
             ("max_list_page", self.max_list_page),
             ("remember_ended_max", self.remember_ended_max),
+            ("max_connections", self.max_connections),
+            ("max_session_in_flight", self.max_session_in_flight),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { what });
@@ -235,9 +260,15 @@ impl Config {
                 limit: GRPC_MESSAGE_LIMIT,
             });
         }
+        if self.max_concurrent_streams == 0 {
+            return Err(ConfigError::ZeroLimit {
+                what: "max_concurrent_streams",
+            });
+        }
         for (what, value) in [
             ("keepalive_interval", self.keepalive_interval),
             ("keepalive_timeout", self.keepalive_timeout),
+            ("handshake_timeout", self.handshake_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration { what });
@@ -332,5 +363,40 @@ mod tests {
                 what: "keepalive_timeout"
             })
         );
+        let no_handshake = Config {
+            handshake_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(
+            no_handshake.validate(),
+            Err(ConfigError::ZeroDuration {
+                what: "handshake_timeout"
+            })
+        );
+        for (what, zero) in [
+            (
+                "max_connections",
+                Config {
+                    max_connections: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_concurrent_streams",
+                Config {
+                    max_concurrent_streams: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_session_in_flight",
+                Config {
+                    max_session_in_flight: 0,
+                    ..Config::default()
+                },
+            ),
+        ] {
+            assert_eq!(zero.validate(), Err(ConfigError::ZeroLimit { what }));
+        }
     }
 }

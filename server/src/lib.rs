@@ -15,10 +15,14 @@
 //!   served over framed TCP by [`framed`]; [`watch`]: its `Watch` streams and their cap;
 //!   [`convert`]: protobuf to domain and back; [`tls`]: the TLS identity both listeners
 //!   serve.
+//! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
+//!   HTTP/2 preface within the handshake timeout; [`admission`]: each listener's
+//!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.
 //! - [`server`]: open, recover, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod checkpoint;
 pub mod clock;
 pub mod committer;
@@ -27,6 +31,7 @@ pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod framed;
+pub mod grpc_incoming;
 pub mod journal;
 pub mod marker;
 pub mod server;
@@ -34,6 +39,7 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod table;
+pub mod throttle;
 pub mod tls;
 pub mod watch;
 

@@ -68,6 +68,22 @@ struct Args {
     /// Close a connection whose PING is not answered within this, in milliseconds.
     #[arg(long, env = "FENCED_KEEPALIVE_TIMEOUT_MS", default_value_t = 20_000)]
     keepalive_timeout_ms: u64,
+    /// Close a new connection that has not finished its TLS handshake and sent the HTTP/2
+    /// preface (gRPC) or the hello (framed session) within this, in milliseconds.
+    #[arg(long, env = "FENCED_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    handshake_timeout_ms: u64,
+    /// Connections open at once on each listener (gRPC, framed session); a connection past
+    /// it is closed at once and logged. Keep it below the open-file limit (`ulimit -n`).
+    #[arg(long, env = "FENCED_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// HTTP/2 streams open at once on one gRPC connection; a client's calls past it wait
+    /// in the client for a stream to end.
+    #[arg(long, env = "FENCED_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    max_concurrent_streams: u32,
+    /// Requests of one `Session` in flight at once; a framed session's request past it is
+    /// refused with RESOURCE_EXHAUSTED, a gRPC one's waits.
+    #[arg(long, env = "FENCED_MAX_SESSION_IN_FLIGHT", default_value_t = 1024)]
+    max_session_in_flight: usize,
     /// On SIGINT/SIGTERM or a fatal error, how long to let in-flight requests finish
     /// before closing connections, in milliseconds.
     #[arg(long, env = "FENCED_DRAIN_TIMEOUT_MS", default_value_t = 5_000)]
@@ -103,6 +119,10 @@ impl Args {
             keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),
             keepalive_timeout: Duration::from_millis(self.keepalive_timeout_ms),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            max_connections: self.max_connections,
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_session_in_flight: self.max_session_in_flight,
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(fenced::config::TlsFiles { cert, key }),
                 _ => None,

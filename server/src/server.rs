@@ -11,15 +11,16 @@ use std::sync::Arc;
 
 use fenced_proto::v1::lock_service_server::LockServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::ConnectionLimit;
 use crate::clock::Clock;
 use crate::committer::{run_committer, run_reaper};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::framed;
+use crate::grpc_incoming;
 use crate::service::LockServer;
 use crate::store::{Recovered, Store};
 use crate::table::{Limits, LockTable};
@@ -144,10 +145,15 @@ impl OpenServer {
                 service.clone(),
                 tls.as_ref().map(|tls| tls.framed.clone()),
                 stop_sessions.clone(),
-                config.drain_timeout,
-                framed::Keepalive {
-                    interval: config.keepalive_interval,
-                    timeout: config.keepalive_timeout,
+                framed::Settings {
+                    keepalive: framed::Keepalive {
+                        interval: config.keepalive_interval,
+                        timeout: config.keepalive_timeout,
+                    },
+                    handshake_timeout: config.handshake_timeout,
+                    max_connections: config.max_connections,
+                    max_in_flight: config.max_session_in_flight,
+                    drain_timeout: config.drain_timeout,
                 },
             ))
         });
@@ -166,18 +172,22 @@ impl OpenServer {
                 let _ = drain.send(());
             }
         };
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls.grpc)?;
-        }
-        let serving = builder
-            .tcp_nodelay(true)
+        // The accept loop, the connection limit, TLS and the handshake timeout are ours
+        // (`grpc_incoming`), so tonic's own TCP and TLS settings are not used.
+        let incoming = grpc_incoming::incoming(
+            listener,
+            tls.map(|tls| tls.grpc),
+            ConnectionLimit::new("gRPC", config.max_connections),
+            config.handshake_timeout,
+        );
+        let serving = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(config.keepalive_interval))
             .http2_keepalive_timeout(Some(config.keepalive_timeout))
+            .max_concurrent_streams(config.max_concurrent_streams)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(LockServiceServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = draining.await;
             });
         tokio::pin!(serving);

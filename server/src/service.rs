@@ -257,6 +257,7 @@ impl LockService for LockServer {
         Ok(Response::new(Box::pin(SessionStream::new(
             self.clone(),
             request.into_inner(),
+            self.config.max_session_in_flight,
         ))))
     }
 

@@ -1,6 +1,7 @@
-//! The server's TLS identity, for both listeners: tonic's settings for gRPC, and a rustls
-//! acceptor for the framed `Session` listener ([`crate::framed`]). Both come from the same
-//! two PEM files and use the same rustls and provider (ring) underneath.
+//! The server's TLS identity, for both listeners: a rustls acceptor for gRPC
+//! ([`crate::grpc_incoming`], announcing HTTP/2 by ALPN as gRPC clients require) and one
+//! for the framed `Session` listener ([`crate::framed`]). Both come from the same two PEM
+//! files and use the same rustls and provider (ring) as tonic's `tls-ring`.
 //!
 //! The files are read and parsed when the server opens, so a certificate or key that cannot
 //! be used is a clear error naming the file, before anything is bound or announced.
@@ -19,8 +20,8 @@ use crate::error::Error;
 /// The server's TLS identity, ready for each listener.
 #[derive(Clone)]
 pub struct ServerTls {
-    /// For the gRPC listener.
-    pub grpc: tonic::transport::ServerTlsConfig,
+    /// For the gRPC listener: ALPN `h2`.
+    pub grpc: TlsAcceptor,
     /// For the framed `Session` listener.
     pub framed: TlsAcceptor,
 }
@@ -51,9 +52,10 @@ impl ServerTls {
                     format!("does not go with the certificate chain: {e}"),
                 )
             })?;
-        let identity = tonic::transport::Identity::from_pem(cert_pem, key_pem);
+        let mut grpc = framed.clone();
+        grpc.alpn_protocols = vec![b"h2".to_vec()];
         Ok(ServerTls {
-            grpc: tonic::transport::ServerTlsConfig::new().identity(identity),
+            grpc: TlsAcceptor::from(Arc::new(grpc)),
             framed: TlsAcceptor::from(Arc::new(framed)),
         })
     }
