@@ -118,6 +118,7 @@ async fn waiters_that_leave_leave_nothing_behind() {
     let mut session = SessionStream::new(
         server.clone(),
         tokio_stream::wrappers::ReceiverStream::new(inbound),
+        config().max_session_in_flight,
     );
     requests
         .send(Ok(pb::SessionRequest {
