@@ -133,9 +133,8 @@ where
             };
             match Pin::new(inbound).poll_next(cx) {
                 Poll::Ready(Some(Ok(request))) => {
-                    let server = this.server.clone();
                     this.in_flight
-                        .push(Box::pin(async move { server.session_one(request).await }));
+                        .push(Box::pin(answer(this.server.clone(), request)));
                 }
                 // The client finished sending: answer what is in flight, then end.
                 Poll::Ready(None) => this.inbound = None,
@@ -178,5 +177,27 @@ where
             Poll::Ready(None) if this.inbound.is_none() => Poll::Ready(None),
             _ => Poll::Pending,
         }
+    }
+}
+
+/// The answer to one request of a session: what the unary call of its operation answers,
+/// from the same handler. Dropping the future drops the handler's, which undoes what it
+/// had begun (a queued acquirer leaves its queue, L2).
+async fn answer(server: LockServer, request: pb::SessionRequest) -> pb::SessionResponse {
+    use pb::session_request::Op;
+    use pb::session_response::Result as Outcome;
+    let result = match request.op {
+        Some(Op::Acquire(acquire)) => server.acquire(acquire).await.map(Outcome::Acquired),
+        Some(Op::Renew(renew)) => server.renew(renew).await.map(Outcome::Renewed),
+        Some(Op::Release(release)) => server.release(release).await.map(Outcome::Released),
+        None => Err(Status::invalid_argument(
+            "session request without an operation",
+        )),
+    };
+    pb::SessionResponse {
+        id: request.id,
+        result: Some(result.unwrap_or_else(|status| {
+            Outcome::Error(fenced_proto::session::session_error(&status))
+        })),
     }
 }
