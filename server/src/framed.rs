@@ -272,17 +272,17 @@ where
     // gone (what is in flight is dropped and undone, CONTRACT L2); the server's own stop
     // ends the inbound side cleanly, so what is in flight is answered first.
     let (pings, pings_out) = mpsc::channel(1);
-    let heard = Heard::new(frames_in, settings.keepalive, pings);
-    let inbound = futures::stream::unfold(heard, Heard::next_request)
+    let reader = RequestReader::new(frames_in, settings.keepalive, pings);
+    let inbound = futures::stream::unfold(reader, RequestReader::next_request)
         .map(move |request| {
             request.map_err(|error| {
                 if !matches!(&error, ReadError::Io(error) if is_disconnect(error)) {
                     tracing::warn!(%peer, %error, "framed session: closing the connection");
                 }
-                Gone
+                ClientGone
             })
         })
-        .chain(futures::stream::once(async { Err(Gone) }))
+        .chain(futures::stream::once(async { Err(ClientGone) }))
         .take_until(stop.cancelled_owned());
     // At its in-flight cap the session keeps reading, refusing the requests past it: the
     // client's answers to pings come in the same byte stream as its requests, so a session
@@ -317,10 +317,12 @@ fn is_disconnect(error: &std::io::Error) -> bool {
 
 /// The client is gone: its connection ended or broke, it broke the protocol, or it fell
 /// silent.
-struct Gone;
+struct ClientGone;
 
-/// The reading side of one connection, after the hello.
-struct Heard<R> {
+/// Reads one connection's requests after the hello and watches its silence: skips the
+/// client's keepalive frames, has the writing side ping a client that falls silent, and
+/// fails when the ping goes unanswered.
+struct RequestReader<R> {
     /// The client's frames.
     frames: FramedRead<R, LengthDelimitedCodec>,
     /// When to ping, and how long to wait for the answer.
@@ -332,18 +334,19 @@ struct Heard<R> {
     /// When the unanswered ping went out, if one did since the last frame.
     pinged_at: Option<Instant>,
     /// Fires at the next moment the silence must be looked at. Moved lazily: a frame only
-    /// notes [`Heard::last_heard`], so a busy connection costs no timer update per frame.
+    /// notes [`RequestReader::last_heard`], so a busy connection costs no timer update per
+    /// frame.
     check: Pin<Box<Sleep>>,
 }
 
-impl<R: AsyncRead + Unpin> Heard<R> {
+impl<R: AsyncRead + Unpin> RequestReader<R> {
     fn new(
         frames: FramedRead<R, LengthDelimitedCodec>,
         keepalive: Keepalive,
         pings: mpsc::Sender<()>,
-    ) -> Heard<R> {
+    ) -> RequestReader<R> {
         let now = Instant::now();
-        Heard {
+        RequestReader {
             frames,
             keepalive,
             pings,
@@ -356,7 +359,9 @@ impl<R: AsyncRead + Unpin> Heard<R> {
     /// The client's next request, skipping its keepalive frames; pings the client when it
     /// has been silent for the interval, and fails when a ping then goes unanswered. `None`
     /// at the end of file.
-    async fn next_request(mut self) -> Option<(Result<pb::SessionRequest, ReadError>, Heard<R>)> {
+    async fn next_request(
+        mut self,
+    ) -> Option<(Result<pb::SessionRequest, ReadError>, RequestReader<R>)> {
         loop {
             tokio::select! {
                 biased;

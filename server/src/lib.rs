@@ -11,10 +11,10 @@
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
 //!   durable.
 //! - [`committer`]: the background tasks: group committer and lease reaper.
-//! - [`service`]: the gRPC `LockService` edge; [`session`]: its `Session` stream, also
-//!   served over framed TCP by [`framed`]; [`watch`]: its `Watch` streams and their cap;
-//!   [`convert`]: protobuf to domain and back; [`tls`]: the TLS identity both listeners
-//!   serve.
+//! - [`service`]: one handler per rpc, and the gRPC `LockService` over them; [`session`]:
+//!   its `Session` stream, also served over framed TCP by [`framed`]; [`watch`]: its
+//!   `Watch` streams and their cap; [`convert`]: protobuf to domain and back; [`tls`]: the
+//!   TLS identity both listeners serve.
 //! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
 //!   HTTP/2 preface within the handshake timeout; [`admission`]: each listener's
 //!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.

@@ -3,8 +3,8 @@
 //! It takes [`Command`]s with the time they are applied at and returns an [`Outcome`]:
 //! the reply, the [`Write`]s that must be durable before anything of the outcome is shown
 //! to anyone, the [`Handoff`]s for queued acquirers and the [`Event`]s for watchers. It
-//! owns no I/O, no clock and no task (STYLE point 1), so it is unit-tested with a hand-made
-//! clock, and it is what a replicated log will apply on every node.
+//! owns no I/O, no clock and no task, so it is unit-tested with a hand-made clock, and it
+//! is what a replicated log will apply on every node.
 //!
 //! Invariants kept after every command (checked by the property test in `model_test`):
 //! - Expiry runs first, so no lease in the table has `expires_at <= now`; together with
