@@ -161,6 +161,13 @@ impl ClientBuilder {
         self
     }
 
+    /// How many requests stay in flight on one session stream or framed connection; the
+    /// rest wait in the client ([`Config::max_session_in_flight`]). Default: 1024.
+    pub fn max_session_in_flight(mut self, max: usize) -> Self {
+        self.config.max_session_in_flight = max;
+        self
+    }
+
     /// Replaces the clock: for tests. Production code keeps [`BootClock`] (CONTRACT S4).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);

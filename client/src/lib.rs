@@ -49,7 +49,8 @@
 //! - `renewer`: the renewal task and its `KeepAlive` stream.
 //! - `session`: the `Session` stream (gRPC, or framed TCP) that carries try-once acquires
 //!   and releases, multiplexed by request id, reopened after a failure, unary calls when
-//!   the server has none; `framed_tls`: the TLS that wraps a framed connection.
+//!   the server has none; `in_flight`: the bound on a stream's requests in flight;
+//!   `framed_tls`: the TLS that wraps a framed connection.
 //! - `unary_acquire`: the unary `Acquire` call, and the release of its grant when the
 //!   caller drops the call before reading it.
 //! - `watchdog`: the pause watchdog's heartbeat and thread.
@@ -65,6 +66,7 @@ pub mod state;
 
 mod book;
 mod framed_tls;
+mod in_flight;
 mod renewer;
 mod session;
 mod shared;
