@@ -125,15 +125,16 @@ struct Pending {
     broken: bool,
 }
 
-/// Where a request went.
-pub(crate) enum Routed {
+/// What came of a request offered to the session: its answer, its failure, or the word
+/// to make the unary call instead.
+pub(crate) enum SessionOutcome {
     /// The session is off or the server has none: make the unary call.
     Unary,
     /// The server answered (an acquire's grant, a release's confirmation...).
     Answered {
         /// The instant the request was handed to the stream, read before it was.
         sent: Duration,
-        /// The answer; never [`Reply::Error`], which comes as [`Routed::Failed`].
+        /// The answer; never [`Reply::Error`], which comes as [`SessionOutcome::Failed`].
         reply: Reply,
     },
     /// The request failed: refused by the server (mapped as the unary status would be),
@@ -181,11 +182,11 @@ impl Session {
     }
 
     /// Sends one request (`what` names it in a timeout error) and waits for its answer, for
-    /// at most the request timeout. [`Routed::Unary`] when the caller must make the unary
+    /// at most the request timeout. [`SessionOutcome::Unary`] when the caller must make the unary
     /// call instead (nothing was applied then).
-    pub(crate) async fn call(&self, op: Op, what: &'static str) -> Routed {
+    pub(crate) async fn call(&self, op: Op, what: &'static str) -> SessionOutcome {
         if !self.active() {
-            return Routed::Unary;
+            return SessionOutcome::Unary;
         }
         // The stream the request was handed to, once it was: the one to retire if the
         // answer does not come.
@@ -198,21 +199,21 @@ impl Session {
                 if let (Some(_), Some(conn)) = (&self.framed, used) {
                     self.retire(&conn);
                 }
-                return Routed::Failed(Error::Timeout {
+                return SessionOutcome::Failed(Error::Timeout {
                     what,
                     after: self.timeout,
                 });
             }
         };
         match exchange {
-            Exchange::Unary => Routed::Unary,
-            Exchange::Failed(status) => Routed::Failed(Error::from(status)),
-            Exchange::Answered(_, Err(status)) => Routed::Failed(Error::from(status)),
+            Exchange::Unary => SessionOutcome::Unary,
+            Exchange::Failed(status) => SessionOutcome::Failed(Error::from(status)),
+            Exchange::Answered(_, Err(status)) => SessionOutcome::Failed(Error::from(status)),
             Exchange::Answered(_, Ok(Some(Reply::Error(refused)))) => {
-                Routed::Failed(Error::from(refused))
+                SessionOutcome::Failed(Error::from(refused))
             }
-            Exchange::Answered(sent, Ok(Some(reply))) => Routed::Answered { sent, reply },
-            Exchange::Answered(_, Ok(None)) => Routed::Failed(Error::Protocol {
+            Exchange::Answered(sent, Ok(Some(reply))) => SessionOutcome::Answered { sent, reply },
+            Exchange::Answered(_, Ok(None)) => SessionOutcome::Failed(Error::Protocol {
                 what: format!("session answered a {what} with no result"),
             }),
         }
