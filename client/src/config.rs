@@ -43,7 +43,10 @@ pub struct Config {
     /// stream. Default: 5 s.
     pub request_timeout: Duration,
     /// HTTP/2 PING interval. Without it a channel stays stuck on a connection that died in a
-    /// partition (STACK.md); with it the stream is torn down and re-opened. Default: 1 s.
+    /// partition: a connection whose packets are dropped (no FIN, no RST) looks open until
+    /// the operating system gives up on it (its retransmissions take many minutes, and an
+    /// idle connection is never checked). With it the stream is torn down and re-opened.
+    /// Default: 1 s.
     pub http2_keepalive_interval: Duration,
     /// How long to wait for a PING's answer before declaring the connection dead.
     /// Default: 2 s.
@@ -56,9 +59,10 @@ pub struct Config {
     pub tls: Option<ClientTlsConfig>,
     /// Whether try-once acquires and releases travel as messages on one `Session` stream
     /// per client (opened on first use, reopened after a failure) instead of one unary
-    /// call each: about twice the throughput for a busy client. Waiting acquires always
-    /// use the unary call (see [`Client::acquire`](crate::Client::acquire)), and a server
-    /// without `Session` is detected and served with unary calls. Default: `true`.
+    /// call each: one long-lived stream instead of an HTTP/2 stream per call, so a busy
+    /// client gets far more requests through. Waiting acquires always use the unary call
+    /// (see [`Client::acquire`](crate::Client::acquire)), and a server without `Session` is
+    /// detected and served with unary calls. Default: `true`.
     pub session: bool,
     /// The address (`host:port`) of the server's framed `Session` listener
     /// (`fenced --session-listen`): when set, the session travels over a plain TCP
