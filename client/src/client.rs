@@ -13,15 +13,15 @@ use fenced_types::{FencingToken, LeaseId, LockName};
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::Streaming;
 
-use crate::book::Book;
 use crate::clock::{BootClock, Clock};
 use crate::config::{Config, FramedTls};
 use crate::error::Error;
 use crate::framed_tls::FramedConnector;
 use crate::lease::Lease;
-use crate::session::Routed;
+use crate::lease_state_machine::LeaseStateMachine;
+use crate::session::SessionOutcome;
 use crate::shared::Shared;
-use crate::tracked::Tracked;
+use crate::shared_lease::SharedLease;
 use crate::unary_acquire::unary_acquire;
 use crate::{renewer, watchdog};
 
@@ -158,6 +158,13 @@ impl ClientBuilder {
     /// with an `https://` endpoint and [`ClientBuilder::framed_session`].
     pub fn framed_tls(mut self, tls: FramedTls) -> Self {
         self.config.framed_tls = Some(tls);
+        self
+    }
+
+    /// How many requests stay in flight on one session stream or framed connection; the
+    /// rest wait in the client ([`Config::max_session_in_flight`]). Default: 1024.
+    pub fn max_session_in_flight(mut self, max: usize) -> Self {
+        self.config.max_session_in_flight = max;
         self
     }
 
@@ -457,20 +464,20 @@ impl Client {
                 .call(Op::Acquire(request.clone()), "acquire")
                 .await
         } else {
-            Routed::Unary
+            SessionOutcome::Unary
         };
         let (sent, reply) = match routed {
-            Routed::Answered {
+            SessionOutcome::Answered {
                 sent,
                 reply: Reply::Acquired(reply),
             } => (sent, reply),
-            Routed::Answered { .. } => {
+            SessionOutcome::Answered { .. } => {
                 return Err(Error::Protocol {
                     what: "session answered an acquire with something else".into(),
                 })
             }
-            Routed::Failed(error) => return Err(error.for_lock(&name)),
-            Routed::Unary => unary_acquire(shared, request, options.wait)
+            SessionOutcome::Failed(error) => return Err(error.for_lock(&name)),
+            SessionOutcome::Unary => unary_acquire(shared, request, options.wait)
                 .await
                 .map_err(|error| error.for_lock(&name))?,
         };
@@ -492,11 +499,11 @@ impl Client {
             return Err(malformed("acquire answered with ttl_ms 0".into()));
         }
         let granted_ttl = Duration::from_millis(reply.ttl_ms);
-        let book = Book::granted(sent, granted_ttl, now, shared.policy);
-        let tracked = Arc::new(Tracked::new(id, name, token, book));
-        tracing::debug!(lock = %tracked.lock, lease = %id.short(), %token, "lock acquired");
-        shared.register(tracked.clone());
-        Ok(Lease::new(tracked, self.handle.clone()))
+        let machine = LeaseStateMachine::granted(sent, granted_ttl, now, shared.policy);
+        let shared_lease = Arc::new(SharedLease::new(id, name, token, machine));
+        tracing::debug!(lock = %shared_lease.lock, lease = %id.short(), %token, "lock acquired");
+        shared.register(shared_lease.clone());
+        Ok(Lease::new(shared_lease, self.handle.clone()))
     }
 
     /// Who holds a lock, with which token, and how many wait.

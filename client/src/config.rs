@@ -43,7 +43,10 @@ pub struct Config {
     /// stream. Default: 5 s.
     pub request_timeout: Duration,
     /// HTTP/2 PING interval. Without it a channel stays stuck on a connection that died in a
-    /// partition (STACK.md); with it the stream is torn down and re-opened. Default: 1 s.
+    /// partition: a connection whose packets are dropped (no FIN, no RST) looks open until
+    /// the operating system gives up on it (its retransmissions take many minutes, and an
+    /// idle connection is never checked). With it the stream is torn down and re-opened.
+    /// Default: 1 s.
     pub http2_keepalive_interval: Duration,
     /// How long to wait for a PING's answer before declaring the connection dead.
     /// Default: 2 s.
@@ -56,9 +59,10 @@ pub struct Config {
     pub tls: Option<ClientTlsConfig>,
     /// Whether try-once acquires and releases travel as messages on one `Session` stream
     /// per client (opened on first use, reopened after a failure) instead of one unary
-    /// call each: about twice the throughput for a busy client. Waiting acquires always
-    /// use the unary call (see [`Client::acquire`](crate::Client::acquire)), and a server
-    /// without `Session` is detected and served with unary calls. Default: `true`.
+    /// call each: one long-lived stream instead of an HTTP/2 stream per call, so a busy
+    /// client gets far more requests through. Waiting acquires always use the unary call
+    /// (see [`Client::acquire`](crate::Client::acquire)), and a server without `Session` is
+    /// detected and served with unary calls. Default: `true`.
     pub session: bool,
     /// The address (`host:port`) of the server's framed `Session` listener
     /// (`fenced --session-listen`): when set, the session travels over a plain TCP
@@ -72,6 +76,13 @@ pub struct Config {
     /// `https://` endpoint and a [`Config::framed_session`], refused without them.
     /// Default: `None`.
     pub framed_tls: Option<FramedTls>,
+    /// How many requests the client keeps in flight on one session stream or framed
+    /// connection (sent, not yet answered); further requests wait in the client, within
+    /// their [`Config::request_timeout`], until an answer comes. The server refuses a
+    /// framed session's requests past its own cap (`fenced --max-session-in-flight`,
+    /// default 1024) with RESOURCE_EXHAUSTED, so keep this at or below the server's.
+    /// Default: 1024. At least 1.
+    pub max_session_in_flight: usize,
 }
 
 /// Which server the framed session trusts over TLS ([`Config::framed_tls`]).
@@ -124,6 +135,7 @@ impl Default for Config {
             session: true,
             framed_session: None,
             framed_tls: None,
+            max_session_in_flight: 1024,
         }
     }
 }
@@ -134,6 +146,10 @@ impl Config {
     /// instants they cannot represent (tonic's request deadline at about 11,000 years);
     /// no lease service needs a timeout or a TTL anywhere near a year.
     pub const LONGEST: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+    /// The largest [`Config::max_session_in_flight`]: half the most a tokio semaphore
+    /// counts, so that counting a session's requests can never overflow it.
+    pub const MOST_SESSION_IN_FLIGHT: usize = tokio::sync::Semaphore::MAX_PERMITS / 2;
 
     /// Checks the settings against each other; the error names the offending field.
     pub fn validate(&self) -> Result<(), Error> {
@@ -228,6 +244,22 @@ impl Config {
                     format!("{addr:?} is not host:port (the framed listener speaks no URL scheme)"),
                 );
             }
+        }
+        if self.max_session_in_flight == 0 {
+            return bad(
+                "max_session_in_flight",
+                "is zero: no session request could ever be sent".into(),
+            );
+        }
+        if self.max_session_in_flight > Self::MOST_SESSION_IN_FLIGHT {
+            return bad(
+                "max_session_in_flight",
+                format!(
+                    "{} is over {}, the most requests the client can count",
+                    self.max_session_in_flight,
+                    Self::MOST_SESSION_IN_FLIGHT
+                ),
+            );
         }
         if self.framed_tls.is_some() && self.framed_session.is_none() {
             return bad(
@@ -364,6 +396,19 @@ mod tests {
                 ..
             })
         ));
+        for max_session_in_flight in [0, Config::MOST_SESSION_IN_FLIGHT + 1] {
+            let config = Config {
+                max_session_in_flight,
+                ..Config::default()
+            };
+            assert!(matches!(
+                config.validate(),
+                Err(Error::Config {
+                    field: "max_session_in_flight",
+                    ..
+                })
+            ));
+        }
     }
 
     // checks: S4

@@ -44,12 +44,14 @@
 //! - [`config`]: [`Config`] with its defaults, and [`DeadlinePolicy`], the arithmetic of S4.
 //! - [`clock`]: [`Clock`], [`BootClock`] (`CLOCK_BOOTTIME`), [`ManualClock`] for tests.
 //! - [`error`]: [`Error`] (gRPC statuses mapped back) and [`FenceError`].
-//! - `book`: the pure per-lease state machine (every rule, unit-tested with a hand-made
-//!   clock); `tracked`: a book shared between tasks and published on a `watch` channel.
+//! - `lease_state_machine`: the pure per-lease state machine (every rule, unit-tested with
+//!   a hand-made clock); `shared_lease`: that machine shared between tasks, its state
+//!   published on a `watch` channel.
 //! - `renewer`: the renewal task and its `KeepAlive` stream.
 //! - `session`: the `Session` stream (gRPC, or framed TCP) that carries try-once acquires
 //!   and releases, multiplexed by request id, reopened after a failure, unary calls when
-//!   the server has none; `framed_tls`: the TLS that wraps a framed connection.
+//!   the server has none; `in_flight`: the bound on a stream's requests in flight;
+//!   `framed_tls`: the TLS that wraps a framed connection.
 //! - `unary_acquire`: the unary `Acquire` call, and the release of its grant when the
 //!   caller drops the call before reading it.
 //! - `watchdog`: the pause watchdog's heartbeat and thread.
@@ -63,12 +65,13 @@ pub mod error;
 pub mod lease;
 pub mod state;
 
-mod book;
 mod framed_tls;
+mod in_flight;
+mod lease_state_machine;
 mod renewer;
 mod session;
 mod shared;
-mod tracked;
+mod shared_lease;
 mod unary_acquire;
 mod watchdog;
 

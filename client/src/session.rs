@@ -30,6 +30,11 @@
 //!   HTTP/2 PING to notice a connection that died silently, so a request that gets no
 //!   answer in time also retires the connection it was sent on (never a newer one that
 //!   replaced it meanwhile): the next request opens a new one.
+//! - At most [`Config::max_session_in_flight`] requests are in flight on a stream (sent,
+//!   not yet answered; orphan releases included): the rest wait in the client
+//!   ([`InFlight`]), because the server refuses a framed session's requests past its own
+//!   cap. A request that times out while waiting for room was never sent, so it does not
+//!   retire the connection.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,6 +61,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::Error;
 use crate::framed_tls::FramedConnector;
+use crate::in_flight::InFlight;
 
 /// How many requests may wait in a stream's send buffer before senders wait.
 const SEND_BUFFER: usize = 1024;
@@ -83,6 +89,8 @@ pub(crate) struct Session {
     framed: Option<String>,
     /// The TLS that wraps each framed connection, when the endpoint is TLS.
     framed_tls: Option<FramedConnector>,
+    /// How many requests each stream may have in flight ([`Config::max_session_in_flight`]).
+    max_in_flight: usize,
     /// Set for good once the server answered UNIMPLEMENTED.
     unsupported: AtomicBool,
     /// The next request id (shared with the reader tasks, which send orphan releases).
@@ -101,6 +109,9 @@ struct Conn {
     requests: mpsc::Sender<SessionRequest>,
     /// The requests awaiting an answer, shared with the stream's reader task.
     pending: Arc<Mutex<Pending>>,
+    /// The requests sent and not yet answered, bounded; shared with the reader task,
+    /// which frees a room per answer.
+    in_flight: Arc<InFlight>,
     /// How a grant nobody waits for is released, shared with the reader task.
     orphans: Arc<Orphans>,
 }
@@ -114,15 +125,16 @@ struct Pending {
     broken: bool,
 }
 
-/// Where a request went.
-pub(crate) enum Routed {
+/// What came of a request offered to the session: its answer, its failure, or the word
+/// to make the unary call instead.
+pub(crate) enum SessionOutcome {
     /// The session is off or the server has none: make the unary call.
     Unary,
     /// The server answered (an acquire's grant, a release's confirmation...).
     Answered {
         /// The instant the request was handed to the stream, read before it was.
         sent: Duration,
-        /// The answer; never [`Reply::Error`], which comes as [`Routed::Failed`].
+        /// The answer; never [`Reply::Error`], which comes as [`SessionOutcome::Failed`].
         reply: Reply,
     },
     /// The request failed: refused by the server (mapped as the unary status would be),
@@ -156,6 +168,7 @@ impl Session {
             enabled: config.session,
             framed: config.framed_session.clone(),
             framed_tls,
+            max_in_flight: config.max_session_in_flight,
             unsupported: AtomicBool::new(false),
             ids: Arc::new(AtomicU64::new(1)),
             current: Mutex::new(None),
@@ -169,11 +182,11 @@ impl Session {
     }
 
     /// Sends one request (`what` names it in a timeout error) and waits for its answer, for
-    /// at most the request timeout. [`Routed::Unary`] when the caller must make the unary
+    /// at most the request timeout. [`SessionOutcome::Unary`] when the caller must make the unary
     /// call instead (nothing was applied then).
-    pub(crate) async fn call(&self, op: Op, what: &'static str) -> Routed {
+    pub(crate) async fn call(&self, op: Op, what: &'static str) -> SessionOutcome {
         if !self.active() {
-            return Routed::Unary;
+            return SessionOutcome::Unary;
         }
         // The stream the request was handed to, once it was: the one to retire if the
         // answer does not come.
@@ -186,38 +199,45 @@ impl Session {
                 if let (Some(_), Some(conn)) = (&self.framed, used) {
                     self.retire(&conn);
                 }
-                return Routed::Failed(Error::Timeout {
+                return SessionOutcome::Failed(Error::Timeout {
                     what,
                     after: self.timeout,
                 });
             }
         };
         match exchange {
-            Exchange::Unary => Routed::Unary,
-            Exchange::Failed(status) => Routed::Failed(Error::from(status)),
-            Exchange::Answered(_, Err(status)) => Routed::Failed(Error::from(status)),
+            Exchange::Unary => SessionOutcome::Unary,
+            Exchange::Failed(status) => SessionOutcome::Failed(Error::from(status)),
+            Exchange::Answered(_, Err(status)) => SessionOutcome::Failed(Error::from(status)),
             Exchange::Answered(_, Ok(Some(Reply::Error(refused)))) => {
-                Routed::Failed(Error::from(refused))
+                SessionOutcome::Failed(Error::from(refused))
             }
-            Exchange::Answered(sent, Ok(Some(reply))) => Routed::Answered { sent, reply },
-            Exchange::Answered(_, Ok(None)) => Routed::Failed(Error::Protocol {
+            Exchange::Answered(sent, Ok(Some(reply))) => SessionOutcome::Answered { sent, reply },
+            Exchange::Answered(_, Ok(None)) => SessionOutcome::Failed(Error::Protocol {
                 what: format!("session answered a {what} with no result"),
             }),
         }
     }
 
-    /// One request: a stream (opened if needed), a slot, the send, the answer. `used` is
-    /// set to each stream the request is offered to, so it ends as the one it was sent on.
+    /// One request: a stream (opened if needed), room on it, a slot, the send, the answer.
+    /// `used` is set to each stream the request gets room on, so it ends as the one it was
+    /// sent on.
     async fn exchange(&self, mut op: Op, used: &mut Option<Arc<Conn>>) -> Exchange {
         for _ in 0..SEND_ATTEMPTS {
             let conn = match self.conn().await {
-                Ok(conn) => &*used.insert(conn),
+                Ok(conn) => conn,
                 Err(status) if status.code() == Code::Unimplemented => {
                     self.unsupported(&status);
                     return Exchange::Unary;
                 }
                 Err(status) => return Exchange::Failed(status),
             };
+            // Waits while the stream has its most requests in flight. Closed means it broke
+            // or was retired meanwhile: nothing sent yet, so a new stream is safe.
+            let Some(room) = conn.in_flight.room().await else {
+                continue;
+            };
+            let conn = &*used.insert(conn.clone());
             let id = self.ids.fetch_add(1, Ordering::Relaxed);
             let (sender, receiver) = oneshot::channel();
             {
@@ -251,12 +271,14 @@ impl Session {
                 // The stream's request half is gone: the message never left, retry on a
                 // new stream.
                 lock(&conn.pending).broken = true;
+                conn.in_flight.close();
                 match request.op {
                     Some(back) => op = back,
                     None => break,
                 }
                 continue;
             }
+            room.sent();
             return match answer.read().await {
                 Some(Err(status)) if status.code() == Code::Unimplemented => {
                     // A server that refuses the method applied none of it.
@@ -315,16 +337,24 @@ impl Session {
         };
         tracing::debug!(framed = ?self.framed, "session stream open");
         let pending = Arc::new(Mutex::new(Pending::default()));
+        let in_flight = Arc::new(InFlight::new(self.max_in_flight));
         let orphans = Arc::new(Orphans {
             requests: requests.downgrade(),
+            in_flight: in_flight.clone(),
             ids: self.ids.clone(),
             rpc: self.rpc.clone(),
             timeout: self.timeout,
         });
-        tokio::spawn(read(answers, pending.clone(), orphans.clone()));
+        tokio::spawn(read(
+            answers,
+            pending.clone(),
+            in_flight.clone(),
+            orphans.clone(),
+        ));
         Ok(Arc::new(Conn {
             requests,
             pending,
+            in_flight,
             orphans,
         }))
     }
@@ -340,9 +370,11 @@ impl Session {
     /// Takes no more requests on `conn` (a framed one whose request timed out: its
     /// connection may have died silently), and stops offering it if it is still the
     /// current one. A newer stream that replaced it meanwhile stays. Requests already on
-    /// it still get their answers, or fail when it ends.
+    /// it still get their answers, or fail when it ends; those waiting for room on it go
+    /// to a new one.
     fn retire(&self, conn: &Arc<Conn>) {
         let newly = !std::mem::replace(&mut lock(&conn.pending).broken, true);
+        conn.in_flight.close();
         let mut current = self.current();
         if current.as_ref().is_some_and(|now| Arc::ptr_eq(now, conn)) {
             *current = None;
@@ -529,6 +561,8 @@ struct Orphans {
     /// The stream's requests, for the release. Weak, so that the stream's request half
     /// ends once the client and its callers are gone, and the server then ends the stream.
     requests: mpsc::WeakSender<SessionRequest>,
+    /// The stream's requests in flight: a release over the stream needs room there.
+    in_flight: Arc<InFlight>,
     /// Where request ids come from.
     ids: Arc<AtomicU64>,
     /// For a unary release when the stream takes no more requests (its request half has
@@ -539,8 +573,8 @@ struct Orphans {
 }
 
 impl Orphans {
-    /// Releases `lease_id` over the stream if it still takes requests, else with a unary
-    /// call in the background; says which.
+    /// Releases `lease_id` over the stream if it still takes requests and has room for
+    /// one more in flight, else with a unary call in the background; says which.
     fn release(&self, lease_id: String) -> &'static str {
         let release = ReleaseRequest {
             lease_id,
@@ -549,13 +583,19 @@ impl Orphans {
         let Some(sender) = self.requests.upgrade() else {
             return self.release_unary(release);
         };
+        let Some(room) = self.in_flight.try_room() else {
+            return self.release_unary(release);
+        };
         let message = SessionRequest {
             id: self.ids.fetch_add(1, Ordering::Relaxed),
             // A copy: the send may fail, and then the unary call needs it (a rare path).
             op: Some(Op::Release(release.clone())),
         };
         match sender.try_send(message) {
-            Ok(()) => "over the session",
+            Ok(()) => {
+                room.sent();
+                "over the session"
+            }
             Err(_full_or_closed) => self.release_unary(release),
         }
     }
@@ -577,12 +617,21 @@ impl Orphans {
     }
 }
 
-/// The reader task of one stream: hands each answer to the request with its id; when the
-/// stream ends, fails every pending request with the status that ended it.
-async fn read(mut answers: Answers, pending: Arc<Mutex<Pending>>, orphans: Arc<Orphans>) {
+/// The reader task of one stream: frees a room in flight for each answer and hands it to
+/// the request with its id; when the stream ends, fails every pending request with the
+/// status that ended it, and lets go of the callers waiting for room.
+async fn read(
+    mut answers: Answers,
+    pending: Arc<Mutex<Pending>>,
+    in_flight: Arc<InFlight>,
+    orphans: Arc<Orphans>,
+) {
     let status = loop {
         match answers.next().await {
-            Some(Ok(answer)) => deliver(&pending, answer, &orphans),
+            Some(Ok(answer)) => {
+                in_flight.answered();
+                deliver(&pending, answer, &orphans);
+            }
             None => break Status::unavailable("the server closed the session stream"),
             Some(Err(status)) => break status,
         }
@@ -592,6 +641,7 @@ async fn read(mut answers: Answers, pending: Arc<Mutex<Pending>>, orphans: Arc<O
         pending.broken = true;
         std::mem::take(&mut pending.slots)
     };
+    in_flight.close();
     if slots.is_empty() {
         tracing::debug!(%status, "session stream ended");
     } else {

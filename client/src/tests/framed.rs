@@ -184,3 +184,56 @@ async fn a_timed_out_framed_request_retires_its_own_connection_not_the_current_o
     assert!(fake.received(2, "fourth"));
     drop((third, fourth));
 }
+
+// checks: no CONTRACT id directly: past its cap of requests in flight a request waits in
+// the client, never reaching the connection; when that connection is retired (a request
+// on it timed out), the waiting request goes to a new connection instead of waiting out
+// its own timeout
+#[tokio::test]
+async fn a_request_past_the_cap_waits_in_the_client_and_moves_to_a_new_connection() {
+    let clock = ManualClock::new(Duration::from_secs(1_000));
+    let server = Server::start(&clock).await;
+    // The first connection answers nothing; the later ones answer at once.
+    let fake = FramedFake::start(1).await;
+    let timeout = Duration::from_secs(4);
+    let client = server
+        .builder(&clock, Duration::from_secs(60))
+        .framed_session(fake.addr.clone())
+        .max_session_in_flight(1)
+        .timeouts(Duration::from_secs(3), timeout)
+        .connect()
+        .await
+        .unwrap();
+    let spawn_acquire = |lock: &'static str| {
+        let client = client.clone();
+        tokio::spawn(async move { client.try_acquire(lock).await })
+    };
+
+    // Phase 1: the first request fills connection 1's one room; the second, half a timeout
+    // later, waits for room in the client (wide margins both ways).
+    let first = spawn_acquire("first");
+    until("the first request is on connection 1", || {
+        fake.received(1, "first")
+    })
+    .await;
+    tokio::time::sleep(timeout / 2).await;
+    let second = spawn_acquire("second");
+
+    // Phase 2: the first times out and retires connection 1; the second, never sent
+    // there, goes to connection 2 and is granted well within its own timeout.
+    assert!(matches!(
+        first.await.unwrap(),
+        Err(Error::Timeout {
+            what: "acquire",
+            ..
+        })
+    ));
+    let second = second.await.unwrap().unwrap();
+    assert!(
+        !fake.received(1, "second"),
+        "a request past the cap reached the connection"
+    );
+    assert!(fake.received(2, "second"));
+    assert_eq!(fake.connections(), 2);
+    drop(second);
+}
