@@ -3,14 +3,12 @@
 //!
 //! Why it exists: a sled 0.34 `flush` costs far more than the sync itself. Each flush seals
 //! an I/O buffer and hands it to sled's I/O thread pool, whose queue wakes every idle
-//! thread (`notify_all`) for each buffer; with group commit at ~1,000 commits a second
-//! that was half of the server's CPU, and the cycle benchmark ran at 9,000 cycles/s with
-//! sled against 20,000 with no storage at all (BENCHMARKS.md). So a commit now appends its
-//! writes here and syncs this file; sled receives them in large batches, in the
-//! background, at a [checkpoint](crate::store) (about once a second), and a journal file is
-//! deleted only after sled has flushed (and `fdatasync`ed) everything it holds. This is the
-//! shape of the replicated future too: the journal is the log, sled the state machine's
-//! durable image.
+//! thread (`notify_all`) for each buffer; at one flush per group commit that costs about
+//! as much CPU as serving the requests themselves. So a commit appends its writes here and
+//! syncs this file; sled receives them in large batches, in the background, at a
+//! [checkpoint](crate::store) (about once a second), and a journal file is deleted only
+//! after sled has flushed (and `fdatasync`ed) everything it holds. This is the shape of the
+//! replicated future too: the journal is the log, sled the state machine's durable image.
 //!
 //! Files: `<data dir>/journal/<generation>.log`, 20-digit generations that only go up. A
 //! file starts with [`MAGIC`]; then records, each
@@ -27,11 +25,10 @@
 //! ([`NextFile`]): written full of zeros, synced, given its final name and its directory
 //! entry synced, all before the committer needs it. Rotating to it then costs the
 //! committer one `open`, not the `fsync` of the directory that a new name needs before any
-//! record in the file may be acknowledged (about a millisecond here, once a second, with
-//! every waiting commit behind it). Appending inside blocks that already exist on disk
-//! also lets `fdatasync` skip the file-size update and its ext4 journal commit: measured
-//! here, 175 us instead of 288 us per append + `fdatasync`, and fewer I/O requests per
-//! commit. So a file ends in zeros: its records end where only zeros are left, and a
+//! record in the file may be acknowledged (once per journal file, with every waiting
+//! commit behind it). Appending inside blocks that already exist on disk also lets
+//! `fdatasync` skip the file-size update and its ext4 journal commit, so each append +
+//! `fdatasync` takes less time and fewer I/O requests. So a file ends in zeros: its records end where only zeros are left, and a
 //! prepared file that never got a record (a crash came first) replays as empty.
 //!
 //! # Torn tails and corruption

@@ -5,8 +5,8 @@
 //! sequence number) and made durable by one committer thread that appends everything
 //! staged so far to the journal as one record, with one `write` and one `fdatasync`; every
 //! request waiting on any of those sequence numbers is then released together. So
-//! concurrent grants share one sync instead of queueing for one each (STACK.md: group
-//! commit is what makes durable grants fast).
+//! concurrent grants share one sync instead of queueing for one each: a sync costs about
+//! the same for many writes as for one, so sharing it is what makes durable grants fast.
 //!
 //! sled holds the same writes a little later: the committer keeps each record's writes and,
 //! about once a [checkpoint interval](crate::Config), hands them to the [`Checkpointer`]
@@ -16,8 +16,8 @@
 //! records as held (`g`) are replayed over what sled recovered (whole-value puts and
 //! deletes in order), written to sled and flushed before the server serves; older files
 //! left behind are deleted unread, since replaying them would put back values sled holds
-//! newer ones of. Why not flush sled per commit: measured in BENCHMARKS.md, a sled
-//! flush per commit cost half the server's CPU (`journal` module documentation).
+//! newer ones of. Why not flush sled per commit: a sled flush costs far more CPU than the
+//! sync itself (the `journal` module documentation says why).
 //!
 //! What survives what (Linux):
 //! - With `fdatasync` on (the default) an acknowledged write is on the device and its cache
@@ -151,19 +151,17 @@ struct Committed {
     /// The journal being appended to.
     journal: Journal,
     /// The current journal file's writes, one entry per record, for the next checkpoint.
-    /// Kept as journaled, not coalesced: coalescing (a `BTreeMap` insert per write, whose
-    /// key comparisons were 4 % of the server's CPU in the 64-client cycle) ran on the
-    /// committer between the `fdatasync` and the replies; the checkpoint thread does it now.
-    /// The cost is memory for repeated keys until the checkpoint: at most one journal
-    /// file's writes (an interval's, or [`CHECKPOINT_BYTES`]); measured in the 64-client
-    /// cycle, a peak of 82-97 MiB resident against 76-78 MiB coalesced.
+    /// Kept as journaled, not coalesced: coalescing (a `BTreeMap` insert per write, with
+    /// its key comparisons) would run on the committer between the `fdatasync` and the
+    /// replies, so the checkpoint thread does it. The cost is memory for repeated keys
+    /// until the checkpoint: at most one journal file's writes (an interval's, or
+    /// [`CHECKPOINT_BYTES`]).
     unflushed: Vec<Vec<JournalOp>>,
     /// When the first record went into the current journal file (`None`: none yet). The
     /// interval counts from here, not from the rotation: after an idle spell a checkpoint
     /// would otherwise start right after the first commit of a burst, and its syncs would
-    /// share the disk with the burst's commits (traced in the expiry benchmark, whose
-    /// handoffs come in bursts: one round's journal syncs took up to 9.5 ms instead of 2-3,
-    /// and its worst handoff 27 ms).
+    /// share the disk with the burst's commits, slowing the journal syncs every reply of
+    /// the burst waits for.
     first_record: Option<Instant>,
 }
 
