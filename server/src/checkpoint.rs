@@ -54,10 +54,14 @@ pub struct Checkpointer {
     thread: Mutex<Option<JoinHandle<Result<(), Error>>>>,
 }
 
-/// What the checkpoint thread works with.
-struct Target {
+/// What a checkpoint writes to: sled and its data file, the journal directory whose files
+/// it deletes, the next journal file it prepares and the token marker it raises.
+struct CheckpointFiles {
+    /// The database the journal's writes go into.
     db: sled::Db,
+    /// sled's data file, synced after each flush (`None`: `--no-fdatasync`).
     data_file: Option<Arc<std::fs::File>>,
+    /// `<data dir>/journal`, whose files a checkpoint deletes once sled holds them.
     journal_dir: PathBuf,
     /// The next journal file, prepared here.
     next: NextFile,
@@ -77,7 +81,7 @@ impl Checkpointer {
         // One checkpoint queued behind the one being written: if sled falls further behind,
         // the committer waits here rather than letting memory grow.
         let (sender, receiver) = sync_channel(1);
-        let target = Target {
+        let files = CheckpointFiles {
             db,
             data_file,
             journal_dir,
@@ -86,7 +90,7 @@ impl Checkpointer {
         };
         let thread = std::thread::Builder::new()
             .name("fenced-checkpoint".into())
-            .spawn(move || run(target, receiver))
+            .spawn(move || run(files, receiver))
             .map_err(|e| Error::Storage {
                 during: "starting the checkpoint thread",
                 reason: e.to_string(),
@@ -128,14 +132,14 @@ impl Checkpointer {
 }
 
 /// Applies checkpoints until the sender is gone or one fails.
-fn run(target: Target, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
-    let result = target
+fn run(files: CheckpointFiles, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
+    let result = files
         .next
         .prepare(*journal::SPARE_BYTES.start())
         .and_then(|()| {
             receiver
                 .iter()
-                .try_for_each(|checkpoint| apply(&target, checkpoint))
+                .try_for_each(|checkpoint| apply(&files, checkpoint))
         });
     if let Err(error) = &result {
         // The committer notices on its next submit and stops the server; the journal
@@ -147,24 +151,24 @@ fn run(target: Target, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
 
 /// One checkpoint: into sled, the floor raised, the journal files it covers deleted; then
 /// the next journal file.
-fn apply(target: &Target, checkpoint: Checkpoint) -> Result<(), Error> {
+fn apply(files: &CheckpointFiles, checkpoint: Checkpoint) -> Result<(), Error> {
     let writes = coalesce(checkpoint.records);
     let next_token = next_token_in(&writes)?;
     into_sled(
-        &target.db,
-        target.data_file.as_deref(),
+        &files.db,
+        files.data_file.as_deref(),
         writes,
         checkpoint.through,
     )?;
     // Every time the token moved, not rate-limited: the journal files about to go are what
     // covered these tokens until now.
-    if let Some(next_token) = next_token.filter(|token| target.marker.due(*token)) {
-        target.marker.advance(next_token)?;
+    if let Some(next_token) = next_token.filter(|token| files.marker.due(*token)) {
+        files.marker.advance(next_token)?;
     }
     // sled's data file is synced exactly when the journal is (`--no-fdatasync` is off).
-    let sync = target.data_file.is_some();
-    journal::remove_through(&target.journal_dir, checkpoint.through, sync)?;
-    target.next.prepare(checkpoint.spare_bytes)
+    let sync = files.data_file.is_some();
+    journal::remove_through(&files.journal_dir, checkpoint.through, sync)?;
+    files.next.prepare(checkpoint.spare_bytes)
 }
 
 /// Coalesces journal records, given in the order they were journaled, by key: the last
