@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use crate::error::Error;
 use crate::journal::{self, JournalOp, NextFile};
 use crate::marker::Marker;
-use crate::store::{CHECKPOINTED_KEY, NEXT_TOKEN_KEY};
+use crate::record::{CHECKPOINTED_KEY, NEXT_TOKEN_KEY};
 
 /// Writes coalesced by key (the last one wins; `None` deletes), in key order.
 pub type Unflushed = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -195,7 +195,7 @@ fn next_token_in(batch: &Unflushed) -> Result<Option<u64>, Error> {
 
 /// Writes `writes` (the journal's, through generation `through`) into sled, flushes and
 /// syncs it; the journal files it covers may go after this. A checkpoint, and the replay
-/// at start (`store::replay_journal`).
+/// at start (`recovery::replay_journal`).
 pub fn into_sled(
     db: &sled::Db,
     data_file: Option<&std::fs::File>,
@@ -207,7 +207,7 @@ pub fn into_sled(
     // checkpoint, which is fine: the journal files are still there and replay is
     // idempotent. The generation goes last, in the last chunk: sled recovers a prefix of
     // its batches, so a restart that sees it sees every chunk before it
-    // (`store::replay_journal` checks that no journal file after it is missing).
+    // (`recovery::replay_journal` checks that no journal file after it is missing).
     let mut writes = writes.into_iter().peekable();
     loop {
         let mut batch = sled::Batch::default();

@@ -5,8 +5,10 @@
 //! - [`table`]: the lock table, a pure state machine (commands and time in; replies,
 //!   durable writes, handoffs and events out). No I/O, no clock, no tasks.
 //! - [`clock`]: the monotonic time the table is driven with.
-//! - [`store`]: persistence with group commit, and recovery: [`journal`] (one append +
-//!   `fdatasync` per commit) ahead of sled, which [`checkpoint`] fills in the background.
+//! - [`store`]: persistence with group commit, the facade the engine uses: [`journal`]
+//!   (one append + `fdatasync` per commit) ahead of sled, which [`checkpoint`] fills in the
+//!   background; [`record`]: each write as a key and a value; [`recovery`]: opening the
+//!   data directory and replaying the journal over sled at start.
 //! - [`marker`]: a token floor beside sled's files, so a silently reset database is caught.
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
 //!   durable.
@@ -34,6 +36,8 @@ pub mod framed;
 pub mod grpc_incoming;
 pub mod journal;
 pub mod marker;
+pub mod record;
+pub mod recovery;
 pub mod server;
 pub mod service;
 pub mod session;
