@@ -1,6 +1,8 @@
 //! Running the server: [`OpenServer::open`] recovers the store, then
 //! [`OpenServer::serve`] serves gRPC (and, with [`OpenServer::serve_with_sessions`], the
-//! framed `Session` protocol too) until the shutdown future completes.
+//! framed `Session` protocol too) until the shutdown future completes, in three steps:
+//! start (restore the table, start the committer and the reaper), serve, and shut down in
+//! order.
 //!
 //! Shutdown order (STYLE point 5): health says NOT_SERVING, the listeners stop accepting
 //! and in-flight requests drain, the reaper stops, the committer flushes one last time.
@@ -89,6 +91,14 @@ impl OpenServer {
         sessions: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        let (started, tls) = self.start()?;
+        let served = started.serve(listener, sessions, tls, shutdown).await;
+        started.shut_down(served).await
+    }
+
+    /// Restores the lock table from what was on disk and starts the background tasks: the
+    /// committer thread and the reaper. Restored leases get their full TTL from now.
+    fn start(self) -> Result<(Started, Option<ServerTls>), Error> {
         let OpenServer {
             config,
             store,
@@ -124,7 +134,51 @@ impl OpenServer {
                 })?
         };
         let reaper = tokio::spawn(run_reaper(engine.clone(), stop_reaper.clone()));
+        let started = Started {
+            config,
+            engine,
+            fatal,
+            committer,
+            stop_committer,
+            reaper,
+            stop_reaper,
+        };
+        Ok((started, tls))
+    }
+}
 
+/// A server whose table is restored and whose background tasks run: it serves with
+/// [`Started::serve`], then stops them in order with [`Started::shut_down`].
+struct Started {
+    /// The validated configuration.
+    config: Arc<Config>,
+    /// The table and the store.
+    engine: Arc<Engine>,
+    /// Cancelled when a background task fails: the server stops.
+    fatal: CancellationToken,
+    /// The committer thread.
+    committer: std::thread::JoinHandle<Result<(), Error>>,
+    /// Tells the committer to commit once more and stop.
+    stop_committer: Arc<AtomicBool>,
+    /// The reaper task.
+    reaper: tokio::task::JoinHandle<Result<(), Error>>,
+    /// Stops the reaper.
+    stop_reaper: CancellationToken,
+}
+
+impl Started {
+    /// Serves gRPC on `listener` (and framed sessions on `sessions`) until `shutdown`
+    /// completes or a fatal error occurs; then says NOT_SERVING, stops accepting and
+    /// drains in-flight requests within the drain timeout. Returns once every framed
+    /// session's undo is staged, so the committer's last commit holds it.
+    async fn serve(
+        &self,
+        listener: TcpListener,
+        sessions: Option<TcpListener>,
+        tls: Option<ServerTls>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let config = &self.config;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<LockServiceServer<LockServer>>()
@@ -137,7 +191,7 @@ impl OpenServer {
                 reason: e.to_string(),
             })?;
 
-        let service = LockServer::new(engine.clone(), config.clone());
+        let service = LockServer::new(self.engine.clone(), config.clone());
         let stop_sessions = CancellationToken::new();
         let framed_sessions = sessions.map(|listener| {
             tokio::spawn(framed::serve(
@@ -159,7 +213,7 @@ impl OpenServer {
         });
         let (drain, draining) = tokio::sync::oneshot::channel::<()>();
         let stopping = {
-            let (fatal, stop_sessions) = (fatal.clone(), stop_sessions.clone());
+            let (fatal, stop_sessions) = (self.fatal.clone(), stop_sessions.clone());
             async move {
                 tokio::select! {
                     _ = shutdown => tracing::info!("shutting down"),
@@ -215,7 +269,22 @@ impl OpenServer {
                 tracing::error!(%error, "the framed session listener failed");
             }
         }
+        served.map_err(Error::Transport)
+    }
 
+    /// Stops the background tasks in order, once serving has ended (`served`): the reaper,
+    /// then the committer, which commits what is left and moves it into sled. Returns the
+    /// first failure: serving's, a task's, or the fatal error that stopped the server.
+    async fn shut_down(self, served: Result<(), Error>) -> Result<(), Error> {
+        let Started {
+            engine,
+            fatal,
+            committer,
+            stop_committer,
+            reaper,
+            stop_reaper,
+            ..
+        } = self;
         stop_reaper.cancel();
         let reaper_result = reaper.await;
         stop_committer.store(true, Ordering::SeqCst);
