@@ -22,7 +22,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::error::Error;
+use crate::error::{Error, RecordDamage};
 use crate::journal::{self, JournalOp, NextFile};
 use crate::marker::Marker;
 use crate::record::{CHECKPOINTED_KEY, NEXT_TOKEN_KEY};
@@ -91,9 +91,9 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("fenced-checkpoint".into())
             .spawn(move || run(files, receiver))
-            .map_err(|e| Error::Storage {
-                during: "starting the checkpoint thread",
-                reason: e.to_string(),
+            .map_err(|source| Error::SpawnThread {
+                thread: "checkpoint",
+                source,
             })?;
         Ok(Checkpointer {
             sender: Mutex::new(Some(sender)),
@@ -104,15 +104,11 @@ impl Checkpointer {
     /// Hands a checkpoint to the thread (waits while one is already queued).
     pub fn submit(&self, checkpoint: Checkpoint) -> Result<(), Error> {
         let sender = self.sender.lock().map_err(|_| Error::Poisoned)?;
-        let stopped = || Error::Storage {
-            during: "checkpointing",
-            reason: "the checkpoint thread stopped (see its error above)".to_string(),
-        };
         sender
             .as_ref()
-            .ok_or_else(stopped)?
+            .ok_or(Error::CheckpointerStopped)?
             .send(checkpoint)
-            .map_err(|_| stopped())
+            .map_err(|_| Error::CheckpointerStopped)
     }
 
     /// Lets the thread finish what it was given and waits for it; returns its error, if it
@@ -123,9 +119,8 @@ impl Checkpointer {
         match thread.map(JoinHandle::join) {
             None => Ok(()),
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Error::Storage {
-                during: "checkpointing",
-                reason: "the checkpoint thread panicked".to_string(),
+            Some(Err(_)) => Err(Error::ThreadPanicked {
+                thread: "checkpoint",
             }),
         }
     }
@@ -186,9 +181,11 @@ fn next_token_in(batch: &Unflushed) -> Result<Option<u64>, Error> {
     let Some(Some(value)) = batch.get(NEXT_TOKEN_KEY) else {
         return Ok(None);
     };
-    let bytes: [u8; 8] = value.as_slice().try_into().map_err(|_| Error::Storage {
-        during: "checkpoint: reading the next token",
-        reason: format!("{} bytes, expected 8", value.len()),
+    let bytes: [u8; 8] = value.as_slice().try_into().map_err(|_| {
+        Error::CheckpointToken(RecordDamage::Length {
+            len: value.len(),
+            expected: 8,
+        })
     })?;
     Ok(Some(u64::from_be_bytes(bytes)))
 }
@@ -202,7 +199,7 @@ pub fn into_sled(
     writes: Unflushed,
     through: u64,
 ) -> Result<(), Error> {
-    let storage = |during: &'static str| move |reason: String| Error::Storage { during, reason };
+    let storage = |during: &'static str| move |source| Error::StorageSled { during, source };
     // In chunks (see SLED_BATCH). A crash between chunks leaves sled with part of the
     // checkpoint, which is fine: the journal files are still there and replay is
     // idempotent. The generation goes last, in the last chunk: sled recovers a prefix of
@@ -222,16 +219,14 @@ pub fn into_sled(
             batch.insert(CHECKPOINTED_KEY, &through.to_be_bytes());
         }
         db.apply_batch(batch)
-            .map_err(|e| storage("checkpoint: writing to sled")(e.to_string()))?;
+            .map_err(storage("checkpoint: writing to sled"))?;
         if last {
             break;
         }
     }
-    db.flush()
-        .map_err(|e| storage("checkpoint: flushing sled")(e.to_string()))?;
+    db.flush().map_err(storage("checkpoint: flushing sled"))?;
     if let Some(file) = data_file {
-        file.sync_data()
-            .map_err(|e| storage("checkpoint: fdatasync of sled's data file")(e.to_string()))?;
+        file.sync_data().map_err(Error::SyncSledDataFile)?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use fenced_types::{FencingToken, LeaseId, LockName};
 use prost::Message;
 
-use crate::error::Error;
+use crate::error::{Error, RecordDamage};
 use crate::journal::JournalOp;
 use crate::recovery::Recovered;
 use crate::table::{RestoredDelay, RestoredLease, RestoredLock, Write};
@@ -107,10 +107,10 @@ pub(crate) fn encode(write: Write) -> JournalOp {
 
 /// Reads every record back, refusing anything that does not decode.
 pub(crate) fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
-    let corrupt = |key: &[u8], reason: String| Error::CorruptRecord {
+    let corrupt = |key: &[u8], damage: RecordDamage| Error::CorruptRecord {
         dir: dir.to_path_buf(),
         key: String::from_utf8_lossy(key).escape_debug().to_string(),
-        reason,
+        damage,
     };
     let mut recovered = Recovered {
         next_token: FencingToken::FIRST,
@@ -119,38 +119,38 @@ pub(crate) fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
         delays: Vec::new(),
     };
     for entry in db.iter() {
-        let (key, value) = entry.map_err(|e| Error::Open {
+        let (key, value) = entry.map_err(|source| Error::OpenSled {
             dir: dir.to_path_buf(),
-            reason: e.to_string(),
+            doing: "reading the records",
+            source,
         })?;
         match key.first() {
             _ if &*key == CHECKPOINTED_KEY => {}
             _ if &*key == NEXT_TOKEN_KEY => {
-                let bytes: [u8; 8] = value
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| corrupt(&key, format!("{} bytes, expected 8", value.len())))?;
+                let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
+                    let len = value.len();
+                    corrupt(&key, RecordDamage::Length { len, expected: 8 })
+                })?;
                 recovered.next_token =
-                    FencingToken::from_be_bytes(bytes).map_err(|e| corrupt(&key, e.to_string()))?;
+                    FencingToken::from_be_bytes(bytes).map_err(|e| corrupt(&key, e.into()))?;
             }
             Some(&LEASE_PREFIX) => {
                 let lease =
-                    lease_id(&key[1..]).ok_or_else(|| corrupt(&key, "bad lease id".into()))?;
-                let record = LeaseRecord::decode(value.as_ref())
-                    .map_err(|e| corrupt(&key, e.to_string()))?;
+                    lease_id(&key[1..]).ok_or_else(|| corrupt(&key, RecordDamage::LeaseId))?;
+                let record =
+                    LeaseRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, e.into()))?;
                 recovered.leases.push(RestoredLease {
                     lease,
                     ttl: Duration::from_millis(record.ttl_ms),
                 });
             }
             Some(&LOCK_PREFIX) => {
-                let lock = lock_name(&key[1..]).map_err(|reason| corrupt(&key, reason))?;
+                let lock = lock_name(&key[1..]).map_err(|damage| corrupt(&key, damage))?;
                 let record =
-                    LockRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, e.to_string()))?;
+                    LockRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, e.into()))?;
                 let lease =
-                    lease_id(&record.lease).ok_or_else(|| corrupt(&key, "bad lease id".into()))?;
-                let token =
-                    FencingToken::new(record.token).map_err(|e| corrupt(&key, e.to_string()))?;
+                    lease_id(&record.lease).ok_or_else(|| corrupt(&key, RecordDamage::LeaseId))?;
+                let token = FencingToken::new(record.token).map_err(|e| corrupt(&key, e.into()))?;
                 recovered.locks.push(RestoredLock {
                     lock,
                     lease,
@@ -160,15 +160,15 @@ pub(crate) fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
                 });
             }
             Some(&DELAY_PREFIX) => {
-                let lock = lock_name(&key[1..]).map_err(|reason| corrupt(&key, reason))?;
-                let record = DelayRecord::decode(value.as_ref())
-                    .map_err(|e| corrupt(&key, e.to_string()))?;
+                let lock = lock_name(&key[1..]).map_err(|damage| corrupt(&key, damage))?;
+                let record =
+                    DelayRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, e.into()))?;
                 recovered.delays.push(RestoredDelay {
                     lock,
                     delay: Duration::from_millis(record.delay_ms),
                 });
             }
-            _ => return Err(corrupt(&key, "unknown key".into())),
+            _ => return Err(corrupt(&key, RecordDamage::UnknownKey)),
         }
     }
     Ok(recovered)
@@ -195,9 +195,9 @@ fn delay_key(lock: &LockName) -> Vec<u8> {
     key
 }
 
-fn lock_name(bytes: &[u8]) -> Result<LockName, String> {
-    let name = String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())?;
-    LockName::new(name).map_err(|e| e.to_string())
+fn lock_name(bytes: &[u8]) -> Result<LockName, RecordDamage> {
+    let name = String::from_utf8(bytes.to_vec())?;
+    Ok(LockName::new(name)?)
 }
 
 fn lease_id(bytes: &[u8]) -> Option<LeaseId> {

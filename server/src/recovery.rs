@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fenced_types::FencingToken;
 
 use crate::checkpoint;
-use crate::error::Error;
+use crate::error::{Error, RecordDamage};
 use crate::journal::{self, Journal};
 use crate::marker::Marker;
 use crate::record::{read_back, CHECKPOINTED_KEY};
@@ -58,11 +58,11 @@ pub(crate) const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// the journal replayed over it. A corrupt or unreadable directory is a clear error, never
 /// a panic or a silent reset.
 pub(crate) fn open(dir: &Path, fdatasync: bool, cache_bytes: u64) -> Result<Opened, Error> {
-    let open_error = |reason: String| Error::Open {
-        dir: dir.to_path_buf(),
-        reason,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::OpenIo {
+        doing: "creating",
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let config = sled::Config::new()
         .path(dir)
         .cache_capacity(cache_bytes)
@@ -74,7 +74,10 @@ pub(crate) fn open(dir: &Path, fdatasync: bool, cache_bytes: u64) -> Result<Open
     let deadline = Instant::now() + SLED_LOCK_WAIT;
     let db = loop {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
-            .map_err(|panic| open_error(format!("sled panicked: {}", panic_message(&panic))))?;
+            .map_err(|panic| Error::SledPanicked {
+                dir: dir.to_path_buf(),
+                message: panic_message(&panic),
+            })?;
         match opened {
             Err(sled::Error::Io(e))
                 if e.to_string().starts_with("could not acquire lock")
@@ -82,13 +85,21 @@ pub(crate) fn open(dir: &Path, fdatasync: bool, cache_bytes: u64) -> Result<Open
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            opened => break opened.map_err(|e| open_error(e.to_string()))?,
+            opened => {
+                break opened.map_err(|source| Error::OpenSled {
+                    dir: dir.to_path_buf(),
+                    doing: "opening",
+                    source,
+                })?
+            }
         }
     };
     let data_file = if fdatasync {
         let path = dir.join("db");
-        let file = std::fs::File::open(&path).map_err(|e| {
-            open_error(format!("cannot open {} for fdatasync: {e}", path.display()))
+        let file = std::fs::File::open(&path).map_err(|source| Error::OpenIo {
+            doing: "opening for fdatasync",
+            path: path.clone(),
+            source,
         })?;
         Some(Arc::new(file))
     } else {
@@ -132,28 +143,21 @@ fn replay_journal(
     let replay = Journal::read(journal_dir, checkpointed)?;
     if let Some(&oldest) = replay.read.first() {
         if checkpointed.saturating_add(1) < oldest {
-            return Err(Error::Open {
+            return Err(Error::SledBehindJournal {
                 dir: dir.to_path_buf(),
-                reason: format!(
-                    "sled holds the journal only through generation {checkpointed}, but the \
-                     oldest journal file left is generation {oldest}: sled lost checkpointed \
-                     writes (a damaged or replaced data file); refusing to serve without them"
-                ),
+                checkpointed,
+                oldest,
             });
         }
     }
     // Files are made one generation after another and deleted only once sled holds them,
     // so those sled does not hold yet follow each other without a gap.
     if let Some(pair) = replay.read.windows(2).find(|pair| pair[0] + 1 != pair[1]) {
-        let missing = pair[0] + 1;
-        return Err(Error::Open {
+        return Err(Error::JournalFileMissing {
             dir: dir.to_path_buf(),
-            reason: format!(
-                "journal generation {missing} is missing between generations {} and {}, \
-                 which sled does not hold yet: acknowledged writes are lost; refusing to \
-                 serve without them",
-                pair[0], pair[1]
-            ),
+            missing: pair[0] + 1,
+            before: pair[0],
+            after: pair[1],
         });
     }
     let Some(&newest) = replay.generations.last() else {
@@ -190,9 +194,10 @@ fn replay_journal(
 
 /// The newest journal generation sled holds (0 for a new database).
 fn checkpointed_generation(db: &sled::Db, dir: &Path) -> Result<u64, Error> {
-    let value = db.get(CHECKPOINTED_KEY).map_err(|e| Error::Open {
+    let value = db.get(CHECKPOINTED_KEY).map_err(|source| Error::OpenSled {
         dir: dir.to_path_buf(),
-        reason: e.to_string(),
+        doing: "reading the checkpointed generation",
+        source,
     })?;
     let Some(value) = value else {
         return Ok(0);
@@ -203,7 +208,10 @@ fn checkpointed_generation(db: &sled::Db, dir: &Path) -> Result<u64, Error> {
         .map_err(|_| Error::CorruptRecord {
             dir: dir.to_path_buf(),
             key: "g".to_string(),
-            reason: format!("{} bytes, expected 8", value.len()),
+            damage: RecordDamage::Length {
+                len: value.len(),
+                expected: 8,
+            },
         })?;
     Ok(u64::from_be_bytes(bytes))
 }

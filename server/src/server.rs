@@ -128,9 +128,9 @@ impl OpenServer {
             std::thread::Builder::new()
                 .name("fenced-committer".into())
                 .spawn(move || run_committer(engine, stop))
-                .map_err(|e| Error::Storage {
-                    during: "starting the committer thread",
-                    reason: e.to_string(),
+                .map_err(|source| Error::SpawnThread {
+                    thread: "committer",
+                    source,
                 })?
         };
         let reaper = tokio::spawn(run_reaper(engine.clone(), stop_reaper.clone()));
@@ -186,10 +186,7 @@ impl Started {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(fenced_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
-            .map_err(|e| Error::Storage {
-                during: "building the reflection service",
-                reason: e.to_string(),
-            })?;
+            .map_err(Error::Reflection)?;
 
         let service = LockServer::new(self.engine.clone(), config.clone());
         let stop_sessions = CancellationToken::new();
@@ -291,27 +288,25 @@ impl Started {
         engine.store().kick_committer();
         let committer_result = tokio::task::spawn_blocking(move || committer.join())
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|joined| joined.map_err(|_| "the committer thread panicked".to_string()));
+            .map_err(|source| Error::TaskFailed {
+                task: "task joining the committer thread",
+                source,
+            })
+            .and_then(|joined| {
+                joined.map_err(|_| Error::ThreadPanicked {
+                    thread: "committer",
+                })
+            });
         served?;
-        let reaper_result = reaper_result.map_err(|e| e.to_string());
+        let reaper_result = reaper_result.map_err(|source| Error::TaskFailed {
+            task: "reaper",
+            source,
+        });
         for result in [reaper_result, committer_result] {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(error),
-                Err(reason) => {
-                    return Err(Error::Storage {
-                        during: "stopping background tasks",
-                        reason,
-                    })
-                }
-            }
+            result??;
         }
         if fatal.is_cancelled() {
-            return Err(Error::Storage {
-                during: "serving",
-                reason: "a fatal error stopped the server (see the log)".to_string(),
-            });
+            return Err(Error::StoppedByFatalError);
         }
         Ok(())
     }

@@ -170,18 +170,14 @@ impl Store {
     /// Fails at once if the committer has failed first (see [`Store::fail`]).
     pub async fn wait_durable(&self, seq: u64) -> Result<(), Error> {
         let mut durable = self.durable.subscribe();
-        let stopped = |reason: &str| Error::Storage {
-            during: "waiting for durability",
-            reason: reason.to_string(),
-        };
         let now = durable
             .wait_for(|done| done.through >= seq || done.failed)
             .await
-            .map_err(|_| stopped("the committer stopped"))?;
+            .map_err(|_| Error::CommitterStopped)?;
         if now.through >= seq {
             Ok(())
         } else {
-            Err(stopped("the server is stopping after a storage failure"))
+            Err(Error::StoppingAfterFailure)
         }
     }
 
