@@ -20,7 +20,7 @@
 //! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
 //!   HTTP/2 preface within the handshake timeout; [`admission`]: each listener's
 //!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.
-//! - [`server`]: open, recover, serve, shut down in order.
+//! - [`server`]: open and recover, start the background tasks, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
 #![deny(missing_docs)]
 
