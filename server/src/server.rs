@@ -14,6 +14,7 @@ use std::sync::Arc;
 use fenced_proto::v1::lock_service_server::LockServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 
 use crate::admission::ConnectionLimit;
 use crate::clock::Clock;
@@ -183,10 +184,7 @@ impl Started {
         health_reporter
             .set_serving::<LockServiceServer<LockServer>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(fenced_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(Error::Reflection)?;
+        let reflection = reflection_service(fenced_proto::FILE_DESCRIPTOR_SET)?;
 
         let service = LockServer::new(self.engine.clone(), config.clone());
         let stop_sessions = CancellationToken::new();
@@ -312,6 +310,17 @@ impl Started {
     }
 }
 
+/// The gRPC reflection service for `descriptors` (an encoded `FileDescriptorSet`: the
+/// protocol's).
+fn reflection_service(
+    descriptors: &'static [u8],
+) -> Result<ServerReflectionServer<impl ServerReflection>, Error> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptors)
+        .build_v1()
+        .map_err(Error::Reflection)
+}
+
 /// Opens the data directory and serves until `shutdown`: the whole server in one call.
 pub async fn run(
     config: Config,
@@ -319,4 +328,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     OpenServer::open(config)?.serve(listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A reflection service that cannot be built is reported as such, naming what failed,
+    // not as a storage failure (nothing was wrong with the disk).
+    #[test]
+    fn a_reflection_failure_is_not_a_storage_failure() {
+        let Err(error) = reflection_service(b"not a descriptor set") else {
+            panic!("built a reflection service from garbage");
+        };
+        assert!(matches!(error, Error::Reflection(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("reflection"), "{message}");
+        assert!(!message.contains("storage"), "{message}");
+    }
 }
