@@ -28,7 +28,7 @@ use crate::marker::Marker;
 use crate::record::{CHECKPOINTED_KEY, NEXT_TOKEN_KEY};
 
 /// Writes coalesced by key (the last one wins; `None` deletes), in key order.
-pub type Unflushed = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+pub type CoalescedWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// At most this many writes go into one sled batch: sled 0.34's memory grows with the
 /// size of a batch, so a large checkpoint written as one batch holds far more memory than
@@ -168,8 +168,8 @@ fn apply(files: &CheckpointFiles, checkpoint: Checkpoint) -> Result<(), Error> {
 
 /// Coalesces journal records, given in the order they were journaled, by key: the last
 /// write to a key wins (`None` deletes it).
-pub fn coalesce(records: impl IntoIterator<Item = Vec<JournalOp>>) -> Unflushed {
-    let mut writes = Unflushed::new();
+pub fn coalesce(records: impl IntoIterator<Item = Vec<JournalOp>>) -> CoalescedWrites {
+    let mut writes = CoalescedWrites::new();
     for op in records.into_iter().flatten() {
         writes.insert(op.key, op.value);
     }
@@ -177,7 +177,7 @@ pub fn coalesce(records: impl IntoIterator<Item = Vec<JournalOp>>) -> Unflushed 
 }
 
 /// The next token a checkpoint writes, if it writes one.
-fn next_token_in(batch: &Unflushed) -> Result<Option<u64>, Error> {
+fn next_token_in(batch: &CoalescedWrites) -> Result<Option<u64>, Error> {
     let Some(Some(value)) = batch.get(NEXT_TOKEN_KEY) else {
         return Ok(None);
     };
@@ -196,7 +196,7 @@ fn next_token_in(batch: &Unflushed) -> Result<Option<u64>, Error> {
 pub fn into_sled(
     db: &sled::Db,
     data_file: Option<&std::fs::File>,
-    writes: Unflushed,
+    writes: CoalescedWrites,
     through: u64,
 ) -> Result<(), Error> {
     let storage = |during: &'static str| move |source| Error::StorageSled { during, source };
@@ -261,7 +261,7 @@ mod tests {
             vec![put("lease", "b"), put("lease", "c")],
         ];
         let writes = coalesce(records);
-        let expected: Unflushed = [
+        let expected: CoalescedWrites = [
             (b"gone".to_vec(), None),
             (b"lease".to_vec(), Some(b"c".to_vec())),
             (b"lock".to_vec(), Some(b"grant 2".to_vec())),
