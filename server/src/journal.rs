@@ -3,14 +3,12 @@
 //!
 //! Why it exists: a sled 0.34 `flush` costs far more than the sync itself. Each flush seals
 //! an I/O buffer and hands it to sled's I/O thread pool, whose queue wakes every idle
-//! thread (`notify_all`) for each buffer; with group commit at ~1,000 commits a second
-//! that was half of the server's CPU, and the cycle benchmark ran at 9,000 cycles/s with
-//! sled against 20,000 with no storage at all (BENCHMARKS.md). So a commit now appends its
-//! writes here and syncs this file; sled receives them in large batches, in the
-//! background, at a [checkpoint](crate::store) (about once a second), and a journal file is
-//! deleted only after sled has flushed (and `fdatasync`ed) everything it holds. This is the
-//! shape of the replicated future too: the journal is the log, sled the state machine's
-//! durable image.
+//! thread (`notify_all`) for each buffer; at one flush per group commit that costs about
+//! as much CPU as serving the requests themselves. So a commit appends its writes here and
+//! syncs this file; sled receives them in large batches, in the background, at a
+//! [checkpoint](crate::store) (about once a second), and a journal file is deleted only
+//! after sled has flushed (and `fdatasync`ed) everything it holds. This is the shape of the
+//! replicated future too: the journal is the log, sled the state machine's durable image.
 //!
 //! Files: `<data dir>/journal/<generation>.log`, 20-digit generations that only go up. A
 //! file starts with [`MAGIC`]; then records, each
@@ -27,11 +25,10 @@
 //! ([`NextFile`]): written full of zeros, synced, given its final name and its directory
 //! entry synced, all before the committer needs it. Rotating to it then costs the
 //! committer one `open`, not the `fsync` of the directory that a new name needs before any
-//! record in the file may be acknowledged (about a millisecond here, once a second, with
-//! every waiting commit behind it). Appending inside blocks that already exist on disk
-//! also lets `fdatasync` skip the file-size update and its ext4 journal commit: measured
-//! here, 175 us instead of 288 us per append + `fdatasync`, and fewer I/O requests per
-//! commit. So a file ends in zeros: its records end where only zeros are left, and a
+//! record in the file may be acknowledged (once per journal file, with every waiting
+//! commit behind it). Appending inside blocks that already exist on disk also lets
+//! `fdatasync` skip the file-size update and its ext4 journal commit, so each append +
+//! `fdatasync` takes less time and fewer I/O requests. So a file ends in zeros: its records end where only zeros are left, and a
 //! prepared file that never got a record (a crash came first) replays as empty.
 //!
 //! # Torn tails and corruption
@@ -136,10 +133,11 @@ pub enum JournalDamage {
         at: u64,
     },
     /// The record passes its checksum but its payload does not decode.
-    #[error("the record there passes its checksum but does not decode: {reason}")]
+    #[error("the record there passes its checksum but does not decode: {source}")]
     Undecodable {
         /// What prost said.
-        reason: String,
+        #[source]
+        source: prost::DecodeError,
     },
     /// The file ends torn there, but a later journal file holds data.
     #[error(
@@ -271,10 +269,12 @@ impl Journal {
 
     /// Starts a new, empty journal file after generation `after` (0 for a new journal).
     pub fn create(dir: &Path, after: u64, fdatasync: bool) -> Result<Journal, Error> {
-        let generation = after.checked_add(1).ok_or_else(|| Error::Open {
-            dir: dir.to_path_buf(),
-            reason: "journal generations exhausted".to_string(),
-        })?;
+        let generation =
+            after
+                .checked_add(1)
+                .ok_or_else(|| Error::JournalGenerationsExhausted {
+                    dir: dir.to_path_buf(),
+                })?;
         let (file, len) = new_file(dir, generation, fdatasync)?;
         Ok(Journal {
             dir: dir.to_path_buf(),
@@ -307,18 +307,15 @@ impl Journal {
         }
         self.buffer.clear();
         let payload_len = batch.encoded_len();
-        let length = u32::try_from(payload_len).map_err(|_| Error::Storage {
-            during: "appending to the journal",
-            reason: format!("a batch of {payload_len} bytes does not fit a record"),
-        })?;
+        let length =
+            u32::try_from(payload_len).map_err(|_| Error::RecordTooLarge { bytes: payload_len })?;
         self.buffer.extend_from_slice(&length.to_le_bytes());
         self.buffer
             .extend_from_slice(&length_check(length).to_le_bytes());
         self.buffer.extend_from_slice(&[0; 4]);
-        batch.encode(&mut self.buffer).map_err(|e| Error::Storage {
-            during: "encoding a journal record",
-            reason: e.to_string(),
-        })?;
+        batch
+            .encode(&mut self.buffer)
+            .map_err(Error::EncodeRecord)?;
         let crc = checksum(length, &self.buffer[HEADER_BYTES..]);
         self.buffer[8..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
         let path = || file_path(&self.dir, self.generation);
@@ -421,8 +418,8 @@ fn parse(bytes: &[u8]) -> Result<Parsed, (u64, JournalDamage)> {
             Record::End => break,
             Record::Bad { end, undecodable } => {
                 let offset = at as u64;
-                if let Some(reason) = undecodable {
-                    return Err((offset, JournalDamage::Undecodable { reason }));
+                if let Some(source) = undecodable {
+                    return Err((offset, JournalDamage::Undecodable { source }));
                 }
                 if let Some(next) = next_valid_record(bytes, at + 1) {
                     let next = next as u64;
@@ -460,7 +457,7 @@ enum Record {
         /// Where the record ends, if its length passes its check.
         end: Option<usize>,
         /// Why it does not decode, if it passes its checksum.
-        undecodable: Option<String>,
+        undecodable: Option<prost::DecodeError>,
     },
 }
 
@@ -492,7 +489,7 @@ fn record(bytes: &[u8]) -> Record {
         Ok(batch) => Record::Valid { batch, len: end },
         Err(error) => Record::Bad {
             end: Some(end),
-            undecodable: Some(error.to_string()),
+            undecodable: Some(error),
         },
     }
 }
@@ -620,10 +617,7 @@ impl NextFile {
             .try_exists()
             .map_err(|e| storage_error(&path, "looking for", e))?
         {
-            return Err(Error::Storage {
-                during: "preparing the next journal file",
-                reason: format!("{} exists already", path.display()),
-            });
+            return Err(Error::NextJournalFileExists { path });
         }
         std::fs::rename(&partial, &path).map_err(|e| storage_error(&path, "naming", e))?;
         if self.fdatasync {
@@ -649,9 +643,9 @@ fn list(dir: &Path) -> Result<Vec<u64>, Error> {
             .to_str()
             .and_then(|name| name.strip_suffix(".log"))
             .and_then(|stem| stem.parse::<u64>().ok())
-            .ok_or_else(|| Error::Open {
+            .ok_or_else(|| Error::UnexpectedJournalFile {
                 dir: dir.to_path_buf(),
-                reason: format!("unexpected file {name:?} in the journal directory"),
+                name: name.clone(),
             })?;
         generations.push(generation);
     }
@@ -663,17 +657,22 @@ fn file_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("{generation:020}.log"))
 }
 
-fn io_error(path: &Path, doing: &str, error: std::io::Error) -> Error {
-    Error::Open {
-        dir: path.to_path_buf(),
-        reason: format!("{doing}: {error}"),
+/// A journal file or directory that cannot be read at start.
+fn io_error(path: &Path, doing: &'static str, source: std::io::Error) -> Error {
+    Error::OpenIo {
+        doing,
+        path: path.to_path_buf(),
+        source,
     }
 }
 
-fn storage_error(path: &Path, doing: &str, error: std::io::Error) -> Error {
-    Error::Storage {
+/// A journal file or directory that cannot be written while running.
+fn storage_error(path: &Path, doing: &'static str, source: std::io::Error) -> Error {
+    Error::StorageIo {
         during: "writing the journal",
-        reason: format!("{doing} {}: {error}", path.display()),
+        doing,
+        path: path.to_path_buf(),
+        source,
     }
 }
 

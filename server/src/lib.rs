@@ -5,8 +5,10 @@
 //! - [`table`]: the lock table, a pure state machine (commands and time in; replies,
 //!   durable writes, handoffs and events out). No I/O, no clock, no tasks.
 //! - [`clock`]: the monotonic time the table is driven with.
-//! - [`store`]: persistence with group commit, and recovery: [`journal`] (one append +
-//!   `fdatasync` per commit) ahead of sled, which [`checkpoint`] fills in the background.
+//! - [`store`]: persistence with group commit, the facade the engine uses: [`journal`]
+//!   (one append + `fdatasync` per commit) ahead of sled, which [`checkpoint`] fills in the
+//!   background; [`record`]: each write as a key and a value; [`recovery`]: opening the
+//!   data directory and replaying the journal over sled at start.
 //! - [`marker`]: a token floor beside sled's files, so a silently reset database is caught.
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
 //!   durable.
@@ -18,7 +20,7 @@
 //! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
 //!   HTTP/2 preface within the handshake timeout; [`admission`]: each listener's
 //!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.
-//! - [`server`]: open, recover, serve, shut down in order.
+//! - [`server`]: open and recover, start the background tasks, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
 #![deny(missing_docs)]
 
@@ -34,6 +36,8 @@ pub mod framed;
 pub mod grpc_incoming;
 pub mod journal;
 pub mod marker;
+pub mod record;
+pub mod recovery;
 pub mod server;
 pub mod service;
 pub mod session;

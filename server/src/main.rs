@@ -133,7 +133,7 @@ impl Args {
 }
 
 /// mimalloc instead of glibc's malloc: the request path allocates (prost messages, h2
-/// frames, futures), and mimalloc cut the server's CPU per lock cycle by 5-10 % (BENCHMARKS.md).
+/// frames, futures), and mimalloc spends less CPU per lock cycle on it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -171,10 +171,9 @@ fn main() -> ExitCode {
 ///
 /// Why not one per core (tokio's default): every durable write is answered only after the
 /// committer thread's `fdatasync`, so a handoff is a chain of wake-ups (a worker wakes the
-/// committer, the committer wakes a worker), and each waits for a free core. On 2 cores,
-/// one worker instead of two handed a contended lock on 12 % faster (3,778 / 4,230
-/// handoffs/s at 64 clients, four alternating pairs, all four the same way) with the lock
-/// cycle unchanged within the noise (BENCHMARKS.md, "Contended handoffs").
+/// committer, the committer wakes a worker), and each waits for a free core. Leaving a
+/// core to the committer hands a contended lock on faster, and leaves the uncontended
+/// lock cycle as fast (BENCHMARKS.md, "Contended handoffs", compares the two).
 fn default_worker_threads(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
