@@ -177,7 +177,7 @@ pub fn coalesce(records: impl IntoIterator<Item = Vec<JournalOp>>) -> CoalescedW
 }
 
 /// The next token a checkpoint writes, if it writes one.
-fn next_token_in(batch: &CoalescedWrites) -> Result<Option<u64>, Error> {
+pub(crate) fn next_token_in(batch: &CoalescedWrites) -> Result<Option<u64>, Error> {
     let Some(Some(value)) = batch.get(NEXT_TOKEN_KEY) else {
         return Ok(None);
     };

@@ -58,7 +58,9 @@
 //!
 //! Limits of the rule: damage confined to the last record of the newest file, with only
 //! zeros after it, looks exactly like a torn append and is dropped as one (telling them
-//! apart would need a second copy of the record). A valid record found inside a torn
+//! apart would need a second copy of the record). Recovery then moves the token counter
+//! past every token such a record could hold, so no token is issued twice even if it had
+//! been acknowledged (S1); its grants themselves are lost. A valid record found inside a torn
 //! append's remains would need both of its checks to match by chance. With
 //! `--no-fdatasync` a power cut can leave a hole before records that did reach the disk
 //! (the page cache writes pages back in any order); that is refused like any damage, since

@@ -18,7 +18,7 @@ use crate::checkpoint;
 use crate::error::{Error, RecordDamage};
 use crate::journal::{self, Journal};
 use crate::marker::Marker;
-use crate::record::{read_back, CHECKPOINTED_KEY};
+use crate::record::{read_back, CHECKPOINTED_KEY, NEXT_TOKEN_KEY};
 use crate::table::{RestoredDelay, RestoredLease, RestoredLock};
 
 /// What was on disk at start.
@@ -182,7 +182,10 @@ fn replay_journal(
     // Never lower sled's generation: covered files left behind can be all there is.
     let newest = newest.max(checkpointed);
     let ops: usize = replay.batches.iter().map(|batch| batch.ops.len()).sum();
-    let writes = checkpoint::coalesce(replay.batches.into_iter().map(|batch| batch.ops));
+    let mut writes = checkpoint::coalesce(replay.batches.into_iter().map(|batch| batch.ops));
+    if let Some(torn) = &replay.torn {
+        skip_tokens_of_the_dropped_append(db, dir, &mut writes, torn)?;
+    }
     // Exactly a checkpoint of everything replayed, so the old files go once sled holds it.
     checkpoint::into_sled(db, data_file, writes, newest)?;
     journal::remove_through(journal_dir, newest, data_file.is_some())?;
@@ -190,6 +193,46 @@ fn replay_journal(
         tracing::info!(ops, "replayed the journal into sled");
     }
     Ok(newest)
+}
+
+/// Moves the token counter past every token the dropped last append may have issued.
+///
+/// A torn append was never acknowledged, but damage confined to the newest file's last
+/// record looks the same and is dropped the same way (`journal` module), and that record
+/// may have been acknowledged. Its grants took consecutive tokens from the counter as the
+/// records before it left it, and each grant takes far more than one byte of the record,
+/// so skipping as many tokens as the record has bytes (plus one) passes every token it can
+/// hold. Tokens need only go up, never be dense, so the skip costs nothing (CONTRACT S1).
+/// The skipped counter goes into sled with the replay, before anything is served.
+fn skip_tokens_of_the_dropped_append(
+    db: &sled::Db,
+    dir: &Path,
+    writes: &mut checkpoint::CoalescedWrites,
+    torn: &journal::TornTail,
+) -> Result<(), Error> {
+    let before = match checkpoint::next_token_in(writes)? {
+        Some(next) => next,
+        None => {
+            let stored = db.get(NEXT_TOKEN_KEY).map_err(|source| Error::OpenSled {
+                dir: dir.to_path_buf(),
+                doing: "reading the next token",
+                source,
+            })?;
+            // A malformed value is reported by `read_back` with its evidence; here it
+            // only needs to be passed over.
+            stored
+                .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
+                .map_or(FencingToken::FIRST.get(), u64::from_be_bytes)
+        }
+    };
+    let after = before.saturating_add(torn.bytes).saturating_add(1);
+    tracing::warn!(
+        before,
+        after,
+        "the token counter skips every token the dropped append could have issued"
+    );
+    writes.insert(NEXT_TOKEN_KEY.to_vec(), Some(after.to_be_bytes().to_vec()));
+    Ok(())
 }
 
 /// The newest journal generation sled holds (0 for a new database).
