@@ -17,7 +17,7 @@ use crate::drivers::fenced_tls::FencedTls;
 use crate::drivers::redis::RedisSystem;
 use crate::error::BenchError;
 use crate::progress::Progress;
-use crate::report::{record, Report, SerialProbe};
+use crate::report::{record, record_per, Report, SerialProbe};
 use crate::workloads::expiry::Expiries;
 use crate::workloads::{contended, cycle, expiry, keepalive, serial};
 
@@ -434,7 +434,8 @@ impl Run<'_> {
                         _ => None,
                     };
                     if let Some((name, case, outcome)) = row {
-                        record(&mut report.keepalive, name, case.locks(), outcome);
+                        let (leases, per) = (case.leases, case.locks_per_lease);
+                        record_per(&mut report.keepalive, name, leases, per, outcome);
                     }
                 }
             }
