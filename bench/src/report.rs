@@ -938,12 +938,15 @@ impl Report {
         writeln!(
             f,
             "Measured over {:.0} s after one renewal round; CPU is the server's user + system \
-             time in that window; RSS at its end (before the setup in brackets). fenced's \
+             time in that window; RSS at its end, and before the setup. fenced's \
              KeepAlive streams are the same whatever carries its acquires, so it runs once.\n",
             self.config.keepalive_window.as_secs_f64()
         )?;
-        writeln!(f, "| system | leases | locks | setup | renewals/s | server CPU | CPU per renewal | renewals per CPU-s | RSS (before) | failed renewals | errors |")?;
-        writeln!(f, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+        writeln!(f, "| system | leases | locks | setup | renewals/s | server CPU | CPU per renewal | renewals per CPU-s | RSS | RSS before setup | failed renewals | errors |")?;
+        writeln!(
+            f,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
         let mut notes = String::new();
         for row in self.ordered(&self.keepalive) {
             let case = KeepaliveCase {
@@ -973,7 +976,7 @@ impl Report {
             };
             writeln!(
                 f,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.system,
                 rate(case.leases as f64),
                 rate(case.locks() as f64),
