@@ -66,14 +66,13 @@ impl Systems {
         targets
     }
 
-    /// Every system's name, in table order.
+    /// Every system's name, in table order: fenced's (its keepalive system after its
+    /// transports), then the rivals.
     fn names(&self) -> Vec<&'static str> {
-        let mut names: Vec<&'static str> = self
-            .lock_targets()
-            .into_iter()
-            .map(|t| on_target!(t, s => s.name()))
-            .collect();
-        names.extend(self.fenced_leases.as_ref().map(|s| s.name()));
+        let mut names: Vec<&'static str> = self.fenced.iter().map(LockSystem::name).collect();
+        names.extend(self.fenced_leases.as_ref().map(LockSystem::name));
+        names.extend(self.etcd.as_ref().map(LockSystem::name));
+        names.extend(self.redis.as_ref().map(LockSystem::name));
         names
     }
 }
@@ -475,6 +474,8 @@ impl Run<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -485,6 +486,36 @@ mod tests {
         assert_eq!(rotated(&systems, 2), ["c", "a", "b"]);
         assert_eq!(rotated(&systems, 3), ["a", "b", "c"]);
         assert!(rotated::<u8>(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn tables_list_fenced_first_its_keepalive_system_before_the_rivals() {
+        let target = Target {
+            endpoint: "http://127.0.0.1:1".to_string(),
+            pid: None,
+        };
+        let timeout = Duration::from_secs(1);
+        let fenced = |t| FencedSystem::new(target.clone(), timeout, t, None, None);
+        let systems = Systems {
+            fenced: vec![
+                fenced(FencedTransport::Session),
+                fenced(FencedTransport::Unary),
+            ],
+            fenced_leases: Some(fenced(FencedTransport::Unary).named("fenced")),
+            etcd: Some(EtcdSystem::new(target.clone(), timeout)),
+            redis: Some(RedisSystem::new(target.clone(), timeout, timeout)),
+        };
+        assert_eq!(
+            systems.names(),
+            [
+                "fenced (gRPC Session)",
+                "fenced (unary gRPC)",
+                "fenced",
+                "etcd",
+                "Redis"
+            ]
+        );
+        assert_eq!(systems.lock_targets().len(), 4);
     }
 
     #[test]
