@@ -14,7 +14,7 @@ use crate::config::Target;
 use crate::driver::{within, LockClient, LockSystem};
 use crate::error::BenchError;
 
-const NAME: &str = "redis";
+const NAME: &str = "Redis";
 
 /// The counter every grant increments for its fencing token (one for all locks, as
 /// fenced's tokens are ordered across locks).
