@@ -4,8 +4,8 @@
 //! Why: on a small machine a lock cycle's cost is mostly per message, and a message on an
 //! HTTP/2 stream crosses several tasks on each side (tonic's body channel, hyper's
 //! connection task) and carries h2 framing and flow control. A framed connection is one
-//! task per connection, one read and one write per message; `BENCHMARKS.md` has the
-//! numbers.
+//! task per connection, one read and one write per message. `BENCHMARKS.md` measures the
+//! two side by side in every run.
 //!
 //! The protocol is in [`fenced_proto::framed`]: a hello, then one protobuf
 //! `SessionRequest` or `SessionResponse` per length-prefixed frame. Each connection is one

@@ -173,7 +173,7 @@ fn main() -> ExitCode {
 /// committer thread's `fdatasync`, so a handoff is a chain of wake-ups (a worker wakes the
 /// committer, the committer wakes a worker), and each waits for a free core. Leaving a
 /// core to the committer hands a contended lock on faster, and leaves the uncontended
-/// lock cycle as fast (BENCHMARKS.md, "Contended handoffs", compares the two).
+/// lock cycle as fast (`bench/analysis.md`, "contended").
 fn default_worker_threads(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
