@@ -66,16 +66,28 @@ fn wait_line(path: &Path, limit: Duration) -> String {
     }
 }
 
-/// Kills the processes a test started when it ends, even by a failed assertion: a
-/// fencectl whose command ignores SIGTERM would otherwise outlive the test.
+/// Kills the processes a test started when it fails: a fencectl whose command ignores
+/// SIGTERM would otherwise outlive the test. A process is killed only while its command
+/// line still names what the test started (`fencectl` or `sleep`), so a pid reused since
+/// is left alone.
 struct Reaper(Vec<u32>);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
         for pid in &self.0 {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("fencectl") || cmdline.contains("sleep")
+            });
+            if ours && !is_dead(*pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
     }
 }
@@ -275,4 +287,182 @@ async fn signals_to_fencectl_reach_the_command_and_the_lock_is_released() {
         .try_acquire("signalled")
         .await
         .expect("released when the command exited");
+}
+
+// checks: L3 (anyone may see who holds a lock, with which token)
+#[tokio::test]
+async fn list_pages_through_every_lock_and_describe_and_check_show_one() {
+    // Pages of two locks, so that five need three pages.
+    let server = TestServer::start_with(&["--max-list-page", "2"]);
+    let endpoint = server.endpoint();
+    let client = Client::connect(endpoint.clone()).await.unwrap();
+    let mut leases = Vec::new();
+    for name in ["page/a", "page/b", "page/c", "page/d", "page/e", "other/x"] {
+        leases.push(client.try_acquire(name).await.unwrap());
+    }
+
+    // list: every page, in name order, under the prefix only.
+    let output = fencectl_output(&endpoint, &["list", "page/", "--json"]);
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["lock"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["page/a", "page/b", "page/c", "page/d", "page/e"]);
+    let table = stdout(&fencectl_output(&endpoint, &["list"]));
+    assert_eq!(table.lines().count(), 1 + 6, "{table}");
+    assert!(table.starts_with("LOCK"), "{table}");
+
+    // describe: a held lock and a free one.
+    let token = leases[0].token().get();
+    let output = fencectl_output(&endpoint, &["describe", "page/a", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["held"], true);
+    assert_eq!(json["token"], token);
+    assert!(json["remaining_ms"].as_u64().unwrap() > 0);
+    let output = fencectl_output(&endpoint, &["describe", "page/free"]);
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("page/free"), "{}", stdout(&output));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&fencectl_output(
+        &endpoint,
+        &["describe", "page/free", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(json["held"], false);
+
+    // check: the holder's token is current (exit 0), any other is not (exit 1).
+    let output = fencectl_output(&endpoint, &["check", "page/a", &token.to_string()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let stale = (token - 1).max(1);
+    let other = if stale == token { token + 100 } else { stale };
+    let output = fencectl_output(
+        &endpoint,
+        &["check", "page/a", &other.to_string(), "--json"],
+    );
+    assert_eq!(output.status.code(), Some(fencectl::exit::NOT_CURRENT));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["current"], false);
+    assert_eq!(json["current_token"], token);
+}
+
+// checks: L3
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_events_as_json_and_counts_time_left_down_in_its_table() {
+    let server = TestServer::start();
+    let endpoint = server.endpoint();
+    let client = Client::connect(endpoint.clone()).await.unwrap();
+
+    // Phase 1: --json, one event per line.
+    let mut watcher = fencectl(&endpoint)
+        .args(["watch", "w/", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(vec![watcher.id()]);
+    let lines = lines_of(watcher.stdout.take().unwrap());
+    // The stream may open after the first changes: change the lock until one is seen.
+    let start = Instant::now();
+    let first = loop {
+        let lease = client.try_acquire("w/x").await.unwrap();
+        lease.release().await.unwrap();
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            break line;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no event");
+    };
+    let event: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(event["lock"], "w/x");
+    let lease = client.try_acquire("w/x").await.unwrap();
+    let token = lease.token().get();
+    let seen = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("an event");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["token"] == token {
+            break event;
+        }
+    };
+    assert_eq!(seen["kind"], "acquired");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    // Phase 2: the table, redrawn every second, counts the holder's time left down.
+    let mut table = fencectl(&endpoint)
+        .args(["watch", "w/"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reaper_table = Reaper(vec![table.id()]);
+    let lines = lines_of(table.stdout.take().unwrap());
+    let mut left = Vec::new();
+    while left.len() < 2 {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a table");
+        if line.starts_with("w/x ") {
+            let time_left = line.split_whitespace().nth(3).unwrap().to_string();
+            left.push(fencectl::duration::parse(&time_left).unwrap());
+        }
+    }
+    assert!(left[1] < left[0], "time left did not go down: {left:?}");
+    let _ = table.kill();
+    let _ = table.wait();
+    drop(lease);
+}
+
+// checks: S1 (each leader's token, its term, is higher than the last)
+#[tokio::test]
+async fn elect_runs_each_candidate_as_leader_in_turn_with_a_higher_term() {
+    let server = TestServer::start();
+    let endpoint = server.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let terms = dir.path().join("terms");
+    let script = format!("echo $FENCED_TOKEN >> {}; sleep 1", terms.display());
+    let mut first = fencectl(&endpoint)
+        .args(["elect", "e/leader", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let mut second = fencectl(&endpoint)
+        .args(["elect", "e/leader", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(vec![first.id(), second.id()]);
+    assert!(wait_exit(&mut first, Duration::from_secs(60)).success());
+    assert!(wait_exit(&mut second, Duration::from_secs(60)).success());
+    let text = std::fs::read_to_string(&terms).unwrap();
+    let terms: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(terms.len(), 2, "{text}");
+    assert!(terms[1] > terms[0], "{terms:?}");
+    // Both resigned: the lock is free.
+    let client = Client::connect(endpoint).await.unwrap();
+    client.try_acquire("e/leader").await.expect("resigned");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = fencectl_output("http://127.0.0.1:1", &["completions", shell]);
+        assert!(output.status.success(), "{shell}");
+        let script = stdout(&output);
+        assert!(script.contains("fencectl"), "{shell}");
+        assert!(script.contains("describe"), "{shell}");
+    }
+}
+
+/// The lines a process prints, on a channel (read on a thread of their own).
+fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
 }
