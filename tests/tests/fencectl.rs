@@ -466,3 +466,49 @@ fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<Stri
     });
     receiver
 }
+
+// checks: L3 (the same commands over TLS)
+#[tokio::test]
+async fn tls_flags_reach_a_tls_server_and_host_port_means_https_with_a_ca() {
+    let pki = fenced_tests::pki::TestPki::new();
+    let files = tempfile::tempdir().unwrap();
+    let cert = files.path().join("server.pem");
+    let key = files.path().join("server.key");
+    let ca = files.path().join("ca.pem");
+    std::fs::write(&cert, &pki.server_cert).unwrap();
+    std::fs::write(&key, &pki.server_key).unwrap();
+    std::fs::write(&ca, &pki.ca).unwrap();
+    let server = TestServer::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let endpoint = format!("localhost:{}", server.addr().port());
+    let ca = ca.to_str().unwrap();
+
+    let output = fencectl(&endpoint)
+        .args([
+            "--tls-ca",
+            ca,
+            "lock",
+            "tls/demo",
+            "--",
+            "sh",
+            "-c",
+            "echo $FENCED_TOKEN",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout(&output).trim().parse::<u64>().unwrap() > 0);
+    let output = fencectl(&endpoint)
+        .args(["--tls-ca", ca, "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+
+    // Without the CA, host:port is plaintext, which a TLS server does not speak.
+    let output = fencectl(&endpoint).args(["list"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(fencectl::exit::UNAVAILABLE));
+}
