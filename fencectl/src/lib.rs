@@ -43,6 +43,16 @@
 //! and the gate are for (CONTRACT S5). When fencectl wakes past the thresholds it kills at
 //! once.
 //!
+//! # The command's process group
+//! The command runs in a process group of its own, so that one signal reaches it and
+//! everything it started. SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to
+//! fencectl are passed on to that group (fencectl itself stays, to release the lock when
+//! the command exits). When the command exits, whatever it left running in its group gets
+//! SIGKILL before the lock is released, so nothing started under the lock outlives it (a
+//! process that left the group, e.g. with `setsid`, is out of fencectl's reach). The group
+//! is not the terminal's foreground group: a command that reads the terminal is stopped
+//! by SIGTTIN, so give it its input another way.
+//!
 //! # Exit status
 //! See [`exit`]: the child's own status when it exited by itself, `128 + N` when it died
 //! of signal N, and fencectl's own codes for "not acquired", "lock lost", "could not

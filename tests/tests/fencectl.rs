@@ -512,3 +512,41 @@ async fn tls_flags_reach_a_tls_server_and_host_port_means_https_with_a_ca() {
     let output = fencectl(&endpoint).args(["list"]).output().unwrap();
     assert_eq!(output.status.code(), Some(fencectl::exit::UNAVAILABLE));
 }
+
+// checks: S4, S7
+#[tokio::test]
+async fn a_fencectl_frozen_past_its_lease_kills_the_command_as_soon_as_it_wakes() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!("echo $$ > {}; exec sleep 1000", pid_file.display());
+    let mut holder = fencectl(&server.endpoint())
+        .args(["lock", "frozen", "--ttl", "2s", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reaper = Reaper(vec![holder.id()]);
+    let pid: u32 = wait_line(&pid_file, Duration::from_secs(30))
+        .parse()
+        .unwrap();
+    reaper.0.push(pid);
+
+    // Phase 1: fencectl is frozen for twice the TTL; its command runs on (nothing can stop
+    // it meanwhile: that is what the token and the gate are for, S5).
+    signal(holder.id(), "-STOP");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!is_dead(pid), "the command runs while fencectl is frozen");
+
+    // Phase 2: fencectl wakes past its deadline and kills the command at once.
+    signal(holder.id(), "-CONT");
+    let status = wait_exit(&mut holder, Duration::from_secs(30));
+    assert!(is_dead(pid));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut holder.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(fencectl::exit::LOCK_LOST),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("SIGKILL"), "stderr: {stderr}");
+}
