@@ -51,8 +51,9 @@ enum Command {
     ///
     /// The command gets FENCED_TOKEN, FENCED_LOCK and FENCED_LEASE_ID. If the lease cannot
     /// be confirmed in time, its process group gets SIGTERM, then SIGKILL, before the
-    /// lease's local deadline. Exit status: the command's; 75 if the lock was not
-    /// acquired; 76 if the lease was lost while it ran; 69 if the server is unreachable.
+    /// lease's local deadline. Exit status: the command's (128+N if it died of signal
+    /// N); 75 if the lock was not acquired; 76 if the lease was lost while it ran; 69 if
+    /// the server is unreachable; 126 or 127 if the command cannot run or is not found.
     Lock {
         /// The lock.
         name: String,
@@ -117,7 +118,8 @@ struct RunArgs {
     /// sixth of the usable TTL).
     #[arg(long, value_parser = duration::parse)]
     kill_before: Option<Duration>,
-    /// SIGTERM this long before the SIGKILL (default: a sixth of the usable TTL).
+    /// The grace between SIGTERM and SIGKILL: SIGTERM when kill-before plus this is left,
+    /// SIGKILL this long after a SIGTERM at the latest (default: a sixth of the usable TTL).
     #[arg(long, value_parser = duration::parse)]
     term_grace: Option<Duration>,
     /// SIGTERM when the lease has been suspect this long (default: a sixth of the usable
