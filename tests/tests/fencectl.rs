@@ -160,13 +160,15 @@ async fn lock_kills_the_command_before_the_server_grants_the_lock_to_anyone_else
     let pid_file = dir.path().join("pid");
 
     // Phase 1: fencectl holds the lock through the proxy; its command ignores SIGTERM, so
-    // only the SIGKILL can end it.
+    // only the SIGKILL can end it. With a 6 s TTL (5.89 s usable), the SIGKILL is due
+    // about 1 s before fencectl's local deadline, which is itself before the server's
+    // expiry: a wide margin for a loaded machine.
     let script = format!(
         "trap '' TERM; echo $$ > {}; exec sleep 1000",
         pid_file.display()
     );
     let mut holder = fencectl(&proxy.endpoint())
-        .args(["lock", "ordered", "--ttl", "3s", "--", "sh", "-c", &script])
+        .args(["lock", "ordered", "--ttl", "6s", "--", "sh", "-c", &script])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
