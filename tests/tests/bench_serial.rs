@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fenced_bench::config::{Config, Target};
+use fenced_bench::config::{Config, MeasuredServer};
 use fenced_bench::drivers::fenced::FencedSystem;
 use fenced_bench::workloads::serial;
 use fenced_tests::server::TestServer;
@@ -21,7 +21,7 @@ async fn the_serial_probe_round_trips_over_a_session_or_unary_calls() {
     };
     // (gRPC Session, framed Session, unary calls)
     for (session, framed) in [(true, None), (true, Some(framed)), (false, None)] {
-        let target = Target {
+        let target = MeasuredServer {
             endpoint: server.endpoint(),
             pid: None,
         };
