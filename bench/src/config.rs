@@ -123,7 +123,7 @@ impl FencedTransport {
 
 /// A system's address and, for CPU and memory readings, its process id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Target {
+pub struct MeasuredServer {
     /// `http://127.0.0.1:PORT` (gRPC) or `redis://127.0.0.1:PORT`.
     pub endpoint: String,
     /// The server process, read in /proc for CPU time and resident memory.
@@ -134,7 +134,7 @@ pub struct Target {
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The fenced server, if it is part of the run.
-    pub fenced: Option<Target>,
+    pub fenced: Option<MeasuredServer>,
     /// The transports fenced is driven over in the lock workloads, each a system of its
     /// own in the tables (in [`FencedTransport::ALL`] order).
     pub fenced_transports: Vec<FencedTransport>,
@@ -145,9 +145,9 @@ pub struct Config {
     /// reached over TLS on both listeners (its endpoint is `https://`).
     pub fenced_tls_ca: Option<std::path::PathBuf>,
     /// The etcd server, if it is part of the run.
-    pub etcd: Option<Target>,
+    pub etcd: Option<MeasuredServer>,
     /// The Redis server, if it is part of the run.
-    pub redis: Option<Target>,
+    pub redis: Option<MeasuredServer>,
     /// The workloads to run, in [`Workload::ALL`] order.
     pub workloads: Vec<Workload>,
     /// How many times each cell (a workload at one size) runs, the systems in a rotated
@@ -382,7 +382,7 @@ mod tests {
 
     fn with_fenced(endpoint: &str) -> Config {
         Config {
-            fenced: Some(Target {
+            fenced: Some(MeasuredServer {
                 endpoint: endpoint.to_string(),
                 pid: None,
             }),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use fenced_bench::config::{FencedTransport, KeepaliveCase, Target, Workload};
+use fenced_bench::config::{FencedTransport, KeepaliveCase, MeasuredServer, Workload};
 use fenced_bench::Config;
 
 /// Benchmarks fenced against etcd and Redis on this machine (loopback only).
@@ -144,7 +144,8 @@ fn cases(texts: &[String], what: &str) -> Result<Vec<KeepaliveCase>, String> {
 }
 
 fn config(args: Args) -> Result<Config, String> {
-    let target = |endpoint: Option<String>, pid| endpoint.map(|endpoint| Target { endpoint, pid });
+    let target =
+        |endpoint: Option<String>, pid| endpoint.map(|endpoint| MeasuredServer { endpoint, pid });
     let workloads = args
         .workloads
         .iter()

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, FencedTransport, KeepaliveCase, Target, Workload};
+use crate::config::{Config, FencedTransport, KeepaliveCase, MeasuredServer, Workload};
 use crate::driver::{LeaseSystem, LockSystem};
 use crate::drivers::etcd::EtcdSystem;
 use crate::drivers::fenced::FencedSystem;
@@ -99,7 +99,7 @@ pub async fn run(config: &Config) -> Result<Report, BenchError> {
         }
         None => None,
     };
-    let fenced_over = |target: &Target, transport| {
+    let fenced_over = |target: &MeasuredServer, transport| {
         FencedSystem::new(
             target.clone(),
             config.rpc_timeout,
@@ -490,7 +490,7 @@ mod tests {
 
     #[test]
     fn tables_list_fenced_first_its_keepalive_system_before_the_rivals() {
-        let target = Target {
+        let target = MeasuredServer {
             endpoint: "http://127.0.0.1:1".to_string(),
             pid: None,
         };

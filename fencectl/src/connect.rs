@@ -15,7 +15,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the server is and how to trust it.
 #[derive(Debug, Clone, Default)]
-pub struct Target {
+pub struct ServerEndpoints {
     /// The endpoints, tried in order until one connects: `http://host:port`,
     /// `https://host:port`, or `host:port` (`https://` with a CA, else `http://`).
     pub endpoints: Vec<String>,
@@ -25,7 +25,7 @@ pub struct Target {
     pub tls_domain: Option<String>,
 }
 
-impl Target {
+impl ServerEndpoints {
     /// The endpoints as URLs.
     fn urls(&self) -> Result<Vec<String>, Error> {
         let urls: Vec<String> = self

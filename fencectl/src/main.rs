@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
-use fencectl::connect::Target;
+use fencectl::connect::ServerEndpoints;
 use fencectl::kill_plan::{KillPlan, Overrides};
 use fencectl::output::{table, LockRow};
 use fencectl::{duration, exit, inspect, supervise, watch, Error};
@@ -171,7 +171,7 @@ async fn main() {
 
 /// Runs one command; the exit code.
 async fn run(cli: Cli) -> Result<i32, Error> {
-    let target = Target {
+    let target = ServerEndpoints {
         endpoints: cli.endpoints,
         tls_ca: cli.tls_ca,
         tls_domain: cli.tls_domain,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fenced_bench::config::{Config, FencedTransport, Target};
+use fenced_bench::config::{Config, FencedTransport, MeasuredServer};
 use fenced_bench::drivers::fenced::FencedSystem;
 use fenced_bench::workloads::serial;
 use fenced_tests::server::TestServer;
@@ -25,7 +25,7 @@ async fn the_serial_probe_round_trips_over_a_session_or_unary_calls() {
         (FencedTransport::Framed, Some(framed)),
         (FencedTransport::Unary, None),
     ] {
-        let target = Target {
+        let target = MeasuredServer {
             endpoint: server.endpoint(),
             pid: None,
         };

@@ -26,7 +26,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::config::{FencedTransport, Target};
+use crate::config::{FencedTransport, MeasuredServer};
 use crate::driver::{within, KeepAliveStream, LeaseConn, LeaseSystem, LockClient, LockSystem};
 use crate::drivers::fenced_tls::FencedTls;
 use crate::drivers::grpc_channel;
@@ -41,7 +41,7 @@ const HOLDER: &str = "fenced-bench";
 #[derive(Clone, Debug)]
 pub struct FencedSystem {
     /// Its endpoint and process id.
-    target: Target,
+    target: MeasuredServer,
     /// The longest a call may take beyond any waiting it asked for.
     rpc_timeout: Duration,
     /// How clients send acquire and release.
@@ -60,7 +60,7 @@ impl FencedSystem {
     /// listener's address, which [`FencedTransport::Framed`] needs); named after the
     /// transport.
     pub fn new(
-        target: Target,
+        target: MeasuredServer,
         rpc_timeout: Duration,
         transport: FencedTransport,
         framed: Option<String>,
