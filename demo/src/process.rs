@@ -1,4 +1,5 @@
-//! Child processes whose stdout lines are events: spawn, wait for a line, signal.
+//! Child processes whose stdout lines are events: spawn, wait for a line, signal, kill.
+//! Shared by the demo and the torture harness.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -154,6 +155,13 @@ impl Child {
         }
     }
 
+    /// The next line if one has arrived, without waiting.
+    pub fn try_next_line(&mut self) -> Option<String> {
+        let line = self.lines.try_recv().ok()?;
+        self.last = Some(line.clone());
+        Some(line)
+    }
+
     /// Sends `SIGSTOP`: the process stops running, sockets and all, until `SIGCONT`.
     pub fn stop(&self) -> Result<(), DemoError> {
         self.signal("-STOP")
@@ -162,6 +170,31 @@ impl Child {
     /// Sends `SIGCONT`.
     pub fn resume(&self) -> Result<(), DemoError> {
         self.signal("-CONT")
+    }
+
+    /// Kills the process with `SIGKILL` (`kill -9`: no shutdown code runs, stopped or not)
+    /// and waits until it is gone.
+    pub async fn kill(&mut self) -> Result<(), DemoError> {
+        self.child.kill().await.map_err(|e| DemoError::Io {
+            what: format!("killing {}", self.name),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Waits up to `within` for the process to exit by itself: its exit status, or `None`
+    /// if it still runs.
+    pub async fn wait_for_exit(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<std::process::ExitStatus>, DemoError> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => Ok(Some(status)),
+            Ok(Err(e)) => Err(DemoError::Io {
+                what: format!("waiting for {}", self.name),
+                reason: e.to_string(),
+            }),
+            Err(_) => Ok(None),
+        }
     }
 
     fn signal(&self, signal: &str) -> Result<(), DemoError> {

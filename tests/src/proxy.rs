@@ -9,6 +9,8 @@
 //!   retransmissions would deliver them.
 //! - [`Proxy::reset`]: every open connection is closed at once with a TCP RST on both sides
 //!   (the mode stays as it was).
+//! - [`Proxy::set`]: any [`Mode`] in one [`Direction`] only (a one-way partition, a slow
+//!   uplink), including [`Mode::Drop`], which discards bytes instead of holding them.
 //!
 //! It runs on the test's tokio runtime; dropping it stops accepting and resets everything.
 
@@ -31,6 +33,20 @@ pub enum Mode {
     Delay(Duration),
     /// Forward nothing (hold it) until the mode changes.
     BlackHole,
+    /// Discard every chunk read (the messages are lost; the protocol above usually fails
+    /// the connection on the gap).
+    Drop,
+}
+
+/// Which way bytes flow through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the client to the target.
+    Up,
+    /// From the target to the client.
+    Down,
+    /// Both ways.
+    Both,
 }
 
 /// A TCP proxy from a free loopback port to a target address.
@@ -39,8 +55,10 @@ pub struct Proxy {
     addr: SocketAddr,
     /// Where connections go; changeable, e.g. after a server restart on another port.
     target: Arc<Mutex<SocketAddr>>,
-    /// The current mode, watched by every connection.
+    /// The current mode of the client-to-target direction, watched by every connection.
     mode: watch::Sender<Mode>,
+    /// The current mode of the target-to-client direction.
+    down: watch::Sender<Mode>,
     /// Bumped by [`Proxy::reset`]: connections from an older generation reset themselves.
     generation: watch::Sender<u64>,
     /// Connections accepted so far.
@@ -56,12 +74,14 @@ impl Proxy {
         let addr = listener.local_addr().expect("local addr");
         let target = Arc::new(Mutex::new(target));
         let (mode, _) = watch::channel(Mode::Pass);
+        let (down, _) = watch::channel(Mode::Pass);
         let (generation, _) = watch::channel(0u64);
         let accepted = Arc::new(AtomicUsize::new(0));
         let acceptor = tokio::spawn(accept_loop(
             listener,
             target.clone(),
             mode.clone(),
+            down.clone(),
             generation.clone(),
             accepted.clone(),
         ));
@@ -69,6 +89,7 @@ impl Proxy {
             addr,
             target,
             mode,
+            down,
             generation,
             accepted,
             acceptor,
@@ -92,20 +113,30 @@ impl Proxy {
 
     /// Forwards traffic normally.
     pub fn pass(&self) {
-        self.mode.send_replace(Mode::Pass);
+        self.set(Direction::Both, Mode::Pass);
     }
 
     /// Delays every forwarded chunk by `by`.
     pub fn delay(&self, by: Duration) {
-        self.mode.send_replace(Mode::Delay(by));
+        self.set(Direction::Both, Mode::Delay(by));
     }
 
     /// Partitions: no byte moves until the mode changes.
     pub fn black_hole(&self) {
-        self.mode.send_replace(Mode::BlackHole);
+        self.set(Direction::Both, Mode::BlackHole);
     }
 
-    /// The current mode.
+    /// Sets the mode of one direction, or of both.
+    pub fn set(&self, direction: Direction, mode: Mode) {
+        if direction != Direction::Down {
+            self.mode.send_replace(mode);
+        }
+        if direction != Direction::Up {
+            self.down.send_replace(mode);
+        }
+    }
+
+    /// The current mode (of the client-to-target direction).
     pub fn mode(&self) -> Mode {
         *self.mode.borrow()
     }
@@ -133,6 +164,7 @@ async fn accept_loop(
     listener: TcpListener,
     target: Arc<Mutex<SocketAddr>>,
     mode: watch::Sender<Mode>,
+    down: watch::Sender<Mode>,
     generation: watch::Sender<u64>,
     accepted: Arc<AtomicUsize>,
 ) {
@@ -143,8 +175,9 @@ async fn accept_loop(
         accepted.fetch_add(1, Ordering::SeqCst);
         let to = *target.lock().unwrap();
         let mode = mode.subscribe();
+        let down = down.subscribe();
         let generation = generation.subscribe();
-        tokio::spawn(connection(client, to, mode, generation));
+        tokio::spawn(connection(client, to, mode, down, generation));
     }
 }
 
@@ -153,6 +186,7 @@ async fn connection(
     mut client: TcpStream,
     to: SocketAddr,
     mut mode: watch::Receiver<Mode>,
+    down: watch::Receiver<Mode>,
     mut generation: watch::Receiver<u64>,
 ) {
     let born = *generation.borrow_and_update();
@@ -181,7 +215,7 @@ async fn connection(
         let (client_read, client_write) = client.split();
         let (server_read, server_write) = server.split();
         let up = pump(client_read, server_write, mode.clone());
-        let down = pump(server_read, client_write, mode.clone());
+        let down = pump(server_read, client_write, down);
         tokio::select! {
             _ = &mut reset => {}
             _ = async { tokio::join!(up, down) } => { return; }
@@ -226,6 +260,9 @@ async fn pump(
         };
         flowing(&mut mode).await;
         let current = *mode.borrow();
+        if current == Mode::Drop {
+            continue;
+        }
         if let Mode::Delay(by) = current {
             tokio::time::sleep(by).await;
             // A partition that began during the delay holds the chunk too.
@@ -302,5 +339,35 @@ mod tests {
         let mut s2 = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(round_trip(&mut s2, b"again").await.unwrap(), b"again");
         assert_eq!(proxy.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn one_direction_holds_or_drops_while_the_other_flows() {
+        let proxy = Proxy::start(echo().await).await;
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(round_trip(&mut s, b"hello").await.unwrap(), b"hello");
+
+        // The answers are dropped: the request reaches the echo server, nothing comes back,
+        // and nothing of it comes back after healing either.
+        proxy.set(Direction::Down, Mode::Drop);
+        assert_eq!(proxy.mode(), Mode::Pass, "the uplink still passes");
+        s.write_all(b"gone").await.unwrap();
+        let mut buf = [0u8; 4];
+        let r = tokio::time::timeout(Duration::from_millis(300), s.read_exact(&mut buf)).await;
+        assert!(r.is_err(), "a dropped answer arrived");
+        proxy.pass();
+        assert_eq!(round_trip(&mut s, b"back").await.unwrap(), b"back");
+
+        // Only the uplink is cut: the request is held, then delivered on healing.
+        proxy.set(Direction::Up, Mode::BlackHole);
+        s.write_all(b"held").await.unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(300), s.read_exact(&mut buf)).await;
+        assert!(r.is_err(), "bytes crossed a one-way black hole");
+        proxy.set(Direction::Up, Mode::Pass);
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf, b"held");
     }
 }
