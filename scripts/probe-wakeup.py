@@ -3,7 +3,7 @@
 
 Why: an expiry handoff happens after the waiting client (and the server's reaper) have
 idled for a whole TTL, so a machine that wakes threads late after idling adds that
-lateness to every expiry measurement (bench/analysis.md, "Expiry handoff"). This probe
+lateness to every expiry measurement (bench/analysis.md, "expiry"). This probe
 measures it without fenced: two processes on a socketpair; the parent idles for a while,
 then sends its monotonic clock reading; the child, blocked in recv() all that time, reads
 the clock as soon as it wakes and reports the difference.

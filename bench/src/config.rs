@@ -77,9 +77,53 @@ impl KeepaliveCase {
     }
 }
 
+/// How the benchmark sends fenced's acquires and releases. Each transport runs as a system
+/// of its own in every lock workload, so one run compares them side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FencedTransport {
+    /// One `Session` stream per client over gRPC: the SDK's default path, and the headline.
+    Session,
+    /// Unary `Acquire` and `Release` calls: what a client in any other language makes.
+    Unary,
+    /// The framed `Session` listener (`fenced --session-listen`): opt-in, no HTTP/2.
+    Framed,
+}
+
+impl FencedTransport {
+    /// Every transport, in the order tables list them (the headline first).
+    pub const ALL: [FencedTransport; 3] = [
+        FencedTransport::Session,
+        FencedTransport::Unary,
+        FencedTransport::Framed,
+    ];
+
+    /// The transport's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FencedTransport::Session => "session",
+            FencedTransport::Unary => "unary",
+            FencedTransport::Framed => "framed",
+        }
+    }
+
+    /// The system's name in tables.
+    pub fn system_name(self) -> &'static str {
+        match self {
+            FencedTransport::Session => "fenced (gRPC Session)",
+            FencedTransport::Unary => "fenced (unary gRPC)",
+            FencedTransport::Framed => "fenced (framed)",
+        }
+    }
+
+    /// The transport called `name`, if any.
+    pub fn parse(name: &str) -> Option<FencedTransport> {
+        FencedTransport::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
 /// A system's address and, for CPU and memory readings, its process id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Target {
+pub struct MeasuredServer {
     /// `http://127.0.0.1:PORT` (gRPC) or `redis://127.0.0.1:PORT`.
     pub endpoint: String,
     /// The server process, read in /proc for CPU time and resident memory.
@@ -90,24 +134,30 @@ pub struct Target {
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The fenced server, if it is part of the run.
-    pub fenced: Option<Target>,
-    /// Drive fenced's acquire and release over one `Session` stream per client instead of
-    /// unary calls.
-    pub fenced_session: bool,
-    /// The address of fenced's framed `Session` listener (`fenced --session-listen`): when
-    /// given, sessions go over it instead of the gRPC `Session` call.
+    pub fenced: Option<MeasuredServer>,
+    /// The transports fenced is driven over in the lock workloads, each a system of its
+    /// own in the tables (in [`FencedTransport::ALL`] order).
+    pub fenced_transports: Vec<FencedTransport>,
+    /// The address of fenced's framed `Session` listener (`fenced --session-listen`),
+    /// needed by [`FencedTransport::Framed`].
     pub fenced_framed: Option<String>,
     /// The CA (PEM file) that signed fenced's TLS certificate: when given, fenced is
     /// reached over TLS on both listeners (its endpoint is `https://`).
     pub fenced_tls_ca: Option<std::path::PathBuf>,
     /// The etcd server, if it is part of the run.
-    pub etcd: Option<Target>,
+    pub etcd: Option<MeasuredServer>,
     /// The Redis server, if it is part of the run.
-    pub redis: Option<Target>,
+    pub redis: Option<MeasuredServer>,
     /// The workloads to run, in [`Workload::ALL`] order.
     pub workloads: Vec<Workload>,
-    /// Concurrent clients for cycle and contended (and holder/waiter pairs for expiry).
+    /// How many times each cell (a workload at one size) runs, the systems in a rotated
+    /// order each time; the tables give the median and the range.
+    pub repeats: usize,
+    /// Concurrent clients for cycle and contended (contended only from 2: with one client
+    /// nothing is handed off).
     pub clients: Vec<usize>,
+    /// Holder/waiter pairs for expiry (spread only from 2).
+    pub expiry_pairs: Vec<usize>,
     /// How long each measured phase lasts.
     pub duration: Duration,
     /// Run before each measured phase, not counted: connections and caches warm up.
@@ -125,6 +175,10 @@ pub struct Config {
     pub redis_retry: Duration,
     /// The unrenewed holder's TTL in the expiry workload (whole seconds: etcd's unit).
     pub expiry_ttl: Duration,
+    /// Each expiry round starts after a random pause of up to this, so the expiry falls at
+    /// a random phase of any server timer (etcd checks for expired leases every 500 ms:
+    /// without it, rounds that start right after a grant would all meet its worst case).
+    pub expiry_offset_max: Duration,
     /// Keepalive cases run against fenced.
     pub fenced_keepalive: Vec<KeepaliveCase>,
     /// Keepalive cases run against etcd.
@@ -151,13 +205,15 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             fenced: None,
-            fenced_session: false,
+            fenced_transports: vec![FencedTransport::Session, FencedTransport::Unary],
             fenced_framed: None,
             fenced_tls_ca: None,
             etcd: None,
             redis: None,
             workloads: Workload::ALL.to_vec(),
+            repeats: 3,
             clients: vec![1, 16, 64],
+            expiry_pairs: vec![1, 64],
             duration: Duration::from_secs(5),
             warmup: Duration::from_millis(500),
             ttl: Duration::from_secs(10),
@@ -166,6 +222,7 @@ impl Default for Config {
             rpc_timeout: Duration::from_secs(10),
             redis_retry: Duration::from_millis(5),
             expiry_ttl: Duration::from_secs(2),
+            expiry_offset_max: Duration::from_secs(1),
             fenced_keepalive: vec![
                 KeepaliveCase {
                     leases: 10_000,
@@ -223,11 +280,30 @@ impl Config {
         if self.workloads.is_empty() {
             return Err(bad("no workload to run"));
         }
-        if self.clients.is_empty() || self.clients.iter().any(|&c| c == 0 || c > 1024) {
+        if self.fenced.is_some() && self.fenced_transports.is_empty() {
+            return Err(bad("no transport to drive fenced over"));
+        }
+        if self.fenced_transports.contains(&FencedTransport::Framed) && self.fenced_framed.is_none()
+        {
+            return Err(bad(
+                "the framed transport needs the framed listener's address (--fenced-framed)",
+            ));
+        }
+        if self.repeats == 0 || self.repeats > 20 {
             return Err(bad(format!(
-                "client counts must be 1 to 1024, got {:?}",
-                self.clients
+                "repeats must be 1 to 20, got {}",
+                self.repeats
             )));
+        }
+        for (what, counts) in [
+            ("client", &self.clients),
+            ("expiry pair", &self.expiry_pairs),
+        ] {
+            if counts.is_empty() || counts.iter().any(|&c| c == 0 || c > 1024) {
+                return Err(bad(format!(
+                    "{what} counts must be 1 to 1024, got {counts:?}"
+                )));
+            }
         }
         let positive = [
             ("duration", self.duration),
@@ -306,7 +382,7 @@ mod tests {
 
     fn with_fenced(endpoint: &str) -> Config {
         Config {
-            fenced: Some(Target {
+            fenced: Some(MeasuredServer {
                 endpoint: endpoint.to_string(),
                 pid: None,
             }),
@@ -360,6 +436,28 @@ mod tests {
         let mut config = with_fenced("http://127.0.0.1:1");
         config.expiry_ttl = Duration::from_millis(1500);
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_framed_transport_needs_its_address_and_repeats_are_bounded() {
+        let mut config = with_fenced("http://127.0.0.1:1");
+        config.fenced_transports = vec![FencedTransport::Session, FencedTransport::Framed];
+        assert!(config.validate().is_err());
+        config.fenced_framed = Some("127.0.0.1:2".to_string());
+        assert!(config.validate().is_ok());
+        config.fenced_transports.clear();
+        assert!(config.validate().is_err());
+        let mut config = with_fenced("http://127.0.0.1:1");
+        config.repeats = 0;
+        assert!(config.validate().is_err());
+        config.repeats = 3;
+        config.expiry_pairs = vec![0];
+        assert!(config.validate().is_err());
+        assert_eq!(
+            FencedTransport::parse("unary"),
+            Some(FencedTransport::Unary)
+        );
+        assert_eq!(FencedTransport::parse("http3"), None);
     }
 
     #[test]

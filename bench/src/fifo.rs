@@ -1,4 +1,4 @@
-//! What the grants of one contended lock say about order and exclusion.
+//! What the grants of one contended lock say about order, exclusion and handoffs.
 //!
 //! Every client runs in this one process on one monotonic clock, and the lock is held by
 //! one client at a time, so sorting grants by when their answer arrived gives the order the
@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 /// One grant of the contended lock, seen by its client.
 #[derive(Clone, Copy, Debug)]
 pub struct Grant {
+    /// Which client was granted (its index in the phase).
+    pub client: usize,
     /// When the client sent its request (for a retrying client, its first try).
     pub requested: Instant,
     /// When the grant arrived.
@@ -64,12 +66,25 @@ pub fn analyse(grants: &mut [Grant], margin: Duration) -> OrderReport {
     report
 }
 
+/// Each grant of `sorted` (in the order granted, as [`analyse`] leaves them) with whether
+/// it moved the lock to another client. A grant to the client that held the lock last (a
+/// releaser re-taking its own lock, as a lock without a queue allows) is not a handoff:
+/// nobody waiting got the lock. The first grant has no predecessor and is not one either.
+pub fn handoffs(sorted: &[Grant]) -> impl Iterator<Item = (&Grant, bool)> + '_ {
+    let previous = std::iter::once(None).chain(sorted.iter().map(|g| Some(g.client)));
+    sorted
+        .iter()
+        .zip(previous)
+        .map(|(grant, previous)| (grant, previous.is_some_and(|p| p != grant.client)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn grant(base: Instant, requested_ms: u64, granted_ms: u64) -> Grant {
         Grant {
+            client: 0,
             requested: base + Duration::from_millis(requested_ms),
             granted: base + Duration::from_millis(granted_ms),
             released: base + Duration::from_millis(granted_ms) + Duration::from_micros(100),
@@ -109,6 +124,23 @@ mod tests {
             analyse(&mut grants, Duration::from_micros(500)).overtakes,
             1
         );
+    }
+
+    #[test]
+    fn only_grants_that_change_hands_are_handoffs() {
+        let base = Instant::now();
+        let clients = [0, 0, 1, 1, 0, 2];
+        let grants: Vec<Grant> = clients
+            .iter()
+            .enumerate()
+            .map(|(i, &client)| Grant {
+                client,
+                ..grant(base, i as u64, 10 * i as u64 + 10)
+            })
+            .collect();
+        let moved: Vec<bool> = handoffs(&grants).map(|(_, moved)| moved).collect();
+        assert_eq!(moved, [false, false, true, false, true, true]);
+        assert_eq!(handoffs(&[]).count(), 0);
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //! - [`progress`]: the progress bar.
 //! - [`runner`]: runs the workloads, systems alternating.
 //! - `fake` (tests only): an in-memory lock system the workloads' tests run against.
-//! - [`report`]: the Markdown tables.
+//! - [`spread`]: the median and range of a cell's repeated runs.
+//! - [`report`]: the Markdown tables: a summary, then every cell's median and range.
 
 pub mod config;
 pub mod driver;
@@ -36,6 +37,7 @@ pub mod procstat;
 pub mod progress;
 pub mod report;
 pub mod runner;
+pub mod spread;
 pub mod workloads;
 
 pub use config::Config;

@@ -6,12 +6,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use fenced_bench::config::{KeepaliveCase, Target, Workload};
+use fenced_bench::config::{FencedTransport, KeepaliveCase, MeasuredServer, Workload};
 use fenced_bench::Config;
 
 /// Benchmarks fenced against etcd and Redis on this machine (loopback only).
+///
+/// A flag given twice takes its last value, so a preset (`scripts/bench.sh --quick`) can be
+/// followed by flags that override it.
 #[derive(Debug, Parser)]
-#[command(name = "fenced-bench", version)]
+#[command(name = "fenced-bench", version, args_override_self = true)]
 struct Args {
     /// fenced's gRPC endpoint, e.g. http://127.0.0.1:7070.
     #[arg(long)]
@@ -19,11 +22,14 @@ struct Args {
     /// fenced's process id (for CPU and memory readings).
     #[arg(long)]
     fenced_pid: Option<u32>,
-    /// Send fenced's acquires and releases over one Session stream per client.
-    #[arg(long)]
-    fenced_session: bool,
-    /// Send fenced's sessions over its framed Session listener at this address (host:port,
-    /// `fenced --session-listen`) instead of the gRPC Session call; implies --fenced-session.
+    /// How fenced's acquires and releases travel, each a system of its own in the tables:
+    /// session (a gRPC Session stream per client, the SDK's default and the headline),
+    /// unary (unary calls), framed (the framed Session listener, needs --fenced-framed).
+    /// Default: session,unary, and framed when --fenced-framed is given.
+    #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set)]
+    fenced_transports: Option<Vec<String>>,
+    /// The address of fenced's framed Session listener (host:port, `fenced
+    /// --session-listen`).
     #[arg(long)]
     fenced_framed: Option<String>,
     /// The CA (PEM file) of fenced's TLS certificate: reach fenced over TLS on both
@@ -46,12 +52,20 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
+        action = clap::ArgAction::Set,
         default_value = "serial,cycle,contended,expiry,keepalive"
     )]
     workloads: Vec<String>,
-    /// Concurrent clients (and expiry pairs).
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    /// How many times each cell runs (the systems in a rotated order each time); the tables
+    /// give the median and the range.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Concurrent clients of cycle and contended (contended only from 2).
+    #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set, default_value = "1,16,64")]
     clients: Vec<usize>,
+    /// Holder/waiter pairs of expiry (spread only from 2).
+    #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set, default_value = "1,64")]
+    expiry_pairs: Vec<usize>,
     /// Seconds each phase is measured.
     #[arg(long, default_value_t = 5.0)]
     duration_secs: f64,
@@ -76,11 +90,20 @@ struct Args {
     /// The unrenewed holder's TTL in the expiry workload, in whole seconds.
     #[arg(long, default_value_t = 2)]
     expiry_ttl_secs: u64,
+    /// Each expiry round starts after a random pause of up to this, in milliseconds (a
+    /// random phase against any server timer).
+    #[arg(long, default_value_t = 1000)]
+    expiry_offset_max_ms: u64,
     /// Keepalive cases for fenced: LEASES or LEASESxLOCKS_PER_LEASE.
-    #[arg(long, value_delimiter = ',', default_value = "10000,100000,10000x100")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        action = clap::ArgAction::Set,
+        default_value = "10000,100000,10000x100"
+    )]
     fenced_keepalive: Vec<String>,
     /// Keepalive cases for etcd.
-    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set, default_value = "10000")]
     etcd_keepalive: Vec<String>,
     /// Keepalive lease TTL in whole seconds (renewed every TTL/3).
     #[arg(long, default_value_t = 10)]
@@ -121,22 +144,42 @@ fn cases(texts: &[String], what: &str) -> Result<Vec<KeepaliveCase>, String> {
 }
 
 fn config(args: Args) -> Result<Config, String> {
-    let target = |endpoint: Option<String>, pid| endpoint.map(|endpoint| Target { endpoint, pid });
+    let target =
+        |endpoint: Option<String>, pid| endpoint.map(|endpoint| MeasuredServer { endpoint, pid });
     let workloads = args
         .workloads
         .iter()
         .map(|w| Workload::parse(w.trim()).ok_or_else(|| format!("--workloads: unknown {w:?}")))
         .collect::<Result<Vec<_>, _>>()?;
     let defaults = Config::default();
+    let fenced_transports = match &args.fenced_transports {
+        Some(names) => names
+            .iter()
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| {
+                FencedTransport::parse(n.trim())
+                    .ok_or_else(|| format!("--fenced-transports: unknown {n:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => {
+            let mut transports = defaults.fenced_transports.clone();
+            if args.fenced_framed.is_some() {
+                transports.push(FencedTransport::Framed);
+            }
+            transports
+        }
+    };
     Ok(Config {
         fenced: target(args.fenced, args.fenced_pid),
-        fenced_session: args.fenced_session,
+        fenced_transports,
         fenced_framed: args.fenced_framed,
         fenced_tls_ca: args.fenced_tls_ca,
         etcd: target(args.etcd, args.etcd_pid),
         redis: target(args.redis, args.redis_pid),
         workloads,
+        repeats: args.repeats,
         clients: args.clients,
+        expiry_pairs: args.expiry_pairs,
         duration: seconds(args.duration_secs, "duration-secs")?,
         warmup: Duration::from_millis(args.warmup_ms),
         ttl: Duration::from_secs(args.ttl_secs),
@@ -145,6 +188,7 @@ fn config(args: Args) -> Result<Config, String> {
         rpc_timeout: Duration::from_secs(args.rpc_timeout_secs),
         redis_retry: Duration::from_millis(args.redis_retry_ms),
         expiry_ttl: Duration::from_secs(args.expiry_ttl_secs),
+        expiry_offset_max: Duration::from_millis(args.expiry_offset_max_ms),
         fenced_keepalive: cases(&args.fenced_keepalive, "fenced-keepalive")?,
         etcd_keepalive: cases(&args.etcd_keepalive, "etcd-keepalive")?,
         keepalive_ttl: Duration::from_secs(args.keepalive_ttl_secs),

@@ -110,6 +110,7 @@ mod tests {
             duration: Duration::from_millis(300),
             warmup: Duration::from_millis(50),
             expiry_ttl: Duration::from_millis(100),
+            expiry_offset_max: Duration::from_millis(20),
             // The fake queues in arrival order; only an OS preemption between a client's
             // timestamp and its enqueue could reorder two, so a wide margin keeps a loaded
             // machine from failing the test.
@@ -140,9 +141,26 @@ mod tests {
             .unwrap();
         assert_eq!(result.errors.count, 0, "{:?}", result.errors);
         assert!(result.handoffs > 0);
+        // Behind a queue the releaser goes to the back: every grant in the window but
+        // possibly the first moves the lock to another client.
+        assert!(result.grants - result.handoffs <= 1, "{result:?}");
         assert_eq!(result.order.overlaps, 0);
         assert_eq!(result.order.overtakes, 0, "{:?}", result.order);
         assert_eq!(result.gave_up, 0);
+    }
+
+    #[tokio::test]
+    async fn without_a_queue_a_releaser_retaking_its_lock_is_no_handoff() {
+        let ops = Arc::new(AtomicU64::new(0));
+        let result = contended::run(&FakeSystem::without_queue(), 8, &quick(), "t", ops)
+            .await
+            .unwrap();
+        assert_eq!(result.errors.count, 0, "{:?}", result.errors);
+        // The releaser's next try comes after one yield, the waiters' after a pause: it
+        // takes the lock back far more often than a waiter gets it, and only the waiters'
+        // grants are handoffs.
+        assert!(result.handoffs < result.grants / 2, "{result:?}");
+        assert_eq!(result.order.overlaps, 0);
     }
 
     #[tokio::test]

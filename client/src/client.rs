@@ -8,22 +8,21 @@ use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::watch_event::Kind;
-use fenced_proto::v1::{
-    AcquireRequest, AcquireResponse, DescribeRequest, WatchEvent, WatchRequest,
-};
+use fenced_proto::v1::{AcquireRequest, DescribeRequest, WatchEvent, WatchRequest};
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::Streaming;
 
-use crate::book::Book;
 use crate::clock::{BootClock, Clock};
 use crate::config::{Config, FramedTls};
 use crate::error::Error;
 use crate::framed_tls::FramedConnector;
 use crate::lease::Lease;
-use crate::session::Routed;
+use crate::lease_state_machine::LeaseStateMachine;
+use crate::session::SessionOutcome;
 use crate::shared::Shared;
-use crate::tracked::Tracked;
+use crate::shared_lease::SharedLease;
+use crate::unary_acquire::unary_acquire;
 use crate::{renewer, watchdog};
 
 /// A connection to a fenced server. Cheap to clone; all clones share one renewal stream
@@ -159,6 +158,13 @@ impl ClientBuilder {
     /// with an `https://` endpoint and [`ClientBuilder::framed_session`].
     pub fn framed_tls(mut self, tls: FramedTls) -> Self {
         self.config.framed_tls = Some(tls);
+        self
+    }
+
+    /// How many requests stay in flight on one session stream or framed connection; the
+    /// rest wait in the client ([`Config::max_session_in_flight`]). Default: 1024.
+    pub fn max_session_in_flight(mut self, max: usize) -> Self {
+        self.config.max_session_in_flight = max;
         self
     }
 
@@ -414,13 +420,15 @@ impl Client {
 
     /// Takes a lock. With a non-zero [`AcquireOptions::wait`], queues (FIFO) for up to that
     /// long; dropping the returned future cancels the wait and leaves the queue (CONTRACT
-    /// L2). A grant that races the cancellation is never seen by the caller and expires
-    /// after its TTL.
+    /// L2).
     ///
-    /// A try-once acquire travels over the client's `Session` stream ([`Config::session`]);
-    /// if its future is dropped or times out and the grant arrives anyway, the SDK releases
-    /// that grant at once. A waiting acquire is always a unary call (see the comment in
-    /// the body: CONTRACT L2).
+    /// A try-once acquire travels over the client's `Session` stream ([`Config::session`]),
+    /// else as a unary call. If its future is dropped or times out and the grant comes
+    /// anyway, whenever it comes, the SDK releases that grant at once in the background. A
+    /// waiting acquire is always a unary call (see the comment in the body: CONTRACT L2);
+    /// if its future is dropped, a grant that has already reached the client is released
+    /// at once, but one still on the wire when the cancellation reaches the server is seen
+    /// by nobody and keeps the lock until its TTL runs out.
     ///
     /// The lease's local deadline counts from when this request was *sent* (CONTRACT S4).
     /// If the grant came so late that a renewal is already due, the lease starts
@@ -456,20 +464,20 @@ impl Client {
                 .call(Op::Acquire(request.clone()), "acquire")
                 .await
         } else {
-            Routed::Unary
+            SessionOutcome::Unary
         };
         let (sent, reply) = match routed {
-            Routed::Answered {
+            SessionOutcome::Answered {
                 sent,
                 reply: Reply::Acquired(reply),
             } => (sent, reply),
-            Routed::Answered { .. } => {
+            SessionOutcome::Answered { .. } => {
                 return Err(Error::Protocol {
                     what: "session answered an acquire with something else".into(),
                 })
             }
-            Routed::Failed(error) => return Err(error.for_lock(&name)),
-            Routed::Unary => unary_acquire(shared, request, options.wait)
+            SessionOutcome::Failed(error) => return Err(error.for_lock(&name)),
+            SessionOutcome::Unary => unary_acquire(shared, request, options.wait)
                 .await
                 .map_err(|error| error.for_lock(&name))?,
         };
@@ -480,20 +488,22 @@ impl Client {
         let id: LeaseId = reply.lease_id.parse().map_err(|e| Error::Protocol {
             what: format!("acquire answered with lease id: {e}"),
         })?;
-        let token = FencingToken::new(reply.token).map_err(|e| Error::Protocol {
-            what: format!("acquire answered with token: {e}"),
-        })?;
+        // A grant this SDK cannot use is still a grant: hand it back before saying why.
+        let malformed = |what: String| {
+            shared.release_in_background(id, "its grant was malformed");
+            Error::Protocol { what }
+        };
+        let token = FencingToken::new(reply.token)
+            .map_err(|e| malformed(format!("acquire answered with token: {e}")))?;
         if reply.ttl_ms == 0 {
-            return Err(Error::Protocol {
-                what: "acquire answered with ttl_ms 0".into(),
-            });
+            return Err(malformed("acquire answered with ttl_ms 0".into()));
         }
         let granted_ttl = Duration::from_millis(reply.ttl_ms);
-        let book = Book::granted(sent, granted_ttl, now, shared.policy);
-        let tracked = Arc::new(Tracked::new(id, name, token, book));
-        tracing::debug!(lock = %tracked.lock, lease = %id.short(), %token, "lock acquired");
-        shared.register(tracked.clone());
-        Ok(Lease::new(tracked, self.handle.clone()))
+        let machine = LeaseStateMachine::granted(sent, granted_ttl, now, shared.policy);
+        let shared_lease = Arc::new(SharedLease::new(id, name, token, machine));
+        tracing::debug!(lock = %shared_lease.lock, lease = %id.short(), %token, "lock acquired");
+        shared.register(shared_lease.clone());
+        Ok(Lease::new(shared_lease, self.handle.clone()))
     }
 
     /// Who holds a lock, with which token, and how many wait.
@@ -553,28 +563,6 @@ impl Client {
                 after: shared.config.request_timeout,
             }),
         }
-    }
-}
-
-/// The unary `Acquire` call, bounded by the wait plus the request timeout. Returns the send
-/// instant (read before the call, CONTRACT S4) with the answer.
-async fn unary_acquire(
-    shared: &Shared,
-    request: AcquireRequest,
-    wait: Duration,
-) -> Result<(Duration, AcquireResponse), Error> {
-    let limit = wait + shared.config.request_timeout;
-    let mut request = tonic::Request::new(request);
-    request.set_timeout(limit);
-    let mut rpc = shared.rpc.clone();
-    let sent = shared.now();
-    match tokio::time::timeout(limit, rpc.acquire(request)).await {
-        Ok(Ok(reply)) => Ok((sent, reply.into_inner())),
-        Ok(Err(status)) => Err(Error::from(status)),
-        Err(_) => Err(Error::Timeout {
-            what: "acquire",
-            after: limit,
-        }),
     }
 }
 

@@ -58,9 +58,15 @@ impl ManualClock {
         clock
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`, stopping at the end of its range (584 years)
+    /// rather than wrapping around to the past.
     pub fn advance(&self, by: Duration) {
-        self.nanos.fetch_add(as_nanos(by), Ordering::SeqCst);
+        let by = as_nanos(by);
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |nanos| {
+                Some(nanos.saturating_add(by))
+            });
     }
 
     /// Sets the clock to `to`. Going backwards is refused (the trait forbids it): the clock
@@ -103,5 +109,15 @@ mod tests {
         assert_eq!(view.now(), Duration::from_millis(10_250));
         clock.set(Duration::from_secs(1));
         assert_eq!(view.now(), Duration::from_millis(10_250));
+    }
+
+    #[test]
+    fn manual_clock_saturates_instead_of_wrapping_around() {
+        let clock = ManualClock::new(Duration::from_secs(10));
+        clock.advance(Duration::MAX);
+        let end = clock.now();
+        assert!(end > Duration::from_secs(10), "went back to {end:?}");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.now(), end);
     }
 }

@@ -8,7 +8,8 @@ use tonic::transport::ClientTlsConfig;
 use crate::error::Error;
 
 /// How a [`Client`](crate::Client) behaves. Build one with
-/// [`Client::builder`](crate::Client::builder); every field has a documented default.
+/// [`Client::builder`](crate::Client::builder); every field has a documented default, and
+/// no duration may be longer than [`Config::LONGEST`] (a year).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The TTL asked for when an acquire names none. Default: 10 s.
@@ -42,7 +43,10 @@ pub struct Config {
     /// stream. Default: 5 s.
     pub request_timeout: Duration,
     /// HTTP/2 PING interval. Without it a channel stays stuck on a connection that died in a
-    /// partition (STACK.md); with it the stream is torn down and re-opened. Default: 1 s.
+    /// partition: a connection whose packets are dropped (no FIN, no RST) looks open until
+    /// the operating system gives up on it (its retransmissions take many minutes, and an
+    /// idle connection is never checked). With it the stream is torn down and re-opened.
+    /// Default: 1 s.
     pub http2_keepalive_interval: Duration,
     /// How long to wait for a PING's answer before declaring the connection dead.
     /// Default: 2 s.
@@ -55,9 +59,10 @@ pub struct Config {
     pub tls: Option<ClientTlsConfig>,
     /// Whether try-once acquires and releases travel as messages on one `Session` stream
     /// per client (opened on first use, reopened after a failure) instead of one unary
-    /// call each: about twice the throughput for a busy client. Waiting acquires always
-    /// use the unary call (see [`Client::acquire`](crate::Client::acquire)), and a server
-    /// without `Session` is detected and served with unary calls. Default: `true`.
+    /// call each: one long-lived stream instead of an HTTP/2 stream per call, so a busy
+    /// client gets far more requests through. Waiting acquires always use the unary call
+    /// (see [`Client::acquire`](crate::Client::acquire)), and a server without `Session` is
+    /// detected and served with unary calls. Default: `true`.
     pub session: bool,
     /// The address (`host:port`) of the server's framed `Session` listener
     /// (`fenced --session-listen`): when set, the session travels over a plain TCP
@@ -71,6 +76,13 @@ pub struct Config {
     /// `https://` endpoint and a [`Config::framed_session`], refused without them.
     /// Default: `None`.
     pub framed_tls: Option<FramedTls>,
+    /// How many requests the client keeps in flight on one session stream or framed
+    /// connection (sent, not yet answered); further requests wait in the client, within
+    /// their [`Config::request_timeout`], until an answer comes. The server refuses a
+    /// framed session's requests past its own cap (`fenced --max-session-in-flight`,
+    /// default 1024) with RESOURCE_EXHAUSTED, so keep this at or below the server's.
+    /// Default: 1024. At least 1.
+    pub max_session_in_flight: usize,
 }
 
 /// Which server the framed session trusts over TLS ([`Config::framed_tls`]).
@@ -123,14 +135,47 @@ impl Default for Config {
             session: true,
             framed_session: None,
             framed_tls: None,
+            max_session_in_flight: 1024,
         }
     }
 }
 
 impl Config {
+    /// The longest any duration setting may be: a year. The SDK adds its settings to
+    /// clock readings, and the timers of tokio, hyper and tonic under it panic on
+    /// instants they cannot represent (tonic's request deadline at about 11,000 years);
+    /// no lease service needs a timeout or a TTL anywhere near a year.
+    pub const LONGEST: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+    /// The largest [`Config::max_session_in_flight`]: half the most a tokio semaphore
+    /// counts, so that counting a session's requests can never overflow it.
+    pub const MOST_SESSION_IN_FLIGHT: usize = tokio::sync::Semaphore::MAX_PERMITS / 2;
+
     /// Checks the settings against each other; the error names the offending field.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field: &'static str, why: String| Err(Error::Config { field, why });
+        for (field, value) in [
+            ("default_ttl", self.default_ttl),
+            ("safety_margin", self.safety_margin),
+            ("retry_initial", self.retry_initial),
+            ("retry_max", self.retry_max),
+            ("watchdog_period", self.watchdog_period),
+            ("pause_threshold", self.pause_threshold),
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("http2_keepalive_interval", self.http2_keepalive_interval),
+            ("http2_keepalive_timeout", self.http2_keepalive_timeout),
+        ] {
+            if value > Self::LONGEST {
+                return bad(
+                    field,
+                    format!(
+                        "{value:?} is over the longest duration setting the SDK takes, a year ({:?}): the clocks it is added to cannot count that far",
+                        Self::LONGEST
+                    ),
+                );
+            }
+        }
         if !(0.0..0.5).contains(&self.drift_bound) {
             return bad(
                 "drift_bound",
@@ -200,6 +245,22 @@ impl Config {
                 );
             }
         }
+        if self.max_session_in_flight == 0 {
+            return bad(
+                "max_session_in_flight",
+                "is zero: no session request could ever be sent".into(),
+            );
+        }
+        if self.max_session_in_flight > Self::MOST_SESSION_IN_FLIGHT {
+            return bad(
+                "max_session_in_flight",
+                format!(
+                    "{} is over {}, the most requests the client can count",
+                    self.max_session_in_flight,
+                    Self::MOST_SESSION_IN_FLIGHT
+                ),
+            );
+        }
         if self.framed_tls.is_some() && self.framed_session.is_none() {
             return bad(
                 "framed_tls",
@@ -238,7 +299,7 @@ impl DeadlinePolicy {
     /// How much of a TTL the client may use: `ttl * (1 - drift_bound) - safety_margin`, or
     /// `None` when nothing is left.
     pub fn usable(&self, ttl: Duration) -> Option<Duration> {
-        ttl.mul_f64(1.0 - self.drift_bound)
+        scale(ttl, 1.0 - self.drift_bound)
             .checked_sub(self.safety_margin)
             .filter(|d| !d.is_zero())
     }
@@ -251,12 +312,12 @@ impl DeadlinePolicy {
     /// for the write that carries the token. A TTL with nothing usable gives `sent`: a
     /// deadline that has already passed.
     pub fn deadline(&self, sent: Duration, ttl: Duration) -> Duration {
-        sent + self.usable(ttl).unwrap_or(Duration::ZERO)
+        sent.saturating_add(self.usable(ttl).unwrap_or(Duration::ZERO))
     }
 
     /// When to send the next renewal after one sent at `sent` was confirmed.
     pub fn renew_at(&self, sent: Duration, ttl: Duration) -> Duration {
-        sent + ttl.mul_f64(self.renew_fraction)
+        sent.saturating_add(scale(ttl, self.renew_fraction))
     }
 
     /// The instant after which the server has expired a lease whose latest confirmation
@@ -270,8 +331,21 @@ impl DeadlinePolicy {
     /// principle reach the server later still. Declaring a lease lost is always safe (the
     /// holder only stops writing), so the SDK gives up here and releases the lease.
     pub fn surely_expired(&self, confirmed_at: Duration, ttl: Duration) -> Duration {
-        confirmed_at + ttl.mul_f64(1.0 + self.drift_bound) + self.safety_margin
+        confirmed_at
+            .saturating_add(scale(ttl, 1.0 + self.drift_bound))
+            .saturating_add(self.safety_margin)
     }
+}
+
+/// `d * factor`, saturating at [`Duration::MAX`] where `Duration::mul_f64` would panic (a
+/// TTL of `Duration::MAX`); a factor that is negative or not a number gives zero, the
+/// cautious end of every use above.
+fn scale(d: Duration, factor: f64) -> Duration {
+    let seconds = d.as_secs_f64() * factor;
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
@@ -322,6 +396,19 @@ mod tests {
                 ..
             })
         ));
+        for max_session_in_flight in [0, Config::MOST_SESSION_IN_FLIGHT + 1] {
+            let config = Config {
+                max_session_in_flight,
+                ..Config::default()
+            };
+            assert!(matches!(
+                config.validate(),
+                Err(Error::Config {
+                    field: "max_session_in_flight",
+                    ..
+                })
+            ));
+        }
     }
 
     // checks: S4
@@ -346,5 +433,29 @@ mod tests {
         // A TTL that the margin eats entirely gives a deadline that has already passed.
         assert_eq!(policy.deadline(sent, ms(100)), sent);
         assert_eq!(policy.usable(ms(100)), None);
+    }
+
+    // checks: S4 (the arithmetic saturates instead of panicking on TTLs and instants beyond
+    // any clock, and a saturated deadline is still never later than the server's expiry)
+    #[test]
+    fn deadline_arithmetic_saturates_on_durations_beyond_any_clock() {
+        let policy = DeadlinePolicy {
+            drift_bound: 0.0,
+            safety_margin: ms(100),
+            renew_fraction: 1.0 / 3.0,
+        };
+        let sent = Duration::from_secs(1000);
+        assert!(policy.usable(Duration::MAX).is_some());
+        assert_eq!(policy.deadline(sent, Duration::MAX), Duration::MAX);
+        let renew_at = policy.renew_at(sent, Duration::MAX);
+        assert!(sent < renew_at && renew_at < policy.deadline(sent, Duration::MAX));
+        assert_eq!(policy.surely_expired(sent, Duration::MAX), Duration::MAX);
+        assert_eq!(policy.deadline(Duration::MAX, ms(1_000)), Duration::MAX);
+        let drifting = DeadlinePolicy {
+            drift_bound: 0.25,
+            ..policy
+        };
+        assert_eq!(drifting.surely_expired(sent, Duration::MAX), Duration::MAX);
+        assert!(drifting.deadline(sent, Duration::MAX) < Duration::MAX);
     }
 }

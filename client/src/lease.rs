@@ -12,8 +12,8 @@ use tonic::metadata::MetadataValue;
 
 use crate::client::Handle;
 use crate::error::{Error, FenceError};
+use crate::shared_lease::SharedLease;
 use crate::state::{LeaseState, LostReason, StateChange};
-use crate::tracked::Tracked;
 
 /// A granted lock. The client renews it in the background until it is released, dropped,
 /// or lost.
@@ -29,11 +29,24 @@ use crate::tracked::Tracked;
 #[derive(Debug)]
 pub struct Lease {
     /// The shared record of the lease.
-    tracked: Arc<Tracked>,
+    shared_lease: Arc<SharedLease>,
     /// Keeps the client (and its renewal task) alive while the lease is.
     handle: Arc<Handle>,
-    /// Set once released, so that `drop` does not release again.
-    released: bool,
+    /// Where [`Lease::release`] has got to, so that `drop` releases exactly when nobody
+    /// else will.
+    release: Release,
+}
+
+/// How far [`Lease::release`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Not called.
+    NotAsked,
+    /// Called, and its future not finished: if it is dropped now, the request may never
+    /// have been sent, so `drop` sends one in the background.
+    Started,
+    /// Finished: the caller has the outcome.
+    Done,
 }
 
 /// What the SDK knows of a lease's renewals, for dashboards and logs.
@@ -52,29 +65,29 @@ pub struct LeaseStatus {
 }
 
 impl Lease {
-    /// Wraps a tracked lease.
-    pub(crate) fn new(tracked: Arc<Tracked>, handle: Arc<Handle>) -> Self {
+    /// Wraps a lease shared with the background tasks.
+    pub(crate) fn new(shared_lease: Arc<SharedLease>, handle: Arc<Handle>) -> Self {
         Lease {
-            tracked,
+            shared_lease,
             handle,
-            released: false,
+            release: Release::NotAsked,
         }
     }
 
     /// The lock this lease holds.
     pub fn lock(&self) -> &LockName {
-        &self.tracked.lock
+        &self.shared_lease.lock
     }
 
     /// The lease's id: a bearer secret, keep it out of logs (its `Debug` form is safe).
     pub fn id(&self) -> LeaseId {
-        self.tracked.id
+        self.shared_lease.id
     }
 
     /// The grant's token, whatever the lease's state: for display only. A write must take
     /// its token from [`Lease::fence`].
     pub fn token(&self) -> FencingToken {
-        self.tracked.token
+        self.shared_lease.token
     }
 
     /// The token, if and only if the lease is held right now: the server confirmed it, the
@@ -85,7 +98,7 @@ impl Lease {
     /// It checks the pause watchdog's pulse itself, because after `SIGCONT` the first
     /// code to run may be this very call, before the watchdog thread is scheduled.
     pub fn fence(&self) -> Result<FencingToken, FenceError> {
-        self.handle.shared.fence(&self.tracked)
+        self.handle.shared.fence(&self.shared_lease)
     }
 
     /// [`Lease::fence`], and on success puts the token into a tonic request's
@@ -107,19 +120,19 @@ impl Lease {
 
     /// The current state (as last published; [`Lease::fence`] is the authoritative check).
     pub fn state(&self) -> LeaseState {
-        self.tracked.subscribe().borrow().clone()
+        self.shared_lease.subscribe().borrow().clone()
     }
 
     /// A receiver of every state the lease goes through. A slow reader may skip an
     /// intermediate state; [`Lease::history`] keeps them all.
     pub fn watch(&self) -> watch::Receiver<LeaseState> {
-        self.tracked.subscribe()
+        self.shared_lease.subscribe()
     }
 
     /// Completes when the lease is lost, with the reason: the future a leader's work loop
     /// selects on. It owns what it needs, so it can outlive the borrow of the lease.
     pub fn lost(&self) -> impl Future<Output = LostReason> + Send + 'static {
-        let mut receiver = self.tracked.subscribe();
+        let mut receiver = self.shared_lease.subscribe();
         async move {
             loop {
                 if let LeaseState::Lost { reason } = &*receiver.borrow_and_update() {
@@ -135,7 +148,7 @@ impl Lease {
     /// The state changes so far (the latest 64), with when they happened on the SDK's
     /// clock: nothing is missed, however slow the reader.
     pub fn history(&self) -> Vec<StateChange> {
-        self.tracked.read(|book| book.history())
+        self.shared_lease.read(|machine| machine.history())
     }
 
     /// The renewals' health: state, time left, failures.
@@ -143,13 +156,13 @@ impl Lease {
         let now = self.handle.shared.now();
         // Like `fence`, look for a pause first, so that it is reported as such.
         self.handle.shared.heartbeat(now);
-        self.tracked.update(|book| {
-            book.check(now);
-            let (consecutive_failures, last_error) = book.failures();
+        self.shared_lease.update(|machine| {
+            machine.check(now);
+            let (consecutive_failures, last_error) = machine.failures();
             LeaseStatus {
-                state: book.state().clone(),
-                remaining: book.deadline().saturating_sub(now),
-                ttl: book.ttl(),
+                state: machine.state().clone(),
+                remaining: machine.deadline().saturating_sub(now),
+                ttl: machine.ttl(),
                 consecutive_failures,
                 last_error: last_error.map(str::to_string),
             }
@@ -165,39 +178,48 @@ impl Lease {
     /// (CONTRACT L1). The lease is lost locally first, whatever the server answers, so no
     /// token can be handed out after this call starts. The release travels over the
     /// client's `Session` stream when it is in use ([`Config::session`]), else as a unary
-    /// call; the outcome and its errors are the same.
+    /// call; the outcome and its errors are the same. If this future is dropped before it
+    /// finishes, the release is sent in the background (the server answers a second one
+    /// with a refusal nobody sees, if the first got there).
     ///
     /// [`Config::session`]: crate::Config::session
     pub async fn release(mut self) -> Result<(), Error> {
-        self.released = true;
+        self.release = Release::Started;
         let shared = &self.handle.shared;
-        shared.forget(&self.tracked.id);
+        shared.forget(&self.shared_lease.id);
         let now = shared.now();
-        self.tracked
-            .update(|book| book.lose(LostReason::ReleasedByHolder, now));
-        crate::shared::release(
+        self.shared_lease
+            .update(|machine| machine.lose(LostReason::ReleasedByHolder, now));
+        let outcome = crate::shared::release(
             &shared.session,
             shared.rpc.clone(),
-            self.tracked.id,
+            self.shared_lease.id,
             shared.config.request_timeout,
         )
-        .await
+        .await;
+        self.release = Release::Done;
+        outcome
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.released {
-            return;
-        }
         let shared = &self.handle.shared;
-        shared.forget(&self.tracked.id);
-        let now = shared.now();
-        let was_lost = self.tracked.read(|book| book.state().is_lost());
-        self.tracked
-            .update(|book| book.lose(LostReason::ReleasedByHolder, now));
-        if !was_lost {
-            shared.release_in_background(self.tracked.id, "lease handle dropped");
+        match self.release {
+            Release::Done => {}
+            Release::Started => {
+                shared.release_in_background(self.shared_lease.id, "its release was abandoned");
+            }
+            Release::NotAsked => {
+                shared.forget(&self.shared_lease.id);
+                let now = shared.now();
+                let was_lost = self.shared_lease.read(|machine| machine.state().is_lost());
+                self.shared_lease
+                    .update(|machine| machine.lose(LostReason::ReleasedByHolder, now));
+                if !was_lost {
+                    shared.release_in_background(self.shared_lease.id, "lease handle dropped");
+                }
+            }
         }
     }
 }

@@ -25,7 +25,10 @@
 //! one `KeepAlive` stream per client, retried across reconnects. Try-once acquires and
 //! releases share one `Session` stream per client ([`Config::session`]), or one connection
 //! to the server's framed session listener ([`Config::framed_session`]); waiting acquires
-//! are unary calls, so that dropping one leaves the server's queue (CONTRACT L2).
+//! are unary calls, so that dropping one leaves the server's queue (CONTRACT L2). An
+//! acquire whose future is dropped hands back a grant that comes anyway, at once and in
+//! the background, so that it does not keep the lock for its TTL (the one grant it cannot
+//! see: [`Client::acquire`]).
 //!
 //! A lease is [`LeaseState::Held`], [`LeaseState::Suspect`] (a pause was detected, the
 //! deadline passed, or a queued grant came late: no token until the server confirms a
@@ -41,12 +44,16 @@
 //! - [`config`]: [`Config`] with its defaults, and [`DeadlinePolicy`], the arithmetic of S4.
 //! - [`clock`]: [`Clock`], [`BootClock`] (`CLOCK_BOOTTIME`), [`ManualClock`] for tests.
 //! - [`error`]: [`Error`] (gRPC statuses mapped back) and [`FenceError`].
-//! - `book`: the pure per-lease state machine (every rule, unit-tested with a hand-made
-//!   clock); `tracked`: a book shared between tasks and published on a `watch` channel.
+//! - `lease_state_machine`: the pure per-lease state machine (every rule, unit-tested with
+//!   a hand-made clock); `shared_lease`: that machine shared between tasks, its state
+//!   published on a `watch` channel.
 //! - `renewer`: the renewal task and its `KeepAlive` stream.
 //! - `session`: the `Session` stream (gRPC, or framed TCP) that carries try-once acquires
 //!   and releases, multiplexed by request id, reopened after a failure, unary calls when
-//!   the server has none; `framed_tls`: the TLS that wraps a framed connection.
+//!   the server has none; `in_flight`: the bound on a stream's requests in flight;
+//!   `framed_tls`: the TLS that wraps a framed connection.
+//! - `unary_acquire`: the unary `Acquire` call, and the release of its grant when the
+//!   caller drops the call before reading it.
 //! - `watchdog`: the pause watchdog's heartbeat and thread.
 //! - `shared`: what the handles and the background work share.
 
@@ -58,12 +65,14 @@ pub mod error;
 pub mod lease;
 pub mod state;
 
-mod book;
 mod framed_tls;
+mod in_flight;
+mod lease_state_machine;
 mod renewer;
 mod session;
 mod shared;
-mod tracked;
+mod shared_lease;
+mod unary_acquire;
 mod watchdog;
 
 pub use client::{

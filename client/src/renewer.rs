@@ -172,7 +172,7 @@ fn scan(
     shared.heartbeat(now);
     let leases = shared.snapshot();
     for lease in &leases {
-        lease.update(|book| book.check(now));
+        lease.update(|machine| machine.check(now));
     }
     give_up_lost(shared, &leases);
 
@@ -194,7 +194,7 @@ fn scan(
         .iter()
         .filter_map(|l| l.read(|b| b.next_event()))
         .min()
-        .unwrap_or(now + MAX_SLEEP);
+        .unwrap_or(now.saturating_add(MAX_SLEEP));
     if stream.is_none() && opening.is_none() && live {
         next = next.min(*retry_at);
     }
@@ -233,7 +233,7 @@ async fn open(shared: Arc<Shared>) -> Result<Stream, String> {
 fn send_due(
     shared: &Shared,
     stream: &Stream,
-    leases: &[Arc<crate::tracked::Tracked>],
+    leases: &[Arc<crate::shared_lease::SharedLease>],
     now: Duration,
 ) -> Result<(), String> {
     for lease in leases {
@@ -247,10 +247,10 @@ fn send_due(
             // The buffer is full: the rest go out on a later turn.
             break;
         }
-        let due = lease.update(|book| {
-            let due = book.renewal_due(now);
+        let due = lease.update(|machine| {
+            let due = machine.renewal_due(now);
             if due {
-                book.on_sent(shared.now());
+                machine.on_sent(shared.now());
             }
             due
         });
@@ -269,7 +269,7 @@ fn send_due(
 /// Records a stream failure on every lease, logs it, and returns when to retry.
 fn fail_all(shared: &Shared, why: &str, backoff: &mut Duration) -> Duration {
     let now = shared.now();
-    let retry_at = now + *backoff;
+    let retry_at = now.saturating_add(*backoff);
     let leases = shared.snapshot();
     tracing::warn!(
         leases = leases.len(),
@@ -277,9 +277,9 @@ fn fail_all(shared: &Shared, why: &str, backoff: &mut Duration) -> Duration {
         "{why}"
     );
     for lease in &leases {
-        lease.update(|book| book.on_failure(why, now, retry_at));
+        lease.update(|machine| machine.on_failure(why, now, retry_at));
     }
-    *backoff = (*backoff * 2).min(shared.config.retry_max);
+    *backoff = backoff.saturating_mul(2).min(shared.config.retry_max);
     retry_at
 }
 
@@ -305,7 +305,7 @@ fn apply(shared: &Shared, answer: RenewResponse) -> Option<Duration> {
     match Outcome::try_from(answer.outcome) {
         Ok(Outcome::Renewed) if answer.ttl_ms > 0 => {
             let ttl = Duration::from_millis(answer.ttl_ms);
-            lease.update(|book| book.on_renewed(ttl, now));
+            lease.update(|machine| machine.on_renewed(ttl, now));
         }
         Ok(Outcome::Expired) => lose(&lease, LostReason::Expired { message }, now),
         Ok(Outcome::Released) => lose(&lease, LostReason::Released { message }, now),
@@ -317,21 +317,21 @@ fn apply(shared: &Shared, answer: RenewResponse) -> Option<Duration> {
                 answer.ttl_ms
             );
             tracing::error!(lease = %id.short(), "{why}");
-            lease.update(|book| book.on_failure(&why, now, now));
+            lease.update(|machine| machine.on_failure(&why, now, now));
         }
     }
-    lease.read(|book| book.next_event())
+    lease.read(|machine| machine.next_event())
 }
 
 /// Marks a lease lost on the server's word.
-fn lose(lease: &crate::tracked::Tracked, reason: LostReason, now: Duration) {
+fn lose(lease: &crate::shared_lease::SharedLease, reason: LostReason, now: Duration) {
     tracing::warn!(lease = %lease.id.short(), lock = %lease.lock, %reason, "lease lost");
-    lease.update(|book| book.on_refused(reason, now));
+    lease.update(|machine| machine.on_refused(reason, now));
 }
 
 /// Stops renewing lost leases. One the SDK gave up on by itself may still be alive on the
 /// server (a renewal could have got through unseen), so it is released, best effort.
-fn give_up_lost(shared: &Shared, leases: &[Arc<crate::tracked::Tracked>]) {
+fn give_up_lost(shared: &Shared, leases: &[Arc<crate::shared_lease::SharedLease>]) {
     for lease in leases {
         let state = lease.read(|b| b.state().clone());
         if let LeaseState::Lost { reason } = state {

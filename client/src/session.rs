@@ -15,9 +15,12 @@
 //!   would be, and marks the stream broken: the next request opens a new one. Nothing is
 //!   retried once sent: an acquire may or may not have been applied. A request that never
 //!   reached the stream (it broke first) is sent on a new one.
-//! - A grant that arrives after its caller gave up is released at once over the same
-//!   stream, or with a unary call when the stream takes no more requests: nobody else
-//!   knows its lease id, so otherwise it would keep the lock for a TTL.
+//! - A grant whose caller gave up is released at once over the same stream, or with a
+//!   unary call when the stream takes no more requests: nobody else knows its lease id,
+//!   so otherwise it would keep the lock for a TTL. That holds whenever the grant comes:
+//!   after the caller's slot is gone (the reader finds no slot), or into the slot just
+//!   before the caller went away without looking (the slot's receiver, dropped with the
+//!   caller, takes it back and releases it).
 //! - A server without `Session` answers UNIMPLEMENTED: the client then uses unary calls
 //!   for good.
 //! - With [`Config::framed_session`] the stream is a TCP connection to the server's framed
@@ -25,7 +28,13 @@
 //!   HTTP/2, at less CPU per message; TLS when the endpoint is, [`Config::framed_tls`]),
 //!   with a writer task in place of tonic's. It has no
 //!   HTTP/2 PING to notice a connection that died silently, so a request that gets no
-//!   answer in time also retires the connection: the next request opens a new one.
+//!   answer in time also retires the connection it was sent on (never a newer one that
+//!   replaced it meanwhile): the next request opens a new one.
+//! - At most [`Config::max_session_in_flight`] requests are in flight on a stream (sent,
+//!   not yet answered; orphan releases included): the rest wait in the client
+//!   ([`InFlight`]), because the server refuses a framed session's requests past its own
+//!   cap. A request that times out while waiting for room was never sent, so it does not
+//!   retire the connection.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,6 +61,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::Error;
 use crate::framed_tls::FramedConnector;
+use crate::in_flight::InFlight;
 
 /// How many requests may wait in a stream's send buffer before senders wait.
 const SEND_BUFFER: usize = 1024;
@@ -79,6 +89,8 @@ pub(crate) struct Session {
     framed: Option<String>,
     /// The TLS that wraps each framed connection, when the endpoint is TLS.
     framed_tls: Option<FramedConnector>,
+    /// How many requests each stream may have in flight ([`Config::max_session_in_flight`]).
+    max_in_flight: usize,
     /// Set for good once the server answered UNIMPLEMENTED.
     unsupported: AtomicBool,
     /// The next request id (shared with the reader tasks, which send orphan releases).
@@ -97,6 +109,11 @@ struct Conn {
     requests: mpsc::Sender<SessionRequest>,
     /// The requests awaiting an answer, shared with the stream's reader task.
     pending: Arc<Mutex<Pending>>,
+    /// The requests sent and not yet answered, bounded; shared with the reader task,
+    /// which frees a room per answer.
+    in_flight: Arc<InFlight>,
+    /// How a grant nobody waits for is released, shared with the reader task.
+    orphans: Arc<Orphans>,
 }
 
 /// The requests awaiting an answer on one stream.
@@ -108,15 +125,16 @@ struct Pending {
     broken: bool,
 }
 
-/// Where a request went.
-pub(crate) enum Routed {
+/// What came of a request offered to the session: its answer, its failure, or the word
+/// to make the unary call instead.
+pub(crate) enum SessionOutcome {
     /// The session is off or the server has none: make the unary call.
     Unary,
     /// The server answered (an acquire's grant, a release's confirmation...).
     Answered {
         /// The instant the request was handed to the stream, read before it was.
         sent: Duration,
-        /// The answer; never [`Reply::Error`], which comes as [`Routed::Failed`].
+        /// The answer; never [`Reply::Error`], which comes as [`SessionOutcome::Failed`].
         reply: Reply,
     },
     /// The request failed: refused by the server (mapped as the unary status would be),
@@ -150,6 +168,7 @@ impl Session {
             enabled: config.session,
             framed: config.framed_session.clone(),
             framed_tls,
+            max_in_flight: config.max_session_in_flight,
             unsupported: AtomicBool::new(false),
             ids: Arc::new(AtomicU64::new(1)),
             current: Mutex::new(None),
@@ -163,41 +182,47 @@ impl Session {
     }
 
     /// Sends one request (`what` names it in a timeout error) and waits for its answer, for
-    /// at most the request timeout. [`Routed::Unary`] when the caller must make the unary
+    /// at most the request timeout. [`SessionOutcome::Unary`] when the caller must make the unary
     /// call instead (nothing was applied then).
-    pub(crate) async fn call(&self, op: Op, what: &'static str) -> Routed {
+    pub(crate) async fn call(&self, op: Op, what: &'static str) -> SessionOutcome {
         if !self.active() {
-            return Routed::Unary;
+            return SessionOutcome::Unary;
         }
-        let exchange = match tokio::time::timeout(self.timeout, self.exchange(op)).await {
+        // The stream the request was handed to, once it was: the one to retire if the
+        // answer does not come.
+        let mut used = None;
+        let exchange = match tokio::time::timeout(self.timeout, self.exchange(op, &mut used)).await
+        {
             Ok(exchange) => exchange,
             // The pending slot went with the dropped exchange; a late answer finds none.
             Err(_) => {
-                if self.framed.is_some() {
-                    self.retire_current();
+                if let (Some(_), Some(conn)) = (&self.framed, used) {
+                    self.retire(&conn);
                 }
-                return Routed::Failed(Error::Timeout {
+                return SessionOutcome::Failed(Error::Timeout {
                     what,
                     after: self.timeout,
                 });
             }
         };
         match exchange {
-            Exchange::Unary => Routed::Unary,
-            Exchange::Failed(status) => Routed::Failed(Error::from(status)),
-            Exchange::Answered(_, Err(status)) => Routed::Failed(Error::from(status)),
+            Exchange::Unary => SessionOutcome::Unary,
+            Exchange::Failed(status) => SessionOutcome::Failed(Error::from(status)),
+            Exchange::Answered(_, Err(status)) => SessionOutcome::Failed(Error::from(status)),
             Exchange::Answered(_, Ok(Some(Reply::Error(refused)))) => {
-                Routed::Failed(Error::from(refused))
+                SessionOutcome::Failed(Error::from(refused))
             }
-            Exchange::Answered(sent, Ok(Some(reply))) => Routed::Answered { sent, reply },
-            Exchange::Answered(_, Ok(None)) => Routed::Failed(Error::Protocol {
+            Exchange::Answered(sent, Ok(Some(reply))) => SessionOutcome::Answered { sent, reply },
+            Exchange::Answered(_, Ok(None)) => SessionOutcome::Failed(Error::Protocol {
                 what: format!("session answered a {what} with no result"),
             }),
         }
     }
 
-    /// One request: a stream (opened if needed), a slot, the send, the answer.
-    async fn exchange(&self, mut op: Op) -> Exchange {
+    /// One request: a stream (opened if needed), room on it, a slot, the send, the answer.
+    /// `used` is set to each stream the request gets room on, so it ends as the one it was
+    /// sent on.
+    async fn exchange(&self, mut op: Op, used: &mut Option<Arc<Conn>>) -> Exchange {
         for _ in 0..SEND_ATTEMPTS {
             let conn = match self.conn().await {
                 Ok(conn) => conn,
@@ -207,6 +232,12 @@ impl Session {
                 }
                 Err(status) => return Exchange::Failed(status),
             };
+            // Waits while the stream has its most requests in flight. Closed means it broke
+            // or was retired meanwhile: nothing sent yet, so a new stream is safe.
+            let Some(room) = conn.in_flight.room().await else {
+                continue;
+            };
+            let conn = &*used.insert(conn.clone());
             let id = self.ids.fetch_add(1, Ordering::Relaxed);
             let (sender, receiver) = oneshot::channel();
             {
@@ -217,6 +248,13 @@ impl Session {
                 }
                 pending.slots.insert(id, sender);
             }
+            // Dropped in the reverse order: the slot leaves the map first (an answer that
+            // comes later finds none and is released by the reader), then the receiver
+            // takes back an answer that came before (and releases it) if nobody read it.
+            let mut answer = Unread {
+                receiver: Some(receiver),
+                orphans: &conn.orphans,
+            };
             // Removes the slot however this function ends: answered, timed out, dropped.
             let _slot = Slot {
                 pending: &conn.pending,
@@ -233,24 +271,24 @@ impl Session {
                 // The stream's request half is gone: the message never left, retry on a
                 // new stream.
                 lock(&conn.pending).broken = true;
+                conn.in_flight.close();
                 match request.op {
                     Some(back) => op = back,
                     None => break,
                 }
                 continue;
             }
-            return match receiver.await {
-                Ok(Err(status)) if status.code() == Code::Unimplemented => {
+            room.sent();
+            return match answer.read().await {
+                Some(Err(status)) if status.code() == Code::Unimplemented => {
                     // A server that refuses the method applied none of it.
                     self.unsupported(&status);
                     Exchange::Unary
                 }
-                Ok(answer) => Exchange::Answered(sent, answer),
+                Some(answer) => Exchange::Answered(sent, answer),
                 // The reader always answers or fails every slot; a dropped sender means
                 // its task is gone, which only a runtime shutting down does.
-                Err(_) => {
-                    Exchange::Failed(Status::unavailable("the session stream's reader ended"))
-                }
+                None => Exchange::Failed(Status::unavailable("the session stream's reader ended")),
             };
         }
         Exchange::Failed(Status::unavailable(
@@ -299,17 +337,26 @@ impl Session {
         };
         tracing::debug!(framed = ?self.framed, "session stream open");
         let pending = Arc::new(Mutex::new(Pending::default()));
+        let in_flight = Arc::new(InFlight::new(self.max_in_flight));
+        let orphans = Arc::new(Orphans {
+            requests: requests.downgrade(),
+            in_flight: in_flight.clone(),
+            ids: self.ids.clone(),
+            rpc: self.rpc.clone(),
+            timeout: self.timeout,
+        });
         tokio::spawn(read(
             answers,
             pending.clone(),
-            Orphans {
-                requests: requests.downgrade(),
-                ids: self.ids.clone(),
-                rpc: self.rpc.clone(),
-                timeout: self.timeout,
-            },
+            in_flight.clone(),
+            orphans.clone(),
         ));
-        Ok(Arc::new(Conn { requests, pending }))
+        Ok(Arc::new(Conn {
+            requests,
+            pending,
+            in_flight,
+            orphans,
+        }))
     }
 
     /// Notes that the server has no `Session`: unary calls from now on.
@@ -320,12 +367,19 @@ impl Session {
         *self.current() = None;
     }
 
-    /// Takes no more requests on the current stream (a framed one whose request timed
-    /// out: its connection may have died silently). Requests already on it still get
-    /// their answers, or fail when it ends.
-    fn retire_current(&self) {
-        if let Some(conn) = self.current().take() {
-            lock(&conn.pending).broken = true;
+    /// Takes no more requests on `conn` (a framed one whose request timed out: its
+    /// connection may have died silently), and stops offering it if it is still the
+    /// current one. A newer stream that replaced it meanwhile stays. Requests already on
+    /// it still get their answers, or fail when it ends; those waiting for room on it go
+    /// to a new one.
+    fn retire(&self, conn: &Arc<Conn>) {
+        let newly = !std::mem::replace(&mut lock(&conn.pending).broken, true);
+        conn.in_flight.close();
+        let mut current = self.current();
+        if current.as_ref().is_some_and(|now| Arc::ptr_eq(now, conn)) {
+            *current = None;
+        }
+        if newly {
             tracing::debug!("a framed session request timed out: retiring its connection");
         }
     }
@@ -335,6 +389,12 @@ impl Session {
         self.current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether a stream is open and takes requests.
+    #[cfg(test)]
+    pub(crate) fn is_open(&self) -> bool {
+        self.healthy().is_some()
     }
 
     /// How many requests await an answer on the current stream.
@@ -358,6 +418,45 @@ struct Slot<'a> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         lock(self.pending).slots.remove(&self.id);
+    }
+}
+
+/// The receiving end of a registered request. If its caller goes away without reading an
+/// answer that has already come (a grant, say), the answer is taken back here and a grant
+/// released: dropping it unread would keep the lock for a TTL with nobody holding it.
+struct Unread<'a> {
+    /// Where the answer comes; `None` once read.
+    receiver: Option<oneshot::Receiver<Answer>>,
+    /// How a grant nobody reads is released.
+    orphans: &'a Orphans,
+}
+
+impl Unread<'_> {
+    /// Waits for the answer; `None` if the reader went away without one (or it was
+    /// already read).
+    async fn read(&mut self) -> Option<Answer> {
+        let answer = self.receiver.as_mut()?.await.ok();
+        self.receiver = None;
+        answer
+    }
+}
+
+impl Drop for Unread<'_> {
+    fn drop(&mut self) {
+        let Some(mut receiver) = self.receiver.take() else {
+            return;
+        };
+        // Closed first: an answer the reader sends from now on fails to arrive, and the
+        // reader releases it itself; one that arrived before is taken here.
+        receiver.close();
+        if let Ok(Ok(Some(Reply::Acquired(grant)))) = receiver.try_recv() {
+            let how = self.orphans.release(grant.lease_id);
+            tracing::debug!(
+                token = grant.token,
+                how,
+                "a grant reached a caller that went away without reading it: releasing it"
+            );
+        }
     }
 }
 
@@ -462,6 +561,8 @@ struct Orphans {
     /// The stream's requests, for the release. Weak, so that the stream's request half
     /// ends once the client and its callers are gone, and the server then ends the stream.
     requests: mpsc::WeakSender<SessionRequest>,
+    /// The stream's requests in flight: a release over the stream needs room there.
+    in_flight: Arc<InFlight>,
     /// Where request ids come from.
     ids: Arc<AtomicU64>,
     /// For a unary release when the stream takes no more requests (its request half has
@@ -472,8 +573,8 @@ struct Orphans {
 }
 
 impl Orphans {
-    /// Releases `lease_id` over the stream if it still takes requests, else with a unary
-    /// call in the background; says which.
+    /// Releases `lease_id` over the stream if it still takes requests and has room for
+    /// one more in flight, else with a unary call in the background; says which.
     fn release(&self, lease_id: String) -> &'static str {
         let release = ReleaseRequest {
             lease_id,
@@ -482,20 +583,30 @@ impl Orphans {
         let Some(sender) = self.requests.upgrade() else {
             return self.release_unary(release);
         };
+        let Some(room) = self.in_flight.try_room() else {
+            return self.release_unary(release);
+        };
         let message = SessionRequest {
             id: self.ids.fetch_add(1, Ordering::Relaxed),
             // A copy: the send may fail, and then the unary call needs it (a rare path).
             op: Some(Op::Release(release.clone())),
         };
         match sender.try_send(message) {
-            Ok(()) => "over the session",
+            Ok(()) => {
+                room.sent();
+                "over the session"
+            }
             Err(_full_or_closed) => self.release_unary(release),
         }
     }
 
+    /// Releases with a unary call in a background task, if there is a runtime to run it.
     fn release_unary(&self, release: ReleaseRequest) -> &'static str {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return "not at all: no runtime to run the release in (it expires after its TTL)";
+        };
         let (mut rpc, timeout) = (self.rpc.clone(), self.timeout);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             match tokio::time::timeout(timeout, rpc.release(release)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(status)) => tracing::debug!(%status, "releasing an orphan grant failed"),
@@ -506,12 +617,21 @@ impl Orphans {
     }
 }
 
-/// The reader task of one stream: hands each answer to the request with its id; when the
-/// stream ends, fails every pending request with the status that ended it.
-async fn read(mut answers: Answers, pending: Arc<Mutex<Pending>>, orphans: Orphans) {
+/// The reader task of one stream: frees a room in flight for each answer and hands it to
+/// the request with its id; when the stream ends, fails every pending request with the
+/// status that ended it, and lets go of the callers waiting for room.
+async fn read(
+    mut answers: Answers,
+    pending: Arc<Mutex<Pending>>,
+    in_flight: Arc<InFlight>,
+    orphans: Arc<Orphans>,
+) {
     let status = loop {
         match answers.next().await {
-            Some(Ok(answer)) => deliver(&pending, answer, &orphans),
+            Some(Ok(answer)) => {
+                in_flight.answered();
+                deliver(&pending, answer, &orphans);
+            }
             None => break Status::unavailable("the server closed the session stream"),
             Some(Err(status)) => break status,
         }
@@ -521,6 +641,7 @@ async fn read(mut answers: Answers, pending: Arc<Mutex<Pending>>, orphans: Orpha
         pending.broken = true;
         std::mem::take(&mut pending.slots)
     };
+    in_flight.close();
     if slots.is_empty() {
         tracing::debug!(%status, "session stream ended");
     } else {

@@ -17,9 +17,9 @@ use crate::clock::Clock;
 use crate::config::{Config, DeadlinePolicy};
 use crate::error::{Error, FenceError};
 use crate::framed_tls::FramedConnector;
-use crate::session::{Routed, Session};
+use crate::session::{Session, SessionOutcome};
+use crate::shared_lease::SharedLease;
 use crate::state::LeaseState;
-use crate::tracked::Tracked;
 use crate::watchdog::Pulse;
 
 /// The state of one [`Client`](crate::Client), shared with its background work.
@@ -35,7 +35,7 @@ pub(crate) struct Shared {
     /// Serialises heartbeats with the marking of leases after a pause.
     pause_marking: Mutex<()>,
     /// The leases being renewed. A `std` mutex, never held across an `.await`.
-    leases: Mutex<HashMap<LeaseId, Arc<Tracked>>>,
+    leases: Mutex<HashMap<LeaseId, Arc<SharedLease>>>,
     /// Wakes the renewal task: a lease was added, a pause was seen.
     pub(crate) wake: Notify,
     /// Cancelled when the last handle of the client is dropped.
@@ -103,7 +103,7 @@ impl Shared {
             "process pause detected: leases are suspect until the server confirms them"
         );
         for lease in self.snapshot() {
-            lease.update(|book| book.on_pause(paused, now));
+            lease.update(|machine| machine.on_pause(paused, now));
         }
         self.wake.notify_one();
         Some(paused)
@@ -111,10 +111,10 @@ impl Shared {
 
     /// The check before a guarded write: the pulse first (this may be the first code to
     /// run after a pause), then the lease's state against the clock read right now.
-    pub(crate) fn fence(&self, lease: &Tracked) -> Result<FencingToken, FenceError> {
+    pub(crate) fn fence(&self, lease: &SharedLease) -> Result<FencingToken, FenceError> {
         let now = self.now();
         self.heartbeat(now);
-        match lease.update(|book| book.fence(now)) {
+        match lease.update(|machine| machine.fence(now)) {
             Ok(()) => Ok(lease.token),
             Err(LeaseState::Lost { reason }) => Err(FenceError::Lost {
                 lock: lease.lock.clone(),
@@ -124,29 +124,29 @@ impl Shared {
                 lock: lease.lock.clone(),
                 reason,
             }),
-            // `Book::fence` returns `Err` only for the two states above.
+            // `LeaseStateMachine::fence` returns `Err` only for the two states above.
             Err(LeaseState::Held) => Ok(lease.token),
         }
     }
 
     /// Starts renewing a lease.
-    pub(crate) fn register(&self, lease: Arc<Tracked>) {
+    pub(crate) fn register(&self, lease: Arc<SharedLease>) {
         self.leases().insert(lease.id, lease);
         self.wake.notify_one();
     }
 
     /// Stops renewing a lease.
-    pub(crate) fn forget(&self, id: &LeaseId) -> Option<Arc<Tracked>> {
+    pub(crate) fn forget(&self, id: &LeaseId) -> Option<Arc<SharedLease>> {
         self.leases().remove(id)
     }
 
     /// A lease being renewed.
-    pub(crate) fn get(&self, id: &LeaseId) -> Option<Arc<Tracked>> {
+    pub(crate) fn get(&self, id: &LeaseId) -> Option<Arc<SharedLease>> {
         self.leases().get(id).cloned()
     }
 
     /// Every lease being renewed, so that callers iterate without holding the map's lock.
-    pub(crate) fn snapshot(&self) -> Vec<Arc<Tracked>> {
+    pub(crate) fn snapshot(&self) -> Vec<Arc<SharedLease>> {
         self.leases().values().cloned().collect()
     }
 
@@ -174,7 +174,7 @@ impl Shared {
 
     /// The lease map, even if a thread panicked while holding it (the map is always
     /// consistent between operations).
-    fn leases(&self) -> MutexGuard<'_, HashMap<LeaseId, Arc<Tracked>>> {
+    fn leases(&self) -> MutexGuard<'_, HashMap<LeaseId, Arc<SharedLease>>> {
         self.leases
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -195,17 +195,17 @@ pub(crate) async fn release(
     };
     if session.active() {
         match session.call(Op::Release(request.clone()), "release").await {
-            Routed::Unary => {}
-            Routed::Answered {
+            SessionOutcome::Unary => {}
+            SessionOutcome::Answered {
                 reply: Reply::Released(_),
                 ..
             } => return Ok(()),
-            Routed::Answered { .. } => {
+            SessionOutcome::Answered { .. } => {
                 return Err(Error::Protocol {
                     what: "session answered a release with something else".into(),
                 })
             }
-            Routed::Failed(error) => return Err(error),
+            SessionOutcome::Failed(error) => return Err(error),
         }
     }
     match tokio::time::timeout(timeout, rpc.release(request)).await {

@@ -3,10 +3,10 @@
 //!
 //! Cargo gives such a process variables that describe *its* package (`CARGO_MANIFEST_DIR`,
 //! `CARGO_PKG_*`, ...). A nested `cargo build` that inherits them passes them on to build
-//! scripts, and some build scripts (ring's) rerun when one of them changes: so the nested
-//! build rebuilt ring, rustls, tonic and everything above them, and the next outer build
-//! rebuilt them back (four minutes per demo run in release, 20-30 s per test binary). The
-//! command from [`build_command`] leaves them out.
+//! scripts, and some build scripts (ring's) rerun when one of them changes: so a nested
+//! build that inherits them rebuilds ring, rustls, tonic and everything above them, and
+//! the next outer build rebuilds them back, every time. The command from [`build_command`]
+//! leaves them out.
 
 use std::ffi::OsStr;
 use std::process::Command;

@@ -23,6 +23,16 @@
 //! 5. A frame that is too long or does not decode closes the connection. Closing the
 //!    connection, from either side, ends the session: its queued acquires leave their
 //!    queues and grants not yet delivered are undone (CONTRACT L2).
+//! 6. The server serves at most its cap of requests in flight per connection
+//!    (`fenced --max-session-in-flight`, default 1,024). It keeps reading past the cap, so
+//!    that the client's answers to its pings are still heard, and answers each request
+//!    past it at once with a `SessionError` of code RESOURCE_EXHAUSTED (`error_code`
+//!    `exhausted`), which changed nothing: a client keeps its requests in flight under
+//!    the cap, or sends a refused one again once an answer has come.
+//! 7. A new connection has the server's handshake timeout (`fenced
+//!    --handshake-timeout-ms`, default 10 s), counted from its accept, to finish its TLS
+//!    handshake and send its hello, or it is closed. A connection past the server's
+//!    connection limit (`fenced --max-connections`) is closed at once, before any hello.
 
 use bytes::Bytes;
 use futures::{SinkExt, Stream, StreamExt};

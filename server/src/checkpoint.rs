@@ -13,8 +13,8 @@
 //! Between the two it raises the token [`Marker`] to the next token sled now holds, so the
 //! floor never runs ahead of the disk and no journal file goes before the floor covers its
 //! tokens. Then it prepares the next journal file (the `journal` module says why). Both
-//! used to run on the committer, and every commit waiting behind them paid for their
-//! file creations and directory syncs.
+//! run here rather than on the committer, so no commit waits behind their file creations
+//! and directory syncs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,17 +22,17 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::error::Error;
+use crate::error::{Error, RecordDamage};
 use crate::journal::{self, JournalOp, NextFile};
 use crate::marker::Marker;
-use crate::store::{CHECKPOINTED_KEY, NEXT_TOKEN_KEY};
+use crate::record::{CHECKPOINTED_KEY, NEXT_TOKEN_KEY};
 
 /// Writes coalesced by key (the last one wins; `None` deletes), in key order.
-pub type Unflushed = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+pub type CoalescedWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// At most this many writes go into one sled batch: sled 0.34's memory grows with the
-/// size of a batch (measured: 100,000 leases checkpointed once a second in single batches
-/// of ~5,000 took 287 MiB resident, against 173 MiB in batches a tenth that size).
+/// size of a batch, so a large checkpoint written as one batch holds far more memory than
+/// the same writes in chunks.
 const SLED_BATCH: usize = 1000;
 
 /// One closed journal file's writes, to go into sled.
@@ -54,10 +54,14 @@ pub struct Checkpointer {
     thread: Mutex<Option<JoinHandle<Result<(), Error>>>>,
 }
 
-/// What the checkpoint thread works with.
-struct Target {
+/// What a checkpoint writes to: sled and its data file, the journal directory whose files
+/// it deletes, the next journal file it prepares and the token marker it raises.
+struct CheckpointFiles {
+    /// The database the journal's writes go into.
     db: sled::Db,
+    /// sled's data file, synced after each flush (`None`: `--no-fdatasync`).
     data_file: Option<Arc<std::fs::File>>,
+    /// `<data dir>/journal`, whose files a checkpoint deletes once sled holds them.
     journal_dir: PathBuf,
     /// The next journal file, prepared here.
     next: NextFile,
@@ -77,7 +81,7 @@ impl Checkpointer {
         // One checkpoint queued behind the one being written: if sled falls further behind,
         // the committer waits here rather than letting memory grow.
         let (sender, receiver) = sync_channel(1);
-        let target = Target {
+        let files = CheckpointFiles {
             db,
             data_file,
             journal_dir,
@@ -86,10 +90,10 @@ impl Checkpointer {
         };
         let thread = std::thread::Builder::new()
             .name("fenced-checkpoint".into())
-            .spawn(move || run(target, receiver))
-            .map_err(|e| Error::Storage {
-                during: "starting the checkpoint thread",
-                reason: e.to_string(),
+            .spawn(move || run(files, receiver))
+            .map_err(|source| Error::SpawnThread {
+                thread: "checkpoint",
+                source,
             })?;
         Ok(Checkpointer {
             sender: Mutex::new(Some(sender)),
@@ -100,15 +104,11 @@ impl Checkpointer {
     /// Hands a checkpoint to the thread (waits while one is already queued).
     pub fn submit(&self, checkpoint: Checkpoint) -> Result<(), Error> {
         let sender = self.sender.lock().map_err(|_| Error::Poisoned)?;
-        let stopped = || Error::Storage {
-            during: "checkpointing",
-            reason: "the checkpoint thread stopped (see its error above)".to_string(),
-        };
         sender
             .as_ref()
-            .ok_or_else(stopped)?
+            .ok_or(Error::CheckpointerStopped)?
             .send(checkpoint)
-            .map_err(|_| stopped())
+            .map_err(|_| Error::CheckpointerStopped)
     }
 
     /// Lets the thread finish what it was given and waits for it; returns its error, if it
@@ -119,23 +119,22 @@ impl Checkpointer {
         match thread.map(JoinHandle::join) {
             None => Ok(()),
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Error::Storage {
-                during: "checkpointing",
-                reason: "the checkpoint thread panicked".to_string(),
+            Some(Err(_)) => Err(Error::ThreadPanicked {
+                thread: "checkpoint",
             }),
         }
     }
 }
 
 /// Applies checkpoints until the sender is gone or one fails.
-fn run(target: Target, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
-    let result = target
+fn run(files: CheckpointFiles, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
+    let result = files
         .next
         .prepare(*journal::SPARE_BYTES.start())
         .and_then(|()| {
             receiver
                 .iter()
-                .try_for_each(|checkpoint| apply(&target, checkpoint))
+                .try_for_each(|checkpoint| apply(&files, checkpoint))
         });
     if let Err(error) = &result {
         // The committer notices on its next submit and stops the server; the journal
@@ -147,28 +146,30 @@ fn run(target: Target, receiver: Receiver<Checkpoint>) -> Result<(), Error> {
 
 /// One checkpoint: into sled, the floor raised, the journal files it covers deleted; then
 /// the next journal file.
-fn apply(target: &Target, checkpoint: Checkpoint) -> Result<(), Error> {
+fn apply(files: &CheckpointFiles, checkpoint: Checkpoint) -> Result<(), Error> {
     let writes = coalesce(checkpoint.records);
     let next_token = next_token_in(&writes)?;
     into_sled(
-        &target.db,
-        target.data_file.as_deref(),
+        &files.db,
+        files.data_file.as_deref(),
         writes,
         checkpoint.through,
     )?;
     // Every time the token moved, not rate-limited: the journal files about to go are what
     // covered these tokens until now.
-    if let Some(next_token) = next_token.filter(|token| target.marker.due(*token)) {
-        target.marker.advance(next_token)?;
+    if let Some(next_token) = next_token.filter(|token| files.marker.due(*token)) {
+        files.marker.advance(next_token)?;
     }
-    journal::remove_through(&target.journal_dir, checkpoint.through)?;
-    target.next.prepare(checkpoint.spare_bytes)
+    // sled's data file is synced exactly when the journal is (`--no-fdatasync` is off).
+    let sync = files.data_file.is_some();
+    journal::remove_through(&files.journal_dir, checkpoint.through, sync)?;
+    files.next.prepare(checkpoint.spare_bytes)
 }
 
 /// Coalesces journal records, given in the order they were journaled, by key: the last
 /// write to a key wins (`None` deletes it).
-pub fn coalesce(records: impl IntoIterator<Item = Vec<JournalOp>>) -> Unflushed {
-    let mut writes = Unflushed::new();
+pub fn coalesce(records: impl IntoIterator<Item = Vec<JournalOp>>) -> CoalescedWrites {
+    let mut writes = CoalescedWrites::new();
     for op in records.into_iter().flatten() {
         writes.insert(op.key, op.value);
     }
@@ -176,32 +177,34 @@ pub fn coalesce(records: impl IntoIterator<Item = Vec<JournalOp>>) -> Unflushed 
 }
 
 /// The next token a checkpoint writes, if it writes one.
-fn next_token_in(batch: &Unflushed) -> Result<Option<u64>, Error> {
+pub(crate) fn next_token_in(batch: &CoalescedWrites) -> Result<Option<u64>, Error> {
     let Some(Some(value)) = batch.get(NEXT_TOKEN_KEY) else {
         return Ok(None);
     };
-    let bytes: [u8; 8] = value.as_slice().try_into().map_err(|_| Error::Storage {
-        during: "checkpoint: reading the next token",
-        reason: format!("{} bytes, expected 8", value.len()),
+    let bytes: [u8; 8] = value.as_slice().try_into().map_err(|_| {
+        Error::CheckpointToken(RecordDamage::Length {
+            len: value.len(),
+            expected: 8,
+        })
     })?;
     Ok(Some(u64::from_be_bytes(bytes)))
 }
 
 /// Writes `writes` (the journal's, through generation `through`) into sled, flushes and
 /// syncs it; the journal files it covers may go after this. A checkpoint, and the replay
-/// at start (`store::replay_journal`).
+/// at start (`recovery::replay_journal`).
 pub fn into_sled(
     db: &sled::Db,
     data_file: Option<&std::fs::File>,
-    writes: Unflushed,
+    writes: CoalescedWrites,
     through: u64,
 ) -> Result<(), Error> {
-    let storage = |during: &'static str| move |reason: String| Error::Storage { during, reason };
+    let storage = |during: &'static str| move |source| Error::StorageSled { during, source };
     // In chunks (see SLED_BATCH). A crash between chunks leaves sled with part of the
     // checkpoint, which is fine: the journal files are still there and replay is
     // idempotent. The generation goes last, in the last chunk: sled recovers a prefix of
     // its batches, so a restart that sees it sees every chunk before it
-    // (`store::replay_journal` checks that no journal file after it is missing).
+    // (`recovery::replay_journal` checks that no journal file after it is missing).
     let mut writes = writes.into_iter().peekable();
     loop {
         let mut batch = sled::Batch::default();
@@ -216,16 +219,14 @@ pub fn into_sled(
             batch.insert(CHECKPOINTED_KEY, &through.to_be_bytes());
         }
         db.apply_batch(batch)
-            .map_err(|e| storage("checkpoint: writing to sled")(e.to_string()))?;
+            .map_err(storage("checkpoint: writing to sled"))?;
         if last {
             break;
         }
     }
-    db.flush()
-        .map_err(|e| storage("checkpoint: flushing sled")(e.to_string()))?;
+    db.flush().map_err(storage("checkpoint: flushing sled"))?;
     if let Some(file) = data_file {
-        file.sync_data()
-            .map_err(|e| storage("checkpoint: fdatasync of sled's data file")(e.to_string()))?;
+        file.sync_data().map_err(Error::SyncSledDataFile)?;
     }
     Ok(())
 }
@@ -260,7 +261,7 @@ mod tests {
             vec![put("lease", "b"), put("lease", "c")],
         ];
         let writes = coalesce(records);
-        let expected: Unflushed = [
+        let expected: CoalescedWrites = [
             (b"gone".to_vec(), None),
             (b"lease".to_vec(), Some(b"c".to_vec())),
             (b"lock".to_vec(), Some(b"grant 2".to_vec())),

@@ -37,6 +37,22 @@ pub struct Config {
     /// costs (its place in the queue, its request, its reply channel), which is freed when
     /// it is granted, times out, is cancelled or disconnects.
     pub max_waiters: usize,
+    /// Locks one lease may hold at most (default 1,000). A lease's expiry or release ends
+    /// all its locks in one command, under the engine's lock: a durable write and a watch
+    /// event per lock, all at once. The default keeps that burst well inside the watch
+    /// channel's 4,096 events, so one lease ending cannot by itself make every watcher fall
+    /// behind. A lease restored holding more (the limit was lowered across a restart) keeps
+    /// its locks, and takes no more until it is under the limit.
+    pub max_locks_per_lease: usize,
+    /// Concurrent `Watch` streams at most (default 1,000). Each costs a task, a wake-up
+    /// per event and a bounded buffer (see [`crate::watch`]).
+    pub max_watchers: usize,
+    /// The most locks one `List` page returns, and the most lock entries it examines under
+    /// the engine's lock (default 1,000). A request for more, or for 0, gets this many.
+    /// Each entry costs a lookup and a copy of its name while grants wait for the lock, so
+    /// this bounds how long a List holds them up; and a page of the longest names and
+    /// holders must fit in gRPC's default 4 MiB message limit ([`Config::validate`]).
+    pub max_list_page: usize,
     /// How long ended lease ids are remembered, so a late renewal learns whether its lease
     /// expired or was released (default 10 min).
     pub remember_ended_for: Duration,
@@ -68,6 +84,25 @@ pub struct Config {
     /// How long the server waits for a PING's answer before closing the connection
     /// (default 20 s).
     pub keepalive_timeout: Duration,
+    /// How long a new connection has, from its accept, to become usable (default 10 s): to
+    /// finish its TLS handshake and then send the HTTP/2 preface (gRPC) or the hello
+    /// (framed `Session`). A connection that says nothing is closed then, so an idle
+    /// socket cannot hold a connection slot ([`Config::max_connections`]) forever.
+    pub handshake_timeout: Duration,
+    /// Connections open at once on each listener, the gRPC one and the framed `Session`
+    /// one each (default 10,000). A connection past it is closed at once, with a warning
+    /// in the log; the open ones are not disturbed, and each one that closes frees its
+    /// slot. Keep it below the process's open-file limit (`ulimit -n`).
+    pub max_connections: usize,
+    /// HTTP/2 streams open at once on one gRPC connection (default 1,024), announced to
+    /// the client in HTTP/2's SETTINGS: a client's calls past it wait in the client until
+    /// one of its streams ends.
+    pub max_concurrent_streams: u32,
+    /// Requests of one `Session` in flight at once (default 1,024). A gRPC `Session` past
+    /// it is not read until an answer goes out (HTTP/2 flow control then holds the
+    /// client); a framed one keeps being read, so that its keepalive pings are still
+    /// heard, and a request past it is answered at once with RESOURCE_EXHAUSTED.
+    pub max_session_in_flight: usize,
 }
 
 /// Where the server's TLS certificate chain and private key are (PEM).
@@ -92,6 +127,9 @@ impl Default for Config {
             max_leases: 1_000_000,
             max_locks: 10_000_000,
             max_waiters: 100_000,
+            max_locks_per_lease: 1_000,
+            max_watchers: 1_000,
+            max_list_page: 1_000,
             remember_ended_for: Duration::from_secs(600),
             remember_ended_max: 1_000_000,
             fdatasync: true,
@@ -101,6 +139,10 @@ impl Default for Config {
             tls: None,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_concurrent_streams: 1024,
+            max_session_in_flight: 1024,
         }
     }
 }
@@ -133,6 +175,24 @@ pub enum ConfigError {
         /// Which setting.
         what: &'static str,
     },
+    /// A List page of the longest names and holders would not fit in one gRPC message.
+    #[error(
+        "max_list_page {page} is too large: a page of {page} locks with {name_bytes}-byte \
+         names and {holder_bytes}-byte holders takes up to {bytes} bytes, over gRPC's \
+         default message limit of {limit} bytes"
+    )]
+    ListPageTooLarge {
+        /// The configured page size.
+        page: usize,
+        /// The longest lock name.
+        name_bytes: usize,
+        /// The longest holder name.
+        holder_bytes: usize,
+        /// The worst-case encoded size of a page.
+        bytes: usize,
+        /// The message size limit.
+        limit: usize,
+    },
     /// A capacity limit is zero.
     #[error("{what} must be at least 1")]
     ZeroLimit {
@@ -141,7 +201,24 @@ pub enum ConfigError {
     },
 }
 
+/// gRPC's default limit on a decoded message (tonic's and grpc-go's), which every List page
+/// must fit in.
+pub const GRPC_MESSAGE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Encoded bytes of one `LockInfo` in a `ListResponse` beyond its name and holder, at
+/// most: seven field tags, three length prefixes, a bool and three numbers at their longest
+/// varints (48), rounded up.
+const LOCK_INFO_OVERHEAD: usize = 64;
+
 impl Config {
+    /// The largest a `ListResponse` of a full page can be, in encoded bytes.
+    pub fn worst_list_page_bytes(&self) -> usize {
+        let info = self.max_name_bytes + self.max_holder_bytes + LOCK_INFO_OVERHEAD;
+        self.max_list_page
+            .saturating_mul(info)
+            .saturating_add(self.max_name_bytes + LOCK_INFO_OVERHEAD)
+    }
+
     /// Checks that the settings are consistent.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.min_ttl.is_zero() || self.min_ttl > self.max_ttl {
@@ -163,15 +240,35 @@ impl Config {
             ("max_leases", self.max_leases),
             ("max_locks", self.max_locks),
             ("max_waiters", self.max_waiters),
+            ("max_locks_per_lease", self.max_locks_per_lease),
+            ("max_watchers", self.max_watchers),
+            ("max_list_page", self.max_list_page),
             ("remember_ended_max", self.remember_ended_max),
+            ("max_connections", self.max_connections),
+            ("max_session_in_flight", self.max_session_in_flight),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { what });
             }
         }
+        if self.worst_list_page_bytes() > GRPC_MESSAGE_LIMIT {
+            return Err(ConfigError::ListPageTooLarge {
+                page: self.max_list_page,
+                name_bytes: self.max_name_bytes,
+                holder_bytes: self.max_holder_bytes,
+                bytes: self.worst_list_page_bytes(),
+                limit: GRPC_MESSAGE_LIMIT,
+            });
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(ConfigError::ZeroLimit {
+                what: "max_concurrent_streams",
+            });
+        }
         for (what, value) in [
             ("keepalive_interval", self.keepalive_interval),
             ("keepalive_timeout", self.keepalive_timeout),
+            ("handshake_timeout", self.handshake_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration { what });
@@ -221,6 +318,41 @@ mod tests {
             no_leases.validate(),
             Err(ConfigError::ZeroLimit { what: "max_leases" })
         );
+        for (what, zero) in [
+            (
+                "max_locks_per_lease",
+                Config {
+                    max_locks_per_lease: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_watchers",
+                Config {
+                    max_watchers: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_list_page",
+                Config {
+                    max_list_page: 0,
+                    ..Config::default()
+                },
+            ),
+        ] {
+            assert_eq!(zero.validate(), Err(ConfigError::ZeroLimit { what }));
+        }
+        // A page of 7,000 of the longest names and holders fits in 4 MiB; 8,000 does not.
+        let big_pages = |max_list_page| Config {
+            max_list_page,
+            ..Config::default()
+        };
+        assert_eq!(big_pages(7_000).validate(), Ok(()));
+        assert!(matches!(
+            big_pages(8_000).validate(),
+            Err(ConfigError::ListPageTooLarge { page: 8_000, .. })
+        ));
         let silent = Config {
             keepalive_timeout: Duration::ZERO,
             ..Config::default()
@@ -231,5 +363,40 @@ mod tests {
                 what: "keepalive_timeout"
             })
         );
+        let no_handshake = Config {
+            handshake_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(
+            no_handshake.validate(),
+            Err(ConfigError::ZeroDuration {
+                what: "handshake_timeout"
+            })
+        );
+        for (what, zero) in [
+            (
+                "max_connections",
+                Config {
+                    max_connections: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_concurrent_streams",
+                Config {
+                    max_concurrent_streams: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_session_in_flight",
+                Config {
+                    max_session_in_flight: 0,
+                    ..Config::default()
+                },
+            ),
+        ] {
+            assert_eq!(zero.validate(), Err(ConfigError::ZeroLimit { what }));
+        }
     }
 }

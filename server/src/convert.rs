@@ -106,6 +106,34 @@ fn holder_name(config: &Config, holder: String) -> Result<Arc<str>, Status> {
     Ok(holder.into())
 }
 
+/// Parses a List cursor: empty for the first page, else the `next_cursor` of an earlier
+/// page with the same prefix, which is the name of the last lock entry that page examined.
+pub fn list_cursor(
+    config: &Config,
+    prefix: &str,
+    cursor: String,
+) -> Result<Option<LockName>, Status> {
+    if cursor.is_empty() {
+        return Ok(None);
+    }
+    let after = lock_name(config, "cursor", cursor)?;
+    if !after.as_str().starts_with(prefix) {
+        return Err(invalid(format!(
+            "cursor {:?} is not under the prefix {prefix:?}: pass back the next_cursor of a \
+             listing with the same prefix",
+            after.as_str()
+        )));
+    }
+    Ok(Some(after))
+}
+
+/// A request refused because a server-wide capacity limit is reached.
+pub fn exhausted(message: String) -> Status {
+    let mut status = Status::resource_exhausted(message);
+    insert(&mut status, ERROR_CODE, "exhausted");
+    status
+}
+
 fn invalid(message: String) -> Status {
     let mut status = Status::invalid_argument(message);
     insert(&mut status, ERROR_CODE, "invalid-argument");
@@ -190,6 +218,7 @@ impl From<Refusal> for Status {
             Refusal::LeaseReleased { .. } => (Code::FailedPrecondition, "lease-released"),
             Refusal::NotHolder { .. } => (Code::FailedPrecondition, "not-holder"),
             Refusal::Exhausted { .. } => (Code::ResourceExhausted, "exhausted"),
+            Refusal::LeaseFull { .. } => (Code::ResourceExhausted, "lease-full"),
             Refusal::TokensExhausted => (Code::ResourceExhausted, "tokens-exhausted"),
         };
         let mut status = Status::new(code, refusal.to_string());

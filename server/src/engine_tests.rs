@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fenced_proto::v1 as pb;
-use fenced_proto::v1::lock_service_server::LockService;
 use fenced_types::{LeaseId, LockName};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
 use super::*;
 use crate::committer::run_committer;
@@ -48,6 +47,7 @@ fn start(dir: &Path) -> (Running, Recovered) {
         recovered.next_token,
         recovered.leases.clone(),
         recovered.locks.clone(),
+        recovered.delays.clone(),
         clock.now(),
     )
     .unwrap();
@@ -82,14 +82,14 @@ impl Running {
     }
 }
 
-fn acquire(lock: &str, wait_ms: u64) -> Request<pb::AcquireRequest> {
-    Request::new(pb::AcquireRequest {
+fn acquire(lock: &str, wait_ms: u64) -> pb::AcquireRequest {
+    pb::AcquireRequest {
         lock: lock.to_string(),
         holder: "h".to_string(),
         ttl_ms: 3_600_000,
         wait_ms,
         ..Default::default()
-    })
+    }
 }
 
 // checks: L2 (a waiter that times out, is cancelled or disconnects leaves nothing behind:
@@ -117,13 +117,12 @@ async fn waiters_that_leave_leave_nothing_behind() {
     let mut session = SessionStream::new(
         server.clone(),
         tokio_stream::wrappers::ReceiverStream::new(inbound),
+        config().max_session_in_flight,
     );
     requests
         .send(Ok(pb::SessionRequest {
             id: 1,
-            op: Some(pb::session_request::Op::Acquire(
-                acquire("busy", 60_000).into_inner(),
-            )),
+            op: Some(pb::session_request::Op::Acquire(acquire("busy", 60_000))),
         }))
         .await
         .unwrap();
@@ -178,9 +177,9 @@ async fn a_read_after_an_expiry_makes_the_expiry_durable_first() {
     let (running, _) = start(dir.path());
     let server = LockServer::new(running.engine.clone(), Arc::new(config()));
     let lock = LockName::new("expiring").unwrap();
-    let mut request = acquire("expiring", 0).into_inner();
+    let mut request = acquire("expiring", 0);
     request.ttl_ms = 100;
-    server.acquire(Request::new(request)).await.unwrap();
+    server.acquire(request).await.unwrap();
 
     tracing::info!("the lease's time passes; no reaper runs, so only the read can expire it");
     tokio::time::advance(Duration::from_millis(150)).await;

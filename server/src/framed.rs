@@ -4,8 +4,8 @@
 //! Why: on a small machine a lock cycle's cost is mostly per message, and a message on an
 //! HTTP/2 stream crosses several tasks on each side (tonic's body channel, hyper's
 //! connection task) and carries h2 framing and flow control. A framed connection is one
-//! task per connection, one read and one write per message; `BENCHMARKS.md` has the
-//! numbers.
+//! task per connection, one read and one write per message. `BENCHMARKS.md` measures the
+//! two side by side in every run.
 //!
 //! The protocol is in [`fenced_proto::framed`]: a hello, then one protobuf
 //! `SessionRequest` or `SessionResponse` per length-prefixed frame. Each connection is one
@@ -32,11 +32,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{accept, ConnectionLimit, Slot};
 use crate::service::LockServer;
 use crate::session::SessionStream;
-
-/// How long a new connection has to finish its TLS handshake, and then to send its hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::throttle::Throttle;
 
 /// When the server pings a silent connection, and how long it then waits for an answer
 /// (the protocol's point 4 in [`fenced_proto::framed`]).
@@ -48,40 +47,60 @@ pub struct Keepalive {
     pub timeout: Duration,
 }
 
-/// Accepts connections on `listener` (over TLS with `tls`) and serves each as one session
-/// (pinging silent ones per `keepalive`), until `stop` is cancelled; then stops accepting and lets every
-/// connection answer what it has in flight (reading no more requests) for up to
-/// `drain_timeout`, after which the rest are cut, which drops and so undoes what they had
-/// in flight. Returns once every connection is gone.
+/// How the framed listener treats its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// When to ping a silent connection, and how long to wait for the answer.
+    pub keepalive: Keepalive,
+    /// How long a new connection has, from its accept, to finish its TLS handshake (if
+    /// any) and send its hello.
+    pub handshake_timeout: Duration,
+    /// Connections open at once, at most; one past it is closed at once.
+    pub max_connections: usize,
+    /// Requests of one session in flight at once, at most; one past it is refused at once.
+    pub max_in_flight: usize,
+    /// How long a stop lets connections answer what they have in flight.
+    pub drain_timeout: Duration,
+}
+
+/// Accepts connections on `listener` (over TLS with `tls`), at most
+/// `settings.max_connections` at once, and serves each as one session (pinging silent
+/// ones), until `stop` is cancelled; then stops accepting and lets every connection answer
+/// what it has in flight (reading no more requests) for up to `settings.drain_timeout`,
+/// after which the rest are cut, which drops and so undoes what they had in flight.
+/// Returns once every connection is gone.
 pub async fn serve(
     listener: TcpListener,
     server: LockServer,
     tls: Option<TlsAcceptor>,
     stop: CancellationToken,
-    drain_timeout: Duration,
-    keepalive: Keepalive,
+    settings: Settings,
 ) {
+    let limit = ConnectionLimit::new("framed session", settings.max_connections);
+    let failures = std::sync::Arc::new(Throttle::new(Duration::from_secs(1)));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+            (stream, peer) = accept(&listener, "framed session") => {
+                // Past the limit the connection is dropped here, which closes it.
+                if let Some(slot) = limit.admit(peer) {
                     connections.spawn(serve_connection(
-                        stream, peer, tls.clone(), server.clone(), stop.clone(), keepalive,
+                        Accepted { stream, peer, slot },
+                        tls.clone(),
+                        server.clone(),
+                        stop.clone(),
+                        settings,
+                        failures.clone(),
                     ));
                 }
-                Err(error) => {
-                    // Out of file descriptors and the like: pass, rather than spin.
-                    tracing::warn!(%error, "framed session listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     drop(listener);
     let drain = async { while connections.join_next().await.is_some() {} };
+    let drain_timeout = settings.drain_timeout;
     if tokio::time::timeout(drain_timeout, drain).await.is_err() {
         tracing::warn!(timeout = ?drain_timeout, "framed sessions did not drain in time; closing them");
         connections.abort_all();
@@ -103,15 +122,37 @@ enum ConnectionError {
         String::from_utf8_lossy(HELLO)
     )]
     NoHello,
-    /// The peer sent nothing within [`HELLO_TIMEOUT`].
-    #[error("no hello within {HELLO_TIMEOUT:?}")]
-    HelloTimeout,
+    /// The TLS handshake (if any) and the hello did not finish within the handshake
+    /// timeout.
+    #[error("no TLS handshake and hello within {0:?} (--handshake-timeout-ms)")]
+    HandshakeTimeout(Duration),
     /// The TLS handshake failed (a plaintext client on a TLS listener, say).
     #[error("TLS handshake failed: {0}")]
     Handshake(std::io::Error),
-    /// The TLS handshake did not finish within [`HELLO_TIMEOUT`].
-    #[error("no TLS handshake within {HELLO_TIMEOUT:?}")]
-    HandshakeTimeout,
+}
+
+impl ConnectionError {
+    /// Whether the connection failed before its session began, where a client can cause
+    /// as many failures as it likes: those warnings are throttled.
+    fn before_the_session(&self) -> bool {
+        matches!(
+            self,
+            ConnectionError::NoHello
+                | ConnectionError::HandshakeTimeout(_)
+                | ConnectionError::Handshake(_)
+        )
+    }
+}
+
+/// A connection the listener took, with its place under the connection limit.
+struct Accepted {
+    /// The connection.
+    stream: TcpStream,
+    /// The client's address.
+    peer: SocketAddr,
+    /// Its place under the listener's connection limit, given back when the connection
+    /// task ends.
+    slot: Slot,
 }
 
 /// Why a connection stopped being read.
@@ -128,36 +169,67 @@ enum ReadError {
     Silent(Duration),
 }
 
-/// Serves one connection as one session.
+/// Serves one connection as one session. `failures` throttles the warnings about
+/// connections that fail before their session begins.
 async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted,
     tls: Option<TlsAcceptor>,
     server: LockServer,
     stop: CancellationToken,
-    keepalive: Keepalive,
+    settings: Settings,
+    failures: std::sync::Arc<Throttle>,
 ) {
+    let Accepted { stream, peer, slot } = accepted;
+    // The TLS handshake and the hello share one deadline, counted from the accept.
+    let handshake_deadline = Instant::now() + settings.handshake_timeout;
     let served = async {
-        // One small frame per message, answered at once: Nagle would only add delay.
-        stream.set_nodelay(true)?;
         match tls {
             // The plaintext halves are split without a lock between them.
             None => {
                 let (read, write) = stream.into_split();
-                run_connection(read, write, peer, server, stop, keepalive).await
+                run_connection(
+                    read,
+                    write,
+                    peer,
+                    server,
+                    stop,
+                    settings,
+                    handshake_deadline,
+                )
+                .await
             }
             Some(acceptor) => {
-                let stream = tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(stream))
+                let stream = tokio::time::timeout_at(handshake_deadline, acceptor.accept(stream))
                     .await
-                    .map_err(|_elapsed| ConnectionError::HandshakeTimeout)?
+                    .map_err(|_elapsed| {
+                        ConnectionError::HandshakeTimeout(settings.handshake_timeout)
+                    })?
                     .map_err(ConnectionError::Handshake)?;
                 let (read, write) = tokio::io::split(stream);
-                run_connection(read, write, peer, server, stop, keepalive).await
+                run_connection(
+                    read,
+                    write,
+                    peer,
+                    server,
+                    stop,
+                    settings,
+                    handshake_deadline,
+                )
+                .await
             }
         }
     };
-    if let Err(error) = served.await {
-        tracing::warn!(%peer, %error, "framed session closed");
+    let served = served.await;
+    // The slot is given back once the connection is closed (its halves dropped above).
+    drop(slot);
+    match served {
+        Ok(()) => {}
+        Err(error) if error.before_the_session() => {
+            if let Some(also_failed) = failures.admit(std::time::Instant::now()) {
+                tracing::warn!(%peer, %error, also_failed, "framed connection closed before its session began");
+            }
+        }
+        Err(error) => tracing::warn!(%peer, %error, "framed session closed"),
     }
 }
 
@@ -167,7 +239,8 @@ async fn run_connection<R, W>(
     peer: SocketAddr,
     server: LockServer,
     stop: CancellationToken,
-    keepalive: Keepalive,
+    settings: Settings,
+    handshake_deadline: Instant,
 ) -> Result<(), ConnectionError>
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -176,7 +249,7 @@ where
     let mut frames_in = FramedRead::new(read, codec());
     let mut frames_out = FramedWrite::new(write, codec());
 
-    match tokio::time::timeout(HELLO_TIMEOUT, frames_in.next()).await {
+    match tokio::time::timeout_at(handshake_deadline, frames_in.next()).await {
         Ok(Some(Ok(hello))) if hello.as_ref() == HELLO => {
             frames_out.send(Bytes::from_static(HELLO)).await?;
         }
@@ -188,30 +261,39 @@ where
         Ok(Some(Err(error))) => return Err(error.into()),
         // Closed before saying anything: a port probe, nothing to report.
         Ok(None) => return Ok(()),
-        Err(_elapsed) => return Err(ConnectionError::HelloTimeout),
+        Err(_elapsed) => {
+            return Err(ConnectionError::HandshakeTimeout(
+                settings.handshake_timeout,
+            ))
+        }
     }
 
     // A bad frame, a silence, and the end of file end the session as a client that is
     // gone (what is in flight is dropped and undone, CONTRACT L2); the server's own stop
     // ends the inbound side cleanly, so what is in flight is answered first.
     let (pings, pings_out) = mpsc::channel(1);
-    let heard = Heard::new(frames_in, keepalive, pings);
-    let inbound = futures::stream::unfold(heard, Heard::next_request)
+    let reader = RequestReader::new(frames_in, settings.keepalive, pings);
+    let inbound = futures::stream::unfold(reader, RequestReader::next_request)
         .map(move |request| {
             request.map_err(|error| {
                 if !matches!(&error, ReadError::Io(error) if is_disconnect(error)) {
                     tracing::warn!(%peer, %error, "framed session: closing the connection");
                 }
-                Gone
+                ClientGone
             })
         })
-        .chain(futures::stream::once(async { Err(Gone) }))
+        .chain(futures::stream::once(async { Err(ClientGone) }))
         .take_until(stop.cancelled_owned());
-    let answers = SessionStream::new(server, Box::pin(inbound)).map(|answer| {
-        answer
-            .map(|response| Bytes::from(response.encode_to_vec()))
-            .map_err(|status| std::io::Error::other(status.to_string()))
-    });
+    // At its in-flight cap the session keeps reading, refusing the requests past it: the
+    // client's answers to pings come in the same byte stream as its requests, so a session
+    // that stopped reading could no longer tell a live client from a vanished one (L2).
+    let answers = SessionStream::new(server, Box::pin(inbound), settings.max_in_flight)
+        .refusing_past_cap(peer)
+        .map(|answer| {
+            answer
+                .map(|response| Bytes::from(response.encode_to_vec()))
+                .map_err(|status| std::io::Error::other(status.to_string()))
+        });
     let pings = ReceiverStream::new(pings_out).map(|()| Ok(Bytes::from_static(PING)));
     // `forward` flushes whenever no frame is ready, so answers that are ready together go
     // out in one write.
@@ -235,10 +317,12 @@ fn is_disconnect(error: &std::io::Error) -> bool {
 
 /// The client is gone: its connection ended or broke, it broke the protocol, or it fell
 /// silent.
-struct Gone;
+struct ClientGone;
 
-/// The reading side of one connection, after the hello.
-struct Heard<R> {
+/// Reads one connection's requests after the hello and watches its silence: skips the
+/// client's keepalive frames, has the writing side ping a client that falls silent, and
+/// fails when the ping goes unanswered.
+struct RequestReader<R> {
     /// The client's frames.
     frames: FramedRead<R, LengthDelimitedCodec>,
     /// When to ping, and how long to wait for the answer.
@@ -250,18 +334,19 @@ struct Heard<R> {
     /// When the unanswered ping went out, if one did since the last frame.
     pinged_at: Option<Instant>,
     /// Fires at the next moment the silence must be looked at. Moved lazily: a frame only
-    /// notes [`Heard::last_heard`], so a busy connection costs no timer update per frame.
+    /// notes [`RequestReader::last_heard`], so a busy connection costs no timer update per
+    /// frame.
     check: Pin<Box<Sleep>>,
 }
 
-impl<R: AsyncRead + Unpin> Heard<R> {
+impl<R: AsyncRead + Unpin> RequestReader<R> {
     fn new(
         frames: FramedRead<R, LengthDelimitedCodec>,
         keepalive: Keepalive,
         pings: mpsc::Sender<()>,
-    ) -> Heard<R> {
+    ) -> RequestReader<R> {
         let now = Instant::now();
-        Heard {
+        RequestReader {
             frames,
             keepalive,
             pings,
@@ -274,7 +359,9 @@ impl<R: AsyncRead + Unpin> Heard<R> {
     /// The client's next request, skipping its keepalive frames; pings the client when it
     /// has been silent for the interval, and fails when a ping then goes unanswered. `None`
     /// at the end of file.
-    async fn next_request(mut self) -> Option<(Result<pb::SessionRequest, ReadError>, Heard<R>)> {
+    async fn next_request(
+        mut self,
+    ) -> Option<(Result<pb::SessionRequest, ReadError>, RequestReader<R>)> {
         loop {
             tokio::select! {
                 biased;

@@ -5,19 +5,26 @@
 //! - [`table`]: the lock table, a pure state machine (commands and time in; replies,
 //!   durable writes, handoffs and events out). No I/O, no clock, no tasks.
 //! - [`clock`]: the monotonic time the table is driven with.
-//! - [`store`]: persistence with group commit, and recovery: [`journal`] (one append +
-//!   `fdatasync` per commit) ahead of sled, which [`checkpoint`] fills in the background.
+//! - [`store`]: persistence with group commit, the facade the engine uses: [`journal`]
+//!   (one append + `fdatasync` per commit) ahead of sled, which [`checkpoint`] fills in the
+//!   background; [`record`]: each write as a key and a value; [`recovery`]: opening the
+//!   data directory and replaying the journal over sled at start.
 //! - [`marker`]: a token floor beside sled's files, so a silently reset database is caught.
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
 //!   durable.
 //! - [`committer`]: the background tasks: group committer and lease reaper.
-//! - [`service`]: the gRPC `LockService` edge; [`session`]: its `Session` stream, also
-//!   served over framed TCP by [`framed`]; [`convert`]: protobuf to domain and back;
-//!   [`tls`]: the TLS identity both listeners serve.
-//! - [`server`]: open, recover, serve, shut down in order.
+//! - [`service`]: one handler per rpc, and the gRPC `LockService` over them; [`session`]:
+//!   its `Session` stream, also served over framed TCP by [`framed`]; [`watch`]: its
+//!   `Watch` streams and their cap; [`convert`]: protobuf to domain and back; [`tls`]: the
+//!   TLS identity both listeners serve.
+//! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
+//!   HTTP/2 preface within the handshake timeout; [`admission`]: each listener's
+//!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.
+//! - [`server`]: open and recover, start the background tasks, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod checkpoint;
 pub mod clock;
 pub mod committer;
@@ -26,14 +33,19 @@ pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod framed;
+pub mod grpc_incoming;
 pub mod journal;
 pub mod marker;
+pub mod record;
+pub mod recovery;
 pub mod server;
 pub mod service;
 pub mod session;
 pub mod store;
 pub mod table;
+pub mod throttle;
 pub mod tls;
+pub mod watch;
 
 pub use config::Config;
 pub use error::Error;

@@ -42,6 +42,17 @@ struct Args {
     /// Queued acquirers at most.
     #[arg(long, env = "FENCED_MAX_WAITERS", default_value_t = 100_000)]
     max_waiters: usize,
+    /// Locks one lease may hold at most; an acquire joining a lease that holds this many is
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FENCED_MAX_LOCKS_PER_LEASE", default_value_t = 1_000)]
+    max_locks_per_lease: usize,
+    /// Concurrent Watch streams at most; one more is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FENCED_MAX_WATCHERS", default_value_t = 1_000)]
+    max_watchers: usize,
+    /// The most locks one List page returns (and lock entries it examines); larger requests
+    /// are clamped to this.
+    #[arg(long, env = "FENCED_MAX_LIST_PAGE", default_value_t = 1_000)]
+    max_list_page: usize,
     /// Skip the fdatasync after each journal append: grants then survive a process crash
     /// but not a power cut. Off by default.
     #[arg(long, env = "FENCED_NO_FDATASYNC")]
@@ -57,6 +68,22 @@ struct Args {
     /// Close a connection whose PING is not answered within this, in milliseconds.
     #[arg(long, env = "FENCED_KEEPALIVE_TIMEOUT_MS", default_value_t = 20_000)]
     keepalive_timeout_ms: u64,
+    /// Close a new connection that has not finished its TLS handshake and sent the HTTP/2
+    /// preface (gRPC) or the hello (framed session) within this, in milliseconds.
+    #[arg(long, env = "FENCED_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    handshake_timeout_ms: u64,
+    /// Connections open at once on each listener (gRPC, framed session); a connection past
+    /// it is closed at once and logged. Keep it below the open-file limit (`ulimit -n`).
+    #[arg(long, env = "FENCED_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// HTTP/2 streams open at once on one gRPC connection; a client's calls past it wait
+    /// in the client for a stream to end.
+    #[arg(long, env = "FENCED_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    max_concurrent_streams: u32,
+    /// Requests of one `Session` in flight at once; a framed session's request past it is
+    /// refused with RESOURCE_EXHAUSTED, a gRPC one's waits.
+    #[arg(long, env = "FENCED_MAX_SESSION_IN_FLIGHT", default_value_t = 1024)]
+    max_session_in_flight: usize,
     /// On SIGINT/SIGTERM or a fatal error, how long to let in-flight requests finish
     /// before closing connections, in milliseconds.
     #[arg(long, env = "FENCED_DRAIN_TIMEOUT_MS", default_value_t = 5_000)]
@@ -84,11 +111,18 @@ impl Args {
             max_leases: self.max_leases,
             max_locks: self.max_locks,
             max_waiters: self.max_waiters,
+            max_locks_per_lease: self.max_locks_per_lease,
+            max_watchers: self.max_watchers,
+            max_list_page: self.max_list_page,
             fdatasync: !self.no_fdatasync,
             checkpoint_interval: Duration::from_millis(self.checkpoint_ms),
             keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),
             keepalive_timeout: Duration::from_millis(self.keepalive_timeout_ms),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            max_connections: self.max_connections,
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_session_in_flight: self.max_session_in_flight,
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(fenced::config::TlsFiles { cert, key }),
                 _ => None,
@@ -99,7 +133,7 @@ impl Args {
 }
 
 /// mimalloc instead of glibc's malloc: the request path allocates (prost messages, h2
-/// frames, futures), and mimalloc cut the server's CPU per lock cycle by 5-10 % (BENCHMARKS.md).
+/// frames, futures), and mimalloc spends less CPU per lock cycle on it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -137,10 +171,9 @@ fn main() -> ExitCode {
 ///
 /// Why not one per core (tokio's default): every durable write is answered only after the
 /// committer thread's `fdatasync`, so a handoff is a chain of wake-ups (a worker wakes the
-/// committer, the committer wakes a worker), and each waits for a free core. On 2 cores,
-/// one worker instead of two handed a contended lock on 12 % faster (3,778 / 4,230
-/// handoffs/s at 64 clients, four alternating pairs, all four the same way) with the lock
-/// cycle unchanged within the noise (BENCHMARKS.md, "Contended handoffs").
+/// committer, the committer wakes a worker), and each waits for a free core. Leaving a
+/// core to the committer hands a contended lock on faster, and leaves the uncontended
+/// lock cycle as fast (`bench/analysis.md`, "contended").
 fn default_worker_threads(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }

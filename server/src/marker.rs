@@ -38,33 +38,24 @@ impl Marker {
     pub fn check(dir: &Path, recovered_next_token: FencingToken) -> Result<Marker, Error> {
         let path = dir.join(MARKER_FILE);
         let floor = match std::fs::read_to_string(&path) {
-            Ok(text) => parse(&text).ok_or_else(|| Error::CorruptRecord {
-                dir: dir.to_path_buf(),
-                key: MARKER_FILE.to_string(),
-                reason: format!(
-                    "unreadable marker {:?}",
-                    text.chars().take(80).collect::<String>()
-                ),
+            Ok(text) => parse(&text).ok_or_else(|| Error::CorruptMarker {
+                path: path.clone(),
+                text: text.chars().take(80).collect(),
             })?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => 1,
-            Err(error) => {
-                return Err(Error::Open {
-                    dir: dir.to_path_buf(),
-                    reason: format!("cannot read {}: {error}", path.display()),
+            Err(source) => {
+                return Err(Error::OpenIo {
+                    doing: "reading",
+                    path,
+                    source,
                 })
             }
         };
         if recovered_next_token.get() < floor {
-            return Err(Error::CorruptRecord {
+            return Err(Error::TokensBehindMarker {
                 dir: dir.to_path_buf(),
-                key: "t (next token)".to_string(),
-                reason: format!(
-                    "sled recovered next token {recovered_next_token}, but tokens up to {} were \
-                     already issued ({MARKER_FILE}): the database lost data, and serving from it \
-                     would issue old tokens again. Restore the directory from a backup, or move \
-                     it aside to start over knowingly.",
-                    floor - 1
-                ),
+                recovered: recovered_next_token,
+                issued_through: floor - 1,
             });
         }
         Ok(Marker {
@@ -81,20 +72,25 @@ impl Marker {
     /// Writes `next_token` as the new floor (blocking I/O: call from a blocking thread). Only
     /// call once `next_token` is durable in sled.
     pub fn advance(&self, next_token: u64) -> Result<(), Error> {
-        let failed = |reason: String| Error::Storage {
-            during: "writing the token marker",
-            reason,
+        let failed = |doing: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::StorageIo {
+                during: "writing the token marker",
+                doing,
+                path,
+                source,
+            }
         };
         let temporary = self.path.with_extension("tmp");
-        let mut file = std::fs::File::create(&temporary).map_err(|e| failed(e.to_string()))?;
+        let mut file = std::fs::File::create(&temporary).map_err(failed("creating", &temporary))?;
         file.write_all(format!("fenced-marker v1\nnext_token_at_least {next_token}\n").as_bytes())
             .and_then(|_| file.sync_all())
-            .map_err(|e| failed(e.to_string()))?;
-        std::fs::rename(&temporary, &self.path).map_err(|e| failed(e.to_string()))?;
+            .map_err(failed("writing and syncing", &temporary))?;
+        std::fs::rename(&temporary, &self.path).map_err(failed("renaming to", &self.path))?;
         if let Some(dir) = self.path.parent() {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(failed("syncing the directory", dir))?;
         }
         self.floor.fetch_max(next_token, Ordering::SeqCst);
         Ok(())

@@ -1,6 +1,8 @@
 //! Running the server: [`OpenServer::open`] recovers the store, then
 //! [`OpenServer::serve`] serves gRPC (and, with [`OpenServer::serve_with_sessions`], the
-//! framed `Session` protocol too) until the shutdown future completes.
+//! framed `Session` protocol too) until the shutdown future completes, in three steps:
+//! start (restore the table, start the committer and the reaper), serve, and shut down in
+//! order.
 //!
 //! Shutdown order (STYLE point 5): health says NOT_SERVING, the listeners stop accepting
 //! and in-flight requests drain, the reaper stops, the committer flushes one last time.
@@ -11,15 +13,17 @@ use std::sync::Arc;
 
 use fenced_proto::v1::lock_service_server::LockServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 
+use crate::admission::ConnectionLimit;
 use crate::clock::Clock;
 use crate::committer::{run_committer, run_reaper};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::framed;
+use crate::grpc_incoming;
 use crate::service::LockServer;
 use crate::store::{Recovered, Store};
 use crate::table::{Limits, LockTable};
@@ -53,6 +57,7 @@ impl OpenServer {
             dir = %config.data_dir.display(),
             leases = recovered.leases.len(),
             locks = recovered.locks.len(),
+            lock_delays = recovered.delays.len(),
             next_token = %recovered.next_token,
             "recovered"
         );
@@ -87,6 +92,14 @@ impl OpenServer {
         sessions: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        let (started, tls) = self.start()?;
+        let served = started.serve(listener, sessions, tls, shutdown).await;
+        started.shut_down(served).await
+    }
+
+    /// Restores the lock table from what was on disk and starts the background tasks: the
+    /// committer thread and the reaper. Restored leases get their full TTL from now.
+    fn start(self) -> Result<(Started, Option<ServerTls>), Error> {
         let OpenServer {
             config,
             store,
@@ -99,6 +112,7 @@ impl OpenServer {
             recovered.next_token,
             recovered.leases,
             recovered.locks,
+            recovered.delays,
             clock.now(),
         )
         .map_err(|source| Error::Inconsistent {
@@ -115,26 +129,64 @@ impl OpenServer {
             std::thread::Builder::new()
                 .name("fenced-committer".into())
                 .spawn(move || run_committer(engine, stop))
-                .map_err(|e| Error::Storage {
-                    during: "starting the committer thread",
-                    reason: e.to_string(),
+                .map_err(|source| Error::SpawnThread {
+                    thread: "committer",
+                    source,
                 })?
         };
         let reaper = tokio::spawn(run_reaper(engine.clone(), stop_reaper.clone()));
+        let started = Started {
+            config,
+            engine,
+            fatal,
+            committer,
+            stop_committer,
+            reaper,
+            stop_reaper,
+        };
+        Ok((started, tls))
+    }
+}
 
+/// A server whose table is restored and whose background tasks run: it serves with
+/// [`Started::serve`], then stops them in order with [`Started::shut_down`].
+struct Started {
+    /// The validated configuration.
+    config: Arc<Config>,
+    /// The table and the store.
+    engine: Arc<Engine>,
+    /// Cancelled when a background task fails: the server stops.
+    fatal: CancellationToken,
+    /// The committer thread.
+    committer: std::thread::JoinHandle<Result<(), Error>>,
+    /// Tells the committer to commit once more and stop.
+    stop_committer: Arc<AtomicBool>,
+    /// The reaper task.
+    reaper: tokio::task::JoinHandle<Result<(), Error>>,
+    /// Stops the reaper.
+    stop_reaper: CancellationToken,
+}
+
+impl Started {
+    /// Serves gRPC on `listener` (and framed sessions on `sessions`) until `shutdown`
+    /// completes or a fatal error occurs; then says NOT_SERVING, stops accepting and
+    /// drains in-flight requests within the drain timeout. Returns once every framed
+    /// session's undo is staged, so the committer's last commit holds it.
+    async fn serve(
+        &self,
+        listener: TcpListener,
+        sessions: Option<TcpListener>,
+        tls: Option<ServerTls>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let config = &self.config;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<LockServiceServer<LockServer>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(fenced_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| Error::Storage {
-                during: "building the reflection service",
-                reason: e.to_string(),
-            })?;
+        let reflection = reflection_service(fenced_proto::FILE_DESCRIPTOR_SET)?;
 
-        let service = LockServer::new(engine.clone(), config.clone());
+        let service = LockServer::new(self.engine.clone(), config.clone());
         let stop_sessions = CancellationToken::new();
         let framed_sessions = sessions.map(|listener| {
             tokio::spawn(framed::serve(
@@ -142,16 +194,21 @@ impl OpenServer {
                 service.clone(),
                 tls.as_ref().map(|tls| tls.framed.clone()),
                 stop_sessions.clone(),
-                config.drain_timeout,
-                framed::Keepalive {
-                    interval: config.keepalive_interval,
-                    timeout: config.keepalive_timeout,
+                framed::Settings {
+                    keepalive: framed::Keepalive {
+                        interval: config.keepalive_interval,
+                        timeout: config.keepalive_timeout,
+                    },
+                    handshake_timeout: config.handshake_timeout,
+                    max_connections: config.max_connections,
+                    max_in_flight: config.max_session_in_flight,
+                    drain_timeout: config.drain_timeout,
                 },
             ))
         });
         let (drain, draining) = tokio::sync::oneshot::channel::<()>();
         let stopping = {
-            let (fatal, stop_sessions) = (fatal.clone(), stop_sessions.clone());
+            let (fatal, stop_sessions) = (self.fatal.clone(), stop_sessions.clone());
             async move {
                 tokio::select! {
                     _ = shutdown => tracing::info!("shutting down"),
@@ -164,18 +221,22 @@ impl OpenServer {
                 let _ = drain.send(());
             }
         };
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls.grpc)?;
-        }
-        let serving = builder
-            .tcp_nodelay(true)
+        // The accept loop, the connection limit, TLS and the handshake timeout are ours
+        // (`grpc_incoming`), so tonic's own TCP and TLS settings are not used.
+        let incoming = grpc_incoming::incoming(
+            listener,
+            tls.map(|tls| tls.grpc),
+            ConnectionLimit::new("gRPC", config.max_connections),
+            config.handshake_timeout,
+        );
+        let serving = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(config.keepalive_interval))
             .http2_keepalive_timeout(Some(config.keepalive_timeout))
+            .max_concurrent_streams(config.max_concurrent_streams)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(LockServiceServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = draining.await;
             });
         tokio::pin!(serving);
@@ -203,37 +264,61 @@ impl OpenServer {
                 tracing::error!(%error, "the framed session listener failed");
             }
         }
+        served.map_err(Error::Transport)
+    }
 
+    /// Stops the background tasks in order, once serving has ended (`served`): the reaper,
+    /// then the committer, which commits what is left and moves it into sled. Returns the
+    /// first failure: serving's, a task's, or the fatal error that stopped the server.
+    async fn shut_down(self, served: Result<(), Error>) -> Result<(), Error> {
+        let Started {
+            engine,
+            fatal,
+            committer,
+            stop_committer,
+            reaper,
+            stop_reaper,
+            ..
+        } = self;
         stop_reaper.cancel();
         let reaper_result = reaper.await;
         stop_committer.store(true, Ordering::SeqCst);
         engine.store().kick_committer();
         let committer_result = tokio::task::spawn_blocking(move || committer.join())
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|joined| joined.map_err(|_| "the committer thread panicked".to_string()));
+            .map_err(|source| Error::TaskFailed {
+                task: "task joining the committer thread",
+                source,
+            })
+            .and_then(|joined| {
+                joined.map_err(|_| Error::ThreadPanicked {
+                    thread: "committer",
+                })
+            });
         served?;
-        let reaper_result = reaper_result.map_err(|e| e.to_string());
+        let reaper_result = reaper_result.map_err(|source| Error::TaskFailed {
+            task: "reaper",
+            source,
+        });
         for result in [reaper_result, committer_result] {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(error),
-                Err(reason) => {
-                    return Err(Error::Storage {
-                        during: "stopping background tasks",
-                        reason,
-                    })
-                }
-            }
+            result??;
         }
         if fatal.is_cancelled() {
-            return Err(Error::Storage {
-                during: "serving",
-                reason: "a fatal error stopped the server (see the log)".to_string(),
-            });
+            return Err(Error::StoppedByFatalError);
         }
         Ok(())
     }
+}
+
+/// The gRPC reflection service for `descriptors` (an encoded `FileDescriptorSet`: the
+/// protocol's).
+fn reflection_service(
+    descriptors: &'static [u8],
+) -> Result<ServerReflectionServer<impl ServerReflection>, Error> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptors)
+        .build_v1()
+        .map_err(Error::Reflection)
 }
 
 /// Opens the data directory and serves until `shutdown`: the whole server in one call.
@@ -243,4 +328,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     OpenServer::open(config)?.serve(listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A reflection service that cannot be built is reported as such, naming what failed,
+    // not as a storage failure (nothing was wrong with the disk).
+    #[test]
+    fn a_reflection_failure_is_not_a_storage_failure() {
+        let Err(error) = reflection_service(b"not a descriptor set") else {
+            panic!("built a reflection service from garbage");
+        };
+        assert!(matches!(error, Error::Reflection(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("reflection"), "{message}");
+        assert!(!message.contains("storage"), "{message}");
+    }
 }

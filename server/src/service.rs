@@ -1,5 +1,14 @@
-//! [`LockServer`]: the gRPC `fenced.v1.LockService`. A thin edge: decode, run the engine,
-//! wait for durability, encode (STYLE point 2).
+//! [`LockServer`]: the lock service's handlers, one plain method per rpc, and the gRPC
+//! `fenced.v1.LockService` over them. A thin edge: decode, run the engine, wait for
+//! durability, encode; protocol rules live in the lock table.
+//!
+//! The handlers take and return the protobuf messages themselves, so the gRPC calls and
+//! the `Session` stream (over gRPC or framed TCP, [`crate::session`]) run the same code
+//! with nothing wrapped per request. The tonic trait only unwraps the request, calls the
+//! handler and wraps the answer. Nothing a handler needs comes from the tonic request:
+//! the client going away is the handler's future being dropped, and an acquire whose
+//! future is dropped before it answers leaves its lock's queue at once and gives back a
+//! grant nobody received (CONTRACT L2).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,8 +17,7 @@ use std::time::{Duration, Instant};
 use fenced_proto::v1 as pb;
 use fenced_proto::v1::lock_service_server::LockService;
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -18,10 +26,7 @@ use crate::convert;
 use crate::engine::Engine;
 use crate::session::SessionStream;
 use crate::table::{Command, Grant, Refusal, Reply, WaiterId};
-
-/// The default and the largest page of a List.
-const LIST_DEFAULT: usize = 1000;
-const LIST_MAX: usize = 10_000;
+use crate::watch::{self, Filter, Watchers};
 
 /// The lock service over an engine.
 #[derive(Clone)]
@@ -30,21 +35,175 @@ pub struct LockServer {
     engine: Arc<Engine>,
     /// Input limits.
     config: Arc<Config>,
+    /// The open `Watch` streams.
+    watchers: Watchers,
 }
 
 impl LockServer {
     /// A service over `engine`, checking input against `config`.
     pub fn new(engine: Arc<Engine>, config: Arc<Config>) -> Self {
-        LockServer { engine, config }
+        let watchers = Watchers::new(config.max_watchers);
+        LockServer {
+            engine,
+            config,
+            watchers,
+        }
+    }
+
+    /// `Acquire`: grants the lock at once, or queues for it for up to the request's
+    /// `wait_ms`; answers once the grant is durable. Dropping the future before it answers
+    /// takes the acquirer out of the queue and undoes a grant nobody received (L2).
+    pub async fn acquire(
+        &self,
+        request: pb::AcquireRequest,
+    ) -> Result<pb::AcquireResponse, Status> {
+        let (acquire, wait) = convert::acquire(&self.config, request)?;
+        let lock = acquire.lock.clone();
+        let (sender, receiver) = oneshot::channel();
+        let handoff = (!wait.is_zero()).then_some(sender);
+        let executed = self.engine.execute(Command::Acquire(acquire), handoff)?;
+        match executed.reply {
+            Ok(Reply::Granted(grant)) => self.deliver(grant, executed.seq).await,
+            Ok(Reply::AlreadyHeld(grant)) => {
+                self.engine.durable(executed.seq).await?;
+                Ok(convert::acquire_response(&grant))
+            }
+            Ok(Reply::Queued(waiter)) => self.wait_in_queue(waiter, receiver, wait, &lock).await,
+            Ok(other) => Err(Status::internal(format!(
+                "unexpected reply to acquire: {other:?}"
+            ))),
+            Err(refusal) => {
+                self.engine.durable(executed.seq).await?;
+                Err(refusal.into())
+            }
+        }
+    }
+
+    /// `Renew`: extends a lease by its TTL.
+    pub async fn renew(&self, request: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
+        let lease_id = request.lease_id;
+        let lease = convert::lease_id(&lease_id)?;
+        let executed = self.engine.execute(Command::Renew { lease }, None)?;
+        match executed.reply {
+            // A renewal writes nothing: a restart restores the lease with a full TTL anyway.
+            Ok(Reply::Renewed { ttl }) => Ok(convert::renewed(lease_id, ttl)),
+            Ok(other) => Err(Status::internal(format!(
+                "unexpected reply to renew: {other:?}"
+            ))),
+            Err(refusal) => {
+                // "Expired" may come from an expiry this very command applied: make it
+                // durable before saying so (S7).
+                self.engine.durable(executed.seq).await?;
+                Err(refusal.into())
+            }
+        }
+    }
+
+    /// `KeepAlive`: renews each lease named in `renewals` and answers each with an
+    /// outcome, in order, until `renewals` ends or fails.
+    pub fn keep_alive<Renewals, E>(
+        &self,
+        renewals: Renewals,
+    ) -> impl Stream<Item = Result<pb::RenewResponse, Status>> + Send + 'static
+    where
+        Renewals: Stream<Item = Result<pb::RenewRequest, E>> + Send + 'static,
+        E: 'static,
+    {
+        // Renewals are answered in order, each as its message is read, by whoever polls the
+        // answers (hyper's task for this stream): no task or channel per stream or per
+        // renewal. The stream ends when the client's side ends or breaks.
+        let engine = self.engine.clone();
+        renewals.map_while(Result::ok).then(move |message| {
+            let engine = engine.clone();
+            async move { keep_alive_one(&engine, message.lease_id).await }
+        })
+    }
+
+    /// `Release`: ends a lease, or only its holding of the request's lock.
+    pub async fn release(
+        &self,
+        request: pb::ReleaseRequest,
+    ) -> Result<pb::ReleaseResponse, Status> {
+        let lease = convert::lease_id(&request.lease_id)?;
+        let lock = convert::optional_lock_name(&self.config, "lock", request.lock)?;
+        let executed = self
+            .engine
+            .execute(Command::Release { lease, lock }, None)?;
+        self.engine.durable(executed.seq).await?;
+        match executed.reply {
+            Ok(_) => Ok(pb::ReleaseResponse {}),
+            Err(refusal) => Err(refusal.into()),
+        }
+    }
+
+    /// `Describe`: one lock's holder, token and queue.
+    pub async fn describe(&self, request: pb::DescribeRequest) -> Result<pb::LockInfo, Status> {
+        let lock = convert::lock_name(&self.config, "lock", request.lock)?;
+        let (view, seq) = self.engine.read(|table, now| table.describe(now, &lock))?;
+        self.engine.durable(seq).await?;
+        Ok(convert::lock_info(view))
+    }
+
+    /// `List`: one page of the locks under a prefix.
+    pub async fn list(&self, request: pb::ListRequest) -> Result<pb::ListResponse, Status> {
+        let prefix = convert::prefix(&self.config, request.prefix)?;
+        let after = convert::list_cursor(&self.config, &prefix, request.cursor)?;
+        let max = self.config.max_list_page;
+        let page_size = match usize::try_from(request.page_size) {
+            Ok(0) | Err(_) => max,
+            Ok(asked) => asked.min(max),
+        };
+        let (page, seq) = self
+            .engine
+            .read(|table, now| table.list(now, &prefix, after.as_ref(), page_size))?;
+        self.engine.durable(seq).await?;
+        Ok(pb::ListResponse {
+            locks: page.locks.into_iter().map(convert::lock_info).collect(),
+            next_cursor: page.next.map(|after| after.to_string()).unwrap_or_default(),
+        })
+    }
+
+    /// `Watch`: a stream of the events of one lock or of the locks under a prefix, or
+    /// RESOURCE_EXHAUSTED when the most streams are open already.
+    pub fn watch(&self, request: pb::WatchRequest) -> Result<watch::WatchStream, Status> {
+        let lock = convert::optional_lock_name(&self.config, "lock", request.lock)?;
+        let prefix = convert::prefix(&self.config, request.prefix)?;
+        if lock.is_some() && !prefix.is_empty() {
+            return Err(Status::invalid_argument("set lock or prefix, not both"));
+        }
+        let filter = match lock {
+            Some(lock) => Filter::Lock(lock),
+            None => Filter::Prefix(prefix),
+        };
+        self.watchers.open(self.engine.subscribe(), filter)
+    }
+
+    /// `Session`: the answers to `requests`, each run by the handler of its operation, at
+    /// most the configured number in flight at once.
+    pub fn session<Requests>(&self, requests: Requests) -> SessionStream<Requests> {
+        SessionStream::new(self.clone(), requests, self.config.max_session_in_flight)
+    }
+
+    /// `CheckToken`: whether a token is the lock's current one.
+    pub async fn check_token(
+        &self,
+        request: pb::CheckTokenRequest,
+    ) -> Result<pb::CheckTokenResponse, Status> {
+        let lock = convert::lock_name(&self.config, "lock", request.lock)?;
+        let presented = convert::optional_token(request.token);
+        let (current, seq) = self
+            .engine
+            .read(|table, now| table.current_token(now, &lock))?;
+        self.engine.durable(seq).await?;
+        Ok(pb::CheckTokenResponse {
+            current: current.is_some() && current == presented,
+            current_token: current.map_or(0, |token| token.get()),
+        })
     }
 
     /// Answers a fresh grant once it is durable; if the caller goes away before that, the
     /// grant is taken back (nobody can know its lease id, so nobody could release it).
-    async fn deliver(
-        &self,
-        grant: Grant,
-        seq: u64,
-    ) -> Result<Response<pb::AcquireResponse>, Status> {
+    async fn deliver(&self, grant: Grant, seq: u64) -> Result<pb::AcquireResponse, Status> {
         let response = convert::acquire_response(&grant);
         let mut guard = UndoOnDrop {
             engine: &self.engine,
@@ -53,7 +212,7 @@ impl LockServer {
         };
         self.engine.durable(seq).await?;
         guard.armed = false;
-        Ok(Response::new(response))
+        Ok(response)
     }
 
     /// Waits in a lock's queue for up to `wait`.
@@ -63,7 +222,7 @@ impl LockServer {
         receiver: oneshot::Receiver<Result<Grant, Refusal>>,
         wait: Duration,
         lock: &fenced_types::LockName,
-    ) -> Result<Response<pb::AcquireResponse>, Status> {
+    ) -> Result<pb::AcquireResponse, Status> {
         let started = Instant::now();
         let mut guard = WaitGuard {
             engine: &self.engine,
@@ -97,7 +256,7 @@ impl LockServer {
         guard.disarm();
         match handoff {
             // Handoffs are dispatched only once durable: answer at once.
-            Ok(Ok(grant)) => Ok(Response::new(convert::acquire_response(&grant))),
+            Ok(Ok(grant)) => Ok(convert::acquire_response(&grant)),
             Ok(Err(refusal)) => Err(refusal.into()),
             Err(_) => Err(Status::internal("the waiter's handoff channel closed")),
         }
@@ -106,54 +265,26 @@ impl LockServer {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// The gRPC service: each call unwraps its request, runs the handler of the same name
+/// ([`LockServer::acquire`], ...) and wraps its answer.
 #[tonic::async_trait]
 impl LockService for LockServer {
     async fn acquire(
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        let (acquire, wait) = convert::acquire(&self.config, request.into_inner())?;
-        let lock = acquire.lock.clone();
-        let (sender, receiver) = oneshot::channel();
-        let handoff = (!wait.is_zero()).then_some(sender);
-        let executed = self.engine.execute(Command::Acquire(acquire), handoff)?;
-        match executed.reply {
-            Ok(Reply::Granted(grant)) => self.deliver(grant, executed.seq).await,
-            Ok(Reply::AlreadyHeld(grant)) => {
-                self.engine.durable(executed.seq).await?;
-                Ok(Response::new(convert::acquire_response(&grant)))
-            }
-            Ok(Reply::Queued(waiter)) => self.wait_in_queue(waiter, receiver, wait, &lock).await,
-            Ok(other) => Err(Status::internal(format!(
-                "unexpected reply to acquire: {other:?}"
-            ))),
-            Err(refusal) => {
-                self.engine.durable(executed.seq).await?;
-                Err(refusal.into())
-            }
-        }
+        LockServer::acquire(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn renew(
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        let lease_id = request.into_inner().lease_id;
-        let lease = convert::lease_id(&lease_id)?;
-        let executed = self.engine.execute(Command::Renew { lease }, None)?;
-        match executed.reply {
-            // A renewal writes nothing: a restart restores the lease with a full TTL anyway.
-            Ok(Reply::Renewed { ttl }) => Ok(Response::new(convert::renewed(lease_id, ttl))),
-            Ok(other) => Err(Status::internal(format!(
-                "unexpected reply to renew: {other:?}"
-            ))),
-            Err(refusal) => {
-                // "Expired" may come from an expiry this very command applied: make it
-                // durable before saying so (S7).
-                self.engine.durable(executed.seq).await?;
-                Err(refusal.into())
-            }
-        }
+        LockServer::renew(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type KeepAliveStream = BoxStream<pb::RenewResponse>;
@@ -162,17 +293,7 @@ impl LockService for LockServer {
         &self,
         request: Request<Streaming<pb::RenewRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        // Renewals are answered in order, each as its message is read, by whoever polls the
-        // answers (hyper's task for this stream): no task or channel per stream or per
-        // renewal. The stream ends when the client's side ends or breaks.
-        let engine = self.engine.clone();
-        let answers = request
-            .into_inner()
-            .map_while(Result::ok)
-            .then(move |message| {
-                let engine = engine.clone();
-                async move { keep_alive_one(&engine, message.lease_id).await }
-            });
+        let answers = LockServer::keep_alive(self, request.into_inner());
         Ok(Response::new(Box::pin(answers)))
     }
 
@@ -180,46 +301,27 @@ impl LockService for LockServer {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let request = request.into_inner();
-        let lease = convert::lease_id(&request.lease_id)?;
-        let lock = convert::optional_lock_name(&self.config, "lock", request.lock)?;
-        let executed = self
-            .engine
-            .execute(Command::Release { lease, lock }, None)?;
-        self.engine.durable(executed.seq).await?;
-        match executed.reply {
-            Ok(_) => Ok(Response::new(pb::ReleaseResponse {})),
-            Err(refusal) => Err(refusal.into()),
-        }
+        LockServer::release(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn describe(
         &self,
         request: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::LockInfo>, Status> {
-        let lock = convert::lock_name(&self.config, "lock", request.into_inner().lock)?;
-        let (view, seq) = self.engine.read(|table, now| table.describe(now, &lock))?;
-        self.engine.durable(seq).await?;
-        Ok(Response::new(convert::lock_info(view)))
+        LockServer::describe(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list(
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let request = request.into_inner();
-        let prefix = convert::prefix(&self.config, request.prefix)?;
-        let limit = match request.limit {
-            0 => LIST_DEFAULT,
-            n => usize::try_from(n).unwrap_or(LIST_MAX).min(LIST_MAX),
-        };
-        let (views, seq) = self
-            .engine
-            .read(|table, now| table.list(now, &prefix, limit))?;
-        self.engine.durable(seq).await?;
-        Ok(Response::new(pb::ListResponse {
-            locks: views.into_iter().map(convert::lock_info).collect(),
-        }))
+        LockServer::list(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type WatchStream = BoxStream<pb::WatchEvent>;
@@ -228,43 +330,8 @@ impl LockService for LockServer {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let request = request.into_inner();
-        let lock = convert::optional_lock_name(&self.config, "lock", request.lock)?;
-        let prefix = convert::prefix(&self.config, request.prefix)?;
-        if lock.is_some() && !prefix.is_empty() {
-            return Err(Status::invalid_argument("set lock or prefix, not both"));
-        }
-        let mut events = self.engine.subscribe();
-        let (sender, receiver) = mpsc::channel(256);
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    _ = sender.closed() => break,
-                    event = events.recv() => event,
-                };
-                let event = match event {
-                    Ok(event) => event,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        // Never drop events silently: the watcher must re-read and re-watch.
-                        let _ = sender
-                            .send(Err(Status::resource_exhausted(format!(
-                                "watcher fell behind and missed {missed} events; list and watch again"
-                            ))))
-                            .await;
-                        break;
-                    }
-                };
-                let wanted = match &lock {
-                    Some(lock) => event.lock == *lock,
-                    None => event.lock.as_str().starts_with(prefix.as_str()),
-                };
-                if wanted && sender.send(Ok(convert::watch_event(&event))).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let events = LockServer::watch(self, request.into_inner())?;
+        Ok(Response::new(Box::pin(events)))
     }
 
     type SessionStream = BoxStream<pb::SessionResponse>;
@@ -273,27 +340,17 @@ impl LockService for LockServer {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        Ok(Response::new(Box::pin(SessionStream::new(
-            self.clone(),
-            request.into_inner(),
-        ))))
+        let answers = LockServer::session(self, request.into_inner());
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn check_token(
         &self,
         request: Request<pb::CheckTokenRequest>,
     ) -> Result<Response<pb::CheckTokenResponse>, Status> {
-        let request = request.into_inner();
-        let lock = convert::lock_name(&self.config, "lock", request.lock)?;
-        let presented = convert::optional_token(request.token);
-        let (current, seq) = self
-            .engine
-            .read(|table, now| table.current_token(now, &lock))?;
-        self.engine.durable(seq).await?;
-        Ok(Response::new(pb::CheckTokenResponse {
-            current: current.is_some() && current == presented,
-            current_token: current.map_or(0, |token| token.get()),
-        }))
+        LockServer::check_token(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 
@@ -393,38 +450,6 @@ impl Drop for WaitGuard<'_> {
             if let Ok(Ok(grant)) = receiver.try_recv() {
                 self.engine.undo_grant(&grant);
             }
-        }
-    }
-}
-
-impl LockServer {
-    /// Answers one request of a `Session` stream ([`SessionStream`]) exactly as the unary
-    /// call would.
-    pub(crate) async fn session_one(&self, request: pb::SessionRequest) -> pb::SessionResponse {
-        use pb::session_request::Op;
-        use pb::session_response::Result as Outcome;
-        let result = match request.op {
-            Some(Op::Acquire(acquire)) => self
-                .acquire(Request::new(acquire))
-                .await
-                .map(|r| Outcome::Acquired(r.into_inner())),
-            Some(Op::Renew(renew)) => self
-                .renew(Request::new(renew))
-                .await
-                .map(|r| Outcome::Renewed(r.into_inner())),
-            Some(Op::Release(release)) => self
-                .release(Request::new(release))
-                .await
-                .map(|r| Outcome::Released(r.into_inner())),
-            None => Err(Status::invalid_argument(
-                "session request without an operation",
-            )),
-        };
-        pb::SessionResponse {
-            id: request.id,
-            result: Some(result.unwrap_or_else(|status| {
-                Outcome::Error(fenced_proto::session::session_error(&status))
-            })),
         }
     }
 }

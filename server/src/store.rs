@@ -1,21 +1,22 @@
 //! [`Store`]: leases, held locks and the token counter, durable through a [`Journal`] and
-//! kept in sled, with group commit.
+//! kept in sled, with group commit. The facade the engine uses: [`crate::recovery`] opens
+//! and reads back the data directory, [`crate::record`] encodes each write, and the
+//! [`Checkpointer`] moves the journal into sled.
 //!
 //! Writes are staged in order in memory (each call under the engine's lock gets the next
 //! sequence number) and made durable by one committer thread that appends everything
 //! staged so far to the journal as one record, with one `write` and one `fdatasync`; every
 //! request waiting on any of those sequence numbers is then released together. So
-//! concurrent grants share one sync instead of queueing for one each (STACK.md: group
-//! commit is what makes durable grants fast).
+//! concurrent grants share one sync instead of queueing for one each: a sync costs about
+//! the same for many writes as for one, so sharing it is what makes durable grants fast.
 //!
 //! sled holds the same writes a little later: the committer keeps each record's writes and,
 //! about once a [checkpoint interval](crate::Config), hands them to the [`Checkpointer`]
 //! thread, which coalesces them into sled batches, applies them, flushes sled,
-//! `fdatasync`s sled's data file and only then deletes the journal files it covered. At
-//! start, everything left in the journal is replayed over what sled recovered (replay is
-//! idempotent: whole-value puts and deletes in order), written to sled and flushed before
-//! the server serves. Why not flush sled per commit: measured in BENCHMARKS.md, a sled
-//! flush per commit cost half the server's CPU (`journal` module documentation).
+//! `fdatasync`s sled's data file and only then deletes the journal files it covered (and
+//! syncs their directory). At start, [`crate::recovery`] replays the journal over sled. Why
+//! not flush sled per commit: a sled flush costs far more CPU than the sync itself (the
+//! `journal` module documentation says why).
 //!
 //! What survives what (Linux):
 //! - With `fdatasync` on (the default) an acknowledged write is on the device and its cache
@@ -23,75 +24,31 @@
 //!   file's creation is synced with its directory before any record goes in.
 //! - With `fdatasync` off, a journal append is one `write`: it survives a *process* crash
 //!   (`kill -9`; the page cache outlives the process), not a power cut.
-//! - A [`Marker`] file beside sled's keeps a floor for the token counter, so a database
+//! - A journal record damaged on disk is refused at start with the file and the offset
+//!   ([`crate::Error::CorruptJournal`]); only a torn last append (a crash during it, so never
+//!   acknowledged) is dropped. The `journal` module gives the rule.
+//! - A lock-delay is written with the expiry that starts it and restored in full from the
+//!   restart, so a crash inside it does not hand the lock on early.
+//! - A [`crate::marker::Marker`] file beside sled's keeps a floor for the token counter, so a database
 //!   that sled recovered as empty or older (and no journal covers) is refused at start
 //!   instead of reissuing tokens. The checkpoint thread raises it, between sled's sync and
 //!   the deletion of the journal files that held the tokens.
-//!
-//! Records are small protobuf messages (prost derives), so the format can grow fields.
-//! Keys: `t` the next token; `g` the newest journal generation sled holds; `L` + 16-byte
-//! lease id a lease; `K` + name a held lock.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use fenced_types::{FencingToken, LeaseId, LockName};
-use prost::Message;
 use tokio::sync::watch;
 
-use crate::checkpoint::{self, Checkpoint, Checkpointer};
+use crate::checkpoint::{Checkpoint, Checkpointer};
 use crate::error::Error;
 use crate::journal::{self, Journal, JournalBatch, JournalOp};
-use crate::marker::Marker;
-use crate::table::{RestoredLease, RestoredLock, Write};
+use crate::record::encode;
+use crate::recovery::{self, Opened};
+use crate::table::Write;
 
-/// The next token to issue (8 bytes, big-endian).
-pub(crate) const NEXT_TOKEN_KEY: &[u8] = b"t";
-/// The newest journal generation whose writes sled holds (written by every checkpoint).
-pub(crate) const CHECKPOINTED_KEY: &[u8] = b"g";
-const LEASE_PREFIX: u8 = b'L';
-const LOCK_PREFIX: u8 = b'K';
-
-/// A lease as stored.
-#[derive(Clone, PartialEq, prost::Message)]
-struct LeaseRecord {
-    /// The TTL in milliseconds.
-    #[prost(uint64, tag = "1")]
-    ttl_ms: u64,
-    /// The creator's holder name.
-    #[prost(string, tag = "2")]
-    holder: String,
-}
-
-/// A held lock as stored.
-#[derive(Clone, PartialEq, prost::Message)]
-struct LockRecord {
-    /// The 16-byte lease id.
-    #[prost(bytes = "vec", tag = "1")]
-    lease: Vec<u8>,
-    /// The grant's token.
-    #[prost(uint64, tag = "2")]
-    token: u64,
-    /// The holder's name.
-    #[prost(string, tag = "3")]
-    holder: String,
-    /// The lock-delay in milliseconds.
-    #[prost(uint64, tag = "4")]
-    lock_delay_ms: u64,
-}
-
-/// What was on disk at start.
-#[derive(Debug)]
-pub struct Recovered {
-    /// The next token to issue.
-    pub next_token: FencingToken,
-    /// Every unreleased, unexpired lease that was acknowledged.
-    pub leases: Vec<RestoredLease>,
-    /// Every held lock.
-    pub locks: Vec<RestoredLock>,
-}
+pub use crate::recovery::Recovered;
 
 /// How far the journal is durable.
 #[derive(Debug, Clone, Copy, Default)]
@@ -131,24 +88,19 @@ struct Committed {
     /// The journal being appended to.
     journal: Journal,
     /// The current journal file's writes, one entry per record, for the next checkpoint.
-    /// Kept as journaled, not coalesced: coalescing (a `BTreeMap` insert per write, whose
-    /// key comparisons were 4 % of the server's CPU in the 64-client cycle) ran on the
-    /// committer between the `fdatasync` and the replies; the checkpoint thread does it now.
-    /// The cost is memory for repeated keys until the checkpoint: at most one journal
-    /// file's writes (an interval's, or [`CHECKPOINT_BYTES`]); measured in the 64-client
-    /// cycle, a peak of 82-97 MiB resident against 76-78 MiB coalesced.
+    /// Kept as journaled, not coalesced: coalescing (a `BTreeMap` insert per write, with
+    /// its key comparisons) would run on the committer between the `fdatasync` and the
+    /// replies, so the checkpoint thread does it. The cost is memory for repeated keys
+    /// until the checkpoint: at most one journal file's writes (an interval's, or
+    /// [`CHECKPOINT_BYTES`]).
     unflushed: Vec<Vec<JournalOp>>,
     /// When the first record went into the current journal file (`None`: none yet). The
     /// interval counts from here, not from the rotation: after an idle spell a checkpoint
     /// would otherwise start right after the first commit of a burst, and its syncs would
-    /// share the disk with the burst's commits (traced in the expiry benchmark, whose
-    /// handoffs come in bursts: one round's journal syncs took up to 9.5 ms instead of 2-3,
-    /// and its worst handoff 27 ms).
+    /// share the disk with the burst's commits, slowing the journal syncs every reply of
+    /// the burst waits for.
     first_record: Option<Instant>,
 }
-
-/// How long opening waits for sled's file lock to be let go (see [`Store::open`]).
-const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// A journal file larger than this is checkpointed without waiting for the interval.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
@@ -163,49 +115,14 @@ impl Store {
         cache_bytes: u64,
         checkpoint_every: Duration,
     ) -> Result<(Store, Recovered), Error> {
-        let open_error = |reason: String| Error::Open {
-            dir: dir.to_path_buf(),
-            reason,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput);
-        // sled 0.34 can panic on some corrupt files (sled #1533, #1387): turn that into an
-        // error that names the directory. And it lets go of its file lock from background
-        // threads after the last handle is dropped (sled #1234, #1289), so a store closed a
-        // moment ago in this process can still look locked: wait that out, within bounds.
-        let deadline = Instant::now() + SLED_LOCK_WAIT;
-        let db = loop {
-            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
-                .map_err(|panic| {
-                open_error(format!("sled panicked: {}", panic_message(&panic)))
-            })?;
-            match opened {
-                Err(sled::Error::Io(e))
-                    if e.to_string().starts_with("could not acquire lock")
-                        && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                opened => break opened.map_err(|e| open_error(e.to_string()))?,
-            }
-        };
-        let data_file = if fdatasync {
-            let path = dir.join("db");
-            let file = std::fs::File::open(&path).map_err(|e| {
-                open_error(format!("cannot open {} for fdatasync: {e}", path.display()))
-            })?;
-            Some(Arc::new(file))
-        } else {
-            None
-        };
-        let journal_dir = dir.join("journal");
-        let newest = replay_journal(&db, data_file.as_deref(), dir, &journal_dir)?;
-        let journal = Journal::create(&journal_dir, newest, fdatasync)?;
-        let recovered = read_back(&db, dir)?;
-        let marker = Marker::check(dir, recovered.next_token)?;
+        let Opened {
+            db,
+            data_file,
+            journal_dir,
+            journal,
+            marker,
+            recovered,
+        } = recovery::open(dir, fdatasync, cache_bytes)?;
         let checkpointer =
             Checkpointer::start(db, data_file, journal_dir, journal.next_file(), marker)?;
         let (durable, _) = watch::channel(Durability::default());
@@ -253,18 +170,14 @@ impl Store {
     /// Fails at once if the committer has failed first (see [`Store::fail`]).
     pub async fn wait_durable(&self, seq: u64) -> Result<(), Error> {
         let mut durable = self.durable.subscribe();
-        let stopped = |reason: &str| Error::Storage {
-            during: "waiting for durability",
-            reason: reason.to_string(),
-        };
         let now = durable
             .wait_for(|done| done.through >= seq || done.failed)
             .await
-            .map_err(|_| stopped("the committer stopped"))?;
+            .map_err(|_| Error::CommitterStopped)?;
         if now.through >= seq {
             Ok(())
         } else {
-            Err(stopped("the server is stopping after a storage failure"))
+            Err(Error::StoppingAfterFailure)
         }
     }
 
@@ -369,465 +282,6 @@ impl Store {
     }
 }
 
-/// Replays every journal file over sled and makes the result durable in sled, then
-/// deletes the files. Returns the generation the next journal file goes after.
-///
-/// Refuses a sled that is older than the journal: journal files are deleted only once
-/// sled holds them, so the oldest file left must directly follow sled's checkpoint. A gap
-/// means sled lost checkpointed writes (sled 0.34 can recover a damaged file as empty),
-/// and serving would silently drop acknowledged leases.
-fn replay_journal(
-    db: &sled::Db,
-    data_file: Option<&std::fs::File>,
-    dir: &Path,
-    journal_dir: &Path,
-) -> Result<u64, Error> {
-    let checkpointed = checkpointed_generation(db, dir)?;
-    let replay = Journal::read(journal_dir)?;
-    if let Some(&oldest) = replay.generations.first() {
-        if checkpointed.saturating_add(1) < oldest {
-            return Err(Error::Open {
-                dir: dir.to_path_buf(),
-                reason: format!(
-                    "sled holds the journal only through generation {checkpointed}, but the \
-                     oldest journal file left is generation {oldest}: sled lost checkpointed \
-                     writes (a damaged or replaced data file); refusing to serve without them"
-                ),
-            });
-        }
-    }
-    let Some(&newest) = replay.generations.last() else {
-        return Ok(checkpointed);
-    };
-    if replay.torn_bytes > 0 {
-        tracing::warn!(
-            bytes = replay.torn_bytes,
-            "ignored a torn journal record (written when the process stopped, never acknowledged)"
-        );
-    }
-    let ops: usize = replay.batches.iter().map(|batch| batch.ops.len()).sum();
-    let writes = checkpoint::coalesce(replay.batches.into_iter().map(|batch| batch.ops));
-    // Exactly a checkpoint of everything replayed, so the old files go once sled holds it.
-    checkpoint::into_sled(db, data_file, writes, newest)?;
-    journal::remove_through(journal_dir, newest)?;
-    if ops > 0 {
-        tracing::info!(ops, "replayed the journal into sled");
-    }
-    Ok(newest)
-}
-
-/// The newest journal generation sled holds (0 for a new database).
-fn checkpointed_generation(db: &sled::Db, dir: &Path) -> Result<u64, Error> {
-    let value = db.get(CHECKPOINTED_KEY).map_err(|e| Error::Open {
-        dir: dir.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let Some(value) = value else {
-        return Ok(0);
-    };
-    let bytes: [u8; 8] = value
-        .as_ref()
-        .try_into()
-        .map_err(|_| Error::CorruptRecord {
-            dir: dir.to_path_buf(),
-            key: "g".to_string(),
-            reason: format!("{} bytes, expected 8", value.len()),
-        })?;
-    Ok(u64::from_be_bytes(bytes))
-}
-
-/// One write as a journal operation on sled's default tree.
-fn encode(write: Write) -> JournalOp {
-    let put = |key: Vec<u8>, value: Vec<u8>| JournalOp {
-        key,
-        value: Some(value),
-    };
-    let delete = |key: Vec<u8>| JournalOp { key, value: None };
-    match write {
-        Write::PutLease { lease, ttl, holder } => {
-            let record = LeaseRecord {
-                ttl_ms: millis(ttl),
-                holder: holder.to_string(),
-            };
-            put(lease_key(&lease), record.encode_to_vec())
-        }
-        Write::DeleteLease { lease } => delete(lease_key(&lease)),
-        Write::PutLock {
-            lock,
-            lease,
-            token,
-            holder,
-            lock_delay,
-        } => {
-            let record = LockRecord {
-                lease: lease.as_bytes().to_vec(),
-                token: token.get(),
-                holder: holder.to_string(),
-                lock_delay_ms: millis(lock_delay),
-            };
-            put(lock_key(&lock), record.encode_to_vec())
-        }
-        Write::DeleteLock { lock } => delete(lock_key(&lock)),
-        Write::NextToken(token) => put(NEXT_TOKEN_KEY.to_vec(), token.to_be_bytes().to_vec()),
-    }
-}
-
-/// Reads every record back, refusing anything that does not decode.
-fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
-    let corrupt = |key: &[u8], reason: String| Error::CorruptRecord {
-        dir: dir.to_path_buf(),
-        key: String::from_utf8_lossy(key).escape_debug().to_string(),
-        reason,
-    };
-    let mut recovered = Recovered {
-        next_token: FencingToken::FIRST,
-        leases: Vec::new(),
-        locks: Vec::new(),
-    };
-    for entry in db.iter() {
-        let (key, value) = entry.map_err(|e| Error::Open {
-            dir: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        match key.first() {
-            _ if &*key == CHECKPOINTED_KEY => {}
-            _ if &*key == NEXT_TOKEN_KEY => {
-                let bytes: [u8; 8] = value
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| corrupt(&key, format!("{} bytes, expected 8", value.len())))?;
-                recovered.next_token =
-                    FencingToken::from_be_bytes(bytes).map_err(|e| corrupt(&key, e.to_string()))?;
-            }
-            Some(&LEASE_PREFIX) => {
-                let lease =
-                    lease_id(&key[1..]).ok_or_else(|| corrupt(&key, "bad lease id".into()))?;
-                let record = LeaseRecord::decode(value.as_ref())
-                    .map_err(|e| corrupt(&key, e.to_string()))?;
-                recovered.leases.push(RestoredLease {
-                    lease,
-                    ttl: Duration::from_millis(record.ttl_ms),
-                });
-            }
-            Some(&LOCK_PREFIX) => {
-                let name = String::from_utf8(key[1..].to_vec())
-                    .map_err(|e| corrupt(&key, e.to_string()))?;
-                let lock = LockName::new(name).map_err(|e| corrupt(&key, e.to_string()))?;
-                let record =
-                    LockRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, e.to_string()))?;
-                let lease =
-                    lease_id(&record.lease).ok_or_else(|| corrupt(&key, "bad lease id".into()))?;
-                let token =
-                    FencingToken::new(record.token).map_err(|e| corrupt(&key, e.to_string()))?;
-                recovered.locks.push(RestoredLock {
-                    lock,
-                    lease,
-                    token,
-                    holder: record.holder.into(),
-                    lock_delay: Duration::from_millis(record.lock_delay_ms),
-                });
-            }
-            _ => return Err(corrupt(&key, "unknown key".into())),
-        }
-    }
-    Ok(recovered)
-}
-
-fn lease_key(lease: &LeaseId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(17);
-    key.push(LEASE_PREFIX);
-    key.extend_from_slice(lease.as_bytes());
-    key
-}
-
-fn lock_key(lock: &LockName) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + lock.as_bytes().len());
-    key.push(LOCK_PREFIX);
-    key.extend_from_slice(lock.as_bytes());
-    key
-}
-
-fn lease_id(bytes: &[u8]) -> Option<LeaseId> {
-    let bytes: [u8; 16] = bytes.try_into().ok()?;
-    Some(LeaseId::from_bytes(bytes))
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".to_string())
-}
-
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-
-    const CACHE: u64 = 1024 * 1024;
-
-    fn token(value: u64) -> FencingToken {
-        FencingToken::new(value).unwrap()
-    }
-
-    fn grant(lease: LeaseId, lock: &str, value: u64) -> Vec<Write> {
-        vec![
-            Write::PutLease {
-                lease,
-                ttl: Duration::from_secs(30),
-                holder: "h".into(),
-            },
-            Write::PutLock {
-                lock: LockName::new(lock).unwrap(),
-                lease,
-                token: token(value),
-                holder: "h".into(),
-                lock_delay: Duration::ZERO,
-            },
-            Write::NextToken(token(value + 1)),
-        ]
-    }
-
-    fn journal_records(dir: &Path) -> usize {
-        Journal::read(&dir.join("journal")).unwrap().batches.len()
-    }
-
-    // checks: S2 (after a failure, what is durable is still answered as durable, and what
-    // is not is refused at once instead of waiting forever)
-    #[tokio::test]
-    async fn after_a_failure_waiters_for_undurable_batches_are_refused_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
-        let durable = store.stage(grant(LeaseId::random(), "a", 7)).unwrap();
-        store.commit().unwrap();
-        let never = store.stage(grant(LeaseId::random(), "b", 8)).unwrap();
-        store.fail();
-        store.wait_durable(durable).await.unwrap();
-        let refused = tokio::time::timeout(Duration::from_secs(10), store.wait_durable(never))
-            .await
-            .expect("refused at once, not left waiting");
-        let error = refused.expect_err("a batch never committed is not durable");
-        assert!(error.to_string().contains("storage failure"), "{error}");
-    }
-
-    // checks: S1 (the token floor reaches the marker at a checkpoint, not on the commit
-    // path, and before the journal file holding the tokens goes)
-    #[test]
-    fn a_checkpoint_raises_the_marker_before_it_deletes_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let marker_path = dir.path().join(crate::marker::MARKER_FILE);
-        let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
-        store.stage(grant(LeaseId::random(), "a", 7)).unwrap();
-        assert_eq!(store.commit().unwrap(), 1);
-        store.maybe_checkpoint().unwrap();
-        assert!(
-            !marker_path.exists(),
-            "the commit path does not write the marker"
-        );
-        store.close().unwrap();
-        let text = std::fs::read_to_string(&marker_path).unwrap();
-        assert!(text.contains("next_token_at_least 8"), "{text:?}");
-        assert_eq!(journal_records(dir.path()), 0);
-
-        // Checkpoints close together each raise it: no journal file goes before the floor
-        // covers its tokens.
-        let dir = tempfile::tempdir().unwrap();
-        let marker_path = dir.path().join(crate::marker::MARKER_FILE);
-        let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_nanos(1)).unwrap();
-        for value in [7, 9] {
-            store.stage(grant(LeaseId::random(), "a", value)).unwrap();
-            store.commit().unwrap();
-            store.maybe_checkpoint().unwrap();
-        }
-        store.close().unwrap();
-        let text = std::fs::read_to_string(&marker_path).unwrap();
-        assert!(text.contains("next_token_at_least 10"), "{text:?}");
-
-        // If the floor cannot be written, the journal that holds the tokens stays.
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
-        std::fs::create_dir(dir.path().join(crate::marker::MARKER_FILE)).unwrap();
-        store.stage(grant(LeaseId::random(), "a", 7)).unwrap();
-        store.commit().unwrap();
-        let Err(error) = store.close() else {
-            panic!("closed although the marker cannot be written");
-        };
-        assert!(error.to_string().contains("marker"), "{error}");
-        assert_eq!(journal_records(dir.path()), 1);
-    }
-
-    // The checkpoint interval counts from the first record of a journal file, so a burst
-    // after an idle spell is not met by a checkpoint (real time, with margins of hundreds
-    // of milliseconds around steps that take microseconds).
-    #[test]
-    fn the_checkpoint_interval_counts_from_the_first_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let every = Duration::from_millis(300);
-        let (store, _) = Store::open(dir.path(), false, CACHE, every).unwrap();
-        let rotated = || store.committed.lock().unwrap().journal.is_empty();
-        std::thread::sleep(every + Duration::from_millis(100));
-        store.stage(grant(LeaseId::random(), "a", 1)).unwrap();
-        store.commit().unwrap();
-        store.maybe_checkpoint().unwrap();
-        assert!(
-            !rotated(),
-            "checkpointed right after the idle spell's first commit"
-        );
-        std::thread::sleep(every + Duration::from_millis(100));
-        store.maybe_checkpoint().unwrap();
-        assert!(
-            rotated(),
-            "no checkpoint an interval after the first record"
-        );
-        store.close().unwrap();
-    }
-
-    // A store closed a moment ago reopens at once (sled lets go of its lock late), while a
-    // directory another live store holds is still refused, after the wait.
-    #[test]
-    fn reopening_waits_out_a_closed_store_but_not_a_live_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let open = || Store::open(dir.path(), false, CACHE, Duration::from_secs(3600));
-        for _ in 0..5 {
-            let (store, _) = open().unwrap();
-            store.close().unwrap();
-        }
-        let (live, _) = open().unwrap();
-        let started = Instant::now();
-        let Err(error) = open() else {
-            panic!("opened a directory another store holds");
-        };
-        assert!(
-            error.to_string().contains("could not acquire lock"),
-            "{error}"
-        );
-        assert!(
-            started.elapsed() >= SLED_LOCK_WAIT,
-            "gave up before the wait"
-        );
-        live.close().unwrap();
-    }
-
-    // checks: S1, S2 (acknowledged writes that only the journal holds come back)
-    #[test]
-    fn a_restart_replays_what_only_the_journal_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let lease = LeaseId::random();
-        {
-            let (store, recovered) =
-                Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
-            assert_eq!(recovered.next_token, FencingToken::FIRST);
-            store.stage(grant(lease, "a", 7)).unwrap();
-            assert_eq!(store.commit().unwrap(), 1);
-            // The crash: the committed record never reaches sled.
-            store.checkpointer.close().unwrap();
-        }
-        assert_eq!(journal_records(dir.path()), 1);
-        let (_store, recovered) =
-            Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
-        assert_eq!(recovered.next_token, token(8));
-        assert_eq!(recovered.leases.len(), 1);
-        assert_eq!(recovered.leases[0].lease, lease);
-        assert_eq!(recovered.locks.len(), 1);
-        assert_eq!(recovered.locks[0].token, token(7));
-        // Replayed into sled and flushed, so the old files are gone.
-        assert_eq!(journal_records(dir.path()), 0);
-    }
-
-    // checks: S2, S7 (a checkpoint moves writes into sled in order; a delete stays deleted)
-    #[test]
-    fn checkpoints_move_the_journal_into_sled_and_delete_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (first, second) = (LeaseId::random(), LeaseId::random());
-        {
-            let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_nanos(1)).unwrap();
-            store.stage(grant(first, "a", 1)).unwrap();
-            store.commit().unwrap();
-            store.maybe_checkpoint().unwrap();
-            store
-                .stage(vec![
-                    Write::DeleteLock {
-                        lock: LockName::new("a").unwrap(),
-                    },
-                    Write::DeleteLease { lease: first },
-                ])
-                .unwrap();
-            store.stage(grant(second, "b", 2)).unwrap();
-            assert_eq!(store.commit().unwrap(), 3);
-            store.close().unwrap();
-        }
-        assert_eq!(journal_records(dir.path()), 0);
-        let (_store, recovered) =
-            Store::open(dir.path(), true, CACHE, Duration::from_secs(1)).unwrap();
-        assert_eq!(recovered.next_token, token(3));
-        let leases: Vec<LeaseId> = recovered.leases.iter().map(|l| l.lease).collect();
-        assert_eq!(leases, [second]);
-        let locks: Vec<&str> = recovered.locks.iter().map(|l| l.lock.as_str()).collect();
-        assert_eq!(locks, ["b"]);
-    }
-
-    // checks: S2 (a sled that lost checkpointed writes is refused, even with no marker)
-    #[test]
-    fn a_sled_older_than_the_journal_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (store, _) =
-                Store::open(dir.path(), false, CACHE, Duration::from_nanos(1)).unwrap();
-            for (value, lock) in [(1, "a"), (2, "b")] {
-                store.stage(grant(LeaseId::random(), lock, value)).unwrap();
-                store.commit().unwrap();
-                store.maybe_checkpoint().unwrap();
-            }
-            // Left in the journal only: file 3.
-            store.stage(grant(LeaseId::random(), "c", 3)).unwrap();
-            store.commit().unwrap();
-            store.checkpointer.close().unwrap();
-        }
-        // sled's files (and the marker) vanish; the journal stays.
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                std::fs::remove_file(path).unwrap();
-            } else if path.file_name().is_some_and(|name| name != "journal") {
-                std::fs::remove_dir_all(path).unwrap();
-            }
-        }
-        let error = Store::open(dir.path(), false, CACHE, Duration::from_secs(1))
-            .err()
-            .expect("a sled missing checkpointed writes must not open");
-        assert!(
-            error.to_string().contains("sled lost checkpointed writes"),
-            "{error}"
-        );
-    }
-
-    // checks: S2 (a checkpoint larger than one sled batch arrives whole, in chunks)
-    #[test]
-    fn a_large_checkpoint_goes_into_sled_in_chunks_and_comes_back_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let leases: Vec<LeaseId> = (0..2_500).map(|_| LeaseId::random()).collect();
-        {
-            let (store, _) =
-                Store::open(dir.path(), false, CACHE, Duration::from_secs(3600)).unwrap();
-            for (i, lease) in leases.iter().enumerate() {
-                store
-                    .stage(grant(*lease, &format!("lock/{i}"), i as u64 + 1))
-                    .unwrap();
-            }
-            store.commit().unwrap();
-            store.close().unwrap();
-        }
-        assert_eq!(journal_records(dir.path()), 0);
-        let (_store, recovered) =
-            Store::open(dir.path(), false, CACHE, Duration::from_secs(3600)).unwrap();
-        assert_eq!(recovered.leases.len(), leases.len());
-        assert_eq!(recovered.locks.len(), leases.len());
-        assert_eq!(recovered.next_token, token(2_501));
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

@@ -1,6 +1,7 @@
-//! The server's TLS identity, for both listeners: tonic's settings for gRPC, and a rustls
-//! acceptor for the framed `Session` listener ([`crate::framed`]). Both come from the same
-//! two PEM files and use the same rustls and provider (ring) underneath.
+//! The server's TLS identity, for both listeners: a rustls acceptor for gRPC
+//! ([`crate::grpc_incoming`], announcing HTTP/2 by ALPN as gRPC clients require) and one
+//! for the framed `Session` listener ([`crate::framed`]). Both come from the same two PEM
+//! files and use the same rustls and provider (ring) as tonic's `tls-ring`.
 //!
 //! The files are read and parsed when the server opens, so a certificate or key that cannot
 //! be used is a clear error naming the file, before anything is bound or announced.
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
@@ -19,8 +20,8 @@ use crate::error::Error;
 /// The server's TLS identity, ready for each listener.
 #[derive(Clone)]
 pub struct ServerTls {
-    /// For the gRPC listener.
-    pub grpc: tonic::transport::ServerTlsConfig,
+    /// For the gRPC listener: ALPN `h2`.
+    pub grpc: TlsAcceptor,
     /// For the framed `Session` listener.
     pub framed: TlsAcceptor,
 }
@@ -33,39 +34,58 @@ impl ServerTls {
         let key_pem = read(&files.key)?;
         let chain = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| unusable(&files.cert, format!("not a PEM certificate chain: {e}")))?;
+            .map_err(|e| unusable(&files.cert, TlsProblem::NotACertificateChain(e)))?;
         if chain.is_empty() {
-            return Err(unusable(&files.cert, "no certificate in it".into()));
+            return Err(unusable(&files.cert, TlsProblem::NoCertificate));
         }
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| unusable(&files.key, format!("no PEM private key in it: {e}")))?;
+            .map_err(|e| unusable(&files.key, TlsProblem::NoPrivateKey(e)))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let framed = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| unusable(&files.cert, e.to_string()))?
+            .map_err(|e| unusable(&files.cert, TlsProblem::Protocols(e)))?
             .with_no_client_auth()
             .with_single_cert(chain, key)
-            .map_err(|e| {
-                unusable(
-                    &files.key,
-                    format!("does not go with the certificate chain: {e}"),
-                )
-            })?;
-        let identity = tonic::transport::Identity::from_pem(cert_pem, key_pem);
+            .map_err(|e| unusable(&files.key, TlsProblem::KeyMismatch(e)))?;
+        let mut grpc = framed.clone();
+        grpc.alpn_protocols = vec![b"h2".to_vec()];
         Ok(ServerTls {
-            grpc: tonic::transport::ServerTlsConfig::new().identity(identity),
+            grpc: TlsAcceptor::from(Arc::new(grpc)),
             framed: TlsAcceptor::from(Arc::new(framed)),
         })
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| unusable(path, e.to_string()))
+/// What is wrong with a TLS file: the evidence of an [`Error::Tls`].
+#[derive(Debug, thiserror::Error)]
+pub enum TlsProblem {
+    /// The file cannot be read.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// The certificate file is not a PEM certificate chain.
+    #[error("not a PEM certificate chain: {0}")]
+    NotACertificateChain(#[source] pem::Error),
+    /// The certificate file holds no certificate.
+    #[error("no certificate in it")]
+    NoCertificate,
+    /// The key file holds no PEM private key.
+    #[error("no PEM private key in it: {0}")]
+    NoPrivateKey(#[source] pem::Error),
+    /// rustls offers no protocol version with the provider.
+    #[error("{0}")]
+    Protocols(#[source] rustls::Error),
+    /// The private key does not go with the certificate chain.
+    #[error("does not go with the certificate chain: {0}")]
+    KeyMismatch(#[source] rustls::Error),
 }
 
-fn unusable(path: &Path, reason: String) -> Error {
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| unusable(path, TlsProblem::Read(e)))
+}
+
+fn unusable(path: &Path, problem: TlsProblem) -> Error {
     Error::Tls {
         path: path.to_path_buf(),
-        reason,
+        problem,
     }
 }

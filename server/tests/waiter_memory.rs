@@ -1,6 +1,6 @@
 //! What 500,000 timed-out waits on a held lock cost the server's resident memory: nothing
 //! that stays. In process, against the service the gRPC and framed edges call
-//! (`LockService::acquire`: the queue, the reply channel, the time-out, the cancellation)
+//! (`LockServer::acquire`: the queue, the reply channel, the time-out, the cancellation)
 //! with the binary's allocator, so the figure is the server's own; the network is left
 //! out because half a million waits through it take minutes on a small machine, and it
 //! keeps no per-waiter state of its own past the request. Its own test binary, so no
@@ -20,10 +20,9 @@ use fenced::store::Store;
 use fenced::table::{Limits, LockTable};
 use fenced::Config;
 use fenced_proto::v1 as pb;
-use fenced_proto::v1::lock_service_server::LockService;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request};
+use tonic::Code;
 
 /// The server binary's allocator, so freed memory behaves as it does in the server.
 #[global_allocator]
@@ -39,14 +38,14 @@ const CONCURRENT: usize = 64;
 /// would exceed it.
 const ALLOWED_GROWTH: u64 = 16 * 1024 * 1024;
 
-fn acquire(wait_ms: u64) -> Request<pb::AcquireRequest> {
-    Request::new(pb::AcquireRequest {
+fn acquire(wait_ms: u64) -> pb::AcquireRequest {
+    pb::AcquireRequest {
         lock: "busy".to_string(),
         holder: "h".to_string(),
         ttl_ms: 3_600_000,
         wait_ms,
         ..Default::default()
-    })
+    }
 }
 
 /// This process's resident memory in bytes (`VmRSS` in `/proc/self/status`).
@@ -98,6 +97,7 @@ async fn timed_out_waits_leave_resident_memory_where_it_was() {
         recovered.next_token,
         recovered.leases,
         recovered.locks,
+        recovered.delays,
         clock.now(),
     )
     .unwrap();

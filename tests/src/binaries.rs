@@ -1,4 +1,4 @@
-//! Finds the workspace's binaries (`fenced`, `fenced-kv`, ...) for tests that run them as
+//! Finds the workspace's binaries (`fenced`, `fenced-kv`, `fencectl`, ...) for tests that run them as
 //! real processes, building them first.
 //!
 //! Cargo builds a package's own binaries for its integration tests, but not another

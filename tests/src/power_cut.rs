@@ -145,7 +145,7 @@ pub fn scratch_fs_or_skip(test: &str) -> Option<ScratchFs> {
 }
 
 /// Runs a command; its stderr on failure.
-fn run(command: &mut Command) -> Result<(), String> {
+pub(crate) fn run(command: &mut Command) -> Result<(), String> {
     let output = command
         .output()
         .map_err(|e| format!("cannot run {:?}: {e}", command.get_program()))?;

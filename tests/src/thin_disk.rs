@@ -22,7 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::power_cut::REQUIRE_VAR;
+use crate::power_cut::{run, REQUIRE_VAR};
 
 /// The tmpfs that holds the image: the room the "pool" has.
 const POOL_BYTES: u64 = 96 * 1024 * 1024;
@@ -148,22 +148,5 @@ pub fn thin_disk_or_skip(test: &str) -> Option<ThinDisk> {
             );
             None
         }
-    }
-}
-
-/// Runs a command; its stderr on failure.
-fn run(command: &mut Command) -> Result<(), String> {
-    let output = command
-        .output()
-        .map_err(|e| format!("cannot run {:?}: {e}", command.get_program()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{:?} failed ({}): {}",
-            command.get_program(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
     }
 }

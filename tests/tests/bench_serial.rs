@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fenced_bench::config::{Config, Target};
+use fenced_bench::config::{Config, FencedTransport, MeasuredServer};
 use fenced_bench::drivers::fenced::FencedSystem;
 use fenced_bench::workloads::serial;
 use fenced_tests::server::TestServer;
@@ -20,13 +20,18 @@ async fn the_serial_probe_round_trips_over_a_session_or_unary_calls() {
         ..Config::default()
     };
     // (gRPC Session, framed Session, unary calls)
-    for (session, framed) in [(true, None), (true, Some(framed)), (false, None)] {
-        let target = Target {
+    for (transport, framed) in [
+        (FencedTransport::Session, None),
+        (FencedTransport::Framed, Some(framed)),
+        (FencedTransport::Unary, None),
+    ] {
+        let target = MeasuredServer {
             endpoint: server.endpoint(),
             pid: None,
         };
+        let session = transport != FencedTransport::Unary;
         let over_framed = framed.is_some();
-        let system = FencedSystem::new(target, Duration::from_secs(10), session, framed, None);
+        let system = FencedSystem::new(target, Duration::from_secs(10), transport, framed, None);
         // On a session each round trip is a renewal, which must come back RENEWED for the
         // probe to succeed at all.
         let limit = serial::run(&system, &config).await.unwrap();
@@ -51,7 +56,8 @@ async fn the_serial_probe_round_trips_over_a_session_or_unary_calls() {
     let listed = client
         .list(fenced_proto::v1::ListRequest {
             prefix: "fenced-bench/ping/".to_string(),
-            limit: 0,
+            page_size: 0,
+            cursor: String::new(),
         })
         .await
         .unwrap()

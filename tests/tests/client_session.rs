@@ -1,6 +1,7 @@
 //! The SDK's `Session` stream against a real `fenced` server: many try-once acquires and
 //! releases multiplexed on one client's stream, busy refusals as the unary call gives them,
-//! and a new stream after the server is killed with `kill -9` and restarted. Each test runs
+//! a new stream after the server is killed with `kill -9` and restarted, and a burst past
+//! the server's in-flight cap that waits in the client instead of being refused. Each test runs
 //! twice: over the gRPC `Session` call and over the framed `Session` listener.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -281,4 +282,75 @@ async fn the_session_is_reopened_after_kill_9_and_restart(transport: Transport) 
     let again = client.try_acquire("kept").await.unwrap();
     assert!(again.token() > after.token());
     assert!(again.token() > kept_token);
+}
+
+// checks: L1 (a burst past the server's in-flight cap waits in the client instead of being
+// refused, so no release in it is lost and every lock is free at once afterwards)
+#[tokio::test]
+async fn a_burst_past_the_servers_in_flight_cap_waits_in_the_client_grpc() {
+    a_burst_past_the_servers_in_flight_cap_waits_in_the_client(Transport::Grpc).await;
+}
+
+#[tokio::test]
+async fn a_burst_past_the_servers_in_flight_cap_waits_in_the_client_framed() {
+    a_burst_past_the_servers_in_flight_cap_waits_in_the_client(Transport::Framed).await;
+}
+
+async fn a_burst_past_the_servers_in_flight_cap_waits_in_the_client(transport: Transport) {
+    // The server takes 4 requests of a session at once; the client is told so.
+    const CAP: usize = 4;
+    const BURST: usize = 64;
+    let server = TestServer::start_with_sessions(&["--max-session-in-flight", "4"]);
+    let mut builder = Client::builder(server.endpoint());
+    if let Transport::Framed = transport {
+        builder = builder.framed_session(server.session_addr().unwrap().to_string());
+    }
+    let client = builder
+        .holder("burst")
+        .max_session_in_flight(CAP)
+        .pause_threshold(Duration::from_secs(2))
+        .retry(Duration::from_millis(20), Duration::from_millis(200))
+        // Generous: the burst queues in the client on a loaded machine.
+        .timeouts(Duration::from_secs(3), Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.config().max_session_in_flight, CAP);
+
+    // Phase 1: 64 try-once acquires of distinct locks at once, all over the session.
+    let acquires = (0..BURST).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move { client.try_acquire(&format!("burst/{i}")).await })
+    });
+    let mut leases = Vec::new();
+    for (i, acquire) in futures::future::join_all(acquires)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match acquire.unwrap() {
+            Ok(lease) => leases.push(lease),
+            Err(error) => panic!("acquire of burst/{i} failed: {error:?}"),
+        }
+    }
+    assert!(client.uses_session());
+
+    // Phase 2: the 64 releases at once, all confirmed.
+    let releases = leases
+        .into_iter()
+        .map(|lease| tokio::spawn(lease.release()));
+    for (i, release) in futures::future::join_all(releases)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        if let Err(error) = release.unwrap() {
+            panic!("release {i} failed: {error:?}");
+        }
+    }
+    // Every lock is free at once (read with unary calls).
+    for i in 0..BURST {
+        let lock = format!("burst/{i}");
+        assert_eq!(client.describe(&lock).await.unwrap().holder, None, "{lock}");
+    }
 }

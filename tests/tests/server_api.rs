@@ -154,13 +154,15 @@ async fn waiters_are_served_in_arrival_order_at_once_on_release() {
 async fn an_expired_lease_is_reaped_and_its_lock_handed_on() {
     let server = TestServer::start();
     let mut client = server.client().await;
+    let mut waiter_client = server.client().await;
+    // The first lease's TTL starts when the server grants it, which is after this instant:
+    // the second grant cannot come sooner than a full TTL from here.
+    let started = Instant::now();
     let first = client
         .acquire(acquire("expiring", 300, 0))
         .await
         .unwrap()
         .into_inner();
-    let mut waiter_client = server.client().await;
-    let started = Instant::now();
     let second = waiter_client
         .acquire(acquire("expiring", 10_000, 10_000))
         .await
@@ -168,7 +170,7 @@ async fn an_expired_lease_is_reaped_and_its_lock_handed_on() {
         .into_inner();
     // Not before the first lease's TTL (S3)...
     assert!(
-        started.elapsed() >= Duration::from_millis(250),
+        started.elapsed() >= Duration::from_millis(300),
         "{:?}",
         started.elapsed()
     );
@@ -318,7 +320,8 @@ async fn one_lease_holds_many_locks_each_with_its_own_token() {
     let listed = client
         .list(pb::ListRequest {
             prefix: "many/".into(),
-            limit: 0,
+            page_size: 0,
+            cursor: String::new(),
         })
         .await
         .unwrap()
@@ -750,4 +753,267 @@ async fn a_waiter_cut_off_by_a_partition_leaves_the_queue_after_the_keepalive() 
     assert!(info.held && info.token == granted.token, "{info:?}");
     assert!(granted.token > holder.token);
     first.abort();
+}
+
+// checks: S6 (a refused acquire changes nothing and names the problem)
+#[tokio::test]
+async fn a_lease_at_its_lock_cap_is_refused_one_more_and_keeps_what_it_holds() {
+    let server = TestServer::start_with(&["--max-locks-per-lease", "2"]);
+    let mut client = server.client().await;
+    let join = |lock: &str, lease_id: &str| pb::AcquireRequest {
+        lease_id: lease_id.to_string(),
+        ..acquire(lock, 30_000, 0)
+    };
+
+    // Phase 1: a lease takes as many locks as it may.
+    let first = client
+        .acquire(acquire("cap/1", 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .acquire(join("cap/2", &first.lease_id))
+        .await
+        .unwrap();
+
+    // Phase 2: one more is refused, naming the limit and the lease.
+    let short = &first.lease_id[..8];
+    for wait_ms in [0, 5_000] {
+        let refused = client
+            .acquire(pb::AcquireRequest {
+                wait_ms,
+                ..join("cap/3", &first.lease_id)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(
+            refused.message().contains(short) && refused.message().contains(" 2 "),
+            "{:?} names neither the lease {short} nor the limit 2",
+            refused.message()
+        );
+        assert_eq!(
+            refused
+                .metadata()
+                .get(fenced_proto::metadata::ERROR_CODE)
+                .and_then(|code| code.to_str().ok()),
+            Some("lease-full")
+        );
+        let info = describe(&mut client, "cap/3").await;
+        assert!(!info.held && info.waiters == 0, "{info:?}");
+    }
+    assert!(describe(&mut client, "cap/1").await.held);
+    assert!(describe(&mut client, "cap/2").await.held);
+
+    // Phase 3: a lock released makes room again.
+    client
+        .release(pb::ReleaseRequest {
+            lease_id: first.lease_id.clone(),
+            lock: "cap/2".into(),
+        })
+        .await
+        .unwrap();
+    let third = client
+        .acquire(join("cap/3", &first.lease_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(third.lease_id, first.lease_id);
+}
+
+// checks: S6 (a refused watch names the limit; the server keeps serving everyone else)
+#[tokio::test]
+async fn watch_streams_are_capped_and_a_closed_one_frees_its_place() {
+    let server = TestServer::start_with(&["--max-watchers", "2"]);
+    let mut client = server.client().await;
+    let everything = || pb::WatchRequest {
+        lock: String::new(),
+        prefix: String::new(),
+    };
+
+    // Phase 1: two watchers fill the server's places; a third is refused.
+    let mut first = client.watch(everything()).await.unwrap().into_inner();
+    let mut second = client.watch(everything()).await.unwrap().into_inner();
+    let refused = client.watch(everything()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("watchers") && refused.message().contains(" 2 "),
+        "{:?} does not name the limit of 2 watchers",
+        refused.message()
+    );
+
+    // Phase 2: both watchers still see every change.
+    let grant = client
+        .acquire(acquire("watched", 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    for stream in [&mut first, &mut second] {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!((event.lock.as_str(), event.token), ("watched", grant.token));
+    }
+
+    // Phase 3: a watcher that closes frees its place.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut third = loop {
+        match client.watch(everything()).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the closed watcher's place was not freed"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    release_lease(&mut client, grant.lease_id).await;
+    for stream in [&mut second, &mut third] {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.kind(), pb::watch_event::Kind::Released);
+    }
+}
+
+/// Pages through List with `page_size`, checking each page's size; returns every lock.
+async fn list_all(
+    client: &mut Client,
+    prefix: &str,
+    page_size: u32,
+    max_page: usize,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..1_000 {
+        let page = client
+            .list(pb::ListRequest {
+                prefix: prefix.to_string(),
+                page_size,
+                cursor,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            page.locks.len() <= max_page,
+            "a page of {} locks, over {max_page}",
+            page.locks.len()
+        );
+        names.extend(page.locks.into_iter().map(|info| info.lock));
+        if page.next_cursor.is_empty() {
+            return names;
+        }
+        cursor = page.next_cursor;
+    }
+    panic!("paging did not end after 1,000 pages");
+}
+
+// checks: S6 (bad cursors get INVALID_ARGUMENT and change nothing)
+#[tokio::test]
+async fn list_pages_through_every_held_lock_once_in_name_order() {
+    let server = TestServer::start_with(&["--max-list-page", "50"]);
+    let mut client = server.client().await;
+
+    // Phase 1: 120 locks under a prefix, taken out of order on 4 leases, and a few around it.
+    let mut wanted: Vec<String> = (0..120).map(|i| format!("page/{i:03}")).collect();
+    let mut leases: Vec<String> = Vec::new();
+    for step in 0..120 {
+        let name = &wanted[(step * 37) % 120];
+        let lease_id = leases.get(step % 4).cloned().unwrap_or_default();
+        let grant = client
+            .acquire(pb::AcquireRequest {
+                lease_id,
+                ..acquire(name, 60_000, 0)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if leases.len() < 4 {
+            leases.push(grant.lease_id);
+        }
+    }
+    for outside in ["page", "pagd/1", "pagf/1", "other"] {
+        client.acquire(acquire(outside, 60_000, 0)).await.unwrap();
+    }
+    wanted.sort();
+
+    // Phase 2: small pages return every lock exactly once, in name order.
+    for page_size in [1, 7, 40, 120, 121] {
+        assert_eq!(
+            list_all(&mut client, "page/", page_size, page_size as usize).await,
+            wanted,
+            "page size {page_size}"
+        );
+    }
+    let mut everything = wanted.clone();
+    everything.extend(["page", "pagd/1", "pagf/1", "other"].map(String::from));
+    everything.sort();
+    assert_eq!(list_all(&mut client, "", 9, 9).await, everything);
+
+    // Phase 3: a huge page size is clamped to the server's maximum of 50.
+    for page_size in [0, 51, u32::MAX] {
+        let page = client
+            .list(pb::ListRequest {
+                prefix: "page/".into(),
+                page_size,
+                cursor: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.locks.len(), 50, "page size {page_size}");
+        assert!(!page.next_cursor.is_empty());
+        assert_eq!(list_all(&mut client, "page/", page_size, 50).await, wanted);
+    }
+
+    // Phase 4: bad cursors are refused, a cursor past the end ends the listing.
+    let bad = [
+        ("pagf/1", "not under the prefix"),
+        ("other", "not under the prefix"),
+        ("page/\u{7}", "control character"),
+        (&*"page/x".repeat(50), "bytes"),
+    ];
+    for (cursor, needle) in bad {
+        let refused = client
+            .list(pb::ListRequest {
+                prefix: "page/".into(),
+                page_size: 10,
+                cursor: cursor.to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{cursor:?}: {refused:?}"
+        );
+        assert!(
+            refused.message().contains("cursor") && refused.message().contains(needle),
+            "{:?} lacks {needle:?}",
+            refused.message()
+        );
+    }
+    let past = client
+        .list(pb::ListRequest {
+            prefix: "page/".into(),
+            page_size: 10,
+            cursor: "page/999".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        past.locks.is_empty() && past.next_cursor.is_empty(),
+        "{past:?}"
+    );
+    assert_eq!(list_all(&mut client, "page/", 0, 50).await, wanted);
 }

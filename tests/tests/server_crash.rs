@@ -451,6 +451,99 @@ fn a_corrupt_data_directory_is_a_clear_error_not_a_panic_or_a_reset() {
     );
 }
 
+/// Starts `fenced` on `data` and expects it to refuse: it must exit by itself, with a
+/// failure, without serving or panicking. Returns what it said on stderr.
+fn start_expecting_refusal(data: &std::path::Path) -> String {
+    let mut child = std::process::Command::new(binary("fenced"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must exit by itself; one that serves is killed after a minute and fails the test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "started: {stdout}");
+    assert!(!stdout.contains("listening"), "served: {stdout}");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    stderr
+}
+
+/// Where each record of a journal file starts, and where the last one ends (the record
+/// format: a 4-byte little-endian length, 8 bytes of checks, the payload; then the file's
+/// end or its zeros).
+fn journal_records(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = vec![8];
+    loop {
+        let at = *starts.last().unwrap();
+        let Some(length) = bytes.get(at..at + 4) else {
+            return starts;
+        };
+        let length = u32::from_le_bytes(length.try_into().unwrap()) as usize;
+        if length == 0 {
+            return starts;
+        }
+        starts.push(at + 12 + length);
+    }
+}
+
+// checks: S1, S2 (a journal record damaged on disk, with acknowledged grants after it, stops
+// the start with the file and the offset instead of dropping them; a torn last append is
+// still dropped and the server starts)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_journal_record_stops_the_start_and_a_torn_last_append_does_not() {
+    // No checkpoint during the test: the grants stay in the journal.
+    let mut server = TestServer::start_with(&["--checkpoint-ms", "600000"]);
+    let mut client = server.client().await;
+    for lock in ["first", "second", "third"] {
+        client
+            .acquire(pb::AcquireRequest {
+                lock: lock.into(),
+                holder: "journal-test".into(),
+                ttl_ms: 600_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(client);
+    server.kill();
+    let file = server
+        .data_dir()
+        .join("journal")
+        .join(format!("{:020}.log", 1));
+    let original = std::fs::read(&file).unwrap();
+    let starts = journal_records(&original);
+    assert_eq!(starts.len(), 4, "one record per grant: {starts:?}");
+
+    // Phase 1: a flipped bit in the first record's payload.
+    let mut damaged = original.clone();
+    damaged[starts[1] - 1] ^= 0x20;
+    std::fs::write(&file, &damaged).unwrap();
+    let stderr = start_expecting_refusal(server.data_dir());
+    assert!(
+        stderr.contains(&file.display().to_string()) && stderr.contains("at byte 8"),
+        "the refusal names the file and the offset: {stderr}"
+    );
+
+    // Phase 2: the last append cut short instead (its second half never reached the disk).
+    let mut torn = original;
+    torn[(starts[2] + starts[3]) / 2..starts[3]].fill(0);
+    std::fs::write(&file, &torn).unwrap();
+    server.restart();
+    let mut client = server.client().await;
+    assert!(describe(&mut client, "first").await.held);
+    assert!(describe(&mut client, "second").await.held);
+    assert!(!describe(&mut client, "third").await.held);
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -462,4 +555,85 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// The stable error code of a refusal (`fenced-error` metadata).
+fn error_code(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get(fenced_proto::metadata::ERROR_CODE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+// checks: S2, S3, L1 (the lock-delay an expired holder asked for survives `kill -9` inside
+// the delay, and is counted again in full from the restart: never shorter than promised)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_delay_survives_kill_dash_nine_and_runs_in_full_from_the_restart() {
+    // Long enough that the restart lands well inside it on a loaded machine; the lease's
+    // TTL short, so the test does not wait long for the expiry.
+    const DELAY: Duration = Duration::from_secs(10);
+    let mut server = TestServer::start();
+    let mut client = server.client().await;
+    let acquire = |holder: &str, lock_delay: Duration| pb::AcquireRequest {
+        lock: "delayed".into(),
+        holder: holder.into(),
+        ttl_ms: 500,
+        lock_delay_ms: lock_delay.as_millis() as u64,
+        ..Default::default()
+    };
+
+    // Phase 1: a holder that asked for a lock-delay stops renewing and expires.
+    let first = client
+        .acquire(acquire("old-holder", DELAY))
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while describe(&mut client, "delayed").await.held {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A describe answers only once what it shows is durable: the expiry is on disk.
+    let refused = client
+        .acquire(acquire("new-holder", Duration::ZERO))
+        .await
+        .expect_err("granted inside the lock-delay");
+    assert_eq!(error_code(&refused), "lock-delay", "{refused:?}");
+
+    // Phase 2: kill -9 inside the delay and restart.
+    let restarting = std::time::Instant::now();
+    server.kill();
+    server.restart();
+    let mut client = server.client().await;
+    let refused = client
+        .acquire(acquire("new-holder", Duration::ZERO))
+        .await
+        .expect_err("a restart inside the lock-delay forgot it");
+    assert_eq!(error_code(&refused), "lock-delay", "{refused:?}");
+
+    // Phase 3: granted once the delay has run in full, counted from the restart.
+    let granted = loop {
+        match client.acquire(acquire("new-holder", Duration::ZERO)).await {
+            Ok(grant) => break grant.into_inner(),
+            Err(status) => {
+                assert_eq!(error_code(&status), "lock-delay", "{status:?}");
+                assert!(
+                    restarting.elapsed() < DELAY + Duration::from_secs(60),
+                    "the lock-delay never ended"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(
+        restarting.elapsed() >= DELAY,
+        "granted {:?} after the restart began, inside the {DELAY:?} lock-delay",
+        restarting.elapsed()
+    );
+    assert!(granted.token > first.token);
 }

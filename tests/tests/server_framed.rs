@@ -4,7 +4,10 @@
 //! frames, a waiter that disconnects (L2), a waiter that falls silent and does not
 //! answer the keepalive ping (L2), `kill -9` and restart (S1, S2), a graceful stop
 //! with connections open, and TLS: a TLS server's framed listener takes no plaintext, and
-//! an unusable key stops it at start. (A session over TLS is in `client_tls.rs`.)
+//! an unusable key stops it at start. (A session over TLS is in `client_tls.rs`.) At its
+//! cap of requests in flight a session refuses the excess and is still pinged, so a
+//! client that vanishes then still leaves the queue (L2). (The listener's connection limit
+//! and handshake timeout are in `server_limits.rs`.)
 //!
 //! Each test names the contract ids it checks. Real time is used only with wide margins;
 //! tests synchronise on answers and on what Describe reports, never on short sleeps.
@@ -198,7 +201,8 @@ async fn describe(grpc: &mut Grpc, lock: &str) -> pb::LockInfo {
 async fn listed(grpc: &mut Grpc) -> Vec<String> {
     grpc.list(pb::ListRequest {
         prefix: String::new(),
-        limit: 0,
+        page_size: 0,
+        cursor: String::new(),
     })
     .await
     .unwrap()
@@ -861,5 +865,191 @@ async fn a_tls_server_serves_framed_sessions_over_tls_only_and_refuses_an_unusab
     assert!(
         !stdout.contains("fenced listening on") && !stdout.contains("fenced sessions on"),
         "a server that refuses its configuration announced that it serves: {stdout:?}"
+    );
+}
+
+/// The server's default cap on one session's requests in flight
+/// (`--max-session-in-flight`).
+const IN_FLIGHT_CAP: u64 = 1024;
+
+/// Reads the session's frames, answering each keepalive ping, until an answer comes (then
+/// returns it) or, with `until` given, until then (then returns `None`). Also returns how
+/// many pings it answered.
+async fn answering_pings(
+    session: &mut Session,
+    until: Option<Instant>,
+) -> (u32, Option<pb::SessionResponse>) {
+    let mut pings = 0;
+    loop {
+        let within = until.map_or(PATIENCE, |until| {
+            until.saturating_duration_since(Instant::now())
+        });
+        let frame = match tokio::time::timeout(within, session.frames.next()).await {
+            Err(_elapsed) if until.is_some() => return (pings, None),
+            Err(_elapsed) => panic!("nothing from the server within {PATIENCE:?}"),
+            Ok(frame) => frame
+                .expect("the connection stays open")
+                .expect("a frame reads"),
+        };
+        if frame.as_ref() == PING {
+            pings += 1;
+            session.frames.send(Bytes::from_static(PING)).await.unwrap();
+        } else {
+            let answer = pb::SessionResponse::decode(frame.freeze()).expect("a SessionResponse");
+            return (pings, Some(answer));
+        }
+    }
+}
+
+// checks: L2 (a client that vanishes while its session has as many requests in flight as
+// the server allows, all acquires waiting on a held lock, is still pinged, found silent,
+// and its waits leave the queue), L1 (the lock then goes to the next waiter in line)
+#[tokio::test]
+async fn a_session_at_its_in_flight_cap_that_vanishes_is_pinged_and_its_waits_leave_the_queue() {
+    let server = TestServer::start_with_sessions(&[
+        "--keepalive-interval-ms",
+        "300",
+        "--keepalive-timeout-ms",
+        "600",
+    ]);
+    let mut grpc = server.client().await;
+    let held = grpc
+        .acquire(acquire_request("full", "holder", 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Phase 1: through a proxy (which later cuts it off without a FIN), a session fills its
+    // cap with acquires that wait far longer than the test; one more client queues behind.
+    let proxy = fenced_tests::proxy::Proxy::start(session_addr(&server)).await;
+    let mut vanishing = Session::open(proxy.addr()).await;
+    for id in 1..=IN_FLIGHT_CAP {
+        vanishing
+            .send(id, acquire("full", "vanishing", 30_000, 60_000))
+            .await;
+    }
+    waiters_reach(&mut grpc, "full", IN_FLIGHT_CAP as u32, PATIENCE)
+        .await
+        .expect("every acquire of the full session queued");
+    let mut behind = grpc.clone();
+    let behind = tokio::spawn(async move {
+        behind
+            .acquire(acquire_request("full", "behind", 30_000, 60_000))
+            .await
+    });
+    waiters_reach(&mut grpc, "full", IN_FLIGHT_CAP as u32 + 1, PATIENCE)
+        .await
+        .expect("the waiter behind queued");
+
+    // Phase 2: the client vanishes. The server pings it, hears nothing, closes the
+    // connection, and its waits leave the queue (interval + timeout is 0.9 s; 15 s is the
+    // margin for a loaded machine).
+    proxy.black_hole();
+    waiters_reach(&mut grpc, "full", 1, Duration::from_secs(15))
+        .await
+        .expect("L2: the waits of a full session whose client vanished must leave the queue");
+
+    // Phase 3: released, the lock goes to the waiter behind.
+    grpc.release(pb::ReleaseRequest {
+        lease_id: held.lease_id,
+        lock: String::new(),
+    })
+    .await
+    .unwrap();
+    let grant = tokio::time::timeout(PATIENCE, behind)
+        .await
+        .expect("the waiter behind is answered")
+        .unwrap()
+        .expect("the waiter behind is granted the lock")
+        .into_inner();
+    let info = describe(&mut grpc, "full").await;
+    assert_eq!(
+        (info.held, info.holder.as_str(), info.token, info.waiters),
+        (true, "behind", grant.token, 0)
+    );
+    assert!(grant.token > held.token);
+}
+
+// checks: L2 (a live session at its in-flight cap still answers the keepalive, so its
+// queued acquires keep their places), bad input changes nothing (the request past the cap
+// is refused at once with RESOURCE_EXHAUSTED naming the limit, and queues nothing)
+#[tokio::test]
+async fn a_session_at_its_in_flight_cap_refuses_the_excess_and_keeps_its_waits_by_answering_pings()
+{
+    let server = TestServer::start_with_sessions(&[
+        "--keepalive-interval-ms",
+        "300",
+        "--keepalive-timeout-ms",
+        "600",
+    ]);
+    let mut grpc = server.client().await;
+    let held = grpc
+        .acquire(acquire_request("capped", "holder", 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut session = Session::open(session_addr(&server)).await;
+    for id in 1..=IN_FLIGHT_CAP {
+        session
+            .send(id, acquire("capped", "capped-waiter", 30_000, 60_000))
+            .await;
+    }
+    waiters_reach(&mut grpc, "capped", IN_FLIGHT_CAP as u32, PATIENCE)
+        .await
+        .expect("every acquire of the session queued");
+
+    // Phase 1: one request past the cap is answered at once with a refusal naming the cap.
+    let excess = IN_FLIGHT_CAP + 1;
+    session
+        .send(excess, acquire("capped", "excess", 30_000, 60_000))
+        .await;
+    let (_, answer) = answering_pings(&mut session, None).await;
+    let answer = answer.expect("an answer");
+    assert_eq!(answer.id, excess, "{answer:?}");
+    let refusal = refused(answer.result.unwrap());
+    assert_eq!(
+        (refusal.code, refusal.error_code.as_str()),
+        (Code::ResourceExhausted as i32, "exhausted"),
+        "{refusal:?}"
+    );
+    assert!(
+        refusal.message.contains(&IN_FLIGHT_CAP.to_string()),
+        "the refusal names the limit: {refusal:?}"
+    );
+
+    // Phase 2: for 2 s the session answers every ping; it stays, with all its waits queued
+    // and nothing from the refused request.
+    let (pings, answer) =
+        answering_pings(&mut session, Some(Instant::now() + Duration::from_secs(2))).await;
+    assert!(answer.is_none(), "no answer was due: {answer:?}");
+    // About 6 rounds of 300 ms; 3 allows for a slow machine and still shows it was pinged.
+    assert!(pings >= 3, "only {pings} pings in 2 s at the cap");
+    waiters_reach(&mut grpc, "capped", IN_FLIGHT_CAP as u32, Duration::ZERO)
+        .await
+        .expect("the session that answers its pings keeps its waits");
+
+    // Phase 3: released, the lock goes to the session's first waiter, and with a slot free
+    // again a new request is served, not refused.
+    grpc.release(pb::ReleaseRequest {
+        lease_id: held.lease_id,
+        lock: String::new(),
+    })
+    .await
+    .unwrap();
+    let (_, answer) = answering_pings(&mut session, None).await;
+    let answer = answer.expect("an answer");
+    assert_eq!(
+        answer.id, 1,
+        "the first waiter is granted first: {answer:?}"
+    );
+    let grant = granted(answer.result.unwrap());
+    assert!(grant.token > held.token);
+    session.send(excess + 1, renew(&grant.lease_id)).await;
+    let (_, answer) = answering_pings(&mut session, None).await;
+    let answer = answer.expect("an answer");
+    assert_eq!(answer.id, excess + 1, "{answer:?}");
+    assert!(
+        matches!(answer.result, Some(Outcome::Renewed(_))),
+        "{answer:?}"
     );
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{IntervalStream, ReceiverStream};
 use tonic::transport::Channel;
 
-use crate::config::Target;
+use crate::config::MeasuredServer;
 use crate::driver::{within, KeepAliveStream, LeaseConn, LeaseSystem, LockClient, LockSystem};
 use crate::drivers::grpc_channel;
 use crate::error::BenchError;
@@ -31,14 +31,14 @@ const NAME: &str = "etcd";
 #[derive(Clone, Debug)]
 pub struct EtcdSystem {
     /// Its endpoint and process id.
-    target: Target,
+    target: MeasuredServer,
     /// The longest a call may take beyond any waiting it asked for.
     rpc_timeout: Duration,
 }
 
 impl EtcdSystem {
     /// The etcd server at `target`.
-    pub fn new(target: Target, rpc_timeout: Duration) -> EtcdSystem {
+    pub fn new(target: MeasuredServer, rpc_timeout: Duration) -> EtcdSystem {
         EtcdSystem {
             target,
             rpc_timeout,

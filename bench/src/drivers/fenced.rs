@@ -1,7 +1,8 @@
 //! fenced through its generated gRPC client: one `Acquire` (creating a lease of the given
-//! TTL) and one `Release` (of the whole lease) per cycle, as unary calls or (with
-//! `--fenced-session`) as messages on one `Session` stream per client, KeepAlive streams carrying many
-//! leases, `Describe` as the write-free round trip.
+//! TTL) and one `Release` (of the whole lease) per cycle, over one of the three
+//! [`FencedTransport`]s (a `Session` stream per client over gRPC, unary calls, or a
+//! connection per client to the framed `Session` listener), KeepAlive streams carrying many
+//! leases; a renewal on the session (or a unary `Describe`) as the write-free round trip.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::config::Target;
+use crate::config::{FencedTransport, MeasuredServer};
 use crate::driver::{within, KeepAliveStream, LeaseConn, LeaseSystem, LockClient, LockSystem};
 use crate::drivers::fenced_tls::FencedTls;
 use crate::drivers::grpc_channel;
@@ -40,34 +41,50 @@ const HOLDER: &str = "fenced-bench";
 #[derive(Clone, Debug)]
 pub struct FencedSystem {
     /// Its endpoint and process id.
-    target: Target,
+    target: MeasuredServer,
     /// The longest a call may take beyond any waiting it asked for.
     rpc_timeout: Duration,
-    /// Whether clients send acquire and release over a `Session` stream.
-    session: bool,
-    /// The address of the server's framed `Session` listener: sessions go over it instead
-    /// of the gRPC `Session` call.
+    /// How clients send acquire and release.
+    transport: FencedTransport,
+    /// The address of the server's framed `Session` listener (for
+    /// [`FencedTransport::Framed`]).
     framed: Option<String>,
     /// TLS on both listeners, when the server serves it.
     tls: Option<FencedTls>,
+    /// The system's name in tables.
+    name: &'static str,
 }
 
 impl FencedSystem {
-    /// The fenced server at `target`.
+    /// The fenced server at `target`, driven over `transport` (`framed` is the framed
+    /// listener's address, which [`FencedTransport::Framed`] needs); named after the
+    /// transport.
     pub fn new(
-        target: Target,
+        target: MeasuredServer,
         rpc_timeout: Duration,
-        session: bool,
+        transport: FencedTransport,
         framed: Option<String>,
         tls: Option<FencedTls>,
     ) -> FencedSystem {
         FencedSystem {
             target,
             rpc_timeout,
-            session: session || framed.is_some(),
+            transport,
             framed,
             tls,
+            name: transport.system_name(),
         }
+    }
+
+    /// The same system under another name in tables (the keepalive workload, which does
+    /// not depend on the transport, calls it plain "fenced").
+    pub fn named(self, name: &'static str) -> FencedSystem {
+        FencedSystem { name, ..self }
+    }
+
+    /// How its clients send acquire and release.
+    pub fn transport(&self) -> FencedTransport {
+        self.transport
     }
 
     async fn client(&self) -> Result<LockServiceClient<Channel>, BenchError> {
@@ -81,7 +98,7 @@ impl LockSystem for FencedSystem {
     type Client = FencedClient;
 
     fn name(&self) -> &'static str {
-        NAME
+        self.name
     }
 
     fn pid(&self) -> Option<u32> {
@@ -89,21 +106,30 @@ impl LockSystem for FencedSystem {
     }
 
     fn ping_carrier(&self) -> &'static str {
-        if self.framed.is_some() {
-            "a renewal on a framed `Session` connection, as the workloads' messages travel"
-        } else if self.session {
-            "a renewal on a `Session` stream, as the workloads' messages travel"
-        } else {
-            "a unary `Describe` call"
+        match self.transport {
+            FencedTransport::Framed => {
+                "a renewal on a framed `Session` connection, as the workloads' messages travel"
+            }
+            FencedTransport::Session => {
+                "a renewal on a gRPC `Session` stream, as the workloads' messages travel"
+            }
+            FencedTransport::Unary => "a unary `Describe` call",
         }
     }
 
     async fn connect(&self, ttl: Duration) -> Result<FencedClient, BenchError> {
         let mut client = self.client().await?;
-        let session = match (&self.framed, self.session) {
-            (Some(addr), _) => Some(Session::open_framed(addr, self.tls.as_ref()).await?),
-            (None, true) => Some(Session::open(&mut client).await?),
-            (None, false) => None,
+        let session = match (self.transport, &self.framed) {
+            (FencedTransport::Framed, Some(addr)) => {
+                Some(Session::open_framed(addr, self.tls.as_ref()).await?)
+            }
+            (FencedTransport::Framed, None) => {
+                return Err(BenchError::Config(
+                    "the framed transport needs the framed listener's address".to_string(),
+                ))
+            }
+            (FencedTransport::Session, _) => Some(Session::open(&mut client).await?),
+            (FencedTransport::Unary, _) => None,
         };
         let session = session.map(|session| Arc::new(tokio::sync::Mutex::new(session)));
         Ok(FencedClient {
@@ -465,7 +491,7 @@ impl LeaseSystem for FencedSystem {
         // Unary calls, never a Session: the clones of this connection create and revoke
         // leases concurrently, and one Session here carries one request at a time.
         let unary = FencedSystem {
-            session: false,
+            transport: FencedTransport::Unary,
             ..self.clone()
         };
         Ok(FencedLeases {

@@ -10,11 +10,11 @@ use rand::Rng;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script};
 
-use crate::config::Target;
+use crate::config::MeasuredServer;
 use crate::driver::{within, LockClient, LockSystem};
 use crate::error::BenchError;
 
-const NAME: &str = "redis";
+const NAME: &str = "Redis";
 
 /// The counter every grant increments for its fencing token (one for all locks, as
 /// fenced's tokens are ordered across locks).
@@ -41,7 +41,7 @@ return 0
 #[derive(Clone, Debug)]
 pub struct RedisSystem {
     /// Its endpoint and process id.
-    target: Target,
+    target: MeasuredServer,
     /// The longest a command may take.
     rpc_timeout: Duration,
     /// A waiter's pause between tries is random, up to twice this.
@@ -52,7 +52,7 @@ pub struct RedisSystem {
 
 impl RedisSystem {
     /// The Redis server at `target`; waiters pause about `retry` between tries.
-    pub fn new(target: Target, rpc_timeout: Duration, retry: Duration) -> RedisSystem {
+    pub fn new(target: MeasuredServer, rpc_timeout: Duration, retry: Duration) -> RedisSystem {
         RedisSystem {
             target,
             rpc_timeout,

@@ -1,6 +1,11 @@
 //! contended: every client queues on one lock (waiting up to the configured maximum),
 //! releases as soon as it is granted, and queues again: handoffs per second, how long a
 //! waiter waits, whether grants followed arrival order, and whether two ever overlapped.
+//!
+//! A handoff is a grant that moves the lock to another client. A lock without a queue
+//! (Redis) often goes back to the client that just released it, whose next try comes
+//! before any waiter's retry: such a re-grant is counted as a grant, not as a handoff, so
+//! the rate compared is the rate at which waiters get the lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,18 +14,22 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::driver::{LockClient, LockSystem};
 use crate::error::BenchError;
-use crate::fifo::{analyse, Grant, OrderReport};
+use crate::fifo::{analyse, handoffs, Grant, OrderReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::workloads::{connect_all, Errors, Window, ERROR_PAUSE};
 
 /// What one contended phase measured.
 #[derive(Clone, Debug)]
 pub struct ContendedResult {
-    /// Grants received in the window.
+    /// Grants in the window that moved the lock to another client.
     pub handoffs: u64,
-    /// Grants per second over the window.
+    /// Handoffs per second over the window.
     pub rate: f64,
-    /// From request sent to grant received, for grants in the window.
+    /// Grants in the window, re-grants to the last holder included.
+    pub grants: u64,
+    /// Grants per second over the window.
+    pub grant_rate: f64,
+    /// From request sent to grant received, for the handoffs in the window.
     pub wait: LatencySummary,
     /// Order and exclusion over every grant of the phase (warmup and drain included).
     pub order: OrderReport,
@@ -46,8 +55,10 @@ pub async fn run<S: LockSystem>(
     let per_client_cap = config.max_ops_per_phase / clients as u64 + 1;
     let tasks: Vec<_> = connected
         .into_iter()
-        .map(|client| {
+        .enumerate()
+        .map(|(i, client)| {
             tokio::spawn(client_loop(
+                i,
                 client,
                 lock.clone(),
                 config.max_wait,
@@ -74,17 +85,28 @@ pub async fn run<S: LockSystem>(
             }),
         }
     }
+    // Sorts the grants in the order granted, which the handoff count needs.
+    let order = analyse(&mut grants, config.fifo_margin);
     let mut wait = Latencies::new();
-    let mut handoffs = 0;
-    for grant in grants.iter().filter(|g| window.contains(g.granted)) {
-        handoffs += 1;
-        wait.record(grant.granted.saturating_duration_since(grant.requested));
+    let (mut granted, mut handed_off) = (0, 0);
+    for (grant, moved) in handoffs(&grants) {
+        if !window.contains(grant.granted) {
+            continue;
+        }
+        granted += 1;
+        if moved {
+            handed_off += 1;
+            wait.record(grant.granted.saturating_duration_since(grant.requested));
+        }
     }
+    let seconds = window.length().as_secs_f64();
     Ok(ContendedResult {
-        handoffs,
-        rate: handoffs as f64 / window.length().as_secs_f64(),
+        handoffs: handed_off,
+        rate: handed_off as f64 / seconds,
+        grants: granted,
+        grant_rate: granted as f64 / seconds,
         wait: wait.summary(),
-        order: analyse(&mut grants, config.fifo_margin),
+        order,
         gave_up,
         errors,
     })
@@ -101,6 +123,7 @@ struct ClientDone {
 }
 
 async fn client_loop<C: LockClient>(
+    id: usize,
     mut client: C,
     lock: String,
     max_wait: Duration,
@@ -131,6 +154,7 @@ async fn client_loop<C: LockClient>(
         };
         let granted = Instant::now();
         done.grants.push(Grant {
+            client: id,
             requested,
             granted,
             released: Instant::now(),

@@ -16,10 +16,18 @@
 //! rounds (a burst of four requests per pair on the same cores). *Spread*: pair `i` starts
 //! `i / pairs` of a TTL late, so the expiries are evenly spaced and each handoff is
 //! measured on its own, with all the pairs still live.
+//!
+//! Every round starts after a random pause (up to the configured offset; each pair draws
+//! its own), so the expiry falls at a random phase of any timer in the server. etcd looks
+//! for expired leases every 500 ms: a round started right after the previous grant, which
+//! that check produced, would expire a whole number of TTLs later, just after a check,
+//! and meet its worst case every time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rand::Rng;
 
 use crate::config::Config;
 use crate::driver::{LockClient, LockSystem};
@@ -88,6 +96,7 @@ pub async fn run<S: LockSystem>(
                 lock_prefix: format!("{prefix}/expiry/{pairs}/{i}"),
                 ttl: config.expiry_ttl,
                 max_wait: config.max_wait,
+                offset_max: config.expiry_offset_max,
             };
             let late_by = match expiries {
                 Expiries::Together => Duration::ZERO,
@@ -142,6 +151,16 @@ struct Pair<C> {
     ttl: Duration,
     /// How long the waiter waits beyond the TTL.
     max_wait: Duration,
+    /// Each round starts after a random pause of up to this.
+    offset_max: Duration,
+}
+
+/// A random pause in `[0, max)`: when the next round starts.
+fn random_offset(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    max.mul_f64(rand::rng().random_range(0.0..1.0))
 }
 
 /// One pair's share of the phase.
@@ -164,6 +183,10 @@ impl<C: LockClient> Pair<C> {
         };
         let mut round = 0u64;
         while !window.is_over() {
+            tokio::time::sleep(random_offset(self.offset_max)).await;
+            if window.is_over() {
+                break;
+            }
             round += 1;
             if let Err(error) = self.round(round, &mut done).await {
                 done.errors.add(&error);
@@ -207,5 +230,22 @@ impl<C: LockClient> Pair<C> {
             None => done.early += 1,
         }
         self.waiter.release(held).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_offsets_fall_below_their_maximum() {
+        assert_eq!(random_offset(Duration::ZERO), Duration::ZERO);
+        let max = Duration::from_millis(500);
+        let offsets: Vec<Duration> = (0..200).map(|_| random_offset(max)).collect();
+        assert!(offsets.iter().all(|o| *o < max), "{offsets:?}");
+        // Spread over the range, not stuck at one end: 200 draws all in one half would
+        // happen with probability 2^-199.
+        assert!(offsets.iter().any(|o| *o < max / 2));
+        assert!(offsets.iter().any(|o| *o >= max / 2));
     }
 }

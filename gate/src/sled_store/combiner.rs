@@ -2,7 +2,7 @@
 //!
 //! sled 0.34 runs every transaction under a global lock that its flushes take as well, so
 //! one transaction per write caps the backend at a few thousand writes per second however
-//! many writers there are (BENCHMARKS.md, "The cost of the gate"). Here writers queue their
+//! many writers there are (`bench/analysis.md`, "The cost of the gate"). Here writers queue their
 //! write; whoever finds no transaction running becomes the leader, takes everything queued
 //! and applies it in one transaction, in queue order, then hands every writer its outcome.
 //! The writes of one batch see each other (a sled transaction reads its own writes), so

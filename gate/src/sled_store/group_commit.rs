@@ -1,9 +1,9 @@
 //! [`GroupCommit`]: many writers, one flush.
 //!
-//! A flush + fdatasync costs about half a millisecond on this kind of disk (STACK.md); done
-//! per write it caps a store at about 2,400 writes/s. Here each writer, after its sled
-//! transaction commits, takes a ticket and waits until a sync that started after its
-//! ticket has finished. Whoever finds no sync running becomes the leader and syncs for
+//! A flush + fdatasync waits for the disk to confirm the write; done per write, it caps a
+//! store at one write per disk round trip, however many writers there are. Here each
+//! writer, after its sled transaction commits, takes a ticket and waits until a sync that
+//! started after its ticket has finished. Whoever finds no sync running becomes the leader and syncs for
 //! everybody who has a ticket by then; the rest wait on a condition variable. Under load
 //! one sync covers dozens of writes.
 //!

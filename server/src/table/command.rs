@@ -182,6 +182,20 @@ pub enum Write {
         /// The lock.
         lock: LockName,
     },
+    /// A lock's holder expired with a lock-delay: no grant for `delay`. Written with the
+    /// expiry, so a restart inside the delay restores it (counted in full from the
+    /// restart, as leases are: never shorter than promised).
+    PutLockDelay {
+        /// The lock.
+        lock: LockName,
+        /// The whole lock-delay.
+        delay: Duration,
+    },
+    /// A lock's lock-delay ended (or the lock was granted again).
+    DeleteLockDelay {
+        /// The lock.
+        lock: LockName,
+    },
     /// The next token to issue: written with every grant, so a restart never issues a
     /// token twice (CONTRACT S1).
     NextToken(FencingToken),

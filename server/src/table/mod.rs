@@ -3,8 +3,8 @@
 //! It takes [`Command`]s with the time they are applied at and returns an [`Outcome`]:
 //! the reply, the [`Write`]s that must be durable before anything of the outcome is shown
 //! to anyone, the [`Handoff`]s for queued acquirers and the [`Event`]s for watchers. It
-//! owns no I/O, no clock and no task (STYLE point 1), so it is unit-tested with a hand-made
-//! clock, and it is what a replicated log will apply on every node.
+//! owns no I/O, no clock and no task, so it is unit-tested with a hand-made clock, and it
+//! is what a replicated log will apply on every node.
 //!
 //! Invariants kept after every command (checked by the property test in `model_test`):
 //! - Expiry runs first, so no lease in the table has `expires_at <= now`; together with
@@ -17,6 +17,10 @@
 //! - No free lock keeps a queue that nothing will wake: a free lock (past any lock-delay)
 //!   with waiters is one whose head waiter lacks capacity (leases or locks at their limit),
 //!   and it is in `stalled`, handed on again as soon as a lease or lock ends.
+//! - A lock-delay is in the writes of the expiry that starts it and of the command that
+//!   ends it (its end, or a grant), so the disk holds exactly the delays that run.
+//! - No grant takes a lease past `max_locks_per_lease` locks, so ending one lease is a
+//!   bounded burst of writes and events.
 
 mod command;
 mod ended;
@@ -34,7 +38,7 @@ pub use command::{
 };
 pub use ended::EndReason;
 pub use refusal::Refusal;
-pub use view::{LockView, RestoreError, RestoredLease, RestoredLock};
+pub use view::{ListPage, LockView, RestoreError, RestoredDelay, RestoredLease, RestoredLock};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -59,6 +63,8 @@ pub struct Limits {
     pub max_locks: usize,
     /// Queued acquirers at most.
     pub max_waiters: usize,
+    /// Locks one lease may hold at most.
+    pub max_locks_per_lease: usize,
     /// How long ended lease ids are remembered.
     pub remember_ended_for: Duration,
     /// How many ended lease ids are remembered at most.
@@ -79,6 +85,7 @@ impl Limits {
             ("max_leases", self.max_leases),
             ("max_locks", self.max_locks),
             ("max_waiters", self.max_waiters),
+            ("max_locks_per_lease", self.max_locks_per_lease),
             ("remember_ended_max", self.remember_ended_max),
         ] {
             if value == 0 {
@@ -116,6 +123,7 @@ impl From<&Config> for Limits {
             max_leases: config.max_leases,
             max_locks: config.max_locks,
             max_waiters: config.max_waiters,
+            max_locks_per_lease: config.max_locks_per_lease,
             remember_ended_for: config.remember_ended_for,
             remember_ended_max: config.remember_ended_max,
         }
@@ -234,12 +242,15 @@ impl LockTable {
 
     /// Rebuilds the table after a restart. Every lease gets its full TTL counted from `now`
     /// (CONTRACT S2: the server cannot know how long it was down, so it never shortens a
-    /// lease a holder may still believe in).
+    /// lease a holder may still believe in), and every lock-delay that had not ended its
+    /// full delay from `now`, for the same reason: the expired holder's writes may still be
+    /// in flight.
     pub fn restore(
         limits: Limits,
         next_token: FencingToken,
         leases: Vec<RestoredLease>,
         locks: Vec<RestoredLock>,
+        delays: Vec<RestoredDelay>,
         now: Timestamp,
     ) -> Result<Self, RestoreError> {
         let mut table = Self::with_next_token(limits, next_token)?;
@@ -276,6 +287,17 @@ impl LockTable {
                 holder: restored.holder,
                 lock_delay: restored.lock_delay,
             });
+        }
+        for restored in delays {
+            let entry = table.locks.entry(restored.lock.clone()).or_default();
+            if entry.holding.is_some() {
+                return Err(RestoreError::DelayOnHeldLock {
+                    lock: restored.lock,
+                });
+            }
+            let until = now + restored.delay;
+            entry.delayed_until = Some(until);
+            table.delays.insert((until, restored.lock));
         }
         Ok(table)
     }
@@ -378,6 +400,11 @@ impl LockTable {
                 return Ok(Reply::AlreadyHeld(Grant { ttl, ..grant }));
             }
         }
+        if let LeaseChoice::Join(_) = request.lease {
+            // Checked here too (not only in `grant`), so a join that would have to wait is
+            // refused at once instead of queueing for a grant it cannot get.
+            self.lease_has_room(&lease_id)?;
+        }
         let refusal = match (holding, entry) {
             (Some(holding), _) => Some(Refusal::Busy {
                 lock: request.lock.clone(),
@@ -459,7 +486,11 @@ impl LockTable {
                 });
                 (request.ttl, true)
             }
-            LeaseChoice::Join(_) => (self.extend(now, lease_id)?, false),
+            LeaseChoice::Join(_) => {
+                // A queued join may find its lease filled up while it waited.
+                self.lease_has_room(&lease_id)?;
+                (self.extend(now, lease_id)?, false)
+            }
         };
         if let Some(lease) = self.leases.get_mut(&lease_id) {
             lease.locks.insert(request.lock.clone());
@@ -467,7 +498,14 @@ impl LockTable {
         self.next_token = next_token;
         self.held_locks += 1;
         let entry = self.locks.entry(request.lock.clone()).or_default();
-        entry.delayed_until = None;
+        // Expiry runs first, so a delay has always ended (and been cleared) by now; this
+        // keeps a grant from ever leaving a delay behind, in memory or on disk.
+        if let Some(until) = entry.delayed_until.take() {
+            self.delays.remove(&(until, request.lock.clone()));
+            effects.writes.push(Write::DeleteLockDelay {
+                lock: request.lock.clone(),
+            });
+        }
         entry.holding = Some(Holding {
             lease: lease_id,
             token,
@@ -634,14 +672,19 @@ impl LockTable {
         };
         self.held_locks = self.held_locks.saturating_sub(1);
         effects.freed_capacity = true;
+        effects
+            .writes
+            .push(Write::DeleteLock { lock: lock.clone() });
         if kind == EventKind::Expired && !holding.lock_delay.is_zero() {
             let until = now + holding.lock_delay;
             entry.delayed_until = Some(until);
             self.delays.insert((until, lock.clone()));
+            // In the expiry's own writes, so the delay is durable with the expiry.
+            effects.writes.push(Write::PutLockDelay {
+                lock: lock.clone(),
+                delay: holding.lock_delay,
+            });
         }
-        effects
-            .writes
-            .push(Write::DeleteLock { lock: lock.clone() });
         effects.events.push(Event {
             kind,
             lock: lock.clone(),
@@ -671,6 +714,9 @@ impl LockTable {
                 Some(until) => {
                     entry.delayed_until = None;
                     self.delays.remove(&(until, lock.clone()));
+                    effects
+                        .writes
+                        .push(Write::DeleteLockDelay { lock: lock.clone() });
                     continue;
                 }
                 None => {}
@@ -723,6 +769,19 @@ impl LockTable {
             }
             self.hand_on(now, &lock, effects);
         }
+    }
+
+    /// Checks that a live lease may take one more lock (`max_locks_per_lease`), so that its
+    /// expiry stays one bounded burst of writes and events.
+    fn lease_has_room(&self, lease_id: &LeaseId) -> Result<(), Refusal> {
+        let held = self.live_lease(lease_id)?.locks.len();
+        if held >= self.limits.max_locks_per_lease {
+            return Err(Refusal::LeaseFull {
+                lease: lease_id.short(),
+                limit: self.limits.max_locks_per_lease,
+            });
+        }
+        Ok(())
     }
 
     /// Checks that a lease is live; otherwise says what became of it.

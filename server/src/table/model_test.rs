@@ -2,7 +2,7 @@
 //! after every step against a tiny reference model built only from what the table said.
 //! Run with roomy limits and with limits so small that leases, locks and waiters run out.
 //!
-//! checks: S1, S3, S6, S7, L1, L2, L3
+//! checks: S1, S2, S3, S6, S7, L1, L2, L3
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -187,6 +187,7 @@ fn roomy() -> Limits {
         max_leases: 1000,
         max_locks: 1000,
         max_waiters: 1000,
+        max_locks_per_lease: 1000,
         remember_ended_for: Duration::from_secs(3600),
         remember_ended_max: 100_000,
     }
@@ -206,6 +207,9 @@ fn run(limits: Limits, ops: Vec<Op>) {
     let mut table = LockTable::new(limits).unwrap();
     let mut model = Model::default();
     let mut now = Timestamp::ZERO;
+    // The lock-delay records the writes would leave on disk (S2: a restart restores exactly
+    // the delays that run, and no ended delay stays behind).
+    let mut delay_records: HashSet<LockName> = HashSet::new();
 
     for op in ops {
         let command = match op {
@@ -254,6 +258,27 @@ fn run(limits: Limits, ops: Vec<Op>) {
             },
         };
         let outcome = table.apply(now, command.clone());
+        for write in &outcome.writes {
+            match write {
+                Write::PutLockDelay { lock, .. } => {
+                    assert!(delay_records.insert(lock.clone()), "{lock:?} delayed twice");
+                }
+                Write::DeleteLockDelay { lock } => {
+                    assert!(delay_records.remove(lock), "{lock:?} had no delay to end");
+                }
+                _ => {}
+            }
+        }
+        let running: HashSet<LockName> = table
+            .locks
+            .iter()
+            .filter(|(_, entry)| entry.delayed_until.is_some())
+            .map(|(lock, _)| lock.clone())
+            .collect();
+        assert_eq!(
+            running, delay_records,
+            "delays on disk vs. in memory at {now:?}"
+        );
 
         // Expiries and releases first (they happen before the command's own grants).
         for event in &outcome.events {

@@ -87,6 +87,15 @@ pub enum Refusal {
         /// The limit.
         limit: usize,
     },
+    /// The lease already holds as many locks as one lease may: joining it would make its
+    /// expiry one burst larger than the server allows.
+    #[error("lease {lease} already holds {limit} locks: the limit is {limit} locks per lease")]
+    LeaseFull {
+        /// A non-secret prefix of the lease id.
+        lease: String,
+        /// The limit (`max_locks_per_lease`).
+        limit: usize,
+    },
     /// The token counter reached `u64::MAX`.
     #[error("fencing tokens are used up")]
     TokensExhausted,

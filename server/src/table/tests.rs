@@ -14,6 +14,7 @@ fn limits() -> Limits {
         max_leases: 100,
         max_locks: 100,
         max_waiters: 100,
+        max_locks_per_lease: 100,
         remember_ended_for: Duration::from_secs(60),
         remember_ended_max: 1000,
     }
@@ -312,7 +313,7 @@ fn one_lease_many_locks_each_with_its_own_token() {
     );
     assert!(again.writes.is_empty());
     // A listing sees both; releasing the lease frees both.
-    assert_eq!(table.list(at(700), "m/", 10).len(), 2);
+    assert_eq!(table.list(at(700), "m/", None, 10).locks.len(), 2);
     let release = table.apply(
         at(700),
         Command::Release {
@@ -321,7 +322,7 @@ fn one_lease_many_locks_each_with_its_own_token() {
         },
     );
     assert_eq!(release.events.len(), 2);
-    assert!(table.list(at(700), "m/", 10).is_empty());
+    assert!(table.list(at(700), "m/", None, 10).locks.is_empty());
     // A lease lives without locks until it ends.
     let b = LeaseId::random();
     granted(&table.apply(at(800), acquire("n", LeaseChoice::New(b), 1000, false)));
@@ -434,6 +435,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
             ttl: Duration::from_millis(1000),
         }],
         vec![held_lock("r", a, grant.token.get())],
+        vec![],
         at(50_000),
     );
     let mut restored = restored.unwrap();
@@ -454,6 +456,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
             ttl: Duration::from_millis(1000),
         }],
         vec![held_lock("r", a, 5)],
+        vec![],
         at(0),
     );
     assert!(matches!(corrupt, Err(RestoreError::TokenAhead { .. })));
@@ -462,6 +465,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
         FencingToken::new(9).unwrap(),
         vec![],
         vec![held_lock("r", a, 5)],
+        vec![],
         at(0),
     );
     assert!(matches!(orphan, Err(RestoreError::OrphanLock { .. })));
@@ -645,7 +649,8 @@ fn limits_the_configuration_refuses_are_refused_by_the_table() {
             LockTable::new(limits.clone()).unwrap_err(),
             LimitsError::ZeroLimit { what }
         );
-        let restored = LockTable::restore(limits, FencingToken::FIRST, vec![], vec![], at(0));
+        let restored =
+            LockTable::restore(limits, FencingToken::FIRST, vec![], vec![], vec![], at(0));
         assert!(matches!(
             restored,
             Err(RestoreError::Limits(LimitsError::ZeroLimit { what: refused })) if refused == what
@@ -680,6 +685,10 @@ fn limits_the_configuration_refuses_are_refused_by_the_table() {
             ..base.clone()
         },
         crate::config::Config {
+            max_locks_per_lease: 0,
+            ..base.clone()
+        },
+        crate::config::Config {
             min_ttl: Duration::ZERO,
             ..base.clone()
         },
@@ -696,4 +705,270 @@ fn limits_the_configuration_refuses_are_refused_by_the_table() {
         );
     }
     assert!(LockTable::new(Limits::from(&base)).is_ok());
+}
+
+/// An acquire of `lock` on a new lease with a TTL and a lock-delay, try-once.
+fn delayed_acquire(lock: &str, ttl_ms: u64, delay_ms: u64) -> Command {
+    let mut request = match acquire(lock, LeaseChoice::New(LeaseId::random()), ttl_ms, false) {
+        Command::Acquire(request) => request,
+        _ => unreachable!(),
+    };
+    request.lock_delay = Duration::from_millis(delay_ms);
+    Command::Acquire(request)
+}
+
+// checks: S2, S3 (a lock-delay is written with the expiry that starts it and deleted when
+// it ends, so the disk holds it exactly while it runs)
+#[test]
+fn a_lock_delay_is_written_with_its_expiry_and_deleted_at_its_end() {
+    let mut table = LockTable::new(limits()).unwrap();
+    granted(&table.apply(at(0), delayed_acquire("x", 100, 500)));
+    let expiry = table.apply(at(100), Command::Tick);
+    let delete_lock = expiry
+        .writes
+        .iter()
+        .position(|w| *w == Write::DeleteLock { lock: name("x") })
+        .expect("the expiry frees the lock");
+    let put_delay = expiry
+        .writes
+        .iter()
+        .position(|w| {
+            *w == Write::PutLockDelay {
+                lock: name("x"),
+                delay: Duration::from_millis(500),
+            }
+        })
+        .expect("the expiry writes its lock-delay");
+    assert!(delete_lock < put_delay);
+    assert!(table.apply(at(300), Command::Tick).writes.is_empty());
+    let end = table.apply(at(600), Command::Tick);
+    assert_eq!(end.writes, [Write::DeleteLockDelay { lock: name("x") }]);
+    // A release starts no delay, so writes none.
+    let a = LeaseId::random();
+    granted(&table.apply(at(600), acquire("x", LeaseChoice::New(a), 100, false)));
+    let release = table.apply(
+        at(610),
+        Command::Release {
+            lease: a,
+            lock: None,
+        },
+    );
+    assert!(!release
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::PutLockDelay { .. })));
+}
+
+// checks: S2, S3, L1 (a restored lock-delay refuses grants for its full delay counted from
+// the restart, never less, then lets them through and deletes its record)
+#[test]
+fn a_restored_lock_delay_runs_in_full_from_the_restart() {
+    let restored = LockTable::restore(
+        limits(),
+        FencingToken::new(7).unwrap(),
+        vec![],
+        vec![],
+        vec![RestoredDelay {
+            lock: name("x"),
+            delay: Duration::from_millis(500),
+        }],
+        at(10_000),
+    );
+    let mut table = restored.unwrap();
+    assert_eq!(table.next_due(), Some(at(10_500)));
+    let refused = table.apply(at(10_499), delayed_acquire("x", 100, 0));
+    assert!(
+        matches!(refused.reply, Err(Refusal::LockDelay { remaining, .. }) if remaining == Duration::from_millis(1)),
+        "{:?}",
+        refused.reply
+    );
+    assert!(refused.writes.is_empty());
+    // The first command at the end of the delay ends it, here the grant itself.
+    let grant = table.apply(at(10_500), delayed_acquire("x", 100, 0));
+    assert_eq!(granted(&grant).token, FencingToken::new(7).unwrap());
+    assert_eq!(
+        grant.writes[0],
+        Write::DeleteLockDelay { lock: name("x") },
+        "{:?}",
+        grant.writes
+    );
+    assert_eq!(table.next_due(), Some(at(10_600)), "only the lease is due");
+
+    // A lock that disk says is held and delayed at once is refused, not guessed at.
+    let a = LeaseId::random();
+    let contradiction = LockTable::restore(
+        limits(),
+        FencingToken::new(9).unwrap(),
+        vec![RestoredLease {
+            lease: a,
+            ttl: Duration::from_millis(1000),
+        }],
+        vec![held_lock("x", a, 5)],
+        vec![RestoredDelay {
+            lock: name("x"),
+            delay: Duration::from_millis(500),
+        }],
+        at(0),
+    );
+    assert!(matches!(
+        contradiction,
+        Err(RestoreError::DelayOnHeldLock { .. })
+    ));
+}
+
+// checks: S6 (a refused acquire changes nothing), L2 (the refused waiter is not granted)
+#[test]
+fn a_lease_at_its_lock_cap_is_refused_a_join_and_changes_nothing() {
+    let mut table = LockTable::new(Limits {
+        max_locks_per_lease: 2,
+        ..limits()
+    })
+    .unwrap();
+    let (a, b) = (LeaseId::random(), LeaseId::random());
+    let release_lock = |lease, lock: &str| Command::Release {
+        lease,
+        lock: Some(name(lock)),
+    };
+
+    // Phase 1: a lease takes as many locks as it may; its expiry is then at 1100.
+    granted(&table.apply(at(0), acquire("cap/1", LeaseChoice::New(a), 1000, false)));
+    granted(&table.apply(at(100), acquire("cap/2", LeaseChoice::Join(a), 1000, false)));
+    granted(&table.apply(at(100), acquire("cap/4", LeaseChoice::New(b), 5000, false)));
+    assert_eq!(table.next_due(), Some(at(1100)));
+
+    // Phase 2: one more is refused, naming the lease and the limit, waiting or not, and
+    // changes nothing: no write, no event, no queue, not even the renewal a join makes.
+    for (lock, wait) in [("cap/3", false), ("cap/3", true), ("cap/4", true)] {
+        let refused = table.apply(at(500), acquire(lock, LeaseChoice::Join(a), 1000, wait));
+        assert_eq!(
+            refused.reply,
+            Err(Refusal::LeaseFull {
+                lease: a.short(),
+                limit: 2
+            }),
+            "{lock} (wait: {wait})"
+        );
+        let message = refused.reply.unwrap_err().to_string();
+        assert!(
+            message.contains(&a.short()) && message.contains(" 2 "),
+            "{message}"
+        );
+        assert!(refused.writes.is_empty() && refused.events.is_empty());
+        assert!(refused.handoffs.is_empty());
+        let view = table.describe(at(500), &name(lock));
+        assert_eq!(view.waiters, 0, "{lock}");
+    }
+    assert_eq!(
+        table.next_due(),
+        Some(at(1100)),
+        "the refused join renewed nothing"
+    );
+    assert_eq!(table.held_lock_count(), 3);
+    // A retried acquire of a lock the lease holds adds nothing, so it is still answered.
+    let again = table.apply(at(600), acquire("cap/1", LeaseChoice::Join(a), 1000, false));
+    assert!(
+        matches!(again.reply, Ok(Reply::AlreadyHeld(_))),
+        "{again:?}"
+    );
+
+    // Phase 3: a waiter that queued while its lease had room is refused at its handoff if
+    // the lease filled up meanwhile, and the lock goes to nobody rather than past the cap.
+    table.apply(at(700), release_lock(a, "cap/2"));
+    let waiter = queued(&table.apply(at(700), acquire("cap/4", LeaseChoice::Join(a), 1000, true)));
+    granted(&table.apply(at(710), acquire("cap/5", LeaseChoice::Join(a), 1000, false)));
+    let handed = table.apply(at(720), release_lock(b, "cap/4"));
+    assert_eq!(handed.handoffs.len(), 1);
+    assert_eq!(handed.handoffs[0].waiter, waiter);
+    assert_eq!(
+        handed.handoffs[0].result,
+        Err(Refusal::LeaseFull {
+            lease: a.short(),
+            limit: 2
+        })
+    );
+    assert!(table.describe(at(720), &name("cap/4")).holder.is_none());
+
+    // Phase 4: a lock released makes room again; the lease's expiry ends at most the cap.
+    table.apply(at(800), release_lock(a, "cap/5"));
+    granted(&table.apply(at(800), acquire("cap/3", LeaseChoice::Join(a), 1000, false)));
+    let expired = table.apply(at(1800), Command::Tick);
+    assert_eq!(expired.events.len(), 2, "{:?}", expired.events);
+}
+
+// checks: L2 (a waiter is listed), S3 (an expired holder is not)
+#[test]
+fn list_pages_in_name_order_examining_at_most_a_page_of_entries() {
+    let mut table = LockTable::new(limits()).unwrap();
+    let (gone, held, waiter) = (LeaseId::random(), LeaseId::random(), LeaseId::random());
+    let names = |page: &ListPage| -> Vec<String> {
+        page.locks
+            .iter()
+            .map(|view| view.lock.to_string())
+            .collect()
+    };
+
+    // Phase 1: l/a and l/c stay in their lock-delay after their lease expired; l/b, l/d and
+    // l/f are held, l/d with a waiter; m/x is held outside the prefix.
+    for (lock, lease) in [
+        ("l/a", LeaseChoice::New(gone)),
+        ("l/c", LeaseChoice::Join(gone)),
+    ] {
+        granted(&table.apply(
+            at(0),
+            Command::Acquire(Acquire {
+                lock: name(lock),
+                holder: Arc::from("gone"),
+                ttl: Duration::from_millis(100),
+                lock_delay: Duration::from_secs(10),
+                lease,
+                wait: false,
+            }),
+        ));
+    }
+    granted(&table.apply(at(0), acquire("l/b", LeaseChoice::New(held), 5000, false)));
+    for lock in ["l/d", "l/f", "m/x"] {
+        granted(&table.apply(at(0), acquire(lock, LeaseChoice::Join(held), 5000, false)));
+    }
+    queued(&table.apply(at(0), acquire("l/d", LeaseChoice::New(waiter), 5000, true)));
+    table.apply(at(200), Command::Tick);
+    let now = at(300);
+
+    // Phase 2: pages of two entries: a skipped entry still counts against the page.
+    let first = table.list(now, "l/", None, 2);
+    assert_eq!(
+        (names(&first), first.next.clone()),
+        (vec!["l/b".into()], Some(name("l/b")))
+    );
+    let second = table.list(now, "l/", first.next.as_ref(), 2);
+    assert_eq!(
+        (names(&second), second.next.clone()),
+        (vec!["l/d".into()], Some(name("l/d")))
+    );
+    assert_eq!(second.locks[0].waiters, 1);
+    let third = table.list(now, "l/", second.next.as_ref(), 2);
+    assert_eq!((names(&third), third.next), (vec!["l/f".into()], None));
+
+    // Phase 3: a page of one that finds only a lock-delay is empty but not the last; a
+    // page of zero examines one entry; a large page lists everything at once.
+    let only_delay = table.list(now, "l/", None, 1);
+    assert!(only_delay.locks.is_empty());
+    assert_eq!(only_delay.next, Some(name("l/a")));
+    assert_eq!(table.list(now, "l/", None, 0), only_delay);
+    let all = table.list(now, "l/", None, 100);
+    assert_eq!(
+        (names(&all), all.next),
+        (vec!["l/b".into(), "l/d".into(), "l/f".into()], None)
+    );
+    let everything = table.list(now, "", None, 100);
+    assert_eq!(names(&everything), ["l/b", "l/d", "l/f", "m/x"]);
+
+    // Phase 4: a cursor past the last entry under the prefix ends the listing.
+    let past = table.list(now, "l/", Some(&name("l/zz")), 2);
+    assert_eq!(
+        past,
+        ListPage {
+            locks: Vec::new(),
+            next: None
+        }
+    );
 }

@@ -1,6 +1,7 @@
 //! Read-only views of the lock table (describe, list, check-token) and the shapes it is
 //! restored from after a restart.
 
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,15 @@ pub struct LockView {
     pub remaining: Duration,
     /// How many acquirers are queued.
     pub waiters: usize,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    /// The held or awaited locks, in name order.
+    pub locks: Vec<LockView>,
+    /// The last lock entry examined, to continue after; `None` when nothing follows.
+    pub next: Option<LockName>,
 }
 
 /// A lease read back from disk.
@@ -46,6 +56,15 @@ pub struct RestoredLock {
     pub lock_delay: Duration,
 }
 
+/// A lock-delay read back from disk: its holder expired with it, and it had not ended.
+#[derive(Debug, Clone)]
+pub struct RestoredDelay {
+    /// The lock.
+    pub lock: LockName,
+    /// The whole lock-delay, restored in full from the restart.
+    pub delay: Duration,
+}
+
 /// Durable state that contradicts itself: a sign of corruption, refused rather than
 /// guessed at (a guess could hand out a token twice). Or limits the table cannot work with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +77,12 @@ pub enum RestoreError {
     /// A held lock names a lease that is not on disk.
     #[error("lock {lock:?} is held by a lease that is not on disk")]
     OrphanLock {
+        /// The lock.
+        lock: LockName,
+    },
+    /// A lock is both held and in a lock-delay (a grant ends the delay in the same batch).
+    #[error("lock {lock:?} is held and in a lock-delay at once")]
+    DelayOnHeldLock {
         /// The lock.
         lock: LockName,
     },
@@ -90,18 +115,41 @@ impl LockTable {
         }
     }
 
-    /// Describes up to `limit` locks whose names start with `prefix`, in name order.
-    pub fn list(&self, now: Timestamp, prefix: &str, limit: usize) -> Vec<LockView> {
-        self.locks
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(name, _)| name.as_str().starts_with(prefix))
-            .map(|(name, entry)| self.view(now, name, entry))
-            .filter(|view| view.holder.is_some() || view.waiters > 0)
-            .take(limit)
-            .collect()
+    /// One page of the held or awaited locks whose names start with `prefix`, in name
+    /// order, after the lock entry `after` (exclusive) or from the first. It examines at
+    /// most `page` lock entries (at least one), so the work done under the engine's lock is
+    /// bounded by the page, not by the table; entries with neither a live holder nor a
+    /// waiter (a lock-delay, an expiry not yet reaped) are examined but not listed, so a
+    /// page may hold fewer locks while more follow.
+    pub fn list(
+        &self,
+        now: Timestamp,
+        prefix: &str,
+        after: Option<&LockName>,
+        page: usize,
+    ) -> ListPage {
+        let start = match after {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Included(prefix),
+        };
+        let mut entries = self
+            .locks
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(name, _)| name.as_str().starts_with(prefix));
+        let mut locks = Vec::new();
+        let mut last = None;
+        for (name, entry) in entries.by_ref().take(page.max(1)) {
+            let view = self.view(now, name, entry);
+            if view.holder.is_some() || view.waiters > 0 {
+                locks.push(view);
+            }
+            last = Some(name);
+        }
+        let next = match entries.next() {
+            Some(_) => last.cloned(),
+            None => None,
+        };
+        ListPage { locks, next }
     }
 
     /// The live holder's token of a lock, if it is held at `now`.

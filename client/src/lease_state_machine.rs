@@ -1,9 +1,9 @@
-//! [`Book`]: the pure state machine of one lease on the client side.
+//! [`LeaseStateMachine`]: the pure state machine of one lease on the client side.
 //!
 //! It owns no I/O and reads no clock: every event comes with `now`, so the whole of CONTRACT
 //! S4 and the pause rules can be tested with a hand-made clock. The renewal task, the pause
 //! watchdog and [`Lease::fence`](crate::Lease::fence) drive it through
-//! [`Tracked`](crate::tracked::Tracked), which publishes its state.
+//! [`SharedLease`](crate::shared_lease::SharedLease), which publishes its state.
 //!
 //! The rules, in one place:
 //! - The local deadline is `sent + ttl * (1 - drift) - margin` of the latest *confirmed*
@@ -23,12 +23,12 @@ use std::time::Duration;
 use crate::config::DeadlinePolicy;
 use crate::state::{LeaseState, LostReason, StateChange, SuspectReason};
 
-/// How many state changes a lease remembers for [`Book::history`].
+/// How many state changes a lease remembers for [`LeaseStateMachine::history`].
 const HISTORY: usize = 64;
 
 /// The client's record of one lease.
 #[derive(Debug, Clone)]
-pub(crate) struct Book {
+pub(crate) struct LeaseStateMachine {
     /// The TTL the server granted.
     ttl: Duration,
     /// The deadline arithmetic.
@@ -59,7 +59,7 @@ pub(crate) struct Book {
     history: VecDeque<StateChange>,
 }
 
-impl Book {
+impl LeaseStateMachine {
     /// The record of a grant sent at `sent` for `ttl` and answered at `now`.
     ///
     /// A queued acquire may be answered long after it was sent; if a renewal is already due
@@ -69,7 +69,7 @@ impl Book {
         ttl: Duration,
         now: Duration,
         policy: DeadlinePolicy,
-    ) -> Book {
+    ) -> LeaseStateMachine {
         let renew_at = policy.renew_at(sent, ttl);
         let late = now >= renew_at;
         let state = if late {
@@ -86,7 +86,7 @@ impl Book {
             at: now,
             state: state.clone(),
         });
-        let mut book = Book {
+        let mut machine = LeaseStateMachine {
             ttl,
             policy,
             state,
@@ -100,11 +100,11 @@ impl Book {
             last_error: None,
             history,
         };
-        book.check(now);
-        book
+        machine.check(now);
+        machine
     }
 
-    /// What the SDK believes now (as of the last event: call [`Book::check`] first).
+    /// What the SDK believes now (as of the last event: call [`LeaseStateMachine::check`] first).
     pub(crate) fn state(&self) -> &LeaseState {
         &self.state
     }
@@ -172,13 +172,13 @@ impl Book {
     pub(crate) fn stuck(&self, now: Duration) -> bool {
         self.in_flight
             .front()
-            .is_some_and(|&sent| now >= sent + self.stuck_after())
+            .is_some_and(|&sent| now >= sent.saturating_add(self.stuck_after()))
     }
 
     /// How long a renewal may wait for its answer before the stream is presumed dead.
     fn stuck_after(&self) -> Duration {
-        self.ttl
-            .mul_f64(self.policy.renew_fraction)
+        self.policy
+            .renew_at(Duration::ZERO, self.ttl)
             .max(Duration::from_millis(100))
     }
 
@@ -278,7 +278,7 @@ impl Book {
             next = next.min(self.deadline);
         }
         match self.in_flight.front() {
-            Some(&sent) => next = next.min(sent + self.stuck_after()),
+            Some(&sent) => next = next.min(sent.saturating_add(self.stuck_after())),
             None => next = next.min(self.next_renewal),
         }
         Some(next)
@@ -322,11 +322,11 @@ mod tests {
     }
 
     /// A lease granted for 3 s on a request sent at 100 s, answered 20 ms later.
-    fn granted(clock: &ManualClock) -> (Book, Duration) {
+    fn granted(clock: &ManualClock) -> (LeaseStateMachine, Duration) {
         let sent = clock.now();
         clock.advance(ms(20));
         (
-            Book::granted(sent, Duration::from_secs(3), clock.now(), policy()),
+            LeaseStateMachine::granted(sent, Duration::from_secs(3), clock.now(), policy()),
             sent,
         )
     }
@@ -344,15 +344,15 @@ mod tests {
     #[test]
     fn deadline_counts_from_the_send_not_the_answer() {
         let clock = ManualClock::new(Duration::from_secs(100));
-        let (mut book, sent) = granted(&clock);
+        let (mut machine, sent) = granted(&clock);
         // 3 s * 0.95 - 100 ms = 2750 ms after the send, whatever the answer's delay.
-        assert_eq!(book.deadline(), sent + ms(2_750));
-        assert_eq!(book.fence(clock.now()), Ok(()));
+        assert_eq!(machine.deadline(), sent + ms(2_750));
+        assert_eq!(machine.fence(clock.now()), Ok(()));
         clock.set(sent + ms(2_749));
-        assert_eq!(book.fence(clock.now()), Ok(()));
+        assert_eq!(machine.fence(clock.now()), Ok(()));
         clock.set(sent + ms(2_750));
         assert_eq!(
-            book.fence(clock.now()),
+            machine.fence(clock.now()),
             Err(LeaseState::Suspect {
                 reason: SuspectReason::DeadlinePassed
             })
@@ -363,59 +363,62 @@ mod tests {
     #[test]
     fn renewal_moves_the_deadline_from_its_send_time() {
         let clock = ManualClock::new(Duration::from_secs(100));
-        let (mut book, sent) = granted(&clock);
-        assert!(!book.renewal_due(clock.now()));
+        let (mut machine, sent) = granted(&clock);
+        assert!(!machine.renewal_due(clock.now()));
         clock.set(sent + ms(1_000));
-        assert!(book.renewal_due(clock.now()), "due at a third of the TTL");
-        let renew_sent = clock.now();
-        book.on_sent(renew_sent);
         assert!(
-            !book.renewal_due(clock.now()),
+            machine.renewal_due(clock.now()),
+            "due at a third of the TTL"
+        );
+        let renew_sent = clock.now();
+        machine.on_sent(renew_sent);
+        assert!(
+            !machine.renewal_due(clock.now()),
             "one renewal in flight at a time"
         );
         // The answer takes 1.5 s to come back: the deadline still counts from the send.
         clock.advance(ms(1_500));
-        book.on_renewed(Duration::from_secs(3), clock.now());
-        assert_eq!(book.deadline(), renew_sent + ms(2_750));
-        assert_eq!(book.state(), &LeaseState::Held);
-        assert_eq!(book.failures().0, 0);
+        machine.on_renewed(Duration::from_secs(3), clock.now());
+        assert_eq!(machine.deadline(), renew_sent + ms(2_750));
+        assert_eq!(machine.state(), &LeaseState::Held);
+        assert_eq!(machine.failures().0, 0);
         // A renewal granted with a shorter TTL shortens the deadline: the server's expiry
         // moved earlier too.
         clock.set(renew_sent + ms(1_000));
         let short_sent = clock.now();
-        book.on_sent(short_sent);
-        book.on_renewed(ms(500), clock.now());
-        assert_eq!(book.deadline(), short_sent + ms(375));
-        assert!(book.deadline() < renew_sent + ms(2_750));
+        machine.on_sent(short_sent);
+        machine.on_renewed(ms(500), clock.now());
+        assert_eq!(machine.deadline(), short_sent + ms(375));
+        assert!(machine.deadline() < renew_sent + ms(2_750));
     }
 
     // checks: S4 (pause rule)
     #[test]
     fn pause_makes_suspect_until_a_later_renewal_is_confirmed() {
         let clock = ManualClock::new(Duration::from_secs(100));
-        let (mut book, sent) = granted(&clock);
+        let (mut machine, sent) = granted(&clock);
         // A renewal goes out, then the process freezes for 800 ms (less than the TTL).
         clock.set(sent + ms(1_000));
-        book.on_sent(clock.now());
+        machine.on_sent(clock.now());
         clock.advance(ms(800));
-        book.on_pause(ms(800), clock.now());
-        assert_eq!(paused(book.state()), Some(ms(800)));
-        assert!(book.fence(clock.now()).is_err());
+        machine.on_pause(ms(800), clock.now());
+        assert_eq!(paused(machine.state()), Some(ms(800)));
+        assert!(machine.fence(clock.now()).is_err());
         // The answer to the renewal sent before the pause arrives: it moves the deadline
         // but does not vouch for the time after the pause.
-        book.on_renewed(Duration::from_secs(3), clock.now());
-        assert_eq!(paused(book.state()), Some(ms(800)));
+        machine.on_renewed(Duration::from_secs(3), clock.now());
+        assert_eq!(paused(machine.state()), Some(ms(800)));
         assert!(
-            book.renewal_due(clock.now()),
+            machine.renewal_due(clock.now()),
             "a confirming renewal is due at once"
         );
         // A renewal sent after the pause is confirmed: held again.
-        book.on_sent(clock.now());
+        machine.on_sent(clock.now());
         clock.advance(ms(30));
-        book.on_renewed(Duration::from_secs(3), clock.now());
-        assert_eq!(book.state(), &LeaseState::Held);
-        assert_eq!(book.fence(clock.now()), Ok(()));
-        let states: Vec<_> = book.history().into_iter().map(|c| c.state).collect();
+        machine.on_renewed(Duration::from_secs(3), clock.now());
+        assert_eq!(machine.state(), &LeaseState::Held);
+        assert_eq!(machine.fence(clock.now()), Ok(()));
+        let states: Vec<_> = machine.history().into_iter().map(|c| c.state).collect();
         assert_eq!(states.len(), 3, "{states:?}");
         assert!(paused(&states[1]).is_some());
     }
@@ -424,17 +427,21 @@ mod tests {
     #[test]
     fn suspect_after_the_deadline_and_lost_when_the_server_has_surely_expired() {
         let clock = ManualClock::new(Duration::from_secs(100));
-        let (mut book, sent) = granted(&clock);
+        let (mut machine, sent) = granted(&clock);
         // Every renewal attempt fails (a partition).
         clock.set(sent + ms(1_000));
-        book.on_sent(clock.now());
-        book.on_failure("connection reset", clock.now(), clock.now() + ms(50));
-        assert_eq!(book.failures(), (1, Some("connection reset")));
-        assert_eq!(book.state(), &LeaseState::Held, "still before the deadline");
-        clock.set(sent + ms(2_750));
-        book.check(clock.now());
+        machine.on_sent(clock.now());
+        machine.on_failure("connection reset", clock.now(), clock.now() + ms(50));
+        assert_eq!(machine.failures(), (1, Some("connection reset")));
         assert_eq!(
-            book.state(),
+            machine.state(),
+            &LeaseState::Held,
+            "still before the deadline"
+        );
+        clock.set(sent + ms(2_750));
+        machine.check(clock.now());
+        assert_eq!(
+            machine.state(),
             &LeaseState::Suspect {
                 reason: SuspectReason::DeadlinePassed
             }
@@ -442,38 +449,41 @@ mod tests {
         // 3 s * 1.05 + 100 ms after the grant's answer arrived (20 ms after the send) the
         // server has surely expired it: it handled the grant no later than that arrival.
         clock.set(sent + ms(3_269));
-        book.check(clock.now());
-        assert!(!book.state().is_lost());
+        machine.check(clock.now());
+        assert!(!machine.state().is_lost());
         clock.set(sent + ms(3_270));
-        book.check(clock.now());
-        assert!(book.state().is_lost(), "{:?}", book.state());
+        machine.check(clock.now());
+        assert!(machine.state().is_lost(), "{:?}", machine.state());
         assert!(
-            !book.renewal_due(clock.now()),
+            !machine.renewal_due(clock.now()),
             "a lost lease is not renewed"
         );
-        assert_eq!(book.next_event(), None);
+        assert_eq!(machine.next_event(), None);
     }
 
     // checks: S7
     #[test]
     fn lost_after_the_server_says_expired_and_nothing_revives_it() {
         let clock = ManualClock::new(Duration::from_secs(100));
-        let (mut book, sent) = granted(&clock);
+        let (mut machine, sent) = granted(&clock);
         clock.set(sent + ms(1_000));
-        book.on_sent(clock.now());
+        machine.on_sent(clock.now());
         clock.advance(ms(10));
         let expired = LostReason::Expired {
             message: "lease expired".into(),
         };
-        book.on_refused(expired.clone(), clock.now());
-        assert_eq!(book.state(), &LeaseState::Lost { reason: expired });
-        assert!(book.fence(clock.now()).is_err(), "well before the deadline");
+        machine.on_refused(expired.clone(), clock.now());
+        assert_eq!(machine.state(), &LeaseState::Lost { reason: expired });
+        assert!(
+            machine.fence(clock.now()).is_err(),
+            "well before the deadline"
+        );
         // A stray RENEWED (say, from an older stream) changes nothing.
-        book.on_sent(clock.now());
-        book.on_renewed(Duration::from_secs(3), clock.now());
-        assert!(book.state().is_lost());
-        book.on_pause(ms(900), clock.now());
-        assert!(book.state().is_lost());
+        machine.on_sent(clock.now());
+        machine.on_renewed(Duration::from_secs(3), clock.now());
+        assert!(machine.state().is_lost());
+        machine.on_pause(ms(900), clock.now());
+        assert!(machine.state().is_lost());
     }
 
     // checks: S4
@@ -483,56 +493,59 @@ mod tests {
         let sent = clock.now();
         // Queued for 2 s of a 3 s TTL.
         clock.advance(ms(2_000));
-        let mut book = Book::granted(sent, Duration::from_secs(3), clock.now(), policy());
+        let mut machine =
+            LeaseStateMachine::granted(sent, Duration::from_secs(3), clock.now(), policy());
         assert_eq!(
-            book.fence(clock.now()),
+            machine.fence(clock.now()),
             Err(LeaseState::Suspect {
                 reason: SuspectReason::LateGrant { waited: ms(2_000) }
             })
         );
-        assert!(book.renewal_due(clock.now()));
+        assert!(machine.renewal_due(clock.now()));
         let renew_sent = clock.now();
-        book.on_sent(renew_sent);
+        machine.on_sent(renew_sent);
         clock.advance(ms(5));
-        book.on_renewed(Duration::from_secs(3), clock.now());
-        assert_eq!(book.fence(clock.now()), Ok(()));
-        assert_eq!(book.deadline(), renew_sent + ms(2_750));
+        machine.on_renewed(Duration::from_secs(3), clock.now());
+        assert_eq!(machine.fence(clock.now()), Ok(()));
+        assert_eq!(machine.deadline(), renew_sent + ms(2_750));
         // Granted after the deadline had passed already: suspect too, never held.
         let clock = ManualClock::new(Duration::from_secs(100));
         let sent = clock.now();
         clock.advance(ms(2_900));
-        let mut book = Book::granted(sent, Duration::from_secs(3), clock.now(), policy());
-        assert!(book.fence(clock.now()).is_err());
+        let mut machine =
+            LeaseStateMachine::granted(sent, Duration::from_secs(3), clock.now(), policy());
+        assert!(machine.fence(clock.now()).is_err());
         // A grant that waited longer than a whole TTL (the server counts the TTL from the
         // grant) is suspect, not lost: it is not given up before its confirming renewal
         // had a chance.
         let clock = ManualClock::new(Duration::from_secs(100));
         let sent = clock.now();
         clock.advance(ms(4_000));
-        let mut book = Book::granted(sent, Duration::from_secs(3), clock.now(), policy());
+        let mut machine =
+            LeaseStateMachine::granted(sent, Duration::from_secs(3), clock.now(), policy());
         clock.advance(ms(50));
-        book.check(clock.now());
+        machine.check(clock.now());
         assert!(
-            matches!(book.state(), LeaseState::Suspect { .. }),
+            matches!(machine.state(), LeaseState::Suspect { .. }),
             "{:?}",
-            book.state()
+            machine.state()
         );
         let renew_sent = clock.now();
-        book.on_sent(renew_sent);
+        machine.on_sent(renew_sent);
         clock.advance(ms(5));
-        book.on_renewed(Duration::from_secs(3), clock.now());
-        assert_eq!(book.fence(clock.now()), Ok(()));
+        machine.on_renewed(Duration::from_secs(3), clock.now());
+        assert_eq!(machine.fence(clock.now()), Ok(()));
     }
 
     #[test]
     fn next_event_is_the_earliest_of_renewal_deadline_and_stuck_answer() {
         let clock = ManualClock::new(Duration::from_secs(100));
-        let (mut book, sent) = granted(&clock);
-        assert_eq!(book.next_event(), Some(sent + ms(1_000)));
+        let (mut machine, sent) = granted(&clock);
+        assert_eq!(machine.next_event(), Some(sent + ms(1_000)));
         clock.set(sent + ms(1_000));
-        book.on_sent(clock.now());
-        assert_eq!(book.next_event(), Some(sent + ms(2_000)));
-        assert!(!book.stuck(sent + ms(1_999)));
-        assert!(book.stuck(sent + ms(2_000)));
+        machine.on_sent(clock.now());
+        assert_eq!(machine.next_event(), Some(sent + ms(2_000)));
+        assert!(!machine.stuck(sent + ms(1_999)));
+        assert!(machine.stuck(sent + ms(2_000)));
     }
 }

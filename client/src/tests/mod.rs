@@ -23,6 +23,10 @@ use crate::{
     ManualClock, SuspectReason,
 };
 
+mod abandoned;
+mod framed;
+mod huge_durations;
+
 /// Which rpc carried the fake's acquires and releases, and how many sessions were opened.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Calls {
@@ -73,6 +77,10 @@ struct Script {
     granted: HashMap<String, String>,
     /// Every released lease id.
     released: Vec<String>,
+    /// The token every grant carries (7 unless a test scripts a broken server with 0).
+    token: u64,
+    /// Every acquire received, whichever rpc carried it, in order.
+    acquires: Vec<AcquireRequest>,
 }
 
 impl Script {
@@ -93,6 +101,8 @@ impl Script {
             sessions: Vec::new(),
             granted: HashMap::new(),
             released: Vec::new(),
+            token: 7,
+            acquires: Vec::new(),
         }
     }
 }
@@ -119,6 +129,7 @@ impl Fake {
     async fn grant(&self, request: AcquireRequest) -> Result<AcquireResponse, Status> {
         let held = {
             let mut script = self.script.lock().unwrap();
+            script.acquires.push(request.clone());
             script.clock.advance(script.delay);
             if let Some((holder, token)) = &script.busy {
                 // Worded and tagged as the real server's `Refusal::Busy`.
@@ -145,14 +156,11 @@ impl Fake {
             abandoned.0 = None;
         }
         let lease_id = fenced_types::LeaseId::random().to_string();
-        self.script
-            .lock()
-            .unwrap()
-            .granted
-            .insert(lease_id.clone(), request.lock);
+        let mut script = self.script.lock().unwrap();
+        script.granted.insert(lease_id.clone(), request.lock);
         Ok(AcquireResponse {
             lease_id,
-            token: 7,
+            token: script.token,
             ttl_ms: request.ttl_ms,
         })
     }
@@ -393,6 +401,25 @@ fn ms(n: u64) -> Duration {
 /// Waits (in real time, up to 5 s) until `check` holds.
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(ms(10)).await;
+    }
+    panic!("never: {what}");
+}
+
+/// Polls `future` (in real time, up to 5 s) until `check` holds, without letting it
+/// finish: how a test walks a call up to a point and then abandons it there.
+async fn poll_until<F: std::future::Future + Unpin>(
+    what: &str,
+    future: &mut F,
+    mut check: impl FnMut() -> bool,
+) {
+    for _ in 0..500 {
+        if futures::poll!(&mut *future).is_ready() {
+            panic!("finished before: {what}");
+        }
         if check() {
             return;
         }

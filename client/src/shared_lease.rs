@@ -1,18 +1,19 @@
-//! [`Tracked`]: one lease as the SDK's tasks share it: its fixed facts, its [`Book`] behind a
-//! mutex, and the `watch` channel that publishes the book's state.
+//! [`SharedLease`]: one lease as the SDK's tasks share it: its fixed facts, its
+//! [`LeaseStateMachine`] behind a mutex, and the `watch` channel that publishes the
+//! machine's state.
 
 use std::sync::{Mutex, MutexGuard};
 
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tokio::sync::watch;
 
-use crate::book::Book;
+use crate::lease_state_machine::LeaseStateMachine;
 use crate::state::LeaseState;
 
 /// One lease, shared by its [`Lease`](crate::Lease) handle, the renewal task and the pause
 /// watchdog.
 #[derive(Debug)]
-pub(crate) struct Tracked {
+pub(crate) struct SharedLease {
     /// The lease's id (a bearer secret).
     pub(crate) id: LeaseId,
     /// The lock it holds.
@@ -21,30 +22,35 @@ pub(crate) struct Tracked {
     pub(crate) token: FencingToken,
     /// The state machine. A `std` mutex: it is held for a few arithmetic steps, never
     /// across an `.await`, and the watchdog thread (not a task) takes it too.
-    book: Mutex<Book>,
-    /// Publishes the book's state after every event that changes it.
+    machine: Mutex<LeaseStateMachine>,
+    /// Publishes the machine's state after every event that changes it.
     state: watch::Sender<LeaseState>,
 }
 
-impl Tracked {
+impl SharedLease {
     /// Starts tracking a granted lease.
-    pub(crate) fn new(id: LeaseId, lock: LockName, token: FencingToken, book: Book) -> Self {
-        let (state, _) = watch::channel(book.state().clone());
-        Tracked {
+    pub(crate) fn new(
+        id: LeaseId,
+        lock: LockName,
+        token: FencingToken,
+        machine: LeaseStateMachine,
+    ) -> Self {
+        let (state, _) = watch::channel(machine.state().clone());
+        SharedLease {
             id,
             lock,
             token,
-            book: Mutex::new(book),
+            machine: Mutex::new(machine),
             state,
         }
     }
 
-    /// Runs one event on the book and publishes the state if it changed. Publishing under
-    /// the lock keeps the channel's order the book's order.
-    pub(crate) fn update<R>(&self, event: impl FnOnce(&mut Book) -> R) -> R {
-        let mut book = self.book();
-        let result = event(&mut book);
-        let now = book.state();
+    /// Runs one event on the machine and publishes the state if it changed. Publishing under
+    /// the lock keeps the channel's order the machine's order.
+    pub(crate) fn update<R>(&self, event: impl FnOnce(&mut LeaseStateMachine) -> R) -> R {
+        let mut machine = self.machine();
+        let result = event(&mut machine);
+        let now = machine.state();
         self.state.send_if_modified(|published| {
             if published == now {
                 return false;
@@ -60,9 +66,9 @@ impl Tracked {
         result
     }
 
-    /// Reads the book without changing it.
-    pub(crate) fn read<R>(&self, read: impl FnOnce(&Book) -> R) -> R {
-        read(&self.book())
+    /// Reads the machine without changing it.
+    pub(crate) fn read<R>(&self, read: impl FnOnce(&LeaseStateMachine) -> R) -> R {
+        read(&self.machine())
     }
 
     /// A receiver of the published state.
@@ -70,10 +76,10 @@ impl Tracked {
         self.state.subscribe()
     }
 
-    /// The book, even if a thread panicked while holding it: the book's invariants hold
+    /// The machine, even if a thread panicked while holding it: the machine's invariants hold
     /// between any two of its methods, so a poisoned lock holds a consistent value.
-    fn book(&self) -> MutexGuard<'_, Book> {
-        self.book
+    fn machine(&self) -> MutexGuard<'_, LeaseStateMachine> {
+        self.machine
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -1,0 +1,125 @@
+//! Endpoints and TLS into an SDK [`Client`], or into a raw gRPC client for what the SDK
+//! does not offer (list, prefix watch, token check).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fenced_client::Client;
+use fenced_proto::v1::lock_service_client::LockServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::error::Error;
+
+/// How long connecting to one endpoint may take before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where the server is and how to trust it.
+#[derive(Debug, Clone, Default)]
+pub struct ServerEndpoints {
+    /// The endpoints, tried in order until one connects: `http://host:port`,
+    /// `https://host:port`, or `host:port` (`https://` with a CA, else `http://`).
+    pub endpoints: Vec<String>,
+    /// The CA certificate (PEM) that signed the server's: turns on TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry, if not the endpoint's host.
+    pub tls_domain: Option<String>,
+}
+
+impl ServerEndpoints {
+    /// The endpoints as URLs.
+    fn urls(&self) -> Result<Vec<String>, Error> {
+        let urls: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_string()
+                } else if self.tls_ca.is_some() {
+                    format!("https://{e}")
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        if urls.is_empty() {
+            return Err(Error::NoEndpoint);
+        }
+        Ok(urls)
+    }
+
+    /// tonic's TLS settings, when a CA is given.
+    fn tls(&self) -> Result<Option<ClientTlsConfig>, Error> {
+        let Some(path) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|source| Error::TlsFile {
+            what: "CA certificate",
+            path: path.clone(),
+            source,
+        })?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        if let Some(domain) = &self.tls_domain {
+            tls = tls.domain_name(domain.clone());
+        }
+        Ok(Some(tls))
+    }
+
+    /// An SDK client on the first endpoint that connects, holding leases as `holder` with
+    /// `ttl` as their TTL.
+    pub async fn client(&self, holder: &str, ttl: Duration) -> Result<Client, Error> {
+        let tls = self.tls()?;
+        let urls = self.urls()?;
+        let mut last = String::new();
+        for url in &urls {
+            let mut builder = Client::builder(url.clone()).holder(holder).default_ttl(ttl);
+            if let Some(tls) = &tls {
+                builder = builder.tls(tls.clone());
+            }
+            match builder.connect().await {
+                Ok(client) => return Ok(client),
+                Err(e @ fenced_client::Error::Config { .. }) => return Err(e.into()),
+                Err(e) => last = format!("{url}: {e}"),
+            }
+        }
+        Err(Error::Unreachable {
+            endpoints: urls.join(","),
+            last,
+        })
+    }
+
+    /// A raw gRPC client of the lock service on the first endpoint that connects.
+    pub async fn raw(&self) -> Result<LockServiceClient<Channel>, Error> {
+        let tls = self.tls()?;
+        let urls = self.urls()?;
+        let mut last = String::new();
+        for url in &urls {
+            let endpoint = match Endpoint::from_shared(url.clone()) {
+                Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT),
+                Err(e) => {
+                    last = format!("{url}: {e}");
+                    continue;
+                }
+            };
+            let endpoint = match &tls {
+                Some(tls) => match endpoint.tls_config(tls.clone()) {
+                    Ok(endpoint) => endpoint,
+                    Err(e) => {
+                        last = format!("{url}: {e}");
+                        continue;
+                    }
+                },
+                None => endpoint,
+            };
+            match endpoint.connect().await {
+                Ok(channel) => return Ok(LockServiceClient::new(channel)),
+                Err(e) => last = format!("{url}: {e}"),
+            }
+        }
+        Err(Error::Unreachable {
+            endpoints: urls.join(","),
+            last,
+        })
+    }
+}

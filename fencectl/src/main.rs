@@ -1,0 +1,298 @@
+//! The `fencectl` binary: flags and environment into the library's commands, and their
+//! outcomes into exit codes (see `fencectl::exit`).
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
+use fencectl::connect::ServerEndpoints;
+use fencectl::kill_plan::{KillPlan, Overrides};
+use fencectl::output::{table, LockRow};
+use fencectl::{duration, exit, inspect, supervise, watch, Error};
+use fenced_client::{AcquireOptions, Election, Lease};
+use serde_json::json;
+
+/// Run commands under fenced locks, elect leaders, and inspect locks.
+#[derive(Debug, Parser)]
+#[command(name = "fencectl", version, about)]
+struct Cli {
+    /// The server's endpoints, comma-separated, tried in order until one connects
+    /// (`http://host:port`, `https://host:port`, or `host:port`).
+    #[arg(
+        long,
+        global = true,
+        env = "FENCED_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7500"
+    )]
+    endpoints: Vec<String>,
+    /// Trust the server certificate signed by this CA (PEM); turns on TLS for `host:port`
+    /// endpoints.
+    #[arg(long, global = true, env = "FENCED_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry, if not the endpoint's host.
+    #[arg(long, global = true, env = "FENCED_TLS_DOMAIN")]
+    tls_domain: Option<String>,
+    /// Print JSON for scripts instead of a table (`watch`: one event per line).
+    #[arg(long, global = true)]
+    json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Take a lock, run a command while holding it, release it when the command exits.
+    ///
+    /// The command gets FENCED_TOKEN, FENCED_LOCK and FENCED_LEASE_ID. If the lease cannot
+    /// be confirmed in time, its process group gets SIGTERM, then SIGKILL, before the
+    /// lease's local deadline. Exit status: the command's (128+N if it died of signal
+    /// N); 75 if the lock was not acquired; 76 if the lease was lost while it ran; 69 if
+    /// the server is unreachable; 126 or 127 if the command cannot run or is not found.
+    Lock {
+        /// The lock.
+        name: String,
+        /// The command and its arguments.
+        #[command(flatten)]
+        run: RunArgs,
+        /// Wait in the lock's queue this long (`0`: try once).
+        #[arg(long, default_value = "0", value_parser = duration::parse)]
+        wait: Duration,
+    },
+    /// Campaign for leadership on a lock, run a command as the leader, resign when it exits.
+    ///
+    /// The command's FENCED_TOKEN is its term. Exit codes as for `lock`.
+    Elect {
+        /// The lock whose holder is the leader.
+        name: String,
+        /// The command and its arguments.
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// List the held or awaited locks, all of them or those under a prefix.
+    List {
+        /// Only locks whose names start with this.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Who holds a lock, with which token, for how much longer, and how many wait.
+    Describe {
+        /// The lock.
+        name: String,
+    },
+    /// Follow the locks (under a prefix): a live table, or `--json` events.
+    Watch {
+        /// Only locks whose names start with this.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Whether TOKEN is the live holder's token of NAME: exit 0 if so, 1 if not.
+    Check {
+        /// The lock.
+        name: String,
+        /// The fencing token.
+        token: u64,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+}
+
+/// How to run a command under a lease.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The lease's TTL.
+    #[arg(long, default_value = "10s", value_parser = duration::parse)]
+    ttl: Duration,
+    /// The holder name the server shows (default: fencectl-<host>-<pid>).
+    #[arg(long, env = "FENCED_HOLDER")]
+    holder: Option<String>,
+    /// SIGKILL the command when this little is left until the local deadline (default: a
+    /// sixth of the usable TTL).
+    #[arg(long, value_parser = duration::parse)]
+    kill_before: Option<Duration>,
+    /// The grace between SIGTERM and SIGKILL: SIGTERM when kill-before plus this is left,
+    /// SIGKILL this long after a SIGTERM at the latest (default: a sixth of the usable TTL).
+    #[arg(long, value_parser = duration::parse)]
+    term_grace: Option<Duration>,
+    /// SIGTERM when the lease has been suspect this long (default: a sixth of the usable
+    /// TTL).
+    #[arg(long, value_parser = duration::parse)]
+    suspect_grace: Option<Duration>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// The kill thresholds given on the command line.
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            kill_before: self.kill_before,
+            term_grace: self.term_grace,
+            suspect_grace: self.suspect_grace,
+        }
+    }
+
+    /// The holder name.
+    fn holder(&self) -> String {
+        self.holder.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default();
+            if host.is_empty() {
+                format!("fencectl-{}", std::process::id())
+            } else {
+                format!("fencectl-{host}-{}", std::process::id())
+            }
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("fencectl: {error}");
+            error.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Runs one command; the exit code.
+async fn run(cli: Cli) -> Result<i32, Error> {
+    let target = ServerEndpoints {
+        endpoints: cli.endpoints,
+        tls_ca: cli.tls_ca,
+        tls_domain: cli.tls_domain,
+    };
+    let as_json = cli.json;
+    match cli.command {
+        Command::Lock { name, run, wait } => {
+            let client = target.client(&run.holder(), run.ttl).await?;
+            let options = AcquireOptions::wait(wait).ttl(run.ttl);
+            let lease = match client.acquire(&name, options).await {
+                Ok(lease) => lease,
+                Err(fenced_client::Error::Busy { message, .. }) => {
+                    return Err(Error::NotAcquired {
+                        lock: name,
+                        why: message,
+                    })
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let code = run_under(&lease, &client, &run).await;
+            release(lease.release().await, &name);
+            code
+        }
+        Command::Elect { name, run } => {
+            let client = target.client(&run.holder(), run.ttl).await?;
+            let election = Election::new(&client, &name)?.ttl(run.ttl);
+            let lease = election.campaign().await?;
+            let code = run_under(&lease, &client, &run).await;
+            release(election.resign(lease).await, &name);
+            code
+        }
+        Command::List { prefix } => {
+            let mut rpc = target.raw().await?;
+            let rows = inspect::list(&mut rpc, &prefix).await?;
+            if as_json {
+                let rows: Vec<_> = rows.iter().map(LockRow::json).collect();
+                print(&serde_json::Value::Array(rows).to_string())?;
+            } else {
+                print(table(&rows).trim_end())?;
+            }
+            Ok(0)
+        }
+        Command::Describe { name } => {
+            let client = target
+                .client(&RunArgs::default_holder(), DEFAULT_TTL)
+                .await?;
+            let row = inspect::describe(&client, &name).await?;
+            if as_json {
+                print(&row.json().to_string())?;
+            } else {
+                print(table(&[row]).trim_end())?;
+            }
+            Ok(0)
+        }
+        Command::Watch { prefix } => {
+            let mut rpc = target.raw().await?;
+            watch::run(&mut rpc, &prefix, as_json).await?;
+            Ok(0)
+        }
+        Command::Check { name, token } => {
+            let mut rpc = target.raw().await?;
+            let check = inspect::check(&mut rpc, &name, token).await?;
+            if as_json {
+                let value = json!({
+                    "lock": name,
+                    "token": token,
+                    "current": check.current,
+                    "current_token": check.current_token,
+                });
+                print(&value.to_string())?;
+            } else if check.current {
+                print(&format!("{token} is the current token of {name}"))?;
+            } else if check.current_token == 0 {
+                print(&format!("{token} is not current: {name} is free"))?;
+            } else {
+                print(&format!(
+                    "{token} is not current: {name} is held with token {}",
+                    check.current_token
+                ))?;
+            }
+            Ok(if check.current { 0 } else { exit::NOT_CURRENT })
+        }
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "fencectl", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}
+
+/// The TTL of the SDK client that `describe` uses (it holds no lease).
+const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+impl RunArgs {
+    /// The holder name of a client that takes no lock.
+    fn default_holder() -> String {
+        format!("fencectl-{}", std::process::id())
+    }
+}
+
+/// Runs the command under `lease` with the kill plan for its granted TTL; the exit code.
+async fn run_under(
+    lease: &Lease,
+    client: &fenced_client::Client,
+    run: &RunArgs,
+) -> Result<i32, Error> {
+    let config = client.config();
+    let ttl = lease.status().ttl;
+    let usable = config.policy().usable(ttl).unwrap_or(Duration::ZERO);
+    let plan = KillPlan::new(ttl, usable, config.renew_fraction, run.overrides())?;
+    Ok(supervise::run(lease, plan, &run.command).await?.exit_code())
+}
+
+/// Reports a failed release: the lease then expires after its TTL.
+fn release(outcome: Result<(), fenced_client::Error>, lock: &str) {
+    if let Err(error) = outcome {
+        eprintln!("fencectl: releasing {lock}: {error} (the lease expires after its TTL)");
+    }
+}
+
+/// Prints a line to stdout.
+fn print(text: &str) -> Result<(), Error> {
+    writeln!(std::io::stdout(), "{text}").map_err(Error::Output)
+}

@@ -1,0 +1,196 @@
+//! `watch [PREFIX]`: with `--json`, one JSON object per event and line; for humans, a
+//! table of the locks redrawn every second with their time left counting down, and the
+//! latest events under it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use fenced_proto::v1::lock_service_client::LockServiceClient;
+use fenced_proto::v1::watch_event::Kind;
+use fenced_proto::v1::{DescribeRequest, WatchEvent, WatchRequest};
+use serde_json::json;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::error::Error;
+use crate::inspect;
+use crate::output::{table, LockRow};
+
+/// How often the table is redrawn.
+const REDRAW: Duration = Duration::from_secs(1);
+/// How often the table is read again from the server: renewals send no events, so this is
+/// how a renewed lease's time left goes back up.
+const REFRESH: Duration = Duration::from_secs(5);
+/// How many of the latest events the table shows.
+const EVENTS_SHOWN: usize = 10;
+
+/// Streams the events under `prefix` until the server ends the stream.
+pub async fn run(
+    rpc: &mut LockServiceClient<Channel>,
+    prefix: &str,
+    as_json: bool,
+) -> Result<(), Error> {
+    // The stream opens before the first listing, so that no change falls between them.
+    let mut events = rpc
+        .watch(WatchRequest {
+            lock: String::new(),
+            prefix: prefix.to_string(),
+        })
+        .await
+        .map_err(|status| rpc_error("watch", status))?
+        .into_inner();
+    let mut out = std::io::stdout();
+    if as_json {
+        while let Some(event) = events
+            .message()
+            .await
+            .map_err(|status| rpc_error("watch", status))?
+        {
+            writeln!(out, "{}", event_json(&event)).map_err(Error::Output)?;
+            out.flush().map_err(Error::Output)?;
+        }
+        return Ok(());
+    }
+    let mut view = View::default();
+    view.refresh(rpc, prefix).await?;
+    let mut redraw = tokio::time::interval(REDRAW);
+    let mut refresh = tokio::time::interval(REFRESH);
+    refresh.tick().await;
+    let clear = out.is_terminal();
+    loop {
+        tokio::select! {
+            event = events.message() => {
+                let Some(event) = event.map_err(|status| rpc_error("watch", status))? else {
+                    return Ok(());
+                };
+                view.describe(rpc, &event.lock).await?;
+                view.push_event(&event);
+            }
+            _ = refresh.tick() => view.refresh(rpc, prefix).await?,
+            _ = redraw.tick() => {
+                let mut text = String::new();
+                if clear {
+                    text.push_str("\x1b[H\x1b[2J");
+                }
+                text.push_str(&view.render());
+                write!(out, "{text}").map_err(Error::Output)?;
+                out.flush().map_err(Error::Output)?;
+            }
+        }
+    }
+}
+
+/// What the human view shows.
+#[derive(Debug, Default)]
+struct View {
+    /// Each lock, with when it was read (its time left counts down from there).
+    locks: BTreeMap<String, (LockRow, Instant)>,
+    /// The latest events, oldest first.
+    events: VecDeque<String>,
+}
+
+impl View {
+    /// Reads every lock under the prefix again.
+    async fn refresh(
+        &mut self,
+        rpc: &mut LockServiceClient<Channel>,
+        prefix: &str,
+    ) -> Result<(), Error> {
+        let now = Instant::now();
+        self.locks = inspect::list(rpc, prefix)
+            .await?
+            .into_iter()
+            .map(|row| (row.lock.clone(), (row, now)))
+            .collect();
+        Ok(())
+    }
+
+    /// Reads one lock again after an event.
+    async fn describe(
+        &mut self,
+        rpc: &mut LockServiceClient<Channel>,
+        lock: &str,
+    ) -> Result<(), Error> {
+        let info = rpc
+            .describe(DescribeRequest {
+                lock: lock.to_string(),
+            })
+            .await
+            .map_err(|status| rpc_error("describe", status))?
+            .into_inner();
+        let row = LockRow::from(info);
+        if row.holder.is_none() && row.waiters == 0 {
+            self.locks.remove(lock);
+        } else {
+            self.locks.insert(lock.to_string(), (row, Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// Remembers an event for display.
+    fn push_event(&mut self, event: &WatchEvent) {
+        if self.events.len() == EVENTS_SHOWN {
+            self.events.pop_front();
+        }
+        self.events.push_back(format!(
+            "{} {} by {} (token {})",
+            kind_name(event.kind),
+            event.lock,
+            event.holder,
+            event.token
+        ));
+    }
+
+    /// The table, with each time left counted down since it was read, and the events.
+    fn render(&self) -> String {
+        let rows: Vec<LockRow> = self
+            .locks
+            .values()
+            .map(|(row, read_at)| {
+                let mut row = row.clone();
+                if let Some(holder) = &mut row.holder {
+                    holder.remaining = holder.remaining.saturating_sub(read_at.elapsed());
+                }
+                row
+            })
+            .collect();
+        let mut text = table(&rows);
+        text.push_str("\nEVENTS\n");
+        for event in &self.events {
+            text.push_str(event);
+            text.push('\n');
+        }
+        text.push('\n');
+        text
+    }
+}
+
+/// An event as one line of JSON: `kind` (`acquired`, `released`, `expired`), `lock`,
+/// `holder`, `token`.
+fn event_json(event: &WatchEvent) -> serde_json::Value {
+    json!({
+        "kind": kind_name(event.kind),
+        "lock": event.lock,
+        "holder": event.holder,
+        "token": event.token,
+    })
+}
+
+/// The name of an event kind.
+fn kind_name(kind: i32) -> &'static str {
+    match Kind::try_from(kind) {
+        Ok(Kind::Acquired) => "acquired",
+        Ok(Kind::Released) => "released",
+        Ok(Kind::Expired) => "expired",
+        _ => "unknown",
+    }
+}
+
+/// A failed call, boxed.
+fn rpc_error(what: &'static str, status: tonic::Status) -> Error {
+    Error::Rpc {
+        what,
+        status: Box::new(status),
+    }
+}
