@@ -87,7 +87,11 @@ fi
     echo "stays lost) and L2 (waiters granted in arrival order, away from faults)."
     echo
     echo "A checker that never fails is not evidence: the weakened runs below switch a safety"
-    echo "mechanism off and must be caught."
+    echo "mechanism off and must be caught. With the gate off, a worker frozen between \`fence()\`"
+    echo "and its write wakes after a newer holder wrote, and its stale write lands (S5). Without"
+    echo "fdatasync, a power cut loses the journal's tail: tokens already acknowledged are issued"
+    echo "again (S1), acknowledged grants vanish and their locks go to others within their TTL (S2),"
+    echo "and old holders still get their token from \`fence()\` after the next grant (S3/S4)."
     echo
     cat "$body"
 } >"$out"

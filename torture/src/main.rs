@@ -344,8 +344,7 @@ async fn torture(args: RunArgs) -> ExitCode {
     println!("{}", summary.table());
     if let Some(spec) = &args.markdown {
         let (title, file) = spec.split_once('=').unwrap_or(("fenced-torture", spec));
-        let command: Vec<String> = std::env::args().skip(1).collect();
-        let text = summary.markdown(title, &format!("fenced-torture {}", command.join(" ")));
+        let text = summary.markdown(title, &format!("fenced-torture {}", shown_args()));
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -376,6 +375,26 @@ async fn torture(args: RunArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// This run's flags, for the report: without the ones that only say where files are.
+fn shown_args() -> String {
+    let mut shown = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if ["--bin-dir", "--markdown", "--keep"].contains(&arg.as_str()) {
+            args.next();
+            continue;
+        }
+        if ["--bin-dir=", "--markdown=", "--keep="]
+            .iter()
+            .any(|flag| arg.starts_with(flag))
+        {
+            continue;
+        }
+        shown.push(arg);
+    }
+    shown.join(" ")
 }
 
 /// Finds `fenced` and `fenced-kv` (beside this binary unless told), building them first
