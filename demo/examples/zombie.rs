@@ -64,25 +64,11 @@ fn build_binaries() -> Result<PathBuf, String> {
         .and_then(|examples| examples.parent())
         .ok_or("cannot tell where the binaries are")?
         .to_path_buf();
-    if std::env::var_os("CARGO").is_some() {
-        let mut command = fenced_demo::cargo::build_command([
-            "--bins",
-            "-p",
-            "fenced",
-            "-p",
-            "fenced-kv",
-            "-p",
-            "fenced-demo",
-        ]);
-        command.current_dir(env!("CARGO_MANIFEST_DIR"));
-        if dir.file_name().is_some_and(|name| name == "release") {
-            command.arg("--release");
-        }
-        let status = command.status().map_err(|e| format!("cargo build: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build failed: {status}"));
-        }
-    }
+    fenced_demo::cargo::build_beside(
+        &dir,
+        env!("CARGO_MANIFEST_DIR"),
+        &["fenced", "fenced-kv", "fenced-demo"],
+    )?;
     for name in ["fenced", "fenced-kv", "fenced-demo-worker"] {
         if !dir.join(name).exists() {
             return Err(format!("{} is missing", dir.join(name).display()));

@@ -9,7 +9,37 @@
 //! leaves them out.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Command;
+
+/// When cargo runs this process, builds the binaries of `packages` in the profile whose
+/// output directory is `dir` (`.../release` or `.../debug`), so they stand beside it; run
+/// any other way, builds nothing. `manifest_dir` is the caller's package directory, where
+/// the nested build runs.
+pub fn build_beside(dir: &Path, manifest_dir: &str, packages: &[&str]) -> Result<(), String> {
+    if std::env::var_os("CARGO").is_none() {
+        return Ok(());
+    }
+    let mut command = build_command(["--bins"]);
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    command.current_dir(manifest_dir);
+    if dir.file_name().is_some_and(|name| name == "release") {
+        command.arg("--release");
+    }
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "building {} failed ({status})",
+            packages.join(", ")
+        ))
+    }
+}
 
 /// `cargo build` with `args`, run by the cargo that started this process (`CARGO`, else
 /// `cargo` on the path), without the variables that cargo set for this process alone.

@@ -408,25 +408,11 @@ fn binaries(bin_dir: Option<PathBuf>) -> Result<Binaries, String> {
                 .parent()
                 .ok_or("cannot tell where the binaries are")?
                 .to_path_buf();
-            if std::env::var_os("CARGO").is_some() {
-                let mut command = fenced_demo::cargo::build_command([
-                    "--bins",
-                    "-p",
-                    "fenced",
-                    "-p",
-                    "fenced-kv",
-                ]);
-                command.current_dir(env!("CARGO_MANIFEST_DIR"));
-                if dir.file_name().is_some_and(|name| name == "release") {
-                    command.arg("--release");
-                }
-                let status = command
-                    .status()
-                    .map_err(|e| format!("cannot run cargo: {e}"))?;
-                if !status.success() {
-                    return Err(format!("building fenced and fenced-kv failed ({status})"));
-                }
-            }
+            fenced_demo::cargo::build_beside(
+                &dir,
+                env!("CARGO_MANIFEST_DIR"),
+                &["fenced", "fenced-kv"],
+            )?;
             dir
         }
     };
