@@ -28,7 +28,8 @@ pub struct Config {
     /// The first wait before retrying a failed renewal stream; doubles up to
     /// [`Config::retry_max`]. Default: 50 ms.
     pub retry_initial: Duration,
-    /// The longest wait between reconnection attempts. Default: 1 s.
+    /// The longest wait between reconnection attempts. Default: 1 s. While a lease is
+    /// held, the wait is also at most an eighth of the shortest held lease's TTL.
     pub retry_max: Duration,
     /// How long the pause watchdog sleeps between heartbeats. Default: 50 ms.
     pub watchdog_period: Duration,

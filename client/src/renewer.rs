@@ -10,7 +10,8 @@
 //! for a renewal interval is dropped, every lease records the failure (see
 //! [`Lease::status`](crate::Lease::status)), a `warn` is logged, and a fresh connection is
 //! opened after a backoff (doubling from [`Config::retry_initial`] to
-//! [`Config::retry_max`]). Retrying goes on until the leases are lost: the local deadline
+//! [`Config::retry_max`], but at most an eighth of the shortest live lease's TTL, so that a
+//! lease is renewed on a restarted server before it runs out there). Retrying goes on until the leases are lost: the local deadline
 //! makes them suspect, and [`DeadlinePolicy::surely_expired`] gives them up.
 //!
 //! [`Config::retry_initial`]: crate::Config::retry_initial
@@ -269,11 +270,16 @@ fn send_due(
 /// Records a stream failure on every lease, logs it, and returns when to retry.
 fn fail_all(shared: &Shared, why: &str, backoff: &mut Duration) -> Duration {
     let now = shared.now();
-    let retry_at = now.saturating_add(*backoff);
     let leases = shared.snapshot();
+    let shortest_ttl = leases
+        .iter()
+        .filter_map(|l| l.read(|b| (!b.state().is_lost()).then(|| b.ttl())))
+        .min();
+    let delay = retry_delay(*backoff, shortest_ttl);
+    let retry_at = now.saturating_add(delay);
     tracing::warn!(
         leases = leases.len(),
-        retry_in_ms = backoff.as_millis() as u64,
+        retry_in_ms = delay.as_millis() as u64,
         "{why}"
     );
     for lease in &leases {
@@ -281,6 +287,24 @@ fn fail_all(shared: &Shared, why: &str, backoff: &mut Duration) -> Duration {
     }
     *backoff = backoff.saturating_mul(2).min(shared.config.retry_max);
     retry_at
+}
+
+/// Tries per TTL of the shortest live lease, at least, while the connection is down.
+const RETRIES_PER_TTL: u32 = 8;
+
+/// The shortest wait between two tries, however short the leases.
+const MIN_RETRY_DELAY: Duration = Duration::from_millis(10);
+
+/// How long to wait before the next try: the backoff, but never more than an eighth of the
+/// shortest live lease's TTL. A restarted server gives every lease its full TTL from the
+/// restart (CONTRACT L3), and a backoff that has grown to `retry_max` during the outage
+/// would otherwise let a short lease expire there unrenewed. The tries this adds are
+/// bounded: a lease the connection cannot reach is given up after about a TTL.
+fn retry_delay(backoff: Duration, shortest_live_ttl: Option<Duration>) -> Duration {
+    match shortest_live_ttl {
+        Some(ttl) => backoff.min((ttl / RETRIES_PER_TTL).max(MIN_RETRY_DELAY)),
+        None => backoff,
+    }
 }
 
 /// Applies one answer of the stream to its lease; returns when that lease next needs a
@@ -341,5 +365,78 @@ fn give_up_lost(shared: &Shared, leases: &[Arc<crate::shared_lease::SharedLease>
                 shared.release_in_background(lease.id, "given up locally");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fenced_types::{FencingToken, LeaseId, LockName};
+    use tonic::transport::Endpoint;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::lease_state_machine::LeaseStateMachine;
+    use crate::shared_lease::SharedLease;
+    use crate::Config;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A client's shared state with no server behind it (the channel never connects), on a
+    /// manual clock, holding one lease of `ttl` granted now.
+    fn shared_holding(ttl: Duration) -> Result<Shared, Box<dyn std::error::Error>> {
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(100)));
+        let endpoint = Endpoint::from_static("http://127.0.0.1:9");
+        let rpc = LockServiceClient::new(endpoint.connect_lazy());
+        let shared = Shared::new(Config::default(), clock, rpc, endpoint, None);
+        let now = shared.now();
+        let machine = LeaseStateMachine::granted(now, ttl, now, shared.policy);
+        shared.register(Arc::new(SharedLease::new(
+            LeaseId::random(),
+            LockName::new("retry-pace")?,
+            FencingToken::new(1)?,
+            machine,
+        )));
+        Ok(shared)
+    }
+
+    // checks: L3 (a holder whose connection broke retries often enough, for the shortest
+    // lease it holds, to reach a restarted server before the lease runs out; a backoff grown
+    // to `retry_max` during a longer outage must not skip that window)
+    #[tokio::test]
+    async fn retries_come_at_least_eight_times_per_ttl_of_the_shortest_live_lease(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let shared = shared_holding(ms(400))?;
+        let mut backoff = shared.config.retry_max;
+        assert_eq!(backoff, ms(1_000), "the default this test starts from");
+        let now = shared.now();
+        let retry_at = fail_all(&shared, "test: connection broke", &mut backoff);
+        let delay = retry_at.saturating_sub(now);
+        assert!(
+            delay <= ms(50),
+            "retry in {delay:?} with a 400 ms lease held: past an eighth of its TTL"
+        );
+        Ok(())
+    }
+
+    // checks: none (the backoff still grows when no short lease needs it, so an outage
+    // does not become a connection storm)
+    #[tokio::test]
+    async fn with_long_leases_the_backoff_doubles_up_to_retry_max(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let shared = shared_holding(Duration::from_secs(60))?;
+        let mut backoff = shared.config.retry_initial;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let now = shared.now();
+            delays.push(fail_all(&shared, "test: connection broke", &mut backoff) - now);
+        }
+        assert_eq!(delays[0], shared.config.retry_initial);
+        assert_eq!(delays[1], shared.config.retry_initial * 2);
+        assert_eq!(delays[7], shared.config.retry_max);
+        Ok(())
     }
 }
