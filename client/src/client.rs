@@ -8,7 +8,7 @@ use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::watch_event::Kind;
-use fenced_proto::v1::{AcquireRequest, DescribeRequest, WatchEvent, WatchRequest};
+use fenced_proto::v1::{AcquireRequest, WatchEvent};
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::Streaming;
@@ -344,7 +344,7 @@ pub enum LockEventKind {
 #[derive(Debug)]
 pub struct LockWatch {
     /// The server's stream.
-    events: Streaming<WatchEvent>,
+    pub(crate) events: Streaming<WatchEvent>,
 }
 
 impl LockWatch {
@@ -359,7 +359,7 @@ impl LockWatch {
 }
 
 /// A watch event from the wire, checked.
-fn convert_event(event: WatchEvent) -> Result<LockEvent, Error> {
+pub(crate) fn convert_event(event: WatchEvent) -> Result<LockEvent, Error> {
     let kind = match Kind::try_from(event.kind) {
         Ok(Kind::Acquired) => LockEventKind::Acquired,
         Ok(Kind::Released) => LockEventKind::Released,
@@ -407,8 +407,7 @@ impl Client {
         self.handle.shared.session.active()
     }
 
-    /// The shared state, for the crate's tests.
-    #[cfg(test)]
+    /// The state shared with the background work.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
     }
@@ -504,65 +503,6 @@ impl Client {
         tracing::debug!(lock = %shared_lease.lock, lease = %id.short(), %token, "lock acquired");
         shared.register(shared_lease.clone());
         Ok(Lease::new(shared_lease, self.handle.clone()))
-    }
-
-    /// Who holds a lock, with which token, and how many wait.
-    pub async fn describe(&self, lock: &str) -> Result<LockInfo, Error> {
-        let shared = &self.handle.shared;
-        let name = LockName::new(lock)?;
-        let mut rpc = shared.rpc.clone();
-        let request = DescribeRequest {
-            lock: name.to_string(),
-        };
-        let info = match tokio::time::timeout(shared.config.request_timeout, rpc.describe(request))
-            .await
-        {
-            Ok(Ok(reply)) => reply.into_inner(),
-            Ok(Err(status)) => return Err(Error::from(status)),
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: "describe",
-                    after: shared.config.request_timeout,
-                })
-            }
-        };
-        let holder = if info.held {
-            Some(Holder {
-                name: info.holder,
-                token: FencingToken::new(info.token).map_err(|e| Error::Protocol {
-                    what: format!("describe answered a held lock with token: {e}"),
-                })?,
-                remaining: Duration::from_millis(info.remaining_ms),
-            })
-        } else {
-            None
-        };
-        Ok(LockInfo {
-            lock: name,
-            holder,
-            waiters: info.waiters,
-        })
-    }
-
-    /// Streams every acquire, release and expiry of one lock.
-    pub async fn watch(&self, lock: &str) -> Result<LockWatch, Error> {
-        let shared = &self.handle.shared;
-        let name = LockName::new(lock)?;
-        let mut rpc = shared.rpc.clone();
-        let request = WatchRequest {
-            lock: name.to_string(),
-            prefix: String::new(),
-        };
-        match tokio::time::timeout(shared.config.request_timeout, rpc.watch(request)).await {
-            Ok(Ok(reply)) => Ok(LockWatch {
-                events: reply.into_inner(),
-            }),
-            Ok(Err(status)) => Err(Error::from(status)),
-            Err(_) => Err(Error::Timeout {
-                what: "watch",
-                after: shared.config.request_timeout,
-            }),
-        }
     }
 }
 

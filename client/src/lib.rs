@@ -37,7 +37,9 @@
 //! which is why every write carries the token (CONTRACT S5).
 //!
 //! # Layout
-//! - [`client`]: [`Client`], its [`ClientBuilder`], acquire, describe, watch.
+//! - [`client`]: [`Client`], its [`ClientBuilder`], acquire.
+//! - [`inspect`]: reading the lock table: describe, list, check a token, watch a lock or a
+//!   prefix.
 //! - [`lease`]: [`Lease`]: fence, attach the token to a request, observe, release.
 //! - [`election`]: [`Election`]: campaign, leader, observe, resign.
 //! - [`state`]: [`LeaseState`] and the reasons for suspicion and loss.
@@ -62,6 +64,7 @@ pub mod clock;
 pub mod config;
 pub mod election;
 pub mod error;
+pub mod inspect;
 pub mod lease;
 pub mod state;
 
@@ -83,6 +86,7 @@ pub use config::{Config, DeadlinePolicy, FramedTls};
 pub use election::Election;
 pub use error::{Error, FenceError};
 pub use fenced_types::{FencingToken, LeaseId, LockName};
+pub use inspect::{ListPage, TokenCheck};
 pub use lease::{Lease, LeaseStatus};
 pub use state::{LeaseState, LostReason, StateChange, SuspectReason};
 

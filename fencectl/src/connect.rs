@@ -1,17 +1,17 @@
-//! Endpoints and TLS into an SDK [`Client`], or into a raw gRPC client for what the SDK
-//! does not offer (list, prefix watch, token check).
+//! Endpoints and TLS into an SDK [`Client`]: one that holds leases, or one that only
+//! reads.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use fenced_client::Client;
-use fenced_proto::v1::lock_service_client::LockServiceClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig};
 
 use crate::error::Error;
 
-/// How long connecting to one endpoint may take before the next is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The default TTL of a client that only reads: it takes no lease, so this is never used
+/// on the server.
+const READER_TTL: Duration = Duration::from_secs(10);
 
 /// Where the server is and how to trust it.
 #[derive(Debug, Clone, Default)]
@@ -89,37 +89,9 @@ impl ServerEndpoints {
         })
     }
 
-    /// A raw gRPC client of the lock service on the first endpoint that connects.
-    pub async fn raw(&self) -> Result<LockServiceClient<Channel>, Error> {
-        let tls = self.tls()?;
-        let urls = self.urls()?;
-        let mut last = String::new();
-        for url in &urls {
-            let endpoint = match Endpoint::from_shared(url.clone()) {
-                Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT),
-                Err(e) => {
-                    last = format!("{url}: {e}");
-                    continue;
-                }
-            };
-            let endpoint = match &tls {
-                Some(tls) => match endpoint.tls_config(tls.clone()) {
-                    Ok(endpoint) => endpoint,
-                    Err(e) => {
-                        last = format!("{url}: {e}");
-                        continue;
-                    }
-                },
-                None => endpoint,
-            };
-            match endpoint.connect().await {
-                Ok(channel) => return Ok(LockServiceClient::new(channel)),
-                Err(e) => last = format!("{url}: {e}"),
-            }
-        }
-        Err(Error::Unreachable {
-            endpoints: urls.join(","),
-            last,
-        })
+    /// An SDK client that takes no lock, for reading (list, describe, watch, check).
+    pub async fn reader(&self) -> Result<Client, Error> {
+        let holder = format!("fencectl-{}", std::process::id());
+        self.client(&holder, READER_TTL).await
     }
 }

@@ -31,17 +31,6 @@ pub enum Error {
     /// The SDK refused or failed.
     #[error("{0}")]
     Client(#[from] fenced_client::Error),
-    /// A raw gRPC call failed.
-    #[error("{what}: {status}")]
-    Rpc {
-        /// The call.
-        what: &'static str,
-        /// The server's status.
-        status: Box<tonic::Status>,
-    },
-    /// The server answered with something fencectl cannot read.
-    #[error("{0}")]
-    Protocol(String),
     /// The lock was not acquired.
     #[error("{lock} not acquired: {why}")]
     NotAcquired {

@@ -61,8 +61,8 @@
 //! # Layout
 //! - [`exit`]: the exit codes.
 //! - [`duration`]: durations on the command line (`10s`, `500ms`, `2m`).
-//! - [`connect`]: endpoints and TLS into an SDK [`fenced_client::Client`] or a raw gRPC
-//!   client (for what the SDK does not offer: list, prefix watch, token check).
+//! - [`connect`]: endpoints and TLS into an SDK [`fenced_client::Client`], one that holds
+//!   leases or one that only reads.
 //! - [`kill_plan`]: the pure rule above: from the lease's state and time left, what to do
 //!   to the child (unit-tested with hand-made times).
 //! - [`supervise`]: runs the child under a lease: environment, process group, signal

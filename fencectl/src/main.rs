@@ -12,7 +12,7 @@ use fencectl::connect::ServerEndpoints;
 use fencectl::kill_plan::{KillPlan, Overrides};
 use fencectl::output::{table, LockRow};
 use fencectl::{duration, exit, inspect, supervise, watch, Error};
-use fenced_client::{AcquireOptions, Election, Lease};
+use fenced_client::{AcquireOptions, Election, FencingToken, Lease};
 use serde_json::json;
 
 /// Run commands under fenced locks, elect leaders, and inspect locks.
@@ -95,8 +95,8 @@ enum Command {
     Check {
         /// The lock.
         name: String,
-        /// The fencing token.
-        token: u64,
+        /// The fencing token (a positive whole number).
+        token: FencingToken,
     },
     /// Print a shell completion script.
     Completions {
@@ -204,8 +204,8 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             code
         }
         Command::List { prefix } => {
-            let mut rpc = target.raw().await?;
-            let rows = inspect::list(&mut rpc, &prefix).await?;
+            let client = target.reader().await?;
+            let rows = inspect::list(&client, &prefix).await?;
             if as_json {
                 let rows: Vec<_> = rows.iter().map(LockRow::json).collect();
                 print(&serde_json::Value::Array(rows).to_string())?;
@@ -215,9 +215,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Describe { name } => {
-            let client = target
-                .client(&RunArgs::default_holder(), DEFAULT_TTL)
-                .await?;
+            let client = target.reader().await?;
             let row = inspect::describe(&client, &name).await?;
             if as_json {
                 print(&row.json().to_string())?;
@@ -227,29 +225,29 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Watch { prefix } => {
-            let mut rpc = target.raw().await?;
-            watch::run(&mut rpc, &prefix, as_json).await?;
+            let client = target.reader().await?;
+            watch::run(&client, &prefix, as_json).await?;
             Ok(0)
         }
         Command::Check { name, token } => {
-            let mut rpc = target.raw().await?;
-            let check = inspect::check(&mut rpc, &name, token).await?;
+            let client = target.reader().await?;
+            let check = inspect::check(&client, &name, token).await?;
+            let current_token = check.current_token.map_or(0, |t| t.get());
             if as_json {
                 let value = json!({
                     "lock": name,
-                    "token": token,
+                    "token": token.get(),
                     "current": check.current,
-                    "current_token": check.current_token,
+                    "current_token": current_token,
                 });
                 print(&value.to_string())?;
             } else if check.current {
                 print(&format!("{token} is the current token of {name}"))?;
-            } else if check.current_token == 0 {
+            } else if current_token == 0 {
                 print(&format!("{token} is not current: {name} is free"))?;
             } else {
                 print(&format!(
-                    "{token} is not current: {name} is held with token {}",
-                    check.current_token
+                    "{token} is not current: {name} is held with token {current_token}"
                 ))?;
             }
             Ok(if check.current { 0 } else { exit::NOT_CURRENT })
@@ -259,16 +257,6 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             clap_complete::generate(shell, &mut command, "fencectl", &mut std::io::stdout());
             Ok(0)
         }
-    }
-}
-
-/// The TTL of the SDK client that `describe` uses (it holds no lease).
-const DEFAULT_TTL: Duration = Duration::from_secs(10);
-
-impl RunArgs {
-    /// The holder name of a client that takes no lock.
-    fn default_holder() -> String {
-        format!("fencectl-{}", std::process::id())
     }
 }
 

@@ -28,20 +28,6 @@ pub struct HolderRow {
     pub remaining: Duration,
 }
 
-impl From<fenced_proto::v1::LockInfo> for LockRow {
-    fn from(info: fenced_proto::v1::LockInfo) -> Self {
-        LockRow {
-            holder: info.held.then(|| HolderRow {
-                name: info.holder,
-                token: info.token,
-                remaining: Duration::from_millis(info.remaining_ms),
-            }),
-            lock: info.lock,
-            waiters: info.waiters,
-        }
-    }
-}
-
 impl From<fenced_client::LockInfo> for LockRow {
     fn from(info: fenced_client::LockInfo) -> Self {
         LockRow {

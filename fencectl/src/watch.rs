@@ -6,12 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use fenced_proto::v1::lock_service_client::LockServiceClient;
-use fenced_proto::v1::watch_event::Kind;
-use fenced_proto::v1::{DescribeRequest, WatchEvent, WatchRequest};
+use fenced_client::{Client, LockEvent, LockEventKind};
 use serde_json::json;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::error::Error;
 use crate::inspect;
@@ -26,48 +23,33 @@ const REFRESH: Duration = Duration::from_secs(5);
 const EVENTS_SHOWN: usize = 10;
 
 /// Streams the events under `prefix` until the server ends the stream.
-pub async fn run(
-    rpc: &mut LockServiceClient<Channel>,
-    prefix: &str,
-    as_json: bool,
-) -> Result<(), Error> {
+pub async fn run(client: &Client, prefix: &str, as_json: bool) -> Result<(), Error> {
     // The stream opens before the first listing, so that no change falls between them.
-    let mut events = rpc
-        .watch(WatchRequest {
-            lock: String::new(),
-            prefix: prefix.to_string(),
-        })
-        .await
-        .map_err(|status| rpc_error("watch", status))?
-        .into_inner();
+    let mut events = client.watch_prefix(prefix).await?;
     let mut out = std::io::stdout();
     if as_json {
-        while let Some(event) = events
-            .message()
-            .await
-            .map_err(|status| rpc_error("watch", status))?
-        {
+        while let Some(event) = events.next().await.transpose()? {
             writeln!(out, "{}", event_json(&event)).map_err(Error::Output)?;
             out.flush().map_err(Error::Output)?;
         }
         return Ok(());
     }
     let mut view = View::default();
-    view.refresh(rpc, prefix).await?;
+    view.refresh(client, prefix).await?;
     let mut redraw = tokio::time::interval(REDRAW);
     let mut refresh = tokio::time::interval(REFRESH);
     refresh.tick().await;
     let clear = out.is_terminal();
     loop {
         tokio::select! {
-            event = events.message() => {
-                let Some(event) = event.map_err(|status| rpc_error("watch", status))? else {
+            event = events.next() => {
+                let Some(event) = event.transpose()? else {
                     return Ok(());
                 };
-                view.describe(rpc, &event.lock).await?;
+                view.describe(client, &event.lock).await?;
                 view.push_event(&event);
             }
-            _ = refresh.tick() => view.refresh(rpc, prefix).await?,
+            _ = refresh.tick() => view.refresh(client, prefix).await?,
             _ = redraw.tick() => {
                 let mut text = String::new();
                 if clear {
@@ -92,13 +74,9 @@ struct View {
 
 impl View {
     /// Reads every lock under the prefix again.
-    async fn refresh(
-        &mut self,
-        rpc: &mut LockServiceClient<Channel>,
-        prefix: &str,
-    ) -> Result<(), Error> {
+    async fn refresh(&mut self, client: &Client, prefix: &str) -> Result<(), Error> {
         let now = Instant::now();
-        self.locks = inspect::list(rpc, prefix)
+        self.locks = inspect::list(client, prefix)
             .await?
             .into_iter()
             .map(|row| (row.lock.clone(), (row, now)))
@@ -107,19 +85,8 @@ impl View {
     }
 
     /// Reads one lock again after an event.
-    async fn describe(
-        &mut self,
-        rpc: &mut LockServiceClient<Channel>,
-        lock: &str,
-    ) -> Result<(), Error> {
-        let info = rpc
-            .describe(DescribeRequest {
-                lock: lock.to_string(),
-            })
-            .await
-            .map_err(|status| rpc_error("describe", status))?
-            .into_inner();
-        let row = LockRow::from(info);
+    async fn describe(&mut self, client: &Client, lock: &str) -> Result<(), Error> {
+        let row = inspect::describe(client, lock).await?;
         if row.holder.is_none() && row.waiters == 0 {
             self.locks.remove(lock);
         } else {
@@ -129,7 +96,7 @@ impl View {
     }
 
     /// Remembers an event for display.
-    fn push_event(&mut self, event: &WatchEvent) {
+    fn push_event(&mut self, event: &LockEvent) {
         if self.events.len() == EVENTS_SHOWN {
             self.events.pop_front();
         }
@@ -168,29 +135,20 @@ impl View {
 
 /// An event as one line of JSON: `kind` (`acquired`, `released`, `expired`), `lock`,
 /// `holder`, `token`.
-fn event_json(event: &WatchEvent) -> serde_json::Value {
+fn event_json(event: &LockEvent) -> serde_json::Value {
     json!({
         "kind": kind_name(event.kind),
         "lock": event.lock,
         "holder": event.holder,
-        "token": event.token,
+        "token": event.token.get(),
     })
 }
 
 /// The name of an event kind.
-fn kind_name(kind: i32) -> &'static str {
-    match Kind::try_from(kind) {
-        Ok(Kind::Acquired) => "acquired",
-        Ok(Kind::Released) => "released",
-        Ok(Kind::Expired) => "expired",
-        _ => "unknown",
-    }
-}
-
-/// A failed call, boxed.
-fn rpc_error(what: &'static str, status: tonic::Status) -> Error {
-    Error::Rpc {
-        what,
-        status: Box::new(status),
+fn kind_name(kind: LockEventKind) -> &'static str {
+    match kind {
+        LockEventKind::Acquired => "acquired",
+        LockEventKind::Released => "released",
+        LockEventKind::Expired => "expired",
     }
 }

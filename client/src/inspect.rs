@@ -1,0 +1,188 @@
+//! Reading the lock table: [`Client::describe`], [`Client::list`] and
+//! [`Client::list_page`], [`Client::check_token`], [`Client::watch`] and
+//! [`Client::watch_prefix`]. None of these take or keep a lease.
+
+use std::future::Future;
+use std::time::Duration;
+
+use fenced_proto::v1::{CheckTokenRequest, DescribeRequest, ListRequest, WatchRequest};
+use fenced_types::{FencingToken, LockName};
+
+use crate::client::{Client, Holder, LockInfo, LockWatch};
+use crate::error::Error;
+
+/// One page of [`Client::list_page`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    /// The held or awaited locks of this page, in name order. A page may hold fewer locks
+    /// than asked for (even none) while more follow.
+    pub locks: Vec<LockInfo>,
+    /// Where the next page starts, to pass to the next call; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What the server says of a token ([`Client::check_token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCheck {
+    /// Whether a live lease holds the lock with exactly this token.
+    pub current: bool,
+    /// The live holder's token; `None` when the lock is free.
+    pub current_token: Option<FencingToken>,
+}
+
+impl Client {
+    /// Who holds a lock, with which token, and how many wait.
+    pub async fn describe(&self, lock: &str) -> Result<LockInfo, Error> {
+        let name = LockName::new(lock)?;
+        let mut rpc = self.shared().rpc.clone();
+        let request = DescribeRequest {
+            lock: name.to_string(),
+        };
+        let info = self
+            .within_timeout("describe", rpc.describe(request))
+            .await?;
+        lock_info(info)
+    }
+
+    /// One page of the held or awaited locks whose names start with `prefix` (empty: all),
+    /// in name order, starting after `cursor` (`None`: at the first). `page_size` 0, or
+    /// more than the server's maximum, asks for the server's maximum.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> Result<ListPage, Error> {
+        let mut rpc = self.shared().rpc.clone();
+        let request = ListRequest {
+            prefix: prefix.to_string(),
+            page_size,
+            cursor: cursor.unwrap_or_default().to_string(),
+        };
+        let page = self.within_timeout("list", rpc.list(request)).await?;
+        let locks = page
+            .locks
+            .into_iter()
+            .map(lock_info)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = (!page.next_cursor.is_empty()).then_some(page.next_cursor);
+        if next_cursor.is_some() && next_cursor.as_deref() == cursor {
+            return Err(Error::Protocol {
+                what: format!("list answered the cursor {cursor:?} with itself"),
+            });
+        }
+        Ok(ListPage { locks, next_cursor })
+    }
+
+    /// Every held or awaited lock whose name starts with `prefix` (empty: all), in name
+    /// order, following the server's pages to the end. The answer holds the whole list in
+    /// memory; [`Client::list_page`] reads it a page at a time.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>, Error> {
+        let mut locks = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.list_page(prefix, cursor.as_deref(), 0).await?;
+            locks.extend(page.locks);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(locks),
+            }
+        }
+    }
+
+    /// Whether `token` is the live holder's token of `lock`: the strict check for a
+    /// storage service that keeps no token mark of its own.
+    pub async fn check_token(&self, lock: &str, token: FencingToken) -> Result<TokenCheck, Error> {
+        let name = LockName::new(lock)?;
+        let mut rpc = self.shared().rpc.clone();
+        let request = CheckTokenRequest {
+            lock: name.to_string(),
+            token: token.get(),
+        };
+        let reply = self
+            .within_timeout("check token", rpc.check_token(request))
+            .await?;
+        let current_token = match reply.current_token {
+            0 => None,
+            n => Some(FencingToken::new(n).map_err(|e| Error::Protocol {
+                what: format!("check token answered with current token: {e}"),
+            })?),
+        };
+        if reply.current && current_token != Some(token) {
+            return Err(Error::Protocol {
+                what: format!(
+                    "check token called {token} current while the current token is {:?}",
+                    reply.current_token
+                ),
+            });
+        }
+        Ok(TokenCheck {
+            current: reply.current,
+            current_token,
+        })
+    }
+
+    /// Streams every acquire, release and expiry of one lock.
+    pub async fn watch(&self, lock: &str) -> Result<LockWatch, Error> {
+        let name = LockName::new(lock)?;
+        self.open_watch(WatchRequest {
+            lock: name.to_string(),
+            prefix: String::new(),
+        })
+        .await
+    }
+
+    /// Streams every acquire, release and expiry of every lock whose name starts with
+    /// `prefix` (empty: all locks).
+    pub async fn watch_prefix(&self, prefix: &str) -> Result<LockWatch, Error> {
+        self.open_watch(WatchRequest {
+            lock: String::new(),
+            prefix: prefix.to_string(),
+        })
+        .await
+    }
+
+    /// Opens a watch stream within the request timeout.
+    async fn open_watch(&self, request: WatchRequest) -> Result<LockWatch, Error> {
+        let mut rpc = self.shared().rpc.clone();
+        let events = self.within_timeout("watch", rpc.watch(request)).await?;
+        Ok(LockWatch { events })
+    }
+
+    /// Runs one unary call within the request timeout, mapping its status.
+    async fn within_timeout<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Error> {
+        let after = self.shared().config.request_timeout;
+        match tokio::time::timeout(after, call).await {
+            Ok(Ok(reply)) => Ok(reply.into_inner()),
+            Ok(Err(status)) => Err(Error::from(status)),
+            Err(_) => Err(Error::Timeout { what, after }),
+        }
+    }
+}
+
+/// A lock as the server described it, checked.
+fn lock_info(info: fenced_proto::v1::LockInfo) -> Result<LockInfo, Error> {
+    let lock = LockName::new(info.lock).map_err(|e| Error::Protocol {
+        what: format!("a lock description named an invalid lock: {e}"),
+    })?;
+    let holder = if info.held {
+        Some(Holder {
+            name: info.holder,
+            token: FencingToken::new(info.token).map_err(|e| Error::Protocol {
+                what: format!("a held lock was described with token: {e}"),
+            })?,
+            remaining: Duration::from_millis(info.remaining_ms),
+        })
+    } else {
+        None
+    };
+    Ok(LockInfo {
+        lock,
+        holder,
+        waiters: info.waiters,
+    })
+}
