@@ -252,7 +252,8 @@ impl Shared {
                     damage: LogDamage::TornBeforeLaterSegment { later: path },
                 });
             }
-            let bytes = std::fs::read(&path).map_err(|e| RaftStoreError::io("reading", &path, e))?;
+            let bytes =
+                std::fs::read(&path).map_err(|e| RaftStoreError::io("reading", &path, e))?;
             if bytes.get(..SEGMENT_MAGIC.len()) != Some(SEGMENT_MAGIC.as_slice()) {
                 // A segment whose header a crash cut short: made and synced before any entry
                 // went in, so it holds nothing. Only the newest can be one.
@@ -279,7 +280,10 @@ impl Shared {
                     leader_id: CommittedLeaderId::new(entry.term, entry.leader),
                     index: entry.index,
                 };
-                if self.purged.is_some_and(|purged| entry.index <= purged.index) {
+                if self
+                    .purged
+                    .is_some_and(|purged| entry.index <= purged.index)
+                {
                     continue;
                 }
                 if let Some(expected) = expected {
@@ -438,20 +442,19 @@ impl Shared {
 
     /// Reads the entry at `place` back from its segment.
     fn read(&self, place: &Place) -> Result<Entry, RaftStoreError> {
-        let segment = self
-            .segments
-            .get(&place.segment)
-            .ok_or_else(|| RaftStoreError::UnexpectedFile {
-                path: segment_path(&self.log_dir, place.segment),
-            })?;
+        let segment =
+            self.segments
+                .get(&place.segment)
+                .ok_or_else(|| RaftStoreError::UnexpectedFile {
+                    path: segment_path(&self.log_dir, place.segment),
+                })?;
         let corrupt = |damage: LogDamage| RaftStoreError::CorruptLog {
             file: segment.path.clone(),
             offset: place.offset,
             damage,
         };
-        let len = usize::try_from(place.len).map_err(|_| RaftStoreError::EntryTooLarge {
-            bytes: usize::MAX,
-        })?;
+        let len = usize::try_from(place.len)
+            .map_err(|_| RaftStoreError::EntryTooLarge { bytes: usize::MAX })?;
         let mut bytes = vec![0; len];
         segment
             .file
@@ -487,12 +490,11 @@ impl Shared {
             state_file::sync_dir(&self.log_dir)?;
         }
         let fdatasync = self.fdatasync;
-        let segment = self
-            .segments
-            .get_mut(&first.segment)
-            .ok_or_else(|| RaftStoreError::UnexpectedFile {
+        let segment = self.segments.get_mut(&first.segment).ok_or_else(|| {
+            RaftStoreError::UnexpectedFile {
                 path: segment_path(&self.log_dir, first.segment),
-            })?;
+            }
+        })?;
         segment
             .file
             .set_len(first.offset)
@@ -545,7 +547,10 @@ impl Shared {
     }
 
     fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, RaftStoreError> {
-        self.places.range(range).map(|(_, place)| self.read(place)).collect()
+        self.places
+            .range(range)
+            .map(|(_, place)| self.read(place))
+            .collect()
     }
 }
 
@@ -580,8 +585,8 @@ fn encode_entry(entry: &Entry, record: &mut Vec<u8>) -> Result<(), RaftStoreErro
     if !membership.is_empty() {
         payload_len += bytes::encoded_len(6, &membership);
     }
-    let length =
-        u32::try_from(payload_len).map_err(|_| RaftStoreError::EntryTooLarge { bytes: payload_len })?;
+    let length = u32::try_from(payload_len)
+        .map_err(|_| RaftStoreError::EntryTooLarge { bytes: payload_len })?;
     frame::frame::<std::convert::Infallible>(record, length, |buffer| {
         uint64::encode(1, &term, buffer);
         uint64::encode(2, &leader, buffer);
@@ -707,7 +712,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock()?.committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

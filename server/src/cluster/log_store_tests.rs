@@ -179,12 +179,26 @@ async fn a_torn_last_entry_is_dropped_and_the_log_goes_on() {
 
         let (mut log, torn) = open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
         let torn = torn.unwrap_or_else(|| panic!("{shape}: no torn entry"));
-        assert_eq!((torn.file, torn.offset), (file.clone(), last as u64), "{shape}");
+        assert_eq!(
+            (torn.file, torn.offset),
+            (file.clone(), last as u64),
+            "{shape}"
+        );
         let entries = all_entries(&mut log).await;
-        assert_eq!(entries, (0..4).map(|i| normal(1, i)).collect::<Vec<_>>(), "{shape}");
-        assert_eq!(std::fs::metadata(&file).unwrap().len(), last as u64, "{shape}");
+        assert_eq!(
+            entries,
+            (0..4).map(|i| normal(1, i)).collect::<Vec<_>>(),
+            "{shape}"
+        );
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            last as u64,
+            "{shape}"
+        );
 
-        log.blocking_append([normal(2, 4), normal(2, 5)]).await.unwrap();
+        log.blocking_append([normal(2, 4), normal(2, 5)])
+            .await
+            .unwrap();
         drop(log);
         let (mut log, torn) = open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
         assert_eq!(torn, None, "{shape}");
@@ -215,9 +229,19 @@ fn assert_refused(
     else {
         panic!("{case}: {message}");
     };
-    assert_eq!((named.as_path(), at), (file, offset as u64), "{case}: {message}");
-    assert!(message.contains(&file.display().to_string()), "{case}: {message}");
-    assert!(message.contains(&format!("byte {offset}")), "{case}: {message}");
+    assert_eq!(
+        (named.as_path(), at),
+        (file, offset as u64),
+        "{case}: {message}"
+    );
+    assert!(
+        message.contains(&file.display().to_string()),
+        "{case}: {message}"
+    );
+    assert!(
+        message.contains(&format!("byte {offset}")),
+        "{case}: {message}"
+    );
     damage
 }
 
@@ -238,7 +262,12 @@ async fn a_damaged_middle_entry_refuses_the_open_with_file_and_offset() {
         let starts = record_starts(&bytes);
         bytes[starts[2] + byte] ^= 0x04;
         std::fs::write(&file, &bytes).unwrap();
-        let damage = assert_refused(open(dir.path(), DEFAULT_SEGMENT_BYTES), &file, starts[2], case);
+        let damage = assert_refused(
+            open(dir.path(), DEFAULT_SEGMENT_BYTES),
+            &file,
+            starts[2],
+            case,
+        );
         assert!(matches!(damage, LogDamage::Frame(_)), "{case}: {damage}");
     }
 }
@@ -293,7 +322,9 @@ async fn a_damaged_vote_file_refuses_the_open() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
-    let error = open(dir.path(), DEFAULT_SEGMENT_BYTES).err().expect("a damaged vote");
+    let error = open(dir.path(), DEFAULT_SEGMENT_BYTES)
+        .err()
+        .expect("a damaged vote");
     assert!(
         matches!(&error, RaftStoreError::CorruptStateFile { file, .. } if *file == path),
         "{error}"

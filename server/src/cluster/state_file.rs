@@ -15,7 +15,11 @@ use crate::cluster::error::RaftStoreError;
 use crate::frame::{self, Record};
 
 /// Replaces `path` with `value`; durable before it returns when `sync` is set.
-pub(crate) fn write<T: Serialize>(path: &Path, value: &T, sync: bool) -> Result<(), RaftStoreError> {
+pub(crate) fn write<T: Serialize>(
+    path: &Path,
+    value: &T,
+    sync: bool,
+) -> Result<(), RaftStoreError> {
     let json = serde_json::to_vec(value).map_err(|error| RaftStoreError::CorruptStateFile {
         file: path.to_path_buf(),
         problem: format!("cannot encode: {error}"),

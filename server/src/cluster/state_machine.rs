@@ -35,9 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
-};
+use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
 use prost::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -111,11 +109,13 @@ impl StateMachine {
         let db = open_sled(&config, dir).map_err(|source| RaftStoreError::OpenSled {
             source: Box::new(source),
         })?;
-        let meta = db.open_tree(META_TREE).map_err(|source| RaftStoreError::Sled {
-            dir: dir.to_path_buf(),
-            doing: "opening the meta tree",
-            source,
-        })?;
+        let meta = db
+            .open_tree(META_TREE)
+            .map_err(|source| RaftStoreError::Sled {
+                dir: dir.to_path_buf(),
+                doing: "opening the meta tree",
+                source,
+            })?;
         let data_file = if fdatasync {
             let path = dir.join("db");
             Some(
@@ -139,7 +139,10 @@ impl StateMachine {
     /// Reads the records back as the lock table's restored state, refusing anything that
     /// does not decode: what a new leader rebuilds its table from.
     pub fn read_back(&self) -> Result<Recovered, crate::Error> {
-        let _image = self.shared.lock_image().map_err(|_| crate::Error::Poisoned)?;
+        let _image = self
+            .shared
+            .lock_image()
+            .map_err(|_| crate::Error::Poisoned)?;
         crate::record::read_back(&self.shared.db, &self.shared.dir)
     }
 
@@ -286,16 +289,20 @@ impl Shared {
         else {
             return Ok(None);
         };
-        serde_json::from_slice(&value)
-            .map(Some)
-            .map_err(|error| RaftStoreError::CorruptStateMachine {
+        serde_json::from_slice(&value).map(Some).map_err(|error| {
+            RaftStoreError::CorruptStateMachine {
                 dir: self.dir.clone(),
                 what,
                 problem: error.to_string(),
-            })
+            }
+        })
     }
 
-    fn to_json<T: Serialize>(&self, what: &'static str, value: &T) -> Result<Vec<u8>, RaftStoreError> {
+    fn to_json<T: Serialize>(
+        &self,
+        what: &'static str,
+        value: &T,
+    ) -> Result<Vec<u8>, RaftStoreError> {
         serde_json::to_vec(value).map_err(|error| RaftStoreError::CorruptStateMachine {
             dir: self.dir.clone(),
             what,
@@ -396,7 +403,11 @@ impl Shared {
         }
     }
 
-    fn transaction_error(&self, doing: &'static str, source: TransactionError<()>) -> RaftStoreError {
+    fn transaction_error(
+        &self,
+        doing: &'static str,
+        source: TransactionError<()>,
+    ) -> RaftStoreError {
         match source {
             TransactionError::Storage(source) => self.sled_error(doing, source),
             // The transactions here never abort.
