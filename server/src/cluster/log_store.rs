@@ -219,15 +219,13 @@ impl LogStore {
         ))
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Shared>, StorageError> {
+    fn lock(&self) -> Result<MutexGuard<'_, Shared>, RaftStoreError> {
         lock(&self.shared)
     }
 }
 
-fn lock(shared: &Mutex<Shared>) -> Result<MutexGuard<'_, Shared>, StorageError> {
-    shared
-        .lock()
-        .map_err(|_| StorageIOError::read_logs(&RaftStoreError::Poisoned).into())
+fn lock(shared: &Mutex<Shared>) -> Result<MutexGuard<'_, Shared>, RaftStoreError> {
+    shared.lock().map_err(|_| RaftStoreError::Poisoned)
 }
 
 impl Shared {
@@ -660,7 +658,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.lock()?.entries(range).map_err(read_error)
+        self.lock()
+            .map_err(read_error)?
+            .entries(range)
+            .map_err(read_error)
     }
 }
 
@@ -669,7 +670,10 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        lock(&self.shared)?.entries(range).map_err(read_error)
+        lock(&self.shared)
+            .map_err(read_error)?
+            .entries(range)
+            .map_err(read_error)
     }
 }
 
@@ -677,7 +681,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        Ok(self.lock()?.log_state())
+        Ok(self.lock().map_err(read_error)?.log_state())
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
@@ -687,7 +691,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        let mut shared = self.lock()?;
+        let mut shared = self.lock().map_err(write_error)?;
         let path = shared.dir.join("vote");
         state_file::write(&path, vote, shared.fdatasync)
             .map_err(|error| StorageError::from(StorageIOError::write_vote(&error)))?;
@@ -696,11 +700,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        Ok(self.lock()?.vote)
+        Ok(self.lock().map_err(read_error)?.vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let mut shared = self.lock()?;
+        let mut shared = self.lock().map_err(write_error)?;
         let path = shared.dir.join("committed");
         // Not synced: see the module documentation.
         state_file::write(&path, &committed, false).map_err(write_error)?;
@@ -709,7 +713,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.lock()?.committed)
+        Ok(self.lock().map_err(read_error)?.committed)
     }
 
     async fn append<I>(
@@ -722,7 +726,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let result = self.lock()?.append(entries);
+        let result = self.lock().and_then(|mut shared| shared.append(entries));
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -736,10 +740,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.lock()?.truncate(log_id.index).map_err(write_error)
+        self.lock()
+            .and_then(|mut shared| shared.truncate(log_id.index))
+            .map_err(write_error)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.lock()?.purge(log_id).map_err(write_error)
+        self.lock()
+            .and_then(|mut shared| shared.purge(log_id))
+            .map_err(write_error)
     }
 }

@@ -26,6 +26,8 @@ pub mod state_machine;
 pub mod types;
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod log_store_tests;
 #[cfg(test)]
 mod state_machine_tests;

@@ -71,6 +71,9 @@ pub struct SnapshotImage {
     pub records: Vec<JournalOp>,
 }
 
+/// One record of the image: its key and its value.
+pub type ImageRecord = (Vec<u8>, Vec<u8>);
+
 /// A snapshot's meta in a fenced cluster.
 pub type Meta = SnapshotMeta<NodeId, ClusterNode>;
 
@@ -147,7 +150,7 @@ impl StateMachine {
     }
 
     /// Every record, in key order (for comparing replicas).
-    pub fn records(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RaftStoreError> {
+    pub fn records(&self) -> Result<Vec<ImageRecord>, RaftStoreError> {
         let _image = self.shared.lock_image()?;
         self.shared.records()
     }
@@ -253,7 +256,7 @@ impl Shared {
         self.image.lock().map_err(|_| RaftStoreError::Poisoned)
     }
 
-    fn records(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RaftStoreError> {
+    fn records(&self) -> Result<Vec<ImageRecord>, RaftStoreError> {
         self.db
             .iter()
             .map(|entry| {
