@@ -87,6 +87,13 @@ pub enum RaftStoreError {
         /// Its encoded size.
         bytes: usize,
     },
+    /// The blocking task that ran a write failed (it panicked, or the runtime is shutting
+    /// down).
+    #[error("raft storage: the blocking task of a write failed: {problem}")]
+    BlockingTask {
+        /// What tokio said.
+        problem: String,
+    },
     /// A panic poisoned the log's lock.
     #[error("the raft log's lock was poisoned by a panic")]
     Poisoned,

@@ -34,9 +34,11 @@
 //! callback never fired) is cut off the file and the log ends before it; any other damage
 //! refuses the open with the file and the offset ([`RaftStoreError::CorruptLog`]).
 //!
-//! Known cost, to be lifted when the cluster serves traffic: the IO runs on the caller's
-//! task (openraft's core), and a reader waits for an append's sync. A writer thread with
-//! group commit, as the single node's committer, is the next step.
+//! Writes and syncs run on tokio's blocking pool, one at a time, awaited by openraft's core.
+//! Known cost, to be lifted when the cluster serves traffic: a reader (replication) waits
+//! for an append's sync, and each append is its own sync; reporting the callback from a
+//! syncer thread, so appends overlap their syncs as the single node's group commit does,
+//! is the next step.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -221,6 +223,21 @@ impl LogStore {
 
     fn lock(&self) -> Result<MutexGuard<'_, Shared>, RaftStoreError> {
         lock(&self.shared)
+    }
+
+    /// Runs `work` (writes and syncs) on tokio's blocking pool, so a sync holds a blocking
+    /// thread rather than one of the runtime's workers; openraft still waits for it, so
+    /// writes stay in call order.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Shared) -> Result<T, RaftStoreError> + Send + 'static,
+    ) -> Result<T, RaftStoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || work(&mut *lock(&shared)?))
+            .await
+            .map_err(|error| RaftStoreError::BlockingTask {
+                problem: error.to_string(),
+            })?
     }
 }
 
@@ -691,12 +708,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        let mut shared = self.lock().map_err(write_error)?;
-        let path = shared.dir.join("vote");
-        state_file::write(&path, vote, shared.fdatasync)
-            .map_err(|error| StorageError::from(StorageIOError::write_vote(&error)))?;
-        shared.vote = Some(*vote);
-        Ok(())
+        let vote = *vote;
+        self.blocking(move |shared| {
+            state_file::write(&shared.dir.join("vote"), &vote, shared.fdatasync)?;
+            shared.vote = Some(vote);
+            Ok(())
+        })
+        .await
+        .map_err(|error| StorageIOError::write_vote(&error).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -704,12 +723,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let mut shared = self.lock().map_err(write_error)?;
-        let path = shared.dir.join("committed");
-        // Not synced: see the module documentation.
-        state_file::write(&path, &committed, false).map_err(write_error)?;
-        shared.committed = committed;
-        Ok(())
+        self.blocking(move |shared| {
+            // Not synced: see the module documentation.
+            state_file::write(&shared.dir.join("committed"), &committed, false)?;
+            shared.committed = committed;
+            Ok(())
+        })
+        .await
+        .map_err(write_error)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -726,7 +747,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let result = self.lock().and_then(|mut shared| shared.append(entries));
+        let result = self.blocking(move |shared| shared.append(entries)).await;
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -740,14 +761,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.lock()
-            .and_then(|mut shared| shared.truncate(log_id.index))
+        self.blocking(move |shared| shared.truncate(log_id.index))
+            .await
             .map_err(write_error)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.lock()
-            .and_then(|mut shared| shared.purge(log_id))
+        self.blocking(move |shared| shared.purge(log_id))
+            .await
             .map_err(write_error)
     }
 }

@@ -22,6 +22,9 @@
 //! of what is already on disk. The cost is one flush (and sync) per `apply` call, which
 //! openraft makes for every run of newly committed entries, not per entry.
 //!
+//! Applies, installs and snapshot builds run on tokio's blocking pool (a flush and a sync
+//! hold a blocking thread, not a runtime worker).
+//!
 //! Replicas that apply the same entries hold the same records: apply reads nothing but the
 //! entries (no clock, no table), and sled's batch applies puts and deletes in order.
 //!
@@ -156,8 +159,7 @@ impl StateMachine {
     }
 
     /// Applies `entries` durably; see the module documentation.
-    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<Applied>, RaftStoreError> {
-        let shared = &*self.shared;
+    fn apply_entries(shared: &Shared, entries: Vec<Entry>) -> Result<Vec<Applied>, RaftStoreError> {
         let mut writes = sled::Batch::default();
         let mut applied = None;
         let mut membership = None;
@@ -204,8 +206,7 @@ impl StateMachine {
     }
 
     /// Replaces the image with `snapshot`'s; see the module documentation.
-    fn install(&self, meta: &Meta, data: Vec<u8>) -> Result<(), RaftStoreError> {
-        let shared = &*self.shared;
+    fn install(shared: &Shared, meta: &Meta, data: Vec<u8>) -> Result<(), RaftStoreError> {
         let image = SnapshotImage::decode(data.as_slice()).map_err(|error| {
             RaftStoreError::BadSnapshot {
                 problem: error.to_string(),
@@ -423,6 +424,18 @@ impl Shared {
     }
 }
 
+/// Runs `work` (writes, flushes and syncs) on tokio's blocking pool, so a sync holds a
+/// blocking thread rather than one of the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RaftStoreError> + Send + 'static,
+) -> Result<T, RaftStoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| RaftStoreError::BlockingTask {
+            problem: error.to_string(),
+        })?
+}
+
 fn sm_write_error(error: RaftStoreError) -> StorageError {
     StorageIOError::write_state_machine(&error).into()
 }
@@ -433,8 +446,9 @@ fn sm_read_error(error: RaftStoreError) -> StorageError {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        self.shared
-            .build_snapshot()
+        let shared = self.shared.clone();
+        blocking(move || shared.build_snapshot())
+            .await
             .map_err(|error| StorageIOError::write_snapshot(None, &error).into())
     }
 }
@@ -454,7 +468,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        self.apply_entries(entries.into_iter().collect())
+        let shared = self.shared.clone();
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        blocking(move || StateMachine::apply_entries(&shared, entries))
+            .await
             .map_err(sm_write_error)
     }
 
@@ -473,7 +490,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &Meta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        self.install(meta, snapshot.into_inner())
+        let shared = self.shared.clone();
+        let owned = meta.clone();
+        blocking(move || StateMachine::install(&shared, &owned, snapshot.into_inner()))
+            .await
             .map_err(|error| StorageIOError::write_snapshot(Some(meta.signature()), &error).into())
     }
 
