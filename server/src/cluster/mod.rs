@@ -30,6 +30,8 @@ mod crash_tests;
 #[cfg(test)]
 mod log_store_tests;
 #[cfg(test)]
+mod single_node_tests;
+#[cfg(test)]
 mod state_machine_tests;
 #[cfg(test)]
 mod suite_tests;
