@@ -46,6 +46,27 @@ pub enum RaftStoreError {
         /// The file.
         path: PathBuf,
     },
+    /// A segment the log's index points into is gone (a bug: segments are deleted only
+    /// once no live entry is in them).
+    #[error("raft log segment {} is missing", path.display())]
+    MissingSegment {
+        /// The segment.
+        path: PathBuf,
+    },
+    /// The segment sequence numbers ran out.
+    #[error("raft log segment numbers exhausted in {}", dir.display())]
+    SegmentsExhausted {
+        /// The log directory.
+        dir: PathBuf,
+    },
+    /// A value could not be encoded.
+    #[error("raft storage: cannot encode {what}: {problem}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// What serde said.
+        problem: String,
+    },
     /// sled (the state machine's image) failed.
     #[error("raft state machine in {}: {doing}: {source}", dir.display())]
     Sled {

@@ -375,7 +375,7 @@ impl Shared {
             .iter_mut()
             .next_back()
             .map(|(sequence, segment)| (*sequence, segment))
-            .ok_or_else(|| RaftStoreError::UnexpectedFile {
+            .ok_or_else(|| RaftStoreError::MissingSegment {
                 path: self.log_dir.clone(),
             })
     }
@@ -449,8 +449,8 @@ impl Shared {
     fn rotate(&mut self, sequence: u64) -> Result<(), RaftStoreError> {
         let next = sequence
             .checked_add(1)
-            .ok_or_else(|| RaftStoreError::UnexpectedFile {
-                path: segment_path(&self.log_dir, sequence),
+            .ok_or_else(|| RaftStoreError::SegmentsExhausted {
+                dir: self.log_dir.clone(),
             })?;
         self.new_segment(next)
     }
@@ -460,7 +460,7 @@ impl Shared {
         let segment =
             self.segments
                 .get(&place.segment)
-                .ok_or_else(|| RaftStoreError::UnexpectedFile {
+                .ok_or_else(|| RaftStoreError::MissingSegment {
                     path: segment_path(&self.log_dir, place.segment),
                 })?;
         let corrupt = |damage: LogDamage| RaftStoreError::CorruptLog {
@@ -506,7 +506,7 @@ impl Shared {
         }
         let fdatasync = self.fdatasync;
         let segment = self.segments.get_mut(&first.segment).ok_or_else(|| {
-            RaftStoreError::UnexpectedFile {
+            RaftStoreError::MissingSegment {
                 path: segment_path(&self.log_dir, first.segment),
             }
         })?;
@@ -575,21 +575,18 @@ fn encode_entry(entry: &Entry, record: &mut Vec<u8>) -> Result<(), RaftStoreErro
     let term = entry.log_id.leader_id.term;
     let leader = entry.log_id.leader_id.node_id;
     let index = entry.log_id.index;
-    let membership_json;
-    let (kind, batch, membership): (u32, Option<&JournalBatch>, &[u8]) = match &entry.payload {
-        EntryPayload::Blank => (KIND_BLANK, None, &[]),
-        EntryPayload::Normal(CommitBatch(batch)) => (KIND_NORMAL, Some(batch), &[]),
+    // An empty `Vec` does not allocate: only membership entries pay for their JSON.
+    let (kind, batch, membership): (u32, Option<&JournalBatch>, Vec<u8>) = match &entry.payload {
+        EntryPayload::Blank => (KIND_BLANK, None, Vec::new()),
+        EntryPayload::Normal(CommitBatch(batch)) => (KIND_NORMAL, Some(batch), Vec::new()),
         EntryPayload::Membership(membership) => {
-            membership_json = serde_json::to_vec(membership).map_err(|error| {
-                RaftStoreError::CorruptStateFile {
-                    file: PathBuf::from("<membership entry>"),
-                    problem: format!("cannot encode: {error}"),
-                }
+            let json = serde_json::to_vec(membership).map_err(|error| RaftStoreError::Encode {
+                what: "a membership entry",
+                problem: error.to_string(),
             })?;
-            (KIND_MEMBERSHIP, None, &membership_json[..])
+            (KIND_MEMBERSHIP, None, json)
         }
     };
-    let membership = membership.to_vec();
     let mut payload_len = uint64::encoded_len(1, &term)
         + uint64::encoded_len(2, &leader)
         + uint64::encoded_len(3, &index)

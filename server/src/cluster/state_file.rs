@@ -20,9 +20,9 @@ pub(crate) fn write<T: Serialize>(
     value: &T,
     sync: bool,
 ) -> Result<(), RaftStoreError> {
-    let json = serde_json::to_vec(value).map_err(|error| RaftStoreError::CorruptStateFile {
-        file: path.to_path_buf(),
-        problem: format!("cannot encode: {error}"),
+    let json = serde_json::to_vec(value).map_err(|error| RaftStoreError::Encode {
+        what: "a raft state file",
+        problem: error.to_string(),
     })?;
     let length = u32::try_from(json.len())
         .map_err(|_| RaftStoreError::EntryTooLarge { bytes: json.len() })?;
