@@ -330,3 +330,48 @@ async fn a_damaged_vote_file_refuses_the_open() {
         "{error}"
     );
 }
+
+// checks: S2 (a crash while a state file is replaced leaves the old value: the new one is
+// written under a temporary name first; and an unreadable committed log id, only a hint,
+// reads as none instead of stopping the node)
+#[tokio::test]
+async fn a_crash_while_replacing_a_state_file_leaves_the_old_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    let vote = Vote::new(4, 1);
+    log.save_vote(&vote).await.unwrap();
+    log.save_committed(Some(log_id(4, 7))).await.unwrap();
+    drop(log);
+    let raft = dir.path().join("raft");
+    std::fs::write(raft.join("vote.tmp"), b"half a new vote").unwrap();
+    std::fs::write(raft.join("committed"), b"").unwrap();
+    let (mut log, _) = open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+    assert_eq!(log.read_committed().await.unwrap(), None);
+    let vote = Vote::new(5, 2);
+    log.save_vote(&vote).await.unwrap();
+    drop(log);
+    let (mut log, _) = open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+}
+
+// checks: S2 (a reader handed to replication sees what the store appended and truncated)
+#[tokio::test]
+async fn a_log_reader_sees_appends_and_truncations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), 128).unwrap();
+    let mut reader = log.get_log_reader().await;
+    log.blocking_append((0..6).map(|i| normal(1, i)))
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.try_get_log_entries(2..4).await.unwrap(),
+        vec![normal(1, 2), normal(1, 3)]
+    );
+    log.truncate(log_id(1, 3)).await.unwrap();
+    log.blocking_append([normal(2, 3)]).await.unwrap();
+    assert_eq!(
+        reader.try_get_log_entries(2..).await.unwrap(),
+        vec![normal(1, 2), normal(2, 3)]
+    );
+}
