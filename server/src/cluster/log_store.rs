@@ -31,8 +31,10 @@
 //! - All writes happen in call order under one lock, so vote and log IO are serialized.
 //!
 //! At open, a torn last append in the newest segment (a crash during an append whose
-//! callback never fired) is cut off the file and the log ends before it; any other damage
-//! refuses the open with the file and the offset ([`RaftStoreError::CorruptLog`]).
+//! callback never fired), or zeros after the last entry (a power cut can keep a file's new
+//! size and not its data), is cut off the file, so the next append follows the last entry;
+//! any other damage refuses the open with the file and the offset
+//! ([`RaftStoreError::CorruptLog`]), by the rule of [`crate::frame`].
 //!
 //! Writes and syncs run on tokio's blocking pool, one at a time, awaited by openraft's core.
 //! Known cost, to be lifted when the cluster serves traffic: a reader (replication) waits
@@ -289,6 +291,13 @@ impl Shared {
                 StoredEntry::decode(payload)
             })
             .map_err(|(offset, damage)| corrupt(offset, damage.into()))?;
+            // The records end after the last valid one: past it there can be a torn append,
+            // or zeros a power cut left where an append's blocks were allocated but never
+            // written (the file's size reached the disk, its data did not).
+            let mut len = scanned
+                .records
+                .last()
+                .map_or(SEGMENT_MAGIC.len() as u64, |last| last.offset + last.len);
             for record in scanned.records {
                 let entry = record.value;
                 let log_id = LogId {
@@ -321,7 +330,6 @@ impl Shared {
                     },
                 );
             }
-            let mut len = bytes.len() as u64;
             if let Some((offset, bytes)) = scanned.torn {
                 torn = Some(TornEntry {
                     file: path.clone(),
@@ -336,8 +344,8 @@ impl Shared {
                 .open(&path)
                 .map_err(|e| RaftStoreError::io("opening", &path, e))?;
             if len != bytes.len() as u64 {
-                // Appends go right after the last entry: the torn bytes must not stay in
-                // front of them, where they would read as a damaged middle record.
+                // Appends go right after the last entry: a torn append or zeros must not stay
+                // in front of them, where they would read as a damaged middle record.
                 file.set_len(len)
                     .map_err(|e| RaftStoreError::io("cutting the torn tail of", &path, e))?;
                 file.sync_all()

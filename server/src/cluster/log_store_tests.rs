@@ -375,3 +375,27 @@ async fn a_log_reader_sees_appends_and_truncations() {
         vec![normal(1, 2), normal(2, 3)]
     );
 }
+
+// checks: S2 (zeros after the last entry, as a power cut leaves where an append's blocks
+// were allocated but not written, are cut off at open: entries appended later are not put
+// behind them, where the next open would take them for damage)
+#[tokio::test]
+async fn zeros_after_the_last_entry_are_cut_off_before_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    write_entries(dir.path(), 5, DEFAULT_SEGMENT_BYTES).await;
+    let file = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let end = bytes.len();
+    bytes.resize(end + 100, 0);
+    std::fs::write(&file, &bytes).unwrap();
+
+    let (mut log, torn) = open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(torn, None);
+    assert_eq!(all_entries(&mut log).await.len(), 5);
+    log.blocking_append([normal(1, 5)]).await.unwrap();
+    drop(log);
+    let (mut log, _) = open(dir.path(), DEFAULT_SEGMENT_BYTES)
+        .unwrap_or_else(|error| panic!("the reopen after an append refused: {error}"));
+    let entries = all_entries(&mut log).await;
+    assert_eq!(entries, (0..6).map(|i| normal(1, i)).collect::<Vec<_>>());
+}
