@@ -13,7 +13,7 @@
 //! Files: `<data dir>/journal/<generation>.log`, 20-digit generations that only go up. A
 //! file starts with [`MAGIC`]; then records, each
 //! `length (u32 LE) | crc32(length) (u32 LE) | crc32(length ‖ payload) (u32 LE) | payload`,
-//! the payload one [`JournalBatch`] (prost). The first check makes the length trustworthy
+//! the payload one [`JournalBatch`] (prost), framed by [`crate::frame`]. The first check makes the length trustworthy
 //! on its own (it says where the record ends even when its payload is damaged); the second
 //! covers the length and the payload together. Replaying a record applies its operations
 //! (whole-value puts and deletes) in order, so replaying records sled already holds changes
@@ -74,12 +74,12 @@ use std::sync::{Arc, Mutex};
 use prost::Message;
 
 use crate::error::Error;
+use crate::frame::{self, nonzero_extent, FrameDamage};
+#[cfg(test)]
+use crate::frame::{checksum, length_check, Record, HEADER_BYTES};
 
 /// The first bytes of every journal file (format version 2).
 pub const MAGIC: &[u8; 8] = b"fncdJNL2";
-
-/// A record's header: its length, the length's check, the record's checksum.
-const HEADER_BYTES: usize = 12;
 
 /// The next journal file while it is being written (it gets its name once complete and
 /// synced).
@@ -307,19 +307,11 @@ impl Journal {
             // An empty record would read back as the zeros that end a file.
             return Ok(());
         }
-        self.buffer.clear();
         let payload_len = batch.encoded_len();
         let length =
             u32::try_from(payload_len).map_err(|_| Error::RecordTooLarge { bytes: payload_len })?;
-        self.buffer.extend_from_slice(&length.to_le_bytes());
-        self.buffer
-            .extend_from_slice(&length_check(length).to_le_bytes());
-        self.buffer.extend_from_slice(&[0; 4]);
-        batch
-            .encode(&mut self.buffer)
+        frame::frame(&mut self.buffer, length, |buffer| batch.encode(buffer))
             .map_err(Error::EncodeRecord)?;
-        let crc = checksum(length, &self.buffer[HEADER_BYTES..]);
-        self.buffer[8..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
         let path = || file_path(&self.dir, self.generation);
         self.file
             .write_all(&self.buffer)
@@ -395,152 +387,41 @@ struct Parsed {
 /// Reads one file's records by the rule in the module documentation; the offset and
 /// nature of the damage if it is corrupt.
 fn parse(bytes: &[u8]) -> Result<Parsed, (u64, JournalDamage)> {
-    let mut parsed = Parsed {
-        batches: Vec::new(),
-        torn: None,
-    };
     if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
         // A file the committer made (`new_file`) whose header did not reach the disk
         // before the crash: a prefix of the header, then zeros. Nothing was appended to it
         // (the header is synced first).
         let written = nonzero_extent(bytes);
         if written <= MAGIC.len() && bytes[..written] == MAGIC[..written] {
-            parsed.torn = (written > 0).then_some((0, written as u64));
-            return Ok(parsed);
+            return Ok(Parsed {
+                batches: Vec::new(),
+                torn: (written > 0).then_some((0, written as u64)),
+            });
         }
         return Err((0, JournalDamage::NotAJournal));
     }
-    let mut at = MAGIC.len();
-    while at < bytes.len() {
-        match record(&bytes[at..]) {
-            Record::Valid { batch, len } => {
-                parsed.batches.push(batch);
-                at += len;
-            }
-            Record::End => break,
-            Record::Bad { end, undecodable } => {
-                let offset = at as u64;
-                if let Some(source) = undecodable {
-                    return Err((offset, JournalDamage::Undecodable { source }));
-                }
-                if let Some(next) = next_valid_record(bytes, at + 1) {
-                    let next = next as u64;
-                    return Err((offset, JournalDamage::RecordFollows { next }));
-                }
-                if let Some(end) = end.map(|len| at.saturating_add(len)) {
-                    let after = bytes.get(end..).unwrap_or_default();
-                    if let Some(first) = after.iter().position(|byte| *byte != 0) {
-                        let (end, at) = (end as u64, (end + first) as u64);
-                        return Err((offset, JournalDamage::DataAfterRecord { end, at }));
-                    }
-                }
-                let torn = nonzero_extent(&bytes[at..]) as u64;
-                parsed.torn = Some((offset, torn));
-                break;
-            }
+    let scanned = frame::scan(bytes, MAGIC.len(), |payload| JournalBatch::decode(payload))
+        .map_err(|(offset, damage)| (offset, damage.into()))?;
+    Ok(Parsed {
+        batches: scanned.records.into_iter().map(|r| r.value).collect(),
+        torn: scanned.torn,
+    })
+}
+
+/// Reads the journal record at the start of `bytes` (the rest of a file).
+#[cfg(test)]
+fn record(bytes: &[u8]) -> Record<JournalBatch> {
+    frame::record(bytes, |payload| JournalBatch::decode(payload))
+}
+
+impl From<FrameDamage> for JournalDamage {
+    fn from(damage: FrameDamage) -> JournalDamage {
+        match damage {
+            FrameDamage::RecordFollows { next } => JournalDamage::RecordFollows { next },
+            FrameDamage::DataAfterRecord { end, at } => JournalDamage::DataAfterRecord { end, at },
+            FrameDamage::Undecodable { source } => JournalDamage::Undecodable { source },
         }
     }
-    Ok(parsed)
-}
-
-/// What starts at an offset of a journal file.
-enum Record {
-    /// A record that passes its checks and decodes, `len` bytes with its header.
-    Valid {
-        /// The record.
-        batch: JournalBatch,
-        /// Its length with its header.
-        len: usize,
-    },
-    /// Only zeros from here: the end of the records.
-    End,
-    /// Anything else.
-    Bad {
-        /// Where the record ends, if its length passes its check.
-        end: Option<usize>,
-        /// Why it does not decode, if it passes its checksum.
-        undecodable: Option<prost::DecodeError>,
-    },
-}
-
-/// Reads the record at the start of `bytes` (the rest of a file).
-fn record(bytes: &[u8]) -> Record {
-    let header = bytes.get(..HEADER_BYTES);
-    if header.unwrap_or(bytes).iter().all(|byte| *byte == 0) && nonzero_extent(bytes) == 0 {
-        return Record::End;
-    }
-    let Some(length) = checked_length(bytes) else {
-        return Record::Bad {
-            end: None,
-            undecodable: None,
-        };
-    };
-    let end = HEADER_BYTES.saturating_add(length);
-    let bad = Record::Bad {
-        end: Some(end),
-        undecodable: None,
-    };
-    let (Some(crc), Some(payload)) = (bytes.get(8..HEADER_BYTES), bytes.get(HEADER_BYTES..end))
-    else {
-        return bad;
-    };
-    if crc != checksum(length as u32, payload).to_le_bytes() {
-        return bad;
-    }
-    match JournalBatch::decode(payload) {
-        Ok(batch) => Record::Valid { batch, len: end },
-        Err(error) => Record::Bad {
-            end: Some(end),
-            undecodable: Some(error),
-        },
-    }
-}
-
-/// The length of the record at the start of `bytes`, if it is not zero and passes its
-/// check (then it says where the record ends, whatever its payload holds).
-fn checked_length(bytes: &[u8]) -> Option<usize> {
-    let length = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?);
-    let check = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
-    (length != 0 && check == length_check(length)).then_some(length as usize)
-}
-
-/// Where the first valid record at or after `from` starts, if any: evidence that a bad
-/// record before it is not the torn last append.
-fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
-    let mut start = from;
-    while start < bytes.len() {
-        // A record's length is not zero, so one of its first four bytes is not either:
-        // only offsets up to three before a non-zero byte can start one.
-        let nonzero = start + bytes[start..].iter().position(|byte| *byte != 0)?;
-        for candidate in nonzero.saturating_sub(3).max(start)..=nonzero {
-            if matches!(record(&bytes[candidate..]), Record::Valid { .. }) {
-                return Some(candidate);
-            }
-        }
-        start = nonzero + 1;
-    }
-    None
-}
-
-/// How many bytes of `bytes` lie before its trailing zeros.
-fn nonzero_extent(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .rposition(|byte| *byte != 0)
-        .map_or(0, |last| last + 1)
-}
-
-/// The check of a record's length field: its CRC-32.
-fn length_check(length: u32) -> u32 {
-    crc32fast::hash(&length.to_le_bytes())
-}
-
-/// A record's checksum: the CRC-32 of its length field and its payload.
-fn checksum(length: u32, payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&length.to_le_bytes());
-    hasher.update(payload);
-    hasher.finalize()
 }
 
 /// Makes generation `generation`'s file, durable with its header (the file and its

@@ -8,7 +8,8 @@
 //! - [`store`]: persistence with group commit, the facade the engine uses: [`journal`]
 //!   (one append + `fdatasync` per commit) ahead of sled, which [`checkpoint`] fills in the
 //!   background; [`record`]: each write as a key and a value; [`recovery`]: opening the
-//!   data directory and replaying the journal over sled at start.
+//!   data directory and replaying the journal over sled at start; [`frame`]: the record
+//!   framing and torn-tail rule the journal and the raft log share.
 //! - [`marker`]: a token floor beside sled's files, so a silently reset database is caught.
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
 //!   durable.
@@ -22,16 +23,20 @@
 //!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.
 //! - [`server`]: open and recover, start the background tasks, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
+//! - [`cluster`]: the replicated cluster's storage on openraft (raft log, state machine
+//!   over sled's image of the records); not used by the single-node server.
 #![deny(missing_docs)]
 
 pub mod admission;
 pub mod checkpoint;
 pub mod clock;
+pub mod cluster;
 pub mod committer;
 pub mod config;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod frame;
 pub mod framed;
 pub mod grpc_incoming;
 pub mod journal;

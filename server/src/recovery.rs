@@ -67,33 +67,7 @@ pub(crate) fn open(dir: &Path, fdatasync: bool, cache_bytes: u64) -> Result<Open
         .path(dir)
         .cache_capacity(cache_bytes)
         .mode(sled::Mode::HighThroughput);
-    // sled 0.34 can panic on some corrupt files (sled #1533, #1387): turn that into an
-    // error that names the directory. And it lets go of its file lock from background
-    // threads after the last handle is dropped (sled #1234, #1289), so a store closed a
-    // moment ago in this process can still look locked: wait that out, within bounds.
-    let deadline = Instant::now() + SLED_LOCK_WAIT;
-    let db = loop {
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
-            .map_err(|panic| Error::SledPanicked {
-                dir: dir.to_path_buf(),
-                message: panic_message(&panic),
-            })?;
-        match opened {
-            Err(sled::Error::Io(e))
-                if e.to_string().starts_with("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            opened => {
-                break opened.map_err(|source| Error::OpenSled {
-                    dir: dir.to_path_buf(),
-                    doing: "opening",
-                    source,
-                })?
-            }
-        }
-    };
+    let db = open_sled(&config, dir)?;
     let data_file = if fdatasync {
         let path = dir.join("db");
         let file = std::fs::File::open(&path).map_err(|source| Error::OpenIo {
@@ -118,6 +92,39 @@ pub(crate) fn open(dir: &Path, fdatasync: bool, cache_bytes: u64) -> Result<Open
         marker,
         recovered,
     })
+}
+
+/// Opens sled with `config` (whose path is `dir`), turning its panics into errors.
+///
+/// sled 0.34 can panic on some corrupt files (sled #1533, #1387): that becomes an error
+/// that names the directory. And it lets go of its file lock from background threads after
+/// the last handle is dropped (sled #1234, #1289), so a database closed a moment ago in this
+/// process can still look locked: that is waited out, within [`SLED_LOCK_WAIT`].
+pub(crate) fn open_sled(config: &sled::Config, dir: &Path) -> Result<sled::Db, Error> {
+    let deadline = Instant::now() + SLED_LOCK_WAIT;
+    let db = loop {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|panic| Error::SledPanicked {
+                dir: dir.to_path_buf(),
+                message: panic_message(&panic),
+            })?;
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened => {
+                break opened.map_err(|source| Error::OpenSled {
+                    dir: dir.to_path_buf(),
+                    doing: "opening",
+                    source,
+                })?
+            }
+        }
+    };
+    Ok(db)
 }
 
 /// Replays the journal files sled does not hold yet over sled and makes the result

@@ -1,0 +1,37 @@
+//! The cluster's storage foundation: fenced as a replicated state machine on openraft
+//! (0.9, storage-v2). Nothing here serves clients yet; the single-node server does not use
+//! it.
+//!
+//! The design: a raft log entry's application data is one commit batch of the durable
+//! writes the leader's lock table produces ([`types::CommitBatch`], what the single node
+//! journals); the state machine is sled's image of those records, applied in log order on
+//! every node, so replicas fed the same entries end identical. A new leader rebuilds its
+//! lock table from that image as recovery does after a restart
+//! ([`state_machine::StateMachine::read_back`]). Expiry, grants and queues stay decided by
+//! the leader's table; followers only apply writes.
+//!
+//! # Layout
+//! - [`types`]: openraft's type configuration, the node's addresses, the commit batch.
+//! - [`log_store`]: the raft log on disk (segments of framed entries, the vote and the
+//!   purged and committed log ids beside them), openraft's `RaftLogStorage`.
+//! - [`state_machine`]: the replicated records in sled, openraft's `RaftStateMachine`, and
+//!   its snapshots.
+//! - [`state_file`]: small files replaced whole and atomically (the vote, log ids).
+//! - [`error`]: why the log or the state machine cannot be read or written.
+
+pub mod error;
+pub mod log_store;
+pub mod state_file;
+pub mod state_machine;
+pub mod types;
+
+#[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod log_store_tests;
+#[cfg(test)]
+mod single_node_tests;
+#[cfg(test)]
+mod state_machine_tests;
+#[cfg(test)]
+mod suite_tests;

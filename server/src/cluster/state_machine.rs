@@ -1,0 +1,505 @@
+//! [`StateMachine`]: the replicated state, openraft's `RaftStateMachine`, kept as sled's
+//! image of the lock table's records (the same keys and values as [`crate::record`]), and
+//! its [`SnapshotBuilder`].
+//!
+//! A sled database in its own directory (`<data dir>/raft-sm/`): the default tree holds the
+//! records, exactly as the single node's sled does, so a new leader rebuilds its lock table
+//! from it the way recovery does after a restart ([`StateMachine::read_back`]); the tree
+//! [`META_TREE`] holds the last applied log id, the last membership and the current
+//! snapshot.
+//!
+//! Applying a run of entries writes their commit batches' puts and deletes in log order,
+//! and the last applied log id and membership, in one sled transaction over both trees
+//! (atomic: a crash leaves all of a run or none of it), then flushes sled and, with
+//! `fdatasync`, syncs sled's data file (sled's flush alone ends in `sync_file_range`, which
+//! does not survive a power cut) before `apply` returns.
+//!
+//! Why apply is durable before it returns: openraft lets a state machine be durable either
+//! at apply or through persistent snapshots, and it purges log entries up to the last
+//! snapshot, which it builds from applied state. A state machine that lost applied entries
+//! in a crash after the log that held them was purged would have lost them for good.
+//! Durable apply makes the state machine the snapshot, so a snapshot is only ever a copy
+//! of what is already on disk. The cost is one flush (and sync) per `apply` call, which
+//! openraft makes for every run of newly committed entries, not per entry.
+//!
+//! Applies, installs and snapshot builds run on tokio's blocking pool (a flush and a sync
+//! hold a blocking thread, not a runtime worker).
+//!
+//! Replicas that apply the same entries hold the same records: apply reads nothing but the
+//! entries (no clock, no table), and sled's batch applies puts and deletes in order.
+//!
+//! A snapshot is a [`SnapshotImage`] (prost): every record, and the snapshot's meta (last
+//! applied, membership) as JSON. Installing one replaces the image atomically: in one
+//! transaction, every key not in the snapshot is deleted, every record of the snapshot
+//! put, and the last applied log id and membership set from the snapshot's meta.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
+use prost::Message;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::cluster::error::RaftStoreError;
+use crate::cluster::types::{
+    Applied, ClusterNode, CommitBatch, Entry, LogId, NodeId, StorageError, TypeConfig,
+};
+use crate::journal::JournalOp;
+use crate::recovery::{open_sled, Recovered};
+
+/// The sled tree of the state machine's own bookkeeping (not lock records).
+pub const META_TREE: &[u8] = b"raft-meta";
+/// The last applied log id (JSON).
+const APPLIED_KEY: &[u8] = b"applied";
+/// The last applied membership (JSON).
+const MEMBERSHIP_KEY: &[u8] = b"membership";
+/// The current snapshot's meta (JSON).
+const SNAPSHOT_META_KEY: &[u8] = b"snapshot-meta";
+/// The current snapshot's data (a [`SnapshotImage`]).
+const SNAPSHOT_DATA_KEY: &[u8] = b"snapshot-data";
+
+/// A snapshot's data: the whole image.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotImage {
+    /// The snapshot's meta (JSON), so the data describes itself.
+    #[prost(bytes = "vec", tag = "1")]
+    pub meta: Vec<u8>,
+    /// Every record, as puts.
+    #[prost(message, repeated, tag = "2")]
+    pub records: Vec<JournalOp>,
+}
+
+/// One record of the image: its key and its value.
+pub type ImageRecord = (Vec<u8>, Vec<u8>);
+
+/// A snapshot's meta in a fenced cluster.
+pub type Meta = SnapshotMeta<NodeId, ClusterNode>;
+
+/// What the state machine and its snapshot builders share.
+struct Shared {
+    /// The state machine's directory.
+    dir: PathBuf,
+    /// The database; its default tree holds the records.
+    db: sled::Db,
+    /// [`META_TREE`].
+    meta: sled::Tree,
+    /// sled's data file, synced after each flush (`None`: no `fdatasync`).
+    data_file: Option<std::fs::File>,
+    /// Held while applying, installing or reading a snapshot's image, so a snapshot sees
+    /// the records and the last applied log id of one moment.
+    image: Mutex<()>,
+}
+
+/// The replicated state machine. See the module documentation.
+pub struct StateMachine {
+    /// Shared with the snapshot builders.
+    shared: Arc<Shared>,
+}
+
+/// Builds a snapshot of the state machine (openraft runs it beside the applies).
+pub struct SnapshotBuilder {
+    /// Shared with the state machine.
+    shared: Arc<Shared>,
+}
+
+impl StateMachine {
+    /// Opens (or creates) the state machine in `dir`.
+    pub fn open(dir: &Path, fdatasync: bool) -> Result<StateMachine, RaftStoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| RaftStoreError::io("creating", dir, e))?;
+        let config = sled::Config::new().path(dir);
+        let db = open_sled(&config, dir).map_err(|source| RaftStoreError::OpenSled {
+            source: Box::new(source),
+        })?;
+        let meta = db
+            .open_tree(META_TREE)
+            .map_err(|source| RaftStoreError::Sled {
+                dir: dir.to_path_buf(),
+                doing: "opening the meta tree",
+                source,
+            })?;
+        let data_file = if fdatasync {
+            let path = dir.join("db");
+            Some(
+                std::fs::File::open(&path)
+                    .map_err(|e| RaftStoreError::io("opening for fdatasync", &path, e))?,
+            )
+        } else {
+            None
+        };
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                db,
+                meta,
+                data_file,
+                image: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Reads the records back as the lock table's restored state, refusing anything that
+    /// does not decode: what a new leader rebuilds its table from.
+    pub fn read_back(&self) -> Result<Recovered, crate::Error> {
+        let _image = self
+            .shared
+            .lock_image()
+            .map_err(|_| crate::Error::Poisoned)?;
+        crate::record::read_back(&self.shared.db, &self.shared.dir)
+    }
+
+    /// Every record, in key order (for comparing replicas).
+    pub fn records(&self) -> Result<Vec<ImageRecord>, RaftStoreError> {
+        let _image = self.shared.lock_image()?;
+        self.shared.records()
+    }
+
+    /// Applies `entries` durably; see the module documentation.
+    fn apply_entries(shared: &Shared, entries: Vec<Entry>) -> Result<Vec<Applied>, RaftStoreError> {
+        let mut writes = sled::Batch::default();
+        let mut applied = None;
+        let mut membership = None;
+        let mut replies = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(CommitBatch(batch)) => {
+                    for op in batch.ops {
+                        match op.value {
+                            Some(value) => writes.insert(op.key, value),
+                            None => writes.remove(op.key),
+                        }
+                    }
+                }
+                EntryPayload::Membership(config) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), config));
+                }
+            }
+            applied = Some(entry.log_id);
+            replies.push(Applied);
+        }
+        let Some(applied) = applied else {
+            return Ok(replies);
+        };
+        let applied = shared.to_json("last applied log id", &applied)?;
+        let membership = membership
+            .map(|membership| shared.to_json("membership", &membership))
+            .transpose()?;
+        let _image = shared.lock_image()?;
+        let records: &sled::Tree = &shared.db;
+        (records, &shared.meta)
+            .transaction(|(records, meta)| {
+                records.apply_batch(&writes)?;
+                meta.insert(APPLIED_KEY, applied.as_slice())?;
+                if let Some(membership) = &membership {
+                    meta.insert(MEMBERSHIP_KEY, membership.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|source| shared.transaction_error("applying entries", source))?;
+        shared.flush()?;
+        Ok(replies)
+    }
+
+    /// Replaces the image with `snapshot`'s; see the module documentation.
+    fn install(shared: &Shared, meta: &Meta, data: Vec<u8>) -> Result<(), RaftStoreError> {
+        let image = SnapshotImage::decode(data.as_slice()).map_err(|error| {
+            RaftStoreError::BadSnapshot {
+                problem: error.to_string(),
+            }
+        })?;
+        let applied = meta
+            .last_log_id
+            .map(|log_id| shared.to_json("last applied log id", &log_id))
+            .transpose()?;
+        let membership = shared.to_json("membership", &meta.last_membership)?;
+        let snapshot_meta = shared.to_json("snapshot meta", meta)?;
+        let _image = shared.lock_image()?;
+        let mut writes = sled::Batch::default();
+        let keep: std::collections::HashSet<&[u8]> =
+            image.records.iter().map(|op| op.key.as_slice()).collect();
+        for key in shared.db.iter().keys() {
+            let key = key.map_err(|source| shared.sled_error("reading the records", source))?;
+            if !keep.contains(key.as_ref()) {
+                writes.remove(key);
+            }
+        }
+        for op in &image.records {
+            match &op.value {
+                Some(value) => writes.insert(op.key.as_slice(), value.as_slice()),
+                None => writes.remove(op.key.as_slice()),
+            }
+        }
+        let records: &sled::Tree = &shared.db;
+        (records, &shared.meta)
+            .transaction(|(records, tree)| {
+                records.apply_batch(&writes)?;
+                match &applied {
+                    Some(applied) => tree.insert(APPLIED_KEY, applied.as_slice())?,
+                    None => tree.remove(APPLIED_KEY)?,
+                };
+                tree.insert(MEMBERSHIP_KEY, membership.as_slice())?;
+                tree.insert(SNAPSHOT_META_KEY, snapshot_meta.as_slice())?;
+                tree.insert(SNAPSHOT_DATA_KEY, data.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|source| shared.transaction_error("installing a snapshot", source))?;
+        shared.flush()
+    }
+}
+
+impl Shared {
+    fn lock_image(&self) -> Result<MutexGuard<'_, ()>, RaftStoreError> {
+        self.image.lock().map_err(|_| RaftStoreError::Poisoned)
+    }
+
+    fn records(&self) -> Result<Vec<ImageRecord>, RaftStoreError> {
+        self.db
+            .iter()
+            .map(|entry| {
+                entry
+                    .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                    .map_err(|source| self.sled_error("reading the records", source))
+            })
+            .collect()
+    }
+
+    /// Makes everything written so far durable: sled's flush, then (with `fdatasync`) a
+    /// sync of its data file.
+    fn flush(&self) -> Result<(), RaftStoreError> {
+        self.db
+            .flush()
+            .map_err(|source| self.sled_error("flushing", source))?;
+        if let Some(file) = &self.data_file {
+            file.sync_data()
+                .map_err(|e| RaftStoreError::io("syncing", &self.dir.join("db"), e))?;
+        }
+        Ok(())
+    }
+
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, RaftStoreError> {
+        let Some(value) = self
+            .meta
+            .get(key)
+            .map_err(|source| self.sled_error("reading the meta tree", source))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value).map(Some).map_err(|error| {
+            RaftStoreError::CorruptStateMachine {
+                dir: self.dir.clone(),
+                what,
+                problem: error.to_string(),
+            }
+        })
+    }
+
+    fn to_json<T: Serialize>(
+        &self,
+        what: &'static str,
+        value: &T,
+    ) -> Result<Vec<u8>, RaftStoreError> {
+        serde_json::to_vec(value).map_err(|error| RaftStoreError::CorruptStateMachine {
+            dir: self.dir.clone(),
+            what,
+            problem: format!("cannot encode: {error}"),
+        })
+    }
+
+    fn applied_state(
+        &self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, ClusterNode>), RaftStoreError> {
+        let applied = self.get_json(APPLIED_KEY, "last applied log id")?;
+        let membership = self
+            .get_json(MEMBERSHIP_KEY, "membership")?
+            .unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, RaftStoreError> {
+        let Some(meta) = self.get_json::<Meta>(SNAPSHOT_META_KEY, "snapshot meta")? else {
+            return Ok(None);
+        };
+        let data = self
+            .meta
+            .get(SNAPSHOT_DATA_KEY)
+            .map_err(|source| self.sled_error("reading the snapshot", source))?
+            .ok_or_else(|| RaftStoreError::CorruptStateMachine {
+                dir: self.dir.clone(),
+                what: "snapshot",
+                problem: "its meta is there but not its data".to_string(),
+            })?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data.to_vec())),
+        }))
+    }
+
+    /// Builds a snapshot of the current image and keeps it as the current snapshot
+    /// (unless a newer one was installed meanwhile).
+    fn build_snapshot(&self) -> Result<Snapshot<TypeConfig>, RaftStoreError> {
+        let (records, applied, membership) = {
+            let _image = self.lock_image()?;
+            let (applied, membership) = self.applied_state()?;
+            (self.records()?, applied, membership)
+        };
+        // Two snapshots of the same log id can differ in bytes (openraft's note): the
+        // build time tells them apart.
+        let built = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let snapshot_id = match applied {
+            Some(log_id) => format!(
+                "{}-{}-{}-{built}",
+                log_id.leader_id.term, log_id.leader_id.node_id, log_id.index
+            ),
+            None => format!("empty-{built}"),
+        };
+        let meta = Meta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let meta_json = self.to_json("snapshot meta", &meta)?;
+        let image = SnapshotImage {
+            meta: meta_json.clone(),
+            records: records
+                .into_iter()
+                .map(|(key, value)| JournalOp {
+                    key,
+                    value: Some(value),
+                })
+                .collect(),
+        };
+        let data = image.encode_to_vec();
+        {
+            let _image = self.lock_image()?;
+            let current = self.get_json::<Meta>(SNAPSHOT_META_KEY, "snapshot meta")?;
+            if current.is_none_or(|current| current.last_log_id <= meta.last_log_id) {
+                let mut writes = sled::Batch::default();
+                writes.insert(SNAPSHOT_META_KEY, meta_json);
+                writes.insert(SNAPSHOT_DATA_KEY, data.as_slice());
+                self.meta
+                    .apply_batch(writes)
+                    .map_err(|source| self.sled_error("saving the snapshot", source))?;
+                self.flush()?;
+            }
+        }
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+
+    fn sled_error(&self, doing: &'static str, source: sled::Error) -> RaftStoreError {
+        RaftStoreError::Sled {
+            dir: self.dir.clone(),
+            doing,
+            source,
+        }
+    }
+
+    fn transaction_error(
+        &self,
+        doing: &'static str,
+        source: TransactionError<()>,
+    ) -> RaftStoreError {
+        match source {
+            TransactionError::Storage(source) => self.sled_error(doing, source),
+            // The transactions here never abort.
+            TransactionError::Abort(()) => RaftStoreError::CorruptStateMachine {
+                dir: self.dir.clone(),
+                what: "transaction",
+                problem: format!("{doing}: aborted"),
+            },
+        }
+    }
+}
+
+/// Runs `work` (writes, flushes and syncs) on tokio's blocking pool, so a sync holds a
+/// blocking thread rather than one of the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RaftStoreError> + Send + 'static,
+) -> Result<T, RaftStoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| RaftStoreError::BlockingTask {
+            problem: error.to_string(),
+        })?
+}
+
+fn sm_write_error(error: RaftStoreError) -> StorageError {
+    StorageIOError::write_state_machine(&error).into()
+}
+
+fn sm_read_error(error: RaftStoreError) -> StorageError {
+    StorageIOError::read_state_machine(&error).into()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let shared = self.shared.clone();
+        blocking(move || shared.build_snapshot())
+            .await
+            .map_err(|error| StorageIOError::write_snapshot(None, &error).into())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, ClusterNode>), StorageError> {
+        let _image = self.shared.lock_image().map_err(sm_read_error)?;
+        self.shared.applied_state().map_err(sm_read_error)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let shared = self.shared.clone();
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        blocking(move || StateMachine::apply_entries(&shared, entries))
+            .await
+            .map_err(sm_write_error)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let shared = self.shared.clone();
+        let owned = meta.clone();
+        blocking(move || StateMachine::install(&shared, &owned, snapshot.into_inner()))
+            .await
+            .map_err(|error| StorageIOError::write_snapshot(Some(meta.signature()), &error).into())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        self.shared
+            .current_snapshot()
+            .map_err(|error| StorageIOError::read_snapshot(None, &error).into())
+    }
+}
