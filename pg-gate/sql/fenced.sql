@@ -118,7 +118,10 @@ $fenced_guard_row$;
 -- Guards `target`: every INSERT and UPDATE of a row runs fenced_check(row's
 -- resource_column, row's token_column) first, so a writer with a stale token cannot
 -- change the table even if it forgets to call fenced_check. DELETE is not covered (a
--- deleted row carries no writer's token): call fenced_check before deleting.
+-- deleted row carries no writer's token): call fenced_check before deleting. The guard
+-- checks the token the row is written with, so every writer must set token_column on
+-- every INSERT and UPDATE (an UPDATE that leaves it alone is checked with the old row's
+-- token).
 -- Calling it again replaces the guard.
 CREATE OR REPLACE FUNCTION fenced_guard(target regclass, resource_column text, token_column text)
 RETURNS void

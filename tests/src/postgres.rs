@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 /// Set in CI: a missing PostgreSQL fails the test instead of skipping it.
 pub const REQUIRE_VAR: &str = "FENCED_REQUIRE_POSTGRES";
+/// Where to find `initdb` and `pg_ctl`, when not in Debian's place or on `PATH`.
+pub const BIN_VAR: &str = "FENCED_POSTGRES_BIN";
 /// The superuser `initdb` creates; trust authentication, loopback only.
 pub const SUPERUSER: &str = "postgres";
 /// How long a start (after a crash: recovery included) may take on a loaded machine.
@@ -48,9 +50,10 @@ impl TestPostgres {
     /// panics with its log, since that is a real failure.
     pub fn start() -> Result<TestPostgres, String> {
         let bin = find_bin_dir().ok_or_else(|| {
-            "no PostgreSQL: initdb is neither in /usr/lib/postgresql/*/bin nor on PATH \
-             (scripts/install-postgres.sh installs it)"
-                .to_string()
+            format!(
+                "no PostgreSQL: no initdb in ${BIN_VAR}, /usr/lib/postgresql/*/bin or on PATH \
+                 (scripts/install-postgres.sh installs it)"
+            )
         })?;
         let run_as = if running_as_root() {
             Some(postgres_user()?)
@@ -134,10 +137,16 @@ impl TestPostgres {
         }
     }
 
-    /// Runs `psql` (ON_ERROR_STOP, no .psqlrc) against the cluster with `args` appended,
+    /// Runs `psql` (the one next to `initdb`, else `PATH`'s; ON_ERROR_STOP, no .psqlrc) against the cluster with `args` appended,
     /// and returns its output whatever the exit status.
     pub fn psql(&self, args: &[&str]) -> Output {
-        Command::new("psql")
+        let bundled = self.bin.join("psql");
+        let psql = if bundled.is_file() {
+            bundled
+        } else {
+            PathBuf::from("psql")
+        };
+        Command::new(psql)
             .args([
                 "--no-psqlrc",
                 "--set=ON_ERROR_STOP=1",
@@ -285,9 +294,14 @@ pub fn postgres_or_skip(test: &str) -> Option<TestPostgres> {
     }
 }
 
-/// The newest `/usr/lib/postgresql/<version>/bin` with an `initdb`, else the `PATH`
-/// directory that has one.
+/// `FENCED_POSTGRES_BIN` if set (a directory with `initdb` and `pg_ctl`; for PostgreSQL
+/// installed elsewhere), else the newest `/usr/lib/postgresql/<version>/bin` with an
+/// `initdb`, else the `PATH` directory that has one.
 fn find_bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(BIN_VAR) {
+        let dir = PathBuf::from(dir);
+        return (dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()).then_some(dir);
+    }
     let debian = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()

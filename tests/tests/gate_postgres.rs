@@ -363,3 +363,42 @@ fn psql_stale_write_is_refused_with_the_documented_sqlstate() {
         String::from_utf8_lossy(&read.stderr)
     );
 }
+
+/// The trigger helper from psql: a table guarded by `fenced_guard` refuses the old
+/// holder's UPDATE (token 33 after 34) with the documented SQLSTATE although the writer
+/// never called fenced_check, and the row reads back unchanged.
+// checks: S5
+#[test]
+fn psql_guarded_table_refuses_a_stale_update() {
+    let Some(cluster) = postgres_or_skip("psql_guarded_table_refuses_a_stale_update") else {
+        return;
+    };
+    let fenced_sql = sql_file("fenced.sql");
+    let installed = cluster.psql(&["--single-transaction", "-f", fenced_sql.to_str().unwrap()]);
+    assert!(
+        installed.status.success(),
+        "installing fenced.sql: {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let script = sql_file("test_guarded_table.sql");
+    let run = cluster.psql(&["-f", script.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "the stale update was not refused: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "ERROR:  {STALE_SQLSTATE}: stale fencing token: presented 33, current 34 (resource 'accounts')"
+        )),
+        "psql's error: {stderr}"
+    );
+    let read = cluster.psql(&["-At", "-c", "SELECT balance, token FROM accounts"]);
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        "100|34",
+        "the table changed: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+}
