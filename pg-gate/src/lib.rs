@@ -13,14 +13,12 @@
 //! use fenced_gate_postgres::{begin_guarded, install};
 //! use fenced_types::{FencingToken, LockName};
 //!
-//! # async fn example(client: &mut tokio_postgres::Client) -> Result<(), fenced_gate::Error> {
+//! # async fn example(client: &mut tokio_postgres::Client) -> Result<(), Box<dyn std::error::Error>> {
 //! install(client).await?; // once per database; idempotent
 //! let orders = LockName::new("orders")?;
 //! let token = FencingToken::new(34)?; // from the lock grant
 //! let tx = begin_guarded(client, &orders, token).await?; // StaleToken if a newer holder was here
-//! tx.execute("UPDATE orders SET status = 'paid' WHERE id = $1", &[&1i32])
-//!     .await
-//!     .map_err(fenced_gate_postgres::storage_error("updating orders"))?;
+//! tx.execute("UPDATE orders SET status = 'paid' WHERE id = $1", &[&1i32]).await?;
 //! tx.commit().await?; // the mark and the update, together
 //! # Ok(())
 //! # }
