@@ -5,6 +5,7 @@ use std::ops::{Deref, DerefMut};
 
 use fenced_gate::Error;
 use fenced_types::{FencingToken, LockName};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
 use crate::sqlerror::{from_bigint, stale_token, storage_error, to_bigint};
@@ -86,10 +87,11 @@ pub async fn begin_guarded<'a>(
         .transaction()
         .await
         .map_err(storage_error("beginning a guarded transaction"))?;
+    // Typed parameters: one round trip, no separate prepare of the statement.
     let checked = transaction
-        .query_one(
+        .query_typed_one(
             "SELECT fenced_check($1, $2)",
-            &[&resource.as_str(), &presented],
+            &[(&resource.as_str(), Type::TEXT), (&presented, Type::INT8)],
         )
         .await;
     let row = match checked {
