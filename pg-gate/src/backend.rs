@@ -36,6 +36,10 @@ const SESSION_OPTIONS: &str = "-c synchronous_commit=on";
 ///
 /// Durability is PostgreSQL's: every commit waits for its WAL flush (`synchronous_commit
 /// = on` is set per session); the server must run with `fsync = on` (its default).
+///
+/// Its calls block (the gate's [`Backend`] is synchronous, and the `postgres` crate runs
+/// each connection on a runtime of its own): from async code, call the gate inside
+/// `tokio::task::spawn_blocking`, or use [`crate::begin_guarded`].
 pub struct PostgresBackend {
     /// The connections.
     pool: Pool,
