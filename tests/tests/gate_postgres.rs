@@ -189,6 +189,16 @@ async fn stale_begin_guarded_is_refused_and_changes_nothing() {
         Ok(_) => panic!("a stale token opened a guarded transaction"),
     }
 
+    // A token PostgreSQL's bigint cannot hold is a storage failure, not a wrapped number.
+    match begin_guarded(&mut db, &orders, t(u64::MAX)).await {
+        Err(Error::Storage(failure)) => assert!(
+            failure.to_string().contains("bigint"),
+            "the failure names the range: {failure}"
+        ),
+        Err(other) => panic!("expected a storage failure, got {other:?}"),
+        Ok(_) => panic!("token 2^64-1 opened a guarded transaction"),
+    }
+
     // The same connection still works, and nothing changed.
     let row = db
         .query_one("SELECT status, written_by FROM orders WHERE id = 1", &[])
@@ -351,6 +361,16 @@ fn psql_stale_write_is_refused_with_the_documented_sqlstate() {
         stderr.contains(r#"DETAIL:  {"resource" : "orders", "presented" : 33, "current" : 34}"#),
         "psql's detail: {stderr}"
     );
+    // A token that is not positive is invalid_parameter_value, not a stale token.
+    for token in ["0", "-1", "NULL"] {
+        let sql = format!("SELECT fenced_check('orders', {token})");
+        let bad = cluster.psql(&["--set=VERBOSITY=verbose", "-c", &sql]);
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            !bad.status.success() && stderr.contains("ERROR:  22023"),
+            "{sql}: {stderr}"
+        );
+    }
     let read = cluster.psql(&[
         "-At",
         "-c",
