@@ -101,8 +101,8 @@ impl TestPostgres {
     }
 
     /// Crashes the server for real: `kill -9` of the postmaster (its pid read from
-    /// `postmaster.pid`), waits until it and its children are gone, then starts it again on
-    /// the same data directory and port. PostgreSQL runs crash recovery from its WAL.
+    /// `postmaster.pid`), then starts it again on the same data directory and port.
+    /// PostgreSQL runs crash recovery from its WAL.
     pub fn crash_restart(&mut self) {
         self.kill_postmaster();
         self.start_again();
@@ -117,7 +117,7 @@ impl TestPostgres {
     /// `kill -9` of the postmaster, then waits until it is gone. Its backends and auxiliary
     /// processes exit on their own when they see it die; until they have, PostgreSQL
     /// refuses to start on the data directory (its shared memory is still in use), which
-    /// [`TestPostgres::pg_ctl_start`] waits out.
+    /// [`TestPostgres::start_again`] waits out.
     pub fn kill_postmaster(&self) {
         let pid = self
             .postmaster_pid()
@@ -137,8 +137,9 @@ impl TestPostgres {
         }
     }
 
-    /// Runs `psql` (the one next to `initdb`, else `PATH`'s; ON_ERROR_STOP, no .psqlrc) against the cluster with `args` appended,
-    /// and returns its output whatever the exit status.
+    /// Runs `psql` (the one next to `initdb`, else `PATH`'s; ON_ERROR_STOP, no .psqlrc)
+    /// against the cluster with `args` appended, and returns its output whatever the exit
+    /// status.
     pub fn psql(&self, args: &[&str]) -> Output {
         let bundled = self.bin.join("psql");
         let psql = if bundled.is_file() {
