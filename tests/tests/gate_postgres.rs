@@ -422,3 +422,64 @@ fn psql_guarded_table_refuses_a_stale_update() {
         String::from_utf8_lossy(&read.stderr)
     );
 }
+
+/// What fenced.sql documents for REPEATABLE READ: a check whose snapshot predates a newer
+/// holder's commit fails with 40001 (retry), never passes; the retried transaction gets
+/// the stale-token refusal.
+// checks: S5
+#[tokio::test]
+async fn repeatable_read_sees_a_concurrent_raise_as_a_serialization_failure() {
+    let Some(cluster) =
+        postgres_or_skip("repeatable_read_sees_a_concurrent_raise_as_a_serialization_failure")
+    else {
+        return;
+    };
+    let mut old = client(&cluster, "postgres").await;
+    let mut new = client(&cluster, "postgres").await;
+    install(&old).await.unwrap();
+    let orders = name("orders");
+    begin_guarded(&mut old, &orders, t(33))
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+
+    // The old holder's transaction takes its snapshot; the new holder then raises the mark.
+    let tx = old
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    tx.query_one("SELECT 1", &[]).await.unwrap();
+    begin_guarded(&mut new, &orders, t(34))
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    let error = tx
+        .query_one("SELECT fenced_check('orders', 33)", &[])
+        .await
+        .expect_err("a check older than the mark passed");
+    assert_eq!(
+        error.code().map(|c| c.code()),
+        Some("40001"),
+        "expected a serialization failure: {error:?}"
+    );
+    tx.rollback().await.unwrap();
+
+    // The retry sees the new mark and is refused as stale.
+    let tx = old
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    let error = tx
+        .query_one("SELECT fenced_check('orders', 33)", &[])
+        .await
+        .expect_err("the retried stale check passed");
+    assert_eq!(error.code().map(|c| c.code()), Some(STALE_SQLSTATE));
+}
