@@ -2,6 +2,11 @@
 //!
 //! Runs the story twice with real processes, the gate on and then off, narrates every
 //! event with a timestamp, prints a verdict for each run and writes `zombie-demo.html`.
+//!
+//! `-- --store postgres --postgres-url URL` (or `FENCED_DEMO_POSTGRES_URL`) tells the same
+//! story against a PostgreSQL database you run: the workers write in transactions that
+//! start with `fenced_check`, and the database refuses the zombie's write. The demo
+//! installs `fenced.sql` there and uses the table `fenced_demo_output`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +14,44 @@ use std::time::Duration;
 
 use fenced_demo::{html, scenario};
 
+/// Where the workers write, from the command line.
+fn parse_store() -> Result<scenario::Store, String> {
+    let mut store = "kv".to_string();
+    let mut url = std::env::var("FENCED_DEMO_POSTGRES_URL").ok();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--store" => store = value()?,
+            "--postgres-url" => url = Some(value()?),
+            other => {
+                return Err(format!(
+                    "unknown flag {other:?} (flags: --store kv|postgres, --postgres-url URL)"
+                ))
+            }
+        }
+    }
+    match (store.as_str(), url) {
+        ("kv", _) => Ok(scenario::Store::Kv),
+        ("postgres", Some(url)) => Ok(scenario::Store::Postgres { url }),
+        ("postgres", None) => Err(
+            "--store postgres needs --postgres-url URL or FENCED_DEMO_POSTGRES_URL \
+             (e.g. postgresql://postgres@127.0.0.1:5432/postgres)"
+                .into(),
+        ),
+        (other, _) => Err(format!("--store {other:?}: kv or postgres")),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let store = match parse_store() {
+        Ok(store) => store,
+        Err(message) => {
+            eprintln!("zombie demo: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let binaries = match build_binaries() {
         Ok(dir) => dir,
         Err(message) => {
@@ -24,6 +65,7 @@ async fn main() -> ExitCode {
             fenced: binaries.join("fenced"),
             kv: binaries.join("fenced-kv"),
             worker: binaries.join("fenced-demo-worker"),
+            store: store.clone(),
             ttl: Duration::from_secs(2),
             gate,
             narrate: true,

@@ -12,6 +12,22 @@ use crate::process::{start_server, Child, DemoError};
 use crate::timeline::{Lane, Mark, Timeline};
 use crate::worker::{command, parse_report, report};
 
+/// Where the workers write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// A `fenced-kv` process the demo starts (its gate is the store's).
+    Kv,
+    /// A PostgreSQL database the caller runs (a `postgresql://` URL or libpq key=value
+    /// string). The workers write in transactions that start with `fenced_check`
+    /// (`fenced_gate_postgres::begin_guarded`), so the database refuses the stale write.
+    /// The demo installs `fenced.sql` and uses the table `fenced_demo_output` and the
+    /// resource `fenced-demo/orders`, whose mark it resets at the start of each run.
+    Postgres {
+        /// How to connect.
+        url: String,
+    },
+}
+
 /// How to run the story.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -23,7 +39,10 @@ pub struct Options {
     pub worker: PathBuf,
     /// The lease TTL the workers ask for.
     pub ttl: Duration,
-    /// Whether the store's gate is on (`false` runs `fenced-kv --unfenced`).
+    /// Where the workers write.
+    pub store: Store,
+    /// Whether the store's gate is on (`false` runs `fenced-kv --unfenced`, or has the
+    /// PostgreSQL workers write without `fenced_check`).
     pub gate: bool,
     /// Print each event as it happens.
     pub narrate: bool,
@@ -61,6 +80,11 @@ pub struct Report {
 /// The lock both workers compete for, and the resource it guards.
 const LOCK: &str = "orders/leader";
 const RESOURCE: &str = "orders";
+/// The resource in PostgreSQL: a name no application of the database is likely to use,
+/// since the demo resets its mark.
+const PG_RESOURCE: &str = "fenced-demo/orders";
+/// The key the workers write.
+const KEY: &str = "leader-output";
 /// How long any one step may take before the demo gives up (a loaded machine is slow).
 const STEP: Duration = Duration::from_secs(60);
 
@@ -85,30 +109,43 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
         options.show_logs,
     )
     .await?;
-    let mut kv_args = vec![
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        dir("kv"),
-    ];
-    if !options.gate {
-        kv_args.push("--unfenced".into());
-    }
-    let (_store, kv_addr) = start_server(
-        "fenced-kv",
-        &options.kv,
-        &kv_args,
-        "fenced-kv",
-        options.show_logs,
-    )
-    .await?;
     let lock_server = format!("http://{lock_addr}");
-    let store_url = format!("http://{kv_addr}");
+    // `_store` keeps the store's process (if any) alive until the story ends.
+    let (_store, store_url, resource) = match &options.store {
+        Store::Kv => {
+            let mut kv_args = vec![
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--data-dir".into(),
+                dir("kv"),
+            ];
+            if !options.gate {
+                kv_args.push("--unfenced".into());
+            }
+            let (store, kv_addr) = start_server(
+                "fenced-kv",
+                &options.kv,
+                &kv_args,
+                "fenced-kv",
+                options.show_logs,
+            )
+            .await?;
+            (Some(store), format!("http://{kv_addr}"), RESOURCE)
+        }
+        Store::Postgres { url } => {
+            prepare_postgres(url).await?;
+            (None, url.clone(), PG_RESOURCE)
+        }
+    };
+    let store_name = match &options.store {
+        Store::Kv => format!("store on {store_url}"),
+        Store::Postgres { .. } => "store: PostgreSQL".to_string(),
+    };
     timeline.record(
         Lane::Director,
         Mark::Note,
         format!(
-            "lock server on {lock_addr}, store on {kv_addr} (gate {})",
+            "lock server on {lock_addr}, {store_name} (gate {})",
             if options.gate {
                 "ON"
             } else {
@@ -124,6 +161,8 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
             name,
             &options.worker,
             &[
+                "--unfenced".into(),
+                (!options.gate).to_string(),
                 "--name".into(),
                 name.into(),
                 "--lock-server".into(),
@@ -133,7 +172,7 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
                 "--lock".into(),
                 LOCK.into(),
                 "--resource".into(),
-                RESOURCE.into(),
+                resource.into(),
                 "--ttl-ms".into(),
                 options.ttl.as_millis().to_string(),
             ],
@@ -207,7 +246,10 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
     }
 
     // Step 7: what the store holds.
-    let (final_value, final_token) = read_store(&store_url).await?;
+    let (final_value, final_token) = match &options.store {
+        Store::Kv => read_store(&store_url).await?,
+        Store::Postgres { url } => read_postgres(url).await?,
+    };
     timeline.record(
         Lane::Store,
         Mark::Note,
@@ -415,7 +457,7 @@ async fn read_store(store: &str) -> Result<(String, u64), DemoError> {
     let value = client
         .get(kv::GetRequest {
             resource: RESOURCE.into(),
-            key: "leader-output".into(),
+            key: KEY.into(),
         })
         .await
         .map_err(|e| io("reading the store", e))?
@@ -424,6 +466,60 @@ async fn read_store(store: &str) -> Result<(String, u64), DemoError> {
         String::from_utf8_lossy(&value.value).into_owned(),
         value.token,
     ))
+}
+
+/// Connects to PostgreSQL, its connection driven by a task.
+async fn connect_postgres(url: &str) -> Result<tokio_postgres::Client, DemoError> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| io("connecting to PostgreSQL", e))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Installs `fenced.sql` and the demo's table, and forgets the demo resource's data and
+/// mark: each run starts a fresh lock server, whose tokens start again at 1, so the mark
+/// of an earlier run would shut its workers out. A real deployment never resets a mark
+/// (its lock server's tokens only go up).
+async fn prepare_postgres(url: &str) -> Result<(), DemoError> {
+    let client = connect_postgres(url).await?;
+    fenced_gate_postgres::install(&client)
+        .await
+        .map_err(|e| io("installing fenced.sql", e))?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS fenced_demo_output (
+                 resource text NOT NULL,
+                 key text NOT NULL,
+                 value text NOT NULL,
+                 token bigint NOT NULL,
+                 PRIMARY KEY (resource, key)
+             );
+             DELETE FROM fenced_demo_output WHERE resource = '{PG_RESOURCE}';
+             DELETE FROM fenced_marks WHERE resource = '{PG_RESOURCE}';"
+        ))
+        .await
+        .map_err(|e| io("preparing the demo's table", e))
+}
+
+/// The value the workers left in PostgreSQL, and its token.
+async fn read_postgres(url: &str) -> Result<(String, u64), DemoError> {
+    let client = connect_postgres(url).await?;
+    let row = client
+        .query_opt(
+            "SELECT value, token FROM fenced_demo_output WHERE resource = $1 AND key = $2",
+            &[&PG_RESOURCE, &KEY],
+        )
+        .await
+        .map_err(|e| io("reading the demo's table", e))?;
+    let Some(row) = row else {
+        return Ok((String::new(), 0));
+    };
+    let value: String = row.try_get(0).map_err(|e| io("reading the value", e))?;
+    let token: i64 = row.try_get(1).map_err(|e| io("reading the token", e))?;
+    Ok((value, u64::try_from(token).unwrap_or(0)))
 }
 
 fn io(what: &str, error: impl std::fmt::Display) -> DemoError {

@@ -12,6 +12,9 @@
 //! - [`deletes_are_gated`]: deletion under the same rule.
 //! - [`marks_are_per_resource`]: resources do not share marks or keys.
 //! - [`race_33_34`]: two writers released together, many times: 33 never lands over 34.
+//! - [`race_33_34_over_a_mark`]: the same race on resources that already have a mark, where
+//!   both writers can read the old mark before either writes (a backend that reads the
+//!   mark without locking it fails here, and can pass on fresh resources).
 //! - [`random_race`]: many threads, random tokens, random order; real-time order of accepted
 //!   writes never goes down and the survivor is the highest accepted write.
 //! - [`durable_across_reopen`]: marks and data survive a close and reopen, and the mark
@@ -52,6 +55,7 @@ pub fn run_all<H: Harness>(harness: &mut H) {
     deletes_are_gated(harness);
     marks_are_per_resource(harness);
     race_33_34(harness);
+    race_33_34_over_a_mark(harness);
     random_race(harness);
     durable_across_reopen(harness);
     unfenced_mode(harness);
@@ -204,9 +208,24 @@ pub fn marks_are_per_resource<H: Harness>(harness: &mut H) {
 /// Two writers with tokens 33 and 34, released together by a barrier, on a fresh resource
 /// each round: 33's data is never left over 34's.
 pub fn race_33_34<H: Harness>(harness: &mut H) {
+    race_33_34_rounds(harness, None);
+}
+
+/// [`race_33_34`] on resources fenced with token 1 first: both writers find a mark below
+/// their token, so a backend must lock the mark it read until its write is applied.
+pub fn race_33_34_over_a_mark<H: Harness>(harness: &mut H) {
+    race_33_34_rounds(harness, Some(t(1)));
+}
+
+/// 100 rounds of the 33/34 race, each on a fresh resource fenced with `first_mark` (if
+/// any) before the writers are released.
+fn race_33_34_rounds<H: Harness>(harness: &mut H, first_mark: Option<FencingToken>) {
     let gate = gate(harness);
     for round in 0..100 {
         let r = name(&format!("race-{round}"));
+        if let Some(mark) = first_mark {
+            gate.fence(&r, mark).unwrap();
+        }
         let barrier = Arc::new(Barrier::new(2));
         let handles: Vec<_> = [33u64, 34]
             .into_iter()

@@ -14,6 +14,8 @@
 //! - [`pki`]: [`pki::TestPki`], a throwaway CA and `localhost` certificate for TLS tests.
 //! - [`power_cut`]: [`power_cut::ScratchFs`], an ext4 filesystem on a loop device whose
 //!   power a test can cut (what was not synced is lost).
+//! - [`postgres`]: [`postgres::TestPostgres`], a throwaway PostgreSQL cluster on a free
+//!   loopback port, with `crash_restart` (kill -9 of the postmaster, start again) and `psql`.
 //! - [`thin_disk`]: [`thin_disk::ThinDisk`], an ext4 filesystem whose disk a test can make
 //!   fail writes and then work again (a failed sync, then one that reports clean).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,6 +23,7 @@
 pub mod binaries;
 pub mod kv_server;
 pub mod pki;
+pub mod postgres;
 pub mod power_cut;
 pub mod process;
 pub mod proxy;

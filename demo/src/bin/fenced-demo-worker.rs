@@ -1,6 +1,10 @@
 //! A demo worker: one real OS process that uses the client SDK to lead and to write to the
 //! gated store, driven line by line on stdin and reporting line by line on stdout (the
 //! protocol is in `fenced_demo::worker`).
+//!
+//! The store is `fenced-kv` (an `http://` URL) or PostgreSQL (a `postgresql://` URL or a
+//! libpq `key=value` string), where every write is a transaction that starts with
+//! `fenced_check` (`--unfenced true` leaves the check out of writes: the counterfactual).
 
 use std::process::ExitCode;
 use std::sync::{Arc, Weak};
@@ -11,6 +15,7 @@ use fenced_demo::worker::{command, report};
 use fenced_proto::kv::v1 as kv;
 use fenced_proto::kv::v1::gated_kv_client::GatedKvClient;
 use fenced_proto::metadata::{FENCING_TOKEN_CURRENT, FENCING_TOKEN_PRESENTED};
+use fenced_types::{FencingToken, LockName};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
 
@@ -22,6 +27,8 @@ struct Args {
     lock: String,
     resource: String,
     ttl: Duration,
+    /// PostgreSQL only: write without `fenced_check` (fences still raise the mark).
+    unfenced: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -47,6 +54,11 @@ fn parse_args() -> Result<Args, String> {
                 .parse()
                 .map_err(|e| format!("--ttl-ms: {e}"))?,
         ),
+        unfenced: match values.remove("unfenced").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(format!("--unfenced: {other:?} is not true or false")),
+        },
     })
 }
 
@@ -80,9 +92,7 @@ async fn run(args: Args) -> Result<(), String> {
         .connect()
         .await
         .map_err(|e| format!("connect to the lock server: {e}"))?;
-    let mut store = GatedKvClient::connect(args.store.clone())
-        .await
-        .map_err(|e| format!("connect to the store: {e}"))?;
+    let mut store = Store::connect(&args.store, args.unfenced).await?;
     let mut lease: Option<Arc<Lease>> = None;
     let mut prepared: Option<(u64, String)> = None;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -112,16 +122,7 @@ async fn run(args: Args) -> Result<(), String> {
                     return Err("fence without a lease".into());
                 };
                 match held.fence() {
-                    Ok(token) => {
-                        let request = kv::FenceRequest {
-                            resource: args.resource.clone(),
-                            token: token.get(),
-                        };
-                        match store.fence(request).await {
-                            Ok(reply) => say(report::FENCED, reply.into_inner().mark),
-                            Err(status) => report_rejection(&status),
-                        }
-                    }
+                    Ok(token) => store.fence(&args.resource, token.get()).await,
                     Err(refusal) => say(report::REFUSED, refusal),
                 }
             }
@@ -135,7 +136,7 @@ async fn run(args: Args) -> Result<(), String> {
                         prepared = Some((token.get(), rest.to_string()));
                         say(report::PREPARED, token);
                     }
-                    Ok(token) => put(&mut store, &args.resource, token.get(), rest).await,
+                    Ok(token) => store.put(&args.resource, token.get(), rest).await,
                     Err(refusal) => say(report::REFUSED, refusal),
                 }
             }
@@ -145,7 +146,7 @@ async fn run(args: Args) -> Result<(), String> {
                 let Some((token, value)) = prepared.take() else {
                     return Err("send without a prepared write".into());
                 };
-                put(&mut store, &args.resource, token, &value).await;
+                store.put(&args.resource, token, &value).await;
             }
             command::EXIT => {
                 if let Some(held) = lease.take().and_then(|held| Arc::try_unwrap(held).ok()) {
@@ -159,16 +160,145 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-async fn put(store: &mut GatedKvClient<Channel>, resource: &str, token: u64, value: &str) {
-    let request = kv::PutRequest {
-        resource: resource.to_string(),
-        key: "leader-output".to_string(),
-        value: value.as_bytes().to_vec(),
-        token,
-    };
-    match store.put(request).await {
-        Ok(_) => say(report::ACCEPTED, format!("{token} {value}")),
-        Err(status) => report_rejection(&status),
+/// The key every write goes to.
+const KEY: &str = "leader-output";
+
+/// Where the worker writes.
+enum Store {
+    /// `fenced-kv` over gRPC; its gate checks the token.
+    Kv(GatedKvClient<Channel>),
+    /// PostgreSQL; `fenced_check` in each transaction checks the token, unless `unfenced`.
+    Postgres {
+        client: tokio_postgres::Client,
+        unfenced: bool,
+    },
+}
+
+impl Store {
+    async fn connect(url: &str, unfenced: bool) -> Result<Store, String> {
+        if url.starts_with("http://") || url.starts_with("https://") {
+            let client = GatedKvClient::connect(url.to_string())
+                .await
+                .map_err(|e| format!("connect to the store: {e}"))?;
+            return Ok(Store::Kv(client));
+        }
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connect to PostgreSQL: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Store::Postgres { client, unfenced })
+    }
+
+    /// Raises the resource's mark to `token` (and writes nothing).
+    async fn fence(&mut self, resource: &str, token: u64) {
+        match self {
+            Store::Kv(store) => {
+                let request = kv::FenceRequest {
+                    resource: resource.to_string(),
+                    token,
+                };
+                match store.fence(request).await {
+                    Ok(reply) => say(report::FENCED, reply.into_inner().mark),
+                    Err(status) => report_rejection(&status),
+                }
+            }
+            Store::Postgres { client, .. } => {
+                let outcome = match guarded(client, resource, token).await {
+                    Ok(tx) => {
+                        let mark = tx.mark();
+                        tx.commit().await.map(|()| mark)
+                    }
+                    Err(error) => Err(error),
+                };
+                match outcome {
+                    Ok(mark) => say(report::FENCED, mark),
+                    Err(error) => report_gate_error(&error),
+                }
+            }
+        }
+    }
+
+    /// Writes `value` with `token`.
+    async fn put(&mut self, resource: &str, token: u64, value: &str) {
+        match self {
+            Store::Kv(store) => {
+                let request = kv::PutRequest {
+                    resource: resource.to_string(),
+                    key: KEY.to_string(),
+                    value: value.as_bytes().to_vec(),
+                    token,
+                };
+                match store.put(request).await {
+                    Ok(_) => say(report::ACCEPTED, format!("{token} {value}")),
+                    Err(status) => report_rejection(&status),
+                }
+            }
+            Store::Postgres { client, unfenced } => {
+                let Ok(sql_token) = i64::try_from(token) else {
+                    say(
+                        report::ERROR,
+                        format!("token {token} does not fit a bigint"),
+                    );
+                    return;
+                };
+                let outcome = if *unfenced {
+                    // The counterfactual: the same write without the check.
+                    client
+                        .execute(UPSERT, &[&resource, &KEY, &value, &sql_token])
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("write: {e}"))
+                } else {
+                    match guarded(client, resource, token).await {
+                        Ok(tx) => {
+                            let written = tx
+                                .execute(UPSERT, &[&resource, &KEY, &value, &sql_token])
+                                .await;
+                            match written {
+                                Ok(_) => tx.commit().await.map_err(|e| e.to_string()),
+                                Err(error) => Err(format!("write: {error}")),
+                            }
+                        }
+                        Err(error) => {
+                            report_gate_error(&error);
+                            return;
+                        }
+                    }
+                };
+                match outcome {
+                    Ok(()) => say(report::ACCEPTED, format!("{token} {value}")),
+                    Err(message) => say(report::ERROR, format!("PostgreSQL: {message}")),
+                }
+            }
+        }
+    }
+}
+
+/// The demo's write: one row per resource and key, with its writer's token.
+const UPSERT: &str = "INSERT INTO fenced_demo_output (resource, key, value, token) \
+                      VALUES ($1, $2, $3, $4) ON CONFLICT (resource, key) \
+                      DO UPDATE SET value = EXCLUDED.value, token = EXCLUDED.token";
+
+/// `begin_guarded` with the worker's plain numbers.
+async fn guarded<'a>(
+    client: &'a mut tokio_postgres::Client,
+    resource: &str,
+    token: u64,
+) -> Result<fenced_gate_postgres::GuardedTransaction<'a>, fenced_gate::Error> {
+    let resource = LockName::new(resource).map_err(fenced_gate::Error::InvalidResource)?;
+    let token = FencingToken::new(token).map_err(fenced_gate::Error::InvalidToken)?;
+    fenced_gate_postgres::begin_guarded(client, &resource, token).await
+}
+
+/// A refusal from the PostgreSQL gate as a report line.
+fn report_gate_error(error: &fenced_gate::Error) {
+    match error {
+        fenced_gate::Error::StaleToken {
+            presented, current, ..
+        } => say(report::REJECTED, format!("{presented} {current}")),
+        other => say(report::ERROR, format!("PostgreSQL: {other}")),
     }
 }
 
