@@ -82,33 +82,34 @@ async fn ready_is_sent_once_the_server_serves_and_stopping_on_sigterm() {
 
 // checks: none (operations)
 #[test]
-fn the_unit_file_passes_systemd_analyze_verify() {
+fn the_unit_files_pass_systemd_analyze_verify() {
     let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
         eprintln!("skipped: systemd-analyze is not installed");
         return;
     };
     assert!(version.status.success());
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let unit = std::fs::read_to_string(repo.join("packaging/fenced.service")).unwrap();
-    // verify checks that ExecStart exists: point it at the binary the tests built.
-    let fenced = fenced_tests::binaries::binary("fenced");
-    let unit = unit.replace("/usr/local/bin/fenced", fenced.to_str().unwrap());
-    assert!(
-        unit.contains(fenced.to_str().unwrap()),
-        "the unit runs /usr/local/bin/fenced"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("fenced.service");
-    std::fs::write(&copy, unit).unwrap();
-    let verified = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .unwrap();
-    assert!(
-        verified.status.success() && verified.stderr.is_empty(),
-        "systemd-analyze verify: {}\n{}",
-        verified.status,
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    for binary in ["fenced", "fenced-kv"] {
+        let unit_name = format!("{binary}.service");
+        let unit = std::fs::read_to_string(repo.join("packaging").join(&unit_name)).unwrap();
+        // verify checks that ExecStart exists: point it at the binary the tests built.
+        let installed = format!("/usr/local/bin/{binary} ");
+        assert!(unit.contains(&installed), "{unit_name} runs {installed}");
+        let built = fenced_tests::binaries::binary(binary);
+        let unit = unit.replace(&installed, &format!("{} ", built.display()));
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join(&unit_name);
+        std::fs::write(&copy, unit).unwrap();
+        let verified = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(
+            verified.status.success() && verified.stderr.is_empty(),
+            "systemd-analyze verify {unit_name}: {}\n{}",
+            verified.status,
+            String::from_utf8_lossy(&verified.stderr)
+        );
+    }
 }
