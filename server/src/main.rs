@@ -1,4 +1,5 @@
-//! The `fenced` binary: flags and environment into a [`fenced::Config`], logs, signals.
+//! The `fenced` binary: flags, environment and a `--config` file into a
+//! [`fenced::Config`], logs, signals, and systemd's readiness notification.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;

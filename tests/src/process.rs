@@ -40,6 +40,9 @@ pub fn spawn_listening_with_env(
 ) -> Started {
     let mut child = Command::new(binary(name))
         .args(args)
+        // Only a test that asks for it gets a systemd notification socket, never the one
+        // the test run itself may have inherited.
+        .env_remove("NOTIFY_SOCKET")
         .envs(env.iter().map(|(key, value)| (key, value)))
         .env(
             "RUST_LOG",
