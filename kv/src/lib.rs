@@ -15,14 +15,24 @@
 //! - [`server`]: [`Kv`] (open the store, serve it), and [`run`].
 //! - [`service`]: [`service::KvService`], the `fenced.kv.v1.GatedKv` handlers: decode, gate, encode.
 //! - [`stop`]: [`StoreStop`], how a failed sync met by any request stops the process.
+//! - [`metrics`]: the metrics' names and the Prometheus recorder; [`admin`]: the admin
+//!   listener (`--admin-listen`) serving `/metrics` and `/healthz`.
 //! - [`error`]: [`Error`], why the service could not start or stopped.
 //!
-//! The binary (`src/main.rs`) parses flags, prints `fenced-kv listening on <addr>` once it
-//! serves, and shuts down gracefully on SIGINT / SIGTERM.
+//! Besides `GatedKv`, the gRPC port serves the standard health service (`grpc.health.v1`):
+//! SERVING while the store works, NOT_SERVING once shutdown starts or a failed sync stopped
+//! the store.
+//!
+//! The binary (`src/main.rs`) parses flags (and a `--config` file), prints
+//! `fenced-kv admin on <addr>` when it has an admin listener and then
+//! `fenced-kv listening on <addr>` once it serves, tells systemd `READY=1` then, and shuts
+//! down gracefully on SIGINT / SIGTERM.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod stop;

@@ -1,4 +1,5 @@
-//! The `fenced-kv` binary: flags, logging, signals; everything else is in the library.
+//! The `fenced-kv` binary: flags (and a `--config` file), logging, signals, the admin
+//! listener, systemd's readiness notification; everything else is in the library.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fenced_gate::Admission;
+use fenced_kv::admin::Admin;
 use fenced_kv::{Config, Kv};
+use fenced_types::service::{config_file, sd_notify};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -14,22 +17,32 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "fenced-kv", version)]
 struct Args {
-    /// Address to serve gRPC on.
-    #[arg(long, default_value = "127.0.0.1:7600")]
+    /// Read settings from this TOML file. Its keys are the long flags in snake_case
+    /// (`listen`, `data_dir`, `admin_listen`, ...; packaging/fenced-kv.toml lists them
+    /// all); flags and environment variables override it. Read once at start: a change
+    /// takes a restart.
+    #[arg(long, env = "FENCED_KV_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve gRPC on (the store and the standard health service).
+    #[arg(long, env = "FENCED_KV_LISTEN", default_value = "127.0.0.1:7600")]
     listen: SocketAddr,
     /// Directory for the data and the marks.
-    #[arg(long, default_value = "./fenced-kv-data")]
+    #[arg(long, env = "FENCED_KV_DATA_DIR", default_value = "./fenced-kv-data")]
     data_dir: PathBuf,
     /// Turn the gate OFF: accept every write, stale or not (tokens are still recorded).
     /// Only for the zombie demo's counterfactual run.
-    #[arg(long)]
+    #[arg(long, env = "FENCED_KV_UNFENCED")]
     unfenced: bool,
     /// The largest value a Put may carry, in bytes.
-    #[arg(long, default_value_t = 1024 * 1024)]
+    #[arg(long, env = "FENCED_KV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
     max_value_bytes: usize,
     /// On SIGINT/SIGTERM, how long to let requests drain before closing connections.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, env = "FENCED_KV_DRAIN_TIMEOUT_MS", default_value_t = 5000)]
     drain_timeout_ms: u64,
+    /// Serve HTTP on this address (port 0 picks a free port): Prometheus `/metrics` and
+    /// `/healthz`. Off by default.
+    #[arg(long, env = "FENCED_KV_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -40,7 +53,7 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let args: Args = config_file::parse();
     let mut config = Config {
         data_dir: args.data_dir,
         drain_timeout: std::time::Duration::from_millis(args.drain_timeout_ms),
@@ -50,7 +63,7 @@ async fn main() -> ExitCode {
     if args.unfenced {
         config.gate.admission = Admission::Unfenced;
     }
-    match serve(config, args.listen).await {
+    match serve(config, args.listen, args.admin_listen).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -60,12 +73,35 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config, listen: SocketAddr) -> Result<(), String> {
+async fn serve(
+    config: Config,
+    listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
+) -> Result<(), String> {
     let shutdown = shutdown_signal()?;
+    // The recorder goes in before the store opens, so the first sync is measured too.
+    let metrics = match admin_listen {
+        Some(_) => Some(
+            fenced_kv::metrics::install().map_err(|e| format!("cannot set up the metrics: {e}"))?,
+        ),
+        None => None,
+    };
     let kv = tokio::task::spawn_blocking(move || Kv::open(config))
         .await
         .map_err(|e| format!("opening the store failed: {e}"))?
         .map_err(|e| e.to_string())?;
+    if let (Some(addr), Some(metrics)) = (admin_listen, metrics) {
+        let admin = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (--admin-listen): {e}"))?;
+        let addr = admin
+            .local_addr()
+            .map_err(|e| format!("cannot read the admin listener's address: {e}"))?;
+        println!("fenced-kv admin on {addr}");
+        // It ends with the process: it holds nothing that needs closing.
+        let routes = Admin::new(metrics, kv.store_stop());
+        tokio::spawn(routes.serve(admin, std::future::pending()));
+    }
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -75,9 +111,26 @@ async fn serve(config: Config, listen: SocketAddr) -> Result<(), String> {
     // The one stdout line tests and the demo wait for.
     println!("fenced-kv listening on {addr}");
     tracing::info!(%addr, "serving");
+    // Under systemd (Type=notify): ready now that the store is open and the port bound.
+    notify_systemd(&format!(
+        "{}\nSTATUS=serving gRPC on {addr}",
+        sd_notify::READY
+    ));
+    let shutdown = async move {
+        shutdown.await;
+        notify_systemd(&format!("{}\nSTATUS=shutting down", sd_notify::STOPPING));
+    };
     kv.serve(listener, shutdown)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Tells systemd `state` when it runs us as a `Type=notify` service (`NOTIFY_SOCKET` set);
+/// a failure to do so is logged, not fatal.
+fn notify_systemd(state: &str) {
+    if let Some(problem) = sd_notify::notify_or_explain(state) {
+        tracing::warn!("{problem}");
+    }
 }
 
 /// Installs the SIGINT and SIGTERM handlers now (before the "listening" line, so a
@@ -97,4 +150,23 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
         }
         tracing::info!("shutting down");
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use fenced_types::service::config_file;
+
+    use super::Args;
+
+    // checks: none (operations)
+    #[test]
+    fn every_flag_is_a_config_key_and_the_example_config_lists_each_with_its_default() {
+        let command = Args::command();
+        command.clone().debug_assert();
+        config_file::check_keys(&command).unwrap_or_else(|e| panic!("{e}"));
+        let example = include_str!("../../packaging/fenced-kv.toml");
+        config_file::check_example(&command, example)
+            .unwrap_or_else(|e| panic!("packaging/fenced-kv.toml: {e}"));
+    }
 }

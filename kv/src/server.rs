@@ -20,6 +20,9 @@ pub struct Kv {
     gate: Gate<SledBackend>,
     /// The config it was opened with.
     config: Config,
+    /// Where a request that finds the store stopped says so; the health service, the
+    /// admin listener and the serve loop watch it.
+    stop: StoreStop,
 }
 
 impl Kv {
@@ -37,7 +40,21 @@ impl Kv {
                  run. Never use it for data you care about. !!!"
             );
         }
-        Ok(Kv { gate, config })
+        // One duration per sync into the `fenced_kv_sync_seconds` histogram (a no-op until
+        // a metrics recorder is installed).
+        gate.backend()
+            .group_commit()
+            .observe_syncs(crate::metrics::record_sync);
+        Ok(Kv {
+            gate,
+            config,
+            stop: StoreStop::new(),
+        })
+    }
+
+    /// The handle that tells whether the store stopped at a failed sync (for `/healthz`).
+    pub fn store_stop(&self) -> StoreStop {
+        self.stop.clone()
     }
 
     /// The gate (for in-process use and tests).
@@ -45,8 +62,12 @@ impl Kv {
         &self.gate
     }
 
-    /// Serves `fenced.kv.v1.GatedKv` on `listener` until `shutdown` completes, then stops
-    /// accepting, lets in-flight requests finish, and flushes the store.
+    /// Serves `fenced.kv.v1.GatedKv` and the standard gRPC health service on `listener`
+    /// until `shutdown` completes, then reports NOT_SERVING, stops accepting, lets
+    /// in-flight requests finish, and flushes the store.
+    ///
+    /// Health: SERVING (for `""` and `fenced.kv.v1.GatedKv`) from the start, since the
+    /// store is open by then; NOT_SERVING once shutdown starts or the store stops.
     ///
     /// If the store stops at a failed sync, it shuts down the same way by itself (every
     /// request is refused by then), leaves the store unflushed and open (closing it would
@@ -57,9 +78,11 @@ impl Kv {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
-        let stop = StoreStop::new();
+        let stop = self.stop.clone();
         let service = GatedKvServer::new(KvService::new(self.gate.clone(), stop.clone()))
             .max_decoding_message_size(self.config.max_message_bytes());
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<GatedKvServer<KvService>>().await;
         // Tell the drain timer when shutdown starts.
         let (started, shutdown_started) = tokio::sync::oneshot::channel::<()>();
         let shutdown = {
@@ -69,11 +92,17 @@ impl Kv {
                     () = shutdown => {}
                     () = stop.stopped() => {}
                 }
+                // Not-serving first: a health check made during the drain is told.
+                health.set_not_serving::<GatedKvServer<KvService>>().await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
                 let _ = started.send(());
             }
         };
         let serving = tonic::transport::Server::builder()
             .layer(fenced_gate::grpc::layer())
+            .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
         let drain_timeout = self.config.drain_timeout;
@@ -122,4 +151,81 @@ pub async fn run(
         .await
         .map_err(|e| Error::Serve(format!("the open task failed: {e}")))??;
     kv.serve(listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use fenced_gate::{Error as GateError, StorageError};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    use super::*;
+
+    // checks: none (operations)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn health_is_serving_while_the_store_works_and_not_serving_once_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            // Far longer than the test: the health stream must be told before the drain ends.
+            drain_timeout: Duration::from_secs(300),
+            ..Config::default()
+        };
+        let kv = Kv::open(config).unwrap();
+        let stop = kv.store_stop();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = tokio::spawn(kv.serve(listener, std::future::pending()));
+
+        // Phase 1: an open store is SERVING, as a whole and as the GatedKv service.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        for service in ["", "fenced.kv.v1.GatedKv"] {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+        }
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: "fenced.kv.v1.GatedKv".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+
+        // Phase 2: a request meets a failed sync (reported as the service reports it): the
+        // watcher is told NOT_SERVING, and the server stops with that failure.
+        let failure = StorageError::new("fdatasync of sled's data file", "EIO").into_stopped();
+        stop.report(&GateError::Storage(failure.clone()));
+        let next = tokio::time::timeout(Duration::from_secs(60), watch.message())
+            .await
+            .expect("the health stream is told within a minute")
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.status, ServingStatus::NotServing as i32);
+        // The open stream would hold the drain until its timeout: close the connection.
+        drop((watch, health));
+        let served = tokio::time::timeout(Duration::from_secs(60), serving)
+            .await
+            .expect("the server stops once its connections close")
+            .unwrap();
+        assert_eq!(served, Err(Error::Storage(failure.into())));
+    }
 }

@@ -11,7 +11,17 @@ use fenced_proto::kv::v1::{
 use fenced_types::LockName;
 use tonic::{Request, Response, Status};
 
+use crate::metrics;
 use crate::stop::StoreStop;
+
+/// What a gate call is, for the metrics.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// A write: `put`, `delete` or `fence`.
+    Write(&'static str),
+    /// A read.
+    Read,
+}
 
 /// The service: one gate over one sled store, shared by every request.
 #[derive(Debug, Clone)]
@@ -29,18 +39,24 @@ impl KvService {
         KvService { gate, stop }
     }
 
-    /// Runs a gate call on a blocking thread and maps its error to a status.
+    /// Runs a gate call on a blocking thread, counts it, and maps its error to a status.
     async fn blocking<T: Send + 'static>(
         &self,
+        what: Call,
         call: impl FnOnce(&Gate<SledBackend>) -> Result<T, GateError> + Send + 'static,
     ) -> Result<T, Status> {
         let (gate, stop) = (self.gate.clone(), self.stop.clone());
-        // The report happens on the blocking thread, so it is made even if the client has
-        // gone and this future was dropped.
+        // The report and the count happen on the blocking thread, so they are made even if
+        // the client has gone and this future was dropped.
         let result = tokio::task::spawn_blocking(move || {
             let result = call(&gate);
             if let Err(error) = &result {
                 stop.report(error);
+            }
+            match what {
+                Call::Write(op) => metrics::record_write(op, &result),
+                Call::Read if result.is_ok() => ::metrics::counter!(metrics::READS).increment(1),
+                Call::Read => {}
             }
             result
         })
@@ -72,11 +88,14 @@ impl GatedKv for KvService {
             ..
         } = request.into_inner();
         let resource = resource(name)?;
+        const OP: &str = "put";
         let op = WriteOp::put(key, value);
         // Refuse bad input here, before a blocking thread is even taken.
         self.gate.check_op(&op)?;
         let accepted = self
-            .blocking(move |gate| gate.write(&resource, token, &op))
+            .blocking(Call::Write(OP), move |gate| {
+                gate.write(&resource, token, &op)
+            })
             .await?;
         Ok(Response::new(PutResponse {
             mark: accepted.mark.get(),
@@ -94,10 +113,13 @@ impl GatedKv for KvService {
             ..
         } = request.into_inner();
         let resource = resource(name)?;
+        const OP: &str = "delete";
         let op = WriteOp::delete(key);
         self.gate.check_op(&op)?;
         let accepted = self
-            .blocking(move |gate| gate.write(&resource, token, &op))
+            .blocking(Call::Write(OP), move |gate| {
+                gate.write(&resource, token, &op)
+            })
             .await?;
         Ok(Response::new(DeleteResponse {
             existed: accepted.existed,
@@ -112,7 +134,9 @@ impl GatedKv for KvService {
         let token = token_of(&request, request.get_ref().token)?;
         let resource = resource(request.into_inner().resource)?;
         let mark = self
-            .blocking(move |gate| gate.fence(&resource, token))
+            .blocking(Call::Write("fence"), move |gate| {
+                gate.fence(&resource, token)
+            })
             .await?;
         Ok(Response::new(FenceResponse { mark: mark.get() }))
     }
@@ -124,7 +148,7 @@ impl GatedKv for KvService {
         } = request.into_inner();
         let resource = resource(name)?;
         let stored = self
-            .blocking(move |gate| gate.read(&resource, key.as_bytes()))
+            .blocking(Call::Read, move |gate| gate.read(&resource, key.as_bytes()))
             .await?;
         Ok(Response::new(match stored {
             Some(stored) => GetResponse {

@@ -1,4 +1,5 @@
-//! The `fenced` binary: flags and environment into a [`fenced::Config`], logs, signals.
+//! The `fenced` binary: flags, environment and a `--config` file into a
+//! [`fenced::Config`], logs, signals, and systemd's readiness notification.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -8,11 +9,18 @@ use std::time::Duration;
 
 use clap::Parser;
 use fenced::{Config, OpenServer};
+use fenced_types::service::{config_file, sd_notify};
 
 /// fenced: a lock service with fencing tokens.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    /// Read settings from this TOML file. Its keys are the long flags in snake_case
+    /// (`listen`, `data_dir`, `max_ttl_ms`, ...; packaging/fenced.toml lists them all);
+    /// flags and environment variables override it. Read once at start: a change takes a
+    /// restart.
+    #[arg(long, env = "FENCED_CONFIG")]
+    config: Option<PathBuf>,
     /// Address to serve gRPC on (port 0 picks a free port).
     #[arg(long, env = "FENCED_LISTEN", default_value = "127.0.0.1:7500")]
     listen: SocketAddr,
@@ -145,7 +153,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let args: Args = config_file::parse();
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let workers = args
         .worker_threads
@@ -205,10 +213,29 @@ async fn serve(
         println!("fenced sessions on {}", sessions.local_addr()?);
     }
     println!("fenced listening on {addr}");
+    // Under systemd (Type=notify): ready now that recovery is done and the listeners are
+    // bound (a connection made from here on waits in the backlog until it is accepted).
+    // STATUS is what `systemctl status fenced` shows.
+    notify_systemd(&format!(
+        "{}\nSTATUS=serving gRPC on {addr}",
+        sd_notify::READY
+    ));
+    let shutdown = async move {
+        shutdown.await;
+        notify_systemd(&format!("{}\nSTATUS=shutting down", sd_notify::STOPPING));
+    };
     server
         .serve_with_sessions(listener, sessions, shutdown)
         .await?;
     Ok(())
+}
+
+/// Tells systemd `state` when it runs us as a `Type=notify` service (`NOTIFY_SOCKET` set);
+/// a failure to do so is logged, not fatal: the server itself works.
+fn notify_systemd(state: &str) {
+    if let Some(problem) = sd_notify::notify_or_explain(state) {
+        tracing::warn!("{problem}");
+    }
 }
 
 /// Installs the SIGINT and SIGTERM handlers now, and returns what completes on either.
@@ -235,7 +262,21 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 
 #[cfg(test)]
 mod tests {
-    use super::default_worker_threads;
+    use clap::CommandFactory;
+    use fenced_types::service::config_file;
+
+    use super::{default_worker_threads, Args};
+
+    // checks: none (operations)
+    #[test]
+    fn every_flag_is_a_config_key_and_the_example_config_lists_each_with_its_default() {
+        let command = Args::command();
+        command.clone().debug_assert();
+        config_file::check_keys(&command).unwrap_or_else(|e| panic!("{e}"));
+        let example = include_str!("../../packaging/fenced.toml");
+        config_file::check_example(&command, example)
+            .unwrap_or_else(|e| panic!("packaging/fenced.toml: {e}"));
+    }
 
     #[test]
     fn the_default_leaves_one_core_for_the_committer_and_never_goes_below_one_worker() {

@@ -28,8 +28,22 @@ pub struct Started {
 /// stdout line `<banner><addr>`. Keeps draining stdout afterwards so the child never
 /// blocks on a full pipe. Panics if the line never comes.
 pub fn spawn_listening(name: &str, banner: &str, args: &[OsString]) -> Started {
+    spawn_listening_with_env(name, banner, args, &[])
+}
+
+/// [`spawn_listening`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+pub fn spawn_listening_with_env(
+    name: &str,
+    banner: &str,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+) -> Started {
     let mut child = Command::new(binary(name))
         .args(args)
+        // Only a test that asks for it gets a systemd notification socket, never the one
+        // the test run itself may have inherited.
+        .env_remove("NOTIFY_SOCKET")
+        .envs(env.iter().map(|(key, value)| (key, value)))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -99,14 +113,31 @@ pub struct ServerProcess {
     _temp: Option<tempfile::TempDir>,
     /// Extra flags passed on every start.
     extra_args: Vec<String>,
+    /// Extra environment variables set on every start.
+    env: Vec<(OsString, OsString)>,
 }
 
 impl ServerProcess {
     /// Starts `binary` on a fresh data directory and a free port, with extra flags.
     pub fn start(binary: &'static str, banner: &'static str, extra_args: &[&str]) -> Self {
+        Self::start_with_env(binary, banner, extra_args, &[])
+    }
+
+    /// Starts `binary` on a fresh data directory and a free port, with extra flags and
+    /// extra environment variables (kept for restarts).
+    pub fn start_with_env(
+        binary: &'static str,
+        banner: &'static str,
+        extra_args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let temp = tempfile::tempdir().expect("a temporary directory");
         let data_dir = temp.path().join("data");
-        let mut process = Self::start_in(binary, banner, data_dir, extra_args);
+        let env: Vec<(OsString, OsString)> = env
+            .iter()
+            .map(|(key, value)| (OsString::from(key), value.to_os_string()))
+            .collect();
+        let mut process = Self::spawn(binary, banner, data_dir, extra_args, env);
         process._temp = Some(temp);
         process
     }
@@ -119,8 +150,18 @@ impl ServerProcess {
         data_dir: PathBuf,
         extra_args: &[&str],
     ) -> Self {
+        Self::spawn(binary, banner, data_dir, extra_args, Vec::new())
+    }
+
+    fn spawn(
+        binary: &'static str,
+        banner: &'static str,
+        data_dir: PathBuf,
+        extra_args: &[&str],
+        env: Vec<(OsString, OsString)>,
+    ) -> Self {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let started = spawn_server(binary, banner, &data_dir, "127.0.0.1:0", &extra_args);
+        let started = spawn_server(binary, banner, &data_dir, "127.0.0.1:0", &extra_args, &env);
         ServerProcess {
             binary,
             banner,
@@ -130,6 +171,7 @@ impl ServerProcess {
             data_dir,
             _temp: None,
             extra_args,
+            env,
         }
     }
 
@@ -213,6 +255,7 @@ impl ServerProcess {
             &self.data_dir,
             &listen,
             &self.extra_args,
+            &self.env,
         );
         self.child = Some(started.child);
         self.addr = started.addr;
@@ -248,6 +291,7 @@ fn spawn_server(
     data_dir: &Path,
     listen: &str,
     extra_args: &[String],
+    env: &[(OsString, OsString)],
 ) -> Started {
     let mut args: Vec<OsString> = vec![
         "--listen".into(),
@@ -256,5 +300,5 @@ fn spawn_server(
         data_dir.into(),
     ];
     args.extend(extra_args.iter().map(OsString::from));
-    spawn_listening(binary, banner, &args)
+    spawn_listening_with_env(binary, banner, &args, env)
 }

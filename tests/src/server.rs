@@ -31,6 +31,17 @@ impl TestServer {
         ))
     }
 
+    /// Starts `fenced` with extra flags and extra environment variables (e.g.
+    /// `NOTIFY_SOCKET`), kept for restarts.
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> TestServer {
+        TestServer(ServerProcess::start_with_env(
+            "fenced",
+            "fenced listening on ",
+            extra_args,
+            env,
+        ))
+    }
+
     /// Starts `fenced` on the data directory `data_dir` (e.g. on a
     /// [`crate::power_cut::ScratchFs`]), with extra flags.
     pub fn start_in(data_dir: std::path::PathBuf, extra_args: &[&str]) -> TestServer {

@@ -10,11 +10,15 @@
 //! - [`lease_id`]: [`LeaseId`], the 128-bit bearer secret that names one lease.
 //! - [`lock_name`]: [`LockName`], a validated lock (or resource) name.
 //! - [`error`]: [`InvalidInput`], why a value was refused.
+//! - `service` (feature `service`): what the binaries share to run as services: `--config`
+//!   TOML files and systemd's readiness notification.
 #![deny(missing_docs)]
 
 pub mod error;
 pub mod lease_id;
 pub mod lock_name;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod token;
 
 pub use error::InvalidInput;

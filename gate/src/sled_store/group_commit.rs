@@ -27,7 +27,8 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 #[cfg(test)]
 use super::sync_fault::SyncFault;
@@ -62,6 +63,8 @@ struct Inner {
     synced: Condvar,
     /// Blob files already fdatasynced (only the sync leader touches it).
     synced_blobs: Mutex<HashSet<u64>>,
+    /// Told how long each successful sync took (metrics), once one is set.
+    sync_observer: OnceLock<SyncObserver>,
     /// Unit tests: makes an `fdatasync` of the data file fail.
     #[cfg(test)]
     sync_fault: SyncFault,
@@ -104,10 +107,22 @@ impl GroupCommit {
                 stopped: AtomicBool::new(false),
                 synced: Condvar::new(),
                 synced_blobs: Mutex::new(HashSet::new()),
+                sync_observer: OnceLock::new(),
                 #[cfg(test)]
                 sync_fault: SyncFault::default(),
             }),
         })
+    }
+
+    /// From now on, `observe` is told how long each successful sync (flush + fdatasync)
+    /// took: how a service exports its sync latency without this crate knowing its
+    /// metrics library. It runs on the syncing thread, once per sync (not per write), and
+    /// must be quick. Only the first observer set is kept; returns whether this one was.
+    pub fn observe_syncs(&self, observe: impl Fn(Duration) + Send + Sync + 'static) -> bool {
+        self.inner
+            .sync_observer
+            .set(SyncObserver(Box::new(observe)))
+            .is_ok()
     }
 
     /// Why the group commit stopped (a [`StorageError::Stopped`] naming the first failed
@@ -230,7 +245,11 @@ impl GroupCommit {
             state.syncing = true;
             let target = self.inner.requested.load(SeqCst);
             drop(state);
+            let started = Instant::now();
             let result = self.sync();
+            if let (Ok(()), Some(observer)) = (&result, self.inner.sync_observer.get()) {
+                (observer.0)(started.elapsed());
+            }
             state = self.lock();
             state.syncing = false;
             match result {
@@ -329,5 +348,47 @@ impl InFlight<'_> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// What [`GroupCommit::observe_syncs`] was given.
+struct SyncObserver(Box<dyn Fn(Duration) + Send + Sync>);
+
+impl std::fmt::Debug for SyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncObserver")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::AtomicUsize;
+
+    use fenced_types::{FencingToken, LockName};
+
+    use super::*;
+    use crate::{Gate, SledBackend, WriteOp};
+
+    // checks: none (operations)
+    #[test]
+    fn an_observer_is_told_of_each_successful_sync_and_only_the_first_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Gate::new(SledBackend::open(dir.path()).unwrap());
+        let syncs = Arc::new(AtomicUsize::new(0));
+        let counted = syncs.clone();
+        assert!(gate.backend().group_commit().observe_syncs(move |_| {
+            counted.fetch_add(1, SeqCst);
+        }));
+        assert!(!gate.backend().group_commit().observe_syncs(|_| {}));
+        let orders = LockName::new("orders").unwrap();
+        gate.write(
+            &orders,
+            FencingToken::new(1).unwrap(),
+            &WriteOp::put("k", "v"),
+        )
+        .unwrap();
+        assert!(syncs.load(SeqCst) >= 1, "the acknowledged write was synced");
     }
 }

@@ -1,0 +1,12 @@
+//! What the binaries (`fenced`, `fenced-kv`) share to run as services (feature `service`).
+//!
+//! - [`config_file`]: `--config FILE`, a TOML file whose keys are the binary's long flags,
+//!   below the command line and the environment in precedence.
+//! - [`sd_notify`]: systemd's readiness protocol (`READY=1`, `STOPPING=1`), when
+//!   `NOTIFY_SOCKET` is set.
+//!
+//! It lives here because both binaries already depend on this crate; behind a feature, so
+//! that a storage service embedding the protocol's nouns does not compile clap or toml.
+
+pub mod config_file;
+pub mod sd_notify;
