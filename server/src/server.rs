@@ -215,7 +215,6 @@ impl Started {
                 )
             })
             .transpose()?;
-        let admin = admin.map(Arc::new);
         let stop_sessions = CancellationToken::new();
         let framed_sessions = sessions.map(|listener| {
             tokio::spawn(framed::serve(
@@ -238,14 +237,14 @@ impl Started {
         let (drain, draining) = tokio::sync::oneshot::channel::<()>();
         let stopping = {
             let (fatal, stop_sessions) = (self.fatal.clone(), stop_sessions.clone());
-            let admin = admin.clone();
+            let readiness = admin.as_ref().map(Admin::readiness);
             async move {
                 tokio::select! {
                     _ = shutdown => tracing::info!("shutting down"),
                     _ = fatal.cancelled() => tracing::error!("stopping after a fatal error"),
                 }
-                if let Some(admin) = &admin {
-                    admin.set_ready(false);
+                if let Some(readiness) = &readiness {
+                    readiness.set(false);
                 }
                 health_reporter
                     .set_not_serving::<LockServiceServer<LockServer>>()
@@ -302,7 +301,7 @@ impl Started {
             }
         }
         // The admin listener stops last, so `/readyz` says 503 through the drain.
-        if let Some(admin) = admin.and_then(|admin| Arc::into_inner(admin)) {
+        if let Some(admin) = admin {
             admin.stop().await;
         }
         served.map_err(Error::Transport)

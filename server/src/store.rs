@@ -233,18 +233,19 @@ impl Store {
         let batch = JournalBatch { ops };
         let started = Instant::now();
         committed.journal.append(&batch)?;
-        let telemetry = telemetry();
-        telemetry
-            .journal_sync
-            .record(started.elapsed().as_secs_f64());
+        let synced = started.elapsed();
+        // Counted after the replies are released, not between the sync and them.
         #[allow(clippy::cast_precision_loss)] // a batch is far below 2^53 writes
-        telemetry.journal_batch.record(batch.ops.len() as f64);
+        let writes = batch.ops.len() as f64;
         if !batch.ops.is_empty() {
             committed.first_record.get_or_insert_with(Instant::now);
             committed.unflushed.push(batch.ops);
         }
         drop(committed);
         self.durable.send_modify(|durable| durable.through = target);
+        let telemetry = telemetry();
+        telemetry.journal_sync.record(synced.as_secs_f64());
+        telemetry.journal_batch.record(writes);
         Ok(target)
     }
 

@@ -153,6 +153,11 @@ impl Admin {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// A handle that says whether the server is ready, for whoever starts the shutdown.
+    pub fn readiness(&self) -> Readiness {
+        Readiness(self.ready.clone())
+    }
+
     /// Stops accepting, ends event streams, gives open requests a moment, and waits for
     /// the accept loop.
     pub async fn stop(self) {
@@ -161,6 +166,17 @@ impl Admin {
         if let Err(error) = self.task.await {
             tracing::error!(%error, "the admin listener failed");
         }
+    }
+}
+
+/// Says whether the server is ready (`/readyz`); cheap to clone.
+#[derive(Clone)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Sets what `/readyz` says.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
     }
 }
 

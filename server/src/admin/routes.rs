@@ -127,7 +127,7 @@ async fn locks(State(state): State<AdminState>) -> Response {
         .collect();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| millis(since));
+        .map_or(0, millis);
     Json(LocksAnswer {
         now_ms,
         locks,
