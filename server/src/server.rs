@@ -4,8 +4,9 @@
 //! start (restore the table, start the committer and the reaper), serve, and shut down in
 //! order.
 //!
-//! Shutdown order (STYLE point 5): health says NOT_SERVING, the listeners stop accepting
-//! and in-flight requests drain, the reaper stops, the committer flushes one last time.
+//! Shutdown order (STYLE point 5): health says NOT_SERVING (and the admin listener's
+//! `/readyz` 503), the listeners stop accepting and in-flight requests drain, the admin
+//! listener stops, the reaper stops, the committer flushes one last time.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
