@@ -236,3 +236,52 @@ async fn the_event_stream_delivers_a_grant_and_counts_against_max_watchers() {
 fn tracing_phase(phase: &str) {
     eprintln!("== {phase}");
 }
+
+// checks: none (operations)
+#[tokio::test]
+async fn admin_connections_are_capped_and_a_closed_one_frees_its_slot() {
+    tracing_phase("two event streams take both slots of --max-connections 2");
+    let server = TestServer::start_with_admin(&["--max-connections", "2"]);
+    let addr = admin(&server);
+    let first = EventStream::open(addr, "/events").await;
+    let _second = EventStream::open(addr, "/events").await;
+
+    tracing_phase("a third connection is closed at once, unanswered");
+    let answer = refused_or_answered(addr).await;
+    assert!(answer.is_empty(), "closed without an answer: {answer:?}");
+
+    tracing_phase("one stream closes: its slot comes back");
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = refused_or_answered(addr).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(answer.is_empty(), "{answer:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a slot freed within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `GET /healthz` on a fresh connection: everything the server sent before closing it
+/// (nothing, when it refused the connection).
+async fn refused_or_answered(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The server may close before the request is written: that is a refusal too.
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .expect("answered or closed within 30 s")
+}
