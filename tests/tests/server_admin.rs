@@ -130,8 +130,17 @@ async fn health_and_readiness_and_a_bad_path_is_404() {
     let addr = admin(&server);
     let health = get(addr, "/healthz").await;
     assert_eq!(health.status, 200, "{health:?}");
-    let ready = get(addr, "/readyz").await;
-    assert_eq!(ready.status, 200, "{ready:?}");
+    // The "listening" line comes as serving starts; readiness a moment later (503 until).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = get(addr, "/readyz").await;
+        if ready.status == 200 {
+            break;
+        }
+        assert_eq!(ready.status, 503, "{ready:?}");
+        assert!(tokio::time::Instant::now() < deadline, "ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(get(addr, "/no/such/page").await.status, 404);
     assert_eq!(get(addr, "/metricsx").await.status, 404);
 
