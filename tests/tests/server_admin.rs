@@ -112,14 +112,41 @@ async fn metrics_move_with_grants_releases_and_refusals() {
     })
     .await;
 
-    tracing_phase("a release: counted, the gauges back to zero");
-    lease.release().await.unwrap();
-    let text = scrape_until(addr, "one release counted", |text| {
-        sample(text, "fenced_releases_total") == Some(1.0)
+    tracing_phase("a queued acquirer: a waiter in the gauge");
+    let queued = tokio::spawn(async move {
+        let lease = other
+            .acquire(
+                "metrics/a",
+                AcquireOptions::wait(Duration::from_secs(60)).ttl(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap();
+        (other, lease)
+    });
+    scrape_until(addr, "one waiter", |text| {
+        sample(text, "fenced_waiters") == Some(1.0)
     })
     .await;
-    assert_eq!(sample(&text, "fenced_grants_total"), Some(1.0), "{text}");
+
+    tracing_phase("a release hands the lock on: a release, a grant and a handoff timed");
+    lease.release().await.unwrap();
+    let (_other, second) = queued.await.unwrap();
+    let text = scrape_until(addr, "the handoff counted", |text| {
+        sample(text, "fenced_handoff_latency_seconds_count") == Some(1.0)
+    })
+    .await;
+    assert_eq!(sample(&text, "fenced_releases_total"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "fenced_grants_total"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "fenced_waiters"), Some(0.0), "{text}");
+
+    tracing_phase("the last release: the gauges back to zero");
+    second.release().await.unwrap();
+    let text = scrape_until(addr, "two releases counted", |text| {
+        sample(text, "fenced_releases_total") == Some(2.0)
+    })
+    .await;
     assert_eq!(sample(&text, "fenced_locks_held"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "fenced_leases"), Some(0.0), "{text}");
 }
 
 // checks: none (operations)
