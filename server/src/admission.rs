@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metrics::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -27,6 +28,8 @@ pub struct ConnectionLimit {
     slots: Arc<Semaphore>,
     /// Limits the warnings about refused connections to one a second.
     refusals: Arc<Throttle>,
+    /// The listener's `fenced_connections_open` gauge.
+    gauge: Gauge,
 }
 
 /// A connection's place under its listener's [`ConnectionLimit`], given back when dropped
@@ -35,6 +38,14 @@ pub struct ConnectionLimit {
 pub struct Slot {
     /// The semaphore permit that is the place.
     _permit: OwnedSemaphorePermit,
+    /// The listener's open connections gauge, taken down when the slot is given back.
+    gauge: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
 }
 
 impl ConnectionLimit {
@@ -48,6 +59,7 @@ impl ConnectionLimit {
             max,
             slots: Arc::new(Semaphore::new(max)),
             refusals: Arc::new(Throttle::new(Duration::from_secs(1))),
+            gauge: crate::telemetry::connections_gauge(listener),
         }
     }
 
@@ -56,7 +68,13 @@ impl ConnectionLimit {
     /// once, and a warning names the peer (at most one a second, counting the others).
     pub fn admit(&self, peer: SocketAddr) -> Option<Slot> {
         match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => Some(Slot { _permit: permit }),
+            Ok(permit) => {
+                self.gauge.increment(1.0);
+                Some(Slot {
+                    _permit: permit,
+                    gauge: self.gauge.clone(),
+                })
+            }
             Err(_no_slot) => {
                 if let Some(also_refused) = self.refusals.admit(Instant::now()) {
                     tracing::warn!(

@@ -147,6 +147,16 @@ fn run(files: CheckpointFiles, receiver: Receiver<Checkpoint>) -> Result<(), Err
 /// One checkpoint: into sled, the floor raised, the journal files it covers deleted; then
 /// the next journal file.
 fn apply(files: &CheckpointFiles, checkpoint: Checkpoint) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    let applied = apply_timed(files, checkpoint);
+    crate::telemetry::telemetry()
+        .checkpoint
+        .record(started.elapsed().as_secs_f64());
+    applied
+}
+
+/// [`apply`]'s work, which it times.
+fn apply_timed(files: &CheckpointFiles, checkpoint: Checkpoint) -> Result<(), Error> {
     let writes = coalesce(checkpoint.records);
     let next_token = next_token_in(&writes)?;
     into_sled(

@@ -103,6 +103,10 @@ pub struct Config {
     /// client); a framed one keeps being read, so that its keepalive pings are still
     /// heard, and a request past it is answered at once with RESOURCE_EXHAUSTED.
     pub max_session_in_flight: usize,
+    /// Serve the admin HTTP listener ([`crate::admin`]: `/metrics`, `/healthz`, `/readyz`
+    /// and the status page) on this address; `None` serves none and installs no metrics
+    /// recorder (default). Its connections are capped by `max_connections` too.
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
 /// Where the server's TLS certificate chain and private key are (PEM).
@@ -143,6 +147,7 @@ impl Default for Config {
             max_connections: 10_000,
             max_concurrent_streams: 1024,
             max_session_in_flight: 1024,
+            admin_listen: None,
         }
     }
 }

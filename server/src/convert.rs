@@ -206,6 +206,7 @@ pub fn millis(duration: Duration) -> u64 {
 
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Status {
+        crate::telemetry::telemetry().refused(&refusal);
         let (code, key) = match &refusal {
             Refusal::TtlOutOfBounds { .. } => (Code::InvalidArgument, "invalid-argument"),
             Refusal::Busy { .. } => (Code::Aborted, "busy"),

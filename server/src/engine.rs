@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::{broadcast, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::store::Store;
 use crate::table::{Command, Event, Grant, Handoff, LockTable, Outcome, Refusal, Reply, WaiterId};
+use crate::telemetry::telemetry;
 
 /// Where a queued acquirer's outcome is delivered.
 pub type HandoffSender = oneshot::Sender<Result<Grant, Refusal>>;
@@ -33,13 +35,38 @@ pub type HandoffSender = oneshot::Sender<Result<Grant, Refusal>>;
 struct Inner {
     /// The state machine.
     table: LockTable,
-    /// Handoffs and events waiting for their batch to be durable, by sequence number.
-    pending: VecDeque<(u64, Vec<Handoff>, Vec<Event>)>,
+    /// Handoffs and events waiting for their batch to be durable, by sequence number, with
+    /// when the command that made the handoffs ran (for the handoff latency; only taken
+    /// when there are handoffs).
+    pending: VecDeque<Pending>,
     /// Queued acquirers' reply channels: one per waiter in the table's queues (at most
     /// `max_waiters`), plus one per handoff whose batch is not durable yet.
     waiting: HashMap<WaiterId, HandoffSender>,
     /// The time the reaper sleeps until, so it is only woken for something earlier.
     reaper_due: Option<Timestamp>,
+}
+
+/// One command's handoffs and events, waiting for batch `seq` to be durable.
+struct Pending {
+    /// The batch.
+    seq: u64,
+    /// Outcomes for queued acquirers.
+    handoffs: Vec<Handoff>,
+    /// Changes for watchers.
+    events: Vec<Event>,
+    /// When the command ran, if it made handoffs.
+    handed_at: Option<Instant>,
+}
+
+/// How many leases, held locks and waiters the table has: the gauges `/metrics` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Live leases.
+    pub leases: usize,
+    /// Held locks.
+    pub locks_held: usize,
+    /// Queued acquirers.
+    pub waiters: usize,
 }
 
 /// A command's answer and the batch it must wait for.
@@ -153,8 +180,17 @@ impl Engine {
             }
             _ => {}
         }
+        if let Ok(Reply::Renewed { .. }) = &reply {
+            telemetry().renewals.increment(1);
+        }
         if !handoffs.is_empty() || !events.is_empty() {
-            inner.pending.push_back((seq, handoffs, events));
+            let handed_at = (!handoffs.is_empty()).then(Instant::now);
+            inner.pending.push_back(Pending {
+                seq,
+                handoffs,
+                events,
+                handed_at,
+            });
         }
         if let Some(due) = inner.table.next_due() {
             if inner
@@ -201,26 +237,33 @@ impl Engine {
             while inner
                 .pending
                 .front()
-                .is_some_and(|(seq, _, _)| *seq <= durable)
+                .is_some_and(|pending| pending.seq <= durable)
             {
-                let Some((_, handoffs, events)) = inner.pending.pop_front() else {
+                let Some(pending) = inner.pending.pop_front() else {
                     break;
                 };
-                for handoff in handoffs {
+                for handoff in pending.handoffs {
                     let sender = inner.waiting.remove(&handoff.waiter);
-                    ready.push((sender, handoff.result));
+                    ready.push((sender, handoff.result, pending.handed_at));
                 }
-                for event in events {
+                for event in pending.events {
+                    telemetry().event(event.kind);
                     // No receivers is fine: nobody watches.
                     let _ = self.events.send(event);
                 }
             }
         }
-        for (sender, result) in ready {
+        for (sender, result, handed_at) in ready {
+            let granted = result.is_ok();
             let undelivered = match sender {
                 Some(sender) => sender.send(result).err(),
                 None => Some(result),
             };
+            if let (true, None, Some(handed_at)) = (granted, &undelivered, handed_at) {
+                telemetry()
+                    .handoff_latency
+                    .record(handed_at.elapsed().as_secs_f64());
+            }
             // The acquirer left after it was granted but before it could hear of it: take
             // the grant back, so no lock stays held by nobody (L2).
             if let Some(Ok(grant)) = undelivered {
@@ -228,6 +271,17 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// How many leases, held locks and waiters the table has now (without applying due
+    /// expiries: a gauge may count a lease the reaper is about to end).
+    pub fn sizes(&self) -> Result<TableSizes, Error> {
+        let inner = self.lock()?;
+        Ok(TableSizes {
+            leases: inner.table.lease_count(),
+            locks_held: inner.table.held_lock_count(),
+            waiters: inner.table.waiter_count(),
+        })
     }
 
     /// The earliest due time, and records that the reaper sleeps until it.

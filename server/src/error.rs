@@ -18,6 +18,19 @@ use crate::tls::TlsProblem;
 /// A failure that stops the server, with the evidence.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The admin listener's address could not be bound.
+    #[error("cannot listen on {addr} (admin listener): {source}")]
+    AdminListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Prometheus recorder could not be installed (another recorder was installed in
+    /// this process first).
+    #[error("cannot install the metrics recorder: {0}")]
+    MetricsRecorder(#[from] metrics_exporter_prometheus::BuildError),
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),

@@ -21,12 +21,15 @@
 //! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
 //!   HTTP/2 preface within the handshake timeout; [`admission`]: each listener's
 //!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.
+//! - [`admin`]: the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`, the status
+//!   page and its event stream; [`telemetry`]: the metrics and their recorder.
 //! - [`server`]: open and recover, start the background tasks, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
 //! - [`cluster`]: the replicated cluster's storage on openraft (raft log, state machine
 //!   over sled's image of the records); not used by the single-node server.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod admission;
 pub mod checkpoint;
 pub mod clock;
@@ -48,6 +51,7 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod table;
+pub mod telemetry;
 pub mod throttle;
 pub mod tls;
 pub mod watch;

@@ -107,6 +107,11 @@ struct Args {
     /// has a core to wake up on.
     #[arg(long, env = "FENCED_WORKER_THREADS")]
     worker_threads: Option<NonZeroUsize>,
+    /// Serve plain HTTP on this address: Prometheus /metrics, /healthz, /readyz and the
+    /// status page at /. Off by default; port 0 picks a free port (printed on stdout as
+    /// `fenced admin on <addr>`).
+    #[arg(long, env = "FENCED_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
 }
 
 impl Args {
@@ -131,6 +136,7 @@ impl Args {
             max_connections: self.max_connections,
             max_concurrent_streams: self.max_concurrent_streams,
             max_session_in_flight: self.max_session_in_flight,
+            admin_listen: self.admin_listen,
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some(fenced::config::TlsFiles { cert, key }),
                 _ => None,
@@ -209,6 +215,9 @@ async fn serve(
     tracing::info!(%addr, restored_leases = server.restored_leases(), "serving");
     // Stdout says where the server listens, the gRPC line last: tests and scripts wait for
     // it to know the server is ready.
+    if let Some(admin) = server.admin_addr() {
+        println!("fenced admin on {admin}");
+    }
     if let Some(sessions) = &sessions {
         println!("fenced sessions on {}", sessions.local_addr()?);
     }

@@ -4,8 +4,9 @@
 //! start (restore the table, start the committer and the reaper), serve, and shut down in
 //! order.
 //!
-//! Shutdown order (STYLE point 5): health says NOT_SERVING, the listeners stop accepting
-//! and in-flight requests drain, the reaper stops, the committer flushes one last time.
+//! Shutdown order (STYLE point 5): health says NOT_SERVING (and the admin listener's
+//! `/readyz` 503), the listeners stop accepting and in-flight requests drain, the admin
+//! listener stops, the reaper stops, the committer flushes one last time.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 
+use crate::admin::{Admin, AdminListener};
 use crate::admission::ConnectionLimit;
 use crate::clock::Clock;
 use crate::committer::{run_committer, run_reaper};
@@ -39,6 +41,8 @@ pub struct OpenServer {
     recovered: Recovered,
     /// The TLS identity, if the server serves TLS.
     tls: Option<ServerTls>,
+    /// The admin listener, bound, if `admin_listen` is set.
+    admin: Option<AdminListener>,
 }
 
 impl OpenServer {
@@ -47,6 +51,9 @@ impl OpenServer {
     pub fn open(config: Config) -> Result<OpenServer, Error> {
         config.validate()?;
         let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
+        // Before anything is counted: the metric handles register with the recorder
+        // installed at their first use.
+        let admin = config.admin_listen.map(AdminListener::bind).transpose()?;
         let (store, recovered) = Store::open(
             &config.data_dir,
             config.fdatasync,
@@ -66,7 +73,15 @@ impl OpenServer {
             store,
             recovered,
             tls,
+            admin,
         })
+    }
+
+    /// The admin listener's address, if it has one (port 0 picks a free port).
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|admin| admin.local_addr().ok())
     }
 
     /// How many leases were restored.
@@ -92,19 +107,22 @@ impl OpenServer {
         sessions: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let (started, tls) = self.start()?;
-        let served = started.serve(listener, sessions, tls, shutdown).await;
+        let (started, tls, admin) = self.start()?;
+        let served = started
+            .serve(listener, sessions, tls, admin, shutdown)
+            .await;
         started.shut_down(served).await
     }
 
     /// Restores the lock table from what was on disk and starts the background tasks: the
     /// committer thread and the reaper. Restored leases get their full TTL from now.
-    fn start(self) -> Result<(Started, Option<ServerTls>), Error> {
+    fn start(self) -> Result<(Started, Option<ServerTls>, Option<AdminListener>), Error> {
         let OpenServer {
             config,
             store,
             recovered,
             tls,
+            admin,
         } = self;
         let clock = Clock::start();
         let table = LockTable::restore(
@@ -144,7 +162,7 @@ impl OpenServer {
             reaper,
             stop_reaper,
         };
-        Ok((started, tls))
+        Ok((started, tls, admin))
     }
 }
 
@@ -177,6 +195,7 @@ impl Started {
         listener: TcpListener,
         sessions: Option<TcpListener>,
         tls: Option<ServerTls>,
+        admin: Option<AdminListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let config = &self.config;
@@ -187,6 +206,16 @@ impl Started {
         let reflection = reflection_service(fenced_proto::FILE_DESCRIPTOR_SET)?;
 
         let service = LockServer::new(self.engine.clone(), config.clone());
+        let admin = admin
+            .map(|admin| {
+                Admin::start(
+                    admin,
+                    self.engine.clone(),
+                    config.clone(),
+                    service.watchers().clone(),
+                )
+            })
+            .transpose()?;
         let stop_sessions = CancellationToken::new();
         let framed_sessions = sessions.map(|listener| {
             tokio::spawn(framed::serve(
@@ -209,10 +238,14 @@ impl Started {
         let (drain, draining) = tokio::sync::oneshot::channel::<()>();
         let stopping = {
             let (fatal, stop_sessions) = (self.fatal.clone(), stop_sessions.clone());
+            let readiness = admin.as_ref().map(Admin::readiness);
             async move {
                 tokio::select! {
                     _ = shutdown => tracing::info!("shutting down"),
                     _ = fatal.cancelled() => tracing::error!("stopping after a fatal error"),
+                }
+                if let Some(readiness) = &readiness {
+                    readiness.set(false);
                 }
                 health_reporter
                     .set_not_serving::<LockServiceServer<LockServer>>()
@@ -240,6 +273,10 @@ impl Started {
                 let _ = draining.await;
             });
         tokio::pin!(serving);
+        // Recovery is done and the gRPC listener is bound and served from here on.
+        if let Some(admin) = &admin {
+            admin.set_ready(true);
+        }
         let served = tokio::select! {
             served = &mut serving => served,
             _ = stopping => {
@@ -263,6 +300,10 @@ impl Started {
             if let Err(error) = framed_sessions.await {
                 tracing::error!(%error, "the framed session listener failed");
             }
+        }
+        // The admin listener stops last, so `/readyz` says 503 through the drain.
+        if let Some(admin) = admin {
+            admin.stop().await;
         }
         served.map_err(Error::Transport)
     }

@@ -50,6 +50,12 @@ impl LockServer {
         }
     }
 
+    /// The open `Watch` streams and their cap (the admin listener's event streams count
+    /// against it too).
+    pub fn watchers(&self) -> &Watchers {
+        &self.watchers
+    }
+
     /// `Acquire`: grants the lock at once, or queues for it for up to the request's
     /// `wait_ms`; answers once the grant is durable. Dropping the future before it answers
     /// takes the acquirer out of the queue and undoes a grant nobody received (L2).
@@ -383,6 +389,7 @@ async fn keep_alive_one(engine: &Engine, lease_id: String) -> Result<pb::RenewRe
         ))),
         Err(refusal) => {
             engine.durable(executed.seq).await?;
+            crate::telemetry::telemetry().refused(&refusal);
             failed(
                 lease_id,
                 convert::renew_outcome(&refusal),

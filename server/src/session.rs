@@ -51,6 +51,24 @@ pub struct SessionStream<Inbound> {
     max_in_flight: usize,
     /// What happens at the cap.
     at_cap: AtCap,
+    /// Counts the session in the live sessions gauge while it lives.
+    _live: LiveSession,
+}
+
+/// One live session in the `fenced_sessions` gauge, taken out when dropped.
+struct LiveSession;
+
+impl LiveSession {
+    fn new() -> LiveSession {
+        crate::telemetry::telemetry().sessions.increment(1.0);
+        LiveSession
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        crate::telemetry::telemetry().sessions.decrement(1.0);
+    }
 }
 
 /// What a session does with its client's requests while it has its most in flight.
@@ -79,6 +97,7 @@ impl<Inbound> SessionStream<Inbound> {
             in_flight: FuturesUnordered::new(),
             max_in_flight: max_in_flight.max(1),
             at_cap: AtCap::Wait,
+            _live: LiveSession::new(),
         }
     }
 

@@ -47,6 +47,7 @@ use crate::journal::{self, Journal, JournalBatch, JournalOp};
 use crate::record::encode;
 use crate::recovery::{self, Opened};
 use crate::table::Write;
+use crate::telemetry::telemetry;
 
 pub use crate::recovery::Recovered;
 
@@ -230,13 +231,21 @@ impl Store {
         let ops: Vec<JournalOp> = writes.into_iter().map(encode).collect();
         let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
         let batch = JournalBatch { ops };
+        let started = Instant::now();
         committed.journal.append(&batch)?;
+        let synced = started.elapsed();
+        // Counted after the replies are released, not between the sync and them.
+        #[allow(clippy::cast_precision_loss)] // a batch is far below 2^53 writes
+        let writes = batch.ops.len() as f64;
         if !batch.ops.is_empty() {
             committed.first_record.get_or_insert_with(Instant::now);
             committed.unflushed.push(batch.ops);
         }
         drop(committed);
         self.durable.send_modify(|durable| durable.through = target);
+        let telemetry = telemetry();
+        telemetry.journal_sync.record(synced.as_secs_f64());
+        telemetry.journal_batch.record(writes);
         Ok(target)
     }
 

@@ -163,6 +163,7 @@ mod tests {
             lock: LockName::new(lock).unwrap(),
             holder: Arc::from("h"),
             token: FencingToken::new(token).unwrap(),
+            handoff: false,
         }
     }
 

@@ -9,6 +9,8 @@
 //!   [`process::ServerProcess`], the server lifecycle both harnesses share.
 //! - [`kv_server`]: [`kv_server::TestKv`], a real `fenced-kv` process, with `kill`,
 //!   `restart` on the same data directory and `stop` (SIGTERM).
+//! - [`http`]: a minimal HTTP/1.1 client for the admin listener: a GET, and a
+//!   server-sent event stream read as it comes.
 //! - [`proxy`]: [`proxy::Proxy`], a TCP proxy that passes, delays, resets or black-holes
 //!   connections on the test's command.
 //! - [`pki`]: [`pki::TestPki`], a throwaway CA and `localhost` certificate for TLS tests.
@@ -21,6 +23,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binaries;
+pub mod http;
 pub mod kv_server;
 pub mod pki;
 pub mod postgres;

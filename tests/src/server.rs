@@ -1,7 +1,8 @@
 //! [`TestServer`]: a real `fenced` process on a free loopback port.
 //!
 //! The server prints the line `fenced listening on <addr>` on stdout once recovery is done
-//! and it serves (after `fenced sessions on <addr>` when it has a framed session listener); the harness waits for that line, so tests synchronise on the
+//! and it serves (after `fenced admin on <addr>` and `fenced sessions on <addr>` when it has
+//! those listeners); the harness waits for that line, so tests synchronise on the
 //! server being ready instead of sleeping. The lifecycle (`kill` with SIGKILL, `restart` on
 //! the same data directory, `stop` with SIGTERM, `pause`/`resume`) is
 //! [`ServerProcess`]'s, reached through `Deref`.
@@ -65,6 +66,20 @@ impl TestServer {
     /// the server was started with one. After a restart it may be another port.
     pub fn session_addr(&self) -> Option<std::net::SocketAddr> {
         self.announced("fenced sessions on ")
+    }
+
+    /// Starts `fenced` with its admin HTTP listener on a free port too
+    /// (`--admin-listen 127.0.0.1:0`), plus extra flags; see [`TestServer::admin_addr`].
+    pub fn start_with_admin(extra_args: &[&str]) -> TestServer {
+        let mut args = vec!["--admin-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        Self::start_with(&args)
+    }
+
+    /// The admin listener's address (the `fenced admin on <addr>` line), if the server was
+    /// started with one. After a restart it may be another port.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.announced("fenced admin on ")
     }
 
     /// A raw gRPC client of the lock service, connected to this server.

@@ -133,6 +133,9 @@ pub struct Event {
     pub holder: Arc<str>,
     /// The holding's token.
     pub token: FencingToken,
+    /// For a grant: whether it went to a queued acquirer as the lock was freed (a handoff;
+    /// the previous holding was handed on), not to an acquirer that found it free.
+    pub handoff: bool,
 }
 
 /// What happened to a lock.

@@ -425,7 +425,7 @@ impl LockTable {
             (None, None) => None,
         };
         match refusal {
-            None => self.grant(now, request, effects).map(Reply::Granted),
+            None => self.grant(now, request, false, effects).map(Reply::Granted),
             Some(refusal) if !request.wait => Err(refusal),
             Some(_) => self.enqueue(now, request),
         }
@@ -454,11 +454,13 @@ impl LockTable {
         Ok(Reply::Queued(waiter))
     }
 
-    /// Grants a free lock: takes the next token, creates or extends the lease.
+    /// Grants a free lock: takes the next token, creates or extends the lease. `handoff`:
+    /// the acquirer was queued, and gets the lock as it is freed.
     fn grant(
         &mut self,
         now: Timestamp,
         request: Acquire,
+        handoff: bool,
         effects: &mut Effects,
     ) -> Result<Grant, Refusal> {
         if let Some(shortage) = self.capacity_shortage(&request.lease) {
@@ -525,6 +527,7 @@ impl LockTable {
             lock: request.lock.clone(),
             holder: request.holder,
             token,
+            handoff,
         });
         Ok(Grant {
             lock: request.lock,
@@ -690,6 +693,7 @@ impl LockTable {
             lock: lock.clone(),
             holder: holding.holder,
             token: holding.token,
+            handoff: false,
         });
     }
 
@@ -749,7 +753,7 @@ impl LockTable {
                 Some(shortage) => Err(shortage),
                 None => {
                     self.stalled.remove(lock);
-                    self.grant(now, request, effects)
+                    self.grant(now, request, true, effects)
                 }
             };
             effects.handoffs.push(Handoff { waiter, result });

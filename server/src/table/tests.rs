@@ -972,3 +972,39 @@ fn list_pages_in_name_order_examining_at_most_a_page_of_entries() {
         }
     );
 }
+
+// checks: none (operations: the status page's "handed on")
+#[test]
+fn a_grant_event_says_whether_it_was_a_handoff() {
+    let mut table = LockTable::new(limits()).unwrap();
+    let (a, b, c) = (LeaseId::random(), LeaseId::random(), LeaseId::random());
+    let first = table.apply(at(0), acquire("h", LeaseChoice::New(a), 1000, false));
+    assert_eq!(first.events.len(), 1);
+    assert!(!first.events[0].handoff, "found free: not a handoff");
+    queued(&table.apply(at(1), acquire("h", LeaseChoice::New(b), 1000, true)));
+
+    // The release frees the lock and hands it to the waiter in one command.
+    let release = table.apply(
+        at(2),
+        Command::Release {
+            lease: a,
+            lock: None,
+        },
+    );
+    let kinds: Vec<(EventKind, bool)> = release
+        .events
+        .iter()
+        .map(|event| (event.kind, event.handoff))
+        .collect();
+    assert_eq!(
+        kinds,
+        [(EventKind::Released, false), (EventKind::Acquired, true)]
+    );
+
+    // The handed-on lease expires with nobody waiting; the next acquirer finds it free.
+    let expired = table.apply(at(1100), Command::Tick);
+    assert_eq!(expired.events.len(), 1);
+    assert_eq!(expired.events[0].kind, EventKind::Expired);
+    let again = table.apply(at(1101), acquire("h", LeaseChoice::New(c), 1000, false));
+    assert!(!again.events[0].handoff);
+}
