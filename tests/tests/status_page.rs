@@ -1,7 +1,8 @@
 //! The status page in a real headless Chromium, driven over WebDriver (chromedriver): a
 //! lock taken with the SDK appears with its holder and token, its time left counts down,
 //! a queued acquirer shows as a waiter and gets the lock handed on, the history says so,
-//! and a released lock vanishes. Saves a screenshot to `docs/status-page.png`.
+//! and a released lock vanishes. Saves a screenshot (to `docs/status-page.png` with
+//! `FENCED_UPDATE_SCREENSHOT=1`).
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (`scripts/install-chromium.sh`
 //! installs Debian's packages). Without them the test prints why and passes, unless
@@ -142,11 +143,21 @@ fn seconds(text: &str) -> f64 {
         .unwrap_or_else(|_| panic!("a time left like '12.3 s': {text:?}"))
 }
 
+/// Where the screenshot goes: `docs/status-page.png` when `FENCED_UPDATE_SCREENSHOT=1`
+/// (to refresh the README's picture), otherwise beside the build's other outputs, so that
+/// a test run leaves the checkout unchanged.
 fn screenshot_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the tests crate lives inside the workspace")
-        .join("docs/status-page.png")
+        .to_path_buf();
+    if std::env::var("FENCED_UPDATE_SCREENSHOT").is_ok_and(|v| v == "1") {
+        return workspace.join("docs/status-page.png");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    target.join("status-page.png")
 }
 
 async fn client(server: &TestServer, holder: &str) -> Client {
