@@ -114,33 +114,10 @@ pub enum JournalDamage {
     /// The file does not start with [`MAGIC`].
     #[error("the file does not start with the journal's magic bytes (not a journal file of this version)")]
     NotAJournal,
-    /// The record fails its check, and a valid record follows it.
-    #[error(
-        "the record there fails its check, but a valid record follows at byte {next}: only \
-         the last append can be torn"
-    )]
-    RecordFollows {
-        /// Where the valid record starts.
-        next: u64,
-    },
-    /// The record fails its check, and bytes past its end are not zero.
-    #[error(
-        "the record there fails its check, and byte {at}, past its end at byte {end}, is not \
-         zero: nothing is written after the last append"
-    )]
-    DataAfterRecord {
-        /// Where the record ends, by its (checked) length.
-        end: u64,
-        /// The first non-zero byte after it.
-        at: u64,
-    },
-    /// The record passes its checksum but its payload does not decode.
-    #[error("the record there passes its checksum but does not decode: {source}")]
-    Undecodable {
-        /// What prost said.
-        #[source]
-        source: prost::DecodeError,
-    },
+    /// A record is damaged beyond what a crash leaves behind (the rule is the framing's:
+    /// [`FrameDamage`]).
+    #[error(transparent)]
+    Frame(#[from] FrameDamage),
     /// The file ends torn there, but a later journal file holds data.
     #[error(
         "the file ends torn there, but the later journal file {} holds data: the \
@@ -412,16 +389,6 @@ fn parse(bytes: &[u8]) -> Result<Parsed, (u64, JournalDamage)> {
 #[cfg(test)]
 fn record(bytes: &[u8]) -> Record<JournalBatch> {
     frame::record(bytes, |payload| JournalBatch::decode(payload))
-}
-
-impl From<FrameDamage> for JournalDamage {
-    fn from(damage: FrameDamage) -> JournalDamage {
-        match damage {
-            FrameDamage::RecordFollows { next } => JournalDamage::RecordFollows { next },
-            FrameDamage::DataAfterRecord { end, at } => JournalDamage::DataAfterRecord { end, at },
-            FrameDamage::Undecodable { source } => JournalDamage::Undecodable { source },
-        }
-    }
 }
 
 /// Makes generation `generation`'s file, durable with its header (the file and its
