@@ -1,0 +1,488 @@
+//! Three-node clusters in one process: each node with its own data directory, log store
+//! and state machine, serving the raft service on a real loopback port, talking to the
+//! others through [`Network`]. The stories: replicate and agree, lose the leader, rebuild
+//! a wiped follower from a snapshot, cut the leader off.
+//!
+//! Timing is injected through openraft's `Config` ([`config`]): heartbeats every 100 ms,
+//! elections after 500 to 1000 ms without one, with waits of many seconds, so a loaded
+//! machine slows the tests down but does not fail them.
+//!
+//! The stores run without `fdatasync`: these tests stop nodes (their raft core and their
+//! listener), they do not cut power; the power-cut tests of the stores are their own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fenced_types::{FencingToken, LeaseId, LockName};
+use openraft::{Config, Raft, SnapshotPolicy};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::log_store::{LogStore, DEFAULT_SEGMENT_BYTES};
+use super::network::{Links, Network};
+use super::raft_service::{serve_raft, RaftListenerConfig};
+use super::state_machine::{Image, ImageRecord, StateMachine};
+use super::types::{ClusterNode, CommitBatch, NodeId, TypeConfig};
+use crate::journal::JournalBatch;
+use crate::record::encode;
+use crate::table::Write;
+
+/// How long any wait for the cluster may take before the test fails: long, so that only a
+/// cluster that is stuck fails it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The largest election timeout in [`config`].
+const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
+
+/// The cluster's timing and snapshot policy (see the module documentation).
+///
+/// Why 100 ms heartbeats and not 50: openraft gives each `AppendEntries` the heartbeat
+/// interval as its deadline, and twelve nodes of concurrent tests share two loaded cores.
+/// Elections wait 5 to 10 heartbeats, so a late heartbeat does not depose a leader.
+/// A snapshot every 10 entries, the log purged up to it at once: a follower that falls
+/// behind (or is wiped) is sent a snapshot, not the log.
+fn config() -> Arc<Config> {
+    let config = Config {
+        cluster_name: "fenced-test".to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(10),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..Config::default()
+    };
+    Arc::new(config.validate().unwrap())
+}
+
+/// One running node of a test cluster.
+struct TestNode {
+    /// Its id.
+    id: NodeId,
+    /// Its raft core.
+    raft: Raft<TypeConfig>,
+    /// Reads its state machine's records.
+    image: Image,
+    /// Cuts its outgoing links.
+    links: Links,
+    /// Stops its raft listener.
+    stop: CancellationToken,
+    /// Its raft listener.
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// A cluster of three nodes on loopback ports, each with its own data directory.
+struct TestCluster {
+    /// Holds the nodes' data directories.
+    _root: TempDir,
+    /// Each node's data directory.
+    dirs: BTreeMap<NodeId, PathBuf>,
+    /// Each node's raft address (kept across restarts).
+    addrs: BTreeMap<NodeId, SocketAddr>,
+    /// The running nodes.
+    nodes: BTreeMap<NodeId, TestNode>,
+}
+
+impl TestCluster {
+    /// Starts nodes 1, 2 and 3 and initializes the cluster with all three as voters.
+    async fn start() -> TestCluster {
+        let root = tempfile::tempdir().unwrap();
+        let mut cluster = TestCluster {
+            dirs: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            _root: root,
+        };
+        let mut listeners = BTreeMap::new();
+        for id in 1..=3 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            cluster.addrs.insert(id, listener.local_addr().unwrap());
+            cluster
+                .dirs
+                .insert(id, cluster._root.path().join(format!("node-{id}")));
+            listeners.insert(id, listener);
+        }
+        for (id, listener) in listeners {
+            cluster.start_on(id, listener).await;
+        }
+        let members: BTreeMap<NodeId, ClusterNode> = cluster
+            .addrs
+            .iter()
+            .map(|(id, addr)| {
+                let node = ClusterNode {
+                    raft_addr: addr.to_string(),
+                    client_addr: "127.0.0.1:1".to_string(),
+                };
+                (*id, node)
+            })
+            .collect();
+        cluster.node(1).raft.initialize(members).await.unwrap();
+        cluster
+    }
+
+    /// Starts node `id` from its data directory on its address.
+    async fn restart(&mut self, id: NodeId) {
+        let listener = TcpListener::bind(self.addrs[&id]).await.unwrap();
+        self.start_on(id, listener).await;
+    }
+
+    async fn start_on(&mut self, id: NodeId, listener: TcpListener) {
+        let dir = &self.dirs[&id];
+        let (log, _) = LogStore::open(&dir.join("raft"), false, DEFAULT_SEGMENT_BYTES).unwrap();
+        let sm = open_state_machine(&dir.join("raft-sm")).await;
+        let image = sm.image();
+        let network = Network::new(id);
+        let links = network.links();
+        let raft = Raft::new(id, config(), network, log, sm).await.unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn({
+            let raft = raft.clone();
+            let stop = stop.clone();
+            async move {
+                serve_raft(
+                    raft,
+                    listener,
+                    &RaftListenerConfig::default(),
+                    stop.cancelled_owned(),
+                )
+                .await
+            }
+        });
+        self.nodes.insert(
+            id,
+            TestNode {
+                id,
+                raft,
+                image,
+                links,
+                stop,
+                server,
+            },
+        );
+    }
+
+    /// Stops node `id` as a crash would, as far as its peers can tell: its listener stops
+    /// answering and its raft core stops. Its data directory stays.
+    async fn stop(&mut self, id: NodeId) {
+        let node = self.nodes.remove(&id).unwrap();
+        node.stop.cancel();
+        tokio::time::timeout(PATIENCE, node.server)
+            .await
+            .expect("the raft listener stops")
+            .unwrap()
+            .unwrap();
+        node.raft.shutdown().await.unwrap();
+    }
+
+    fn node(&self, id: NodeId) -> &TestNode {
+        &self.nodes[&id]
+    }
+
+    /// Waits until every running node agrees on one leader among them, and returns it.
+    async fn leader(&self) -> NodeId {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let leaders: Vec<Option<NodeId>> = self
+                .nodes
+                .values()
+                .map(|node| node.raft.metrics().borrow().current_leader)
+                .collect();
+            if let Some(Some(leader)) = leaders.first() {
+                if self.nodes.contains_key(leader) && leaders.iter().all(|l| l == &Some(*leader)) {
+                    return *leader;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no agreed leader within {PATIENCE:?}: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Commits batches `range` through `leader`.
+    async fn write(&self, leader: NodeId, range: std::ops::Range<u64>) {
+        for i in range {
+            tokio::time::timeout(PATIENCE, self.node(leader).raft.client_write(batch(i)))
+                .await
+                .expect("a write commits")
+                .unwrap();
+        }
+    }
+
+    /// Waits until every running node has applied everything `leader` has, then checks
+    /// that their images are identical and returns it.
+    async fn converged(&self, leader: NodeId) -> Vec<ImageRecord> {
+        let leader = self.node(leader);
+        leader.raft.ensure_linearizable().await.unwrap();
+        let applied = leader.raft.metrics().borrow().last_applied;
+        for node in self.nodes.values() {
+            node.raft
+                .wait(Some(PATIENCE))
+                .metrics(|m| m.last_applied >= applied, "applied what the leader has")
+                .await
+                .unwrap();
+        }
+        let image = leader.image.records().unwrap();
+        for node in self.nodes.values() {
+            assert_eq!(
+                node.image.records().unwrap(),
+                image,
+                "node {}'s image differs from the leader's",
+                node.id
+            );
+        }
+        image
+    }
+
+    async fn shutdown(mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}
+
+/// Opens a state machine, waiting while the previous incarnation's database (dropped by
+/// its raft core's tasks as they end) still holds its lock.
+async fn open_state_machine(dir: &Path) -> StateMachine {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match StateMachine::open(dir, false) {
+            Ok(sm) => return sm,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(%error, "state machine still held; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("cannot open the state machine: {error}"),
+        }
+    }
+}
+
+fn token(i: u64) -> FencingToken {
+    FencingToken::new(i + 1).unwrap()
+}
+
+/// The commit batch of grant `i`: a lease, its lock at token `i + 1`, the next token
+/// (what the lock table writes for one grant).
+fn batch(i: u64) -> CommitBatch {
+    let mut lease = [0u8; 16];
+    lease[..8].copy_from_slice(&i.to_be_bytes());
+    let lease = LeaseId::from_bytes(lease);
+    let writes = vec![
+        Write::PutLease {
+            lease,
+            ttl: Duration::from_secs(10),
+            holder: "worker".into(),
+        },
+        Write::PutLock {
+            lock: LockName::new(format!("lock-{i:03}")).unwrap(),
+            lease,
+            token: token(i),
+            holder: "worker".into(),
+            lock_delay: Duration::from_secs(1),
+        },
+        Write::NextToken(token(i + 1)),
+    ];
+    CommitBatch(JournalBatch {
+        ops: writes.into_iter().map(encode).collect(),
+    })
+}
+
+/// Checks that `node`'s image reads back as the lock table's state after grants `0..n`.
+fn assert_grants(node: &TestNode, n: u64) {
+    let recovered = node.image.read_back().unwrap();
+    assert_eq!(recovered.next_token, token(n), "node {}", node.id);
+    assert_eq!(recovered.locks.len(), usize::try_from(n).unwrap());
+    assert_eq!(recovered.leases.len(), usize::try_from(n).unwrap());
+}
+
+// checks: S1, S2 (every grant a leader commits is on every replica, in the same order:
+// the images are identical and the token counter is the same everywhere)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_a_leader_and_replicate_identical_images() {
+    tracing::info!("--- start three nodes, initialize, elect");
+    let cluster = TestCluster::start().await;
+    let leader = cluster.leader().await;
+
+    tracing::info!("--- commit 50 batches through the leader");
+    cluster.write(leader, 0..50).await;
+
+    tracing::info!("--- every node applied all 50, and the images are identical");
+    cluster.converged(leader).await;
+    for node in cluster.nodes.values() {
+        assert_grants(node, 50);
+    }
+    cluster.shutdown().await;
+}
+
+// checks: S1, S2 (a leader's loss loses no committed grant; a new leader continues the
+// token counter; the old leader restarts from its disk and catches up)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_dies_a_new_one_takes_over_and_the_old_one_catches_up() {
+    tracing::info!("--- a cluster with 20 committed batches");
+    let mut cluster = TestCluster::start().await;
+    let old = cluster.leader().await;
+    cluster.write(old, 0..20).await;
+
+    tracing::info!("--- stop the leader: the other two elect one of themselves");
+    cluster.stop(old).await;
+    let new = cluster.leader().await;
+    assert_ne!(new, old);
+
+    tracing::info!("--- writes continue on the new leader");
+    cluster.write(new, 20..40).await;
+    cluster.converged(new).await;
+
+    tracing::info!("--- the old leader restarts from its data dir and catches up");
+    cluster.restart(old).await;
+    let leader = cluster.leader().await;
+    cluster.write(leader, 40..45).await;
+    cluster.converged(leader).await;
+    for node in cluster.nodes.values() {
+        assert_grants(node, 45);
+    }
+    cluster.shutdown().await;
+}
+
+// checks: S1, S2 (a follower that lost its disk is replaced through membership and
+// rebuilt from a snapshot, as the log it would need is purged, and ends identical)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_follower_is_rebuilt_from_a_snapshot() {
+    tracing::info!("--- a cluster with 30 committed batches; the leader snapshots and purges");
+    let mut cluster = TestCluster::start().await;
+    let leader = cluster.leader().await;
+    cluster.write(leader, 0..30).await;
+    cluster.converged(leader).await;
+    let purged = cluster
+        .node(leader)
+        .raft
+        .wait(Some(PATIENCE))
+        .metrics(|m| m.purged.is_some(), "the leader purged its log")
+        .await
+        .unwrap()
+        .purged
+        .unwrap();
+    tracing::info!(%purged, "the leader's log starts after");
+
+    // A voter must not come back with less log than it acknowledged (openraft's leader
+    // panics on it: the entries it counted towards a quorum may be gone). A node that lost
+    // its disk leaves the membership first and rejoins as a new learner.
+    tracing::info!("--- remove a follower from the membership, stop it, delete its data dir");
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let rest: std::collections::BTreeSet<NodeId> = (1..=3).filter(|id| *id != follower).collect();
+    cluster
+        .node(leader)
+        .raft
+        .change_membership(rest, false)
+        .await
+        .unwrap();
+    cluster.stop(follower).await;
+    std::fs::remove_dir_all(&cluster.dirs[&follower]).unwrap();
+
+    tracing::info!("--- more writes while it is gone");
+    cluster.write(leader, 30..40).await;
+
+    tracing::info!("--- it restarts empty, rejoins as a learner, is sent a snapshot, votes again");
+    cluster.restart(follower).await;
+    let node = ClusterNode {
+        raft_addr: cluster.addrs[&follower].to_string(),
+        client_addr: "127.0.0.1:1".to_string(),
+    };
+    tokio::time::timeout(
+        PATIENCE,
+        cluster.node(leader).raft.add_learner(follower, node, true),
+    )
+    .await
+    .expect("the learner catches up")
+    .unwrap();
+    cluster
+        .node(leader)
+        .raft
+        .change_membership([1, 2, 3], false)
+        .await
+        .unwrap();
+    let leader = cluster.leader().await;
+    cluster.write(leader, 40..45).await;
+    cluster.converged(leader).await;
+    let metrics = cluster.node(follower).raft.metrics().borrow().clone();
+    let snapshot = metrics.snapshot.expect("the follower holds a snapshot");
+    assert!(
+        snapshot.index >= purged.index,
+        "the follower's snapshot {snapshot} covers the leader's purged log {purged}"
+    );
+    // Grants 0.. were in entries at or below `purged`, which no log holds any more: the
+    // follower has them only through the snapshot.
+    assert_grants(cluster.node(follower), 45);
+    cluster.shutdown().await;
+}
+
+// checks: S1, S2, S3 (a leader cut off from both followers commits nothing; the two elect
+// a leader that commits; after the cut heals the old leader's uncommitted write is gone
+// and every image is identical)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_followers_cannot_commit() {
+    tracing::info!("--- a cluster with 10 committed batches");
+    let cluster = TestCluster::start().await;
+    let old = cluster.leader().await;
+    cluster.write(old, 0..10).await;
+    cluster.converged(old).await;
+
+    tracing::info!("--- cut every link between the leader and the followers");
+    let followers: Vec<NodeId> = (1..=3).filter(|id| *id != old).collect();
+    for follower in &followers {
+        cluster.node(old).links.cut(*follower);
+        cluster.node(*follower).links.cut(old);
+    }
+
+    tracing::info!("--- a write on the cut-off leader does not commit within 3 election timeouts");
+    let stranded = tokio::time::timeout(
+        3 * ELECTION_TIMEOUT_MAX,
+        cluster.node(old).raft.client_write(batch(999)),
+    )
+    .await;
+    assert!(
+        !matches!(stranded, Ok(Ok(_))),
+        "a leader without a quorum committed a write: {stranded:?}"
+    );
+
+    tracing::info!("--- the two followers elect a leader of their own, which commits");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let new = loop {
+        let seen = cluster
+            .node(followers[0])
+            .raft
+            .metrics()
+            .borrow()
+            .current_leader;
+        if let Some(new) = seen.filter(|id| followers.contains(id)) {
+            let other = followers.iter().find(|id| **id != new).unwrap();
+            if cluster.node(*other).raft.metrics().borrow().current_leader == Some(new) {
+                break new;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cluster.write(new, 10..20).await;
+
+    tracing::info!("--- heal: the old leader follows, its stranded write is gone");
+    for follower in &followers {
+        cluster.node(old).links.heal(*follower);
+        cluster.node(*follower).links.heal(old);
+    }
+    let leader = cluster.leader().await;
+    assert_ne!(leader, old, "the old leader's term is behind");
+    cluster.converged(leader).await;
+    for node in cluster.nodes.values() {
+        assert_grants(node, 20);
+    }
+    cluster.shutdown().await;
+}

@@ -1,0 +1,374 @@
+//! [`Network`]: how a node sends raft messages to its peers, openraft's
+//! `RaftNetworkFactory`, and [`PeerClient`], its `RaftNetwork` to one peer: the service of
+//! `fenced/raft/v1/raft.proto` over a tonic channel to the peer's `raft_addr`.
+//!
+//! Each request is openraft's own message serialized with postcard ([`encode`]); the
+//! response carries the peer's raft core's result, so a refusal by the peer's core (a
+//! fatal error, a snapshot mismatch) comes back as openraft's `RemoteError`, apart from
+//! transport failures.
+//!
+//! How failures map to openraft's `RPCError`, and why it matters: openraft backs off
+//! replication to a peer only on `Unreachable` (by [`PeerClient::backoff`], constant
+//! [`UNREACHABLE_BACKOFF`]) and retries at the next heartbeat on anything else, so a peer
+//! that is down must be `Unreachable`, or the leader would reconnect to it on every
+//! heartbeat.
+//! - `Unreachable`: the peer cannot be connected to or the connection broke (tonic's
+//!   `UNAVAILABLE`), its address does not parse, or [`Links`] cut the link.
+//! - `Timeout`: no answer within the `hard_ttl` openraft gives the call (also the request's
+//!   gRPC deadline, so the peer drops work nobody waits for), or the peer said
+//!   `DEADLINE_EXCEEDED` or `CANCELLED`.
+//! - `PayloadTooLarge`: an `AppendEntries` of more than one entry that encodes above
+//!   [`MAX_RAFT_MESSAGE_BYTES`]; openraft retries it at once with fewer entries.
+//! - `NetworkError`: anything else (the peer refused the payload, a response that does
+//!   not decode, a single entry above the bound).
+//!
+//! Channels connect lazily (the first call connects, a broken connection reconnects on the
+//! next call), one per peer, made by `new_client` when openraft starts replicating to or
+//! asking a vote of that peer.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RPCTypes};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use fenced_proto::raft::v1::raft_service_client::RaftServiceClient;
+use fenced_proto::raft::v1::RaftRequest;
+
+use crate::cluster::types::{ClusterNode, NodeId, TypeConfig};
+
+/// The largest raft request or response, encoded: the decoding limit of both ends.
+///
+/// 16 MiB holds a snapshot chunk (openraft's `snapshot_max_chunk_size`, 3 MiB by default,
+/// must stay below it) and an `AppendEntries` of many commit batches; a larger batch of
+/// entries is split by openraft on [`PayloadTooLarge`]. A single entry must encode below
+/// it, so whatever proposes entries must bound a commit batch's size.
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 16 << 20;
+
+/// How long replication to an unreachable peer pauses before the next try (openraft's
+/// default): a down peer costs one connection attempt per pause, not one per heartbeat.
+pub const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(500);
+
+/// How long a connection attempt to a peer may take before the call fails; the call's own
+/// deadline (`hard_ttl`) cuts it shorter when that is shorter.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The result of one raft rpc as openraft's network traits return it.
+type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, ClusterNode, E>>;
+
+/// The links this node refuses to use: fault injection for tests (a partition without a
+/// proxy). Cheap to clone; every clone shares the same set. No link is cut unless a test
+/// cuts it.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    /// The peers this node does not reach while they are in the set.
+    cut: Arc<Mutex<BTreeSet<NodeId>>>,
+}
+
+impl Links {
+    /// Stops sending to `target`: every rpc to it fails as `Unreachable` until healed.
+    pub fn cut(&self, target: NodeId) {
+        self.set().insert(target);
+    }
+
+    /// Sends to `target` again.
+    pub fn heal(&self, target: NodeId) {
+        self.set().remove(&target);
+    }
+
+    /// Whether the link to `target` is cut.
+    pub fn is_cut(&self, target: NodeId) -> bool {
+        self.set().contains(&target)
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, BTreeSet<NodeId>> {
+        // The set is valid whatever a panicking holder left half done (an insert or a
+        // remove either happened or not).
+        self.cut.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A node's raft network: makes a [`PeerClient`] for each peer openraft talks to.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// This node's id (the sender, in timeout errors).
+    me: NodeId,
+    /// The links this node refuses to use.
+    links: Links,
+}
+
+impl Network {
+    /// The network of node `me`, every link up.
+    pub fn new(me: NodeId) -> Network {
+        Network {
+            me,
+            links: Links::default(),
+        }
+    }
+
+    /// The handle that cuts and heals this node's links (tests).
+    pub fn links(&self) -> Links {
+        self.links.clone()
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerClient {
+        PeerClient::new(self.me, target, node.clone(), self.links.clone())
+    }
+}
+
+/// Why a raft rpc to a peer failed on the way (the evidence inside openraft's
+/// `Unreachable` and `NetworkError`).
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer's raft address is not a usable URI.
+    #[error("node {target}'s raft address {addr:?} is not usable: {problem}")]
+    BadAddress {
+        /// The peer.
+        target: NodeId,
+        /// Its configured `raft_addr`.
+        addr: String,
+        /// Why it does not parse.
+        problem: String,
+    },
+    /// The link to the peer is cut ([`Links`]).
+    #[error("the link from node {from} to node {target} is cut")]
+    Cut {
+        /// This node.
+        from: NodeId,
+        /// The peer.
+        target: NodeId,
+    },
+    /// The peer answered the rpc with an error status, or the transport failed.
+    #[error("{rpc} to node {target} at {addr} failed: {code:?}: {message}")]
+    Status {
+        /// Which rpc.
+        rpc: RPCTypes,
+        /// The peer.
+        target: NodeId,
+        /// Its raft address.
+        addr: String,
+        /// The gRPC status code.
+        code: Code,
+        /// The status message.
+        message: String,
+    },
+    /// A request or response that postcard cannot encode or decode.
+    #[error("{rpc} to node {target}: cannot {doing}: {problem}")]
+    Codec {
+        /// Which rpc.
+        rpc: RPCTypes,
+        /// The peer.
+        target: NodeId,
+        /// "encode the request" or "decode the response".
+        doing: &'static str,
+        /// postcard's error.
+        problem: String,
+    },
+    /// A request above [`MAX_RAFT_MESSAGE_BYTES`] that cannot be split.
+    #[error("{rpc} to node {target} encodes to {bytes} bytes, above the {max}-byte bound")]
+    TooLarge {
+        /// Which rpc.
+        rpc: RPCTypes,
+        /// The peer.
+        target: NodeId,
+        /// The encoded size.
+        bytes: usize,
+        /// [`MAX_RAFT_MESSAGE_BYTES`].
+        max: usize,
+    },
+}
+
+/// The raft network to one peer: a lazily connected tonic channel to its `raft_addr`.
+pub struct PeerClient {
+    /// This node.
+    me: NodeId,
+    /// The peer.
+    target: NodeId,
+    /// The peer's addresses (for openraft's `RemoteError`).
+    node: ClusterNode,
+    /// The client over the peer's channel, or why the address is unusable.
+    client: Result<RaftServiceClient<Channel>, PeerError>,
+    /// The links this node refuses to use.
+    links: Links,
+}
+
+impl PeerClient {
+    /// A client of `target` at `node.raft_addr`; connects on its first rpc.
+    fn new(me: NodeId, target: NodeId, node: ClusterNode, links: Links) -> PeerClient {
+        let client = Endpoint::from_shared(format!("http://{}", node.raft_addr))
+            .map(|endpoint| {
+                let channel = endpoint
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                RaftServiceClient::new(channel)
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            })
+            .map_err(|error| PeerError::BadAddress {
+                target,
+                addr: node.raft_addr.clone(),
+                problem: error.to_string(),
+            });
+        PeerClient {
+            me,
+            target,
+            node,
+            client,
+            links,
+        }
+    }
+
+    /// Sends `request` as `rpc` and decodes the peer's raft core's result, mapping every
+    /// failure as the module documentation says.
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: RPCTypes,
+        request: &Req,
+        entries: usize,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, RaftError<NodeId, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        if self.links.is_cut(self.target) {
+            return Err(RPCError::Unreachable(Unreachable::new(&PeerError::Cut {
+                from: self.me,
+                target: self.target,
+            })));
+        }
+        let mut client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(error) => return Err(RPCError::Unreachable(Unreachable::new(error))),
+        };
+        let payload = postcard::to_stdvec(request).map_err(|error| {
+            network_error(PeerError::Codec {
+                rpc,
+                target: self.target,
+                doing: "encode the request",
+                problem: error.to_string(),
+            })
+        })?;
+        if payload.len() > MAX_RAFT_MESSAGE_BYTES {
+            if entries > 1 {
+                let hint = u64::try_from(entries / 2).unwrap_or(1);
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(hint),
+                ));
+            }
+            return Err(network_error(PeerError::TooLarge {
+                rpc,
+                target: self.target,
+                bytes: payload.len(),
+                max: MAX_RAFT_MESSAGE_BYTES,
+            }));
+        }
+        let ttl = option.hard_ttl();
+        let mut request = tonic::Request::new(RaftRequest { payload });
+        request.set_timeout(ttl);
+        let sending = async {
+            match rpc {
+                RPCTypes::AppendEntries => client.append_entries(request).await,
+                RPCTypes::Vote => client.vote(request).await,
+                RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        let timeout = || {
+            RPCError::Timeout(Timeout {
+                action: rpc,
+                id: self.me,
+                target: self.target,
+                timeout: ttl,
+            })
+        };
+        let response = match tokio::time::timeout(ttl, sending).await {
+            Err(_elapsed) => return Err(timeout()),
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                let error = PeerError::Status {
+                    rpc,
+                    target: self.target,
+                    addr: self.node.raft_addr.clone(),
+                    code: status.code(),
+                    message: status.message().to_string(),
+                };
+                return Err(match status.code() {
+                    Code::Unavailable => RPCError::Unreachable(Unreachable::new(&error)),
+                    Code::DeadlineExceeded | Code::Cancelled => timeout(),
+                    _ => network_error(error),
+                });
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&response.payload)
+            .map_err(|error| {
+                network_error(PeerError::Codec {
+                    rpc,
+                    target: self.target,
+                    doing: "decode the response",
+                    problem: error.to_string(),
+                })
+            })?;
+        result.map_err(|refusal| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                refusal,
+            ))
+        })
+    }
+}
+
+fn network_error<E: std::error::Error>(error: PeerError) -> RPCError<NodeId, ClusterNode, E> {
+    RPCError::Network(NetworkError::new(&error))
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let entries = rpc.entries.len();
+        self.call(RPCTypes::AppendEntries, &rpc, entries, &option)
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.call(RPCTypes::InstallSnapshot, &rpc, 0, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        self.call(RPCTypes::Vote, &rpc, 0, &option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+}
