@@ -15,10 +15,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fenced_types::{FencingToken, LeaseId, LockName};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config, Raft, SnapshotPolicy};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -93,6 +95,13 @@ struct TestCluster {
 impl TestCluster {
     /// Starts nodes 1, 2 and 3 and initializes the cluster with all three as voters.
     async fn start() -> TestCluster {
+        TestCluster::start_with(BTreeMap::new()).await
+    }
+
+    /// Starts nodes 1, 2 and 3, except those in `elsewhere`, which are members at the
+    /// addresses given there but are not started, and initializes the cluster with all
+    /// three as voters.
+    async fn start_with(elsewhere: BTreeMap<NodeId, SocketAddr>) -> TestCluster {
         let root = tempfile::tempdir().unwrap();
         let mut cluster = TestCluster {
             dirs: BTreeMap::new(),
@@ -102,6 +111,10 @@ impl TestCluster {
         };
         let mut listeners = BTreeMap::new();
         for id in 1..=3 {
+            if let Some(addr) = elsewhere.get(&id) {
+                cluster.addrs.insert(id, *addr);
+                continue;
+            }
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             cluster.addrs.insert(id, listener.local_addr().unwrap());
             cluster
@@ -123,7 +136,8 @@ impl TestCluster {
                 (*id, node)
             })
             .collect();
-        cluster.node(1).raft.initialize(members).await.unwrap();
+        let first = *cluster.nodes.keys().next().unwrap();
+        cluster.node(first).raft.initialize(members).await.unwrap();
         cluster
     }
 
@@ -185,44 +199,91 @@ impl TestCluster {
         &self.nodes[&id]
     }
 
+    /// The running nodes.
+    fn running(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
     /// Waits until every running node agrees on one leader among them, and returns it.
     async fn leader(&self) -> NodeId {
+        self.leader_among(&self.running()).await
+    }
+
+    /// Waits until the nodes `ids` agree on one leader among them, and returns it.
+    async fn leader_among(&self, ids: &[NodeId]) -> NodeId {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let leaders: Vec<Option<NodeId>> = self
-                .nodes
-                .values()
-                .map(|node| node.raft.metrics().borrow().current_leader)
+            let leaders: Vec<Option<NodeId>> = ids
+                .iter()
+                .map(|id| self.node(*id).raft.metrics().borrow().current_leader)
                 .collect();
             if let Some(Some(leader)) = leaders.first() {
-                if self.nodes.contains_key(leader) && leaders.iter().all(|l| l == &Some(*leader)) {
+                if ids.contains(leader) && leaders.iter().all(|l| l == &Some(*leader)) {
                     return *leader;
                 }
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no agreed leader within {PATIENCE:?}: {leaders:?}"
+                "no agreed leader among {ids:?} within {PATIENCE:?}: {leaders:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Commits batches `range` through `leader`.
-    async fn write(&self, leader: NodeId, range: std::ops::Range<u64>) {
+    /// Commits grants `range` through the leader of the running nodes.
+    async fn write(&self, range: std::ops::Range<u64>) {
+        self.write_among(&self.running(), range).await;
+    }
+
+    /// Commits grants `range` through the leader the nodes `ids` agree on. Should the
+    /// leader change meanwhile (a loaded machine can delay a heartbeat past an election
+    /// timeout), the write goes to the next one: a grant's batch is whole-value puts, so
+    /// one committed twice leaves the same image.
+    async fn write_among(&self, ids: &[NodeId], range: std::ops::Range<u64>) {
         for i in range {
-            tokio::time::timeout(PATIENCE, self.node(leader).raft.client_write(batch(i)))
-                .await
-                .expect("a write commits")
-                .unwrap();
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let leader = self.leader_among(ids).await;
+                let written =
+                    tokio::time::timeout(PATIENCE, self.node(leader).raft.client_write(batch(i)))
+                        .await
+                        .expect("a write commits");
+                match written {
+                    Ok(_) => break,
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                        tracing::info!(?to, "the leader changed; writing again");
+                    }
+                    Err(error) => panic!("write {i} through node {leader} failed: {error}"),
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "write {i} never committed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 
-    /// Waits until every running node has applied everything `leader` has, then checks
+    /// Waits until every running node has applied everything the leader has, then checks
     /// that their images are identical and returns it.
-    async fn converged(&self, leader: NodeId) -> Vec<ImageRecord> {
-        let leader = self.node(leader);
-        leader.raft.ensure_linearizable().await.unwrap();
-        let applied = leader.raft.metrics().borrow().last_applied;
+    async fn converged(&self) -> Vec<ImageRecord> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let (leader, applied) = loop {
+            let leader = self.leader().await;
+            match self.node(leader).raft.ensure_linearizable().await {
+                Ok(_) => {
+                    break (
+                        leader,
+                        self.node(leader).raft.metrics().borrow().last_applied,
+                    )
+                }
+                Err(error) => tracing::info!(%error, "the leader changed; asking the next"),
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader confirmed"
+            );
+        };
         for node in self.nodes.values() {
             node.raft
                 .wait(Some(PATIENCE))
@@ -230,7 +291,7 @@ impl TestCluster {
                 .await
                 .unwrap();
         }
-        let image = leader.image.records().unwrap();
+        let image = self.node(leader).image.records().unwrap();
         for node in self.nodes.values() {
             assert_eq!(
                 node.image.records().unwrap(),
@@ -311,12 +372,13 @@ async fn three_nodes_elect_a_leader_and_replicate_identical_images() {
     tracing::info!("--- start three nodes, initialize, elect");
     let cluster = TestCluster::start().await;
     let leader = cluster.leader().await;
+    tracing::info!(leader, "elected");
 
     tracing::info!("--- commit 50 batches through the leader");
-    cluster.write(leader, 0..50).await;
+    cluster.write(0..50).await;
 
     tracing::info!("--- every node applied all 50, and the images are identical");
-    cluster.converged(leader).await;
+    cluster.converged().await;
     for node in cluster.nodes.values() {
         assert_grants(node, 50);
     }
@@ -329,8 +391,8 @@ async fn three_nodes_elect_a_leader_and_replicate_identical_images() {
 async fn the_leader_dies_a_new_one_takes_over_and_the_old_one_catches_up() {
     tracing::info!("--- a cluster with 20 committed batches");
     let mut cluster = TestCluster::start().await;
+    cluster.write(0..20).await;
     let old = cluster.leader().await;
-    cluster.write(old, 0..20).await;
 
     tracing::info!("--- stop the leader: the other two elect one of themselves");
     cluster.stop(old).await;
@@ -338,14 +400,13 @@ async fn the_leader_dies_a_new_one_takes_over_and_the_old_one_catches_up() {
     assert_ne!(new, old);
 
     tracing::info!("--- writes continue on the new leader");
-    cluster.write(new, 20..40).await;
-    cluster.converged(new).await;
+    cluster.write(20..40).await;
+    cluster.converged().await;
 
     tracing::info!("--- the old leader restarts from its data dir and catches up");
     cluster.restart(old).await;
-    let leader = cluster.leader().await;
-    cluster.write(leader, 40..45).await;
-    cluster.converged(leader).await;
+    cluster.write(40..45).await;
+    cluster.converged().await;
     for node in cluster.nodes.values() {
         assert_grants(node, 45);
     }
@@ -358,9 +419,9 @@ async fn the_leader_dies_a_new_one_takes_over_and_the_old_one_catches_up() {
 async fn a_wiped_follower_is_rebuilt_from_a_snapshot() {
     tracing::info!("--- a cluster with 30 committed batches; the leader snapshots and purges");
     let mut cluster = TestCluster::start().await;
+    cluster.write(0..30).await;
+    cluster.converged().await;
     let leader = cluster.leader().await;
-    cluster.write(leader, 0..30).await;
-    cluster.converged(leader).await;
     let purged = cluster
         .node(leader)
         .raft
@@ -388,7 +449,7 @@ async fn a_wiped_follower_is_rebuilt_from_a_snapshot() {
     std::fs::remove_dir_all(&cluster.dirs[&follower]).unwrap();
 
     tracing::info!("--- more writes while it is gone");
-    cluster.write(leader, 30..40).await;
+    cluster.write(30..40).await;
 
     tracing::info!("--- it restarts empty, rejoins as a learner, is sent a snapshot, votes again");
     cluster.restart(follower).await;
@@ -409,9 +470,8 @@ async fn a_wiped_follower_is_rebuilt_from_a_snapshot() {
         .change_membership([1, 2, 3], false)
         .await
         .unwrap();
-    let leader = cluster.leader().await;
-    cluster.write(leader, 40..45).await;
-    cluster.converged(leader).await;
+    cluster.write(40..45).await;
+    cluster.converged().await;
     let metrics = cluster.node(follower).raft.metrics().borrow().clone();
     let snapshot = metrics.snapshot.expect("the follower holds a snapshot");
     assert!(
@@ -431,9 +491,9 @@ async fn a_wiped_follower_is_rebuilt_from_a_snapshot() {
 async fn a_leader_cut_off_from_its_followers_cannot_commit() {
     tracing::info!("--- a cluster with 10 committed batches");
     let cluster = TestCluster::start().await;
+    cluster.write(0..10).await;
+    cluster.converged().await;
     let old = cluster.leader().await;
-    cluster.write(old, 0..10).await;
-    cluster.converged(old).await;
 
     tracing::info!("--- cut every link between the leader and the followers");
     let followers: Vec<NodeId> = (1..=3).filter(|id| *id != old).collect();
@@ -454,24 +514,9 @@ async fn a_leader_cut_off_from_its_followers_cannot_commit() {
     );
 
     tracing::info!("--- the two followers elect a leader of their own, which commits");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let new = loop {
-        let seen = cluster
-            .node(followers[0])
-            .raft
-            .metrics()
-            .borrow()
-            .current_leader;
-        if let Some(new) = seen.filter(|id| followers.contains(id)) {
-            let other = followers.iter().find(|id| **id != new).unwrap();
-            if cluster.node(*other).raft.metrics().borrow().current_leader == Some(new) {
-                break new;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no new leader");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    cluster.write(new, 10..20).await;
+    let new = cluster.leader_among(&followers).await;
+    tracing::info!(new, "elected");
+    cluster.write_among(&followers, 10..20).await;
 
     tracing::info!("--- heal: the old leader follows, its stranded write is gone");
     for follower in &followers {
@@ -480,9 +525,52 @@ async fn a_leader_cut_off_from_its_followers_cannot_commit() {
     }
     let leader = cluster.leader().await;
     assert_ne!(leader, old, "the old leader's term is behind");
-    cluster.converged(leader).await;
+    cluster.converged().await;
     for node in cluster.nodes.values() {
         assert_grants(node, 20);
     }
+    cluster.shutdown().await;
+}
+
+/// A peer that is down but whose address takes connections: it accepts each one and
+/// closes it at once. Counts the connections.
+async fn black_hole() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        }
+    });
+    (addr, accepted)
+}
+
+// checks: S3 (a member that is down costs the leader one connection attempt per backoff
+// pause, not one per heartbeat: the failure reaches openraft as `Unreachable`)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_backs_off_from_a_member_that_is_down() {
+    tracing::info!("--- two nodes up; the third member's address closes every connection");
+    let (addr, accepted) = black_hole().await;
+    let cluster = TestCluster::start_with(BTreeMap::from([(3, addr)])).await;
+    cluster.write(0..5).await;
+
+    tracing::info!("--- over 3 s (30 heartbeats), the leader tries the dead member about 6 times");
+    let watched = Duration::from_secs(3);
+    let before = accepted.load(Ordering::SeqCst);
+    tokio::time::sleep(watched).await;
+    let attempts = accepted.load(Ordering::SeqCst) - before;
+    let heartbeats = watched.as_millis() / 100;
+    tracing::info!(attempts, "connection attempts to the dead member");
+    assert!(
+        attempts * 2 < usize::try_from(heartbeats).unwrap(),
+        "{attempts} connection attempts in {watched:?}: the leader does not back off \
+         (one attempt per heartbeat would be {heartbeats})"
+    );
+    assert!(attempts > 0, "the leader keeps trying the dead member");
     cluster.shutdown().await;
 }

@@ -7,20 +7,23 @@
 //! fatal error, a snapshot mismatch) comes back as openraft's `RemoteError`, apart from
 //! transport failures.
 //!
-//! How failures map to openraft's `RPCError`, and why it matters: openraft backs off
-//! replication to a peer only on `Unreachable` (by [`PeerClient::backoff`], constant
-//! [`UNREACHABLE_BACKOFF`]) and retries at the next heartbeat on anything else, so a peer
-//! that is down must be `Unreachable`, or the leader would reconnect to it on every
-//! heartbeat.
-//! - `Unreachable`: the peer cannot be connected to or the connection broke (tonic's
-//!   `UNAVAILABLE`), its address does not parse, or [`Links`] cut the link.
+//! How failures map to openraft's `RPCError`, and why it matters: openraft pauses
+//! replication to a peer only on `Unreachable` (for [`PeerClient::backoff`], constant
+//! [`UNREACHABLE_BACKOFF`]); after a `Timeout` or a `NetworkError` it resends at once. A
+//! peer whose address takes connections and closes them gets thousands of attempts a
+//! second that way (`the_leader_backs_off_from_a_member_that_is_down` measures it), so
+//! every failure that can last is `Unreachable`:
+//! - `Unreachable`: the peer cannot be connected to, the connection broke or was closed
+//!   (tonic's `UNAVAILABLE`, `CANCELLED`, or any status caused by a transport error), its
+//!   address does not parse, [`Links`] cut the link, or the peer answers with something
+//!   this node cannot use: another error status (a peer of another version, say), a
+//!   response that does not decode, a single entry above [`MAX_RAFT_MESSAGE_BYTES`].
 //! - `Timeout`: no answer within the `hard_ttl` openraft gives the call (also the request's
 //!   gRPC deadline, so the peer drops work nobody waits for), or the peer said
-//!   `DEADLINE_EXCEEDED` or `CANCELLED`.
+//!   `DEADLINE_EXCEEDED`. It lasts the whole deadline, so it cannot spin.
 //! - `PayloadTooLarge`: an `AppendEntries` of more than one entry that encodes above
 //!   [`MAX_RAFT_MESSAGE_BYTES`]; openraft retries it at once with fewer entries.
-//! - `NetworkError`: anything else (the peer refused the payload, a response that does
-//!   not decode, a single entry above the bound).
+//! - `RemoteError`: the peer's raft core refused the request (it is stopping, say).
 //!
 //! Channels connect lazily (the first call connects, a broken connection reconnects on the
 //! next call), one per peer, made by `new_client` when openraft starts replicating to or
@@ -31,8 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
-    Unreachable,
+    InstallSnapshotError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RPCTypes};
 use openraft::raft::{
@@ -134,7 +136,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 /// Why a raft rpc to a peer failed on the way (the evidence inside openraft's
-/// `Unreachable` and `NetworkError`).
+/// `Unreachable`).
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     /// The peer's raft address is not a usable URI.
@@ -261,7 +263,7 @@ impl PeerClient {
             Err(error) => return Err(RPCError::Unreachable(Unreachable::new(error))),
         };
         let payload = postcard::to_stdvec(request).map_err(|error| {
-            network_error(PeerError::Codec {
+            unreachable(PeerError::Codec {
                 rpc,
                 target: self.target,
                 doing: "encode the request",
@@ -275,7 +277,7 @@ impl PeerClient {
                     PayloadTooLarge::new_entries_hint(hint),
                 ));
             }
-            return Err(network_error(PeerError::TooLarge {
+            return Err(unreachable(PeerError::TooLarge {
                 rpc,
                 target: self.target,
                 bytes: payload.len(),
@@ -311,16 +313,17 @@ impl PeerClient {
                     code: status.code(),
                     message: status.message().to_string(),
                 };
+                let transport = std::error::Error::source(&status)
+                    .is_some_and(|source| source.is::<tonic::transport::Error>());
                 return Err(match status.code() {
-                    Code::Unavailable => RPCError::Unreachable(Unreachable::new(&error)),
-                    Code::DeadlineExceeded | Code::Cancelled => timeout(),
-                    _ => network_error(error),
+                    Code::DeadlineExceeded if !transport => timeout(),
+                    _ => unreachable(error),
                 });
             }
         };
         let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&response.payload)
             .map_err(|error| {
-                network_error(PeerError::Codec {
+                unreachable(PeerError::Codec {
                     rpc,
                     target: self.target,
                     doing: "decode the response",
@@ -337,8 +340,9 @@ impl PeerClient {
     }
 }
 
-fn network_error<E: std::error::Error>(error: PeerError) -> RPCError<NodeId, ClusterNode, E> {
-    RPCError::Network(NetworkError::new(&error))
+/// `error` as openraft's `Unreachable`: replication to the peer pauses before the next try.
+fn unreachable<E: std::error::Error>(error: PeerError) -> RPCError<NodeId, ClusterNode, E> {
+    RPCError::Unreachable(Unreachable::new(&error))
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {

@@ -158,3 +158,26 @@ async fn the_raft_service_refuses_garbage_and_oversized_payloads() {
     server.await.unwrap().unwrap();
     raft.shutdown().await.unwrap();
 }
+
+// checks: S3 (a peer whose address takes connections and closes them, as a half-dead
+// machine or a proxy to a dead one does, is unreachable, not a timeout: openraft resends
+// at once after a timeout and would spin on it)
+#[tokio::test]
+async fn a_peer_that_closes_every_connection_is_unreachable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let mut network = Network::new(1);
+    let mut peer = network.new_client(2, &node(addr.to_string())).await;
+    for _ in 0..3 {
+        let error = peer
+            .vote(vote_request(), RPCOption::new(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
+    }
+}
