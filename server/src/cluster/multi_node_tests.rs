@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::log_store::{LogStore, DEFAULT_SEGMENT_BYTES};
-use super::network::{Links, Network};
+use super::network::{Links, Network, UNREACHABLE_BACKOFF};
 use super::raft_service::{serve_raft, RaftListenerConfig};
 use super::state_machine::{Image, ImageRecord, StateMachine};
 use super::types::{ClusterNode, CommitBatch, NodeId, TypeConfig};
@@ -481,6 +481,44 @@ async fn a_wiped_follower_is_rebuilt_from_a_snapshot() {
     // Grants 0.. were in entries at or below `purged`, which no log holds any more: the
     // follower has them only through the snapshot.
     assert_grants(cluster.node(follower), 45);
+    cluster.shutdown().await;
+}
+
+// checks: S2 (a voter back under its old id without the log it acknowledged, its disk
+// wiped, crashes no leader: it is refused as unreachable and the others go on
+// committing; the way back in is the membership change of the test above)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_back_without_its_log_is_shut_out_not_a_crash() {
+    tracing::info!("--- a cluster with 10 committed batches");
+    let mut cluster = TestCluster::start().await;
+    cluster.write(0..10).await;
+    cluster.converged().await;
+    let leader = cluster.leader().await;
+    let wiped = (1..=3).find(|id| *id != leader).unwrap();
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != wiped).collect();
+
+    tracing::info!("--- stop a follower, delete its data dir, start it again under its id");
+    cluster.stop(wiped).await;
+    std::fs::remove_dir_all(&cluster.dirs[&wiped]).unwrap();
+    cluster.restart(wiped).await;
+
+    tracing::info!("--- the others commit on; the leader meets the wiped node and lives");
+    cluster.write_among(&others, 10..20).await;
+    tokio::time::sleep(4 * UNREACHABLE_BACKOFF).await;
+    cluster.write_among(&others, 20..25).await;
+    for id in &others {
+        let state = cluster
+            .node(*id)
+            .raft
+            .metrics()
+            .borrow()
+            .running_state
+            .clone();
+        assert!(state.is_ok(), "node {id}'s raft core stopped: {state:?}");
+    }
+    // The wiped node stays out while the leader would have to send it entries it lost;
+    // once the leader's log is purged past them, it is sent a snapshot like any node that
+    // fell behind (which holds everything it had acknowledged).
     cluster.shutdown().await;
 }
 

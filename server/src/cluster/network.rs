@@ -25,11 +25,13 @@
 //!   [`MAX_RAFT_MESSAGE_BYTES`]; openraft retries it at once with fewer entries.
 //! - `RemoteError`: the peer's raft core refused the request (it is stopping, say).
 //!
+//! A peer that lost log it acknowledged to this leader is `Unreachable` too ([`Acks`]).
+//!
 //! Channels connect lazily (the first call connects, a broken connection reconnects on the
 //! next call), one per peer, made by `new_client` when openraft starts replicating to or
 //! asking a vote of that peer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,7 +43,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{RaftNetwork, RaftNetworkFactory};
+use openraft::{RaftNetwork, RaftNetworkFactory, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -50,7 +52,7 @@ use tonic::Code;
 use fenced_proto::raft::v1::raft_service_client::RaftServiceClient;
 use fenced_proto::raft::v1::RaftRequest;
 
-use crate::cluster::types::{ClusterNode, NodeId, TypeConfig};
+use crate::cluster::types::{ClusterNode, LogId, NodeId, TypeConfig};
 
 /// The largest raft request or response, encoded: the decoding limit of both ends.
 ///
@@ -110,6 +112,8 @@ pub struct Network {
     me: NodeId,
     /// The links this node refuses to use.
     links: Links,
+    /// What each peer acknowledged to this node as leader.
+    acks: Acks,
 }
 
 impl Network {
@@ -118,6 +122,7 @@ impl Network {
         Network {
             me,
             links: Links::default(),
+            acks: Acks::default(),
         }
     }
 
@@ -131,7 +136,63 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerClient {
-        PeerClient::new(self.me, target, node.clone(), self.links.clone())
+        PeerClient::new(
+            self.me,
+            target,
+            node.clone(),
+            self.links.clone(),
+            self.acks.clone(),
+        )
+    }
+}
+
+/// The newest log id each peer acknowledged holding, to this node as leader under one
+/// vote (term and leader): kept across the per-peer clients openraft makes and drops.
+///
+/// Why: a follower never loses an entry that matches its leader's log, so a peer that
+/// says its log does not reach an index it already acknowledged under the same vote lost
+/// its disk (or was restored from an old copy). openraft's leader takes that as a broken
+/// invariant (a debug assertion; with it off its replication to the peer goes wrong), so
+/// the client answers `Unreachable` instead ([`PeerError::LostLog`]): the leader carries
+/// on with the others and the peer stays out until it is removed from the membership and
+/// added again as a new learner.
+#[derive(Debug, Clone, Default)]
+struct Acks {
+    /// Per peer: the vote it acknowledged under, and the newest log id it acknowledged.
+    acked: Arc<Mutex<AckedLogs>>,
+}
+
+/// Per peer: the vote it acknowledged under, and the newest log id it acknowledged.
+type AckedLogs = BTreeMap<NodeId, (Vote<NodeId>, LogId)>;
+
+impl Acks {
+    fn map(&self) -> std::sync::MutexGuard<'_, AckedLogs> {
+        // Each update is one insert: valid whatever a panicking holder left.
+        self.acked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records that `target` holds the log up to `log_id` under `vote`.
+    fn record(&self, target: NodeId, vote: &Vote<NodeId>, log_id: Option<LogId>) {
+        let Some(log_id) = log_id else { return };
+        let mut acked = self.map();
+        match acked.get_mut(&target) {
+            Some((seen, newest)) if seen == vote => {
+                if log_id > *newest {
+                    *newest = log_id;
+                }
+            }
+            _ => {
+                acked.insert(target, (*vote, log_id));
+            }
+        }
+    }
+
+    /// What `target` acknowledged under `vote`, if anything.
+    fn acked(&self, target: NodeId, vote: &Vote<NodeId>) -> Option<LogId> {
+        self.map()
+            .get(&target)
+            .filter(|(seen, _)| seen == vote)
+            .map(|(_, newest)| *newest)
     }
 }
 
@@ -183,6 +244,19 @@ pub enum PeerError {
         /// postcard's error.
         problem: String,
     },
+    /// The peer no longer holds log it acknowledged to this leader ([`Acks`]).
+    #[error(
+        "node {target} lost its log: it acknowledged {acked} to this leader and now lacks \
+         {asked}; remove it from the membership and add it again as a new learner"
+    )]
+    LostLog {
+        /// The peer.
+        target: NodeId,
+        /// The newest log id it acknowledged.
+        acked: LogId,
+        /// The log id it now says it lacks.
+        asked: LogId,
+    },
     /// A request above [`MAX_RAFT_MESSAGE_BYTES`] that cannot be split.
     #[error("{rpc} to node {target} encodes to {bytes} bytes, above the {max}-byte bound")]
     TooLarge {
@@ -209,11 +283,13 @@ pub struct PeerClient {
     client: Result<RaftServiceClient<Channel>, PeerError>,
     /// The links this node refuses to use.
     links: Links,
+    /// What each peer acknowledged to this node as leader.
+    acks: Acks,
 }
 
 impl PeerClient {
     /// A client of `target` at `node.raft_addr`; connects on its first rpc.
-    fn new(me: NodeId, target: NodeId, node: ClusterNode, links: Links) -> PeerClient {
+    fn new(me: NodeId, target: NodeId, node: ClusterNode, links: Links, acks: Acks) -> PeerClient {
         let client = Endpoint::from_shared(format!("http://{}", node.raft_addr))
             .map(|endpoint| {
                 let channel = endpoint
@@ -235,6 +311,7 @@ impl PeerClient {
             node,
             client,
             links,
+            acks,
         }
     }
 
@@ -352,8 +429,32 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let entries = rpc.entries.len();
-        self.call(RPCTypes::AppendEntries, &rpc, entries, &option)
-            .await
+        let vote = rpc.vote;
+        let prev = rpc.prev_log_id;
+        let last = rpc.entries.last().map(|entry| entry.log_id).or(prev);
+        let response = self
+            .call(RPCTypes::AppendEntries, &rpc, entries, &option)
+            .await?;
+        match &response {
+            AppendEntriesResponse::Success => self.acks.record(self.target, &vote, last),
+            AppendEntriesResponse::PartialSuccess(matching) => {
+                self.acks.record(self.target, &vote, *matching);
+            }
+            AppendEntriesResponse::Conflict => {
+                let acked = self.acks.acked(self.target, &vote);
+                if let (Some(acked), Some(asked)) = (acked, prev) {
+                    if asked.index <= acked.index {
+                        return Err(unreachable(PeerError::LostLog {
+                            target: self.target,
+                            acked,
+                            asked,
+                        }));
+                    }
+                }
+            }
+            AppendEntriesResponse::HigherVote(_) => {}
+        }
+        Ok(response)
     }
 
     async fn install_snapshot(
