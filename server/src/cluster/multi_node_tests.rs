@@ -1,7 +1,8 @@
 //! Three-node clusters in one process: each node with its own data directory, log store
 //! and state machine, serving the raft service on a real loopback port, talking to the
 //! others through [`Network`]. The stories: replicate and agree, lose the leader, rebuild
-//! a wiped follower from a snapshot, cut the leader off.
+//! a wiped follower from a snapshot, survive a voter that comes back wiped under its old
+//! id, cut the leader off, back off from a member that is down.
 //!
 //! Timing is injected through openraft's `Config` ([`config`]): heartbeats every 100 ms,
 //! elections after 500 to 1000 ms without one, with waits of many seconds, so a loaded
@@ -43,13 +44,18 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// The largest election timeout in [`config`].
 const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
 
+/// The size of the snapshot chunks the tests send: small, so a snapshot of a few dozen
+/// grants (several KiB) crosses the network in several `InstallSnapshot` rpcs.
+const SNAPSHOT_CHUNK_BYTES: u64 = 1024;
+
 /// The cluster's timing and snapshot policy (see the module documentation).
 ///
 /// Why 100 ms heartbeats and not 50: openraft gives each `AppendEntries` the heartbeat
 /// interval as its deadline, and twelve nodes of concurrent tests share two loaded cores.
 /// Elections wait 5 to 10 heartbeats, so a late heartbeat does not depose a leader.
 /// A snapshot every 10 entries, the log purged up to it at once: a follower that falls
-/// behind (or is wiped) is sent a snapshot, not the log.
+/// behind (or is wiped) is sent a snapshot, not the log, in chunks of
+/// [`SNAPSHOT_CHUNK_BYTES`].
 fn config() -> Arc<Config> {
     let config = Config {
         cluster_name: "fenced-test".to_string(),
@@ -59,6 +65,7 @@ fn config() -> Arc<Config> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(10),
         max_in_snapshot_log_to_keep: 0,
         purge_batch_size: 1,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         ..Config::default()
     };
     Arc::new(config.validate().unwrap())
@@ -479,7 +486,16 @@ async fn a_wiped_follower_is_rebuilt_from_a_snapshot() {
         "the follower's snapshot {snapshot} covers the leader's purged log {purged}"
     );
     // Grants 0.. were in entries at or below `purged`, which no log holds any more: the
-    // follower has them only through the snapshot.
+    // follower has them only through the snapshot, which was larger than one chunk.
+    let image_bytes: usize = cluster
+        .node(follower)
+        .image
+        .records()
+        .unwrap()
+        .iter()
+        .map(|(key, value)| key.len() + value.len())
+        .sum();
+    assert!(image_bytes > 2 * usize::try_from(SNAPSHOT_CHUNK_BYTES).unwrap());
     assert_grants(cluster.node(follower), 45);
     cluster.shutdown().await;
 }

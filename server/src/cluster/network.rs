@@ -2,7 +2,7 @@
 //! `RaftNetworkFactory`, and [`PeerClient`], its `RaftNetwork` to one peer: the service of
 //! `fenced/raft/v1/raft.proto` over a tonic channel to the peer's `raft_addr`.
 //!
-//! Each request is openraft's own message serialized with postcard ([`encode`]); the
+//! Each request is openraft's own message serialized with postcard; the
 //! response carries the peer's raft core's result, so a refusal by the peer's core (a
 //! fatal error, a snapshot mismatch) comes back as openraft's `RemoteError`, apart from
 //! transport failures.
@@ -25,7 +25,17 @@
 //!   [`MAX_RAFT_MESSAGE_BYTES`]; openraft retries it at once with fewer entries.
 //! - `RemoteError`: the peer's raft core refused the request (it is stopping, say).
 //!
-//! A peer that lost log it acknowledged to this leader is `Unreachable` too ([`Acks`]).
+//! A peer that lost log it acknowledged to this leader is `Unreachable` too
+//! ([`PeerError::LostLog`]). A follower never loses an entry that matches its leader's
+//! log, so a peer that says its log does not reach an index it already acknowledged under
+//! the same vote (term and leader) lost its disk or was restored from an old copy.
+//! openraft's leader takes that as a broken invariant (a debug assertion that stops its
+//! core; a release build goes on believing the peer holds what it lost), so the client
+//! remembers what each peer acknowledged under the current vote and answers
+//! `Unreachable` instead: the leader carries on with the others, and the peer stays out
+//! until the leader's log is purged past what it lost (then it is sent a snapshot, as any
+//! node that fell behind) or it is removed from the membership and added again as a new
+//! learner.
 //!
 //! Channels connect lazily (the first call connects, a broken connection reconnects on the
 //! next call), one per peer, made by `new_client` when openraft starts replicating to or
@@ -147,15 +157,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 /// The newest log id each peer acknowledged holding, to this node as leader under one
-/// vote (term and leader): kept across the per-peer clients openraft makes and drops.
-///
-/// Why: a follower never loses an entry that matches its leader's log, so a peer that
-/// says its log does not reach an index it already acknowledged under the same vote lost
-/// its disk (or was restored from an old copy). openraft's leader takes that as a broken
-/// invariant (a debug assertion; with it off its replication to the peer goes wrong), so
-/// the client answers `Unreachable` instead ([`PeerError::LostLog`]): the leader carries
-/// on with the others and the peer stays out until it is removed from the membership and
-/// added again as a new learner.
+/// vote, kept across the per-peer clients openraft makes and drops: what tells a peer
+/// that lost its log (see the module documentation).
 #[derive(Debug, Clone, Default)]
 struct Acks {
     /// Per peer: the vote it acknowledged under, and the newest log id it acknowledged.
@@ -244,7 +247,7 @@ pub enum PeerError {
         /// postcard's error.
         problem: String,
     },
-    /// The peer no longer holds log it acknowledged to this leader ([`Acks`]).
+    /// The peer no longer holds log it acknowledged to this leader.
     #[error(
         "node {target} lost its log: it acknowledged {acked} to this leader and now lacks \
          {asked}; remove it from the membership and add it again as a new learner"
