@@ -465,7 +465,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.call(RPCTypes::InstallSnapshot, &rpc, 0, &option).await
+        let (vote, done, last) = (rpc.vote, rpc.done, rpc.meta.last_log_id);
+        let response: InstallSnapshotResponse<NodeId> = self
+            .call(RPCTypes::InstallSnapshot, &rpc, 0, &option)
+            .await?;
+        // The last chunk, accepted under this leader's vote: the peer holds the snapshot.
+        if done && response.vote <= vote {
+            self.acks.record(self.target, &vote, last);
+        }
+        Ok(response)
     }
 
     async fn vote(
