@@ -1,5 +1,7 @@
 //! Compiles the .proto files with protox (a protobuf compiler in pure Rust), so building
-//! needs no system `protoc`, and writes the descriptor set for gRPC reflection.
+//! needs no system `protoc`, and writes the descriptor set for gRPC reflection. The raft
+//! service (between cluster members) is compiled on its own and left out of that set:
+//! reflection on the client listener describes what clients may call.
 
 use std::path::PathBuf;
 
@@ -15,5 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
     tonic_prost_build::configure().compile_fds(descriptors)?;
+
+    let raft = "fenced/raft/v1/raft.proto";
+    println!("cargo:rerun-if-changed={raft}");
+    tonic_prost_build::configure().compile_fds(protox::compile([raft], ["."])?)?;
     Ok(())
 }

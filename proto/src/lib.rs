@@ -1,10 +1,13 @@
-//! The fenced wire protocol: code generated from `fenced/v1/lock.proto` (the lock service)
-//! and `fenced/kv/v1/kv.proto` (the gated key-value store), plus the descriptor set that
-//! gRPC reflection serves.
+//! The fenced wire protocol: code generated from `fenced/v1/lock.proto` (the lock service),
+//! `fenced/kv/v1/kv.proto` (the gated key-value store) and `fenced/raft/v1/raft.proto`
+//! (raft between the members of a cluster), plus the descriptor set that gRPC reflection
+//! serves.
 //!
 //! # Layout
 //! - [`v1`]: package `fenced.v1`, service `LockService`.
 //! - [`kv::v1`]: package `fenced.kv.v1`, service `GatedKv`.
+//! - [`raft::v1`]: package `fenced.raft.v1`, service `RaftService` (members only; not in
+//!   [`FILE_DESCRIPTOR_SET`]).
 //! - [`metadata`]: the names of the request and response metadata keys fencing uses.
 //! - [`session`]: a refusal as a `Session` stream carries it.
 //! - [`framed`]: the `Session` messages over framed TCP (or TLS), without HTTP/2;
@@ -34,6 +37,16 @@ pub mod kv {
     }
 }
 
-/// The encoded `FileDescriptorSet` of every .proto file here, for gRPC reflection.
+/// Package `fenced.raft`: raft between the members of a cluster.
+pub mod raft {
+    /// Package `fenced.raft.v1`.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("fenced.raft.v1");
+    }
+}
+
+/// The encoded `FileDescriptorSet` of the client-facing .proto files (lock and kv), for
+/// gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/fenced_descriptor.bin"));

@@ -17,10 +17,15 @@
 //! - [`state_machine`]: the replicated records in sled, openraft's `RaftStateMachine`, and
 //!   its snapshots.
 //! - [`state_file`]: small files replaced whole and atomically (the vote, log ids).
+//! - [`network`]: raft messages to peers (`fenced.raft.v1` over tonic), openraft's
+//!   `RaftNetworkFactory`.
+//! - [`raft_service`]: raft messages from peers, handed to this node's raft core.
 //! - [`error`]: why the log or the state machine cannot be read or written.
 
 pub mod error;
 pub mod log_store;
+pub mod network;
+pub mod raft_service;
 pub mod state_file;
 pub mod state_machine;
 pub mod types;
@@ -29,6 +34,10 @@ pub mod types;
 mod crash_tests;
 #[cfg(test)]
 mod log_store_tests;
+#[cfg(test)]
+mod multi_node_tests;
+#[cfg(test)]
+mod network_tests;
 #[cfg(test)]
 mod single_node_tests;
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! [`StateMachine`]: the replicated state, openraft's `RaftStateMachine`, kept as sled's
-//! image of the lock table's records (the same keys and values as [`crate::record`]), and
-//! its [`SnapshotBuilder`].
+//! image of the lock table's records (the same keys and values as [`crate::record`]), its
+//! [`SnapshotBuilder`], and [`Image`], which reads the records while openraft owns it.
 //!
 //! A sled database in its own directory (`<data dir>/raft-sm/`): the default tree holds the
 //! records, exactly as the single node's sled does, so a new leader rebuilds its lock table
@@ -101,6 +101,34 @@ pub struct StateMachine {
     shared: Arc<Shared>,
 }
 
+/// Reads the state machine's image (the records) while openraft owns the state machine:
+/// a running node's view of what it applied. Holds the database open: drop it before
+/// the state machine is opened again.
+#[derive(Clone)]
+pub struct Image {
+    /// Shared with the state machine.
+    shared: Arc<Shared>,
+}
+
+impl Image {
+    /// Reads the records back as the lock table's restored state, refusing anything that
+    /// does not decode: what a new leader rebuilds its table from.
+    pub fn read_back(&self) -> Result<Recovered, crate::Error> {
+        let _image = self
+            .shared
+            .lock_image()
+            .map_err(|_| crate::Error::Poisoned)?;
+        crate::record::read_back(&self.shared.db, &self.shared.dir)
+    }
+
+    /// Every record, in key order (for comparing replicas), as of one moment between
+    /// applies.
+    pub fn records(&self) -> Result<Vec<ImageRecord>, RaftStoreError> {
+        let _image = self.shared.lock_image()?;
+        self.shared.records()
+    }
+}
+
 /// Builds a snapshot of the state machine (openraft runs it beside the applies).
 pub struct SnapshotBuilder {
     /// Shared with the state machine.
@@ -145,17 +173,19 @@ impl StateMachine {
     /// Reads the records back as the lock table's restored state, refusing anything that
     /// does not decode: what a new leader rebuilds its table from.
     pub fn read_back(&self) -> Result<Recovered, crate::Error> {
-        let _image = self
-            .shared
-            .lock_image()
-            .map_err(|_| crate::Error::Poisoned)?;
-        crate::record::read_back(&self.shared.db, &self.shared.dir)
+        self.image().read_back()
     }
 
     /// Every record, in key order (for comparing replicas).
     pub fn records(&self) -> Result<Vec<ImageRecord>, RaftStoreError> {
-        let _image = self.shared.lock_image()?;
-        self.shared.records()
+        self.image().records()
+    }
+
+    /// A handle that reads the image while openraft owns the state machine.
+    pub fn image(&self) -> Image {
+        Image {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Applies `entries` durably; see the module documentation.

@@ -1,0 +1,183 @@
+//! Tests of the raft network's edges: how transport failures reach openraft (a peer that
+//! is down is `Unreachable`, so openraft backs off), and how the raft service refuses a
+//! payload that does not decode or is too large.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::RPCError;
+use openraft::network::RPCOption;
+use openraft::raft::VoteRequest;
+use openraft::{Config, Raft, RaftNetwork, RaftNetworkFactory, Vote};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+use fenced_proto::raft::v1::raft_service_client::RaftServiceClient;
+use fenced_proto::raft::v1::RaftRequest;
+
+use super::log_store::{LogStore, DEFAULT_SEGMENT_BYTES};
+use super::network::{Network, MAX_RAFT_MESSAGE_BYTES};
+use super::raft_service::{serve_raft, RaftListenerConfig};
+use super::state_machine::StateMachine;
+use super::types::{ClusterNode, TypeConfig};
+
+fn node(raft_addr: String) -> ClusterNode {
+    ClusterNode {
+        raft_addr,
+        client_addr: "127.0.0.1:1".to_string(),
+    }
+}
+
+fn vote_request() -> VoteRequest<u64> {
+    VoteRequest {
+        vote: Vote::new(1, 1),
+        last_log_id: None,
+    }
+}
+
+/// A port that was just bound and closed: nothing listens on it.
+async fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    addr
+}
+
+// checks: S3 (a peer that is down makes openraft back off rather than retry at once)
+#[tokio::test]
+async fn a_peer_nobody_listens_for_is_unreachable_not_a_timeout() {
+    let mut network = Network::new(1);
+    let mut peer = network.new_client(2, &node(closed_port().await)).await;
+    let ttl = Duration::from_secs(5);
+    let started = Instant::now();
+    let error = peer
+        .vote(vote_request(), RPCOption::new(ttl))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
+    assert!(started.elapsed() < ttl, "refused connections fail fast");
+    assert!(error.to_string().contains("Vote to node 2"), "{error}");
+}
+
+// checks: S3 (an unusable address and a cut link are unreachable too)
+#[tokio::test]
+async fn a_bad_address_or_a_cut_link_is_unreachable() {
+    let mut network = Network::new(1);
+    let mut bad = network
+        .new_client(2, &node("not an address/\u{7f}".to_string()))
+        .await;
+    let error = bad
+        .vote(vote_request(), RPCOption::new(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
+
+    network.links().cut(3);
+    let mut cut = network.new_client(3, &node(closed_port().await)).await;
+    let error = cut
+        .vote(vote_request(), RPCOption::new(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
+    assert!(error.to_string().contains("is cut"), "{error}");
+}
+
+// checks: S2 (nothing a peer sends can crash a node: a malformed payload is a clean
+// INVALID_ARGUMENT, an oversized one is refused before it is decoded)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_service_refuses_garbage_and_oversized_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = LogStore::open(&dir.path().join("raft"), false, DEFAULT_SEGMENT_BYTES).unwrap();
+    let sm = StateMachine::open(&dir.path().join("raft-sm"), false).unwrap();
+    let config = Arc::new(Config::default().validate().unwrap());
+    let raft: Raft<TypeConfig> = Raft::new(1, config, Network::new(1), log, sm)
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn({
+        let raft = raft.clone();
+        let stop = stop.clone();
+        async move {
+            serve_raft(
+                raft,
+                listener,
+                &RaftListenerConfig::default(),
+                stop.cancelled_owned(),
+            )
+            .await
+        }
+    });
+    let mut client = RaftServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(usize::MAX);
+
+    tracing::info!("--- a payload that is not a request: INVALID_ARGUMENT, for every rpc");
+    let garbage = || RaftRequest {
+        payload: vec![0xff; 7],
+    };
+    let statuses = [
+        client.append_entries(garbage()).await.unwrap_err(),
+        client.vote(garbage()).await.unwrap_err(),
+        client.install_snapshot(garbage()).await.unwrap_err(),
+    ];
+    for status in statuses {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status
+                .message()
+                .contains("is not a postcard-encoded openraft"),
+            "{status:?}"
+        );
+    }
+
+    tracing::info!("--- a well-formed vote is answered");
+    let payload = postcard::to_stdvec(&vote_request()).unwrap();
+    let response = client.vote(RaftRequest { payload }).await.unwrap();
+    let answered: Result<openraft::raft::VoteResponse<u64>, openraft::error::RaftError<u64>> =
+        postcard::from_bytes(&response.into_inner().payload).unwrap();
+    answered.unwrap();
+
+    tracing::info!("--- a payload above the bound: OUT_OF_RANGE, and the server lives on");
+    let status = client
+        .append_entries(RaftRequest {
+            payload: vec![0; MAX_RAFT_MESSAGE_BYTES + 1],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let status = client.vote(garbage()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    raft.shutdown().await.unwrap();
+}
+
+// checks: S3 (a peer whose address takes connections and closes them, as a half-dead
+// machine or a proxy to a dead one does, is unreachable, not a timeout: openraft resends
+// at once after a timeout and would spin on it)
+#[tokio::test]
+async fn a_peer_that_closes_every_connection_is_unreachable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let mut network = Network::new(1);
+    let mut peer = network.new_client(2, &node(addr.to_string())).await;
+    for _ in 0..3 {
+        let error = peer
+            .vote(vote_request(), RPCOption::new(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
+    }
+}
