@@ -8,7 +8,7 @@
 //! payload together. Records follow each other; a file's records end where only zeros (or
 //! the end of the file) are left.
 //!
-//! [`scan`] reads a file's records and applies the rule the `journal` module documents in
+//! `scan` reads a file's records and applies the rule the `journal` module documents in
 //! full: the first record at offset X that is not valid is corruption, refused with X, if a
 //! valid record starts anywhere after it, if its length passes its own check and a byte
 //! past its end is not zero, or if it passes its checksum but does not decode; otherwise it

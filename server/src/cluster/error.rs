@@ -94,8 +94,7 @@ pub enum RaftStoreError {
         /// What is wrong with it.
         problem: String,
     },
-    /// The state machine's sled database could not be opened (see
-    /// [`crate::recovery::open_sled`]).
+    /// The state machine's sled database could not be opened (see `recovery::open_sled`).
     #[error("raft state machine: {source}")]
     OpenSled {
         /// Why.

@@ -69,8 +69,8 @@ pub const SEGMENT_MAGIC: &[u8; 8] = b"fncdRLG1";
 /// A segment larger than this gets no more entries: the next append starts a new one.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
-/// One log entry as stored (prost). Encoded by hand in [`encode_entry`] (so a batch is
-/// not copied to be encoded), decoded with this derive.
+/// One log entry as stored (prost). Encoded by hand in `encode_entry` (so a batch is not
+/// copied to be encoded), decoded with this derive.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoredEntry {
     /// The term of the leader that proposed it.
