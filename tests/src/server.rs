@@ -82,6 +82,18 @@ impl TestServer {
         self.announced("fenced admin on ")
     }
 
+    /// An SDK client of this server holding leases as `holder`. A scheduling hiccup on a
+    /// loaded machine must not count as a process pause here (the pause tests set their
+    /// own threshold), so pauses under 2 s are ignored.
+    pub async fn sdk(&self, holder: &str) -> fenced_client::Client {
+        fenced_client::Client::builder(self.endpoint())
+            .holder(holder)
+            .pause_threshold(std::time::Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("the SDK connects to the test server")
+    }
+
     /// A raw gRPC client of the lock service, connected to this server.
     pub async fn client(
         &self,

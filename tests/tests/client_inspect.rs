@@ -4,25 +4,16 @@
 
 use std::time::Duration;
 
-use fenced_client::{AcquireOptions, Client, Error, FencingToken, LockEventKind};
+use fenced_client::{AcquireOptions, Error, FencingToken, LockEventKind};
 use fenced_tests::server::TestServer;
-
-async fn connect(server: &TestServer, holder: &str) -> Client {
-    Client::builder(server.endpoint())
-        .holder(holder)
-        .pause_threshold(Duration::from_secs(2))
-        .connect()
-        .await
-        .unwrap()
-}
 
 // checks: S1 (the tokens a listing shows are the grants' tokens), L2 (a waiter shows in
 // the listing's waiter count)
 #[tokio::test]
 async fn list_reads_a_prefix_page_by_page_and_in_full() {
     let server = TestServer::start();
-    let client = connect(&server, "lister").await;
-    let other = connect(&server, "waiter").await;
+    let client = server.sdk("lister").await;
+    let other = server.sdk("waiter").await;
     let mut leases = Vec::new();
     for name in ["shelf/a", "shelf/b", "shelf/c", "elsewhere/d"] {
         leases.push(client.try_acquire(name).await.unwrap());
@@ -102,7 +93,7 @@ async fn list_reads_a_prefix_page_by_page_and_in_full() {
 #[tokio::test]
 async fn check_token_says_which_token_is_current() {
     let server = TestServer::start();
-    let client = connect(&server, "checker").await;
+    let client = server.sdk("checker").await;
     let first = client.try_acquire("checked").await.unwrap();
     let old = first.token();
     first.release().await.unwrap();
@@ -130,7 +121,7 @@ async fn check_token_says_which_token_is_current() {
 #[tokio::test]
 async fn watch_prefix_sees_every_lock_under_the_prefix_and_nothing_else() {
     let server = TestServer::start();
-    let client = connect(&server, "watcher").await;
+    let client = server.sdk("watcher").await;
     let mut events = client.watch_prefix("watched/").await.unwrap();
 
     let outside = client.try_acquire("unwatched/x").await.unwrap();

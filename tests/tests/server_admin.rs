@@ -6,18 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fenced_client::{AcquireOptions, Client};
+use fenced_client::AcquireOptions;
 use fenced_tests::http::{get, EventStream};
 use fenced_tests::server::TestServer;
-
-async fn client(server: &TestServer, holder: &str) -> Client {
-    Client::builder(server.endpoint())
-        .holder(holder)
-        .pause_threshold(Duration::from_secs(2))
-        .connect()
-        .await
-        .unwrap()
-}
 
 fn admin(server: &TestServer) -> SocketAddr {
     server
@@ -71,7 +62,7 @@ async fn metrics_move_with_grants_releases_and_refusals() {
     assert_eq!(sample(&first.body, "fenced_releases_total"), Some(0.0));
 
     tracing_phase("a grant: counted, its lease and lock in the gauges, its commit timed");
-    let holder = client(&server, "metrics-holder").await;
+    let holder = server.sdk("metrics-holder").await;
     let lease = holder
         .acquire(
             "metrics/a",
@@ -101,7 +92,7 @@ async fn metrics_move_with_grants_releases_and_refusals() {
     assert!(!text.contains("metrics/a"), "{text}");
 
     tracing_phase("a busy acquire: refused, counted by code and reason");
-    let other = client(&server, "metrics-other").await;
+    let other = server.sdk("metrics-other").await;
     let refused = other.acquire("metrics/a", AcquireOptions::try_once()).await;
     assert!(refused.is_err(), "the lock is held");
     scrape_until(addr, "one busy refusal counted", |text| {
@@ -172,7 +163,7 @@ async fn health_and_readiness_and_a_bad_path_is_404() {
     assert_eq!(get(addr, "/metricsx").await.status, 404);
 
     tracing_phase("while shutdown drains a request in flight, /readyz says 503");
-    let holder = client(&server, "drain-holder").await;
+    let holder = server.sdk("drain-holder").await;
     let _lease = holder
         .acquire(
             "drain/a",
@@ -181,7 +172,7 @@ async fn health_and_readiness_and_a_bad_path_is_404() {
         .await
         .unwrap();
     // A queued acquire is a request in flight: the drain waits for it (up to 8 s).
-    let waiter = client(&server, "drain-waiter").await;
+    let waiter = server.sdk("drain-waiter").await;
     let queued = tokio::spawn(async move {
         let _ = waiter
             .acquire("drain/a", AcquireOptions::wait(Duration::from_secs(60)))
@@ -222,7 +213,7 @@ async fn the_event_stream_delivers_a_grant_and_counts_against_max_watchers() {
     assert!(refused.body.contains("max_watchers"), "{refused:?}");
 
     tracing_phase("a grant arrives on the stream as an `acquired` event");
-    let holder = client(&server, "sse-holder").await;
+    let holder = server.sdk("sse-holder").await;
     let lease = holder
         .acquire(
             "sse/one",

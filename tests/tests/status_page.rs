@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
-use fenced_client::{AcquireOptions, Client};
+use fenced_client::AcquireOptions;
 use fenced_tests::server::TestServer;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
@@ -160,15 +160,6 @@ fn screenshot_path() -> PathBuf {
     target.join("status-page.png")
 }
 
-async fn client(server: &TestServer, holder: &str) -> Client {
-    Client::builder(server.endpoint())
-        .holder(holder)
-        .pause_threshold(Duration::from_secs(2))
-        .connect()
-        .await
-        .unwrap()
-}
-
 // checks: none (operations)
 #[tokio::test]
 async fn the_status_page_shows_a_lock_counting_down_handed_on_and_gone() {
@@ -192,7 +183,7 @@ async fn the_status_page_shows_a_lock_counting_down_handed_on_and_gone() {
     .await;
 
     eprintln!("== a lock taken with the SDK appears with its holder and token");
-    let alice = client(&server, "alice@batch-1").await;
+    let alice = server.sdk("alice@batch-1").await;
     let first = alice
         .acquire(
             "orders/compaction",
@@ -227,7 +218,7 @@ async fn the_status_page_shows_a_lock_counting_down_handed_on_and_gone() {
     eprintln!("time left read {before}, then {after}");
 
     eprintln!("== a queued acquirer shows as a waiter, and gets the lock handed on");
-    let bob = client(&server, "bob@batch-2").await;
+    let bob = server.sdk("bob@batch-2").await;
     let queued = tokio::spawn(async move {
         let lease = bob
             .acquire(
@@ -245,7 +236,7 @@ async fn the_status_page_shows_a_lock_counting_down_handed_on_and_gone() {
         |text| text == Some("1"),
     )
     .await;
-    let carol = client(&server, "carol@reports").await;
+    let carol = server.sdk("carol@reports").await;
     let reports = carol
         .acquire(
             "reports/daily",
