@@ -20,9 +20,13 @@
 //! - [`network`]: raft messages to peers (`fenced.raft.v1` over tonic), openraft's
 //!   `RaftNetworkFactory`.
 //! - [`raft_service`]: raft messages from peers, handed to this node's raft core.
+//! - [`leadership`]: the batched leadership check a leader runs before it confirms a
+//!   renewal or answers a linearizable read, and why a deposed leader's renewal never
+//!   outlives a new leader's deadline (the worst-case lease extension across a failover).
 //! - [`error`]: why the log or the state machine cannot be read or written.
 
 pub mod error;
+pub mod leadership;
 pub mod log_store;
 pub mod network;
 pub mod raft_service;
@@ -32,6 +36,8 @@ pub mod types;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod leadership_tests;
 #[cfg(test)]
 mod log_store_tests;
 #[cfg(test)]
