@@ -2,7 +2,9 @@
 //! ([`super::multi_node_tests::TestCluster`]): the leader is promoted once with the state
 //! the cluster committed; after it is killed the next leader is promoted with every batch
 //! committed before, after the start of the last leadership round the old leader
-//! confirmed; a leader cut off and healed is demoted.
+//! confirmed; a new leader that holds committed entries it has not applied (its
+//! followers never heard they were committed) is not promoted until its barrier commits;
+//! a leader cut off and healed is demoted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -167,6 +169,85 @@ async fn a_cut_off_leader_is_demoted_once_it_hears_of_the_new_one() {
         }
     }
     assert_ne!(new, old);
+    for watcher in watchers {
+        watcher.abort();
+    }
+    cluster.shutdown().await;
+}
+
+// checks: S1, S2, S3 (a new leader that holds committed entries it has not applied yet is
+// not promoted until its barrier commits: it never serves from a stale image)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_that_cannot_commit_its_barrier_is_not_promoted() {
+    tracing::info!("--- a cluster with 10 committed batches; the leader is promoted");
+    let mut cluster = TestCluster::start().await;
+    cluster.write(0..10).await;
+    cluster.converged().await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let watchers: Vec<JoinHandle<()>> = (1..=3)
+        .map(|id| watch_roles(&cluster, id, tx.clone()))
+        .collect();
+    let (old, _) = next_promotion(&mut events, None).await;
+    let followers: Vec<NodeId> = (1..=3).filter(|id| *id != old).collect();
+
+    tracing::info!("--- the followers stop learning of commits; 10 more batches commit");
+    let held = cluster.node(old).raft.metrics().borrow().last_applied;
+    for follower in &followers {
+        cluster.node(old).links.hold_commit(*follower, held);
+    }
+    cluster.write_among(&[old], 10..20).await;
+
+    tracing::info!("--- the followers cannot replicate to each other; kill the leader");
+    cluster.node(followers[0]).links.cut_appends(followers[1]);
+    cluster.node(followers[1]).links.cut_appends(followers[0]);
+    cluster.stop(old).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let elected = loop {
+        let leading = followers.iter().copied().find(|id| {
+            let metrics = cluster.node(*id).raft.metrics().borrow().clone();
+            metrics.state == openraft::ServerState::Leader
+        });
+        if let Some(id) = leading {
+            break id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no follower was elected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let applied = cluster.node(elected).image.read_back().unwrap();
+    tracing::info!(elected, locks = applied.locks.len(), "elected; its image");
+    assert!(
+        applied.locks.len() < 20,
+        "the elected node applied every batch already: the test shows nothing"
+    );
+
+    tracing::info!("--- while it cannot commit a barrier, nobody is promoted");
+    let quiet = tokio::time::timeout(3 * ELECTION_TIMEOUT_MAX, async {
+        loop {
+            match events.recv().await {
+                Some((id, Ok(RoleChange::Promoted(promotion)))) if id != old => {
+                    return (id, promotion)
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    if let Ok((id, promotion)) = quiet {
+        panic!(
+            "node {id} was promoted without a committed barrier, with {} of 20 locks",
+            promotion.restored.locks.len()
+        );
+    }
+
+    tracing::info!("--- heal: a leader is promoted with all 20 batches");
+    for (from, to) in [(followers[0], followers[1]), (followers[1], followers[0])] {
+        cluster.node(from).links.heal(to);
+    }
+    let (_, promotion) = next_promotion(&mut events, Some(old)).await;
+    assert_restored(&promotion.restored, 20);
     for watcher in watchers {
         watcher.abort();
     }
