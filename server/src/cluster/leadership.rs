@@ -48,7 +48,9 @@
 //!
 //! # The worst-case lease extension across a failover
 //! Full TTL from promotion can make a lease live longer than its TTL, never shorter. If the
-//! old leader dies at `d` (its last heartbeat at most `d`), a follower starts an election
+//! old leader stops at `d` (it dies, pauses or is cut off: the last heartbeat of its that
+//! a follower acknowledged was at most `d`, so no renewal arriving after `d` can be
+//! confirmed by a round that succeeds), a follower starts an election
 //! no sooner than `leader_lease + election_timeout` after that heartbeat, and no later than
 //! `2 x election_timeout_max` after it (openraft 0.9); the vote, the barrier commit and
 //! reading the image back (the *promotion time*, `P`) follow. So every lease the old
