@@ -5,8 +5,8 @@
 //! Promotion, in order:
 //! 1. openraft's metrics show this node leading under a vote it was not promoted under;
 //! 2. the promoter commits a barrier of its own through `client_write` (an empty
-//!    [`CommitBatch`]: no record changes, so the image and [`crate::record::read_back`] are
-//!    as before). openraft's blank entry is not enough: a leader that restarts can resume
+//!    [`CommitBatch`]: no record changes, so the image and what [`Image::read_back`]
+//!    returns are as before). openraft's blank entry is not enough: a leader that restarts can resume
 //!    its term without one. `client_write` returns once the barrier is committed on a
 //!    quorum and applied here, so everything any earlier leader committed is applied too;
 //! 3. it notes [`Promotion::promoted_at`], then reads the applied image back
