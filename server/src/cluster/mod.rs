@@ -20,11 +20,18 @@
 //! - [`network`]: raft messages to peers (`fenced.raft.v1` over tonic), openraft's
 //!   `RaftNetworkFactory`.
 //! - [`raft_service`]: raft messages from peers, handed to this node's raft core.
+//! - [`leadership`]: the batched leadership check a leader runs before it confirms a
+//!   renewal or answers a linearizable read, and why a deposed leader's renewal never
+//!   outlives a new leader's deadline (the worst-case lease extension across a failover).
+//! - [`promotion`]: when this node becomes the leader under a new vote, a barrier of its
+//!   own, then the committed state to rebuild the lock table from; and when it stops.
 //! - [`error`]: why the log or the state machine cannot be read or written.
 
 pub mod error;
+pub mod leadership;
 pub mod log_store;
 pub mod network;
+pub mod promotion;
 pub mod raft_service;
 pub mod state_file;
 pub mod state_machine;
@@ -33,11 +40,15 @@ pub mod types;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
+mod leadership_tests;
+#[cfg(test)]
 mod log_store_tests;
 #[cfg(test)]
 mod multi_node_tests;
 #[cfg(test)]
 mod network_tests;
+#[cfg(test)]
+mod promotion_tests;
 #[cfg(test)]
 mod single_node_tests;
 #[cfg(test)]

@@ -39,10 +39,10 @@ use crate::table::Write;
 
 /// How long any wait for the cluster may take before the test fails: long, so that only a
 /// cluster that is stuck fails it.
-const PATIENCE: Duration = Duration::from_secs(30);
+pub(super) const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The largest election timeout in [`config`].
-const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
+pub(super) const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
 
 /// The size of the snapshot chunks the tests send: small, so a snapshot of a few dozen
 /// grants (several KiB) crosses the network in several `InstallSnapshot` rpcs.
@@ -72,15 +72,15 @@ fn config() -> Arc<Config> {
 }
 
 /// One running node of a test cluster.
-struct TestNode {
+pub(super) struct TestNode {
     /// Its id.
-    id: NodeId,
+    pub(super) id: NodeId,
     /// Its raft core.
-    raft: Raft<TypeConfig>,
+    pub(super) raft: Raft<TypeConfig>,
     /// Reads its state machine's records.
-    image: Image,
+    pub(super) image: Image,
     /// Cuts its outgoing links.
-    links: Links,
+    pub(super) links: Links,
     /// Stops its raft listener.
     stop: CancellationToken,
     /// Its raft listener.
@@ -88,20 +88,20 @@ struct TestNode {
 }
 
 /// A cluster of three nodes on loopback ports, each with its own data directory.
-struct TestCluster {
+pub(super) struct TestCluster {
     /// Holds the nodes' data directories.
     _root: TempDir,
     /// Each node's data directory.
     dirs: BTreeMap<NodeId, PathBuf>,
     /// Each node's raft address (kept across restarts).
-    addrs: BTreeMap<NodeId, SocketAddr>,
+    pub(super) addrs: BTreeMap<NodeId, SocketAddr>,
     /// The running nodes.
     nodes: BTreeMap<NodeId, TestNode>,
 }
 
 impl TestCluster {
     /// Starts nodes 1, 2 and 3 and initializes the cluster with all three as voters.
-    async fn start() -> TestCluster {
+    pub(super) async fn start() -> TestCluster {
         TestCluster::start_with(BTreeMap::new()).await
     }
 
@@ -191,7 +191,7 @@ impl TestCluster {
 
     /// Stops node `id` as a crash would, as far as its peers can tell: its listener stops
     /// answering and its raft core stops. Its data directory stays.
-    async fn stop(&mut self, id: NodeId) {
+    pub(super) async fn stop(&mut self, id: NodeId) {
         let node = self.nodes.remove(&id).unwrap();
         node.stop.cancel();
         tokio::time::timeout(PATIENCE, node.server)
@@ -202,7 +202,7 @@ impl TestCluster {
         node.raft.shutdown().await.unwrap();
     }
 
-    fn node(&self, id: NodeId) -> &TestNode {
+    pub(super) fn node(&self, id: NodeId) -> &TestNode {
         &self.nodes[&id]
     }
 
@@ -212,12 +212,12 @@ impl TestCluster {
     }
 
     /// Waits until every running node agrees on one leader among them, and returns it.
-    async fn leader(&self) -> NodeId {
+    pub(super) async fn leader(&self) -> NodeId {
         self.leader_among(&self.running()).await
     }
 
     /// Waits until the nodes `ids` agree on one leader among them, and returns it.
-    async fn leader_among(&self, ids: &[NodeId]) -> NodeId {
+    pub(super) async fn leader_among(&self, ids: &[NodeId]) -> NodeId {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let leaders: Vec<Option<NodeId>> = ids
@@ -238,7 +238,7 @@ impl TestCluster {
     }
 
     /// Commits grants `range` through the leader of the running nodes.
-    async fn write(&self, range: std::ops::Range<u64>) {
+    pub(super) async fn write(&self, range: std::ops::Range<u64>) {
         self.write_among(&self.running(), range).await;
     }
 
@@ -246,7 +246,7 @@ impl TestCluster {
     /// leader change meanwhile (a loaded machine can delay a heartbeat past an election
     /// timeout), the write goes to the next one: a grant's batch is whole-value puts, so
     /// one committed twice leaves the same image.
-    async fn write_among(&self, ids: &[NodeId], range: std::ops::Range<u64>) {
+    pub(super) async fn write_among(&self, ids: &[NodeId], range: std::ops::Range<u64>) {
         for i in range {
             let deadline = tokio::time::Instant::now() + PATIENCE;
             loop {
@@ -273,7 +273,7 @@ impl TestCluster {
 
     /// Waits until every running node has applied everything the leader has, then checks
     /// that their images are identical and returns it.
-    async fn converged(&self) -> Vec<ImageRecord> {
+    pub(super) async fn converged(&self) -> Vec<ImageRecord> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let (leader, applied) = loop {
             let leader = self.leader().await;
@@ -310,7 +310,7 @@ impl TestCluster {
         image
     }
 
-    async fn shutdown(mut self) {
+    pub(super) async fn shutdown(mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             self.stop(id).await;
@@ -340,7 +340,7 @@ fn token(i: u64) -> FencingToken {
 
 /// The commit batch of grant `i`: a lease, its lock at token `i + 1`, the next token
 /// (what the lock table writes for one grant).
-fn batch(i: u64) -> CommitBatch {
+pub(super) fn batch(i: u64) -> CommitBatch {
     let mut lease = [0u8; 16];
     lease[..8].copy_from_slice(&i.to_be_bytes());
     let lease = LeaseId::from_bytes(lease);
@@ -365,7 +365,7 @@ fn batch(i: u64) -> CommitBatch {
 }
 
 /// Checks that `node`'s image reads back as the lock table's state after grants `0..n`.
-fn assert_grants(node: &TestNode, n: u64) {
+pub(super) fn assert_grants(node: &TestNode, n: u64) {
     let recovered = node.image.read_back().unwrap();
     assert_eq!(recovered.next_token, token(n), "node {}", node.id);
     assert_eq!(recovered.locks.len(), usize::try_from(n).unwrap());

@@ -83,35 +83,62 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The result of one raft rpc as openraft's network traits return it.
 type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, ClusterNode, E>>;
 
-/// The links this node refuses to use: fault injection for tests (a partition without a
-/// proxy). Cheap to clone; every clone shares the same set. No link is cut unless a test
-/// cuts it.
+/// The links this node refuses to use, or uses only in part: fault injection for tests (a
+/// partition without a proxy). Cheap to clone; every clone shares the same state. No link
+/// is touched unless a test touches it.
 #[derive(Debug, Clone, Default)]
 pub struct Links {
-    /// The peers this node does not reach while they are in the set.
-    cut: Arc<Mutex<BTreeSet<NodeId>>>,
+    /// What is cut or held, per peer.
+    faults: Arc<Mutex<Faults>>,
+}
+
+/// The faults [`Links`] injects.
+#[derive(Debug, Default)]
+struct Faults {
+    /// The peers this node does not reach at all.
+    cut: BTreeSet<NodeId>,
+    /// The peers this node sends no `AppendEntries` to (votes still pass).
+    appends_cut: BTreeSet<NodeId>,
+    /// Per peer, the newest commit this node tells it of: entries still reach it, but it
+    /// learns of no commit past this (as if every later commit notice were lost).
+    commit_held: BTreeMap<NodeId, Option<LogId>>,
 }
 
 impl Links {
     /// Stops sending to `target`: every rpc to it fails as `Unreachable` until healed.
     pub fn cut(&self, target: NodeId) {
-        self.set().insert(target);
+        self.faults().cut.insert(target);
     }
 
-    /// Sends to `target` again.
+    /// Sends to `target` again (undoes every fault on the link).
     pub fn heal(&self, target: NodeId) {
-        self.set().remove(&target);
+        let mut faults = self.faults();
+        faults.cut.remove(&target);
+        faults.appends_cut.remove(&target);
+        faults.commit_held.remove(&target);
     }
 
     /// Whether the link to `target` is cut.
     pub fn is_cut(&self, target: NodeId) -> bool {
-        self.set().contains(&target)
+        self.faults().cut.contains(&target)
     }
 
-    fn set(&self) -> std::sync::MutexGuard<'_, BTreeSet<NodeId>> {
-        // The set is valid whatever a panicking holder left half done (an insert or a
+    /// Stops sending `AppendEntries` to `target` (as `Unreachable`); votes still pass, so
+    /// an election can end with a leader that cannot replicate.
+    pub fn cut_appends(&self, target: NodeId) {
+        self.faults().appends_cut.insert(target);
+    }
+
+    /// Tells `target` of no commit past `at`: it still receives and acknowledges entries,
+    /// but does not learn they are committed, so it does not apply them.
+    pub fn hold_commit(&self, target: NodeId, at: Option<LogId>) {
+        self.faults().commit_held.insert(target, at);
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        // The faults are valid whatever a panicking holder left half done (each insert or
         // remove either happened or not).
-        self.cut.lock().unwrap_or_else(PoisonError::into_inner)
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -428,9 +455,21 @@ fn unreachable<E: std::error::Error>(error: PeerError) -> RPCError<NodeId, Clust
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        {
+            let faults = self.links.faults();
+            if faults.appends_cut.contains(&self.target) {
+                return Err(unreachable(PeerError::Cut {
+                    from: self.me,
+                    target: self.target,
+                }));
+            }
+            if let Some(held) = faults.commit_held.get(&self.target) {
+                rpc.leader_commit = rpc.leader_commit.min(*held);
+            }
+        }
         let entries = rpc.entries.len();
         let vote = rpc.vote;
         let prev = rpc.prev_log_id;
