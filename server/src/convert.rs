@@ -134,7 +134,9 @@ pub fn exhausted(message: String) -> Status {
     status
 }
 
-fn invalid(message: String) -> Status {
+/// A request refused as malformed (counted in the refusal metrics).
+pub fn invalid(message: String) -> Status {
+    crate::telemetry::telemetry().refused_invalid();
     let mut status = Status::invalid_argument(message);
     insert(&mut status, ERROR_CODE, "invalid-argument");
     status

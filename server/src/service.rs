@@ -175,7 +175,7 @@ impl LockServer {
         let lock = convert::optional_lock_name(&self.config, "lock", request.lock)?;
         let prefix = convert::prefix(&self.config, request.prefix)?;
         if lock.is_some() && !prefix.is_empty() {
-            return Err(Status::invalid_argument("set lock or prefix, not both"));
+            return Err(convert::invalid("set lock or prefix, not both".to_string()));
         }
         let filter = match lock {
             Some(lock) => Filter::Lock(lock),

@@ -210,8 +210,8 @@ async fn answer(server: LockServer, request: pb::SessionRequest) -> pb::SessionR
         Some(Op::Acquire(acquire)) => server.acquire(acquire).await.map(Outcome::Acquired),
         Some(Op::Renew(renew)) => server.renew(renew).await.map(Outcome::Renewed),
         Some(Op::Release(release)) => server.release(release).await.map(Outcome::Released),
-        None => Err(Status::invalid_argument(
-            "session request without an operation",
+        None => Err(crate::convert::invalid(
+            "session request without an operation".to_string(),
         )),
     };
     pb::SessionResponse {

@@ -84,10 +84,15 @@ const REFUSAL_LABELS: [(&str, &str); 13] = [
     ("RESOURCE_EXHAUSTED", "tokens-exhausted"),
 ];
 
+/// The position of `INVALID_ARGUMENT`/`invalid-argument` in [`REFUSAL_LABELS`].
+const INVALID_ARGUMENT: usize = 0;
+/// The position of `RESOURCE_EXHAUSTED`/`exhausted` in [`REFUSAL_LABELS`].
+const EXHAUSTED: usize = 10;
+
 /// The position of a refusal's labels in [`REFUSAL_LABELS`].
 fn refusal_index(refusal: &Refusal) -> usize {
     match refusal {
-        Refusal::TtlOutOfBounds { .. } => 0,
+        Refusal::TtlOutOfBounds { .. } => INVALID_ARGUMENT,
         Refusal::Busy { .. } => 1,
         Refusal::Queued { .. } => 2,
         Refusal::LockDelay { .. } => 3,
@@ -97,7 +102,7 @@ fn refusal_index(refusal: &Refusal) -> usize {
         Refusal::LeaseExpired { .. } => 7,
         Refusal::LeaseReleased { .. } => 8,
         Refusal::NotHolder { .. } => 9,
-        Refusal::Exhausted { .. } => 10,
+        Refusal::Exhausted { .. } => EXHAUSTED,
         Refusal::LeaseFull { .. } => 11,
         Refusal::TokensExhausted => 12,
     }
@@ -148,6 +153,18 @@ impl Telemetry {
     /// Counts one refused request.
     pub fn refused(&self, refusal: &Refusal) {
         self.refusals[refusal_index(refusal)].increment(1);
+    }
+
+    /// Counts one request refused as malformed before it reached the lock table (a bad
+    /// name, lease id, duration or combination of fields).
+    pub fn refused_invalid(&self) {
+        self.refusals[INVALID_ARGUMENT].increment(1);
+    }
+
+    /// Counts one request refused by a server-wide cap outside the lock table (the
+    /// watcher cap).
+    pub fn refused_exhausted(&self) {
+        self.refusals[EXHAUSTED].increment(1);
     }
 
     /// Counts one durable lock event.

@@ -80,6 +80,7 @@ impl Watchers {
         filter: Filter,
     ) -> Result<WatchStream, Status> {
         let slot = self.take_slot().ok_or_else(|| {
+            crate::telemetry::telemetry().refused_exhausted();
             convert::exhausted(format!(
                 "too many watchers: the limit is {} concurrent Watch streams (max_watchers)",
                 self.limit

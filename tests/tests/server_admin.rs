@@ -103,6 +103,25 @@ async fn metrics_move_with_grants_releases_and_refusals() {
     })
     .await;
 
+    tracing_phase("a malformed request: refused before the table, counted as invalid");
+    let mut raw = server.client().await;
+    let malformed = raw
+        .describe(fenced_proto::v1::DescribeRequest {
+            lock: String::new(),
+        })
+        .await;
+    assert_eq!(
+        malformed.map(|_| ()).map_err(|s| s.code()),
+        Err(tonic::Code::InvalidArgument)
+    );
+    scrape_until(addr, "one invalid request counted", |text| {
+        sample(
+            text,
+            r#"fenced_refusals_total{code="INVALID_ARGUMENT",reason="invalid-argument"}"#,
+        ) == Some(1.0)
+    })
+    .await;
+
     tracing_phase("a queued acquirer: a waiter in the gauge");
     let queued = tokio::spawn(async move {
         let lease = other
@@ -211,6 +230,16 @@ async fn the_event_stream_delivers_a_grant_and_counts_against_max_watchers() {
     let refused = get(addr, "/events").await;
     assert_eq!(refused.status, 503, "{refused:?}");
     assert!(refused.body.contains("max_watchers"), "{refused:?}");
+    let metrics = get(addr, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics.body,
+            r#"fenced_refusals_total{code="RESOURCE_EXHAUSTED",reason="exhausted"}"#
+        ),
+        Some(1.0),
+        "the refused watcher is counted:\n{}",
+        metrics.body
+    );
 
     tracing_phase("a grant arrives on the stream as an `acquired` event");
     let holder = server.sdk("sse-holder").await;
