@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use fenced_client::{AcquireOptions, Client, DeadlinePolicy, Error, Lease, LeaseState, LostReason};
 use fenced_proto::kv::v1 as kv;
 use fenced_proto::kv::v1::gated_kv_client::GatedKvClient;
-use fenced_proto::metadata::{FENCING_TOKEN_CURRENT, FENCING_TOKEN_PRESENTED};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::oneshot;
@@ -443,16 +442,12 @@ fn acquire_failure(error: &Error) -> Outcome {
 /// A store call that failed: the gate's rejection (with both tokens) is definite;
 /// anything else may have taken effect.
 fn store_failure(status: &tonic::Status) -> Outcome {
-    let read = |key: &str| {
-        status
-            .metadata()
-            .get(key)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    match (read(FENCING_TOKEN_PRESENTED), read(FENCING_TOKEN_CURRENT)) {
-        (Some(presented), Some(current)) => Outcome::Rejected { presented, current },
-        _ => Outcome::Unknown {
+    match fenced_gate::grpc::stale_tokens(status) {
+        Some((presented, current)) => Outcome::Rejected {
+            presented: presented.get(),
+            current: current.get(),
+        },
+        None => Outcome::Unknown {
             error: format!("{}: {}", status.code(), status.message()),
         },
     }

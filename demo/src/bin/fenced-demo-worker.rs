@@ -14,7 +14,6 @@ use fenced_client::{AcquireOptions, Client, Lease, LeaseState, SuspectReason};
 use fenced_demo::worker::{command, report};
 use fenced_proto::kv::v1 as kv;
 use fenced_proto::kv::v1::gated_kv_client::GatedKvClient;
-use fenced_proto::metadata::{FENCING_TOKEN_CURRENT, FENCING_TOKEN_PRESENTED};
 use fenced_types::{FencingToken, LockName};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
@@ -303,16 +302,9 @@ fn report_gate_error(error: &fenced_gate::Error) {
 }
 
 fn report_rejection(status: &tonic::Status) {
-    let read = |key: &str| {
-        status
-            .metadata()
-            .get(key)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    match (read(FENCING_TOKEN_PRESENTED), read(FENCING_TOKEN_CURRENT)) {
-        (Some(presented), Some(current)) => say(report::REJECTED, format!("{presented} {current}")),
-        _ => say(
+    match fenced_gate::grpc::stale_tokens(status) {
+        Some((presented, current)) => say(report::REJECTED, format!("{presented} {current}")),
+        None => say(
             report::ERROR,
             format!("store: {} {}", status.code(), status.message()),
         ),
