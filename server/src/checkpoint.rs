@@ -245,30 +245,24 @@ pub fn into_sled(
 mod tests {
     use super::*;
 
-    fn put(key: &str, value: &str) -> JournalOp {
-        JournalOp {
-            key: key.as_bytes().to_vec(),
-            value: Some(value.as_bytes().to_vec()),
-        }
-    }
-
-    fn delete(key: &str) -> JournalOp {
-        JournalOp {
-            key: key.as_bytes().to_vec(),
-            value: None,
-        }
-    }
-
     // checks: S1, S2 (a checkpoint writes to sled what the journal last said of each key:
     // a release after its grant deletes, a grant after a release puts, across records and
     // within one)
     #[test]
     fn coalescing_keeps_the_last_write_to_each_key_in_journal_order() {
         let records = vec![
-            vec![put("lock", "grant 1"), put("lease", "a"), delete("gone")],
-            vec![delete("lock"), delete("lease")],
-            vec![put("lock", "grant 2"), put("gone", "back"), delete("gone")],
-            vec![put("lease", "b"), put("lease", "c")],
+            vec![
+                JournalOp::put("lock", "grant 1"),
+                JournalOp::put("lease", "a"),
+                JournalOp::delete("gone"),
+            ],
+            vec![JournalOp::delete("lock"), JournalOp::delete("lease")],
+            vec![
+                JournalOp::put("lock", "grant 2"),
+                JournalOp::put("gone", "back"),
+                JournalOp::delete("gone"),
+            ],
+            vec![JournalOp::put("lease", "b"), JournalOp::put("lease", "c")],
         ];
         let writes = coalesce(records);
         let expected: CoalescedWrites = [

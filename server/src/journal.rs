@@ -99,6 +99,24 @@ pub struct JournalOp {
     pub value: Option<Vec<u8>>,
 }
 
+impl JournalOp {
+    /// Sets `key` to `value`.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> JournalOp {
+        JournalOp {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    /// Deletes `key`.
+    pub fn delete(key: impl Into<Vec<u8>>) -> JournalOp {
+        JournalOp {
+            key: key.into(),
+            value: None,
+        }
+    }
+}
+
 /// The operations of one commit, applied atomically and in order.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct JournalBatch {

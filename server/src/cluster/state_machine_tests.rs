@@ -33,20 +33,6 @@ fn entry(index: u64, ops: Vec<JournalOp>) -> Entry {
     }
 }
 
-fn put(key: &str, value: &str) -> JournalOp {
-    JournalOp {
-        key: key.as_bytes().to_vec(),
-        value: Some(value.as_bytes().to_vec()),
-    }
-}
-
-fn delete(key: &str) -> JournalOp {
-    JournalOp {
-        key: key.as_bytes().to_vec(),
-        value: None,
-    }
-}
-
 fn membership_entry(index: u64) -> Entry {
     let nodes = BTreeMap::from([(
         1,
@@ -79,8 +65,8 @@ async fn applied_state_and_records_survive_a_reopen() {
     let mut sm = open(dir.path(), true);
     sm.apply([
         membership_entry(1),
-        entry(2, vec![put("a", "1"), put("b", "2")]),
-        entry(3, vec![delete("a"), put("c", "3")]),
+        entry(2, vec![JournalOp::put("a", "1"), JournalOp::put("b", "2")]),
+        entry(3, vec![JournalOp::delete("a"), JournalOp::put("c", "3")]),
     ])
     .await
     .unwrap();
@@ -111,12 +97,15 @@ async fn installing_a_snapshot_replaces_the_image() {
     leader
         .apply([
             membership_entry(1),
-            entry(2, vec![put("a", "1"), put("b", "2")]),
+            entry(2, vec![JournalOp::put("a", "1"), JournalOp::put("b", "2")]),
         ])
         .await
         .unwrap();
     follower
-        .apply([entry(1, vec![put("stale", "x"), put("a", "old")])])
+        .apply([entry(
+            1,
+            vec![JournalOp::put("stale", "x"), JournalOp::put("a", "old")],
+        )])
         .await
         .unwrap();
     let snapshot = leader
