@@ -565,37 +565,23 @@ impl Report {
             ));
         }
         let delay_p99 = |r: &ExpiryResult| (r.delay.count > 0).then_some(r.delay.p99.as_secs_f64());
-        for size in sizes(&self.expiry) {
-            lines.push(Self::summary_line(
-                headline,
-                format!(
-                    "expiry to next grant, {} together: p99",
-                    count(size, "pair", "pairs")
-                ),
-                &self.expiry,
-                size,
-                &columns,
-                &rivals,
-                delay_p99,
-                Unit::Ms,
-                true,
-            ));
-        }
-        for size in sizes(&self.expiry_spread) {
-            lines.push(Self::summary_line(
-                headline,
-                format!(
-                    "expiry to next grant, {} spread: p99",
-                    count(size, "pair", "pairs")
-                ),
-                &self.expiry_spread,
-                size,
-                &columns,
-                &rivals,
-                delay_p99,
-                Unit::Ms,
-                true,
-            ));
+        for (rows, timing) in [(&self.expiry, "together"), (&self.expiry_spread, "spread")] {
+            for size in sizes(rows) {
+                lines.push(Self::summary_line(
+                    headline,
+                    format!(
+                        "expiry to next grant, {} {timing}: p99",
+                        count(size, "pair", "pairs")
+                    ),
+                    rows,
+                    size,
+                    &columns,
+                    &rivals,
+                    delay_p99,
+                    Unit::Ms,
+                    true,
+                ));
+            }
         }
         // Keepalive does not depend on the transport: fenced's figure goes in the headline
         // column, compared like with like (single-lock leases).
