@@ -265,6 +265,14 @@ fn clap_reason(error: &clap::Error) -> String {
     first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
+/// Everything a binary's unit test checks of its flags and its example config file
+/// (`name`, for messages): clap's own consistency, [`check_keys`] and [`check_example`].
+pub fn check_binary(command: &Command, name: &str, example: &str) -> Result<(), String> {
+    command.clone().debug_assert();
+    check_keys(command)?;
+    check_example(command, example).map_err(|e| format!("{name}: {e}"))
+}
+
 /// Checks an example config file (`packaging/fenced.toml`) against the flags: every key
 /// appears exactly once, as a commented `# key = value` line; each value is valid for its
 /// flag; and for a flag with a default, the value shown is that default. A binary's unit
