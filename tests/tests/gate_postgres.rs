@@ -29,6 +29,43 @@ fn sql_file(file: &str) -> PathBuf {
         .join(file)
 }
 
+/// Installs fenced.sql through psql, as a service in another language would.
+fn install_with_psql(cluster: &TestPostgres) {
+    let fenced_sql = sql_file("fenced.sql");
+    let installed = cluster.psql(&["--single-transaction", "-f", fenced_sql.to_str().unwrap()]);
+    assert!(
+        installed.status.success(),
+        "installing fenced.sql: {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+}
+
+/// Runs one of pg-gate/sql's test scripts through psql, which must stop at the stale
+/// write's error (psql exits with 3 when a script stops at an error under ON_ERROR_STOP);
+/// psql's stderr.
+fn run_script_refused(cluster: &TestPostgres, script: &str) -> String {
+    let script = sql_file(script);
+    let run = cluster.psql(&["-f", script.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "the stale write was not refused: {stderr}"
+    );
+    stderr
+}
+
+/// One query's rows through psql, unaligned (`a|b`), trimmed.
+fn psql_rows(cluster: &TestPostgres, query: &str) -> String {
+    let read = cluster.psql(&["-At", "-c", query]);
+    assert!(
+        read.status.success(),
+        "{query}: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    String::from_utf8_lossy(&read.stdout).trim().to_string()
+}
+
 /// The conformance harness: every `open` is a fresh database on one cluster (the checks
 /// reuse resource names); `reopen` closes every connection and connects again, after a
 /// real crash of the server when `crash_on_reopen` is set.
@@ -335,24 +372,10 @@ fn psql_stale_write_is_refused_with_the_documented_sqlstate() {
     else {
         return;
     };
-    let fenced_sql = sql_file("fenced.sql");
-    for _ in 0..2 {
-        let installed = cluster.psql(&["--single-transaction", "-f", fenced_sql.to_str().unwrap()]);
-        assert!(
-            installed.status.success(),
-            "installing fenced.sql: {}",
-            String::from_utf8_lossy(&installed.stderr)
-        );
-    }
-    let script = sql_file("test_stale_write.sql");
-    let run = cluster.psql(&["-f", script.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    // psql exits with 3 when a script stops at an error under ON_ERROR_STOP.
-    assert_eq!(
-        run.status.code(),
-        Some(3),
-        "the stale write was not refused: {stderr}"
-    );
+    // Twice: installing is idempotent.
+    install_with_psql(&cluster);
+    install_with_psql(&cluster);
+    let stderr = run_script_refused(&cluster, "test_stale_write.sql");
     assert!(
         stderr.contains(&format!("ERROR:  {STALE_SQLSTATE}: stale fencing token: presented 33, current 34 (resource 'orders')")),
         "psql's error: {stderr}"
@@ -371,16 +394,13 @@ fn psql_stale_write_is_refused_with_the_documented_sqlstate() {
             "{sql}: {stderr}"
         );
     }
-    let read = cluster.psql(&[
-        "-At",
-        "-c",
-        "SELECT status, written_by FROM orders ORDER BY id",
-    ]);
     assert_eq!(
-        String::from_utf8_lossy(&read.stdout).trim(),
+        psql_rows(
+            &cluster,
+            "SELECT status, written_by FROM orders ORDER BY id"
+        ),
         "paid|34",
-        "the table changed: {}",
-        String::from_utf8_lossy(&read.stderr)
+        "the table changed"
     );
 }
 
@@ -393,33 +413,18 @@ fn psql_guarded_table_refuses_a_stale_update() {
     let Some(cluster) = postgres_or_skip("psql_guarded_table_refuses_a_stale_update") else {
         return;
     };
-    let fenced_sql = sql_file("fenced.sql");
-    let installed = cluster.psql(&["--single-transaction", "-f", fenced_sql.to_str().unwrap()]);
-    assert!(
-        installed.status.success(),
-        "installing fenced.sql: {}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
-    let script = sql_file("test_guarded_table.sql");
-    let run = cluster.psql(&["-f", script.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(
-        run.status.code(),
-        Some(3),
-        "the stale update was not refused: {stderr}"
-    );
+    install_with_psql(&cluster);
+    let stderr = run_script_refused(&cluster, "test_guarded_table.sql");
     assert!(
         stderr.contains(&format!(
             "ERROR:  {STALE_SQLSTATE}: stale fencing token: presented 33, current 34 (resource 'accounts')"
         )),
         "psql's error: {stderr}"
     );
-    let read = cluster.psql(&["-At", "-c", "SELECT balance, token FROM accounts"]);
     assert_eq!(
-        String::from_utf8_lossy(&read.stdout).trim(),
+        psql_rows(&cluster, "SELECT balance, token FROM accounts"),
         "100|34",
-        "the table changed: {}",
-        String::from_utf8_lossy(&read.stderr)
+        "the table changed"
     );
 }
 
