@@ -480,8 +480,8 @@ async fn connect_postgres(url: &str) -> Result<tokio_postgres::Client, DemoError
 }
 
 /// Installs `fenced.sql` and the demo's table, and forgets the demo resource's data and
-/// mark: each run starts a fresh lock server, whose tokens start again at 1, so the mark
-/// of an earlier run would shut its workers out. A real deployment never resets a mark
+/// mark: each demo starts a fresh lock server, whose tokens start again at 1, so a mark
+/// left by another demo would shut its workers out. A real deployment never resets a mark
 /// (its lock server's tokens only go up).
 async fn prepare_postgres(url: &str) -> Result<(), DemoError> {
     let client = connect_postgres(url).await?;
