@@ -163,19 +163,7 @@ impl TestCluster {
         let links = network.links();
         let raft = Raft::new(id, config(), network, log, sm).await.unwrap();
         let stop = CancellationToken::new();
-        let server = tokio::spawn({
-            let raft = raft.clone();
-            let stop = stop.clone();
-            async move {
-                serve_raft(
-                    raft,
-                    listener,
-                    &RaftListenerConfig::default(),
-                    stop.cancelled_owned(),
-                )
-                .await
-            }
-        });
+        let server = spawn_raft_server(&raft, listener, &stop);
         self.nodes.insert(
             id,
             TestNode {
@@ -627,4 +615,23 @@ async fn the_leader_backs_off_from_a_member_that_is_down() {
     );
     assert!(attempts > 0, "the leader keeps trying the dead member");
     cluster.shutdown().await;
+}
+
+/// Serves `raft`'s RaftService on `listener` until `stop` is cancelled.
+pub(super) fn spawn_raft_server(
+    raft: &Raft<TypeConfig>,
+    listener: TcpListener,
+    stop: &CancellationToken,
+) -> JoinHandle<Result<(), tonic::transport::Error>> {
+    let raft = raft.clone();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        serve_raft(
+            raft,
+            listener,
+            &RaftListenerConfig::default(),
+            stop.cancelled_owned(),
+        )
+        .await
+    })
 }

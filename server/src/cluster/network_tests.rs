@@ -19,8 +19,8 @@ use fenced_proto::raft::v1::raft_service_client::RaftServiceClient;
 use fenced_proto::raft::v1::RaftRequest;
 
 use super::log_store::{LogStore, DEFAULT_SEGMENT_BYTES};
+use super::multi_node_tests::spawn_raft_server;
 use super::network::{Network, MAX_RAFT_MESSAGE_BYTES};
-use super::raft_service::{serve_raft, RaftListenerConfig};
 use super::state_machine::StateMachine;
 use super::types::{ClusterNode, TypeConfig};
 
@@ -99,19 +99,7 @@ async fn the_raft_service_refuses_garbage_and_oversized_payloads() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let server = tokio::spawn({
-        let raft = raft.clone();
-        let stop = stop.clone();
-        async move {
-            serve_raft(
-                raft,
-                listener,
-                &RaftListenerConfig::default(),
-                stop.cancelled_owned(),
-            )
-            .await
-        }
-    });
+    let server = spawn_raft_server(&raft, listener, &stop);
     let mut client = RaftServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
