@@ -18,3 +18,12 @@ pub const HOLDER: &str = "fenced-holder";
 
 /// Response metadata on a busy refusal: the holder's token, as decimal text.
 pub const HOLDER_TOKEN: &str = "fenced-token";
+
+/// Response metadata on a refusal from a cluster member that is not the leader
+/// (`fenced-error: not-leader`, gRPC status `UNAVAILABLE`): the leader's client address as
+/// `host:port`, when the member knows it. The client reconnects there, with the scheme it
+/// already uses, and sends the call again: a member that is not the leader changed nothing.
+pub const LEADER: &str = "fenced-leader";
+
+/// The [`ERROR_CODE`] of a refusal from a cluster member that is not the leader.
+pub const NOT_LEADER_CODE: &str = "not-leader";
