@@ -33,6 +33,10 @@ pub fn run_committer(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> Result<(), E
         engine.dispatch(durable)?;
         engine.store().close()
     })();
+    if engine.is_closed() {
+        // A cluster leader's term ended: what failed is this term's engine, not the server.
+        return Ok(());
+    }
     if let Err(error) = &result {
         tracing::error!(%error, "committer failed; stopping the server");
         engine.store().fail();
@@ -41,9 +45,22 @@ pub fn run_committer(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> Result<(), E
     result
 }
 
+/// Starts [`run_committer`] on its own OS thread, `fenced-committer`.
+pub fn spawn_committer(
+    engine: Arc<Engine>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<Result<(), Error>>> {
+    std::thread::Builder::new()
+        .name("fenced-committer".into())
+        .spawn(move || run_committer(engine, stop))
+}
+
 /// Expires leases and ends lock-delays when they are due, until `stop` is cancelled.
 pub async fn run_reaper(engine: Arc<Engine>, stop: CancellationToken) -> Result<(), Error> {
     loop {
+        if engine.is_closed() {
+            return Ok(());
+        }
         let due = engine.reaper_due()?;
         let sleep = async {
             match due {
@@ -56,6 +73,10 @@ pub async fn run_reaper(engine: Arc<Engine>, stop: CancellationToken) -> Result<
             _ = engine.reaper_wake().notified() => continue,
             _ = sleep => {}
         }
-        engine.execute(Command::Tick, None)?;
+        match engine.execute(Command::Tick, None) {
+            Ok(_) => {}
+            Err(Error::LeadershipLost) => return Ok(()),
+            Err(error) => return Err(error),
+        }
     }
 }

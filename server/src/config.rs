@@ -107,6 +107,10 @@ pub struct Config {
     /// and the status page) on this address; `None` serves none and installs no metrics
     /// recorder (default). Its connections are capped by `max_connections` too.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// Run as a member of a replicated cluster ([`crate::cluster`]); `None` runs a single
+    /// node (default). A member keeps its raft log and state machine in `data_dir`
+    /// (`raft-log/`, `raft-state/`).
+    pub cluster: Option<crate::cluster::settings::ClusterSettings>,
 }
 
 /// Where the server's TLS certificate chain and private key are (PEM).
@@ -148,6 +152,7 @@ impl Default for Config {
             max_concurrent_streams: 1024,
             max_session_in_flight: 1024,
             admin_listen: None,
+            cluster: None,
         }
     }
 }

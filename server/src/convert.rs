@@ -1,17 +1,19 @@
 //! The edge between protobuf and the domain: parsing requests into commands (every check a
 //! client can fail, with a message that names it), and refusals and errors into statuses.
 //! Machine-readable details travel in metadata: `fenced-error` (a stable code) and, for a
-//! busy lock, `fenced-holder` and `fenced-token`.
+//! busy lock, `fenced-holder` and `fenced-token`; for a cluster member that does not lead,
+//! `fenced-leader`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fenced_proto::metadata::{ERROR_CODE, HOLDER, HOLDER_TOKEN};
+use fenced_proto::metadata::{ERROR_CODE, HOLDER, HOLDER_TOKEN, LEADER, NOT_LEADER_CODE};
 use fenced_proto::v1 as pb;
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::cluster::leadership::LeadershipError;
 use crate::config::Config;
 use crate::error::Error;
 use crate::table::{Acquire, EventKind, Grant, LeaseChoice, LockView, Refusal};
@@ -241,8 +243,38 @@ impl From<Refusal> for Status {
     }
 }
 
+/// The refusal of a cluster member that does not lead (see [`crate::serving`]):
+/// UNAVAILABLE, `fenced-error: not-leader`, and the leader's id and client address when
+/// known, in the message and (the address) in `fenced-leader`.
+pub fn not_leader(leader: Option<(u64, &str)>) -> Status {
+    let message = match leader {
+        Some((id, addr)) => format!("not the leader; the leader is node {id} at {addr}"),
+        None => "not the leader, and no leader is known (an election may be running)".to_string(),
+    };
+    let mut status = Status::unavailable(message);
+    insert(&mut status, ERROR_CODE, NOT_LEADER_CODE);
+    if let Some((_, addr)) = leader {
+        insert(&mut status, LEADER, addr);
+    }
+    status
+}
+
+/// A leadership check that neither confirmed nor denied this member's leadership (no
+/// quorum answered in time, too many waiting, the check stopped): UNAVAILABLE, so the
+/// client tries again, here or elsewhere.
+pub fn leadership_unconfirmed(error: &LeadershipError) -> Status {
+    let mut status = Status::unavailable(format!("leadership not confirmed: {error}"));
+    insert(&mut status, ERROR_CODE, NOT_LEADER_CODE);
+    status
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
+        if let Error::LeadershipLost = error {
+            let mut status = Status::unavailable(error.to_string());
+            insert(&mut status, ERROR_CODE, NOT_LEADER_CODE);
+            return status;
+        }
         tracing::error!(%error, "request failed on a server error");
         let mut status = Status::unavailable(format!("the server is failing: {error}"));
         insert(&mut status, ERROR_CODE, "server-failing");

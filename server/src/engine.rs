@@ -16,6 +16,7 @@
 //! that leaves costs nothing afterwards.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -89,8 +90,11 @@ pub struct Engine {
     events: broadcast::Sender<Event>,
     /// Wakes the reaper when something becomes due earlier than it thought.
     reaper_wake: Notify,
-    /// Cancelled when a fatal error means the server must stop.
+    /// Cancelled when a fatal error means the server must stop (in a cluster: this
+    /// leader's term must end).
     fatal: CancellationToken,
+    /// Set when a cluster leader's term ended ([`Engine::close`]): nothing more is applied.
+    closed: AtomicBool,
 }
 
 impl Engine {
@@ -109,7 +113,27 @@ impl Engine {
             events,
             reaper_wake: Notify::new(),
             fatal,
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Ends a cluster leader's term: nothing more is applied, everyone waiting for a batch
+    /// not yet committed is answered [`Error::LeadershipLost`] now, and every queued
+    /// acquirer's channel closes (they are answered the same). The table is dropped with
+    /// the engine: the next term starts from the committed state.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.store.fail();
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.waiting.clear();
+            inner.pending.clear();
+        }
+        self.reaper_wake.notify_one();
+    }
+
+    /// Whether [`Engine::close`] ended this engine's term.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Applies a command now and stages its writes. If the reply is `Queued` and a
@@ -313,6 +337,9 @@ impl Engine {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, Error> {
+        if self.is_closed() {
+            return Err(Error::LeadershipLost);
+        }
         self.inner.lock().map_err(|_| {
             self.fatal.cancel();
             Error::Poisoned

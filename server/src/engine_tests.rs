@@ -19,6 +19,7 @@ use super::*;
 use crate::committer::run_committer;
 use crate::config::Config;
 use crate::service::LockServer;
+use crate::serving::Serving;
 use crate::session::SessionStream;
 use crate::store::Recovered;
 use crate::table::{Acquire, LeaseChoice, Limits};
@@ -98,7 +99,7 @@ fn acquire(lock: &str, wait_ms: u64) -> pb::AcquireRequest {
 async fn waiters_that_leave_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let (running, _) = start(dir.path());
-    let server = LockServer::new(running.engine.clone(), Arc::new(config()));
+    let server = LockServer::new(Serving::single(running.engine.clone()), Arc::new(config()));
     server.acquire(acquire("busy", 0)).await.unwrap();
 
     tracing::info!("a waiter times out");
@@ -175,7 +176,7 @@ async fn waiters_that_leave_leave_nothing_behind() {
 async fn a_read_after_an_expiry_makes_the_expiry_durable_first() {
     let dir = tempfile::tempdir().unwrap();
     let (running, _) = start(dir.path());
-    let server = LockServer::new(running.engine.clone(), Arc::new(config()));
+    let server = LockServer::new(Serving::single(running.engine.clone()), Arc::new(config()));
     let lock = LockName::new("expiring").unwrap();
     let mut request = acquire("expiring", 0);
     request.ttl_ms = 100;

@@ -245,6 +245,16 @@ pub enum Error {
          storage failure"
     )]
     StoppingAfterFailure,
+    /// A cluster leader's term ended (it lost its leadership, or a commit failed) before
+    /// the batch waited for was committed: it may or may not have been.
+    #[error("this node stopped leading before the answer was committed; its outcome is unknown")]
+    LeadershipLost,
+    /// A cluster member cannot start or go on.
+    #[error("cluster member: {0}")]
+    Member(#[from] crate::cluster::member::MemberError),
+    /// A cluster leader's commit failed; its term ends.
+    #[error("replicated commit failed: {0}")]
+    Replicated(#[from] crate::cluster::replicated_commit::ReplicatedCommitError),
     /// The lock table's mutex was poisoned by a panic: its state cannot be trusted.
     #[error("the lock table was poisoned by a panic")]
     Poisoned,

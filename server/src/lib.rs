@@ -14,6 +14,8 @@
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
 //!   durable.
 //! - [`committer`]: the background tasks: group committer and lease reaper.
+//! - [`serving`]: which engine answers clients (a cluster member's, only while it leads),
+//!   and the not-leader refusal.
 //! - [`service`]: one handler per rpc, and the gRPC `LockService` over them; [`session`]:
 //!   its `Session` stream, also served over framed TCP by [`framed`]; [`watch`]: its
 //!   `Watch` streams and their cap; [`convert`]: protobuf to domain and back; [`tls`]: the
@@ -48,6 +50,7 @@ pub mod record;
 pub mod recovery;
 pub mod server;
 pub mod service;
+pub mod serving;
 pub mod session;
 pub mod store;
 pub mod table;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use fenced::cluster::settings::{parse_members, ClusterSettings, ClusterSettingsError};
 use fenced::{Config, OpenServer};
 use fenced_types::service::{config_file, sd_notify};
 
@@ -112,11 +113,50 @@ struct Args {
     /// `fenced admin on <addr>`).
     #[arg(long, env = "FENCED_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// Run as member NODE_ID of a replicated cluster (a number above zero, unique in the
+    /// cluster, kept across restarts). Off by default: a single node. Needs --raft-listen.
+    #[arg(long, env = "FENCED_NODE_ID", requires = "raft_listen")]
+    node_id: Option<u64>,
+    /// Address to serve raft to the other members on (cluster members only).
+    #[arg(long, env = "FENCED_RAFT_LISTEN", requires = "node_id")]
+    raft_listen: Option<SocketAddr>,
+    /// The members of a new cluster, this one included, as
+    /// `ID=RAFT_HOST:PORT/CLIENT_HOST:PORT,...`: where members reach each other and where
+    /// clients are sent to reach the leader. Give the same list to every member of a new
+    /// cluster; a member whose data directory already holds a cluster ignores it.
+    #[arg(long, env = "FENCED_MEMBERS", requires = "node_id")]
+    members: Option<String>,
+    /// Cluster members: how often the leader sends heartbeats, in milliseconds.
+    #[arg(long, env = "FENCED_HEARTBEAT_MS", default_value_t = 50)]
+    heartbeat_ms: u64,
+    /// Cluster members: the shortest election timeout in milliseconds (the longest is
+    /// twice it): how long followers wait without a heartbeat before electing a new leader.
+    #[arg(long, env = "FENCED_ELECTION_TIMEOUT_MS", default_value_t = 200)]
+    election_timeout_ms: u64,
+    /// Cluster members: how long the leader waits for a quorum to store a commit before it
+    /// stops serving and rebuilds its table from the committed state, in milliseconds.
+    #[arg(long, env = "FENCED_COMMIT_TIMEOUT_MS", default_value_t = 5_000)]
+    commit_timeout_ms: u64,
 }
 
 impl Args {
-    fn config(self) -> Config {
-        Config {
+    fn config(self) -> Result<Config, ClusterSettingsError> {
+        let cluster = match (self.node_id, self.raft_listen) {
+            (Some(node_id), Some(raft_listen)) => Some(ClusterSettings {
+                initial_members: self
+                    .members
+                    .as_deref()
+                    .map(parse_members)
+                    .transpose()?
+                    .unwrap_or_default(),
+                heartbeat_interval: Duration::from_millis(self.heartbeat_ms),
+                election_timeout: Duration::from_millis(self.election_timeout_ms),
+                commit_timeout: Duration::from_millis(self.commit_timeout_ms),
+                ..ClusterSettings::new(node_id, raft_listen)
+            }),
+            _ => None,
+        };
+        Ok(Config {
             data_dir: self.data_dir,
             min_ttl: Duration::from_millis(self.min_ttl_ms),
             max_ttl: Duration::from_millis(self.max_ttl_ms),
@@ -141,8 +181,9 @@ impl Args {
                 (Some(cert), Some(key)) => Some(fenced::config::TlsFiles { cert, key }),
                 _ => None,
             },
+            cluster,
             ..Config::default()
-        }
+        })
     }
 }
 
@@ -170,7 +211,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime ({workers} worker threads): {e}").into())
-        .and_then(|runtime| runtime.block_on(serve(args.config(), listen, session_listen)));
+        .and_then(|runtime| {
+            let config = args.config()?;
+            runtime.block_on(serve(config, listen, session_listen))
+        });
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -200,6 +244,7 @@ async fn serve(
     // The signal handlers go in before the server says it is ready: a SIGTERM sent right
     // after that line must shut it down in order, not kill it by the default action.
     let shutdown = shutdown_signal()?;
+    let raft_listen = config.cluster.as_ref().map(|cluster| cluster.raft_listen);
     let server = OpenServer::open(config)?;
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
@@ -220,6 +265,9 @@ async fn serve(
     }
     if let Some(sessions) = &sessions {
         println!("fenced sessions on {}", sessions.local_addr()?);
+    }
+    if let Some(raft) = raft_listen {
+        println!("fenced raft on {raft}");
     }
     println!("fenced listening on {addr}");
     // Under systemd (Type=notify): ready now that recovery is done and the listeners are

@@ -22,6 +22,8 @@ use crate::table::{RestoredDelay, RestoredLease, RestoredLock, Write};
 pub(crate) const NEXT_TOKEN_KEY: &[u8] = b"t";
 /// The newest journal generation whose writes sled holds (written by every checkpoint).
 pub(crate) const CHECKPOINTED_KEY: &[u8] = b"g";
+/// A cluster's leader epoch ([`crate::cluster::epoch`]); the lock table does not use it.
+pub(crate) const EPOCH_KEY: &[u8] = b"e";
 const LEASE_PREFIX: u8 = b'L';
 const LOCK_PREFIX: u8 = b'K';
 const DELAY_PREFIX: u8 = b'D';
@@ -125,7 +127,7 @@ pub(crate) fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
             source,
         })?;
         match key.first() {
-            _ if &*key == CHECKPOINTED_KEY => {}
+            _ if &*key == CHECKPOINTED_KEY || &*key == EPOCH_KEY => {}
             _ if &*key == NEXT_TOKEN_KEY => {
                 let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
                     let len = value.len();

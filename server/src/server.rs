@@ -20,13 +20,15 @@ use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 use crate::admin::{Admin, AdminListener};
 use crate::admission::ConnectionLimit;
 use crate::clock::Clock;
-use crate::committer::{run_committer, run_reaper};
+use crate::cluster::member::OpenMember;
+use crate::committer::{run_reaper, spawn_committer};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::framed;
 use crate::grpc_incoming;
 use crate::service::LockServer;
+use crate::serving::Serving;
 use crate::store::{Recovered, Store};
 use crate::table::{Limits, LockTable};
 use crate::tls::ServerTls;
@@ -35,10 +37,8 @@ use crate::tls::ServerTls;
 pub struct OpenServer {
     /// The validated configuration.
     config: Arc<Config>,
-    /// The open store.
-    store: Store,
-    /// What was on disk.
-    recovered: Recovered,
+    /// A single node's store, or a cluster member's.
+    mode: Mode,
     /// The TLS identity, if the server serves TLS.
     tls: Option<ServerTls>,
     /// The admin listener, bound, if `admin_listen` is set.
@@ -54,6 +54,16 @@ impl OpenServer {
         // Before anything is counted: the metric handles register with the recorder
         // installed at their first use.
         let admin = config.admin_listen.map(AdminListener::bind).transpose()?;
+        if let Some(settings) = config.cluster.clone() {
+            let member = OpenMember::open(&config, settings)?;
+            tracing::info!(dir = %config.data_dir.display(), "opened the cluster member's storage");
+            return Ok(OpenServer {
+                config: Arc::new(config),
+                mode: Mode::Member(Box::new(member)),
+                tls,
+                admin,
+            });
+        }
         let (store, recovered) = Store::open(
             &config.data_dir,
             config.fdatasync,
@@ -70,8 +80,10 @@ impl OpenServer {
         );
         Ok(OpenServer {
             config: Arc::new(config),
-            store,
-            recovered,
+            mode: Mode::Single {
+                store: Box::new(store),
+                recovered,
+            },
             tls,
             admin,
         })
@@ -84,9 +96,13 @@ impl OpenServer {
             .and_then(|admin| admin.local_addr().ok())
     }
 
-    /// How many leases were restored.
+    /// How many leases were restored (a cluster member restores them when it is
+    /// promoted, not at start: 0).
     pub fn restored_leases(&self) -> usize {
-        self.recovered.leases.len()
+        match &self.mode {
+            Mode::Single { recovered, .. } => recovered.leases.len(),
+            Mode::Member(_) => 0,
+        }
     }
 
     /// Serves gRPC on `listener` until `shutdown` completes or a fatal error occurs.
@@ -107,23 +123,215 @@ impl OpenServer {
         sessions: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let (started, tls, admin) = self.start()?;
-        let served = started
-            .serve(listener, sessions, tls, admin, shutdown)
-            .await;
-        started.shut_down(served).await
-    }
-
-    /// Restores the lock table from what was on disk and starts the background tasks: the
-    /// committer thread and the reaper. Restored leases get their full TTL from now.
-    fn start(self) -> Result<(Started, Option<ServerTls>, Option<AdminListener>), Error> {
         let OpenServer {
             config,
-            store,
-            recovered,
+            mode,
             tls,
             admin,
         } = self;
+        let (store, recovered) = match mode {
+            Mode::Single { store, recovered } => (store, recovered),
+            Mode::Member(member) => {
+                return serve_member(config, *member, listener, sessions, tls, admin, shutdown)
+                    .await
+            }
+        };
+        let started = Started::start(config, *store, recovered)?;
+        let serving = Serving::single(started.engine.clone());
+        let served = serve_clients(
+            &started.config,
+            serving,
+            &started.fatal,
+            Listeners {
+                grpc: listener,
+                sessions,
+                tls,
+                admin,
+            },
+            shutdown,
+        )
+        .await;
+        started.shut_down(served).await
+    }
+}
+
+/// A single node's store and what it recovered, or a cluster member's storage.
+enum Mode {
+    /// A single node.
+    Single {
+        /// The open store (boxed: it is far larger than a member's handle).
+        store: Box<Store>,
+        /// What was on disk.
+        recovered: Recovered,
+    },
+    /// A cluster member (boxed: its storage handles are larger than a store's).
+    Member(Box<OpenMember>),
+}
+
+/// Where clients reach the server.
+struct Listeners {
+    /// The gRPC listener.
+    grpc: TcpListener,
+    /// The framed `Session` listener, if any.
+    sessions: Option<TcpListener>,
+    /// The TLS identity, if the server serves TLS.
+    tls: Option<ServerTls>,
+    /// The admin listener, if any.
+    admin: Option<AdminListener>,
+}
+
+/// Runs a cluster member: starts its raft core and terms, serves clients from whichever
+/// term's engine is current until `shutdown` (or a fatal error), then stops the member.
+async fn serve_member(
+    config: Arc<Config>,
+    member: OpenMember,
+    grpc: TcpListener,
+    sessions: Option<TcpListener>,
+    tls: Option<ServerTls>,
+    admin: Option<AdminListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let fatal = CancellationToken::new();
+    let member = member.start(config.clone(), fatal.clone()).await?;
+    let listeners = Listeners {
+        grpc,
+        sessions,
+        tls,
+        admin,
+    };
+    let served = serve_clients(&config, member.serving(), &fatal, listeners, shutdown).await;
+    let stopped = member.stop().await;
+    served?;
+    stopped?;
+    if fatal.is_cancelled() {
+        return Err(Error::StoppedByFatalError);
+    }
+    Ok(())
+}
+
+/// Serves gRPC on `listener` (and framed sessions on `sessions`) until `shutdown`
+/// completes or a fatal error occurs; then says NOT_SERVING, stops accepting and
+/// drains in-flight requests within the drain timeout. Returns once every framed
+/// session's undo is staged, so the committer's last commit holds it.
+async fn serve_clients(
+    config: &Arc<Config>,
+    serving: Serving,
+    fatal: &CancellationToken,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let Listeners {
+        grpc: listener,
+        sessions,
+        tls,
+        admin,
+    } = listeners;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<LockServiceServer<LockServer>>()
+        .await;
+    let reflection = reflection_service(fenced_proto::FILE_DESCRIPTOR_SET)?;
+
+    let service = LockServer::new(serving.clone(), config.clone());
+    let admin = admin
+        .map(|admin| Admin::start(admin, serving, config.clone(), service.watchers().clone()))
+        .transpose()?;
+    let stop_sessions = CancellationToken::new();
+    let framed_sessions = sessions.map(|listener| {
+        tokio::spawn(framed::serve(
+            listener,
+            service.clone(),
+            tls.as_ref().map(|tls| tls.framed.clone()),
+            stop_sessions.clone(),
+            framed::Settings {
+                keepalive: framed::Keepalive {
+                    interval: config.keepalive_interval,
+                    timeout: config.keepalive_timeout,
+                },
+                handshake_timeout: config.handshake_timeout,
+                max_connections: config.max_connections,
+                max_in_flight: config.max_session_in_flight,
+                drain_timeout: config.drain_timeout,
+            },
+        ))
+    });
+    let (drain, draining) = tokio::sync::oneshot::channel::<()>();
+    let stopping = {
+        let (fatal, stop_sessions) = (fatal.clone(), stop_sessions.clone());
+        let readiness = admin.as_ref().map(Admin::readiness);
+        async move {
+            tokio::select! {
+                _ = shutdown => tracing::info!("shutting down"),
+                _ = fatal.cancelled() => tracing::error!("stopping after a fatal error"),
+            }
+            if let Some(readiness) = &readiness {
+                readiness.set(false);
+            }
+            health_reporter
+                .set_not_serving::<LockServiceServer<LockServer>>()
+                .await;
+            stop_sessions.cancel();
+            let _ = drain.send(());
+        }
+    };
+    // The accept loop, the connection limit, TLS and the handshake timeout are ours
+    // (`grpc_incoming`), so tonic's own TCP and TLS settings are not used.
+    let incoming = grpc_incoming::incoming(
+        listener,
+        tls.map(|tls| tls.grpc),
+        ConnectionLimit::new("gRPC", config.max_connections),
+        config.handshake_timeout,
+    );
+    let serving = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(LockServiceServer::new(service))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = draining.await;
+        });
+    tokio::pin!(serving);
+    // Recovery is done and the gRPC listener is bound and served from here on.
+    if let Some(admin) = &admin {
+        admin.set_ready(true);
+    }
+    let served = tokio::select! {
+        served = &mut serving => served,
+        _ = stopping => {
+            // Drain in-flight requests, but not forever: an HTTP/2 graceful close waits
+            // for every client to acknowledge it, and a stuck client must not keep the
+            // server (and its final flush) from stopping.
+            match tokio::time::timeout(config.drain_timeout, &mut serving).await {
+                Ok(served) => served,
+                Err(_) => {
+                    tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining connections");
+                    Ok(())
+                }
+            }
+        }
+    };
+    // The framed sessions have been draining alongside gRPC, within the same timeout
+    // (after which their connections are cut, undoing what they had in flight); wait
+    // for that, so every undo is staged before the committer's last commit.
+    stop_sessions.cancel();
+    if let Some(framed_sessions) = framed_sessions {
+        if let Err(error) = framed_sessions.await {
+            tracing::error!(%error, "the framed session listener failed");
+        }
+    }
+    // The admin listener stops last, so `/readyz` says 503 through the drain.
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
+    served.map_err(Error::Transport)
+}
+
+impl Started {
+    /// Restores the lock table from what was on disk and starts the background tasks: the
+    /// committer thread and the reaper. Restored leases get their full TTL from now.
+    fn start(config: Arc<Config>, store: Store, recovered: Recovered) -> Result<Started, Error> {
         let clock = Clock::start();
         let table = LockTable::restore(
             Limits::from(config.as_ref()),
@@ -142,18 +350,15 @@ impl OpenServer {
 
         let stop_reaper = CancellationToken::new();
         let stop_committer = Arc::new(AtomicBool::new(false));
-        let committer = {
-            let (engine, stop) = (engine.clone(), stop_committer.clone());
-            std::thread::Builder::new()
-                .name("fenced-committer".into())
-                .spawn(move || run_committer(engine, stop))
-                .map_err(|source| Error::SpawnThread {
+        let committer =
+            spawn_committer(engine.clone(), stop_committer.clone()).map_err(|source| {
+                Error::SpawnThread {
                     thread: "committer",
                     source,
-                })?
-        };
+                }
+            })?;
         let reaper = tokio::spawn(run_reaper(engine.clone(), stop_reaper.clone()));
-        let started = Started {
+        Ok(Started {
             config,
             engine,
             fatal,
@@ -161,13 +366,13 @@ impl OpenServer {
             stop_committer,
             reaper,
             stop_reaper,
-        };
-        Ok((started, tls, admin))
+        })
     }
 }
 
-/// A server whose table is restored and whose background tasks run: it serves with
-/// [`Started::serve`], then stops them in order with [`Started::shut_down`].
+/// A single node whose table is restored and whose background tasks run: it serves
+/// clients through [`serve_clients`], then stops them in order with
+/// [`Started::shut_down`].
 struct Started {
     /// The validated configuration.
     config: Arc<Config>,
@@ -186,128 +391,6 @@ struct Started {
 }
 
 impl Started {
-    /// Serves gRPC on `listener` (and framed sessions on `sessions`) until `shutdown`
-    /// completes or a fatal error occurs; then says NOT_SERVING, stops accepting and
-    /// drains in-flight requests within the drain timeout. Returns once every framed
-    /// session's undo is staged, so the committer's last commit holds it.
-    async fn serve(
-        &self,
-        listener: TcpListener,
-        sessions: Option<TcpListener>,
-        tls: Option<ServerTls>,
-        admin: Option<AdminListener>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), Error> {
-        let config = &self.config;
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<LockServiceServer<LockServer>>()
-            .await;
-        let reflection = reflection_service(fenced_proto::FILE_DESCRIPTOR_SET)?;
-
-        let service = LockServer::new(self.engine.clone(), config.clone());
-        let admin = admin
-            .map(|admin| {
-                Admin::start(
-                    admin,
-                    self.engine.clone(),
-                    config.clone(),
-                    service.watchers().clone(),
-                )
-            })
-            .transpose()?;
-        let stop_sessions = CancellationToken::new();
-        let framed_sessions = sessions.map(|listener| {
-            tokio::spawn(framed::serve(
-                listener,
-                service.clone(),
-                tls.as_ref().map(|tls| tls.framed.clone()),
-                stop_sessions.clone(),
-                framed::Settings {
-                    keepalive: framed::Keepalive {
-                        interval: config.keepalive_interval,
-                        timeout: config.keepalive_timeout,
-                    },
-                    handshake_timeout: config.handshake_timeout,
-                    max_connections: config.max_connections,
-                    max_in_flight: config.max_session_in_flight,
-                    drain_timeout: config.drain_timeout,
-                },
-            ))
-        });
-        let (drain, draining) = tokio::sync::oneshot::channel::<()>();
-        let stopping = {
-            let (fatal, stop_sessions) = (self.fatal.clone(), stop_sessions.clone());
-            let readiness = admin.as_ref().map(Admin::readiness);
-            async move {
-                tokio::select! {
-                    _ = shutdown => tracing::info!("shutting down"),
-                    _ = fatal.cancelled() => tracing::error!("stopping after a fatal error"),
-                }
-                if let Some(readiness) = &readiness {
-                    readiness.set(false);
-                }
-                health_reporter
-                    .set_not_serving::<LockServiceServer<LockServer>>()
-                    .await;
-                stop_sessions.cancel();
-                let _ = drain.send(());
-            }
-        };
-        // The accept loop, the connection limit, TLS and the handshake timeout are ours
-        // (`grpc_incoming`), so tonic's own TCP and TLS settings are not used.
-        let incoming = grpc_incoming::incoming(
-            listener,
-            tls.map(|tls| tls.grpc),
-            ConnectionLimit::new("gRPC", config.max_connections),
-            config.handshake_timeout,
-        );
-        let serving = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(config.keepalive_interval))
-            .http2_keepalive_timeout(Some(config.keepalive_timeout))
-            .max_concurrent_streams(config.max_concurrent_streams)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(LockServiceServer::new(service))
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = draining.await;
-            });
-        tokio::pin!(serving);
-        // Recovery is done and the gRPC listener is bound and served from here on.
-        if let Some(admin) = &admin {
-            admin.set_ready(true);
-        }
-        let served = tokio::select! {
-            served = &mut serving => served,
-            _ = stopping => {
-                // Drain in-flight requests, but not forever: an HTTP/2 graceful close waits
-                // for every client to acknowledge it, and a stuck client must not keep the
-                // server (and its final flush) from stopping.
-                match tokio::time::timeout(config.drain_timeout, &mut serving).await {
-                    Ok(served) => served,
-                    Err(_) => {
-                        tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining connections");
-                        Ok(())
-                    }
-                }
-            }
-        };
-        // The framed sessions have been draining alongside gRPC, within the same timeout
-        // (after which their connections are cut, undoing what they had in flight); wait
-        // for that, so every undo is staged before the committer's last commit.
-        stop_sessions.cancel();
-        if let Some(framed_sessions) = framed_sessions {
-            if let Err(error) = framed_sessions.await {
-                tracing::error!(%error, "the framed session listener failed");
-            }
-        }
-        // The admin listener stops last, so `/readyz` says 503 through the drain.
-        if let Some(admin) = admin {
-            admin.stop().await;
-        }
-        served.map_err(Error::Transport)
-    }
-
     /// Stops the background tasks in order, once serving has ended (`served`): the reaper,
     /// then the committer, which commits what is left and moves it into sled. Returns the
     /// first failure: serving's, a task's, or the fatal error that stopped the server.

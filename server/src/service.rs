@@ -24,6 +24,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config::Config;
 use crate::convert;
 use crate::engine::Engine;
+use crate::error::Error;
+use crate::serving::Serving;
 use crate::session::SessionStream;
 use crate::table::{Command, Grant, Refusal, Reply, WaiterId};
 use crate::watch::{self, Filter, Watchers};
@@ -31,8 +33,9 @@ use crate::watch::{self, Filter, Watchers};
 /// The lock service over an engine.
 #[derive(Clone)]
 pub struct LockServer {
-    /// The lock table and its store.
-    engine: Arc<Engine>,
+    /// The lock table and its store that answer now (a cluster member's only while it
+    /// leads).
+    serving: Serving,
     /// Input limits.
     config: Arc<Config>,
     /// The open `Watch` streams.
@@ -40,11 +43,11 @@ pub struct LockServer {
 }
 
 impl LockServer {
-    /// A service over `engine`, checking input against `config`.
-    pub fn new(engine: Arc<Engine>, config: Arc<Config>) -> Self {
+    /// A service over the engine `serving` names, checking input against `config`.
+    pub fn new(serving: Serving, config: Arc<Config>) -> Self {
         let watchers = Watchers::new(config.max_watchers);
         LockServer {
-            engine,
+            serving,
             config,
             watchers,
         }
@@ -67,39 +70,48 @@ impl LockServer {
         let lock = acquire.lock.clone();
         let (sender, receiver) = oneshot::channel();
         let handoff = (!wait.is_zero()).then_some(sender);
-        let executed = self.engine.execute(Command::Acquire(acquire), handoff)?;
+        let engine = self.serving.engine()?;
+        let executed = engine.execute(Command::Acquire(acquire), handoff)?;
         match executed.reply {
-            Ok(Reply::Granted(grant)) => self.deliver(grant, executed.seq).await,
+            Ok(Reply::Granted(grant)) => deliver(&engine, grant, executed.seq).await,
             Ok(Reply::AlreadyHeld(grant)) => {
-                self.engine.durable(executed.seq).await?;
+                engine.durable(executed.seq).await?;
                 Ok(convert::acquire_response(&grant))
             }
-            Ok(Reply::Queued(waiter)) => self.wait_in_queue(waiter, receiver, wait, &lock).await,
+            Ok(Reply::Queued(waiter)) => {
+                wait_in_queue(&engine, waiter, receiver, wait, &lock).await
+            }
             Ok(other) => Err(Status::internal(format!(
                 "unexpected reply to acquire: {other:?}"
             ))),
             Err(refusal) => {
-                self.engine.durable(executed.seq).await?;
+                engine.durable(executed.seq).await?;
                 Err(refusal.into())
             }
         }
     }
 
-    /// `Renew`: extends a lease by its TTL.
+    /// `Renew`: extends a lease by its TTL. In a cluster, confirmed only after a
+    /// leadership round that began after it arrived.
     pub async fn renew(&self, request: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
         let lease_id = request.lease_id;
         let lease = convert::lease_id(&lease_id)?;
-        let executed = self.engine.execute(Command::Renew { lease }, None)?;
+        let engine = self.serving.engine()?;
+        let executed = engine.execute(Command::Renew { lease }, None)?;
         match executed.reply {
-            // A renewal writes nothing: a restart restores the lease with a full TTL anyway.
-            Ok(Reply::Renewed { ttl }) => Ok(convert::renewed(lease_id, ttl)),
+            // A renewal writes nothing: a restart (or a new leader) restores the lease with
+            // a full TTL anyway.
+            Ok(Reply::Renewed { ttl }) => {
+                self.serving.confirm_leadership().await?;
+                Ok(convert::renewed(lease_id, ttl))
+            }
             Ok(other) => Err(Status::internal(format!(
                 "unexpected reply to renew: {other:?}"
             ))),
             Err(refusal) => {
                 // "Expired" may come from an expiry this very command applied: make it
                 // durable before saying so (S7).
-                self.engine.durable(executed.seq).await?;
+                engine.durable(executed.seq).await?;
                 Err(refusal.into())
             }
         }
@@ -118,10 +130,10 @@ impl LockServer {
         // Renewals are answered in order, each as its message is read, by whoever polls the
         // answers (hyper's task for this stream): no task or channel per stream or per
         // renewal. The stream ends when the client's side ends or breaks.
-        let engine = self.engine.clone();
+        let serving = self.serving.clone();
         renewals.map_while(Result::ok).then(move |message| {
-            let engine = engine.clone();
-            async move { keep_alive_one(&engine, message.lease_id).await }
+            let serving = serving.clone();
+            async move { keep_alive_one(&serving, message.lease_id).await }
         })
     }
 
@@ -132,10 +144,9 @@ impl LockServer {
     ) -> Result<pb::ReleaseResponse, Status> {
         let lease = convert::lease_id(&request.lease_id)?;
         let lock = convert::optional_lock_name(&self.config, "lock", request.lock)?;
-        let executed = self
-            .engine
-            .execute(Command::Release { lease, lock }, None)?;
-        self.engine.durable(executed.seq).await?;
+        let engine = self.serving.engine()?;
+        let executed = engine.execute(Command::Release { lease, lock }, None)?;
+        engine.durable(executed.seq).await?;
         match executed.reply {
             Ok(_) => Ok(pb::ReleaseResponse {}),
             Err(refusal) => Err(refusal.into()),
@@ -145,8 +156,10 @@ impl LockServer {
     /// `Describe`: one lock's holder, token and queue.
     pub async fn describe(&self, request: pb::DescribeRequest) -> Result<pb::LockInfo, Status> {
         let lock = convert::lock_name(&self.config, "lock", request.lock)?;
-        let (view, seq) = self.engine.read(|table, now| table.describe(now, &lock))?;
-        self.engine.durable(seq).await?;
+        let engine = self.serving.engine()?;
+        let (view, seq) = engine.read(|table, now| table.describe(now, &lock))?;
+        engine.durable(seq).await?;
+        self.serving.confirm_leadership().await?;
         Ok(convert::lock_info(view))
     }
 
@@ -159,10 +172,11 @@ impl LockServer {
             Ok(0) | Err(_) => max,
             Ok(asked) => asked.min(max),
         };
-        let (page, seq) = self
-            .engine
-            .read(|table, now| table.list(now, &prefix, after.as_ref(), page_size))?;
-        self.engine.durable(seq).await?;
+        let engine = self.serving.engine()?;
+        let (page, seq) =
+            engine.read(|table, now| table.list(now, &prefix, after.as_ref(), page_size))?;
+        engine.durable(seq).await?;
+        self.serving.confirm_leadership().await?;
         Ok(pb::ListResponse {
             locks: page.locks.into_iter().map(convert::lock_info).collect(),
             next_cursor: page.next.map(|after| after.to_string()).unwrap_or_default(),
@@ -181,7 +195,8 @@ impl LockServer {
             Some(lock) => Filter::Lock(lock),
             None => Filter::Prefix(prefix),
         };
-        self.watchers.open(self.engine.subscribe(), filter)
+        self.watchers
+            .open(self.serving.engine()?.subscribe(), filter)
     }
 
     /// `Session`: the answers to `requests`, each run by the handler of its operation, at
@@ -197,75 +212,14 @@ impl LockServer {
     ) -> Result<pb::CheckTokenResponse, Status> {
         let lock = convert::lock_name(&self.config, "lock", request.lock)?;
         let presented = convert::optional_token(request.token);
-        let (current, seq) = self
-            .engine
-            .read(|table, now| table.current_token(now, &lock))?;
-        self.engine.durable(seq).await?;
+        let engine = self.serving.engine()?;
+        let (current, seq) = engine.read(|table, now| table.current_token(now, &lock))?;
+        engine.durable(seq).await?;
+        self.serving.confirm_leadership().await?;
         Ok(pb::CheckTokenResponse {
             current: current.is_some() && current == presented,
             current_token: current.map_or(0, |token| token.get()),
         })
-    }
-
-    /// Answers a fresh grant once it is durable; if the caller goes away before that, the
-    /// grant is taken back (nobody can know its lease id, so nobody could release it).
-    async fn deliver(&self, grant: Grant, seq: u64) -> Result<pb::AcquireResponse, Status> {
-        let response = convert::acquire_response(&grant);
-        let mut guard = UndoOnDrop {
-            engine: &self.engine,
-            grant,
-            armed: true,
-        };
-        self.engine.durable(seq).await?;
-        guard.armed = false;
-        Ok(response)
-    }
-
-    /// Waits in a lock's queue for up to `wait`.
-    async fn wait_in_queue(
-        &self,
-        waiter: WaiterId,
-        receiver: oneshot::Receiver<Result<Grant, Refusal>>,
-        wait: Duration,
-        lock: &fenced_types::LockName,
-    ) -> Result<pb::AcquireResponse, Status> {
-        let started = Instant::now();
-        let mut guard = WaitGuard {
-            engine: &self.engine,
-            waiter,
-            receiver: Some(receiver),
-        };
-        let handoff = match tokio::time::timeout(wait, guard.receiver()).await {
-            Ok(handoff) => handoff,
-            Err(_elapsed) => {
-                let executed = self.engine.execute(Command::CancelWait { waiter }, None)?;
-                if executed.reply == Ok(Reply::Cancelled(true)) {
-                    guard.disarm();
-                    let (view, seq) = self.engine.read(|table, now| table.describe(now, lock))?;
-                    self.engine.durable(seq).await?;
-                    let (holder, token) = view
-                        .holder
-                        .map(|(holder, token)| (holder.to_string(), token.get()))
-                        .unwrap_or_default();
-                    return Err(Refusal::WaitTimedOut {
-                        lock: lock.clone(),
-                        waited_ms: started.elapsed().as_millis(),
-                        holder,
-                        token,
-                    }
-                    .into());
-                }
-                // Granted in the same instant: the handoff is on its way.
-                guard.receiver().await
-            }
-        };
-        guard.disarm();
-        match handoff {
-            // Handoffs are dispatched only once durable: answer at once.
-            Ok(Ok(grant)) => Ok(convert::acquire_response(&grant)),
-            Ok(Err(refusal)) => Err(refusal.into()),
-            Err(_) => Err(Status::internal("the waiter's handoff channel closed")),
-        }
     }
 }
 
@@ -360,9 +314,72 @@ impl LockService for LockServer {
     }
 }
 
+/// Answers a fresh grant once it is durable; if the caller goes away before that, the
+/// grant is taken back (nobody can know its lease id, so nobody could release it).
+async fn deliver(engine: &Engine, grant: Grant, seq: u64) -> Result<pb::AcquireResponse, Status> {
+    let response = convert::acquire_response(&grant);
+    let mut guard = UndoOnDrop {
+        engine,
+        grant,
+        armed: true,
+    };
+    engine.durable(seq).await?;
+    guard.armed = false;
+    Ok(response)
+}
+
+/// Waits in a lock's queue for up to `wait`.
+async fn wait_in_queue(
+    engine: &Engine,
+    waiter: WaiterId,
+    receiver: oneshot::Receiver<Result<Grant, Refusal>>,
+    wait: Duration,
+    lock: &fenced_types::LockName,
+) -> Result<pb::AcquireResponse, Status> {
+    let started = Instant::now();
+    let mut guard = WaitGuard {
+        engine,
+        waiter,
+        receiver: Some(receiver),
+    };
+    let handoff = match tokio::time::timeout(wait, guard.receiver()).await {
+        Ok(handoff) => handoff,
+        Err(_elapsed) => {
+            let executed = engine.execute(Command::CancelWait { waiter }, None)?;
+            if executed.reply == Ok(Reply::Cancelled(true)) {
+                guard.disarm();
+                let (view, seq) = engine.read(|table, now| table.describe(now, lock))?;
+                engine.durable(seq).await?;
+                let (holder, token) = view
+                    .holder
+                    .map(|(holder, token)| (holder.to_string(), token.get()))
+                    .unwrap_or_default();
+                return Err(Refusal::WaitTimedOut {
+                    lock: lock.clone(),
+                    waited_ms: started.elapsed().as_millis(),
+                    holder,
+                    token,
+                }
+                .into());
+            }
+            // Granted in the same instant: the handoff is on its way.
+            guard.receiver().await
+        }
+    };
+    guard.disarm();
+    match handoff {
+        // Handoffs are dispatched only once durable: answer at once.
+        Ok(Ok(grant)) => Ok(convert::acquire_response(&grant)),
+        Ok(Err(refusal)) => Err(refusal.into()),
+        // A cluster leader's term ended while it waited ([`Engine::close`]).
+        Err(_) if engine.is_closed() => Err(Error::LeadershipLost.into()),
+        Err(_) => Err(Status::internal("the waiter's handoff channel closed")),
+    }
+}
+
 /// One KeepAlive message: renew and answer with an outcome instead of a status, so the
 /// stream stays open for the client's other leases.
-async fn keep_alive_one(engine: &Engine, lease_id: String) -> Result<pb::RenewResponse, Status> {
+async fn keep_alive_one(serving: &Serving, lease_id: String) -> Result<pb::RenewResponse, Status> {
     let failed = |lease_id: String, outcome: pb::renew_response::Outcome, message: String| {
         Ok(pb::RenewResponse {
             lease_id,
@@ -381,9 +398,13 @@ async fn keep_alive_one(engine: &Engine, lease_id: String) -> Result<pb::RenewRe
             )
         }
     };
+    let engine = serving.engine()?;
     let executed = engine.execute(Command::Renew { lease }, None)?;
     match executed.reply {
-        Ok(Reply::Renewed { ttl }) => Ok(convert::renewed(lease_id, ttl)),
+        Ok(Reply::Renewed { ttl }) => {
+            serving.confirm_leadership().await?;
+            Ok(convert::renewed(lease_id, ttl))
+        }
         Ok(other) => Err(Status::internal(format!(
             "unexpected reply to renew: {other:?}"
         ))),

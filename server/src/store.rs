@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::checkpoint::{Checkpoint, Checkpointer};
+use crate::cluster::replicated_commit::ReplicatedCommit;
 use crate::error::Error;
 use crate::journal::{self, Journal, JournalBatch, JournalOp};
 use crate::record::encode;
@@ -58,6 +59,9 @@ struct Durability {
     through: u64,
     /// The committer failed: no batch after `through` will ever be durable.
     failed: bool,
+    /// The failure ended a cluster leader's term: a batch after `through` may or may not
+    /// have been committed by the cluster.
+    term_ended: bool,
 }
 
 /// The durable store. See the module documentation.
@@ -76,6 +80,20 @@ pub struct Store {
     committer_sleeps: AtomicBool,
     /// Batches staged but not yet journaled, in order.
     pending: Mutex<Vec<Write>>,
+    /// Where a commit goes.
+    sink: Sink,
+}
+
+/// Where the committer makes batches durable.
+enum Sink {
+    /// The single node's journal, moved into sled by checkpoints.
+    Journal(JournalSink),
+    /// A cluster leader's raft log: one entry per commit, durable once a quorum has it.
+    Replicated(ReplicatedCommit),
+}
+
+/// The single node's journal and its checkpoints.
+struct JournalSink {
     /// The journal and the writes not yet handed to sled (the committer's alone).
     committed: Mutex<Committed>,
     /// The thread that moves journaled writes into sled.
@@ -126,14 +144,7 @@ impl Store {
         } = recovery::open(dir, fdatasync, cache_bytes)?;
         let checkpointer =
             Checkpointer::start(db, data_file, journal_dir, journal.next_file(), marker)?;
-        let (durable, _) = watch::channel(Durability::default());
-        let store = Store {
-            staged: AtomicU64::new(0),
-            durable,
-            kick_lock: Mutex::new(()),
-            kick: Condvar::new(),
-            committer_sleeps: AtomicBool::new(false),
-            pending: Mutex::new(Vec::new()),
+        let sink = Sink::Journal(JournalSink {
             committed: Mutex::new(Committed {
                 journal,
                 unflushed: Vec::new(),
@@ -141,8 +152,28 @@ impl Store {
             }),
             checkpointer,
             checkpoint_every,
-        };
-        Ok((store, recovered))
+        });
+        Ok((Store::over(sink), recovered))
+    }
+
+    /// A cluster leader's store for one term: each commit is one raft entry through
+    /// `commit`. What it starts from is the committed state the leader was promoted with
+    /// ([`crate::cluster::promotion::Promotion`]).
+    pub fn replicated(commit: ReplicatedCommit) -> Store {
+        Store::over(Sink::Replicated(commit))
+    }
+
+    fn over(sink: Sink) -> Store {
+        let (durable, _) = watch::channel(Durability::default());
+        Store {
+            staged: AtomicU64::new(0),
+            durable,
+            kick_lock: Mutex::new(()),
+            kick: Condvar::new(),
+            committer_sleeps: AtomicBool::new(false),
+            pending: Mutex::new(Vec::new()),
+            sink,
+        }
     }
 
     /// Queues a command's writes for the next commit and returns their sequence number.
@@ -177,16 +208,22 @@ impl Store {
             .map_err(|_| Error::CommitterStopped)?;
         if now.through >= seq {
             Ok(())
+        } else if now.term_ended {
+            Err(Error::LeadershipLost)
         } else {
             Err(Error::StoppingAfterFailure)
         }
     }
 
     /// Says that nothing staged and not yet durable ever will be (the committer failed, a
-    /// disk died): everyone waiting for such a batch gets an error now, rather than when
-    /// the shutdown's drain timeout closes their connection.
+    /// disk died, a cluster leader lost its term): everyone waiting for such a batch gets
+    /// an error now, rather than when the shutdown's drain timeout closes their connection.
     pub fn fail(&self) {
-        self.durable.send_modify(|durable| durable.failed = true);
+        let replicated = matches!(self.sink, Sink::Replicated(_));
+        self.durable.send_modify(|durable| {
+            durable.failed = true;
+            durable.term_ended = replicated;
+        });
     }
 
     /// Wakes the committer (after staging, or to make it notice a stop request), if it
@@ -228,21 +265,30 @@ impl Store {
         if target <= self.durable.borrow().through {
             return Ok(target);
         }
-        let ops: Vec<JournalOp> = writes.into_iter().map(encode).collect();
-        let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
+        let ops: Vec<JournalOp> = match &self.sink {
+            Sink::Journal(_) => writes.into_iter().map(encode).collect(),
+            Sink::Replicated(commit) => std::iter::once(commit.expectation())
+                .chain(writes.into_iter().map(encode))
+                .collect(),
+        };
         let batch = JournalBatch { ops };
-        let started = Instant::now();
-        committed.journal.append(&batch)?;
-        let synced = started.elapsed();
-        // Counted after the replies are released, not between the sync and them.
         #[allow(clippy::cast_precision_loss)] // a batch is far below 2^53 writes
         let writes = batch.ops.len() as f64;
-        if !batch.ops.is_empty() {
-            committed.first_record.get_or_insert_with(Instant::now);
-            committed.unflushed.push(batch.ops);
+        let started = Instant::now();
+        match &self.sink {
+            Sink::Journal(sink) => {
+                let mut committed = sink.committed.lock().map_err(|_| Error::Poisoned)?;
+                committed.journal.append(&batch)?;
+                if !batch.ops.is_empty() {
+                    committed.first_record.get_or_insert_with(Instant::now);
+                    committed.unflushed.push(batch.ops);
+                }
+            }
+            Sink::Replicated(commit) => commit.commit(batch)?,
         }
-        drop(committed);
+        let synced = started.elapsed();
         self.durable.send_modify(|durable| durable.through = target);
+        // Counted after the replies are released, not between the sync and them.
         let telemetry = telemetry();
         telemetry.journal_sync.record(synced.as_secs_f64());
         telemetry.journal_batch.record(writes);
@@ -253,29 +299,51 @@ impl Store {
     /// the file grew large) and starts a new journal file. The committer calls this after
     /// publishing a commit, so no reply waits for it.
     pub fn maybe_checkpoint(&self) -> Result<(), Error> {
-        let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
+        let Sink::Journal(sink) = &self.sink else {
+            return Ok(());
+        };
+        let mut committed = sink.committed.lock().map_err(|_| Error::Poisoned)?;
         let due = committed
             .first_record
-            .is_some_and(|first| first.elapsed() >= self.checkpoint_every)
+            .is_some_and(|first| first.elapsed() >= sink.checkpoint_every)
             || committed.journal.len() >= CHECKPOINT_BYTES;
         if !committed.unflushed.is_empty() && due {
-            self.checkpoint(&mut committed)?;
+            sink.checkpoint(&mut committed)?;
         }
         Ok(())
     }
 
     /// Checkpoints what is left and waits until sled holds it, so the next start has no
     /// journal to replay. Called once, after the committer's last commit.
+    /// Does nothing for a cluster leader's store: the raft log and the state machine keep
+    /// what it committed.
     pub fn close(&self) -> Result<(), Error> {
+        let Sink::Journal(sink) = &self.sink else {
+            return Ok(());
+        };
         {
-            let mut committed = self.committed.lock().map_err(|_| Error::Poisoned)?;
+            let mut committed = sink.committed.lock().map_err(|_| Error::Poisoned)?;
             if !committed.unflushed.is_empty() {
-                self.checkpoint(&mut committed)?;
+                sink.checkpoint(&mut committed)?;
             }
         }
-        self.checkpointer.close()
+        sink.checkpointer.close()
     }
+}
 
+#[cfg(test)]
+impl Store {
+    /// The single node's journal and checkpointer, for tests that look inside them.
+    #[allow(clippy::panic)]
+    fn journal_sink(&self) -> &JournalSink {
+        match &self.sink {
+            Sink::Journal(sink) => sink,
+            Sink::Replicated(_) => panic!("a replicated store has no journal"),
+        }
+    }
+}
+
+impl JournalSink {
     fn checkpoint(&self, committed: &mut Committed) -> Result<(), Error> {
         // The next file is preallocated at twice this one's size (within bounds).
         let used = committed.journal.len().saturating_mul(2);

@@ -111,7 +111,15 @@ fn the_checkpoint_interval_counts_from_the_first_record() {
     let dir = tempfile::tempdir().unwrap();
     let every = Duration::from_millis(300);
     let (store, _) = Store::open(dir.path(), false, CACHE, every).unwrap();
-    let rotated = || store.committed.lock().unwrap().journal.is_empty();
+    let rotated = || {
+        store
+            .journal_sink()
+            .committed
+            .lock()
+            .unwrap()
+            .journal
+            .is_empty()
+    };
     std::thread::sleep(every + Duration::from_millis(100));
     store.stage(grant(LeaseId::random(), "a", 1)).unwrap();
     store.commit().unwrap();
@@ -167,7 +175,7 @@ fn a_restart_replays_what_only_the_journal_holds() {
         store.stage(grant(lease, "a", 7)).unwrap();
         assert_eq!(store.commit().unwrap(), 1);
         // The crash: the committed record never reaches sled.
-        store.checkpointer.close().unwrap();
+        store.journal_sink().checkpointer.close().unwrap();
     }
     assert_eq!(journal_records(dir.path()), 1);
     let (_store, recovered) =
@@ -224,7 +232,7 @@ fn a_lock_delay_is_restored_after_a_crash_and_forgotten_once_it_ended() {
             store.stage(table.apply(at(now), command).writes).unwrap();
         }
         store.commit().unwrap();
-        store.checkpointer.close().unwrap();
+        store.journal_sink().checkpointer.close().unwrap();
     }
     let (store, recovered) = open();
     assert_eq!(recovered.delays.len(), 1, "{recovered:?}");
@@ -294,7 +302,7 @@ fn a_journal_file_missing_between_others_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (store, _) = Store::open(dir.path(), false, CACHE, Duration::from_secs(3600)).unwrap();
-        let mut journal = store.committed.lock().unwrap();
+        let mut journal = store.journal_sink().committed.lock().unwrap();
         for (value, lock) in [(1, "a"), (2, "b"), (3, "c")] {
             let ops = grant(LeaseId::random(), lock, value)
                 .into_iter()
@@ -304,7 +312,7 @@ fn a_journal_file_missing_between_others_is_refused() {
             journal.journal.rotate().unwrap();
         }
         drop(journal);
-        store.checkpointer.close().unwrap();
+        store.journal_sink().checkpointer.close().unwrap();
     }
     let second = dir.path().join("journal").join(format!("{:020}.log", 2));
     std::fs::remove_file(second).unwrap();
@@ -359,7 +367,7 @@ fn a_sled_older_than_the_journal_is_refused() {
         // Left in the journal only: file 3.
         store.stage(grant(LeaseId::random(), "c", 3)).unwrap();
         store.commit().unwrap();
-        store.checkpointer.close().unwrap();
+        store.journal_sink().checkpointer.close().unwrap();
     }
     // sled's files (and the marker) vanish; the journal stays.
     for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -416,7 +424,7 @@ fn tokens_a_dropped_last_record_may_have_issued_are_never_issued_again() {
         store.stage(grant(LeaseId::random(), "b", 8)).unwrap();
         store.commit().unwrap();
         // The crash: neither record reaches sled.
-        store.checkpointer.close().unwrap();
+        store.journal_sink().checkpointer.close().unwrap();
     }
     assert_eq!(journal_records(dir.path()), 2);
     let journal_dir = dir.path().join("journal");

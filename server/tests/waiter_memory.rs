@@ -16,6 +16,7 @@ use fenced::clock::Clock;
 use fenced::committer::run_committer;
 use fenced::engine::Engine;
 use fenced::service::LockServer;
+use fenced::serving::Serving;
 use fenced::store::Store;
 use fenced::table::{Limits, LockTable};
 use fenced::Config;
@@ -107,7 +108,7 @@ async fn timed_out_waits_leave_resident_memory_where_it_was() {
         let (engine, stop) = (engine.clone(), stop.clone());
         std::thread::spawn(move || run_committer(engine, stop))
     };
-    let server = LockServer::new(engine.clone(), Arc::new(config));
+    let server = LockServer::new(Serving::single(engine.clone()), Arc::new(config));
     server.acquire(acquire(0)).await.unwrap();
 
     time_out(&server, WARM_UP).await;

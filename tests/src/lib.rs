@@ -7,6 +7,8 @@
 //!   `kill` (SIGKILL), `restart` on the same data directory, `pause` and `resume`.
 //! - [`process`]: spawning a binary and waiting for its "listening" line, and
 //!   [`process::ServerProcess`], the server lifecycle both harnesses share.
+//! - [`cluster`]: [`cluster::TestCluster`], three `fenced` processes as one replicated
+//!   cluster, and [`cluster::Router`], a raw gRPC caller that follows the leader.
 //! - [`kv_server`]: [`kv_server::TestKv`], a real `fenced-kv` process, with `kill`,
 //!   `restart` on the same data directory and `stop` (SIGTERM).
 //! - [`http`]: a minimal HTTP/1.1 client for the admin listener: a GET, and a
@@ -23,6 +25,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binaries;
+pub mod cluster;
 pub mod http;
 pub mod kv_server;
 pub mod pki;

@@ -153,6 +153,28 @@ impl ServerProcess {
         Self::spawn(binary, banner, data_dir, extra_args, Vec::new())
     }
 
+    /// Starts `binary` on a fresh data directory, listening on `listen` (an address the
+    /// caller chose beforehand, e.g. to name it in a cluster's members list), with extra
+    /// flags and environment variables (kept for restarts).
+    pub fn start_listening(
+        binary: &'static str,
+        banner: &'static str,
+        listen: SocketAddr,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let temp = tempfile::tempdir().expect("a temporary directory");
+        let data_dir = temp.path().join("data");
+        let listen = listen.to_string();
+        let env = env
+            .iter()
+            .map(|(key, value)| (OsString::from(key), OsString::from(value)))
+            .collect();
+        let mut process = Self::spawn_on(binary, banner, data_dir, &listen, extra_args, env);
+        process._temp = Some(temp);
+        process
+    }
+
     fn spawn(
         binary: &'static str,
         banner: &'static str,
@@ -160,8 +182,19 @@ impl ServerProcess {
         extra_args: &[&str],
         env: Vec<(OsString, OsString)>,
     ) -> Self {
+        Self::spawn_on(binary, banner, data_dir, "127.0.0.1:0", extra_args, env)
+    }
+
+    fn spawn_on(
+        binary: &'static str,
+        banner: &'static str,
+        data_dir: PathBuf,
+        listen: &str,
+        extra_args: &[&str],
+        env: Vec<(OsString, OsString)>,
+    ) -> Self {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let started = spawn_server(binary, banner, &data_dir, "127.0.0.1:0", &extra_args, &env);
+        let started = spawn_server(binary, banner, &data_dir, listen, &extra_args, &env);
         ServerProcess {
             binary,
             banner,

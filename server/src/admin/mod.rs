@@ -35,13 +35,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{accept, ConnectionLimit};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::serving::Serving;
 use crate::table::Event;
 use crate::watch::Watchers;
 use history::History;
@@ -81,8 +82,8 @@ impl AdminListener {
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The lock table, read as `List` reads it.
-    pub engine: Arc<Engine>,
+    /// The lock table that answers now, read as `List` reads it.
+    pub serving: Serving,
     /// The limits (the page size of `/api/locks`).
     pub config: Arc<Config>,
     /// The `Watch` streams' cap, which event streams count against.
@@ -111,7 +112,7 @@ impl Admin {
     /// Starts serving `listener` (not ready yet: see [`Admin::set_ready`]).
     pub fn start(
         listener: AdminListener,
-        engine: Arc<Engine>,
+        serving: Serving,
         config: Arc<Config>,
         watchers: Watchers,
     ) -> Result<Admin, Error> {
@@ -125,7 +126,7 @@ impl Admin {
         let ready = Arc::new(AtomicBool::new(false));
         let history = Arc::new(History::default());
         tokio::spawn(feed_history(
-            engine.subscribe(),
+            serving.changes(),
             history.clone(),
             stop.clone(),
         ));
@@ -136,7 +137,7 @@ impl Admin {
         let limit = ConnectionLimit::new("admin", config.max_connections);
         let header_timeout = config.handshake_timeout;
         let state = AdminState {
-            engine,
+            serving,
             config,
             watchers,
             metrics: listener.metrics,
@@ -224,20 +225,37 @@ async fn serve(
     }
 }
 
-/// Records every durable lock event in `history` until `stop` or the engine is gone. If
-/// it falls behind the event ring it skips what it missed (the history is a convenience,
-/// not a record) and says so in the log.
+/// Records every durable lock event in `history` until `stop`, following the engine that
+/// answers from term to term (a single node has one for good). If it falls behind the
+/// event ring it skips what it missed (the history is a convenience, not a record) and
+/// says so in the log.
 async fn feed_history(
-    mut events: broadcast::Receiver<Event>,
+    mut engines: watch::Receiver<Option<Arc<Engine>>>,
     history: Arc<History>,
     stop: CancellationToken,
 ) {
     loop {
-        let event = tokio::select! {
+        let events = engines
+            .borrow_and_update()
+            .as_ref()
+            .map(|engine| engine.subscribe());
+        if let Some(events) = events {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = record_events(events, &history) => {}
+            }
+        }
+        tokio::select! {
             _ = stop.cancelled() => return,
-            event = events.recv() => event,
-        };
-        match event {
+            changed = engines.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Records `events` in `history` until the engine that sends them is gone.
+async fn record_events(mut events: broadcast::Receiver<Event>, history: &History) {
+    loop {
+        match events.recv().await {
             Ok(event) => history.record(&event, SystemTime::now()),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "the status page's history missed events");

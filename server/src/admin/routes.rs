@@ -46,7 +46,8 @@ async fn status_page() -> Response {
 
 /// Prometheus text, with the gauges that are read at scrape time brought up to date first.
 async fn metrics(State(state): State<AdminState>) -> Response {
-    if let Ok(sizes) = state.engine.sizes() {
+    // A cluster member that does not lead has no table: its gauges keep their last value.
+    if let Some(Ok(sizes)) = state.serving.current().map(|engine| engine.sizes()) {
         telemetry::set_scraped_gauges(
             sizes.leases,
             sizes.locks_held,
@@ -104,15 +105,17 @@ struct LockRow {
 /// answered once durable), and the history.
 async fn locks(State(state): State<AdminState>) -> Response {
     let page = state.config.max_list_page;
-    let read = state
-        .engine
-        .read(|table, now| table.list(now, "", None, page));
+    let engine = match state.serving.engine() {
+        Ok(engine) => engine,
+        Err(status) => return unavailable(status.message()),
+    };
+    let read = engine.read(|table, now| table.list(now, "", None, page));
     let (list, seq) = match read {
         Ok(read) => read,
-        Err(error) => return unavailable(&error),
+        Err(error) => return unavailable(&error.to_string()),
     };
-    if let Err(error) = state.engine.durable(seq).await {
-        return unavailable(&error);
+    if let Err(error) = engine.durable(seq).await {
+        return unavailable(&error.to_string());
     }
     let locks = list
         .locks
@@ -137,12 +140,9 @@ async fn locks(State(state): State<AdminState>) -> Response {
     .into_response()
 }
 
-fn unavailable(error: &crate::Error) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("the server is failing: {error}\n"),
-    )
-        .into_response()
+/// 503 with why: a server failure, or a cluster member that does not lead.
+fn unavailable(why: &str) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
 }
 
 /// One lock event as the page gets it.
@@ -158,10 +158,12 @@ struct EventData<'a> {
 /// `released`, `expired`); a `lagged` event and the end of the stream when it fell more
 /// than the event ring behind. 503 when `max_watchers` streams are open already.
 async fn events(State(state): State<AdminState>) -> Response {
-    let stream = match state
-        .watchers
-        .open(state.engine.subscribe(), Filter::Prefix(String::new()))
-    {
+    let opened = state.serving.engine().and_then(|engine| {
+        state
+            .watchers
+            .open(engine.subscribe(), Filter::Prefix(String::new()))
+    });
+    let stream = match opened {
         Ok(stream) => stream,
         Err(status) => {
             return (

@@ -1,6 +1,6 @@
-//! The cluster's storage foundation: fenced as a replicated state machine on openraft
-//! (0.9, storage-v2). Nothing here serves clients yet; the single-node server does not use
-//! it.
+//! fenced as a replicated cluster on openraft (0.9, storage-v2): a `fenced` process with
+//! [`crate::Config::cluster`] set is a member ([`member`]); without it, the single node
+//! uses none of this.
 //!
 //! The design: a raft log entry's application data is one commit batch of the durable
 //! writes the leader's lock table produces ([`types::CommitBatch`], what the single node
@@ -11,6 +11,9 @@
 //! the leader's table; followers only apply writes.
 //!
 //! # Layout
+//! - [`settings`]: a member's id, addresses, initial members and raft timing.
+//! - [`member`]: a running member: the raft core, its listener, and a term of service
+//!   (an engine over a replicated store) while it leads.
 //! - [`types`]: openraft's type configuration, the node's addresses, the commit batch.
 //! - [`log_store`]: the raft log on disk (segments of framed entries, the vote and the
 //!   purged and committed log ids beside them), openraft's `RaftLogStorage`.
@@ -20,19 +23,25 @@
 //! - [`network`]: raft messages to peers (`fenced.raft.v1` over tonic), openraft's
 //!   `RaftNetworkFactory`.
 //! - [`raft_service`]: raft messages from peers, handed to this node's raft core.
+//! - [`replicated_commit`]: the leader's group commit as raft entries.
 //! - [`leadership`]: the batched leadership check a leader runs before it confirms a
 //!   renewal or answers a linearizable read, and why a deposed leader's renewal never
 //!   outlives a new leader's deadline (the worst-case lease extension across a failover).
 //! - [`promotion`]: when this node becomes the leader under a new vote, a barrier of its
 //!   own, then the committed state to rebuild the lock table from; and when it stops.
+//! - [`epoch`]: which term's table a batch came from; apply skips an ended term's.
 //! - [`error`]: why the log or the state machine cannot be read or written.
 
+pub mod epoch;
 pub mod error;
 pub mod leadership;
 pub mod log_store;
+pub mod member;
 pub mod network;
 pub mod promotion;
 pub mod raft_service;
+pub mod replicated_commit;
+pub mod settings;
 pub mod state_file;
 pub mod state_machine;
 pub mod types;

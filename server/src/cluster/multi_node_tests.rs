@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::log_store::{LogStore, DEFAULT_SEGMENT_BYTES};
 use super::network::{Links, Network, UNREACHABLE_BACKOFF};
-use super::raft_service::{serve_raft, RaftListenerConfig};
+use super::raft_service::spawn_raft_server;
 use super::state_machine::{Image, ImageRecord, StateMachine};
 use super::types::{ClusterNode, CommitBatch, NodeId, TypeConfig};
 use crate::journal::JournalBatch;
@@ -615,23 +615,4 @@ async fn the_leader_backs_off_from_a_member_that_is_down() {
     );
     assert!(attempts > 0, "the leader keeps trying the dead member");
     cluster.shutdown().await;
-}
-
-/// Serves `raft`'s RaftService on `listener` until `stop` is cancelled.
-pub(super) fn spawn_raft_server(
-    raft: &Raft<TypeConfig>,
-    listener: TcpListener,
-    stop: &CancellationToken,
-) -> JoinHandle<Result<(), tonic::transport::Error>> {
-    let raft = raft.clone();
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        serve_raft(
-            raft,
-            listener,
-            &RaftListenerConfig::default(),
-            stop.cancelled_owned(),
-        )
-        .await
-    })
 }

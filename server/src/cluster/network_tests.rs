@@ -19,8 +19,8 @@ use fenced_proto::raft::v1::raft_service_client::RaftServiceClient;
 use fenced_proto::raft::v1::RaftRequest;
 
 use super::log_store::{LogStore, DEFAULT_SEGMENT_BYTES};
-use super::multi_node_tests::spawn_raft_server;
 use super::network::{Network, MAX_RAFT_MESSAGE_BYTES};
+use super::raft_service::spawn_raft_server;
 use super::state_machine::StateMachine;
 use super::types::{ClusterNode, TypeConfig};
 

@@ -4,11 +4,13 @@
 //!
 //! Promotion, in order:
 //! 1. openraft's metrics show this node leading under a vote it was not promoted under;
-//! 2. the promoter commits a barrier of its own through `client_write` (an empty
-//!    [`CommitBatch`]: no record changes, so the image and what [`Image::read_back`]
-//!    returns are as before). openraft's blank entry is not enough: a leader that restarts can resume
-//!    its term without one. `client_write` returns once the barrier is committed on a
-//!    quorum and applied here, so everything any earlier leader committed is applied too;
+//! 2. the promoter commits a barrier of its own through `client_write`: a [`CommitBatch`]
+//!    that sets the image's [`Epoch`] and changes no lock record, so what
+//!    [`Image::read_back`] returns is as before, and batches of any earlier term that are
+//!    still in flight are skipped from here on ([`crate::cluster::epoch`]). openraft's
+//!    blank entry is not enough: a leader that restarts can resume its term without one.
+//!    `client_write` returns once the barrier is committed on a quorum and applied here,
+//!    so everything any earlier leader committed is applied too;
 //! 3. it notes [`Promotion::promoted_at`], then reads the applied image back
 //!    ([`Image::read_back`]).
 //!
@@ -29,9 +31,9 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, RaftMetrics, ServerState, Vote};
 use tokio::sync::watch;
 
+use crate::cluster::epoch::Epoch;
 use crate::cluster::state_machine::Image;
 use crate::cluster::types::{ClusterNode, CommitBatch, LogId, NodeId, TypeConfig};
-use crate::journal::JournalBatch;
 use crate::recovery::Recovered;
 
 /// This node became the leader: the committed state to serve from.
@@ -43,6 +45,8 @@ pub struct Promotion {
     pub term: u64,
     /// Where this node's barrier was committed: everything before it is in `restored`.
     pub barrier_log_id: LogId,
+    /// The epoch the barrier started: every batch of this term must expect it.
+    pub epoch: Epoch,
     /// When the barrier was committed and applied, on this node's monotonic clock: every
     /// restored lease's deadline is this plus its full TTL.
     pub promoted_at: Instant,
@@ -107,6 +111,10 @@ pub struct Promoter {
     metrics: watch::Receiver<RaftMetrics<NodeId, ClusterNode>>,
     /// The vote this node was last promoted under, while it leads under it.
     leading: Option<Vote<NodeId>>,
+    /// How many promotions this promoter attempted.
+    promotions: u64,
+    /// This process's share of every epoch ([`Epoch::process`]).
+    process: u64,
 }
 
 impl Promoter {
@@ -120,7 +128,17 @@ impl Promoter {
             image,
             metrics,
             leading: None,
+            promotions: 0,
+            process: Epoch::process_nonce(),
         }
+    }
+
+    /// Forgets the promotion this node leads under, so that the next [`Promoter::next`]
+    /// promotes it again (a new barrier, a new epoch, the state read back again) if it
+    /// still leads: what the server does when its term of service ended for a reason other
+    /// than a lost vote (a commit that failed or timed out).
+    pub fn forget(&mut self) {
+        self.leading = None;
     }
 
     /// Waits for the next change of role. Cancelling it while it waits loses nothing;
@@ -159,9 +177,15 @@ impl Promoter {
 
     /// Commits the barrier under `vote` and reads the image back; `None` when leadership
     /// was lost on the way.
-    async fn promote(&self, vote: Vote<NodeId>) -> Result<Option<Promotion>, PromotionError> {
+    async fn promote(&mut self, vote: Vote<NodeId>) -> Result<Option<Promotion>, PromotionError> {
         let term = vote.leader_id().get_term();
-        let barrier = CommitBatch(JournalBatch { ops: Vec::new() });
+        self.promotions += 1;
+        let epoch = Epoch {
+            term,
+            promotion: self.promotions,
+            process: self.process,
+        };
+        let barrier = CommitBatch(epoch.barrier());
         let written = match self.raft.client_write(barrier).await {
             Ok(written) => written,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => return Ok(None),
@@ -192,6 +216,7 @@ impl Promoter {
             vote,
             term,
             barrier_log_id: written.log_id,
+            epoch,
             promoted_at,
             restored,
         }))

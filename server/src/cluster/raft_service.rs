@@ -19,6 +19,8 @@ use openraft::Raft;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use fenced_proto::raft::v1::raft_service_server::{RaftService, RaftServiceServer};
@@ -133,4 +135,24 @@ pub async fn serve_raft(
         .add_service(RaftServer::new(raft).into_service())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// Serves `raft`'s [`RaftService`] on `listener` on a task of its own, with the default
+/// listener settings, until `stop` is cancelled.
+pub fn spawn_raft_server(
+    raft: &Raft<TypeConfig>,
+    listener: TcpListener,
+    stop: &CancellationToken,
+) -> JoinHandle<Result<(), tonic::transport::Error>> {
+    let raft = raft.clone();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        serve_raft(
+            raft,
+            listener,
+            &RaftListenerConfig::default(),
+            stop.cancelled_owned(),
+        )
+        .await
+    })
 }

@@ -26,7 +26,9 @@
 //! hold a blocking thread, not a runtime worker).
 //!
 //! Replicas that apply the same entries hold the same records: apply reads nothing but the
-//! entries (no clock, no table), and sled's batch applies puts and deletes in order.
+//! entries and the image (no clock, no table), and sled's batch applies puts and deletes in
+//! order. A batch from a leader's term that has ended is skipped, by a rule on the log
+//! alone ([`crate::cluster::epoch`]).
 //!
 //! A snapshot is a [`SnapshotImage`] (prost): every record, and the snapshot's meta (last
 //! applied, membership) as JSON. Installing one replaces the image atomically: in one
@@ -45,11 +47,13 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use crate::cluster::epoch::{self, EXPECT_EPOCH_KEY};
 use crate::cluster::error::RaftStoreError;
 use crate::cluster::types::{
     Applied, ClusterNode, CommitBatch, Entry, LogId, NodeId, StorageError, TypeConfig,
 };
 use crate::journal::JournalOp;
+use crate::record::EPOCH_KEY;
 use crate::recovery::{open_sled, Recovered};
 
 /// The sled tree of the state machine's own bookkeeping (not lock records).
@@ -194,14 +198,30 @@ impl StateMachine {
         let mut applied = None;
         let mut membership = None;
         let mut replies = Vec::with_capacity(entries.len());
+        // The image's epoch as of the entry being applied (see `crate::cluster::epoch`).
+        let mut current_epoch = shared
+            .db
+            .get(EPOCH_KEY)
+            .map_err(|source| shared.sled_error("reading the epoch", source))?
+            .map(|epoch| epoch.to_vec());
         for entry in entries {
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(CommitBatch(batch)) => {
-                    for op in batch.ops {
-                        match op.value {
-                            Some(value) => writes.insert(op.key, value),
-                            None => writes.remove(op.key),
+                    if !epoch::admits(&batch, current_epoch.as_deref()) {
+                        tracing::warn!(log_id = %entry.log_id, "skipped a commit batch of a term that had ended");
+                    } else {
+                        for op in batch.ops {
+                            if op.key == EXPECT_EPOCH_KEY {
+                                continue;
+                            }
+                            if op.key == EPOCH_KEY {
+                                current_epoch.clone_from(&op.value);
+                            }
+                            match op.value {
+                                Some(value) => writes.insert(op.key, value),
+                                None => writes.remove(op.key),
+                            }
                         }
                     }
                 }

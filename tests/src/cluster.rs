@@ -1,0 +1,258 @@
+//! [`TestCluster`]: three real `fenced` processes as one replicated cluster on loopback
+//! ports, each member with its own data directory, and [`Router`], a raw gRPC caller that
+//! follows the not-leader refusal to whoever leads.
+//!
+//! Members are [`ServerProcess`]es, so a test kills one with SIGKILL, pauses it with
+//! SIGSTOP or restarts it on its data directory and ports. The ports are picked before the
+//! members start (each member's list names them all), by binding port 0 and letting go.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use fenced_proto::metadata::{ERROR_CODE, LEADER, NOT_LEADER_CODE};
+use fenced_proto::v1::lock_service_client::LockServiceClient;
+use fenced_proto::v1::{self as pb};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::process::ServerProcess;
+
+/// How long the tests wait for the cluster to elect a leader: long, so that only a cluster
+/// that does not elect one fails.
+pub const ELECTION_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A cluster of three `fenced` members. Member `i` (1-based) is `members[i - 1]`.
+pub struct TestCluster {
+    /// The running (or killed) members.
+    members: Vec<ServerProcess>,
+    /// Each member's client address.
+    client_addrs: Vec<SocketAddr>,
+}
+
+/// A free loopback port's address (free when returned; a test's members bind it soon).
+fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address")
+}
+
+impl TestCluster {
+    /// Starts members 1, 2 and 3 of a new cluster, with `extra_args` for each (e.g.
+    /// `--no-fdatasync`).
+    pub fn start(extra_args: &[&str]) -> TestCluster {
+        let raft: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+        let client_addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+        let members_list = (0..3)
+            .map(|i| format!("{}={}/{}", i + 1, raft[i], client_addrs[i]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = (0..3)
+            .map(|i| {
+                let id = (i + 1).to_string();
+                let raft_listen = raft[i].to_string();
+                let mut args = vec![
+                    "--node-id",
+                    &id,
+                    "--raft-listen",
+                    &raft_listen,
+                    "--members",
+                    &members_list,
+                ];
+                args.extend_from_slice(extra_args);
+                // openraft logs every failed attempt to reach a member that is down (the
+                // tests kill members on purpose); fenced's own warnings stay.
+                ServerProcess::start_listening(
+                    "fenced",
+                    "fenced listening on ",
+                    client_addrs[i],
+                    &args,
+                    &[("RUST_LOG", "warn,openraft=off")],
+                )
+            })
+            .collect();
+        TestCluster {
+            members,
+            client_addrs,
+        }
+    }
+
+    /// Member `id` (1-based).
+    pub fn member(&mut self, id: usize) -> &mut ServerProcess {
+        &mut self.members[id - 1]
+    }
+
+    /// Every member's `http://` endpoint, in id order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.client_addrs
+            .iter()
+            .map(|addr| format!("http://{addr}"))
+            .collect()
+    }
+
+    /// Member `id`'s `http://` endpoint.
+    pub fn endpoint(&self, id: usize) -> String {
+        format!("http://{}", self.client_addrs[id - 1])
+    }
+
+    /// The member that leads now among those running (answers a `List`), waiting up to
+    /// [`ELECTION_PATIENCE`] for one; `except` names members not to ask (killed or
+    /// paused ones).
+    pub async fn leader(&self, except: &[usize]) -> usize {
+        let deadline = Instant::now() + ELECTION_PATIENCE;
+        loop {
+            for id in 1..=self.members.len() {
+                if except.contains(&id) {
+                    continue;
+                }
+                if let Ok(mut client) = connect(&self.endpoint(id)).await {
+                    let listed = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        client.list(pb::ListRequest::default()),
+                    )
+                    .await;
+                    if let Ok(Ok(_)) = listed {
+                        return id;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no member (except {except:?}) led within {ELECTION_PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The member whose client address is `addr`, if any.
+    pub fn member_at(&self, addr: &str) -> Option<usize> {
+        self.client_addrs
+            .iter()
+            .position(|a| a.to_string() == addr)
+            .map(|index| index + 1)
+    }
+}
+
+/// A lock service client on `endpoint`.
+pub async fn connect(
+    endpoint: &str,
+) -> Result<LockServiceClient<Channel>, tonic::transport::Error> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    Ok(LockServiceClient::new(channel))
+}
+
+/// Whether `status` is a member's not-leader refusal, and the leader's address if it named
+/// one.
+pub fn not_leader(status: &Status) -> Option<Option<String>> {
+    let code = status.metadata().get(ERROR_CODE)?.to_str().ok()?;
+    if status.code() != Code::Unavailable || code != NOT_LEADER_CODE {
+        return None;
+    }
+    Some(
+        status
+            .metadata()
+            .get(LEADER)
+            .and_then(|leader| leader.to_str().ok())
+            .map(str::to_string),
+    )
+}
+
+/// Sends calls to whoever leads: follows a not-leader refusal's `fenced-leader`, and on a
+/// refusal without one (an election) or a member that does not answer, tries the next
+/// endpoint after a short pause, until the call's patience runs out.
+pub struct Router {
+    /// Every member's endpoint.
+    endpoints: Vec<String>,
+    /// The endpoint tried first.
+    current: String,
+    /// Connected clients, by endpoint.
+    clients: HashMap<String, LockServiceClient<Channel>>,
+    /// How many calls were sent again elsewhere (redirects and retries).
+    pub redirects: u64,
+}
+
+impl Router {
+    /// A router over `endpoints`, starting with the first.
+    pub fn new(endpoints: Vec<String>) -> Router {
+        let current = endpoints.first().cloned().unwrap_or_default();
+        Router {
+            endpoints,
+            current,
+            clients: HashMap::new(),
+            redirects: 0,
+        }
+    }
+
+    /// The endpoint the next call goes to first.
+    pub fn current(&self) -> &str {
+        &self.current
+    }
+
+    /// Runs `op` against the leader: its answer, or the first refusal that is not a
+    /// not-leader one, or (after `within`) the last refusal seen.
+    pub async fn call<T, F, Fut>(&mut self, within: Duration, op: F) -> Result<T, Status>
+    where
+        F: Fn(LockServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            let endpoint = self.current.clone();
+            let outcome = match self.client(&endpoint).await {
+                Ok(client) => op(client).await,
+                Err(error) => Err(Status::unavailable(format!(
+                    "cannot connect to {endpoint}: {error}"
+                ))),
+            };
+            let status = match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(status) => status,
+            };
+            let next = match not_leader(&status) {
+                Some(Some(leader)) => Some(format!("http://{leader}")),
+                Some(None) => None,
+                None if status.code() == Code::Unavailable
+                    || status.code() == Code::Unknown
+                    || status.code() == Code::Cancelled
+                    || status.code() == Code::DeadlineExceeded =>
+                {
+                    self.clients.remove(&endpoint);
+                    None
+                }
+                None => return Err(status),
+            };
+            if Instant::now() > deadline {
+                return Err(status);
+            }
+            self.redirects += 1;
+            self.current = match next {
+                Some(leader) => leader,
+                None => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let index = self
+                        .endpoints
+                        .iter()
+                        .position(|e| *e == endpoint)
+                        .map_or(0, |i| i + 1);
+                    self.endpoints[index % self.endpoints.len()].clone()
+                }
+            };
+        }
+    }
+
+    async fn client(
+        &mut self,
+        endpoint: &str,
+    ) -> Result<LockServiceClient<Channel>, tonic::transport::Error> {
+        if let Some(client) = self.clients.get(endpoint) {
+            return Ok(client.clone());
+        }
+        let client = connect(endpoint).await?;
+        self.clients.insert(endpoint.to_string(), client.clone());
+        Ok(client)
+    }
+}

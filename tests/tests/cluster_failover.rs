@@ -1,0 +1,334 @@
+//! A three-member cluster of real `fenced` processes across the loss of its leader: killed
+//! with SIGKILL under load, paused with SIGSTOP past the election timeout, and all three
+//! killed and restarted. Clients are raw gRPC callers that follow the not-leader refusal
+//! ([`Router`]), so what is checked is the server's side of the contract.
+//!
+//! Timing: the members run with their default raft timing (heartbeats every 50 ms,
+//! elections after 200 to 400 ms); every wait for the cluster is many seconds long, so a
+//! loaded machine slows the tests down without failing them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fenced_proto::v1::{self as pb};
+use fenced_tests::cluster::{connect, not_leader, Router, TestCluster};
+use tonic::Code;
+
+/// How long one call may keep looking for the leader.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A try-once acquire of `lock` with a `ttl_ms` lease.
+fn acquire_request(lock: &str, ttl_ms: u64) -> pb::AcquireRequest {
+    pb::AcquireRequest {
+        lock: lock.to_string(),
+        holder: "cluster-test".to_string(),
+        ttl_ms,
+        ..pb::AcquireRequest::default()
+    }
+}
+
+async fn acquire(
+    router: &mut Router,
+    lock: &str,
+    ttl_ms: u64,
+) -> Result<pb::AcquireResponse, tonic::Status> {
+    let request = acquire_request(lock, ttl_ms);
+    router
+        .call(PATIENCE, |mut client| {
+            let request = request.clone();
+            async move {
+                client
+                    .acquire(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+}
+
+async fn describe(router: &mut Router, lock: &str) -> pb::LockInfo {
+    let request = pb::DescribeRequest {
+        lock: lock.to_string(),
+    };
+    router
+        .call(PATIENCE, |mut client| {
+            let request = request.clone();
+            async move {
+                client
+                    .describe(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+        .expect("the cluster describes a lock")
+}
+
+async fn renew(router: &mut Router, lease_id: &str) -> Result<pb::RenewResponse, tonic::Status> {
+    let request = pb::RenewRequest {
+        lease_id: lease_id.to_string(),
+    };
+    router
+        .call(PATIENCE, |mut client| {
+            let request = request.clone();
+            async move { client.renew(request).await.map(tonic::Response::into_inner) }
+        })
+        .await
+}
+
+/// One acknowledged grant: its token, and whether it was acknowledged after the kill.
+#[derive(Debug, Clone, Copy)]
+struct Acked {
+    token: u64,
+    after_kill: bool,
+    at: Instant,
+}
+
+// checks: S1, S2, S3
+// Writers take and release locks through whoever leads while the leader is killed with
+// SIGKILL. Every acknowledged token is unique and every token acknowledged after the kill
+// is above every token acknowledged before it (S1); a lock held before the kill is held
+// after it, by the same holding with the same token (S2, S3); the cluster grants again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_under_load_loses_no_grant_and_issues_no_token_twice() {
+    let mut cluster = TestCluster::start(&["--no-fdatasync"]);
+    let leader = cluster.leader(&[]).await;
+    let mut router = Router::new(cluster.endpoints());
+    let kept = acquire(&mut router, "kept", 120_000)
+        .await
+        .expect("a first grant");
+
+    let killed = Arc::new(Mutex::new(None::<Instant>));
+    let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
+    let stop_at = Arc::new(Mutex::new(None::<Instant>));
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let (endpoints, killed, acked, stop_at) = (
+            cluster.endpoints(),
+            killed.clone(),
+            acked.clone(),
+            stop_at.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut router = Router::new(endpoints);
+            let mut round = 0u64;
+            loop {
+                if stop_at
+                    .lock()
+                    .unwrap()
+                    .is_some_and(|at| Instant::now() > at)
+                {
+                    return;
+                }
+                round += 1;
+                // A fresh name each round: a grant whose answer was lost in the failover
+                // keeps its lock until its lease ends, and must not stall the writer.
+                let lock = format!("w{writer}/{round}");
+                let Ok(grant) = acquire(&mut router, &lock, 5_000).await else {
+                    continue;
+                };
+                let after_kill = killed.lock().unwrap().is_some();
+                acked.lock().unwrap().push(Acked {
+                    token: grant.token,
+                    after_kill,
+                    at: Instant::now(),
+                });
+                let release = pb::ReleaseRequest {
+                    lease_id: grant.lease_id,
+                    lock: String::new(),
+                };
+                let _ = router
+                    .call(PATIENCE, |mut client| {
+                        let release = release.clone();
+                        async move { client.release(release).await }
+                    })
+                    .await;
+            }
+        }));
+    }
+    // Let the load run, then kill the leader, then let it run on the new leader.
+    wait_for_acks(&acked, 20).await;
+    cluster.member(leader).kill();
+    let kill_at = Instant::now();
+    *killed.lock().unwrap() = Some(kill_at);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a.after_kill)
+        .nth(20)
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 20 grants within 30 s of the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    *stop_at.lock().unwrap() = Some(Instant::now());
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let acked = acked.lock().unwrap().clone();
+    let mut tokens: Vec<u64> = acked.iter().map(|a| a.token).collect();
+    tokens.sort_unstable();
+    let before = tokens.len();
+    tokens.dedup();
+    assert_eq!(tokens.len(), before, "a token was acknowledged twice");
+    let max_before = acked
+        .iter()
+        .filter(|a| !a.after_kill)
+        .map(|a| a.token)
+        .max()
+        .unwrap();
+    let min_after = acked
+        .iter()
+        .filter(|a| a.after_kill)
+        .map(|a| a.token)
+        .min()
+        .unwrap();
+    assert!(
+        min_after > max_before,
+        "a token acknowledged after the kill ({min_after}) is not above every token acknowledged before it ({max_before})"
+    );
+    assert!(kept.token < acked.iter().map(|a| a.token).min().unwrap());
+    let first_after = acked
+        .iter()
+        .filter(|a| a.after_kill)
+        .map(|a| a.at)
+        .min()
+        .unwrap();
+    println!(
+        "first grant {:?} after the kill of member {leader}; {} grants before, {} after",
+        first_after - kill_at,
+        acked.iter().filter(|a| !a.after_kill).count(),
+        acked.iter().filter(|a| a.after_kill).count()
+    );
+
+    let new_leader = cluster.leader(&[leader]).await;
+    assert_ne!(new_leader, leader);
+    let info = describe(&mut router, "kept").await;
+    assert!(
+        info.held,
+        "the lock held before the kill is free after it: {info:?}"
+    );
+    assert_eq!(info.token, kept.token, "{info:?}");
+    let busy = acquire(&mut router, "kept", 5_000).await.unwrap_err();
+    assert_eq!(busy.code(), Code::Aborted, "{busy:?}");
+}
+
+async fn wait_for_acks(acked: &Mutex<Vec<Acked>>, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} grants within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// checks: S3, S7, L3
+// A holder that renews through whoever leads keeps its lease across the leader's SIGKILL:
+// its renewal is confirmed by the new leader, which restored the lease (L3 on the server's
+// side); nobody else can take the lock meanwhile (S3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_renews_keeps_its_lease_across_the_leaders_kill() {
+    let mut cluster = TestCluster::start(&["--no-fdatasync"]);
+    let leader = cluster.leader(&[]).await;
+    let mut router = Router::new(cluster.endpoints());
+    let grant = acquire(&mut router, "held", 4_000).await.expect("a grant");
+    cluster.member(leader).kill();
+    let renewed = renew(&mut router, &grant.lease_id)
+        .await
+        .expect("a renewal through the new leader");
+    assert_eq!(
+        renewed.outcome,
+        pb::renew_response::Outcome::Renewed as i32,
+        "{renewed:?}"
+    );
+    let mut other = Router::new(cluster.endpoints());
+    let busy = acquire(&mut other, "held", 4_000).await.unwrap_err();
+    assert_eq!(busy.code(), Code::Aborted, "{busy:?}");
+    let info = describe(&mut router, "held").await;
+    assert_eq!(info.token, grant.token, "{info:?}");
+}
+
+// checks: S3, S7
+// A leader paused with SIGSTOP until the others elected a new one confirms nothing once
+// it runs again: a renewal and an acquire sent to it are refused (not-leader), never
+// answered from its stale table, and the new leader still holds the lock for its holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_the_election_timeout_confirms_nothing_once_deposed() {
+    let mut cluster = TestCluster::start(&["--no-fdatasync"]);
+    let leader = cluster.leader(&[]).await;
+    let mut router = Router::new(cluster.endpoints());
+    let grant = acquire(&mut router, "held", 10_000).await.expect("a grant");
+    let mut old = connect(&cluster.endpoint(leader)).await.unwrap();
+
+    cluster.member(leader).pause();
+    let new_leader = cluster.leader(&[leader]).await;
+    assert_ne!(new_leader, leader);
+    cluster.member(leader).resume();
+
+    // Straight to the deposed leader, no redirect followed.
+    let renewal = old
+        .renew(pb::RenewRequest {
+            lease_id: grant.lease_id.clone(),
+        })
+        .await;
+    let refused = renewal.expect_err("the deposed leader confirmed a renewal");
+    assert!(
+        not_leader(&refused).is_some(),
+        "not a not-leader refusal: {refused:?}"
+    );
+    let acquired = old.acquire(acquire_request("fresh", 4_000)).await;
+    let refused = acquired.expect_err("the deposed leader granted a lock");
+    assert!(
+        not_leader(&refused).is_some(),
+        "not a not-leader refusal: {refused:?}"
+    );
+    let info = describe(&mut router, "held").await;
+    assert!(info.held && info.token == grant.token, "{info:?}");
+}
+
+// checks: S1, S2
+// All three members killed with SIGKILL and started again on their data directories: the
+// held lock is back with its token, and the next grant's token is above every token
+// issued before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cluster_restart_keeps_grants_and_tokens_go_on_up() {
+    let mut cluster = TestCluster::start(&["--no-fdatasync"]);
+    cluster.leader(&[]).await;
+    let mut router = Router::new(cluster.endpoints());
+    let held = acquire(&mut router, "held", 60_000).await.expect("a grant");
+    let mut last = held.token;
+    for round in 0..10 {
+        last = acquire(&mut router, &format!("other/{round}"), 60_000)
+            .await
+            .expect("a grant")
+            .token;
+    }
+    for id in 1..=3 {
+        cluster.member(id).kill();
+    }
+    for id in 1..=3 {
+        cluster.member(id).restart();
+    }
+    cluster.leader(&[]).await;
+    let mut router = Router::new(cluster.endpoints());
+    let info = describe(&mut router, "held").await;
+    assert!(info.held && info.token == held.token, "{info:?}");
+    let next = acquire(&mut router, "after-restart", 60_000)
+        .await
+        .expect("a grant");
+    assert!(
+        next.token > last,
+        "token {} after the restart, {last} before",
+        next.token
+    );
+}
