@@ -452,6 +452,9 @@ impl Client {
             wait_ms: millis(options.wait),
             lock_delay_ms: millis(options.lock_delay),
             lease_id: String::new(),
+            // Chosen here, so that the same request sent again (to a new leader after a
+            // failover, say) finds the grant the first one made instead of a second lease.
+            new_lease_id: LeaseId::random().to_string(),
         };
         // Only a try-once acquire goes over the session. A waiting one stays on the unary
         // call: dropping this future must take the waiter out of the server's FIFO queue

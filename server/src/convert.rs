@@ -41,10 +41,20 @@ pub fn acquire(
             config.max_lock_delay.as_millis()
         )));
     }
-    let lease = if request.lease_id.is_empty() {
-        LeaseChoice::New(LeaseId::random())
-    } else {
-        LeaseChoice::Join(lease_id(&request.lease_id)?)
+    let lease = match (request.lease_id.is_empty(), request.new_lease_id.is_empty()) {
+        (true, true) => LeaseChoice::New(LeaseId::random()),
+        (true, false) => LeaseChoice::New(
+            request
+                .new_lease_id
+                .parse()
+                .map_err(|e| invalid(format!("new_lease_id: {e}")))?,
+        ),
+        (false, true) => LeaseChoice::Join(lease_id(&request.lease_id)?),
+        (false, false) => {
+            return Err(invalid(
+                "set lease_id (join a lease) or new_lease_id (create one), not both".to_string(),
+            ))
+        }
     };
     let command = Acquire {
         lock,

@@ -34,7 +34,13 @@ async fn acquire(
     lock: &str,
     ttl_ms: u64,
 ) -> Result<pb::AcquireResponse, tonic::Status> {
-    let request = acquire_request(lock, ttl_ms);
+    send_acquire(router, &acquire_request(lock, ttl_ms)).await
+}
+
+async fn send_acquire(
+    router: &mut Router,
+    request: &pb::AcquireRequest,
+) -> Result<pb::AcquireResponse, tonic::Status> {
     router
         .call(PATIENCE, |mut client| {
             let request = request.clone();
@@ -331,4 +337,38 @@ async fn a_full_cluster_restart_keeps_grants_and_tokens_go_on_up() {
         "token {} after the restart, {last} before",
         next.token
     );
+}
+
+// checks: S1, S3
+// An acquire whose answer was lost in a failover is sent again with the lease id its
+// client chose: the new leader answers with the grant the first one made (the same lease
+// and token), not a second lease that would wait for the first one's expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_sent_again_after_a_failover_finds_its_own_grant() {
+    let mut cluster = TestCluster::start(&["--no-fdatasync"]);
+    let leader = cluster.leader(&[]).await;
+    let mut router = Router::new(cluster.endpoints());
+    let request = pb::AcquireRequest {
+        new_lease_id: "6f1e1c55-55b0-4a8e-9d3c-0a4f7b2f9e10".to_string(),
+        ..acquire_request("retried", 10_000)
+    };
+    let first = send_acquire(&mut router, &request).await.expect("a grant");
+    cluster.member(leader).kill();
+    let again = send_acquire(&mut router, &request)
+        .await
+        .expect("the same grant");
+    assert_eq!(again.lease_id, first.lease_id);
+    assert_eq!(again.token, first.token);
+    let both = pb::AcquireRequest {
+        lease_id: first.lease_id.clone(),
+        ..request.clone()
+    };
+    let refused = router
+        .call(PATIENCE, |mut client| {
+            let both = both.clone();
+            async move { client.acquire(both).await }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
 }

@@ -16,6 +16,7 @@ fn acquire(lock: &str) -> AcquireRequest {
         wait_ms: 0,
         lock_delay_ms: 0,
         lease_id: String::new(),
+        new_lease_id: String::new(),
     }
 }
 

@@ -21,6 +21,7 @@ fn acquire(lock: &str, ttl_ms: u64, wait_ms: u64) -> pb::AcquireRequest {
         wait_ms,
         lock_delay_ms: 0,
         lease_id: String::new(),
+        new_lease_id: String::new(),
     }
 }
 

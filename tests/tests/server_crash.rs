@@ -56,7 +56,7 @@ async fn client_loop(endpoint: String, id: u64, ledger: Arc<Mutex<Ledger>>) {
             ttl_ms: 120_000,
             wait_ms: 0,
             lock_delay_ms: 0,
-            lease_id: String::new(),
+            ..pb::AcquireRequest::default()
         };
         match client.acquire(request).await {
             Ok(grant) => {

@@ -130,8 +130,7 @@ fn acquire_request(lock: &str, holder: &str, ttl_ms: u64, wait_ms: u64) -> pb::A
         holder: holder.to_string(),
         ttl_ms,
         wait_ms,
-        lock_delay_ms: 0,
-        lease_id: String::new(),
+        ..pb::AcquireRequest::default()
     }
 }
 

@@ -39,6 +39,7 @@ fn acquire(lock: &str, holder: &str, wait_ms: u64) -> pb::AcquireRequest {
         wait_ms,
         lock_delay_ms: 0,
         lease_id: String::new(),
+        new_lease_id: String::new(),
     }
 }
 

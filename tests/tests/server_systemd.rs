@@ -55,6 +55,7 @@ async fn ready_is_sent_once_the_server_serves_and_stopping_on_sigterm() {
             wait_ms: 0,
             lock_delay_ms: 0,
             lease_id: String::new(),
+            new_lease_id: String::new(),
         })
         .await
         .expect("an acquire right after READY=1 is granted")

@@ -477,6 +477,7 @@ fn acquire_request(lock: &str, ttl: Duration, wait: Duration, lease_id: String) 
         wait_ms: duration_ms(wait),
         lock_delay_ms: 0,
         lease_id,
+        new_lease_id: String::new(),
     }
 }
 

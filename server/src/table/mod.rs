@@ -372,7 +372,16 @@ impl LockTable {
                         max_ms: self.limits.max_ttl.as_millis(),
                     });
                 }
-                if self.leases.contains_key(&lease_id) || self.ended.reason(&lease_id).is_some() {
+                // A create sent again (its answer lost, or a failover between) finds the
+                // lease it made holding this lock, and gets that grant back below. Any
+                // other use of a live or ended lease's id is refused.
+                let retried = self
+                    .leases
+                    .get(&lease_id)
+                    .is_some_and(|lease| lease.locks.contains(&request.lock));
+                let taken =
+                    self.leases.contains_key(&lease_id) || self.ended.reason(&lease_id).is_some();
+                if taken && !retried {
                     return Err(Refusal::LeaseIdTaken {
                         lease: lease_id.short(),
                     });

@@ -72,8 +72,8 @@ pub enum Refusal {
         /// The lock.
         lock: LockName,
     },
-    /// A new lease id collides with a live or remembered one (only a broken random source
-    /// could do this).
+    /// A new lease id is a live lease's that does not hold the lock asked for, or an ended
+    /// lease's (a client-chosen id used twice, or a broken random source).
     #[error("lease id {lease} is already in use")]
     LeaseIdTaken {
         /// A non-secret prefix of the lease id.

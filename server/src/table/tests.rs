@@ -1008,3 +1008,36 @@ fn a_grant_event_says_whether_it_was_a_handoff() {
     let again = table.apply(at(1101), acquire("h", LeaseChoice::New(c), 1000, false));
     assert!(!again.events[0].handoff);
 }
+
+// checks: S1, S3
+// A create sent again with the same client-chosen lease id (its first answer was lost, or
+// a failover came between) finds its own grant: the same token, no second lease. The id
+// of a lease that holds other locks, or that ended, is refused.
+#[test]
+fn a_retried_create_with_the_same_lease_id_finds_its_own_grant() {
+    let mut table = LockTable::new(limits()).unwrap();
+    let lease = LeaseId::random();
+    let first = granted(&table.apply(at(0), acquire("a", LeaseChoice::New(lease), 1000, false)));
+    let retried = table.apply(at(10), acquire("a", LeaseChoice::New(lease), 1000, false));
+    match &retried.reply {
+        Ok(Reply::AlreadyHeld(grant)) => {
+            assert_eq!(grant.token, first.token);
+            assert_eq!(grant.lease, lease);
+        }
+        other => panic!("expected the same grant, got {other:?}"),
+    }
+    assert_eq!(table.lease_count(), 1);
+    let elsewhere = table.apply(at(20), acquire("b", LeaseChoice::New(lease), 1000, false));
+    assert!(
+        matches!(elsewhere.reply, Err(Refusal::LeaseIdTaken { .. })),
+        "{:?}",
+        elsewhere.reply
+    );
+    table.apply(at(30), Command::Release { lease, lock: None });
+    let after_end = table.apply(at(40), acquire("a", LeaseChoice::New(lease), 1000, false));
+    assert!(
+        matches!(after_end.reply, Err(Refusal::LeaseIdTaken { .. })),
+        "{:?}",
+        after_end.reply
+    );
+}
