@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use fenced_proto::v1::cluster_service_server::ClusterServiceServer;
 use fenced_proto::v1::lock_service_server::LockServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,7 @@ use crate::admin::{Admin, AdminListener};
 use crate::admission::ConnectionLimit;
 use crate::clock::Clock;
 use crate::cluster::member::OpenMember;
+use crate::cluster::membership::Membership;
 use crate::committer::{run_reaper, spawn_committer};
 use crate::config::Config;
 use crate::engine::Engine;
@@ -141,6 +143,7 @@ impl OpenServer {
         let served = serve_clients(
             &started.config,
             serving,
+            None,
             &started.fatal,
             Listeners {
                 grpc: listener,
@@ -180,6 +183,9 @@ struct Listeners {
     admin: Option<AdminListener>,
 }
 
+/// What clients are served besides the lock service: a cluster member's `ClusterService`.
+type ClusterServices = Option<ClusterServiceServer<Membership>>;
+
 /// Runs a cluster member: starts its raft core and terms, serves clients from whichever
 /// term's engine is current until `shutdown` (or a fatal error), then stops the member.
 async fn serve_member(
@@ -199,7 +205,16 @@ async fn serve_member(
         tls,
         admin,
     };
-    let served = serve_clients(&config, member.serving(), &fatal, listeners, shutdown).await;
+    let membership = Some(ClusterServiceServer::new(member.membership()));
+    let served = serve_clients(
+        &config,
+        member.serving(),
+        membership,
+        &fatal,
+        listeners,
+        shutdown,
+    )
+    .await;
     let stopped = member.stop().await;
     served?;
     stopped?;
@@ -216,6 +231,7 @@ async fn serve_member(
 async fn serve_clients(
     config: &Arc<Config>,
     serving: Serving,
+    cluster_services: ClusterServices,
     fatal: &CancellationToken,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -289,6 +305,7 @@ async fn serve_clients(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(LockServiceServer::new(service))
+        .add_optional_service(cluster_services)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = draining.await;
         });

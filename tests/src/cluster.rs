@@ -77,6 +77,27 @@ impl TestCluster {
         }
     }
 
+    /// Starts one more member, with the next id, that is in no cluster yet (no
+    /// `--members`): it waits to be added (`ClusterService.AddMember`). Returns its id and
+    /// its raft and client addresses.
+    pub fn start_joining(&mut self, extra_args: &[&str]) -> (u64, SocketAddr, SocketAddr) {
+        let id = self.members.len() + 1;
+        let (raft, client) = (free_addr(), free_addr());
+        let id_text = id.to_string();
+        let raft_listen = raft.to_string();
+        let mut args = vec!["--node-id", &id_text, "--raft-listen", &raft_listen];
+        args.extend_from_slice(extra_args);
+        self.members.push(ServerProcess::start_listening(
+            "fenced",
+            "fenced listening on ",
+            client,
+            &args,
+            &[("RUST_LOG", "warn,openraft=off")],
+        ));
+        self.client_addrs.push(client);
+        (id as u64, raft, client)
+    }
+
     /// Member `id` (1-based).
     pub fn member(&mut self, id: usize) -> &mut ServerProcess {
         &mut self.members[id - 1]
@@ -137,12 +158,17 @@ impl TestCluster {
 pub async fn connect(
     endpoint: &str,
 ) -> Result<LockServiceClient<Channel>, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+    connect_channel(endpoint).await.map(LockServiceClient::new)
+}
+
+/// A channel to `endpoint`, with short connect and call deadlines (a member that is down
+/// or paused must not hold a test up).
+pub async fn connect_channel(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(endpoint.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
         .connect()
-        .await?;
-    Ok(LockServiceClient::new(channel))
+        .await
 }
 
 /// Whether `status` is a member's not-leader refusal, and the leader's address if it named
@@ -169,8 +195,8 @@ pub struct Router {
     endpoints: Vec<String>,
     /// The endpoint tried first.
     current: String,
-    /// Connected clients, by endpoint.
-    clients: HashMap<String, LockServiceClient<Channel>>,
+    /// Connected channels, by endpoint.
+    channels: HashMap<String, Channel>,
     /// How many calls were sent again elsewhere (redirects and retries).
     pub redirects: u64,
 }
@@ -182,7 +208,7 @@ impl Router {
         Router {
             endpoints,
             current,
-            clients: HashMap::new(),
+            channels: HashMap::new(),
             redirects: 0,
         }
     }
@@ -192,18 +218,29 @@ impl Router {
         &self.current
     }
 
-    /// Runs `op` against the leader: its answer, or the first refusal that is not a
-    /// not-leader one, or (after `within`) the last refusal seen.
+    /// Runs `op` with a lock service client on the leader: its answer, or the first
+    /// refusal that is not a not-leader one, or (after `within`) the last refusal seen.
     pub async fn call<T, F, Fut>(&mut self, within: Duration, op: F) -> Result<T, Status>
     where
         F: Fn(LockServiceClient<Channel>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        self.call_on(within, |channel| op(LockServiceClient::new(channel)))
+            .await
+    }
+
+    /// As [`Router::call`], with the leader's channel, for any service on it (e.g. the
+    /// `ClusterService`).
+    pub async fn call_on<T, F, Fut>(&mut self, within: Duration, op: F) -> Result<T, Status>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
         let deadline = Instant::now() + within;
         loop {
             let endpoint = self.current.clone();
-            let outcome = match self.client(&endpoint).await {
-                Ok(client) => op(client).await,
+            let outcome = match self.channel(&endpoint).await {
+                Ok(channel) => op(channel).await,
                 Err(error) => Err(Status::unavailable(format!(
                     "cannot connect to {endpoint}: {error}"
                 ))),
@@ -220,7 +257,7 @@ impl Router {
                     || status.code() == Code::Cancelled
                     || status.code() == Code::DeadlineExceeded =>
                 {
-                    self.clients.remove(&endpoint);
+                    self.channels.remove(&endpoint);
                     None
                 }
                 None => return Err(status),
@@ -244,15 +281,12 @@ impl Router {
         }
     }
 
-    async fn client(
-        &mut self,
-        endpoint: &str,
-    ) -> Result<LockServiceClient<Channel>, tonic::transport::Error> {
-        if let Some(client) = self.clients.get(endpoint) {
-            return Ok(client.clone());
+    async fn channel(&mut self, endpoint: &str) -> Result<Channel, tonic::transport::Error> {
+        if let Some(channel) = self.channels.get(endpoint) {
+            return Ok(channel.clone());
         }
-        let client = connect(endpoint).await?;
-        self.clients.insert(endpoint.to_string(), client.clone());
-        Ok(client)
+        let channel = connect_channel(endpoint).await?;
+        self.channels.insert(endpoint.to_string(), channel.clone());
+        Ok(channel)
     }
 }

@@ -33,6 +33,7 @@ use crate::clock::Clock;
 use crate::cluster::error::RaftStoreError;
 use crate::cluster::leadership::{Leadership, LeadershipConfig, LeadershipError};
 use crate::cluster::log_store::{LogStore, DEFAULT_SEGMENT_BYTES};
+use crate::cluster::membership::Membership;
 use crate::cluster::network::Network;
 use crate::cluster::promotion::{Promoter, Promotion, PromotionError, RoleChange};
 use crate::cluster::raft_service::spawn_raft_server;
@@ -230,6 +231,11 @@ impl RunningMember {
     /// Which engine answers clients: what the client listeners serve.
     pub fn serving(&self) -> Serving {
         self.serving.clone()
+    }
+
+    /// The `ClusterService` of this member.
+    pub fn membership(&self) -> Membership {
+        Membership::new(self.raft.clone(), self.serving.clone())
     }
 
     /// Stops in order, once the client listeners have drained: the current term (its

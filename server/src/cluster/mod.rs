@@ -14,6 +14,7 @@
 //! - [`settings`]: a member's id, addresses, initial members and raft timing.
 //! - [`member`]: a running member: the raft core, its listener, and a term of service
 //!   (an engine over a replicated store) while it leads.
+//! - [`membership`]: the `ClusterService`: the members, adding and removing one.
 //! - [`types`]: openraft's type configuration, the node's addresses, the commit batch.
 //! - [`log_store`]: the raft log on disk (segments of framed entries, the vote and the
 //!   purged and committed log ids beside them), openraft's `RaftLogStorage`.
@@ -37,6 +38,7 @@ pub mod error;
 pub mod leadership;
 pub mod log_store;
 pub mod member;
+pub mod membership;
 pub mod network;
 pub mod promotion;
 pub mod raft_service;

@@ -87,6 +87,13 @@ pub enum ClusterSettingsError {
     },
 }
 
+/// Whether `addr` reads as `host:port` (a non-empty host, a port number): what a member's
+/// address must be for its peers and clients to dial it.
+pub fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 /// Parses the initial members' list: `ID=RAFT_ADDR/CLIENT_ADDR`, comma-separated, each
 /// address `host:port` (what peers and clients dial).
 pub fn parse_members(given: &str) -> Result<BTreeMap<NodeId, ClusterNode>, ClusterSettingsError> {
@@ -109,8 +116,7 @@ pub fn parse_members(given: &str) -> Result<BTreeMap<NodeId, ClusterNode>, Clust
             ))
         })?;
         for addr in [raft_addr, client_addr] {
-            let port = addr.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
-            if !matches!(port, Some(Ok(_))) {
+            if !is_host_port(addr.trim()) {
                 return Err(invalid(format!("{addr:?} is not host:port")));
             }
         }
