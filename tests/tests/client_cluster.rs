@@ -30,9 +30,12 @@ async fn follower_of(server: &TestServer) -> FakeMember {
     FakeMember::start(Role::NotLeader(Some(server.addr().to_string()))).await
 }
 
-/// The lease's local deadline as an instant of this test.
+/// The lease's local deadline as an instant of this test; the lease must be held (a lost
+/// lease has no time left, and its "deadline" would move with the clock).
 fn deadline(lease: &Lease) -> Instant {
-    Instant::now() + lease.remaining()
+    let status = lease.status();
+    assert!(status.state.is_held(), "{status:?}");
+    Instant::now() + status.remaining
 }
 
 /// Polls `check` every 20 ms until it holds, failing after `limit`.
