@@ -452,7 +452,7 @@ impl Client {
     /// The URL of the member the client talks to now: the leader, as far as the client
     /// knows. For diagnostics.
     pub fn current_endpoint(&self) -> String {
-        self.handle.shared.route.current().url
+        self.handle.shared.route.current().url.clone()
     }
 
     /// Connects with the default settings.

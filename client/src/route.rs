@@ -22,7 +22,7 @@
 //! as tonic reconnects it by itself.
 
 use std::future::Future;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use fenced_proto::metadata::{ERROR_CODE, LEADER, NOT_LEADER_CODE};
@@ -45,12 +45,12 @@ pub(crate) struct Route {
     scheme: &'static str,
     /// The settings a leader's endpoint is built with.
     config: Config,
-    /// The member talked to now. A `std` lock, held only to clone or replace it.
-    current: RwLock<Current>,
+    /// The member talked to now. A `std` lock, held only to clone or replace the `Arc`
+    /// (each call reads it: one reference count, no allocation).
+    current: RwLock<Arc<Current>>,
 }
 
 /// The member a client talks to now.
-#[derive(Clone)]
 pub(crate) struct Current {
     /// Counts the moves of the route, so that a stale failure moves nothing.
     pub(crate) generation: u64,
@@ -255,20 +255,20 @@ impl Route {
         Route {
             scheme,
             config: config.clone(),
-            current: RwLock::new(Current {
+            current: RwLock::new(Arc::new(Current {
                 generation: 0,
                 url,
                 endpoint,
                 channel,
                 index,
                 redirected: false,
-            }),
+            })),
             configured,
         }
     }
 
     /// The member talked to now.
-    pub(crate) fn current(&self) -> Current {
+    pub(crate) fn current(&self) -> Arc<Current> {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -354,14 +354,14 @@ impl Route {
             return;
         }
         tracing::info!(from = %current.url, to = %url, "following the cluster's leader");
-        *current = Current {
+        *current = Arc::new(Current {
             generation: generation.wrapping_add(1),
             channel: endpoint.connect_lazy(),
             url,
             endpoint,
             index: current.index,
             redirected: true,
-        };
+        });
     }
 
     /// Moves to the next configured endpoint, unless the route moved since `generation`.
@@ -377,14 +377,14 @@ impl Route {
         let index = (current.index + 1) % self.configured.len();
         let (url, endpoint) = self.configured[index].clone();
         tracing::info!(from = %current.url, to = %url, "moving to the next endpoint");
-        *current = Current {
+        *current = Arc::new(Current {
             generation: generation.wrapping_add(1),
             channel: endpoint.connect_lazy(),
             url,
             endpoint,
             index,
             redirected: false,
-        };
+        });
     }
 }
 

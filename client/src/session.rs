@@ -23,6 +23,14 @@
 //!   caller, takes it back and releases it).
 //! - A server without `Session` answers UNIMPLEMENTED: the client then uses unary calls
 //!   for good.
+//! - In a cluster the stream follows the leader ([`Route`]): opening it changes nothing, so
+//!   a member that refuses to open it as not the leader is left for the leader it names
+//!   (or the next endpoint), and the stream is opened there. A message refused as not the
+//!   leader (a `SessionError` carries no leader's address) retires its stream and moves
+//!   the route to the next endpoint, and the caller sends the request again
+//!   ([`SessionOutcome::NotLeader`]); the new stream's own refusal names the leader. A
+//!   stream that breaks moves the route as its final status says. The framed session
+//!   names one server and follows nothing.
 //! - With [`Config::framed_session`] the stream is a TCP connection to the server's framed
 //!   `Session` listener instead ([`fenced_proto::framed`]: the same messages without
 //!   HTTP/2, at less CPU per message; TLS when the endpoint is, [`Config::framed_tls`]),

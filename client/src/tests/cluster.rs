@@ -45,7 +45,10 @@ async fn a_session_request_refused_as_not_the_leader_is_sent_again_on_a_new_stre
     // Refused every time: the bound on attempts ends it, with NoLeader.
     server.script.lock().unwrap().not_leader = usize::MAX;
     let refused = client.try_acquire("b").await;
-    assert!(matches!(refused, Err(Error::NoLeader { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::NoLeader { .. })),
+        "{refused:?}"
+    );
     let acquires = server.script.lock().unwrap().acquires.len();
     assert_eq!(acquires, 2 + 4, "one try and three more");
 }
