@@ -48,11 +48,14 @@ async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool
 }
 
 /// An address where nothing listens.
-async fn closed_port() -> String {
+async fn closed_addr() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+    listener.local_addr().unwrap()
+}
+
+/// The endpoint of an address where nothing listens.
+async fn closed_port() -> String {
+    format!("http://{}", closed_addr().await)
 }
 
 // checks: L3 (a client given only a member that is not the leader reaches the leader, at
@@ -204,6 +207,50 @@ async fn renewals_follow_the_leader_when_their_member_steps_down() {
     assert_eq!(lease.fence().unwrap(), lease.token());
     let info = server.sdk("reader").await.describe("move/a").await.unwrap();
     assert_eq!(info.holder.unwrap().token, lease.token());
+    lease.release().await.unwrap();
+}
+
+// checks: L3 (the member a holder renews on dies: the renewal stream breaks, the renewer
+// moves to the next endpoint, which names the leader, and renewals are confirmed there
+// before the local deadline; the lease stays held throughout), S4
+#[tokio::test]
+async fn renewals_move_past_a_dead_member_to_the_leader_the_next_one_names() {
+    let server = TestServer::start();
+    let doomed = Proxy::start(server.addr()).await;
+    let follower = follower_of(&server).await;
+    let client = cluster(&[doomed.endpoint(), follower.endpoint()], "survivor")
+        .default_ttl(Duration::from_secs(3))
+        .connect()
+        .await
+        .unwrap();
+    let lease = client.try_acquire("failover/a").await.unwrap();
+    assert_eq!(client.current_endpoint(), doomed.endpoint());
+    let granted = deadline(&lease);
+    eventually(
+        Duration::from_secs(20),
+        "a renewal confirmed through the member",
+        || deadline(&lease) > granted + Duration::from_millis(500),
+    )
+    .await;
+
+    // The member dies: its connections are reset, and new ones are refused.
+    doomed.set_target(closed_addr().await);
+    doomed.reset();
+    let at_death = deadline(&lease);
+    eventually(
+        Duration::from_secs(20),
+        "renewals confirmed by the leader the next member named",
+        || deadline(&lease) > at_death + Duration::from_millis(1_500),
+    )
+    .await;
+    assert!(follower.refused() >= 1);
+    assert_eq!(client.current_endpoint(), server.endpoint());
+    assert!(
+        lease.history().iter().all(|change| change.state.is_held()),
+        "{:?}",
+        lease.history()
+    );
+    assert_eq!(lease.fence().unwrap(), lease.token());
     lease.release().await.unwrap();
 }
 
