@@ -96,7 +96,7 @@ pub enum Error {
     /// election), or the call's redirects ran out (members that disagree on the leader).
     /// Nothing was applied by the refusals; transient: an election ends, a member comes
     /// back.
-    #[error("no leader reachable: {why} (tried: {})", tried.join(", "))]
+    #[error("no leader reachable: {why}{}", tried_list(tried))]
     NoLeader {
         /// The endpoints tried, in order (empty when a stream's end said it).
         tried: Vec<String>,
@@ -250,6 +250,15 @@ impl Error {
             },
             other => other,
         }
+    }
+}
+
+/// " (tried a, b)" for [`Error::NoLeader`], or nothing when no endpoint is named.
+fn tried_list(tried: &[String]) -> String {
+    if tried.is_empty() {
+        String::new()
+    } else {
+        format!(" (tried {})", tried.join(", "))
     }
 }
 
