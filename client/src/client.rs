@@ -1,16 +1,15 @@
-//! [`Client`]: a connection to a fenced server, its builder, and the calls that do not
-//! belong to one lease (acquire, describe, watch).
+//! [`Client`]: a connection to a fenced server or cluster, its builder, and the calls that
+//! do not belong to one lease (acquire, describe, watch).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::watch_event::Kind;
 use fenced_proto::v1::{AcquireRequest, WatchEvent};
 use fenced_types::{FencingToken, LeaseId, LockName};
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Streaming;
 
 use crate::clock::{BootClock, Clock};
@@ -19,13 +18,15 @@ use crate::error::Error;
 use crate::framed_tls::FramedConnector;
 use crate::lease::Lease;
 use crate::lease_state_machine::LeaseStateMachine;
+use crate::route::{chain, check_urls, endpoint_for, Route, MAX_REDIRECTS};
 use crate::session::SessionOutcome;
 use crate::shared::Shared;
 use crate::shared_lease::SharedLease;
 use crate::unary_acquire::unary_acquire;
 use crate::{renewer, watchdog};
 
-/// A connection to a fenced server. Cheap to clone; all clones share one renewal stream
+/// A connection to a fenced server, or to the leader of a fenced cluster (given several
+/// endpoints, see [`ClientBuilder::endpoints`]). Cheap to clone; all clones share one renewal stream
 /// and one pause watchdog. The background work stops when the last clone and the last
 /// [`Lease`] are dropped.
 #[derive(Debug, Clone)]
@@ -43,7 +44,7 @@ pub(crate) struct Handle {
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handle")
-            .field("endpoint", &self.shared.endpoint.uri())
+            .field("endpoint", &self.shared.route.current().url)
             .finish_non_exhaustive()
     }
 }
@@ -57,8 +58,8 @@ impl Drop for Handle {
 /// Builds a [`Client`]: every setting has the default documented on [`Config`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    /// The server's URL.
-    endpoint: String,
+    /// The servers' URLs, in the order they are tried.
+    endpoints: Vec<String>,
     /// The settings.
     config: Config,
     /// The clock; [`BootClock`] unless a test injects another.
@@ -66,6 +67,34 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// More endpoints, after those already given: the other members of a cluster. All
+    /// endpoints share one scheme (all `http://` or all `https://`).
+    ///
+    /// [`ClientBuilder::connect`] connects to the first endpoint that answers, in order.
+    /// From then on every call follows the cluster's leader: a member that is not the
+    /// leader refuses a call without doing anything (`UNAVAILABLE`, `fenced-error:
+    /// not-leader`, and `fenced-leader: host:port` when it knows the leader); the client
+    /// then switches to the leader's address (with the endpoints' scheme, even if it is not
+    /// in this list, since membership changes) and sends the call again, at most 3 times
+    /// per call. When no leader is named (an election) or a member cannot be reached, the
+    /// client moves to the next endpoint and sends the call again after the retry backoff
+    /// ([`Config::retry_initial`]), if sending it twice is harmless: reads, releases and
+    /// renewals are, and so is any call that never left; an acquire that reached a member
+    /// that then failed is not (it may have been granted there), and its error is
+    /// returned. Refusals that are answers (busy, expired, ...) are never sent elsewhere.
+    /// [`Error::NoLeader`] says that no leader was reached.
+    ///
+    /// The framed session ([`ClientBuilder::framed_session`]) names one server, so it is
+    /// refused with more than one endpoint.
+    pub fn endpoints<I>(mut self, more: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.endpoints.extend(more.into_iter().map(Into::into));
+        self
+    }
+
     /// Replaces all settings at once.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -174,21 +203,37 @@ impl ClientBuilder {
         self
     }
 
-    /// Validates the settings, connects, and starts the renewal task and the watchdog.
-    /// Must be called within a tokio runtime.
+    /// Validates the settings, connects to the first endpoint that answers (in order), and
+    /// starts the renewal task and the watchdog. Must be called within a tokio runtime.
+    ///
+    /// With one endpoint, a failure to connect is [`Error::Connect`]; with several,
+    /// [`Error::NoLeader`], naming each endpoint and why it failed.
     pub async fn connect(self) -> Result<Client, Error> {
         self.config.validate()?;
+        check_urls(&self.endpoints)?;
+        if self.endpoints.len() > 1 {
+            if let Some(addr) = &self.config.framed_session {
+                return Err(Error::Config {
+                    field: "framed_session",
+                    why: format!(
+                        "{addr} is one server's framed listener, but {} endpoints are given: the framed session cannot follow a cluster's leader; use the gRPC session (no framed_session) with several endpoints",
+                        self.endpoints.len()
+                    ),
+                });
+            }
+        }
         let framed_tls = self.framed_connector()?;
-        let endpoint = self.endpoint()?;
-        let channel = endpoint.connect().await.map_err(|source| Error::Connect {
-            endpoint: self.endpoint.clone(),
-            source,
-        })?;
+        let configured = self
+            .endpoints
+            .iter()
+            .map(|url| Ok((url.clone(), endpoint_for(url, &self.config)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let (index, channel) = connect_first(&configured).await?;
+        let route = Route::new(configured, index, channel, &self.config);
         let shared = Arc::new(Shared::new(
             self.config,
             self.clock,
-            LockServiceClient::new(channel),
-            endpoint,
+            Arc::new(route),
             framed_tls,
         ));
         watchdog::spawn(Arc::downgrade(&shared), shared.config.watchdog_period).map_err(|e| {
@@ -207,52 +252,55 @@ impl ClientBuilder {
     /// session must be TLS (its messages carry lease ids, which are bearer secrets), and
     /// with plaintext gRPC a framed TLS setting is a mistake to point out.
     fn framed_connector(&self) -> Result<Option<FramedConnector>, Error> {
-        let tls_endpoint = self.endpoint.starts_with("https://");
+        let endpoint = self.endpoints.first().map_or("", String::as_str);
+        let tls_endpoint = endpoint.starts_with("https://");
         let config = &self.config;
         match (&config.framed_session, &config.framed_tls) {
             (Some(addr), Some(tls)) if tls_endpoint => FramedConnector::new(tls, addr).map(Some),
             (Some(_), None) if tls_endpoint => Err(Error::Config {
                 field: "framed_tls",
                 why: format!(
-                    "{} is TLS, so the framed session must be too: give the CA of the server's certificate with framed_tls",
-                    self.endpoint
+                    "{endpoint} is TLS, so the framed session must be too: give the CA of the server's certificate with framed_tls"
                 ),
             }),
             (_, Some(_)) if !tls_endpoint => Err(Error::Config {
                 field: "framed_tls",
                 why: format!(
-                    "{} is plaintext gRPC: the framed listener serves TLS only when gRPC does",
-                    self.endpoint
+                    "{endpoint} is plaintext gRPC: the framed listener serves TLS only when gRPC does"
                 ),
             }),
             _ => Ok(None),
         }
     }
+}
 
-    /// The tonic endpoint: keepalive so a dead connection is noticed, timeouts, and TLS
-    /// for `https://`.
-    fn endpoint(&self) -> Result<Endpoint, Error> {
-        let invalid = |source| Error::InvalidEndpoint {
-            endpoint: self.endpoint.clone(),
-            source,
-        };
-        let config = &self.config;
-        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
-            .map_err(invalid)?
-            .connect_timeout(config.connect_timeout)
-            .http2_keep_alive_interval(config.http2_keepalive_interval)
-            .keep_alive_timeout(config.http2_keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
-        if self.endpoint.starts_with("https://") {
-            let tls = config
-                .tls
-                .clone()
-                .unwrap_or_else(|| ClientTlsConfig::new().with_enabled_roots());
-            endpoint = endpoint.tls_config(tls).map_err(invalid)?;
+/// Connects to the first of `configured` that answers; returns which, with its channel.
+async fn connect_first(configured: &[(String, Endpoint)]) -> Result<(usize, Channel), Error> {
+    let mut failures = Vec::new();
+    for (index, (url, endpoint)) in configured.iter().enumerate() {
+        match endpoint.connect().await {
+            Ok(channel) => {
+                if !failures.is_empty() {
+                    tracing::info!(%url, unreachable = ?failures, "connected past unreachable endpoints");
+                }
+                return Ok((index, channel));
+            }
+            Err(source) if configured.len() == 1 => {
+                return Err(Error::Connect {
+                    endpoint: url.clone(),
+                    source,
+                })
+            }
+            Err(source) => failures.push(format!("{url}: {}", chain(&source))),
         }
-        Ok(endpoint)
     }
+    Err(Error::NoLeader {
+        tried: configured.iter().map(|(url, _)| url.clone()).collect(),
+        why: format!(
+            "no endpoint could be connected to ({})",
+            failures.join("; ")
+        ),
+    })
 }
 
 /// How to acquire a lock.
@@ -381,13 +429,30 @@ pub(crate) fn convert_event(event: WatchEvent) -> Result<LockEvent, Error> {
 }
 
 impl Client {
-    /// Starts building a client for `endpoint` (`http://host:port` or `https://...`).
+    /// Starts building a client for `endpoint` (`http://host:port` or `https://...`); add
+    /// the other members of a cluster with [`ClientBuilder::endpoints`].
     pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
+        Client::builder_for_cluster([endpoint])
+    }
+
+    /// Starts building a client for the members of a cluster, tried in this order (see
+    /// [`ClientBuilder::endpoints`]); at least one, all with one scheme.
+    pub fn builder_for_cluster<I>(endpoints: I) -> ClientBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
         ClientBuilder {
-            endpoint: endpoint.into(),
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
             config: Config::default(),
             clock: Arc::new(BootClock),
         }
+    }
+
+    /// The URL of the member the client talks to now: the leader, as far as the client
+    /// knows. For diagnostics.
+    pub fn current_endpoint(&self) -> String {
+        self.handle.shared.route.current().url.clone()
     }
 
     /// Connects with the default settings.
@@ -460,13 +525,22 @@ impl Client {
         // call: dropping this future must take the waiter out of the server's FIFO queue
         // (CONTRACT L2), and the reset of a unary call's HTTP/2 stream does exactly that,
         // while a Session has no message that cancels one request.
-        let routed = if options.wait.is_zero() && shared.session.active() {
-            shared
+        let mut refusals = 0;
+        let routed = loop {
+            if !(options.wait.is_zero() && shared.session.active()) {
+                break SessionOutcome::Unary;
+            }
+            match shared
                 .session
                 .call(Op::Acquire(request.clone()), "acquire")
                 .await
-        } else {
-            SessionOutcome::Unary
+            {
+                // Refused by a member that is not the leader: nothing was granted, send it
+                // again where the route now points.
+                SessionOutcome::NotLeader(_) if refusals < MAX_REDIRECTS => refusals += 1,
+                SessionOutcome::NotLeader(error) => break SessionOutcome::Failed(error),
+                other => break other,
+            }
         };
         let (sent, reply) = match routed {
             SessionOutcome::Answered {
@@ -478,7 +552,9 @@ impl Client {
                     what: "session answered an acquire with something else".into(),
                 })
             }
-            SessionOutcome::Failed(error) => return Err(error.for_lock(&name)),
+            SessionOutcome::Failed(error) | SessionOutcome::NotLeader(error) => {
+                return Err(error.for_lock(&name))
+            }
             SessionOutcome::Unary => unary_acquire(shared, request, options.wait)
                 .await
                 .map_err(|error| error.for_lock(&name))?,

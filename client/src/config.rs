@@ -25,8 +25,9 @@ pub struct Config {
     /// When to renew, as a fraction of the TTL after the last confirmed renewal was sent.
     /// Default: 1/3, which leaves two further attempts before the deadline.
     pub renew_fraction: f64,
-    /// The first wait before retrying a failed renewal stream; doubles up to
-    /// [`Config::retry_max`]. Default: 50 ms.
+    /// The first wait before retrying a failed renewal stream, or before sending a call
+    /// again to the next endpoint of a cluster; doubles up to [`Config::retry_max`].
+    /// Default: 50 ms.
     pub retry_initial: Duration,
     /// The longest wait between reconnection attempts. Default: 1 s. While a lease is
     /// held, the wait is also at most an eighth of the shortest held lease's TTL.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fenced_proto::metadata::{ERROR_CODE, HOLDER, HOLDER_TOKEN as TOKEN};
+use fenced_proto::metadata::{ERROR_CODE, HOLDER, HOLDER_TOKEN as TOKEN, NOT_LEADER_CODE};
 use fenced_proto::v1::SessionError;
 use fenced_types::{FencingToken, InvalidInput, LockName};
 use tonic::{Code, Status};
@@ -90,6 +90,18 @@ pub enum Error {
     Unavailable {
         /// What the transport said.
         message: String,
+    },
+    /// No member of the cluster that leads was reached: the endpoints tried could not be
+    /// connected to, or answered that they are not the leader and named none (an
+    /// election), or the call's redirects ran out (members that disagree on the leader).
+    /// Nothing was applied by the refusals; transient: an election ends, a member comes
+    /// back.
+    #[error("no leader reachable: {why}{}", tried_list(tried))]
+    NoLeader {
+        /// The endpoints tried, in order (empty when a stream's end said it).
+        tried: Vec<String>,
+        /// The last failure.
+        why: String,
     },
     /// A call did not finish in time (`DEADLINE_EXCEEDED` or the SDK's own timeout).
     #[error("{what} timed out after {} ms", after.as_millis())]
@@ -194,6 +206,10 @@ fn classify(code: Code, message: String, details: Details) -> Error {
                 Error::FailedPrecondition { message }
             }
         }
+        Code::Unavailable if error_code == NOT_LEADER_CODE => Error::NoLeader {
+            tried: Vec::new(),
+            why: format!("a member that is not the leader refused: {message}"),
+        },
         Code::NotFound => Error::UnknownLease { message },
         Code::InvalidArgument => Error::InvalidArgument { message },
         Code::Unavailable | Code::Cancelled | Code::Unknown => Error::Unavailable { message },
@@ -211,7 +227,10 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Connect { .. }
+            Error::Unavailable { .. }
+                | Error::Timeout { .. }
+                | Error::Connect { .. }
+                | Error::NoLeader { .. }
         )
     }
 
@@ -231,6 +250,15 @@ impl Error {
             },
             other => other,
         }
+    }
+}
+
+/// " (tried a, b)" for [`Error::NoLeader`], or nothing when no endpoint is named.
+fn tried_list(tried: &[String]) -> String {
+    if tried.is_empty() {
+        String::new()
+    } else {
+        format!(" (tried {})", tried.join(", "))
     }
 }
 

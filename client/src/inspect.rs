@@ -5,11 +5,14 @@
 use std::future::Future;
 use std::time::Duration;
 
+use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_proto::v1::{CheckTokenRequest, DescribeRequest, ListRequest, WatchRequest};
 use fenced_types::{FencingToken, LockName};
+use tonic::transport::Channel;
 
 use crate::client::{Client, Holder, LockInfo, LockWatch};
 use crate::error::Error;
+use crate::route::Resend;
 
 /// One page of [`Client::list_page`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,12 +37,14 @@ impl Client {
     /// Who holds a lock, with which token, and how many wait.
     pub async fn describe(&self, lock: &str) -> Result<LockInfo, Error> {
         let name = LockName::new(lock)?;
-        let mut rpc = self.shared().rpc.clone();
         let request = DescribeRequest {
             lock: name.to_string(),
         };
         let info = self
-            .within_timeout("describe", rpc.describe(request))
+            .read("describe", |mut rpc| {
+                let request = request.clone();
+                async move { rpc.describe(request).await }
+            })
             .await?;
         lock_info(info)
     }
@@ -53,13 +58,17 @@ impl Client {
         cursor: Option<&str>,
         page_size: u32,
     ) -> Result<ListPage, Error> {
-        let mut rpc = self.shared().rpc.clone();
         let request = ListRequest {
             prefix: prefix.to_string(),
             page_size,
             cursor: cursor.unwrap_or_default().to_string(),
         };
-        let page = self.within_timeout("list", rpc.list(request)).await?;
+        let page = self
+            .read("list", |mut rpc| {
+                let request = request.clone();
+                async move { rpc.list(request).await }
+            })
+            .await?;
         let locks = page
             .locks
             .into_iter()
@@ -94,13 +103,15 @@ impl Client {
     /// storage service that keeps no token mark of its own.
     pub async fn check_token(&self, lock: &str, token: FencingToken) -> Result<TokenCheck, Error> {
         let name = LockName::new(lock)?;
-        let mut rpc = self.shared().rpc.clone();
         let request = CheckTokenRequest {
             lock: name.to_string(),
             token: token.get(),
         };
         let reply = self
-            .within_timeout("check token", rpc.check_token(request))
+            .read("check token", |mut rpc| {
+                let request = request.clone();
+                async move { rpc.check_token(request).await }
+            })
             .await?;
         let current_token = match reply.current_token {
             0 => None,
@@ -142,25 +153,35 @@ impl Client {
         .await
     }
 
-    /// Opens a watch stream within the request timeout.
+    /// Opens a watch stream within the request timeout, on the leader. The stream stays on
+    /// the member that opened it: if that member fails or steps down, the stream ends with
+    /// the error, and a new watch follows the leader again.
     async fn open_watch(&self, request: WatchRequest) -> Result<LockWatch, Error> {
-        let mut rpc = self.shared().rpc.clone();
-        let events = self.within_timeout("watch", rpc.watch(request)).await?;
+        let events = self
+            .read("watch", |mut rpc| {
+                let request = request.clone();
+                async move { rpc.watch(request).await }
+            })
+            .await?;
         Ok(LockWatch { events })
     }
 
-    /// Runs one unary call within the request timeout, mapping its status.
-    async fn within_timeout<T>(
-        &self,
-        what: &'static str,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, Error> {
-        let after = self.shared().config.request_timeout;
-        match tokio::time::timeout(after, call).await {
-            Ok(Ok(reply)) => Ok(reply.into_inner()),
-            Ok(Err(status)) => Err(Error::from(status)),
-            Err(_) => Err(Error::Timeout { what, after }),
-        }
+    /// Runs one read within the request timeout per attempt, on the leader: reads change
+    /// nothing, so they are sent again after a failure, where the route then points
+    /// ([`Route`](crate::route::Route)).
+    async fn read<T, F, Fut>(&self, what: &'static str, mut send: F) -> Result<T, Error>
+    where
+        F: FnMut(LockServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let shared = self.shared();
+        shared
+            .route
+            .call(what, shared.config.request_timeout, Resend::Always, |rpc| {
+                let call = send(rpc);
+                async move { call.await.map(tonic::Response::into_inner) }
+            })
+            .await
     }
 }
 

@@ -192,7 +192,7 @@ impl Lease {
             .update(|machine| machine.lose(LostReason::ReleasedByHolder, now));
         let outcome = crate::shared::release(
             &shared.session,
-            shared.rpc.clone(),
+            &shared.route,
             self.shared_lease.id,
             shared.config.request_timeout,
         )

@@ -36,8 +36,17 @@
 //! can stop a write already in flight when the process froze: that is the gate's job,
 //! which is why every write carries the token (CONTRACT S5).
 //!
+//! # A cluster
+//! Give every member: `Client::builder("http://a:7500").endpoints(["http://b:7500",
+//! "http://c:7500"])` or [`Client::builder_for_cluster`]. The client connects to the first
+//! that answers and from then on follows the leader: a member that is not the leader
+//! refuses without doing anything and names the leader, and the call goes there (see
+//! [`ClientBuilder::endpoints`] for what is sent again and what is not). Renewals follow
+//! too, so a lease outlives a failover when the new leader is reached before its local
+//! deadline (CONTRACT L3); [`Error::NoLeader`] says no leader was reached.
+//!
 //! # Layout
-//! - [`client`]: [`Client`], its [`ClientBuilder`], acquire.
+//! - [`client`]: [`Client`], its [`ClientBuilder`] (one endpoint or a cluster's), acquire.
 //! - [`inspect`]: reading the lock table: describe, list, check a token, watch a lock or a
 //!   prefix.
 //! - [`lease`]: [`Lease`]: fence, attach the token to a request, observe, release.
@@ -57,6 +66,9 @@
 //! - `unary_acquire`: the unary `Acquire` call, and the release of its grant when the
 //!   caller drops the call before reading it.
 //! - `watchdog`: the pause watchdog's heartbeat and thread.
+//! - `route`: which member of a cluster the client talks to, and how every call follows
+//!   the leader there (not-leader redirects, moves to the next endpoint, what may be sent
+//!   twice).
 //! - `shared`: what the handles and the background work share.
 
 pub mod client;
@@ -72,6 +84,7 @@ mod framed_tls;
 mod in_flight;
 mod lease_state_machine;
 mod renewer;
+mod route;
 mod session;
 mod shared;
 mod shared_lease;

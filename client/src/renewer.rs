@@ -11,8 +11,16 @@
 //! [`Lease::status`](crate::Lease::status)), a `warn` is logged, and a fresh connection is
 //! opened after a backoff (doubling from [`Config::retry_initial`] to
 //! [`Config::retry_max`], but at most an eighth of the shortest live lease's TTL, so that a
-//! lease is renewed on a restarted server before it runs out there). Retrying goes on until the leases are lost: the local deadline
-//! makes them suspect, and [`DeadlinePolicy::surely_expired`] gives them up.
+//! lease is renewed on a restarted server, or on a cluster's new leader, before it runs out
+//! there). Retrying goes on until the leases are lost: the local deadline makes them
+//! suspect, and [`DeadlinePolicy::surely_expired`] gives them up.
+//!
+//! The stream follows a cluster's leader ([`Route`](crate::route::Route)): a member that
+//! refuses to open it as not the leader names the leader, and the stream is opened there
+//! at once (at most 3 redirects per opening); a stream that fails, closes, stalls, or ends
+//! with a not-leader refusal moves the client to the leader named, or else to the next
+//! endpoint, before the retry. A renewal's local deadline still counts from when it was
+//! sent, whichever member confirms it (CONTRACT S4).
 //!
 //! [`Config::retry_initial`]: crate::Config::retry_initial
 //! [`Config::retry_max`]: crate::Config::retry_max
@@ -32,6 +40,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
+use crate::route::{chain, Failure, MAX_REDIRECTS};
 use crate::shared::Shared;
 use crate::state::{LeaseState, LostReason};
 
@@ -50,6 +59,9 @@ struct Stream {
     requests: mpsc::Sender<RenewRequest>,
     /// Their answers come from here.
     answers: Streaming<RenewResponse>,
+    /// The generation of the route it was opened on, so that its failure moves the route
+    /// only if nothing else moved it since.
+    generation: u64,
 }
 
 /// A stream being opened.
@@ -140,7 +152,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
             }
             Event::Answer(Ok(None)) => {
-                stream = None;
+                if let Some(closed) = stream.take() {
+                    shared.route.advance(closed.generation);
+                }
                 retry_at = fail_all(
                     &shared,
                     "the server closed the renewal stream",
@@ -149,7 +163,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 scan_at = scan_at.min(retry_at);
             }
             Event::Answer(Err(status)) => {
-                stream = None;
+                if let Some(failed) = stream.take() {
+                    shared.route.follow(failed.generation, &status);
+                }
                 let why = format!("renewal stream failed: {status}");
                 retry_at = fail_all(&shared, &why, &mut backoff);
                 scan_at = scan_at.min(retry_at);
@@ -185,6 +201,8 @@ fn scan(
 
     if let Some(open) = stream.as_ref() {
         if let Err(why) = send_due(shared, open, &leases, now) {
+            // Stalled or gone: the next stream goes to the next member.
+            shared.route.advance(open.generation);
             *stream = None;
             *retry_at = fail_all(shared, &why, backoff);
         }
@@ -202,29 +220,60 @@ fn scan(
     next
 }
 
-/// Opens a renewal stream on a fresh connection, within the request timeout.
+/// Opens a renewal stream on a fresh connection to the route's member, within the request
+/// timeout, following up to [`MAX_REDIRECTS`] not-leader refusals that name the leader. A
+/// failure moves the route (to the next endpoint) before it is reported.
 async fn open(shared: Arc<Shared>) -> Result<Stream, String> {
     let timeout = shared.config.request_timeout;
+    let route = &shared.route;
     let attempt = async {
-        let channel = shared
-            .endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let (requests, receiver) = mpsc::channel(SEND_BUFFER);
-        let answers = LockServiceClient::new(channel)
-            .keep_alive(ReceiverStream::new(receiver))
-            .await
-            .map_err(|status| format!("cannot open the renewal stream: {status}"))?
-            .into_inner();
-        Ok(Stream { requests, answers })
+        let mut redirects = 0;
+        loop {
+            let current = route.current();
+            let channel = match current.endpoint.connect().await {
+                Ok(channel) => channel,
+                Err(e) => {
+                    route.advance(current.generation);
+                    return Err(format!("cannot connect to {}: {}", current.url, chain(&e)));
+                }
+            };
+            let (requests, receiver) = mpsc::channel(SEND_BUFFER);
+            let status = match LockServiceClient::new(channel)
+                .keep_alive(ReceiverStream::new(receiver))
+                .await
+            {
+                Ok(answers) => {
+                    return Ok(Stream {
+                        requests,
+                        answers: answers.into_inner(),
+                        generation: current.generation,
+                    })
+                }
+                Err(status) => status,
+            };
+            let followed = route.follow(current.generation, &status);
+            if matches!(followed, Failure::NotLeader(Some(_))) && redirects < MAX_REDIRECTS {
+                redirects += 1;
+                continue;
+            }
+            return Err(format!(
+                "cannot open the renewal stream on {}: {status}",
+                current.url
+            ));
+        }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(format!(
-            "opening the renewal stream timed out after {} ms",
-            timeout.as_millis()
-        )),
+        Err(_) => {
+            // Stuck on this member: the next try goes to the next one.
+            let current = route.current();
+            route.advance(current.generation);
+            Err(format!(
+                "opening the renewal stream on {} timed out after {} ms",
+                current.url,
+                timeout.as_millis()
+            ))
+        }
     }
 }
 
@@ -378,6 +427,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::lease_state_machine::LeaseStateMachine;
+    use crate::route::Route;
     use crate::shared_lease::SharedLease;
     use crate::Config;
 
@@ -389,9 +439,11 @@ mod tests {
     /// manual clock, holding one lease of `ttl` granted now.
     fn shared_holding(ttl: Duration) -> Result<Shared, Box<dyn std::error::Error>> {
         let clock = Arc::new(ManualClock::new(Duration::from_secs(100)));
-        let endpoint = Endpoint::from_static("http://127.0.0.1:9");
-        let rpc = LockServiceClient::new(endpoint.connect_lazy());
-        let shared = Shared::new(Config::default(), clock, rpc, endpoint, None);
+        let url = "http://127.0.0.1:9".to_string();
+        let endpoint = Endpoint::from_shared(url.clone())?;
+        let channel = endpoint.connect_lazy();
+        let route = Route::new(vec![(url, endpoint)], 0, channel, &Config::default());
+        let shared = Shared::new(Config::default(), clock, Arc::new(route), None);
         let now = shared.now();
         let machine = LeaseStateMachine::granted(now, ttl, now, shared.policy);
         shared.register(Arc::new(SharedLease::new(

@@ -23,6 +23,14 @@
 //!   caller, takes it back and releases it).
 //! - A server without `Session` answers UNIMPLEMENTED: the client then uses unary calls
 //!   for good.
+//! - In a cluster the stream follows the leader ([`Route`]): opening it changes nothing, so
+//!   a member that refuses to open it as not the leader is left for the leader it names
+//!   (or the next endpoint), and the stream is opened there. A message refused as not the
+//!   leader (a `SessionError` carries no leader's address) retires its stream and moves
+//!   the route to the next endpoint, and the caller sends the request again
+//!   ([`SessionOutcome::NotLeader`]); the new stream's own refusal names the leader. A
+//!   stream that breaks moves the route as its final status says. The framed session
+//!   names one server and follows nothing.
 //! - With [`Config::framed_session`] the stream is a TCP connection to the server's framed
 //!   `Session` listener instead ([`fenced_proto::framed`]: the same messages without
 //!   HTTP/2, at less CPU per message; TLS when the endpoint is, [`Config::framed_tls`]),
@@ -43,7 +51,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fenced_proto::framed;
-use fenced_proto::v1::lock_service_client::LockServiceClient;
+use fenced_proto::metadata::NOT_LEADER_CODE;
 use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::{ReleaseRequest, SessionRequest, SessionResponse};
@@ -54,7 +62,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::clock::Clock;
@@ -62,6 +69,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::framed_tls::FramedConnector;
 use crate::in_flight::InFlight;
+use crate::route::{Next, Resend, Route};
 
 /// How many requests may wait in a stream's send buffer before senders wait.
 const SEND_BUFFER: usize = 1024;
@@ -76,8 +84,8 @@ type Answer = Result<Option<Reply>, Status>;
 
 /// The session of one client: its stream, if open, and whether the server has one at all.
 pub(crate) struct Session {
-    /// The client's channel; the stream is opened on it.
-    rpc: LockServiceClient<Channel>,
+    /// The member the client talks to; the stream is opened on its channel.
+    route: Arc<Route>,
     /// Where send instants are read.
     clock: Arc<dyn Clock>,
     /// How long a request may wait for its answer (opening the stream included).
@@ -114,6 +122,9 @@ struct Conn {
     in_flight: Arc<InFlight>,
     /// How a grant nobody waits for is released, shared with the reader task.
     orphans: Arc<Orphans>,
+    /// The generation of the route it was opened on ([`Route`]), so that its failures
+    /// move the route only if nothing else moved it since.
+    generation: u64,
 }
 
 /// The requests awaiting an answer on one stream.
@@ -140,6 +151,9 @@ pub(crate) enum SessionOutcome {
     /// The request failed: refused by the server (mapped as the unary status would be),
     /// the stream broke, or the answer did not come in time.
     Failed(Error),
+    /// The member is not the leader: it refused the request and applied none of it. The
+    /// stream is retired and the route moved; the caller may send the request again.
+    NotLeader(Error),
 }
 
 /// What one attempt at a request came to, before the timeout is applied.
@@ -153,16 +167,16 @@ enum Exchange {
 }
 
 impl Session {
-    /// A session that opens its stream on `rpc`'s channel (or a framed connection, wrapped
-    /// in `framed_tls` if given) when first used.
+    /// A session that opens its stream on the route's channel (or a framed connection,
+    /// wrapped in `framed_tls` if given) when first used.
     pub(crate) fn new(
-        rpc: LockServiceClient<Channel>,
+        route: Arc<Route>,
         clock: Arc<dyn Clock>,
         config: &Config,
         framed_tls: Option<FramedConnector>,
     ) -> Self {
         Session {
-            rpc,
+            route,
             clock,
             timeout: config.request_timeout,
             enabled: config.session,
@@ -197,7 +211,7 @@ impl Session {
             // The pending slot went with the dropped exchange; a late answer finds none.
             Err(_) => {
                 if let (Some(_), Some(conn)) = (&self.framed, used) {
-                    self.retire(&conn);
+                    self.retire(&conn, "a framed session request timed out");
                 }
                 return SessionOutcome::Failed(Error::Timeout {
                     what,
@@ -208,7 +222,26 @@ impl Session {
         match exchange {
             Exchange::Unary => SessionOutcome::Unary,
             Exchange::Failed(status) => SessionOutcome::Failed(Error::from(status)),
-            Exchange::Answered(_, Err(status)) => SessionOutcome::Failed(Error::from(status)),
+            Exchange::Answered(_, Err(status)) => {
+                // The stream broke: the next one goes where the failure points.
+                if let (None, Some(conn)) = (&self.framed, &used) {
+                    self.route.follow(conn.generation, &status);
+                }
+                SessionOutcome::Failed(Error::from(status))
+            }
+            Exchange::Answered(_, Ok(Some(Reply::Error(refused))))
+                if refused.error_code == NOT_LEADER_CODE =>
+            {
+                // A message carries no leader's address: the next stream is opened on the
+                // next member, whose refusal of the stream itself names the leader.
+                if let Some(conn) = &used {
+                    self.retire(conn, "the member is not the leader");
+                    if self.framed.is_none() {
+                        self.route.advance(conn.generation);
+                    }
+                }
+                SessionOutcome::NotLeader(Error::from(refused))
+            }
             Exchange::Answered(_, Ok(Some(Reply::Error(refused)))) => {
                 SessionOutcome::Failed(Error::from(refused))
             }
@@ -322,17 +355,32 @@ impl Session {
         usable.then(|| conn.clone())
     }
 
-    /// Opens a stream and starts its reader.
+    /// Opens a stream and starts its reader. A gRPC stream follows the leader: opening it
+    /// changes nothing, so a not-leader refusal or a failure is tried again where the
+    /// route then points ([`Route`]).
     async fn open(&self) -> Result<Arc<Conn>, Status> {
-        let (requests, receiver) = mpsc::channel(SEND_BUFFER);
-        let answers = match &self.framed {
-            Some(addr) => open_framed(addr, self.framed_tls.as_ref(), receiver).await?,
-            None => {
-                let mut rpc = self.rpc.clone();
-                rpc.session(ReceiverStream::new(receiver))
-                    .await?
-                    .into_inner()
-                    .boxed()
+        let mut attempts = self.route.attempts(Resend::Always);
+        let (requests, answers, generation) = loop {
+            let (requests, receiver) = mpsc::channel(SEND_BUFFER);
+            let current = self.route.current();
+            let opened = match &self.framed {
+                Some(addr) => open_framed(addr, self.framed_tls.as_ref(), receiver).await,
+                None => current
+                    .rpc()
+                    .session(ReceiverStream::new(receiver))
+                    .await
+                    .map(|answers| answers.into_inner().boxed()),
+            };
+            match opened {
+                Ok(answers) => break (requests, answers, current.generation),
+                Err(status) if self.framed.is_some() || status.code() == Code::Unimplemented => {
+                    return Err(status)
+                }
+                Err(status) => {
+                    if let Next::Stop(_) = attempts.after(&current, status.clone()).await {
+                        return Err(status);
+                    }
+                }
             }
         };
         tracing::debug!(framed = ?self.framed, "session stream open");
@@ -342,7 +390,7 @@ impl Session {
             requests: requests.downgrade(),
             in_flight: in_flight.clone(),
             ids: self.ids.clone(),
-            rpc: self.rpc.clone(),
+            route: self.route.clone(),
             timeout: self.timeout,
         });
         tokio::spawn(read(
@@ -356,6 +404,7 @@ impl Session {
             pending,
             in_flight,
             orphans,
+            generation,
         }))
     }
 
@@ -368,11 +417,11 @@ impl Session {
     }
 
     /// Takes no more requests on `conn` (a framed one whose request timed out: its
-    /// connection may have died silently), and stops offering it if it is still the
-    /// current one. A newer stream that replaced it meanwhile stays. Requests already on
-    /// it still get their answers, or fail when it ends; those waiting for room on it go
-    /// to a new one.
-    fn retire(&self, conn: &Arc<Conn>) {
+    /// connection may have died silently; one on a member that is not the leader), and
+    /// stops offering it if it is still the current one. A newer stream that replaced it
+    /// meanwhile stays. Requests already on it still get their answers, or fail when it
+    /// ends; those waiting for room on it go to a new one.
+    fn retire(&self, conn: &Arc<Conn>, why: &'static str) {
         let newly = !std::mem::replace(&mut lock(&conn.pending).broken, true);
         conn.in_flight.close();
         let mut current = self.current();
@@ -380,7 +429,7 @@ impl Session {
             *current = None;
         }
         if newly {
-            tracing::debug!("a framed session request timed out: retiring its connection");
+            tracing::debug!("{why}: retiring the session stream");
         }
     }
 
@@ -567,7 +616,7 @@ struct Orphans {
     ids: Arc<AtomicU64>,
     /// For a unary release when the stream takes no more requests (its request half has
     /// ended, or it was retired) but its answers still come in.
-    rpc: LockServiceClient<Channel>,
+    route: Arc<Route>,
     /// How long that unary release may take.
     timeout: Duration,
 }
@@ -605,12 +654,16 @@ impl Orphans {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return "not at all: no runtime to run the release in (it expires after its TTL)";
         };
-        let (mut rpc, timeout) = (self.rpc.clone(), self.timeout);
+        let (route, timeout) = (self.route.clone(), self.timeout);
         runtime.spawn(async move {
-            match tokio::time::timeout(timeout, rpc.release(release)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(status)) => tracing::debug!(%status, "releasing an orphan grant failed"),
-                Err(_) => tracing::debug!("releasing an orphan grant timed out"),
+            let outcome = route
+                .call("release", timeout, Resend::Always, |mut rpc| {
+                    let release = release.clone();
+                    async move { rpc.release(release).await }
+                })
+                .await;
+            if let Err(error) = outcome {
+                tracing::debug!(%error, "releasing an orphan grant failed");
             }
         });
         "with a unary call"

@@ -4,19 +4,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::ReleaseRequest;
 use fenced_types::{FencingToken, LeaseId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
 
 use crate::clock::Clock;
 use crate::config::{Config, DeadlinePolicy};
 use crate::error::{Error, FenceError};
 use crate::framed_tls::FramedConnector;
+use crate::route::{Resend, Route, MAX_REDIRECTS};
 use crate::session::{Session, SessionOutcome};
 use crate::shared_lease::SharedLease;
 use crate::state::LeaseState;
@@ -40,14 +40,13 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
     /// Cancelled when the last handle of the client is dropped.
     pub(crate) closed: CancellationToken,
-    /// Unary calls (acquire, release, describe, watch) share this channel.
-    pub(crate) rpc: LockServiceClient<Channel>,
+    /// The member talked to (the leader, as far as the client knows) and its shared
+    /// channel: unary calls (acquire, release, describe, watch) go there, and the renewal
+    /// task opens its fresh connections there.
+    pub(crate) route: Arc<Route>,
     /// The `Session` stream on that channel, for try-once acquires and releases. In an
     /// `Arc` so that a background release can finish after the client is dropped.
     pub(crate) session: Arc<Session>,
-    /// The endpoint, from which the renewal task opens a fresh connection after a failure,
-    /// so that it never waits on a connection that died silently.
-    pub(crate) endpoint: Endpoint,
 }
 
 impl Shared {
@@ -55,13 +54,12 @@ impl Shared {
     pub(crate) fn new(
         config: Config,
         clock: Arc<dyn Clock>,
-        rpc: LockServiceClient<Channel>,
-        endpoint: Endpoint,
+        route: Arc<Route>,
         framed_tls: Option<FramedConnector>,
     ) -> Self {
         let pulse = Pulse::new(clock.now(), config.pause_threshold);
         let session = Arc::new(Session::new(
-            rpc.clone(),
+            route.clone(),
             clock.clone(),
             &config,
             framed_tls,
@@ -75,9 +73,8 @@ impl Shared {
             leases: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             closed: CancellationToken::new(),
-            rpc,
+            route,
             session,
-            endpoint,
         }
     }
 
@@ -158,10 +155,10 @@ impl Shared {
             return;
         };
         let session = self.session.clone();
-        let rpc = self.rpc.clone();
+        let route = self.route.clone();
         let timeout = self.config.request_timeout;
         runtime.spawn(async move {
-            match release(&session, rpc, id, timeout).await {
+            match release(&session, &route, id, timeout).await {
                 Ok(()) => {
                     tracing::debug!(lease = %id.short(), why, "released in the background")
                 }
@@ -182,10 +179,12 @@ impl Shared {
 }
 
 /// Releases a lease (and every lock on it) on the server: over the session when it is in
-/// use, else by the unary call; either way within `timeout`.
+/// use, else by the unary call; either way within `timeout` per attempt, following the
+/// leader ([`Route`]). A release may be sent again after it failed without an answer: if
+/// the first got through, the second finds the lease released, which is what was asked.
 pub(crate) async fn release(
     session: &Session,
-    mut rpc: LockServiceClient<Channel>,
+    route: &Route,
     id: LeaseId,
     timeout: Duration,
 ) -> Result<(), Error> {
@@ -193,9 +192,10 @@ pub(crate) async fn release(
         lease_id: id.to_string(),
         lock: String::new(),
     };
-    if session.active() {
+    let mut refusals = 0;
+    while session.active() {
         match session.call(Op::Release(request.clone()), "release").await {
-            SessionOutcome::Unary => {}
+            SessionOutcome::Unary => break,
             SessionOutcome::Answered {
                 reply: Reply::Released(_),
                 ..
@@ -205,15 +205,30 @@ pub(crate) async fn release(
                     what: "session answered a release with something else".into(),
                 })
             }
-            SessionOutcome::Failed(error) => return Err(error),
+            SessionOutcome::NotLeader(_) if refusals < MAX_REDIRECTS => refusals += 1,
+            SessionOutcome::NotLeader(error) | SessionOutcome::Failed(error) => return Err(error),
         }
     }
-    match tokio::time::timeout(timeout, rpc.release(request)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(status)) => Err(Error::from(status)),
-        Err(_) => Err(Error::Timeout {
-            what: "release",
-            after: timeout,
-        }),
-    }
+    let mut resent = false;
+    let outcome = route
+        .call("release", timeout, Resend::Always, |mut rpc| {
+            let attempt = resent;
+            resent = true;
+            let request = request.clone();
+            async move {
+                match rpc.release(request).await {
+                    Ok(_) => Ok(()),
+                    // Released by the attempt that got no answer.
+                    Err(status) if attempt && is_released(&status) => Ok(()),
+                    Err(status) => Err(status),
+                }
+            }
+        })
+        .await;
+    outcome
+}
+
+/// Whether `status` says the lease was released already.
+fn is_released(status: &Status) -> bool {
+    matches!(Error::from(status.clone()), Error::LeaseReleased { .. })
 }

@@ -28,11 +28,18 @@ use tonic::{Response, Status};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::route::Resend;
 use crate::shared::Shared;
 
 /// The unary `Acquire` call, bounded by the wait plus the request timeout. Returns the send
 /// instant (read before the call, CONTRACT S4) with the answer. Dropping its future hands
 /// a grant back as the module documentation says.
+///
+/// It follows the leader ([`Route`](crate::route::Route)): a not-leader refusal changed
+/// nothing, so the acquire is sent again where it points, with a send instant of its own.
+/// One that failed without an answer is sent again only if it never left (no connection
+/// could be made): one that reached a server that then failed may have been granted, and
+/// a second acquire could make a second lease, so that failure is reported.
 pub(crate) async fn unary_acquire(
     shared: &Arc<Shared>,
     request: AcquireRequest,
@@ -43,23 +50,21 @@ pub(crate) async fn unary_acquire(
     let limit = wait
         .saturating_add(shared.config.request_timeout)
         .min(Config::LONGEST);
-    let mut request = tonic::Request::new(request);
-    request.set_timeout(limit);
-    let mut rpc = shared.rpc.clone();
-    let sent = shared.now();
-    let call = InFlight {
-        call: Some(Box::pin(async move { rpc.acquire(request).await })),
-        waiting: !wait.is_zero(),
-        shared: shared.clone(),
-    };
-    match tokio::time::timeout(limit, call).await {
-        Ok(Ok(reply)) => Ok((sent, reply)),
-        Ok(Err(status)) => Err(Error::from(status)),
-        Err(_) => Err(Error::Timeout {
-            what: "acquire",
-            after: limit,
-        }),
-    }
+    shared
+        .route
+        .call("acquire", limit, Resend::IfUnsent, |mut rpc| {
+            let mut request = tonic::Request::new(request.clone());
+            request.set_timeout(limit);
+            // CONTRACT S4: read before the call is handed to the channel.
+            let sent = shared.now();
+            let call = InFlight {
+                call: Some(Box::pin(async move { rpc.acquire(request).await })),
+                waiting: !wait.is_zero(),
+                shared: shared.clone(),
+            };
+            async move { call.await.map(|reply| (sent, reply)) }
+        })
+        .await
 }
 
 /// A unary `Acquire` call in flight: the call until it has answered, and what is needed

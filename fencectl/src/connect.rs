@@ -17,7 +17,9 @@ const READER_TTL: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Default)]
 pub struct ServerEndpoints {
     /// The endpoints, tried in order until one connects: `http://host:port`,
-    /// `https://host:port`, or `host:port` (`https://` with a CA, else `http://`).
+    /// `https://host:port`, or `host:port` (`https://` with a CA, else `http://`); one
+    /// scheme for all. Several are the members of a cluster: every call follows the leader
+    /// among them.
     pub endpoints: Vec<String>,
     /// The CA certificate (PEM) that signed the server's: turns on TLS.
     pub tls_ca: Option<PathBuf>,
@@ -66,27 +68,28 @@ impl ServerEndpoints {
         Ok(Some(tls))
     }
 
-    /// An SDK client on the first endpoint that connects, holding leases as `holder` with
+    /// An SDK client of the endpoints (the members of a cluster: it connects to the first
+    /// that answers and follows the leader from there), holding leases as `holder` with
     /// `ttl` as their TTL.
     pub async fn client(&self, holder: &str, ttl: Duration) -> Result<Client, Error> {
         let tls = self.tls()?;
         let urls = self.urls()?;
-        let mut last = String::new();
-        for url in &urls {
-            let mut builder = Client::builder(url.clone()).holder(holder).default_ttl(ttl);
-            if let Some(tls) = &tls {
-                builder = builder.tls(tls.clone());
-            }
-            match builder.connect().await {
-                Ok(client) => return Ok(client),
-                Err(e @ fenced_client::Error::Config { .. }) => return Err(e.into()),
-                Err(e) => last = format!("{url}: {e}"),
-            }
+        let mut builder = Client::builder_for_cluster(urls.iter().cloned())
+            .holder(holder)
+            .default_ttl(ttl);
+        if let Some(tls) = tls {
+            builder = builder.tls(tls);
         }
-        Err(Error::Unreachable {
-            endpoints: urls.join(","),
-            last,
-        })
+        match builder.connect().await {
+            Ok(client) => Ok(client),
+            Err(
+                e @ (fenced_client::Error::Connect { .. } | fenced_client::Error::NoLeader { .. }),
+            ) => Err(Error::Unreachable {
+                endpoints: urls.join(","),
+                last: e.to_string(),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// An SDK client that takes no lock, for reading (list, describe, watch, check).

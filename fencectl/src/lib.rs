@@ -11,9 +11,10 @@
 //! - `fencectl completions SHELL`: a completion script for bash, zsh, fish, elvish or
 //!   PowerShell.
 //!
-//! Endpoints come from `--endpoints` or `FENCED_ENDPOINTS` (comma-separated, tried in
-//! order until one connects; `host:port` means `http://host:port`, or `https://` with
-//! `--tls-ca`).
+//! Endpoints come from `--endpoints` or `FENCED_ENDPOINTS` (comma-separated or repeated,
+//! tried in order until one connects; `host:port` means `http://host:port`, or `https://`
+//! with `--tls-ca`; one scheme for all). Several endpoints are the members of a cluster:
+//! every call follows its leader ([`fenced_client::ClientBuilder::endpoints`]).
 //!
 //! # When the child is stopped (CONTRACT S4)
 //! The SDK keeps a *local deadline* per lease: the send time of the latest confirmed

@@ -19,8 +19,9 @@ use serde_json::json;
 #[derive(Debug, Parser)]
 #[command(name = "fencectl", version, about)]
 struct Cli {
-    /// The server's endpoints, comma-separated, tried in order until one connects
-    /// (`http://host:port`, `https://host:port`, or `host:port`).
+    /// The server's endpoints, comma-separated (or the flag repeated), tried in order until
+    /// one connects (`http://host:port`, `https://host:port`, or `host:port`; one scheme
+    /// for all). A cluster's members: calls follow its leader.
     #[arg(
         long,
         global = true,

@@ -13,6 +13,9 @@
 //!   `restart` on the same data directory and `stop` (SIGTERM).
 //! - [`http`]: a minimal HTTP/1.1 client for the admin listener: a GET, and a
 //!   server-sent event stream read as it comes.
+//! - [`member`]: [`member::FakeMember`], an in-process cluster member that forwards every
+//!   rpc to a real server or refuses it as not the leader (naming one or not), switched
+//!   on the test's command.
 //! - [`proxy`]: [`proxy::Proxy`], a TCP proxy that passes, delays, resets or black-holes
 //!   connections on the test's command.
 //! - [`pki`]: [`pki::TestPki`], a throwaway CA and `localhost` certificate for TLS tests.
@@ -28,6 +31,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod http;
 pub mod kv_server;
+pub mod member;
 pub mod pki;
 pub mod postgres;
 pub mod power_cut;

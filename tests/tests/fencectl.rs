@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use fenced_client::{AcquireOptions, Client};
 use fenced_tests::binaries::binary;
+use fenced_tests::member::{FakeMember, Role};
 use fenced_tests::proxy::Proxy;
 use fenced_tests::server::{signal, TestServer};
 
@@ -551,4 +552,56 @@ async fn a_fencectl_frozen_past_its_lease_kills_the_command_as_soon_as_it_wakes(
         "stderr: {stderr}"
     );
     assert!(stderr.contains("SIGKILL"), "stderr: {stderr}");
+}
+
+// checks: L3 (fencectl given a cluster's members reaches the leader past a member where
+// nothing listens and one that is not the leader, at an address it was never given)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_endpoints_are_a_cluster_whose_leader_every_command_follows() {
+    let server = TestServer::start();
+    let client = Client::connect(server.endpoint()).await.unwrap();
+    let lease = client.try_acquire("cluster/held").await.unwrap();
+    let follower = FakeMember::start(Role::NotLeader(Some(server.addr().to_string()))).await;
+    let closed = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    // Comma-separated, `host:port` without a scheme for one of them.
+    let endpoints = format!("{closed},{}", follower.endpoint());
+    let output = tokio::task::spawn_blocking(move || {
+        fencectl_output(&endpoints, &["describe", "cluster/held", "--json"])
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["token"], lease.token().get());
+    assert!(follower.refused() >= 1);
+
+    // The flag, repeated, works as the list does.
+    let follower_endpoint = follower.endpoint();
+    let token = lease.token().get().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(binary("fencectl"))
+            .env_remove("FENCED_ENDPOINTS")
+            .args(["--endpoints", &format!("http://{closed}")])
+            .args(["--endpoints", &follower_endpoint])
+            .args(["check", "cluster/held", &token, "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["current"], true);
 }

@@ -24,6 +24,7 @@ use crate::{
 };
 
 mod abandoned;
+mod cluster;
 mod framed;
 mod huge_durations;
 
@@ -81,6 +82,9 @@ struct Script {
     token: u64,
     /// Every acquire received, whichever rpc carried it, in order.
     acquires: Vec<AcquireRequest>,
+    /// Refuse this many of the next acquires and releases (whichever rpc carries them) as
+    /// a cluster member that is not the leader and knows none.
+    not_leader: usize,
 }
 
 impl Script {
@@ -103,6 +107,7 @@ impl Script {
             released: Vec::new(),
             token: 7,
             acquires: Vec::new(),
+            not_leader: 0,
         }
     }
 }
@@ -131,6 +136,10 @@ impl Fake {
             let mut script = self.script.lock().unwrap();
             script.acquires.push(request.clone());
             script.clock.advance(script.delay);
+            if script.not_leader > 0 {
+                script.not_leader -= 1;
+                return Err(not_leader());
+            }
             if let Some((holder, token)) = &script.busy {
                 // Worded and tagged as the real server's `Refusal::Busy`.
                 let mut status = Status::aborted(format!(
@@ -171,9 +180,23 @@ impl Fake {
         if let Some(status) = script.release_refusal.clone() {
             return Err(status);
         }
+        if script.not_leader > 0 {
+            script.not_leader -= 1;
+            return Err(not_leader());
+        }
         script.released.push(request.lease_id);
         Ok(ReleaseResponse {})
     }
+}
+
+/// A cluster member's refusal as not the leader, with no leader known.
+fn not_leader() -> Status {
+    let mut status = Status::unavailable("not the leader");
+    status.metadata_mut().insert(
+        fenced_proto::metadata::ERROR_CODE,
+        fenced_proto::metadata::NOT_LEADER_CODE.parse().unwrap(),
+    );
+    status
 }
 
 /// Counts a held acquire whose future is dropped before the gate opens.
