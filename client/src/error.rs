@@ -41,6 +41,14 @@ pub enum Error {
     /// A lock name, lease id or token broke the protocol's rules (checked before sending).
     #[error("invalid input: {0}")]
     InvalidInput(#[from] InvalidInput),
+    /// The lease id this client chose for a new lease is in use (`ABORTED`,
+    /// `lease-id-taken`): an acquire sent again after its first attempt's grant was
+    /// already handed back. The SDK then acquires once more with a fresh id.
+    #[error("the lease id chosen for a new lease is in use: {message}")]
+    LeaseIdTaken {
+        /// The server's message.
+        message: String,
+    },
     /// The lock stayed taken (`ABORTED`): by whom, with which token, as far as the server
     /// said.
     #[error("lock {lock} is busy: {message}")]
@@ -183,6 +191,7 @@ impl From<SessionError> for Error {
 fn classify(code: Code, message: String, details: Details) -> Error {
     let error_code = details.error_code.as_str();
     match code {
+        Code::Aborted if error_code == "lease-id-taken" => Error::LeaseIdTaken { message },
         Code::Aborted => {
             // The details first (exact), the message as a fallback (written for humans).
             let (parsed_holder, parsed_token) = parse_busy(&message);

@@ -37,13 +37,38 @@ use crate::shared::Shared;
 ///
 /// It follows the leader ([`Route`](crate::route::Route)): a not-leader refusal changed
 /// nothing, so the acquire is sent again where it points, with a send instant of its own.
-/// One that failed without an answer is sent again only if it never left (no connection
-/// could be made): one that reached a server that then failed may have been granted, and
-/// a second acquire could make a second lease, so that failure is reported.
+/// A try-once acquire that creates a lease with the id this client chose
+/// (`new_lease_id`) is sent again after a failure without an answer too (a leader that
+/// died mid-call): if the first attempt was granted, the retry gets that grant back; if
+/// that grant was handed back meanwhile (its id is taken now), it acquires once more with
+/// a fresh id. Any other acquire that failed without an answer is sent again only if it
+/// never left (no connection could be made): a queued one that reached a server that then
+/// failed may still be granted, and that failure is reported.
 pub(crate) async fn unary_acquire(
+    shared: &Arc<Shared>,
+    mut request: AcquireRequest,
+    wait: Duration,
+) -> Result<(Duration, AcquireResponse), Error> {
+    let idempotent = wait.is_zero() && !request.new_lease_id.is_empty();
+    if !idempotent {
+        return send_acquire(shared, request, wait, Resend::IfUnsent).await;
+    }
+    match send_acquire(shared, request.clone(), wait, Resend::Always).await {
+        Err(Error::LeaseIdTaken { .. }) => {
+            request.new_lease_id = LeaseId::random().to_string();
+            send_acquire(shared, request, wait, Resend::Always).await
+        }
+        answer => answer,
+    }
+}
+
+/// One unary `Acquire`, following the leader, sent again after a failure without an
+/// answer as `resend` says.
+async fn send_acquire(
     shared: &Arc<Shared>,
     request: AcquireRequest,
     wait: Duration,
+    resend: Resend,
 ) -> Result<(Duration, AcquireResponse), Error> {
     // Saturating, and no longer than any timer can hold: a caller may well write
     // `Duration::MAX` for "as long as it takes" (the server then refuses the wait).
@@ -52,7 +77,7 @@ pub(crate) async fn unary_acquire(
         .min(Config::LONGEST);
     shared
         .route
-        .call("acquire", limit, Resend::IfUnsent, |mut rpc| {
+        .call("acquire", limit, resend, |mut rpc| {
             let mut request = tonic::Request::new(request.clone());
             request.set_timeout(limit);
             // CONTRACT S4: read before the call is handed to the channel.

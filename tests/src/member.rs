@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use fenced_proto::metadata::{ERROR_CODE, LEADER, NOT_LEADER_CODE};
@@ -48,6 +48,8 @@ pub struct FakeMember {
     refused: Arc<AtomicUsize>,
     /// How many rpcs it forwarded.
     forwarded: Arc<AtomicUsize>,
+    /// Whether the next forwarded `Acquire` loses its answer.
+    lose_acquire_answer: Arc<AtomicBool>,
     /// The server task.
     task: JoinHandle<()>,
 }
@@ -60,10 +62,12 @@ impl FakeMember {
         let (role, watched) = watch::channel(role);
         let refused = Arc::new(AtomicUsize::new(0));
         let forwarded = Arc::new(AtomicUsize::new(0));
+        let lose_acquire_answer = Arc::new(AtomicBool::new(false));
         let service = Member {
             role: watched,
             refused: refused.clone(),
             forwarded: forwarded.clone(),
+            lose_acquire_answer: lose_acquire_answer.clone(),
         };
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -76,8 +80,16 @@ impl FakeMember {
             role,
             refused,
             forwarded,
+            lose_acquire_answer,
             task,
         }
+    }
+
+    /// Makes the next `Acquire` it forwards lose its answer: the real server handles it
+    /// (and may grant it), and the client gets `UNAVAILABLE` instead, as from a leader
+    /// that died between committing a grant and answering it.
+    pub fn lose_next_acquire_answer(&self) {
+        self.lose_acquire_answer.store(true, Ordering::SeqCst);
     }
 
     /// Its address, `host:port` (what a `fenced-leader` would name).
@@ -131,6 +143,8 @@ struct Member {
     refused: Arc<AtomicUsize>,
     /// Rpcs forwarded.
     forwarded: Arc<AtomicUsize>,
+    /// Whether the next forwarded `Acquire` loses its answer.
+    lose_acquire_answer: Arc<AtomicBool>,
 }
 
 /// A forwarded answer stream.
@@ -200,7 +214,14 @@ impl LockService for Member {
         &self,
         request: Request<AcquireRequest>,
     ) -> Result<Response<AcquireResponse>, Status> {
-        self.upstream().await?.acquire(request.into_inner()).await
+        let answer = self.upstream().await?.acquire(request.into_inner()).await;
+        if self.lose_acquire_answer.swap(false, Ordering::SeqCst) {
+            return Err(Status::unavailable(format!(
+                "the fake member lost the answer ({:?})",
+                answer.map(|answer| answer.into_inner().token)
+            )));
+        }
+        answer
     }
 
     async fn renew(

@@ -436,3 +436,38 @@ async fn a_waiting_acquire_broken_in_transit_is_not_sent_again() {
     held.release().await.unwrap();
     assert!(reader.describe("transit/a").await.unwrap().holder.is_none());
 }
+
+// checks: S3, L3 (a try-once acquire whose answer was lost after the leader granted it is
+// sent again with the lease id the client chose, and finds that grant: the same token, no
+// second lease left holding the lock until its TTL ends)
+#[tokio::test]
+async fn an_acquire_whose_answer_was_lost_is_sent_again_and_finds_its_own_grant() {
+    let server = TestServer::start();
+    // The first member forwards to the real server, as a leader serves; when it "dies"
+    // with the answer, the client moves on to the next member (here the server itself).
+    let leader = FakeMember::start(Role::Forward(server.endpoint())).await;
+    let client = cluster(&[leader.endpoint(), server.endpoint()], "lost-answer")
+        .session(false)
+        .connect()
+        .await
+        .unwrap();
+    leader.lose_next_acquire_answer();
+    let lease = client
+        .acquire("lost/answer", AcquireOptions::try_once())
+        .await
+        .expect("the acquire is sent again and finds its grant");
+    let token = lease.fence().unwrap();
+    let view = client.describe("lost/answer").await.unwrap();
+    assert_eq!(
+        view.holder.as_ref().map(|holder| holder.token),
+        Some(token),
+        "{view:?}"
+    );
+    lease.release().await.unwrap();
+    // Released, the lock is free at once: no second lease from the first attempt holds it.
+    let other = connect(&[server.endpoint()], "other").await;
+    other
+        .acquire("lost/answer", AcquireOptions::try_once())
+        .await
+        .expect("the lock is free once the one lease is released");
+}
