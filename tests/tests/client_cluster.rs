@@ -58,7 +58,7 @@ async fn closed_port() -> String {
     format!("http://{}", closed_addr().await)
 }
 
-// checks: L3 (a client given only a member that is not the leader reaches the leader, at
+// checks: L3, C4 (a client given only a member that is not the leader reaches the leader, at
 // an address it was never given, for every kind of call), S1 (the tokens are the real
 // server's grants), S4 (fence on a lease granted through the redirect)
 #[tokio::test]
@@ -437,7 +437,7 @@ async fn a_waiting_acquire_broken_in_transit_is_not_sent_again() {
     assert!(reader.describe("transit/a").await.unwrap().holder.is_none());
 }
 
-// checks: S3, L3 (a try-once acquire whose answer was lost after the leader granted it is
+// checks: S3, L3, C4 (a try-once acquire whose answer was lost after the leader granted it is
 // sent again with the lease id the client chose, and finds that grant: the same token, no
 // second lease left holding the lock until its TTL ends)
 #[tokio::test]

@@ -92,7 +92,7 @@ struct Acked {
     at: Instant,
 }
 
-// checks: S1, S2, S3
+// checks: S1, S2, S3, C1, C3
 // Writers take and release locks through whoever leads while the leader is killed with
 // SIGKILL. Every acknowledged token is unique and every token acknowledged after the kill
 // is above every token acknowledged before it (S1); a lock held before the kill is held
@@ -238,17 +238,46 @@ async fn wait_for_acks(acked: &Mutex<Vec<Acked>>, count: usize) {
     }
 }
 
-// checks: S3, S7, L3
+/// The members' longest election timeout (twice `--election-timeout-ms`, default 200).
+const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(400);
+
+/// A generous bound on a promotion (the vote, the barrier's commit, reading the state
+/// back) on a loaded machine, for the upper end of the lease extension.
+const PROMOTION_BOUND: Duration = Duration::from_secs(5);
+
+// checks: S3, S7, L3, C3
 // A holder that renews through whoever leads keeps its lease across the leader's SIGKILL:
-// its renewal is confirmed by the new leader, which restored the lease (L3 on the server's
-// side); nobody else can take the lock meanwhile (S3).
+// the new leader restored the lease with a deadline never earlier than the holder's (its
+// grant was sent at `sent`, TTL 4 s) and no later than CONTRACT C3's worst case, and then
+// confirms its renewal (L3 on the server's side); nobody else can take the lock (S3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_that_renews_keeps_its_lease_across_the_leaders_kill() {
+    const TTL: Duration = Duration::from_secs(4);
     let mut cluster = TestCluster::start(&["--no-fdatasync"]);
     let leader = cluster.leader(&[]).await;
     let mut router = Router::new(cluster.endpoints());
+    let sent = Instant::now();
     let grant = acquire(&mut router, "held", 4_000).await.expect("a grant");
+    let killed = Instant::now();
     cluster.member(leader).kill();
+    // The new leader's deadline for the lease, as seen from here (between asked + remaining
+    // and answered + remaining): it cannot be earlier than the holder's belief (sent +
+    // TTL), and C3 bounds how much later it can be.
+    let asked = Instant::now();
+    let restored = describe(&mut router, "held").await;
+    let answered = Instant::now();
+    assert!(restored.held, "{restored:?}");
+    let remaining = Duration::from_millis(restored.remaining_ms);
+    assert!(
+        asked + remaining >= sent + TTL,
+        "the new leader ends the lease {:?} before the holder believes it ends",
+        (sent + TTL) - (asked + remaining)
+    );
+    assert!(
+        answered + remaining <= killed + 2 * ELECTION_TIMEOUT_MAX + PROMOTION_BOUND + TTL,
+        "the lease lives {:?} past its TTL across the failover",
+        (answered + remaining) - (sent + TTL)
+    );
     let renewed = renew(&mut router, &grant.lease_id)
         .await
         .expect("a renewal through the new leader");
@@ -264,7 +293,7 @@ async fn a_holder_that_renews_keeps_its_lease_across_the_leaders_kill() {
     assert_eq!(info.token, grant.token, "{info:?}");
 }
 
-// checks: S3, S7
+// checks: S3, S7, C2
 // A leader paused with SIGSTOP until the others elected a new one confirms nothing once
 // it runs again: a renewal and an acquire sent to it are refused (not-leader), never
 // answered from its stale table, and the new leader still holds the lock for its holder.
@@ -302,7 +331,7 @@ async fn a_leader_paused_past_the_election_timeout_confirms_nothing_once_deposed
     assert!(info.held && info.token == grant.token, "{info:?}");
 }
 
-// checks: S1, S2
+// checks: S1, S2, C1
 // All three members killed with SIGKILL and started again on their data directories: the
 // held lock is back with its token, and the next grant's token is above every token
 // issued before.
@@ -339,7 +368,7 @@ async fn a_full_cluster_restart_keeps_grants_and_tokens_go_on_up() {
     );
 }
 
-// checks: S1, S3
+// checks: S1, S3, C4
 // An acquire whose answer was lost in a failover is sent again with the lease id its
 // client chose: the new leader answers with the grant the first one made (the same lease
 // and token), not a second lease that would wait for the first one's expiry.

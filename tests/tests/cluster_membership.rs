@@ -59,7 +59,7 @@ async fn grant(router: &mut Router, lock: &str) -> pb::AcquireResponse {
         .expect("a grant")
 }
 
-// checks: S1, S2, S3
+// checks: S1, S2, S3, C1, C4
 // A member added to a running cluster catches up and votes: after an original member is
 // removed and another is killed, the two that are left (one of them the new one) are a
 // quorum of three and go on granting, with the lock held before every change still held
