@@ -137,6 +137,12 @@ struct Args {
     /// stops serving and rebuilds its table from the committed state, in milliseconds.
     #[arg(long, env = "FENCED_COMMIT_TIMEOUT_MS", default_value_t = 5_000)]
     commit_timeout_ms: u64,
+    /// Cluster members: seed a new cluster from this single node's data directory (stop
+    /// that node first). The member commits its locks, leases, lock-delays and token
+    /// counter when it first leads an empty cluster, so tokens continue above every token
+    /// the single node issued; ignored once the cluster holds any state.
+    #[arg(long, env = "FENCED_SEED_FROM", requires = "node_id")]
+    seed_from: Option<PathBuf>,
 }
 
 impl Args {
@@ -152,6 +158,7 @@ impl Args {
                 heartbeat_interval: Duration::from_millis(self.heartbeat_ms),
                 election_timeout: Duration::from_millis(self.election_timeout_ms),
                 commit_timeout: Duration::from_millis(self.commit_timeout_ms),
+                seed_from: self.seed_from,
                 ..ClusterSettings::new(node_id, raft_listen)
             }),
             _ => None,

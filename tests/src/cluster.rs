@@ -41,6 +41,13 @@ impl TestCluster {
     /// Starts members 1, 2 and 3 of a new cluster, with `extra_args` for each (e.g.
     /// `--no-fdatasync`).
     pub fn start(extra_args: &[&str]) -> TestCluster {
+        TestCluster::start_with(extra_args, &[])
+    }
+
+    /// As [`TestCluster::start`], with `first_only` given to member 1 alone. With
+    /// `--seed-from DIR` in it, only member 1 gets the members list: it starts the cluster
+    /// alone, seeds it, and adds the others, which wait to be added.
+    pub fn start_with(extra_args: &[&str], first_only: &[&str]) -> TestCluster {
         let raft: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
         let client_addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
         let members_list = (0..3)
@@ -51,15 +58,15 @@ impl TestCluster {
             .map(|i| {
                 let id = (i + 1).to_string();
                 let raft_listen = raft[i].to_string();
-                let mut args = vec![
-                    "--node-id",
-                    &id,
-                    "--raft-listen",
-                    &raft_listen,
-                    "--members",
-                    &members_list,
-                ];
+                let seeding = first_only.contains(&"--seed-from");
+                let mut args = vec!["--node-id", &id, "--raft-listen", &raft_listen];
+                if i == 0 || !seeding {
+                    args.extend_from_slice(&["--members", &members_list]);
+                }
                 args.extend_from_slice(extra_args);
+                if i == 0 {
+                    args.extend_from_slice(first_only);
+                }
                 // openraft logs every failed attempt to reach a member that is down (the
                 // tests kill members on purpose); fenced's own warnings stay.
                 ServerProcess::start_listening(

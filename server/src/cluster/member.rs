@@ -38,8 +38,9 @@ use crate::cluster::network::Network;
 use crate::cluster::promotion::{Promoter, Promotion, PromotionError, RoleChange};
 use crate::cluster::raft_service::spawn_raft_server;
 use crate::cluster::replicated_commit::ReplicatedCommit;
+use crate::cluster::seed::{self, SeedError};
 use crate::cluster::settings::{ClusterSettings, ClusterSettingsError};
-use crate::cluster::state_machine::StateMachine;
+use crate::cluster::state_machine::{Image, StateMachine};
 use crate::cluster::types::TypeConfig;
 use crate::committer::{run_reaper, spawn_committer};
 use crate::config::Config;
@@ -94,6 +95,9 @@ pub enum MemberError {
         #[source]
         source: RestoreError,
     },
+    /// The cluster could not be seeded from a single node's data directory.
+    #[error("cannot seed the cluster: {0}")]
+    Seed(#[from] SeedError),
     /// A term's committer thread could not be started.
     #[error("cannot start a term's committer thread: {0}")]
     SpawnCommitter(#[source] std::io::Error),
@@ -176,7 +180,19 @@ impl OpenMember {
         let stop = CancellationToken::new();
         let raft_server = spawn_raft_server(&raft, listener, &stop);
         if !settings.initial_members.is_empty() {
-            match raft.initialize(settings.initial_members.clone()).await {
+            // A seeding member starts the cluster alone, so that nobody serves before the
+            // seed is in; it adds the other members once it has seeded ([`seed`]).
+            let first = if settings.seed_from.is_some() {
+                settings
+                    .initial_members
+                    .iter()
+                    .filter(|(id, _)| **id == me)
+                    .map(|(id, node)| (*id, node.clone()))
+                    .collect()
+            } else {
+                settings.initial_members.clone()
+            };
+            match raft.initialize(first).await {
                 Ok(()) => {
                     tracing::info!(members = ?settings.initial_members.keys(), "initialized a new cluster")
                 }
@@ -194,8 +210,9 @@ impl OpenMember {
             Leadership::spawn(raft.clone(), LeadershipConfig::default(), stop.clone())?;
         let serving = Serving::cluster(raft.metrics(), leadership);
         let terms = tokio::spawn(run_terms(Terms {
-            promoter: Promoter::new(me, raft.clone(), image),
+            promoter: Promoter::new(me, raft.clone(), image.clone()),
             raft: raft.clone(),
+            image,
             serving: serving.clone(),
             config,
             settings,
@@ -265,6 +282,8 @@ struct Terms {
     promoter: Promoter,
     /// The raft core, for each term's commits.
     raft: Raft<TypeConfig>,
+    /// The state machine's image, read back after a seed.
+    image: Image,
     /// Where each term's engine is served.
     serving: Serving,
     /// The server's settings (the table's limits).
@@ -318,7 +337,32 @@ async fn serve_terms(terms: &mut Terms) -> Result<(), MemberError> {
                     term.end(&terms.serving).await;
                 }
                 match change? {
-                    RoleChange::Promoted(promotion) => {
+                    RoleChange::Promoted(mut promotion) => {
+                        if let Some(dir) = &terms.settings.seed_from {
+                            if seed::is_empty(&promotion.restored) {
+                                let records = seed::read_single_node(dir, terms.config.cache_bytes)?;
+                                let count = records.len();
+                                match seed::commit_seed(&terms.raft, &terms.image, promotion.epoch, records).await {
+                                    Ok(restored) => {
+                                        tracing::info!(dir = %dir.display(), records = count, next_token = %restored.next_token, "seeded the cluster from a single node's data directory");
+                                        promotion.restored = restored;
+                                    }
+                                    Err(SeedError::Commit { reason }) => {
+                                        tracing::warn!(%reason, "the seed was not committed; seeding again when this member leads again");
+                                        terms.promoter.forget();
+                                        continue;
+                                    }
+                                    Err(error) => return Err(error.into()),
+                                }
+                            }
+                        }
+                        if terms.settings.seed_from.is_some() {
+                            tokio::spawn(seed::add_initial_members(
+                                terms.raft.clone(),
+                                terms.settings.node_id,
+                                terms.settings.initial_members.clone(),
+                            ));
+                        }
                         tracing::info!(term = promotion.term, barrier = %promotion.barrier_log_id, leases = promotion.restored.leases.len(), locks = promotion.restored.locks.len(), "promoted: serving as the leader");
                         current = Some(Term::start(terms, promotion)?);
                     }

@@ -15,6 +15,7 @@
 //! - [`member`]: a running member: the raft core, its listener, and a term of service
 //!   (an engine over a replicated store) while it leads.
 //! - [`membership`]: the `ClusterService`: the members, adding and removing one.
+//! - [`seed`]: a new cluster seeded from a single node's data directory.
 //! - [`types`]: openraft's type configuration, the node's addresses, the commit batch.
 //! - [`log_store`]: the raft log on disk (segments of framed entries, the vote and the
 //!   purged and committed log ids beside them), openraft's `RaftLogStorage`.
@@ -43,6 +44,7 @@ pub mod network;
 pub mod promotion;
 pub mod raft_service;
 pub mod replicated_commit;
+pub mod seed;
 pub mod settings;
 pub mod state_file;
 pub mod state_machine;

@@ -40,6 +40,9 @@ pub struct ClusterSettings {
     /// How long a commit may wait for a quorum before the leader ends its term of service
     /// (its table is rebuilt from the committed state).
     pub commit_timeout: Duration,
+    /// A (stopped) single node's data directory to seed a new cluster from
+    /// ([`crate::cluster::seed`]); ignored once the cluster's state is not empty.
+    pub seed_from: Option<std::path::PathBuf>,
 }
 
 /// Cluster settings that cannot work, with the values that conflict.
@@ -145,6 +148,7 @@ impl ClusterSettings {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             election_timeout: DEFAULT_ELECTION_TIMEOUT,
             commit_timeout: crate::cluster::replicated_commit::DEFAULT_COMMIT_TIMEOUT,
+            seed_from: None,
         }
     }
 
