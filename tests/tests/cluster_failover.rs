@@ -401,3 +401,49 @@ async fn an_acquire_sent_again_after_a_failover_finds_its_own_grant() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
 }
+
+// checks: L3, S4, C3, C4
+// The SDK, given every member, holds a lease (TTL 3 s, renewed at a third of it) while the
+// leader is killed with SIGKILL: its renewals find the new leader before the local
+// deadline, so the lease is never lost and its token still fences after the failover, and
+// the new leader still names it the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_holder_keeps_its_lease_through_the_leaders_kill() {
+    let mut cluster = TestCluster::start(&["--no-fdatasync"]);
+    let leader = cluster.leader(&[]).await;
+    let client = fenced_client::Client::builder_for_cluster(cluster.endpoints())
+        .holder("sdk-holder")
+        .pause_threshold(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
+    let lease = client
+        .acquire(
+            "sdk/held",
+            fenced_client::AcquireOptions::try_once().ttl(Duration::from_secs(3)),
+        )
+        .await
+        .unwrap();
+    let token = lease.fence().unwrap();
+    cluster.member(leader).kill();
+    // Three TTLs after the kill, checked every 50 ms: never lost.
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        let status = lease.status();
+        assert!(
+            !status.state.is_lost(),
+            "lost across the failover: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = lease.status();
+    assert!(status.state.is_held(), "{status:?}");
+    assert_eq!(lease.fence().unwrap(), token);
+    let view = client.describe("sdk/held").await.unwrap();
+    assert_eq!(
+        view.holder.as_ref().map(|holder| holder.token),
+        Some(token),
+        "{view:?}"
+    );
+    lease.release().await.unwrap();
+}
