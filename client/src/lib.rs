@@ -50,6 +50,7 @@
 //! - [`inspect`]: reading the lock table: describe, list, check a token, watch a lock or a
 //!   prefix.
 //! - [`lease`]: [`Lease`]: fence, attach the token to a request, observe, release.
+//! - [`cluster_admin`]: a cluster's members: list, add, remove.
 //! - [`election`]: [`Election`]: campaign, leader, observe, resign.
 //! - [`state`]: [`LeaseState`] and the reasons for suspicion and loss.
 //! - [`config`]: [`Config`] with its defaults, and [`DeadlinePolicy`], the arithmetic of S4.
@@ -73,6 +74,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod cluster_admin;
 pub mod config;
 pub mod election;
 pub mod error;
@@ -95,6 +97,7 @@ pub use client::{
     AcquireOptions, Client, ClientBuilder, Holder, LockEvent, LockEventKind, LockInfo, LockWatch,
 };
 pub use clock::{BootClock, Clock, ManualClock};
+pub use cluster_admin::{Member, Members};
 pub use config::{Config, DeadlinePolicy, FramedTls};
 pub use election::Election;
 pub use error::{Error, FenceError};

@@ -313,10 +313,29 @@ impl Route {
         F: FnMut(LockServiceClient<Channel>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        self.call_on(what, limit, resend, |channel| {
+            send(LockServiceClient::new(channel))
+        })
+        .await
+    }
+
+    /// As [`Route::call`], for any service on the member's channel (the
+    /// `ClusterService`).
+    pub(crate) async fn call_on<T, F, Fut>(
+        &self,
+        what: &'static str,
+        limit: Duration,
+        resend: Resend,
+        mut send: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
         let mut attempts = self.attempts(resend);
         loop {
             let current = self.current();
-            let status = match tokio::time::timeout(limit, send(current.rpc())).await {
+            let status = match tokio::time::timeout(limit, send(current.channel.clone())).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(status)) => status,
                 Err(_) => return Err(Error::Timeout { what, after: limit }),

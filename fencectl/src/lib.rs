@@ -70,6 +70,7 @@
 //!   forwarding, the kill plan, release.
 //! - [`inspect`]: list (all pages), describe, check.
 //! - [`watch`]: the live table and the event stream.
+//! - [`members`]: a cluster's members, as a table or JSON.
 //! - [`output`]: tables and JSON.
 //! - [`error`]: [`Error`], each with its exit code.
 
@@ -79,6 +80,7 @@ pub mod error;
 pub mod exit;
 pub mod inspect;
 pub mod kill_plan;
+pub mod members;
 pub mod output;
 pub mod supervise;
 pub mod watch;

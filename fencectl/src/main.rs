@@ -11,7 +11,7 @@ use clap_complete::Shell;
 use fencectl::connect::ServerEndpoints;
 use fencectl::kill_plan::{KillPlan, Overrides};
 use fencectl::output::{table, LockRow};
-use fencectl::{duration, exit, inspect, supervise, watch, Error};
+use fencectl::{duration, exit, inspect, members, supervise, watch, Error};
 use fenced_client::{AcquireOptions, Election, FencingToken, Lease};
 use serde_json::json;
 
@@ -98,6 +98,23 @@ enum Command {
         name: String,
         /// The fencing token (a positive whole number).
         token: FencingToken,
+    },
+    /// A cluster's members: id, role (leader, voter, learner), raft and client addresses.
+    Members,
+    /// Add a member to a cluster: it must run (started without --members); it catches up,
+    /// then votes. To replace a member, add the new one, then remove the old one.
+    AddMember {
+        /// Its node id (its --node-id).
+        id: u64,
+        /// Where its peers reach it (its --raft-listen), host:port.
+        raft_addr: String,
+        /// Where clients reach it (its --listen), host:port.
+        client_addr: String,
+    },
+    /// Remove a member from a cluster.
+    RemoveMember {
+        /// Its node id.
+        id: u64,
     },
     /// Print a shell completion script.
     Completions {
@@ -225,6 +242,25 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
+        Command::Members => {
+            let client = target.reader().await?;
+            show_members(&client.members().await?, as_json)
+        }
+        Command::AddMember {
+            id,
+            raft_addr,
+            client_addr,
+        } => {
+            let client = target.reader().await?;
+            show_members(
+                &client.add_member(id, &raft_addr, &client_addr).await?,
+                as_json,
+            )
+        }
+        Command::RemoveMember { id } => {
+            let client = target.reader().await?;
+            show_members(&client.remove_member(id).await?, as_json)
+        }
         Command::Watch { prefix } => {
             let client = target.reader().await?;
             watch::run(&client, &prefix, as_json).await?;
@@ -284,4 +320,14 @@ fn release(outcome: Result<(), fenced_client::Error>, lock: &str) {
 /// Prints a line to stdout.
 fn print(text: &str) -> Result<(), Error> {
     writeln!(std::io::stdout(), "{text}").map_err(Error::Output)
+}
+
+/// Prints a cluster's members; exit code 0.
+fn show_members(members: &fenced_client::Members, as_json: bool) -> Result<i32, Error> {
+    if as_json {
+        print(&members::json(members).to_string())?;
+    } else {
+        print(members::table(members).trim_end())?;
+    }
+    Ok(0)
 }

@@ -168,3 +168,57 @@ async fn an_added_member_votes_and_a_removed_one_no_longer_counts() {
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
     assert_eq!(voters(&members(&mut router).await), voters(&listed));
 }
+
+/// Runs `fencectl --json --endpoints <all> ARGS...` and parses its JSON output.
+fn fencectl_json(endpoints: &[String], args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new(fenced_tests::binaries::binary("fencectl"))
+        .arg("--json")
+        .arg("--endpoints")
+        .arg(endpoints.join(","))
+        .args(args)
+        .output()
+        .expect("fencectl runs");
+    assert!(
+        output.status.success(),
+        "fencectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("fencectl prints JSON")
+}
+
+fn json_voters(members: &serde_json::Value) -> Vec<u64> {
+    members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|member| member["voter"] == true)
+        .map(|member| member["id"].as_u64().unwrap())
+        .collect()
+}
+
+// checks: C4 (fencectl lists, adds and removes members through whichever member leads)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencectl_lists_adds_and_removes_members() {
+    let mut cluster = TestCluster::start(&["--no-fdatasync"]);
+    let leader = cluster.leader(&[]).await;
+    let endpoints = cluster.endpoints();
+    let listed = fencectl_json(&endpoints, &["members"]);
+    assert_eq!(json_voters(&listed), vec![1, 2, 3], "{listed}");
+    assert_eq!(listed["leader"].as_u64(), Some(leader as u64), "{listed}");
+
+    let (id, raft, client) = cluster.start_joining(&["--no-fdatasync"]);
+    let (id_text, raft, client) = (id.to_string(), raft.to_string(), client.to_string());
+    let added = tokio::task::spawn_blocking({
+        let endpoints = endpoints.clone();
+        move || fencectl_json(&endpoints, &["add-member", &id_text, &raft, &client])
+    })
+    .await
+    .unwrap();
+    assert_eq!(json_voters(&added), vec![1, 2, 3, id], "{added}");
+    let removed = tokio::task::spawn_blocking(move || {
+        fencectl_json(&endpoints, &["remove-member", &id.to_string()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(json_voters(&removed), vec![1, 2, 3], "{removed}");
+}
