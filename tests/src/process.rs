@@ -43,11 +43,12 @@ pub fn spawn_listening_with_env(
         // Only a test that asks for it gets a systemd notification socket, never the one
         // the test run itself may have inherited.
         .env_remove("NOTIFY_SOCKET")
-        .envs(env.iter().map(|(key, value)| (key, value)))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        // After the default log filter, so that a caller's own filter wins.
+        .envs(env.iter().map(|(key, value)| (key, value)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
