@@ -23,11 +23,16 @@ use crate::table::Command;
 /// saves the hops through tokio's blocking pool on every commit.
 pub fn run_committer(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let result = (|| {
-        while !stop.load(Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) && !engine.is_closed() {
             engine.store().wait_for_work(&stop);
             let durable = engine.store().commit()?;
             engine.dispatch(durable)?;
             engine.store().maybe_checkpoint()?;
+        }
+        if engine.is_closed() {
+            // A cluster leader's term ended: what it staged is answered "outcome unknown"
+            // already, and the next term starts from what the cluster committed.
+            return Ok(());
         }
         let durable = engine.store().commit()?;
         engine.dispatch(durable)?;
