@@ -20,11 +20,15 @@ use tonic::Code;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A try-once acquire of `lock` with a `ttl_ms` lease.
+/// The lease id is chosen here, as the SDK does, so that the router may send the acquire
+/// again after a leader change without making a second lease ([`Router`] does so on any
+/// refusal that says "not the leader", including "outcome unknown").
 fn acquire_request(lock: &str, ttl_ms: u64) -> pb::AcquireRequest {
     pb::AcquireRequest {
         lock: lock.to_string(),
         holder: "cluster-test".to_string(),
         ttl_ms,
+        new_lease_id: fenced_types::LeaseId::random().to_string(),
         ..pb::AcquireRequest::default()
     }
 }
@@ -261,10 +265,13 @@ async fn a_holder_that_renews_keeps_its_lease_across_the_leaders_kill() {
     let killed = Instant::now();
     cluster.member(leader).kill();
     // The new leader's deadline for the lease, as seen from here (between asked + remaining
-    // and answered + remaining): it cannot be earlier than the holder's belief (sent +
-    // TTL), and C3 bounds how much later it can be.
+    // and answered + remaining, so asked only once a leader answers: the bounds are then
+    // milliseconds apart): it cannot be earlier than the holder's belief (sent + TTL), and
+    // C3 bounds how much later it can be.
+    let new_leader = cluster.leader(&[leader]).await;
+    let mut on_new_leader = Router::new(vec![cluster.endpoint(new_leader)]);
     let asked = Instant::now();
-    let restored = describe(&mut router, "held").await;
+    let restored = describe(&mut on_new_leader, "held").await;
     let answered = Instant::now();
     assert!(restored.held, "{restored:?}");
     let remaining = Duration::from_millis(restored.remaining_ms);

@@ -43,6 +43,7 @@ async fn grant(router: &mut Router, lock: &str) -> pb::AcquireResponse {
         lock: lock.to_string(),
         holder: "membership-test".to_string(),
         ttl_ms: 30_000,
+        new_lease_id: fenced_types::LeaseId::random().to_string(),
         ..pb::AcquireRequest::default()
     };
     router

@@ -18,6 +18,7 @@ async fn acquire(router: &mut Router, lock: &str) -> Result<pb::AcquireResponse,
         lock: lock.to_string(),
         holder: "seed-test".to_string(),
         ttl_ms: 600_000,
+        new_lease_id: fenced_types::LeaseId::random().to_string(),
         ..pb::AcquireRequest::default()
     };
     router

@@ -172,7 +172,10 @@ impl OpenMember {
                 addr: settings.raft_listen,
                 source,
             })?;
-        let raft = Raft::new(me, raft_config, Network::new(me), log, state_machine)
+        // Half the shortest election timeout: a member that comes back hears from the
+        // leader before its own election timer runs out.
+        let network = Network::new(me).with_unreachable_backoff(settings.election_timeout / 2);
+        let raft = Raft::new(me, raft_config, network, log, state_machine)
             .await
             .map_err(|error| MemberError::Start {
                 reason: error.to_string(),

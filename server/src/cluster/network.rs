@@ -14,13 +14,17 @@
 //! second that way (`the_leader_backs_off_from_a_member_that_is_down` measures it), so
 //! every failure that can last is `Unreachable`:
 //! - `Unreachable`: the peer cannot be connected to, the connection broke or was closed
-//!   (tonic's `UNAVAILABLE`, `CANCELLED`, or any status caused by a transport error), its
+//!   (tonic's `UNAVAILABLE`, `CANCELLED` other than a deadline, or any status caused by a
+//!   transport error), its
 //!   address does not parse, [`Links`] cut the link, or the peer answers with something
 //!   this node cannot use: another error status (a peer of another version, say), a
 //!   response that does not decode, a single entry above [`MAX_RAFT_MESSAGE_BYTES`].
 //! - `Timeout`: no answer within the `hard_ttl` openraft gives the call (also the request's
 //!   gRPC deadline, so the peer drops work nobody waits for), or the peer said
-//!   `DEADLINE_EXCEEDED`. It lasts the whole deadline, so it cannot spin.
+//!   `DEADLINE_EXCEEDED`, or tonic's own "deadline passed" (`CANCELLED`, "Timeout
+//!   expired"). It lasts the whole deadline, so it cannot spin; and it must not pause
+//!   replication, or a follower merely slower than a heartbeat's deadline would hear
+//!   nothing for the backoff and depose a healthy leader.
 //! - `PayloadTooLarge`: an `AppendEntries` of more than one entry that encodes above
 //!   [`MAX_RAFT_MESSAGE_BYTES`]; openraft retries it at once with fewer entries.
 //! - `RemoteError`: the peer's raft core refused the request (it is stopping, say).
@@ -75,6 +79,9 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 16 << 20;
 /// How long replication to an unreachable peer pauses before the next try (openraft's
 /// default): a down peer costs one connection attempt per pause, not one per heartbeat.
 pub const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The message of tonic's status for a request whose `grpc-timeout` ran out.
+const TIMEOUT_EXPIRED: &str = "Timeout expired";
 
 /// How long a connection attempt to a peer may take before the call fails; the call's own
 /// deadline (`hard_ttl`) cuts it shorter when that is shorter.
@@ -151,16 +158,29 @@ pub struct Network {
     links: Links,
     /// What each peer acknowledged to this node as leader.
     acks: Acks,
+    /// How long replication to an unreachable peer pauses before the next try.
+    unreachable_backoff: Duration,
 }
 
 impl Network {
-    /// The network of node `me`, every link up.
+    /// The network of node `me`, every link up, backing off [`UNREACHABLE_BACKOFF`] from
+    /// an unreachable peer.
     pub fn new(me: NodeId) -> Network {
         Network {
             me,
             links: Links::default(),
             acks: Acks::default(),
+            unreachable_backoff: UNREACHABLE_BACKOFF,
         }
+    }
+
+    /// The same network, backing off `backoff` from an unreachable peer. A member keeps
+    /// it below its shortest election timeout: a peer that comes back (a restart) must
+    /// hear from the leader before its own election timer runs out, or it starts an
+    /// election and deposes a healthy leader.
+    pub fn with_unreachable_backoff(mut self, backoff: Duration) -> Network {
+        self.unreachable_backoff = backoff;
+        self
     }
 
     /// The handle that cuts and heals this node's links (tests).
@@ -180,6 +200,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             self.links.clone(),
             self.acks.clone(),
         )
+        .backing_off(self.unreachable_backoff)
     }
 }
 
@@ -315,6 +336,8 @@ pub struct PeerClient {
     links: Links,
     /// What each peer acknowledged to this node as leader.
     acks: Acks,
+    /// How long replication to this peer pauses after it was unreachable.
+    unreachable_backoff: Duration,
 }
 
 impl PeerClient {
@@ -342,7 +365,14 @@ impl PeerClient {
             client,
             links,
             acks,
+            unreachable_backoff: UNREACHABLE_BACKOFF,
         }
+    }
+
+    /// The same client, pausing `backoff` after the peer was unreachable.
+    fn backing_off(mut self, backoff: Duration) -> PeerClient {
+        self.unreachable_backoff = backoff;
+        self
     }
 
     /// Sends `request` as `rpc` and decodes the peer's raft core's result, mapping every
@@ -422,8 +452,14 @@ impl PeerClient {
                 };
                 let transport = std::error::Error::source(&status)
                     .is_some_and(|source| source.is::<tonic::transport::Error>());
+                // tonic answers a request whose `grpc-timeout` ran out with CANCELLED
+                // "Timeout expired" (at either end), not DEADLINE_EXCEEDED.
+                let deadline_passed = std::error::Error::source(&status)
+                    .is_some_and(|source| source.is::<tonic::TimeoutExpired>())
+                    || (status.code() == Code::Cancelled && status.message() == TIMEOUT_EXPIRED);
                 return Err(match status.code() {
                     Code::DeadlineExceeded if !transport => timeout(),
+                    _ if deadline_passed && !transport => timeout(),
                     _ => unreachable(error),
                 });
             }
@@ -524,6 +560,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 
     fn backoff(&self) -> Backoff {
-        Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+        Backoff::new(std::iter::repeat(self.unreachable_backoff))
     }
 }

@@ -169,3 +169,69 @@ async fn a_peer_that_closes_every_connection_is_unreachable() {
         assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
     }
 }
+
+/// A raft peer whose every answer is tonic's "deadline passed" status: what a peer sends
+/// when the request's `grpc-timeout` ran out before it answered (`CANCELLED`, "Timeout
+/// expired").
+struct DeadlinePassed;
+
+#[tonic::async_trait]
+impl fenced_proto::raft::v1::raft_service_server::RaftService for DeadlinePassed {
+    async fn append_entries(
+        &self,
+        _request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<fenced_proto::raft::v1::RaftResponse>, tonic::Status> {
+        Err(tonic::Status::cancelled("Timeout expired"))
+    }
+
+    async fn vote(
+        &self,
+        _request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<fenced_proto::raft::v1::RaftResponse>, tonic::Status> {
+        Err(tonic::Status::cancelled("Timeout expired"))
+    }
+
+    async fn install_snapshot(
+        &self,
+        _request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<fenced_proto::raft::v1::RaftResponse>, tonic::Status> {
+        Err(tonic::Status::cancelled("Timeout expired"))
+    }
+}
+
+// checks: S3 (a follower slower than the heartbeat's deadline is a timeout, resent at once:
+// taking it for an unreachable peer would pause replication to it for the backoff, long
+// enough for it to start an election and depose a healthy leader)
+#[tokio::test]
+async fn a_peer_whose_deadline_passed_is_a_timeout_not_unreachable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                fenced_proto::raft::v1::raft_service_server::RaftServiceServer::new(DeadlinePassed),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut network = Network::new(1);
+    let mut peer = network.new_client(2, &node(addr)).await;
+    let error = peer
+        .vote(vote_request(), RPCOption::new(Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RPCError::Timeout(_)), "{error:?}");
+    server.abort();
+}
+
+// checks: S3 (the backoff from an unreachable peer stays below the election timeout a
+// member is given, so a member that comes back hears from the leader before it would
+// start an election of its own)
+#[tokio::test]
+async fn the_backoff_from_an_unreachable_peer_is_the_one_the_network_was_given() {
+    let mut network = Network::new(1).with_unreachable_backoff(Duration::from_millis(80));
+    let client = network
+        .new_client(2, &node("127.0.0.1:1".to_string()))
+        .await;
+    let mut backoff = client.backoff();
+    assert_eq!(backoff.next(), Some(Duration::from_millis(80)));
+}
