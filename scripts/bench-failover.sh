@@ -35,6 +35,8 @@
 #   BENCH_TMP            parent of the temporary data directories (default $TMPDIR or /tmp;
 #                        a tmpfs is refused: its fsync costs nothing)
 #   BENCH_PROFILE=debug  use debug builds (for trying the script; the report says so)
+#   KEEP_LOGS            a directory to copy the members' logs into at the end (fenced's
+#                        at RUST_LOG=info), to see elections, promotions and raft errors
 #
 # Durability, as in bench.sh: fenced members run without --no-fdatasync and with no
 # FENCED_* variable (every raft append is fdatasynced before it counts); etcd members run
@@ -96,6 +98,13 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "${KEEP_LOGS:-}" ]; then
+    for part in failover rows; do
+      if [ -d "$tmp/$part" ]; then
+        mkdir -p "$KEEP_LOGS/$part" && cp "$tmp/$part"/*.log "$KEEP_LOGS/$part/" 2>/dev/null || true
+      fi
+    done
+  fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -147,10 +156,26 @@ if part rows; then
     pids+=($!); etcd_pids+=($!)
     commands+=("$(show_cmd "${etcd_cmd[@]}")")
   done
-  # The fenced leader: the member that logged its promotion (one, on a new cluster).
-  fenced_leader() { grep -l 'promoted: serving as the leader' "$tmp"/rows/fenced-*.log 2>/dev/null | head -n1; }
+  # The fenced leader: the one member whose last promotion or demotion in its log is a
+  # promotion. A new cluster may change leaders once while its members start (a member that
+  # starts late hears nothing while the leader's replication to it backs off, and runs an
+  # election), so the leader is read only after the cluster has been quiet for 3 s.
+  fenced_leader() {
+    local log
+    for log in "$tmp"/rows/fenced-*.log; do
+      if [ "$(grep -E 'promoted: serving as the leader|no longer the leader' "$log" | tail -n1 | grep -c promoted)" = 1 ]; then
+        echo "$log"
+      fi
+    done
+  }
+  fenced_changes() { cat "$tmp"/rows/fenced-*.log | grep -cE 'promoted: serving as the leader|no longer the leader'; }
   wait_for 60 bash -c "grep -l 'promoted: serving as the leader' '$tmp'/rows/fenced-*.log" \
     || die "no fenced member was promoted within 60 s; see $tmp/rows"
+  for _ in $(seq 20); do
+    changes=$(fenced_changes); sleep 3
+    if [ "$(fenced_changes)" = "$changes" ] && [ "$(fenced_leader | wc -l)" = 1 ]; then break; fi
+  done
+  [ "$(fenced_leader | wc -l)" = 1 ] || die "the fenced cluster did not settle on one leader; see $tmp/rows"
   leader_log=$(fenced_leader)
   leader_index=$(basename "$leader_log" .log); leader_index=${leader_index#fenced-}
   fenced_addr=${client[leader_index - 1]}

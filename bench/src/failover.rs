@@ -58,9 +58,20 @@ struct Running<C> {
 impl<C: ClusterClient> Running<C> {
     async fn kill(&mut self, kill: usize, probe: &ProbeTiming) -> Result<(), BenchError> {
         let sample = kill_leader(&mut self.members, &self.client, probe, kill).await?;
+        let at = sample
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         eprintln!(
-            "fenced-failover: {} kill {}: member {} killed; new leader named {:?}, grant {:?}, renewal {:?}",
-            self.failovers.system, kill + 1, sample.killed, sample.leader_known, sample.grant, sample.renew
+            "fenced-failover: {} kill {} at {}.{:03} (Unix time): member {} killed; new leader named {:?}, grant {:?}, renewal {:?}",
+            self.failovers.system,
+            kill + 1,
+            at.as_secs(),
+            at.subsec_millis(),
+            sample.killed,
+            sample.leader_known,
+            sample.grant,
+            sample.renew
         );
         self.failovers.kills.push(sample);
         Ok(())

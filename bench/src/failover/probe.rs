@@ -82,6 +82,8 @@ pub struct ProbeTiming {
 pub struct KillSample {
     /// The member killed (1-based).
     pub killed: usize,
+    /// When the signal was sent, on the wall clock (to match with the members' logs).
+    pub at: std::time::SystemTime,
     /// Until a surviving member named a new leader.
     pub leader_known: Result<Duration, String>,
     /// Until a free lock was granted.
@@ -96,7 +98,7 @@ pub struct KillSample {
 /// call that hangs (etcd holds a proposal sent to a dead leader until its request timeout)
 /// does not hold up the next. A [`Attempt::Lost`] ends the race at once with its reason.
 pub async fn race<F, Fut>(
-    since: Instant,
+    since: tokio::time::Instant,
     timing: &ProbeTiming,
     attempt: F,
 ) -> Result<Duration, String>
@@ -113,7 +115,7 @@ where
             let mut in_flight = FuturesUnordered::new();
             let mut ticks = tokio::time::interval(timing.pause);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            let deadline = tokio::time::Instant::from_std(since + timing.patience);
+            let deadline = since + timing.patience;
             let mut n = 0_u64;
             loop {
                 tokio::select! {
@@ -151,7 +153,8 @@ pub async fn kill_leader<C: ClusterClient>(
 ) -> Result<KillSample, BenchError> {
     let leader = wait_whole(members, client, timing).await?;
     let held = client.hold(leader, kill).await?;
-    let since = members.kill(leader).await?;
+    let at = std::time::SystemTime::now();
+    let since = tokio::time::Instant::from_std(members.kill(leader).await?);
     let (leader_known, grant, renew) = tokio::join!(
         race(since, timing, |member, _| client
             .leader_known_once(member, leader)),
@@ -163,6 +166,7 @@ pub async fn kill_leader<C: ClusterClient>(
     members.restart(leader)?;
     Ok(KillSample {
         killed: leader + 1,
+        at,
         leader_known,
         grant,
         renew,
@@ -198,5 +202,67 @@ pub async fn wait_whole<C: ClusterClient>(
             });
         }
         tokio::time::sleep(poll).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn timing() -> ProbeTiming {
+        ProbeTiming {
+            pause: Duration::from_millis(10),
+            attempt_timeout: Duration::from_secs(1),
+            patience: Duration::from_secs(30),
+            settle: Duration::from_secs(1),
+            rejoin_patience: Duration::from_secs(60),
+        }
+    }
+
+    // checks: none (benchmark: a call that hangs on one member does not hold up the next
+    // attempts, so it cannot inflate a measured failover by the attempt timeout)
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_attempt_does_not_hold_up_the_next() {
+        let since = tokio::time::Instant::now();
+        let took = race(since, &timing(), |member, n| async move {
+            if member == 1 && n == 0 {
+                std::future::pending::<()>().await;
+            }
+            if member == 1 && n >= 5 {
+                Attempt::Done
+            } else {
+                Attempt::Retry
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            took >= Duration::from_millis(40) && took < Duration::from_millis(100),
+            "{took:?}"
+        );
+    }
+
+    // checks: none (benchmark: a lost lease is reported at once, a probe that never
+    // succeeds fails after its patience)
+    #[tokio::test(start_paused = true)]
+    async fn lost_ends_the_race_and_patience_bounds_it() {
+        let since = tokio::time::Instant::now();
+        let lost = race(since, &timing(), |member, _| async move {
+            if member == 2 {
+                Attempt::Lost("expired".to_string())
+            } else {
+                Attempt::Retry
+            }
+        })
+        .await;
+        assert_eq!(lost, Err("expired".to_string()));
+        assert!(since.elapsed() < Duration::from_secs(1));
+
+        let since = tokio::time::Instant::now();
+        let never = race(since, &timing(), |_, _| async { Attempt::Retry }).await;
+        assert!(never.unwrap_err().contains("no success within"));
+        assert!(since.elapsed() >= Duration::from_secs(30));
     }
 }

@@ -76,10 +76,10 @@ fn after_named(kill: &KillSample) -> Result<Duration, String> {
 }
 
 /// One probe's samples of every kill of `system`.
-fn pick<'a>(
-    system: &'a SystemFailovers,
+fn pick(
+    system: &SystemFailovers,
     probe: fn(&KillSample) -> &Result<Duration, String>,
-) -> Vec<&'a Result<Duration, String>> {
+) -> Vec<&Result<Duration, String>> {
     system.kills.iter().map(probe).collect()
 }
 
