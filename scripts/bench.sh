@@ -102,45 +102,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# show_cmd ARGS...: the command as a shell would need it, temporary paths shown as TMP.
-show_cmd() {
-  local out="" arg
-  for arg in "$@"; do
-    if [[ -z "$arg" ]]; then
-      arg="''"
-    elif [[ "$arg" =~ [^A-Za-z0-9_./:=,@+%-] ]]; then
-      arg="'${arg//\'/\'\\\'\'}'"
-    fi
-    out+="$arg "
-  done
-  out=${out//$tmp/TMP}
-  echo "${out% }"
-}
-
-# pick_port VAR: sets VAR to a loopback port nothing listens on, below the kernel's
-# ephemeral range (so no client connection takes it meanwhile), not picked before.
-used_ports=" "
-pick_port() {
-  local port
-  for _ in $(seq 200); do
-    port=$((20000 + RANDOM % 12000))
-    if [[ "$used_ports" != *" $port "* ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      used_ports+="$port "
-      printf -v "$1" '%s' "$port"
-      return 0
-    fi
-  done
-  log "no free loopback port found"; return 1
-}
-
-# wait_for SECONDS COMMAND...: retries COMMAND every 0.1 s until it succeeds.
-wait_for() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    if ((SECONDS >= deadline)); then return 1; fi
-    sleep 0.1
-  done
-}
+. scripts/lib-bench.sh
 
 bench_args=(--sync-dir "$tmp")
 commands=()
@@ -247,6 +209,12 @@ took=$(( (SECONDS - began + 30) / 60 ))
 if ((took == 0)); then took="under a minute"; else took="about $took minutes"; fi
 
 # ---- write the report
+# The cluster section (written by scripts/bench-failover.sh, between its two marker lines)
+# is kept when this script rewrites the report.
+cluster_section=""
+if [ -f "$out" ]; then
+  cluster_section=$(sed -n '/^<!-- cluster-section:begin/,/^<!-- cluster-section:end/p' "$out")
+fi
 # The command as given: the script, its flags, and the environment that changes the run.
 script_cmd="bash scripts/bench.sh"
 for arg in "$@"; do script_cmd+=" $(show_cmd "$arg")"; done
@@ -297,6 +265,10 @@ if [ "$profile" != release ]; then script_cmd="BENCH_PROFILE=$profile $script_cm
   echo "## Results"
   echo
   cat "$tmp/report.md"
+  if [ -n "$cluster_section" ]; then
+    echo
+    echo "$cluster_section"
+  fi
   if [ -f bench/analysis.md ]; then
     echo
     cat bench/analysis.md

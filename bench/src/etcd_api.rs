@@ -1,7 +1,7 @@
 //! Client code generated from the part of etcd's v3 API the benchmark calls
 //! (`proto/etcdserverpb/rpc.proto`, `proto/v3lockpb/v3lock.proto`).
 
-/// Package `etcdserverpb`: leases, and the server status.
+/// Package `etcdserverpb`: leases, and the server status (version, leader).
 #[allow(missing_docs, clippy::all)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");

@@ -23,12 +23,15 @@
 //! - `fake` (tests only): an in-memory lock system the workloads' tests run against.
 //! - [`spread`]: the median and range of a cell's repeated runs.
 //! - [`report`]: the Markdown tables: a summary, then every cell's median and range.
+//! - [`failover`]: the `fenced-failover` binary's benchmark: 3-member fenced and etcd
+//!   clusters whose leader is killed again and again, timed until they grant and renew.
 
 pub mod config;
 pub mod driver;
 pub mod drivers;
 pub mod error;
 pub mod etcd_api;
+pub mod failover;
 #[cfg(test)]
 mod fake;
 pub mod fifo;
