@@ -424,13 +424,19 @@ async fn an_sdk_holder_keeps_its_lease_through_the_leaders_kill() {
         .connect()
         .await
         .unwrap();
-    let lease = client
-        .acquire(
-            "sdk/held",
-            fenced_client::AcquireOptions::try_once().ttl(Duration::from_secs(3)),
-        )
-        .await
-        .unwrap();
+    // As an application does: a transient refusal (a leader change right after the
+    // cluster started, say) is tried again.
+    let deadline = Instant::now() + PATIENCE;
+    let lease = loop {
+        let options = fenced_client::AcquireOptions::try_once().ttl(Duration::from_secs(3));
+        match client.acquire("sdk/held", options).await {
+            Ok(lease) => break lease,
+            Err(error) if error.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("no grant: {error}"),
+        }
+    };
     let token = lease.fence().unwrap();
     cluster.member(leader).kill();
     // Three TTLs after the kill, checked every 50 ms: never lost.

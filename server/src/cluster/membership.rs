@@ -14,6 +14,7 @@ use std::time::Duration;
 use fenced_proto::v1 as pb;
 use fenced_proto::v1::cluster_service_server::ClusterService;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, Raft};
 use tonic::{Request, Response, Status};
 
@@ -24,6 +25,10 @@ use crate::serving::Serving;
 
 /// How long an added member has to catch up with the log before the change gives up.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a change waits for the previous one to be committed before it is refused as
+/// in progress.
+pub const IN_PROGRESS_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The cluster service of one member.
 #[derive(Clone)]
@@ -129,7 +134,7 @@ impl ClusterService for Membership {
         };
         let caught_up = tokio::time::timeout(
             CATCH_UP_TIMEOUT,
-            self.raft.add_learner(request.id, node, true),
+            while_in_progress(|| self.raft.add_learner(request.id, node.clone(), true)),
         )
         .await
         .map_err(|_| {
@@ -140,8 +145,7 @@ impl ClusterService for Membership {
         })?;
         caught_up.map_err(|error| self.refused(error))?;
         voters.insert(request.id);
-        self.raft
-            .change_membership(voters, false)
+        while_in_progress(|| self.raft.change_membership(voters.clone(), false))
             .await
             .map_err(|error| self.refused(error))?;
         tracing::info!(node = request.id, "added a member");
@@ -172,11 +176,38 @@ impl ClusterService for Membership {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        self.raft
-            .change_membership(change, false)
+        while_in_progress(|| self.raft.change_membership(change.clone(), false))
             .await
             .map_err(|error| self.refused(error))?;
         tracing::info!(node = id, "removed a member");
         Ok(Response::new(Membership::members(self)))
+    }
+}
+
+/// Runs a membership change, again while openraft refuses it because the previous
+/// one is not committed yet (right after the cluster starts, its first membership is
+/// such a change), for up to [`IN_PROGRESS_PATIENCE`].
+pub async fn while_in_progress<F, Fut>(
+    change: F,
+) -> Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<
+        Output = Result<
+            ClientWriteResponse<TypeConfig>,
+            RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>,
+        >,
+    >,
+{
+    let deadline = tokio::time::Instant::now() + IN_PROGRESS_PATIENCE;
+    loop {
+        match change().await {
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
     }
 }

@@ -19,7 +19,7 @@ use openraft::Raft;
 use prost::Message;
 
 use crate::cluster::epoch::Epoch;
-use crate::cluster::membership::CATCH_UP_TIMEOUT;
+use crate::cluster::membership::{while_in_progress, CATCH_UP_TIMEOUT};
 use crate::cluster::replicated_commit::MAX_ENTRY_BYTES;
 use crate::cluster::state_machine::Image;
 use crate::cluster::types::{ClusterNode, CommitBatch, NodeId, TypeConfig};
@@ -174,7 +174,7 @@ pub async fn add_initial_members(
         }
     }
     let all: BTreeSet<NodeId> = initial_members.keys().copied().collect();
-    match raft.change_membership(all, false).await {
+    match while_in_progress(|| raft.change_membership(all.clone(), false)).await {
         Ok(_) => tracing::info!(members = ?initial_members.keys(), "the initial members vote"),
         Err(error) => {
             tracing::warn!(%error, "could not make the initial members voters; trying again at the next promotion")
