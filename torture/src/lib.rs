@@ -16,6 +16,8 @@
 //! - [`check`]: the checker, one module per contract rule, reading only the history.
 //! - [`worker`]: a worker process: the SDK used as an application uses it, every call
 //!   recorded.
+//! - [`cluster`]: a cluster as the lock server: members on ports chosen before they
+//!   start, a proxy in front of each raft port, and how the harness finds the leader.
 //! - [`system`]: the processes of one run (lock server, store, proxies, workers), started
 //!   with the shared process harness and killed on drop.
 //! - [`nemesis`]: faults as a target plus an action, drawn at random and healed.
@@ -25,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod run;

@@ -29,6 +29,7 @@ fn options(mix: Vec<Kind>) -> RunOptions {
         hold_max: Duration::from_millis(200),
         weaken: None,
         show_logs: false,
+        cluster: None,
         check: CheckOptions::default(),
     }
 }
