@@ -190,7 +190,7 @@ impl Fault {
     }
 
     /// How the summary counts it: `kill fenced`, `pause worker`, `net-drop-up link`,
-    /// `kill leader`, `net-black-hole raft-link follower`.
+    /// `kill leader`, `net-black-hole raft follower`.
     pub fn label(&self) -> String {
         let target = match self.target {
             Target::LockServer => "fenced",
@@ -198,7 +198,7 @@ impl Fault {
             Target::Worker(_) => "worker",
             Target::Link(_) => "link",
             Target::Member(_) => "member",
-            Target::RaftLink(_) | Target::RaftNetwork => "raft-link",
+            Target::RaftLink(_) | Target::RaftNetwork => "raft",
         };
         match self.aim {
             Some(aim) if matches!(self.target, Target::Member(_)) => {
