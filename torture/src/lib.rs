@@ -5,9 +5,13 @@
 //! `cargo run --release -p fenced-torture -- --runs 1000` runs a thousand histories with
 //! every fault mixed (`--run-ms`, `--workers`, `--locks`, `--nemesis`,
 //! `--concurrent-faults` and `--fault-gap-ms` shape them); `fenced-torture check HISTORY`
-//! checks a recorded one. `--weaken unfenced` (the store's gate off) and `--weaken
-//! no-fdatasync` (the lock server's sync off, under power cuts) run a deliberately broken
-//! system, with `--expect S5` or `--expect S1,S2` to succeed only if the checker caught it.
+//! checks a recorded one. `--cluster 3` runs the lock server as a cluster of three members
+//! (the workers given all of them), and `--nemesis all` then mixes the cluster's faults
+//! (`kill-leader`, `kill-follower`, `pause-leader`, `pause-follower`, `raft-net`,
+//! `isolate`) with the store's and the workers'. `--weaken unfenced` (the store's gate
+//! off) and `--weaken no-fdatasync` (the lock server's sync off, under power cuts) run a
+//! deliberately broken system, with `--expect S5` or `--expect S1,S2` to succeed only if
+//! the checker caught it.
 //! A failing run is kept in `torture-failures/run-<seed>/`: `history.jsonl`,
 //! `violations.txt` and `timeline.html`. `scripts/torture.sh` writes RELIABILITY.md.
 //!
