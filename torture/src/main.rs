@@ -268,13 +268,18 @@ async fn torture(args: RunArgs) -> ExitCode {
                 k.needs_cluster()
             }
         })
-        .map(|k| format!("{k:?}").to_lowercase())
+        .map(|k| {
+            clap::ValueEnum::to_possible_value(k)
+                .map_or_else(|| format!("{k:?}"), |v| v.get_name().to_string())
+        })
         .collect();
     if !misfit.is_empty() || (args.cluster.is_some() && args.weaken == Some(Weaken::NoFdatasync)) {
-        let why = if args.cluster.is_some() {
-            "a cluster runs no single lock server to kill, pause, cut the power of or proxy \
-             (use kill-leader, kill-follower, pause-leader, pause-follower, raft-net, isolate; \
-             --weaken no-fdatasync needs power-cut)"
+        let why = if !misfit.is_empty() && args.cluster.is_some() {
+            "a cluster has no single lock server to kill, pause, cut the power of or proxy \
+             (its faults: kill-leader, kill-follower, pause-leader, pause-follower, raft-net, \
+             isolate)"
+        } else if args.cluster.is_some() {
+            "needs power-cut, which needs a single lock server"
         } else {
             "these need --cluster"
         };
