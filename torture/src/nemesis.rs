@@ -658,3 +658,84 @@ async fn signal(system: &Mutex<System>, target: Target, stop: bool) -> Result<()
         Target::Link(_) | Target::RaftLink(_) | Target::RaftNetwork => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    const TTL_MIN: Duration = Duration::from_millis(500);
+    const TTL_MAX: Duration = Duration::from_millis(1500);
+
+    // checks: the cluster nemeses strike long enough to cause an election (over the
+    // longest default election timeout, 400 ms), each aimed at a role
+    #[test]
+    fn cluster_faults_are_aimed_and_outlast_an_election_timeout() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for kind in Kind::CLUSTER_MIX.iter().filter(|k| k.needs_cluster()) {
+            for _ in 0..200 {
+                let fault = kind.draw(&mut rng, 4, TTL_MIN, TTL_MAX);
+                let aim = fault.aim.expect("a cluster fault has an aim");
+                assert!(fault.kind().ends_with(&format!("-{aim}")), "{fault:?}");
+                if matches!(kind, Kind::KillLeader | Kind::KillFollower) {
+                    assert!(matches!(fault.action, Action::Kill { .. }), "{fault:?}");
+                } else {
+                    assert!(fault.length() > Duration::from_millis(400), "{fault:?}");
+                }
+                assert!(fault.length() <= Duration::from_millis(2500), "{fault:?}");
+            }
+        }
+    }
+
+    // checks: a single server's faults are drawn as before (no aim, the same kind words)
+    #[test]
+    fn single_server_faults_have_no_aim() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for kind in Kind::DEFAULT_MIX.iter().chain([&Kind::PowerCut]) {
+            assert!(!kind.needs_cluster());
+            let fault = kind.draw(&mut rng, 4, TTL_MIN, TTL_MAX);
+            assert_eq!(fault.aim, None);
+            assert_eq!(fault.kind(), fault.action.kind());
+        }
+    }
+
+    // checks: raft-link faults and isolations never overlap (healing one must not heal
+    // another); process faults on different members may
+    #[test]
+    fn faults_on_raft_links_hold_the_whole_raft_network_busy() {
+        let cut = Fault {
+            target: Target::RaftLink(1),
+            action: Action::Net {
+                direction: Direction::Up,
+                mode: Mode::Drop,
+                length: Duration::from_millis(500),
+            },
+            aim: Some(Aim::Follower),
+        };
+        let isolate = Fault {
+            target: Target::Member(0),
+            action: Action::Isolate {
+                mode: Mode::BlackHole,
+                length: Duration::from_millis(500),
+            },
+            aim: Some(Aim::Leader),
+        };
+        let kill = Fault {
+            target: Target::Member(0),
+            action: Action::Kill {
+                down: Duration::ZERO,
+            },
+            aim: Some(Aim::Leader),
+        };
+        assert_eq!(cut.busy_key(), Target::RaftNetwork);
+        assert_eq!(isolate.busy_key(), Target::RaftNetwork);
+        assert_eq!(kill.busy_key(), Target::Member(0));
+        assert_eq!(isolate.kind(), "isolate-black-hole-leader");
+        assert_eq!(cut.label(), "net-drop-up raft follower");
+        assert_eq!(kill.label(), "kill leader");
+        assert_eq!(kill.target.to_string(), "fenced-1");
+        assert_eq!(cut.target.to_string(), "raft-fenced-2");
+    }
+}
