@@ -5,9 +5,13 @@
 //! `cargo run --release -p fenced-torture -- --runs 1000` runs a thousand histories with
 //! every fault mixed (`--run-ms`, `--workers`, `--locks`, `--nemesis`,
 //! `--concurrent-faults` and `--fault-gap-ms` shape them); `fenced-torture check HISTORY`
-//! checks a recorded one. `--weaken unfenced` (the store's gate off) and `--weaken
-//! no-fdatasync` (the lock server's sync off, under power cuts) run a deliberately broken
-//! system, with `--expect S5` or `--expect S1,S2` to succeed only if the checker caught it.
+//! checks a recorded one. `--cluster 3` runs the lock server as a cluster of three members
+//! (the workers given all of them), and `--nemesis all` then mixes the cluster's faults
+//! (`kill-leader`, `kill-follower`, `pause-leader`, `pause-follower`, `raft-net`,
+//! `isolate`) with the store's and the workers'. `--weaken unfenced` (the store's gate
+//! off) and `--weaken no-fdatasync` (the lock server's sync off, under power cuts) run a
+//! deliberately broken system, with `--expect S5` or `--expect S1,S2` to succeed only if
+//! the checker caught it.
 //! A failing run is kept in `torture-failures/run-<seed>/`: `history.jsonl`,
 //! `violations.txt` and `timeline.html`. `scripts/torture.sh` writes RELIABILITY.md.
 //!
@@ -16,6 +20,8 @@
 //! - [`check`]: the checker, one module per contract rule, reading only the history.
 //! - [`worker`]: a worker process: the SDK used as an application uses it, every call
 //!   recorded.
+//! - [`cluster`]: a cluster as the lock server: members on ports chosen before they
+//!   start, a proxy in front of each raft port, and how the harness finds the leader.
 //! - [`system`]: the processes of one run (lock server, store, proxies, workers), started
 //!   with the shared process harness and killed on drop.
 //! - [`nemesis`]: faults as a target plus an action, drawn at random and healed.
@@ -25,6 +31,7 @@
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod run;

@@ -95,6 +95,11 @@ struct RunArgs {
     /// Let the servers' and workers' logs through to stderr.
     #[arg(long)]
     show_logs: bool,
+    /// Run the lock server as a cluster of this many members (each its own process and
+    /// data directory, a proxy in front of each raft port); the workers are given every
+    /// member. `--nemesis all` then mixes the cluster faults, the store's and the workers'.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=7))]
+    cluster: Option<u64>,
 }
 
 /// A fault kind on the command line (`none` clears the mix).
@@ -102,7 +107,8 @@ struct RunArgs {
 enum NemesisArg {
     /// No faults.
     None,
-    /// Every kind but power-cut.
+    /// Every kind but power-cut (with `--cluster`: every cluster kind, kill-store and
+    /// pause-worker).
     All,
     /// kill -9 and restart of the lock server.
     KillServer,
@@ -116,6 +122,19 @@ enum NemesisArg {
     Net,
     /// Power cut under the lock server's data.
     PowerCut,
+    /// With --cluster: kill -9 and restart of the leader.
+    KillLeader,
+    /// With --cluster: kill -9 and restart of a follower.
+    KillFollower,
+    /// With --cluster: SIGSTOP/SIGCONT of the leader, long enough for an election.
+    PauseLeader,
+    /// With --cluster: SIGSTOP/SIGCONT of a follower.
+    PauseFollower,
+    /// With --cluster: the raft traffic into the leader or a follower black-holed or
+    /// dropped, one way or both.
+    RaftNet,
+    /// With --cluster: the leader or a follower cut off from sending to its peers.
+    Isolate,
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +238,7 @@ async fn torture(args: RunArgs) -> ExitCode {
     for arg in nemesis {
         let kinds: &[Kind] = match arg {
             NemesisArg::None => &[],
+            NemesisArg::All if args.cluster.is_some() => &Kind::CLUSTER_MIX,
             NemesisArg::All => &Kind::DEFAULT_MIX,
             NemesisArg::KillServer => &[Kind::KillServer],
             NemesisArg::KillStore => &[Kind::KillStore],
@@ -226,12 +246,50 @@ async fn torture(args: RunArgs) -> ExitCode {
             NemesisArg::PauseServer => &[Kind::PauseServer],
             NemesisArg::Net => &[Kind::Net],
             NemesisArg::PowerCut => &[Kind::PowerCut],
+            NemesisArg::KillLeader => &[Kind::KillLeader],
+            NemesisArg::KillFollower => &[Kind::KillFollower],
+            NemesisArg::PauseLeader => &[Kind::PauseLeader],
+            NemesisArg::PauseFollower => &[Kind::PauseFollower],
+            NemesisArg::RaftNet => &[Kind::RaftNet],
+            NemesisArg::Isolate => &[Kind::Isolate],
         };
         for kind in kinds {
             if !mix.contains(kind) {
                 mix.push(*kind);
             }
         }
+    }
+    let misfit: Vec<String> = mix
+        .iter()
+        .filter(|k| {
+            if args.cluster.is_some() {
+                k.needs_single_server()
+            } else {
+                k.needs_cluster()
+            }
+        })
+        .map(|k| {
+            clap::ValueEnum::to_possible_value(k)
+                .map_or_else(|| format!("{k:?}"), |v| v.get_name().to_string())
+        })
+        .collect();
+    if !misfit.is_empty() || (args.cluster.is_some() && args.weaken == Some(Weaken::NoFdatasync)) {
+        let why = if !misfit.is_empty() && args.cluster.is_some() {
+            "a cluster has no single lock server to kill, pause, cut the power of or proxy \
+             (its faults: kill-leader, kill-follower, pause-leader, pause-follower, raft-net, \
+             isolate)"
+        } else if args.cluster.is_some() {
+            "needs power-cut, which needs a single lock server"
+        } else {
+            "these need --cluster"
+        };
+        let named = if misfit.is_empty() {
+            "--weaken no-fdatasync".to_string()
+        } else {
+            format!("--nemesis {}", misfit.join(","))
+        };
+        eprintln!("fenced-torture: {named}: {why}");
+        return ExitCode::from(2);
     }
     if args.weaken == Some(Weaken::NoFdatasync) && !mix.contains(&Kind::PowerCut) {
         // Without a power cut, a skipped fdatasync loses nothing: kill -9 keeps the page cache.
@@ -260,6 +318,7 @@ async fn torture(args: RunArgs) -> ExitCode {
         hold_max: Duration::from_millis(args.hold_max_ms),
         weaken: args.weaken,
         show_logs: args.show_logs,
+        cluster: args.cluster.map(|n| n as usize),
         check: CheckOptions {
             fifo_margin: args.fifo_margin_ms.saturating_mul(1_000_000),
             ..CheckOptions::default()
@@ -275,10 +334,12 @@ async fn torture(args: RunArgs) -> ExitCode {
         .map(|k| format!("{k:?}").to_lowercase())
         .collect();
     println!(
-        "fenced-torture: {} run(s) of {} ms, {} workers, {} locks, faults [{}], {} at once, \
+        "fenced-torture: {} run(s) of {} ms, {}{} workers, {} locks, faults [{}], {} at once, \
          weakened: {}, first seed {first_seed}",
         args.runs,
         args.run_ms,
+        args.cluster
+            .map_or(String::new(), |n| format!("a cluster of {n}, ")),
         options.workers,
         options.locks,
         mix_words.join(", "),

@@ -1,8 +1,9 @@
 //! Nemeses: a fault is a [`Target`] (a process or a link) plus an [`Action`], so that a
-//! later cluster (several lock servers, links between them) adds targets, not a new
+//! cluster (several lock servers, the raft links into them) adds targets, not a new
 //! harness. [`Kind`] is what the command line mixes; [`Kind::draw`] makes a fault of that
-//! kind with random parameters, and [`apply`] carries it out, records its start and end in
-//! the history, and heals it.
+//! kind with random parameters, [`resolve`] aims a cluster fault at the member that leads
+//! (or at one that follows) when it strikes, and [`apply`] carries it out, records its
+//! start and end in the history, and heals it.
 
 use std::fmt;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use fenced_tests::proxy::{Direction, Mode};
 use rand::Rng;
 use tokio::sync::Mutex;
 
+use crate::cluster::{member_target, raft_link_target};
 use crate::history::{now, Event, Phase};
 use crate::system::{HarnessError, System};
 
@@ -25,6 +27,14 @@ pub enum Target {
     Worker(usize),
     /// The link between a worker (by index) and the lock server.
     Link(usize),
+    /// A cluster member's process (by index: member id minus one).
+    Member(usize),
+    /// The raft traffic into a cluster member (by index): the proxy in front of its raft
+    /// port.
+    RaftLink(usize),
+    /// The raft traffic of the whole cluster: what a fault on several raft links at once
+    /// (an isolation) holds busy, and what every raft-link fault is kept apart by.
+    RaftNetwork,
 }
 
 impl fmt::Display for Target {
@@ -34,7 +44,28 @@ impl fmt::Display for Target {
             Target::Store => f.write_str("fenced-kv"),
             Target::Worker(i) => write!(f, "w{}", i + 1),
             Target::Link(i) => write!(f, "link-w{}", i + 1),
+            Target::Member(i) => f.write_str(&member_target(*i)),
+            Target::RaftLink(i) => f.write_str(&raft_link_target(*i)),
+            Target::RaftNetwork => f.write_str("raft"),
         }
+    }
+}
+
+/// Which cluster member a fault aims at, resolved when it strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Aim {
+    /// The member that leads.
+    Leader,
+    /// A member that runs and does not lead.
+    Follower,
+}
+
+impl fmt::Display for Aim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Aim::Leader => "leader",
+            Aim::Follower => "follower",
+        })
     }
 }
 
@@ -68,6 +99,26 @@ pub enum Action {
     },
     /// Reset (TCP RST) every connection on a link.
     Reset,
+    /// Cut a cluster member off: every *other* member's raft link does `mode` both ways
+    /// for a while, so nothing the member sends reaches a peer (nor do the others reach
+    /// each other); only calls into the member pass (one proxy per member's raft port
+    /// cannot tell who sends, so this is the closest to an isolation it can make).
+    Isolate {
+        /// What the other links do (black hole or drop).
+        mode: Mode,
+        /// For how long.
+        length: Duration,
+    },
+}
+
+/// A link mode's word in a fault's kind.
+fn mode_word(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Pass => "pass",
+        Mode::Delay(_) => "delay",
+        Mode::BlackHole => "black-hole",
+        Mode::Drop => "drop",
+    }
 }
 
 impl Action {
@@ -80,12 +131,7 @@ impl Action {
             Action::Net {
                 direction, mode, ..
             } => {
-                let mode = match mode {
-                    Mode::Pass => "pass",
-                    Mode::Delay(_) => "delay",
-                    Mode::BlackHole => "black-hole",
-                    Mode::Drop => "drop",
-                };
+                let mode = mode_word(*mode);
                 let direction = match direction {
                     Direction::Up => "-up",
                     Direction::Down => "-down",
@@ -94,6 +140,7 @@ impl Action {
                 format!("net-{mode}{direction}")
             }
             Action::Reset => "net-reset".into(),
+            Action::Isolate { mode, .. } => format!("isolate-{}", mode_word(*mode)),
         }
     }
 }
@@ -105,6 +152,9 @@ pub struct Fault {
     pub target: Target,
     /// What it does.
     pub action: Action,
+    /// For a cluster fault: the role of the member it aims at, which [`resolve`] turns
+    /// into the member's index in `target` when it strikes.
+    pub aim: Option<Aim>,
 }
 
 impl Fault {
@@ -113,20 +163,50 @@ impl Fault {
     pub fn length(&self) -> Duration {
         match self.action {
             Action::Kill { down } | Action::PowerCut { down } => down,
-            Action::Pause { length } | Action::Net { length, .. } => length,
+            Action::Pause { length }
+            | Action::Net { length, .. }
+            | Action::Isolate { length, .. } => length,
             Action::Reset => Duration::ZERO,
         }
     }
 
-    /// How the summary counts it: `kill fenced`, `pause worker`, `net-drop-up link`.
+    /// What it holds busy, so that no other lane strikes it at once: its target, or, for
+    /// a fault on raft links, the whole raft network (an isolation sets every other
+    /// member's link, and healing one link must not heal another fault's).
+    pub fn busy_key(&self) -> Target {
+        match (self.target, self.action) {
+            (Target::RaftLink(_), _) | (_, Action::Isolate { .. }) => Target::RaftNetwork,
+            (target, _) => target,
+        }
+    }
+
+    /// Its kind as recorded in the history: the action's, with the role of the cluster
+    /// member it aimed at (`kill-leader`, `pause-follower`, `net-drop-up-leader`).
+    pub fn kind(&self) -> String {
+        match self.aim {
+            Some(aim) => format!("{}-{aim}", self.action.kind()),
+            None => self.action.kind(),
+        }
+    }
+
+    /// How the summary counts it: `kill fenced`, `pause worker`, `net-drop-up link`,
+    /// `kill leader`, `net-black-hole raft follower`.
     pub fn label(&self) -> String {
         let target = match self.target {
             Target::LockServer => "fenced",
             Target::Store => "fenced-kv",
             Target::Worker(_) => "worker",
             Target::Link(_) => "link",
+            Target::Member(_) => "member",
+            Target::RaftLink(_) | Target::RaftNetwork => "raft",
         };
-        format!("{} {target}", self.action.kind())
+        match self.aim {
+            Some(aim) if matches!(self.target, Target::Member(_)) => {
+                format!("{} {aim}", self.action.kind())
+            }
+            Some(aim) => format!("{} {target} {aim}", self.action.kind()),
+            None => format!("{} {target}", self.action.kind()),
+        }
     }
 }
 
@@ -146,6 +226,21 @@ pub enum Kind {
     Net,
     /// A power cut under the lock server's data (needs root and loop devices).
     PowerCut,
+    /// In a cluster: `kill -9` and restart of the member that leads.
+    KillLeader,
+    /// In a cluster: `kill -9` and restart of a member that follows.
+    KillFollower,
+    /// In a cluster: `SIGSTOP`/`SIGCONT` of the leader, long enough for an election.
+    PauseLeader,
+    /// In a cluster: `SIGSTOP`/`SIGCONT` of a follower, long enough for it to stand for
+    /// election.
+    PauseFollower,
+    /// In a cluster: the raft traffic into the leader or a follower black-holed or
+    /// dropped, one way or both (asymmetric cuts).
+    RaftNet,
+    /// In a cluster: the leader or a follower cut off from sending to its peers (see
+    /// [`Action::Isolate`]).
+    Isolate,
 }
 
 impl Kind {
@@ -158,8 +253,44 @@ impl Kind {
         Kind::Net,
     ];
 
+    /// Every cluster kind, with the kinds that hit the store and the workers, which
+    /// need nothing special of the machine: `--cluster`'s mix.
+    pub const CLUSTER_MIX: [Kind; 8] = [
+        Kind::KillLeader,
+        Kind::KillFollower,
+        Kind::PauseLeader,
+        Kind::PauseFollower,
+        Kind::RaftNet,
+        Kind::Isolate,
+        Kind::KillStore,
+        Kind::PauseWorker,
+    ];
+
+    /// Whether it needs a cluster.
+    pub fn needs_cluster(self) -> bool {
+        matches!(
+            self,
+            Kind::KillLeader
+                | Kind::KillFollower
+                | Kind::PauseLeader
+                | Kind::PauseFollower
+                | Kind::RaftNet
+                | Kind::Isolate
+        )
+    }
+
+    /// Whether it needs a single lock server (its process, its data's filesystem, or the
+    /// workers' proxies in front of it).
+    pub fn needs_single_server(self) -> bool {
+        matches!(
+            self,
+            Kind::KillServer | Kind::PauseServer | Kind::Net | Kind::PowerCut
+        )
+    }
+
     /// A fault of this kind with random parameters, for `workers` workers asking for TTLs
-    /// between `ttl_min` and `ttl_max`.
+    /// between `ttl_min` and `ttl_max`. A cluster fault comes with its [`Aim`] and member
+    /// 0 as a stand-in target, for [`resolve`] to aim.
     pub fn draw(
         self,
         rng: &mut impl Rng,
@@ -171,6 +302,14 @@ impl Kind {
             Duration::from_millis(rng.random_range(lo..=hi.max(lo)))
         };
         let worker = rng.random_range(0..workers.max(1));
+        let role = |rng: &mut dyn rand::RngCore| {
+            if rng.random_bool(0.5) {
+                Aim::Leader
+            } else {
+                Aim::Follower
+            }
+        };
+        let mut aim = None;
         let (target, action) = match self {
             Kind::KillServer => (
                 Target::LockServer,
@@ -234,9 +373,116 @@ impl Kind {
                 };
                 (Target::Link(worker), action)
             }
+            Kind::KillLeader | Kind::KillFollower => {
+                aim = Some(if self == Kind::KillLeader {
+                    Aim::Leader
+                } else {
+                    Aim::Follower
+                });
+                (
+                    Target::Member(0),
+                    Action::Kill {
+                        down: ms(0, 1500, rng),
+                    },
+                )
+            }
+            Kind::PauseLeader | Kind::PauseFollower => {
+                aim = Some(if self == Kind::PauseLeader {
+                    Aim::Leader
+                } else {
+                    Aim::Follower
+                });
+                // Longer than the longest election timeout (400 ms by default).
+                (
+                    Target::Member(0),
+                    Action::Pause {
+                        length: ms(450, 2500, rng),
+                    },
+                )
+            }
+            Kind::RaftNet => {
+                aim = Some(role(rng));
+                let direction = match rng.random_range(0..3) {
+                    0 => Direction::Up,
+                    1 => Direction::Down,
+                    _ => Direction::Both,
+                };
+                let mode = if rng.random_bool(0.5) {
+                    Mode::BlackHole
+                } else {
+                    Mode::Drop
+                };
+                (
+                    Target::RaftLink(0),
+                    Action::Net {
+                        direction,
+                        mode,
+                        length: ms(450, 2500, rng),
+                    },
+                )
+            }
+            Kind::Isolate => {
+                aim = Some(role(rng));
+                let mode = if rng.random_bool(0.5) {
+                    Mode::BlackHole
+                } else {
+                    Mode::Drop
+                };
+                (
+                    Target::Member(0),
+                    Action::Isolate {
+                        mode,
+                        length: ms(450, 2500, rng),
+                    },
+                )
+            }
         };
-        Fault { target, action }
+        Fault {
+            target,
+            action,
+            aim,
+        }
     }
+}
+
+/// Aims a cluster fault at the member that leads now, or at a random running member
+/// that does not lead; `None` when there is none to aim at (no member leads right now,
+/// or no follower runs). A fault without an aim is returned as it is.
+pub async fn resolve(
+    system: &Mutex<System>,
+    fault: Fault,
+    rng: &mut impl Rng,
+) -> Result<Option<Fault>, HarnessError> {
+    let Some(aim) = fault.aim else {
+        return Ok(Some(fault));
+    };
+    let endpoints: Vec<Option<String>> = system
+        .lock()
+        .await
+        .lock_servers
+        .iter()
+        .map(|m| m.running().then(|| m.endpoint()))
+        .collect();
+    let Some(leader) = crate::cluster::leader(&endpoints).await else {
+        return Ok(None);
+    };
+    let member = match aim {
+        Aim::Leader => leader,
+        Aim::Follower => {
+            let followers: Vec<usize> = (0..endpoints.len())
+                .filter(|&i| i != leader && endpoints[i].is_some())
+                .collect();
+            if followers.is_empty() {
+                return Ok(None);
+            }
+            followers[rng.random_range(0..followers.len())]
+        }
+    };
+    let target = match fault.target {
+        Target::RaftLink(_) => Target::RaftLink(member),
+        _ => Target::Member(member),
+    };
+    Ok(Some(Fault { target, ..fault }))
 }
 
 /// Carries out a fault on the system, recording its start and end, and heals it. The
@@ -244,7 +490,7 @@ impl Kind {
 /// while the fault lasts, so faults on other targets overlap.
 pub async fn apply(system: &Mutex<System>, fault: Fault) -> Result<(), HarnessError> {
     let target = fault.target.to_string();
-    let kind = fault.action.kind();
+    let kind = fault.kind();
     let recorder = system.lock().await.recorder.clone();
     let mark = |phase| Event::Fault {
         t: now(),
@@ -279,6 +525,38 @@ pub async fn apply(system: &Mutex<System>, fault: Fault) -> Result<(), HarnessEr
                 system.retarget()?;
             }
         }
+        Action::Net {
+            direction,
+            mode,
+            length,
+        } if matches!(fault.target, Target::RaftLink(_)) => {
+            let Target::RaftLink(member) = fault.target else {
+                return Ok(());
+            };
+            if let Some(proxy) = system.lock().await.raft_proxies.get(member) {
+                proxy.set(direction, mode);
+            }
+            tokio::time::sleep(length).await;
+            if let Some(proxy) = system.lock().await.raft_proxies.get(member) {
+                heal(proxy, mode);
+            }
+        }
+        Action::Isolate { mode, length } => {
+            if let Target::Member(member) = fault.target {
+                for (i, proxy) in system.lock().await.raft_proxies.iter().enumerate() {
+                    if i != member {
+                        proxy.set(Direction::Both, mode);
+                    }
+                }
+                tokio::time::sleep(length).await;
+                let guard = system.lock().await;
+                for (i, proxy) in guard.raft_proxies.iter().enumerate() {
+                    if i != member {
+                        heal(proxy, mode);
+                    }
+                }
+            }
+        }
         Action::Pause { length } => {
             signal(system, fault.target, true).await?;
             tokio::time::sleep(length).await;
@@ -295,11 +573,7 @@ pub async fn apply(system: &Mutex<System>, fault: Fault) -> Result<(), HarnessEr
                 }
                 tokio::time::sleep(length).await;
                 if let Some(proxy) = system.lock().await.proxy(worker) {
-                    proxy.pass();
-                    if mode == Mode::Drop {
-                        // The connections that lost bytes are broken for good: close them.
-                        proxy.reset();
-                    }
+                    heal(proxy, mode);
                 }
             }
         }
@@ -315,13 +589,33 @@ pub async fn apply(system: &Mutex<System>, fault: Fault) -> Result<(), HarnessEr
     Ok(())
 }
 
+/// Lets a link pass again after a spell of `mode`.
+fn heal(proxy: &fenced_tests::proxy::Proxy, mode: Mode) {
+    proxy.pass();
+    if mode == Mode::Drop {
+        // The connections that lost bytes are broken for good: close them.
+        proxy.reset();
+    }
+}
+
 /// The server a process fault targets.
 fn server_mut(
     system: &mut System,
     target: Target,
 ) -> Result<&mut crate::system::Server, HarnessError> {
+    let missing = |target: Target| HarnessError::Io {
+        what: format!("fault on {target}"),
+        reason: "no such server in this run".into(),
+    };
     match target {
-        Target::LockServer => Ok(&mut system.lock_server),
+        Target::LockServer => system
+            .lock_servers
+            .first_mut()
+            .ok_or_else(|| missing(target)),
+        Target::Member(i) => system
+            .lock_servers
+            .get_mut(i)
+            .ok_or_else(|| missing(target)),
         Target::Store => Ok(&mut system.store),
         other => Err(HarnessError::Io {
             what: format!("kill {other}"),
@@ -334,11 +628,14 @@ fn server_mut(
 async fn signal(system: &Mutex<System>, target: Target, stop: bool) -> Result<(), HarnessError> {
     let system = system.lock().await;
     match target {
-        Target::LockServer | Target::Store => {
-            let server = if target == Target::LockServer {
-                &system.lock_server
-            } else {
-                &system.store
+        Target::LockServer | Target::Store | Target::Member(_) => {
+            let server = match target {
+                Target::LockServer => system.lock_servers.first(),
+                Target::Member(i) => system.lock_servers.get(i),
+                _ => Some(&system.store),
+            };
+            let Some(server) = server else {
+                return Ok(());
             };
             if stop {
                 server.pause()
@@ -358,6 +655,87 @@ async fn signal(system: &Mutex<System>, target: Target, stop: bool) -> Result<()
             };
             Ok(())
         }
-        Target::Link(_) => Ok(()),
+        Target::Link(_) | Target::RaftLink(_) | Target::RaftNetwork => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    const TTL_MIN: Duration = Duration::from_millis(500);
+    const TTL_MAX: Duration = Duration::from_millis(1500);
+
+    // checks: the cluster nemeses strike long enough to cause an election (over the
+    // longest default election timeout, 400 ms), each aimed at a role
+    #[test]
+    fn cluster_faults_are_aimed_and_outlast_an_election_timeout() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for kind in Kind::CLUSTER_MIX.iter().filter(|k| k.needs_cluster()) {
+            for _ in 0..200 {
+                let fault = kind.draw(&mut rng, 4, TTL_MIN, TTL_MAX);
+                let aim = fault.aim.expect("a cluster fault has an aim");
+                assert!(fault.kind().ends_with(&format!("-{aim}")), "{fault:?}");
+                if matches!(kind, Kind::KillLeader | Kind::KillFollower) {
+                    assert!(matches!(fault.action, Action::Kill { .. }), "{fault:?}");
+                } else {
+                    assert!(fault.length() > Duration::from_millis(400), "{fault:?}");
+                }
+                assert!(fault.length() <= Duration::from_millis(2500), "{fault:?}");
+            }
+        }
+    }
+
+    // checks: a single server's faults are drawn as before (no aim, the same kind words)
+    #[test]
+    fn single_server_faults_have_no_aim() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for kind in Kind::DEFAULT_MIX.iter().chain([&Kind::PowerCut]) {
+            assert!(!kind.needs_cluster());
+            let fault = kind.draw(&mut rng, 4, TTL_MIN, TTL_MAX);
+            assert_eq!(fault.aim, None);
+            assert_eq!(fault.kind(), fault.action.kind());
+        }
+    }
+
+    // checks: raft-link faults and isolations never overlap (healing one must not heal
+    // another); process faults on different members may
+    #[test]
+    fn faults_on_raft_links_hold_the_whole_raft_network_busy() {
+        let cut = Fault {
+            target: Target::RaftLink(1),
+            action: Action::Net {
+                direction: Direction::Up,
+                mode: Mode::Drop,
+                length: Duration::from_millis(500),
+            },
+            aim: Some(Aim::Follower),
+        };
+        let isolate = Fault {
+            target: Target::Member(0),
+            action: Action::Isolate {
+                mode: Mode::BlackHole,
+                length: Duration::from_millis(500),
+            },
+            aim: Some(Aim::Leader),
+        };
+        let kill = Fault {
+            target: Target::Member(0),
+            action: Action::Kill {
+                down: Duration::ZERO,
+            },
+            aim: Some(Aim::Leader),
+        };
+        assert_eq!(cut.busy_key(), Target::RaftNetwork);
+        assert_eq!(isolate.busy_key(), Target::RaftNetwork);
+        assert_eq!(kill.busy_key(), Target::Member(0));
+        assert_eq!(isolate.kind(), "isolate-black-hole-leader");
+        assert_eq!(cut.label(), "net-drop-up raft follower");
+        assert_eq!(kill.label(), "kill leader");
+        assert_eq!(kill.target.to_string(), "fenced-1");
+        assert_eq!(cut.target.to_string(), "raft-fenced-2");
     }
 }

@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub weaken: Option<Weaken>,
     /// Let the servers' logs through to stderr.
     pub show_logs: bool,
+    /// Run the lock server as a cluster of this many members (`None`: one process).
+    pub cluster: Option<usize>,
     /// The checker's tolerances.
     pub check: CheckOptions,
 }
@@ -139,7 +141,9 @@ pub async fn run(options: &RunOptions, seed: u64) -> Result<RunResult, HarnessEr
         }
     }
     final_reads(&system.store, &recorder, &locks).await?;
-    system.lock_server.kill(&recorder).await?;
+    for lock_server in &mut system.lock_servers {
+        lock_server.kill(&recorder).await?;
+    }
     system.store.kill(&recorder).await?;
 
     let mut events = history::read(&dir.path().join("harness.jsonl"))?;
@@ -186,16 +190,32 @@ async fn start(
         lock_data = fs.path().join("fenced");
         scratch = Some(fs);
     }
-    let lock_server = Server::start(
-        crate::check::model::LOCK_SERVER,
-        &options.binaries.fenced,
-        "fenced",
-        lock_data,
-        lock_flags,
-        options.show_logs,
-        recorder,
-    )
-    .await?;
+    let (lock_servers, raft_proxies) = match options.cluster {
+        Some(size) => {
+            crate::cluster::start(
+                size,
+                &options.binaries.fenced,
+                dir,
+                &lock_flags,
+                options.show_logs,
+                recorder,
+            )
+            .await?
+        }
+        None => {
+            let lock_server = Server::start(
+                crate::check::model::LOCK_SERVER,
+                &options.binaries.fenced,
+                "fenced",
+                lock_data,
+                lock_flags,
+                options.show_logs,
+                recorder,
+            )
+            .await?;
+            (vec![lock_server], Vec::new())
+        }
+    };
     let store = Server::start(
         "fenced-kv",
         &options.binaries.kv,
@@ -206,21 +226,40 @@ async fn start(
         recorder,
     )
     .await?;
-    let target = lock_server.addr().parse().map_err(|e| HarnessError::Io {
-        what: format!("lock server address {}", lock_server.addr()),
-        reason: format!("{e}"),
-    })?;
+    let single = match (options.cluster, lock_servers.first()) {
+        (None, Some(lock_server)) => {
+            Some(lock_server.addr().parse().map_err(|e| HarnessError::Io {
+                what: format!("lock server address {}", lock_server.addr()),
+                reason: format!("{e}"),
+            })?)
+        }
+        _ => None,
+    };
+    let members = lock_servers
+        .iter()
+        .map(Server::endpoint)
+        .collect::<Vec<_>>()
+        .join(",");
     let mut workers = Vec::new();
     for index in 0..options.workers {
         let name = format!("w{}", index + 1);
-        let proxy = Proxy::start(target).await;
+        // A single lock server is reached through the worker's own proxy; a cluster's
+        // members directly, all of them (the SDK follows the leader).
+        let (proxy, lock_server) = match single {
+            Some(target) => {
+                let proxy = Proxy::start(target).await;
+                let endpoint = proxy.endpoint();
+                (Some(proxy), endpoint)
+            }
+            None => (None, members.clone()),
+        };
         let history = dir.join(format!("{name}.jsonl"));
         let args: Vec<String> = vec![
             "worker".into(),
             "--name".into(),
             name.clone(),
             "--lock-server".into(),
-            proxy.endpoint(),
+            lock_server,
             "--store".into(),
             store.endpoint(),
             "--locks".into(),
@@ -248,7 +287,8 @@ async fn start(
         });
     }
     Ok(System {
-        lock_server,
+        lock_servers,
+        raft_proxies,
         store,
         workers,
         recorder: recorder.clone(),
@@ -293,6 +333,7 @@ async fn nemesis_lane(
                         action: Action::Pause {
                             length: Duration::from_millis(rng.random_range(max * 3 / 2..=max * 3)),
                         },
+                        aim: None,
                     };
                     break;
                 }
@@ -303,11 +344,15 @@ async fn nemesis_lane(
         if Instant::now() + fault.length() > deadline + FAULT_OVERRUN {
             continue;
         }
-        if !busy.lock().await.insert(fault.target) {
+        // A cluster fault strikes the member that leads (or one that follows) now.
+        let Some(fault) = nemesis::resolve(system, fault, &mut rng).await? else {
+            continue;
+        };
+        if !busy.lock().await.insert(fault.busy_key()) {
             continue;
         }
         let result = nemesis::apply(system, fault).await;
-        busy.lock().await.remove(&fault.target);
+        busy.lock().await.remove(&fault.busy_key());
         result?;
         *done.entry(fault.label()).or_default() += 1;
     }

@@ -59,7 +59,7 @@ impl Summary {
     pub fn table(&self) -> String {
         let mut text = String::new();
         let row = |text: &mut String, name: &str, value: String| {
-            let _ = writeln!(text, "  {name:<28} {value:>10}");
+            let _ = writeln!(text, "  {name:<36} {value:>10}");
         };
         row(&mut text, "runs", self.runs.to_string());
         row(&mut text, "operations", self.operations.to_string());

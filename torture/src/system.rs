@@ -1,7 +1,8 @@
-//! [`System`]: the processes under test in one run: the lock server, the store, a TCP
-//! proxy per worker between it and the lock server, and the workers. Every process is
-//! started through the shared process harness (`fenced_demo::process`), and killed when
-//! the system is dropped, on success and on error alike.
+//! [`System`]: the processes under test in one run: the lock server (one process, or the
+//! members of a cluster with a TCP proxy in front of each member's raft port), the store,
+//! a TCP proxy per worker between it and a single lock server, and the workers. Every
+//! process is started through the shared process harness (`fenced_demo::process`), and
+//! killed when the system is dropped, on success and on error alike.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,6 +88,29 @@ impl Server {
         };
         server.spawn(recorder).await?;
         Ok(server)
+    }
+
+    /// A lock server that listens on `addr`, chosen before it starts (a cluster member,
+    /// whose address the members list names), not yet started: [`Server::restart`]
+    /// starts it.
+    pub fn on_addr(
+        target: &str,
+        program: &Path,
+        data_dir: PathBuf,
+        addr: String,
+        flags: Vec<String>,
+        show_logs: bool,
+    ) -> Server {
+        Server {
+            target: target.to_string(),
+            program: program.to_path_buf(),
+            banner: "fenced",
+            flags,
+            data_dir,
+            addr,
+            child: None,
+            show_logs,
+        }
     }
 
     /// The `http://` endpoint.
@@ -195,7 +219,9 @@ impl Server {
     }
 }
 
-/// A worker process and the proxy its lock-server traffic goes through.
+/// A worker process and the proxy its lock-server traffic goes through (a single lock
+/// server's only: a cluster's members name each other's client addresses to the SDK,
+/// which would bypass a proxy).
 pub struct WorkerProcess {
     /// Its name (`w1`).
     pub name: String,
@@ -203,8 +229,8 @@ pub struct WorkerProcess {
     pub child: Child,
     /// Its history file.
     pub history: PathBuf,
-    /// The proxy between it and the lock server.
-    pub proxy: Proxy,
+    /// The proxy between it and a single lock server.
+    pub proxy: Option<Proxy>,
     /// Until when it said it holds a token before its write (see
     /// [`crate::worker::HOLDING`]).
     pub holding_until: crate::history::Nanos,
@@ -212,8 +238,12 @@ pub struct WorkerProcess {
 
 /// Everything running in one run.
 pub struct System {
-    /// The lock server.
-    pub lock_server: Server,
+    /// The lock server: one process (target `fenced`), or a cluster's members in id order
+    /// (targets `fenced-1`, `fenced-2`, ...).
+    pub lock_servers: Vec<Server>,
+    /// In a cluster, the proxy in front of each member's raft port (in member order): the
+    /// members list names these, so every raft message to a member passes its proxy.
+    pub raft_proxies: Vec<Proxy>,
     /// The store.
     pub store: Server,
     /// The workers.
@@ -227,7 +257,12 @@ pub struct System {
 impl System {
     /// The proxy of the worker named `name`.
     pub fn proxy(&self, worker: usize) -> Option<&Proxy> {
-        self.workers.get(worker).map(|w| &w.proxy)
+        self.workers.get(worker).and_then(|w| w.proxy.as_ref())
+    }
+
+    /// Whether the lock server is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.raft_proxies.is_empty()
     }
 
     /// The workers holding a token before their write right now, from the lines they
@@ -251,18 +286,19 @@ impl System {
         holding
     }
 
-    /// Points every proxy at the lock server's current address.
+    /// Points every worker's proxy at the single lock server's current address.
     pub fn retarget(&self) -> Result<(), HarnessError> {
-        let addr = self
-            .lock_server
-            .addr()
-            .parse()
-            .map_err(|e| HarnessError::Io {
-                what: format!("lock server address {}", self.lock_server.addr()),
-                reason: format!("{e}"),
-            })?;
+        let Some(server) = self.lock_servers.first() else {
+            return Ok(());
+        };
+        let addr = server.addr().parse().map_err(|e| HarnessError::Io {
+            what: format!("lock server address {}", server.addr()),
+            reason: format!("{e}"),
+        })?;
         for worker in &self.workers {
-            worker.proxy.set_target(addr);
+            if let Some(proxy) = &worker.proxy {
+                proxy.set_target(addr);
+            }
         }
         Ok(())
     }

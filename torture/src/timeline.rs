@@ -139,7 +139,7 @@ fn picture(events: &[&Event], origin: Nanos) -> (Picture, Vec<(Duration, String,
                 phase,
                 ..
             } => {
-                let pause = kind == "pause";
+                let pause = kind == "pause" || kind.starts_with("pause-");
                 let mark = match (pause, phase) {
                     (true, Phase::Start) => Mark::Stopped,
                     (true, Phase::End) => Mark::Continued,

@@ -28,7 +28,8 @@ use crate::history::{now, Event, HistoryError, Nanos, Op, Outcome, Recorder, Sdk
 pub struct WorkerOptions {
     /// Its name (`w1`): the process name in the history and the holder name.
     pub name: String,
-    /// The lock server's endpoint (through this worker's proxy).
+    /// The lock server's endpoint (through this worker's proxy), or a cluster's members'
+    /// endpoints, comma-separated.
     pub lock_server: String,
     /// The store's endpoint.
     pub store: String,
@@ -138,7 +139,7 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
 /// Connects to the lock server, retrying while it is down (a nemesis may have killed it).
 async fn connect(options: &WorkerOptions, deadline: Instant) -> Option<Client> {
     while Instant::now() < deadline {
-        let built = Client::builder(options.lock_server.clone())
+        let built = Client::builder_for_cluster(options.lock_server.split(','))
             .holder(options.name.clone())
             .timeouts(Duration::from_secs(1), Duration::from_secs(2))
             .retry(Duration::from_millis(50), Duration::from_millis(500))

@@ -29,6 +29,7 @@ fn options(mix: Vec<Kind>) -> RunOptions {
         hold_max: Duration::from_millis(200),
         weaken: None,
         show_logs: false,
+        cluster: None,
         check: CheckOptions::default(),
     }
 }
@@ -105,4 +106,54 @@ async fn kills_and_pauses_are_carried_out_recorded_and_survived() {
         .filter(|e| matches!(e, Event::Fault { .. }))
         .count();
     assert_eq!(recorded, 2 * faults, "each fault has a start and an end");
+}
+
+// checks: S1, S2, S3, S4, S5, S7 (in a cluster: C1-C4)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_runs_under_its_nemeses_and_the_checker_passes_it() {
+    let mut options = options(vec![
+        Kind::KillLeader,
+        Kind::KillFollower,
+        Kind::PauseLeader,
+        Kind::PauseFollower,
+        Kind::RaftNet,
+        Kind::Isolate,
+    ]);
+    options.cluster = Some(3);
+    options.length = Duration::from_millis(5000);
+    let result = run(&options, 23).await.expect("the run runs");
+    assert!(
+        result.report.violations.is_empty(),
+        "{:#?}",
+        result.report.violations
+    );
+    assert!(result.report.grants > 0, "no grant in the whole run");
+    let faults: usize = result.faults.values().sum();
+    assert!(faults > 0, "no fault in {:?}", result.faults);
+    // Every fault struck a member or a member's raft link, by name, and was healed.
+    let mut recorded = 0;
+    for event in &result.events {
+        if let Event::Fault { target, kind, .. } = event {
+            recorded += 1;
+            assert!(
+                target.starts_with("fenced-") || target.starts_with("raft-fenced-"),
+                "{target} {kind}"
+            );
+            assert!(
+                kind.ends_with("-leader") || kind.ends_with("-follower"),
+                "{target} {kind}"
+            );
+        }
+    }
+    assert_eq!(recorded, 2 * faults, "each fault has a start and an end");
+    // Every member came up, and was killed at the end.
+    for member in ["fenced-1", "fenced-2", "fenced-3"] {
+        assert!(
+            result.events.iter().any(|e| matches!(
+                e,
+                Event::Server { target, .. } if target == member
+            )),
+            "{member} never recorded"
+        );
+    }
 }

@@ -173,7 +173,13 @@ impl H {
 
     /// The lock server killed (dead at `down`), started again at `starting`, up at `up`.
     pub fn restart(&mut self, down: u64, starting: u64, up: u64) -> &mut H {
-        self.fault("fenced", "kill", down, up);
+        self.restart_of("fenced", down, starting, up)
+    }
+
+    /// The server `target` (the lock server, or a cluster member `fenced-<n>`) killed,
+    /// started again and up.
+    pub fn restart_of(&mut self, target: &str, down: u64, starting: u64, up: u64) -> &mut H {
+        self.fault(target, "kill", down, up);
         for (at, change) in [
             (down, ServerChange::Down),
             (starting, ServerChange::Starting),
@@ -181,7 +187,7 @@ impl H {
         ] {
             self.events.push(Event::Server {
                 t: ms(at),
-                target: "fenced".into(),
+                target: target.into(),
                 change,
             });
         }

@@ -12,6 +12,18 @@
 //! A second grant of the lock answered before that instant was granted while the first
 //! lease was unexpired: a violation, unless the first lease's holder had started to
 //! release it.
+//!
+//! In a cluster (members `fenced-1`, `fenced-2`, ... in the history) the restart clause
+//! does not apply: a member's restart is not the service restarting. The leases live in
+//! the replicated state; what gives them a full TTL again is a new leader's promotion
+//! (CONTRACT C3), at an instant the history does not record (the harness sees kills,
+//! pauses and cuts, not elections), and a killed member that followed restores nothing
+//! anyone is served from. So a cluster's leases are held to the first two bounds, which
+//! hold in any case: C3 says a failover never shortens a lease. The extension C3 allows
+//! (up to `TTL + 2 x election_timeout_max + P` after the last confirmed renewal) only
+//! moves an expiry later, so a grant before these bounds is a violation in a cluster as
+//! on one node, and the checker claims nothing more of a cluster than they prove. The
+//! single lock server (target `fenced`) keeps the restart clause exactly as above.
 
 use std::collections::HashMap;
 
@@ -243,5 +255,30 @@ mod tests {
             .restart(20, 210, 400)
             .grant("w2", 430, 610, "l0", "w2.3", 8, 551, 1944);
         assert_eq!(h.violations(Rule::S2).len(), 1, "{:?}", h.check());
+    }
+
+    // checks: S2, C3 (a cluster member's restart is not the service restarting: the
+    // restart clause stays the single server's; the TTL bound holds in a cluster too)
+    #[test]
+    fn a_cluster_member_restart_restores_nothing_but_the_ttl_still_binds() {
+        // The same history as a single server's restart above, which is a violation there.
+        let mut h = H::new();
+        h.grant("w1", 0, 10, "a", "w1.1", 1, 1000, 0)
+            .restart_of("fenced-2", 600, 700, 750)
+            .grant("w2", 760, 1200, "a", "w2.1", 2, 1000, 0);
+        assert!(h.violations(Rule::S2).is_empty(), "{:?}", h.check());
+
+        // A grant inside the TTL is a violation in a cluster as on one node.
+        let mut h = H::new();
+        h.grant("w1", 0, 10, "a", "w1.1", 1, 1000, 0)
+            .restart_of("fenced-2", 600, 700, 750)
+            .grant("w2", 760, 900, "a", "w2.1", 2, 1000, 0);
+        let found = h.violations(Rule::S2);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            !found[0].message.contains("restart"),
+            "{}",
+            found[0].message
+        );
     }
 }

@@ -178,7 +178,9 @@ pub struct ServerEvent {
     pub change: ServerChange,
 }
 
-/// The target name of the lock server (a cluster's would be `fenced-<n>`).
+/// The target name of the single lock server. A cluster's members are `fenced-<n>`
+/// ([`crate::cluster::member_target`]): a rule that reasons about the lock server's
+/// restarts reads this name only (see [`super::grants`]).
 pub const LOCK_SERVER: &str = "fenced";
 
 /// A history, joined.
