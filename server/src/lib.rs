@@ -27,8 +27,9 @@
 //!   page and its event stream; [`telemetry`]: the metrics and their recorder.
 //! - [`server`]: open and recover, start the background tasks, serve, shut down in order.
 //! - [`config`], [`error`]: settings and the errors that stop the server.
-//! - [`cluster`]: the replicated cluster's storage on openraft (raft log, state machine
-//!   over sled's image of the records); not used by the single-node server.
+//! - [`cluster`]: fenced as a member of a replicated cluster on openraft (raft log, state
+//!   machine over sled's image of the records, the network, a term of service while it
+//!   leads, membership); not used by the single-node server.
 #![deny(missing_docs)]
 
 pub mod admin;

@@ -10,6 +10,11 @@
 //! concurrent grants share one sync instead of queueing for one each: a sync costs about
 //! the same for many writes as for one, so sharing it is what makes durable grants fast.
 //!
+//! A cluster leader's store ([`Store::replicated`]) stages and group-commits the same way,
+//! but a commit is one raft entry, acknowledged once a quorum of the cluster has it
+//! ([`crate::cluster::replicated_commit`]); it has no journal and no checkpoints of its
+//! own (the raft log and the state machine are the cluster's).
+//!
 //! sled holds the same writes a little later: the committer keeps each record's writes and,
 //! about once a [checkpoint interval](crate::Config), hands them to the [`Checkpointer`]
 //! thread, which coalesces them into sled batches, applies them, flushes sled,
