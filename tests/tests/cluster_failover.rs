@@ -88,18 +88,23 @@ async fn renew(router: &mut Router, lease_id: &str) -> Result<pb::RenewResponse,
         .await
 }
 
-/// One acknowledged grant: its token, and whether it was acknowledged after the kill.
+/// One acknowledged grant: its token, and where it stands to the kill. An acquire sent
+/// before the kill and answered after it (sent again with its lease id, it finds the grant
+/// the old leader made) is neither: its token may be any of the old leader's.
 #[derive(Debug, Clone, Copy)]
 struct Acked {
     token: u64,
+    /// Acknowledged before the kill.
+    before_kill: bool,
+    /// Sent after the kill: granted by the new leader.
     after_kill: bool,
     at: Instant,
 }
 
 // checks: S1, S2, S3, C1, C3
 // Writers take and release locks through whoever leads while the leader is killed with
-// SIGKILL. Every acknowledged token is unique and every token acknowledged after the kill
-// is above every token acknowledged before it (S1); a lock held before the kill is held
+// SIGKILL. Every acknowledged token is unique and every token granted after the kill (its
+// acquire sent after it) is above every token acknowledged before it (S1); a lock held before the kill is held
 // after it, by the same holding with the same token (S2, S3); the cluster grants again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_under_load_loses_no_grant_and_issues_no_token_twice() {
@@ -136,13 +141,15 @@ async fn killing_the_leader_under_load_loses_no_grant_and_issues_no_token_twice(
                 // A fresh name each round: a grant whose answer was lost in the failover
                 // keeps its lock until its lease ends, and must not stall the writer.
                 let lock = format!("w{writer}/{round}");
+                let sent_after_kill = killed.lock().unwrap().is_some();
                 let Ok(grant) = acquire(&mut router, &lock, 5_000).await else {
                     continue;
                 };
-                let after_kill = killed.lock().unwrap().is_some();
+                let acked_before_kill = killed.lock().unwrap().is_none();
                 acked.lock().unwrap().push(Acked {
                     token: grant.token,
-                    after_kill,
+                    before_kill: acked_before_kill,
+                    after_kill: sent_after_kill,
                     at: Instant::now(),
                 });
                 let release = pb::ReleaseRequest {
@@ -191,7 +198,7 @@ async fn killing_the_leader_under_load_loses_no_grant_and_issues_no_token_twice(
     assert_eq!(tokens.len(), before, "a token was acknowledged twice");
     let max_before = acked
         .iter()
-        .filter(|a| !a.after_kill)
+        .filter(|a| a.before_kill)
         .map(|a| a.token)
         .max()
         .unwrap();
@@ -203,7 +210,7 @@ async fn killing_the_leader_under_load_loses_no_grant_and_issues_no_token_twice(
         .unwrap();
     assert!(
         min_after > max_before,
-        "a token acknowledged after the kill ({min_after}) is not above every token acknowledged before it ({max_before})"
+        "a token granted after the kill ({min_after}) is not above every token acknowledged before it ({max_before})"
     );
     assert!(kept.token < acked.iter().map(|a| a.token).min().unwrap());
     let first_after = acked
@@ -215,7 +222,7 @@ async fn killing_the_leader_under_load_loses_no_grant_and_issues_no_token_twice(
     println!(
         "first grant {:?} after the kill of member {leader}; {} grants before, {} after",
         first_after - kill_at,
-        acked.iter().filter(|a| !a.after_kill).count(),
+        acked.iter().filter(|a| a.before_kill).count(),
         acked.iter().filter(|a| a.after_kill).count()
     );
 
