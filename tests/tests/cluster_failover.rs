@@ -424,15 +424,21 @@ async fn an_acquire_sent_again_after_a_failover_finds_its_own_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdk_holder_keeps_its_lease_through_the_leaders_kill() {
     let mut cluster = TestCluster::start(&["--no-fdatasync"]);
-    let leader = cluster.leader(&[]).await;
+    cluster.leader(&[]).await;
     let client = fenced_client::Client::builder_for_cluster(cluster.endpoints())
         .holder("sdk-holder")
         .pause_threshold(Duration::from_secs(2))
         .connect()
         .await
         .unwrap();
-    // As an application does: a transient refusal (a leader change right after the
-    // cluster started, say) is tried again.
+    // The cluster serves before the SDK's acquire: a grant through the raw router (which
+    // sends it again with its lease id across a leader change right after the start).
+    let mut router = Router::new(cluster.endpoints());
+    acquire(&mut router, "sdk/probe", 3_000)
+        .await
+        .expect("the cluster grants");
+    let leader = cluster.leader(&[]).await;
+    // As an application does: a transient refusal is tried again.
     let deadline = Instant::now() + PATIENCE;
     let lease = loop {
         let options = fenced_client::AcquireOptions::try_once().ttl(Duration::from_secs(3));
