@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fenced_proto::metadata::{ERROR_CODE, LEADER, NOT_LEADER_CODE};
@@ -31,10 +31,9 @@ pub struct TestCluster {
     client_addrs: Vec<SocketAddr>,
 }
 
-/// A free loopback port's address (free when returned; a test's members bind it soon).
+/// A free loopback address that its member can listen on again after a restart.
 fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address")
+    crate::ports::restartable_addr()
 }
 
 impl TestCluster {

@@ -19,6 +19,7 @@
 //! - [`proxy`]: [`proxy::Proxy`], a TCP proxy that passes, delays, resets or black-holes
 //!   connections on the test's command.
 //! - [`pki`]: [`pki::TestPki`], a throwaway CA and `localhost` certificate for TLS tests.
+//! - [`ports`]: listen addresses below the ephemeral range, free again after a restart.
 //! - [`power_cut`]: [`power_cut::ScratchFs`], an ext4 filesystem on a loop device whose
 //!   power a test can cut (what was not synced is lost).
 //! - [`postgres`]: [`postgres::TestPostgres`], a throwaway PostgreSQL cluster on a free
@@ -33,6 +34,7 @@ pub mod http;
 pub mod kv_server;
 pub mod member;
 pub mod pki;
+pub mod ports;
 pub mod postgres;
 pub mod power_cut;
 pub mod process;

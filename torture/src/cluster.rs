@@ -7,7 +7,7 @@
 //! the same flags on every start; a member restarted on a data directory that holds the
 //! cluster ignores `--members` and rejoins from its log.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -34,14 +34,11 @@ pub fn raft_link_target(index: usize) -> String {
     format!("raft-{}", member_target(index))
 }
 
-/// A free loopback port's address (free when returned; the member binds it soon).
+/// A free loopback address (free when returned; the member binds it soon), below the
+/// ephemeral port range, so that no other connection can take it while its member is
+/// down and the member's restart finds it free.
 fn free_addr() -> Result<SocketAddr, HarnessError> {
-    let io = |e: std::io::Error| HarnessError::Io {
-        what: "a free loopback port".into(),
-        reason: e.to_string(),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
-    listener.local_addr().map_err(io)
+    Ok(fenced_tests::ports::restartable_addr())
 }
 
 /// Starts `size` members of a new cluster under `dir` (`fenced-1/`, ...), each with
