@@ -235,6 +235,42 @@ impl Router {
             .await
     }
 
+    /// `Acquire` on the leader, as [`Router::call`] sends it (again after a not-leader
+    /// refusal: give the request a `new_lease_id` so that a resend finds its own grant).
+    pub async fn acquire(
+        &mut self,
+        within: Duration,
+        request: &pb::AcquireRequest,
+    ) -> Result<pb::AcquireResponse, Status> {
+        self.call(within, |mut client| {
+            let request = request.clone();
+            async move {
+                client
+                    .acquire(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    /// `Describe` of `lock` on the leader.
+    pub async fn describe(&mut self, within: Duration, lock: &str) -> Result<pb::LockInfo, Status> {
+        let request = pb::DescribeRequest {
+            lock: lock.to_string(),
+        };
+        self.call(within, |mut client| {
+            let request = request.clone();
+            async move {
+                client
+                    .describe(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
     /// As [`Router::call`], with the leader's channel, for any service on it (e.g. the
     /// `ClusterService`).
     pub async fn call_on<T, F, Fut>(&mut self, within: Duration, op: F) -> Result<T, Status>

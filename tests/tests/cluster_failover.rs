@@ -45,33 +45,12 @@ async fn send_acquire(
     router: &mut Router,
     request: &pb::AcquireRequest,
 ) -> Result<pb::AcquireResponse, tonic::Status> {
-    router
-        .call(PATIENCE, |mut client| {
-            let request = request.clone();
-            async move {
-                client
-                    .acquire(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        })
-        .await
+    router.acquire(PATIENCE, request).await
 }
 
 async fn describe(router: &mut Router, lock: &str) -> pb::LockInfo {
-    let request = pb::DescribeRequest {
-        lock: lock.to_string(),
-    };
     router
-        .call(PATIENCE, |mut client| {
-            let request = request.clone();
-            async move {
-                client
-                    .describe(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        })
+        .describe(PATIENCE, lock)
         .await
         .expect("the cluster describes a lock")
 }

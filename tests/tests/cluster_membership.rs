@@ -46,18 +46,7 @@ async fn grant(router: &mut Router, lock: &str) -> pb::AcquireResponse {
         new_lease_id: fenced_types::LeaseId::random().to_string(),
         ..pb::AcquireRequest::default()
     };
-    router
-        .call(PATIENCE, |mut client| {
-            let request = request.clone();
-            async move {
-                client
-                    .acquire(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        })
-        .await
-        .expect("a grant")
+    router.acquire(PATIENCE, &request).await.expect("a grant")
 }
 
 // checks: S1, S2, S3, C1, C4

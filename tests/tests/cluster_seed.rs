@@ -21,17 +21,7 @@ async fn acquire(router: &mut Router, lock: &str) -> Result<pb::AcquireResponse,
         new_lease_id: fenced_types::LeaseId::random().to_string(),
         ..pb::AcquireRequest::default()
     };
-    router
-        .call(PATIENCE, |mut client| {
-            let request = request.clone();
-            async move {
-                client
-                    .acquire(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        })
-        .await
+    router.acquire(PATIENCE, &request).await
 }
 
 // checks: S1, S2, C1
@@ -64,21 +54,7 @@ async fn a_single_nodes_directory_seeds_a_cluster_and_tokens_continue_above_it()
     let mut cluster = TestCluster::start_with(&["--no-fdatasync"], &["--seed-from", &seed]);
     cluster.leader(&[]).await;
     let mut router = Router::new(cluster.endpoints());
-    let request = pb::DescribeRequest {
-        lock: "held".to_string(),
-    };
-    let info = router
-        .call(PATIENCE, |mut client| {
-            let request = request.clone();
-            async move {
-                client
-                    .describe(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        })
-        .await
-        .unwrap();
+    let info = router.describe(PATIENCE, "held").await.unwrap();
     assert!(info.held && info.token == held.token, "{info:?}");
     let busy = acquire(&mut router, "held").await.unwrap_err();
     assert_eq!(busy.code(), Code::Aborted, "{busy:?}");
