@@ -480,6 +480,14 @@ impl LockTable {
         let lease_id = request.lease.id();
         let (ttl, created_lease) = match request.lease {
             LeaseChoice::New(_) => {
+                // A queued create whose id came into use while it waited (the same create
+                // queued twice, its first attempt granted since) must not revive or
+                // overwrite that lease (S7).
+                if self.leases.contains_key(&lease_id) || self.ended.reason(&lease_id).is_some() {
+                    return Err(Refusal::LeaseIdTaken {
+                        lease: lease_id.short(),
+                    });
+                }
                 let expires_at = now + request.ttl;
                 self.leases.insert(
                     lease_id,

@@ -1041,3 +1041,60 @@ fn a_retried_create_with_the_same_lease_id_finds_its_own_grant() {
         after_end.reply
     );
 }
+
+// checks: S6, S7
+// Two waiting creates with the same client-chosen lease id queue on one lock (a client
+// that sent its waiting acquire again after its connection broke, before the server
+// noticed). The first is handed the lock; when its lease ends, the second is refused
+// `LeaseIdTaken` instead of reviving the ended lease, and the lock goes on to the next
+// waiter with a table that still adds up.
+#[test]
+fn a_queued_create_whose_lease_id_was_used_meanwhile_is_refused_at_its_handoff() {
+    let mut table = LockTable::new(limits()).unwrap();
+    let holder = LeaseId::random();
+    let retried = LeaseId::random();
+    let other = LeaseId::random();
+    let first = granted(&table.apply(at(0), acquire("q", LeaseChoice::New(holder), 1000, false)));
+    let w1 = queued(&table.apply(at(1), acquire("q", LeaseChoice::New(retried), 1000, true)));
+    let w2 = queued(&table.apply(at(2), acquire("q", LeaseChoice::New(retried), 1000, true)));
+    let w3 = queued(&table.apply(at(3), acquire("q", LeaseChoice::New(other), 1000, true)));
+
+    let released = table.apply(
+        at(10),
+        Command::Release {
+            lease: first.lease,
+            lock: None,
+        },
+    );
+    assert_eq!(released.handoffs.len(), 1);
+    assert_eq!(released.handoffs[0].waiter, w1);
+    let handed = released.handoffs[0].result.clone().unwrap();
+    assert_eq!(handed.lease, retried);
+
+    // The first attempt's grant is taken back (its acquirer was gone): the lease ends.
+    let undone = table.apply(
+        at(20),
+        Command::Release {
+            lease: retried,
+            lock: None,
+        },
+    );
+    let results: Vec<(WaiterId, bool)> = undone
+        .handoffs
+        .iter()
+        .map(|handoff| (handoff.waiter, handoff.result.is_ok()))
+        .collect();
+    assert_eq!(results, [(w2, false), (w3, true)], "{:?}", undone.handoffs);
+    assert!(
+        matches!(undone.handoffs[0].result, Err(Refusal::LeaseIdTaken { .. })),
+        "{:?}",
+        undone.handoffs[0].result
+    );
+    assert_eq!(
+        table.lease_count(),
+        1,
+        "only the third waiter's lease lives"
+    );
+    assert_eq!(table.held_lock_count(), 1);
+    assert_eq!(table.waiter_count(), 0);
+}
