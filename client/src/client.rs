@@ -7,7 +7,7 @@ use std::time::Duration;
 use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::watch_event::Kind;
-use fenced_proto::v1::{AcquireRequest, WatchEvent};
+use fenced_proto::v1::{AcquireRequest, AcquireResponse, WatchEvent};
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Streaming;
@@ -555,6 +555,9 @@ impl Client {
             SessionOutcome::Failed(error) | SessionOutcome::NotLeader(error) => {
                 return Err(error.for_lock(&name))
             }
+            SessionOutcome::Unknown(error) => fall_back_to_unary(shared, request, error)
+                .await
+                .map_err(|error| error.for_lock(&name))?,
             SessionOutcome::Unary => unary_acquire(shared, request, options.wait)
                 .await
                 .map_err(|error| error.for_lock(&name))?,
@@ -582,6 +585,35 @@ impl Client {
         tracing::debug!(lock = %shared_lease.lock, lease = %id.short(), %token, "lock acquired");
         shared.register(shared_lease.clone());
         Ok(Lease::new(shared_lease, self.handle.clone()))
+    }
+}
+
+/// Sends a try-once acquire whose `Session` attempt has an unknown outcome (`unknown`: the
+/// stream broke after it was sent, or a failing server answered) once more, as a unary
+/// call with the same `new_lease_id`: it finds the grant the first attempt made, if any,
+/// or acquires (or is refused) as any acquire. That call follows the leader within the
+/// usual bounds and within one request timeout in all. Its answer, a grant or a refusal,
+/// is the acquire's; if it gets no answer either, the session's failure is.
+async fn fall_back_to_unary(
+    shared: &Arc<Shared>,
+    request: AcquireRequest,
+    unknown: Error,
+) -> Result<(Duration, AcquireResponse), Error> {
+    let limit = shared.config.request_timeout;
+    let fallback =
+        match tokio::time::timeout(limit, unary_acquire(shared, request, Duration::ZERO)).await {
+            Ok(fallback) => fallback,
+            Err(_) => Err(Error::Timeout {
+                what: "acquire",
+                after: limit,
+            }),
+        };
+    match fallback {
+        Err(error) if error.is_transient() => {
+            tracing::debug!(%error, session = %unknown, "an acquire sent again after its session failed got no answer either");
+            Err(unknown)
+        }
+        answer => answer,
     }
 }
 
