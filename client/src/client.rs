@@ -76,13 +76,38 @@ impl ClientBuilder {
     /// not-leader`, and `fenced-leader: host:port` when it knows the leader); the client
     /// then switches to the leader's address (with the endpoints' scheme, even if it is not
     /// in this list, since membership changes) and sends the call again, at most 3 times
-    /// per call. When no leader is named (an election) or a member cannot be reached, the
-    /// client moves to the next endpoint and sends the call again after the retry backoff
-    /// ([`Config::retry_initial`]), if sending it twice is harmless: reads, releases and
-    /// renewals are, and so is any call that never left; an acquire that reached a member
-    /// that then failed is not (it may have been granted there), and its error is
-    /// returned. Refusals that are answers (busy, expired, ...) are never sent elsewhere.
+    /// per call. When no leader is named (an election, or a leader whose term ended
+    /// answering "outcome unknown") or a member cannot be reached, the client moves to the
+    /// next endpoint and sends the call again after the retry backoff
+    /// ([`Config::retry_initial`]), each endpoint once per call, if sending it twice is
+    /// harmless. Refusals that are answers (busy, expired, ...) are never sent elsewhere.
     /// [`Error::NoLeader`] says that no leader was reached.
+    ///
+    /// What is sent again after a failure without an answer (the connection broke after
+    /// the call was sent, or the leader's term ended mid-call):
+    /// - Reads, releases and renewals, and any call that never left (no connection could
+    ///   be made).
+    /// - An acquire that creates a lease: it carries a lease id this client chose, and is
+    ///   sent again with that same id, so a member that already granted it answers that
+    ///   grant (same lease, same token) instead of making a second lease. If that grant
+    ///   was handed back meanwhile (the id is taken), the acquire is made once more with a
+    ///   fresh id.
+    ///   - A try-once acquire as a unary call is sent again as above. One sent over the
+    ///     `Session` stream whose stream broke after it was sent (or that a failing server
+    ///     answered `UNAVAILABLE`) is sent once more, as a unary call with its id, within
+    ///     one request timeout and the same bounds on redirects and moves; its answer is
+    ///     the acquire's, and if it gets none either, the session's error is returned.
+    ///   - A waiting acquire cut off mid-wait is sent again with its id and what is left of
+    ///     its wait (never past the deadline the wait set when it was first sent): it gets
+    ///     the grant if the lock was handed to it before the cut, else it queues again,
+    ///     **at the back of the queue**: its place in the old leader's queue is lost.
+    ///     Dropping its future still takes it out of the queue it waits in (CONTRACT L2).
+    ///
+    /// Not sent again: an acquire that joins an existing lease (it has no id of its own
+    /// to be found by), a waiting acquire whose wait no clock can hold, a try-once acquire
+    /// that timed out (its grant, if it comes, is released), and, with a single endpoint
+    /// (nowhere else to go), any call that failed without an answer, except the one unary
+    /// call after a broken `Session` stream.
     ///
     /// The framed session ([`ClientBuilder::framed_session`]) names one server, so it is
     /// refused with more than one endpoint.
@@ -493,6 +518,12 @@ impl Client {
     /// if its future is dropped, a grant that has already reached the client is released
     /// at once, but one still on the wire when the cancellation reaches the server is seen
     /// by nobody and keeps the lock until its TTL runs out.
+    ///
+    /// An acquire that creates a lease carries a lease id chosen here; after a failure
+    /// that leaves its outcome unknown (a broken connection or session stream, a leader
+    /// whose term ended), it is sent again with that id, so it finds its own grant instead
+    /// of a second lease; a waiting one with what is left of its wait, queued at the back.
+    /// [`ClientBuilder::endpoints`] says exactly what is sent again and what is not.
     ///
     /// The lease's local deadline counts from when this request was *sent* (CONTRACT S4).
     /// If the grant came so late that a renewal is already due, the lease starts

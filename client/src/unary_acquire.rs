@@ -1,4 +1,6 @@
-//! The unary `Acquire` call, and what becomes of its grant when the caller goes away.
+//! The unary `Acquire` call, how it is sent again with its lease id after a failure that
+//! leaves its outcome unknown ([`unary_acquire`]), and what becomes of its grant when the
+//! caller goes away.
 //!
 //! A caller may drop an acquire's future at any moment (a `select!` whose other branch
 //! won, a timeout, an aborted task). The server cannot tell a grant it answered from one
@@ -96,6 +98,11 @@ async fn send_acquire(
         .await
 }
 
+/// How many rounds of the endpoints a waiting acquire cut off mid-wait makes to find a
+/// leader (each with [`MAX_REDIRECTS`](crate::route::MAX_REDIRECTS) redirects and one move
+/// per endpoint, [`Config::retry_max`] apart), while its wait lasts.
+const WAITING_ROUNDS: usize = 3;
+
 /// A waiting acquire that creates a lease, queued until `deadline` (its wait from when the
 /// caller asked), following the leader. Cut off mid-wait (a not-leader refusal, "outcome
 /// unknown" from a leader whose term ended, a connection that broke after it was sent), it
@@ -104,14 +111,16 @@ async fn send_acquire(
 /// the handoff happened, or queues it again, at the back (its place in the old leader's
 /// queue is not kept). The attempts are those of any call (at most
 /// [`MAX_REDIRECTS`](crate::route::MAX_REDIRECTS) redirects and one move per endpoint),
-/// none is sent once the deadline has passed, and none waits past it: the server's wait
-/// of each is what is left.
+/// in up to [`WAITING_ROUNDS`] rounds when a round reaches no leader; none is sent once
+/// the deadline has passed, and none waits past it: the server's wait of each is what is
+/// left.
 async fn send_waiting(
     shared: &Arc<Shared>,
     mut request: AcquireRequest,
     deadline: Instant,
 ) -> Result<(Duration, AcquireResponse), Error> {
     let mut attempts = shared.route.attempts(Resend::Always);
+    let mut rounds = 1;
     // The first attempt carries the caller's wait as it is.
     let mut wait = Duration::from_millis(request.wait_ms);
     loop {
@@ -130,7 +139,18 @@ async fn send_waiting(
         };
         let failure = Error::from(status.clone());
         if let Next::Stop(error) = attempts.after(&current, status).await {
-            return Err(error);
+            // A round of the endpoints found no leader: an election after the leader died
+            // outlasts one round's backoff. Another round after the longest backoff, while
+            // the wait lasts, a fixed number of times.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let pause = shared.config.retry_max;
+            let no_leader = matches!(error, Error::NoLeader { .. });
+            if !no_leader || rounds >= WAITING_ROUNDS || left <= pause {
+                return Err(error);
+            }
+            rounds += 1;
+            tokio::time::sleep(pause).await;
+            attempts = shared.route.attempts(Resend::Always);
         }
         // What is left, in whole milliseconds as the wire carries it; none left means the
         // wait is over, and what cut the last attempt off is the answer.
