@@ -65,7 +65,15 @@ pub(crate) async fn unary_acquire(
             return send_acquire(shared, request, wait, Resend::IfUnsent).await;
         };
         return match send_waiting(shared, request.clone(), deadline).await {
-            Err(Error::LeaseIdTaken { .. }) => {
+            Err(error @ Error::LeaseIdTaken { .. }) => {
+                // With a fresh id and what is left of the wait, if anything is.
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis();
+                request.wait_ms = u64::try_from(left).unwrap_or(u64::MAX);
+                if request.wait_ms == 0 {
+                    return Err(error);
+                }
                 request.new_lease_id = LeaseId::random().to_string();
                 send_waiting(shared, request, deadline).await
             }
@@ -121,7 +129,7 @@ async fn send_waiting(
 ) -> Result<(Duration, AcquireResponse), Error> {
     let mut attempts = shared.route.attempts(Resend::Always);
     let mut rounds = 1;
-    // The first attempt carries the caller's wait as it is.
+    // The first attempt carries the wait it was given as it is.
     let mut wait = Duration::from_millis(request.wait_ms);
     loop {
         let limit = limit_of(shared, wait);
