@@ -7,7 +7,7 @@ use std::time::Duration;
 use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::watch_event::Kind;
-use fenced_proto::v1::{AcquireRequest, WatchEvent};
+use fenced_proto::v1::{AcquireRequest, AcquireResponse, WatchEvent};
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Streaming;
@@ -76,13 +76,38 @@ impl ClientBuilder {
     /// not-leader`, and `fenced-leader: host:port` when it knows the leader); the client
     /// then switches to the leader's address (with the endpoints' scheme, even if it is not
     /// in this list, since membership changes) and sends the call again, at most 3 times
-    /// per call. When no leader is named (an election) or a member cannot be reached, the
-    /// client moves to the next endpoint and sends the call again after the retry backoff
-    /// ([`Config::retry_initial`]), if sending it twice is harmless: reads, releases and
-    /// renewals are, and so is any call that never left; an acquire that reached a member
-    /// that then failed is not (it may have been granted there), and its error is
-    /// returned. Refusals that are answers (busy, expired, ...) are never sent elsewhere.
+    /// per call. When no leader is named (an election, or a leader whose term ended
+    /// answering "outcome unknown") or a member cannot be reached, the client moves to the
+    /// next endpoint and sends the call again after the retry backoff
+    /// ([`Config::retry_initial`]), each endpoint once per call, if sending it twice is
+    /// harmless. Refusals that are answers (busy, expired, ...) are never sent elsewhere.
     /// [`Error::NoLeader`] says that no leader was reached.
+    ///
+    /// What is sent again after a failure without an answer (the connection broke after
+    /// the call was sent, or the leader's term ended mid-call):
+    /// - Reads, releases and renewals, and any call that never left (no connection could
+    ///   be made).
+    /// - An acquire that creates a lease: it carries a lease id this client chose, and is
+    ///   sent again with that same id, so a member that already granted it answers that
+    ///   grant (same lease, same token) instead of making a second lease. If that grant
+    ///   was handed back meanwhile (the id is taken), the acquire is made once more with a
+    ///   fresh id.
+    ///   - A try-once acquire as a unary call is sent again as above. One sent over the
+    ///     `Session` stream whose stream broke after it was sent (or that a failing server
+    ///     answered `UNAVAILABLE`) is sent once more, as a unary call with its id, within
+    ///     one request timeout and the same bounds on redirects and moves; its answer is
+    ///     the acquire's, and if it gets none either, the session's error is returned.
+    ///   - A waiting acquire cut off mid-wait is sent again with its id and what is left of
+    ///     its wait (never past the deadline the wait set when it was first sent): it gets
+    ///     the grant if the lock was handed to it before the cut, else it queues again,
+    ///     **at the back of the queue**: its place in the old leader's queue is lost.
+    ///     Dropping its future still takes it out of the queue it waits in (CONTRACT L2).
+    ///
+    /// Not sent again: an acquire that joins an existing lease (it has no id of its own
+    /// to be found by), a waiting acquire whose wait no clock can hold, a try-once acquire
+    /// that timed out (its grant, if it comes, is released), and, with a single endpoint
+    /// (nowhere else to go), any call that failed without an answer, except the one unary
+    /// call after a broken `Session` stream.
     ///
     /// The framed session ([`ClientBuilder::framed_session`]) names one server, so it is
     /// refused with more than one endpoint.
@@ -494,6 +519,12 @@ impl Client {
     /// at once, but one still on the wire when the cancellation reaches the server is seen
     /// by nobody and keeps the lock until its TTL runs out.
     ///
+    /// An acquire that creates a lease carries a lease id chosen here; after a failure
+    /// that leaves its outcome unknown (a broken connection or session stream, a leader
+    /// whose term ended), it is sent again with that id, so it finds its own grant instead
+    /// of a second lease; a waiting one with what is left of its wait, queued at the back.
+    /// [`ClientBuilder::endpoints`] says exactly what is sent again and what is not.
+    ///
     /// The lease's local deadline counts from when this request was *sent* (CONTRACT S4).
     /// If the grant came so late that a renewal is already due, the lease starts
     /// [`Suspect`](crate::LeaseState::Suspect) and is confirmed by a renewal at once.
@@ -555,6 +586,9 @@ impl Client {
             SessionOutcome::Failed(error) | SessionOutcome::NotLeader(error) => {
                 return Err(error.for_lock(&name))
             }
+            SessionOutcome::Unknown(error) => fall_back_to_unary(shared, request, error)
+                .await
+                .map_err(|error| error.for_lock(&name))?,
             SessionOutcome::Unary => unary_acquire(shared, request, options.wait)
                 .await
                 .map_err(|error| error.for_lock(&name))?,
@@ -582,6 +616,35 @@ impl Client {
         tracing::debug!(lock = %shared_lease.lock, lease = %id.short(), %token, "lock acquired");
         shared.register(shared_lease.clone());
         Ok(Lease::new(shared_lease, self.handle.clone()))
+    }
+}
+
+/// Sends a try-once acquire whose `Session` attempt has an unknown outcome (`unknown`: the
+/// stream broke after it was sent, or a failing server answered) once more, as a unary
+/// call with the same `new_lease_id`: it finds the grant the first attempt made, if any,
+/// or acquires (or is refused) as any acquire. That call follows the leader within the
+/// usual bounds and within one request timeout in all. Its answer, a grant or a refusal,
+/// is the acquire's; if it gets no answer either, the session's failure is.
+async fn fall_back_to_unary(
+    shared: &Arc<Shared>,
+    request: AcquireRequest,
+    unknown: Error,
+) -> Result<(Duration, AcquireResponse), Error> {
+    let limit = shared.config.request_timeout;
+    let fallback =
+        match tokio::time::timeout(limit, unary_acquire(shared, request, Duration::ZERO)).await {
+            Ok(fallback) => fallback,
+            Err(_) => Err(Error::Timeout {
+                what: "acquire",
+                after: limit,
+            }),
+        };
+    match fallback {
+        Err(error) if error.is_transient() => {
+            tracing::debug!(%error, session = %unknown, "an acquire sent again after its session failed got no answer either");
+            Err(unknown)
+        }
+        answer => answer,
     }
 }
 

@@ -40,10 +40,17 @@
 //! Give every member: `Client::builder("http://a:7500").endpoints(["http://b:7500",
 //! "http://c:7500"])` or [`Client::builder_for_cluster`]. The client connects to the first
 //! that answers and from then on follows the leader: a member that is not the leader
-//! refuses without doing anything and names the leader, and the call goes there (see
-//! [`ClientBuilder::endpoints`] for what is sent again and what is not). Renewals follow
-//! too, so a lease outlives a failover when the new leader is reached before its local
-//! deadline (CONTRACT L3); [`Error::NoLeader`] says no leader was reached.
+//! refuses without doing anything and names the leader, and the call goes there. An
+//! acquire that creates a lease carries a lease id the client chose, so when a failover
+//! leaves its outcome unknown (the connection or the `Session` stream broke after it was
+//! sent, or the leader's term ended mid-call) it is sent again with that id and finds its
+//! own grant instead of making a second lease: a try-once acquire over the session once
+//! more as a unary call, a waiting acquire with what is left of its wait (queued again at
+//! the back if it was not granted yet). Every call follows at most 3 redirects and tries
+//! each endpoint once; see [`ClientBuilder::endpoints`] for exactly what is sent again and
+//! what is not. Renewals follow too, so a lease outlives a failover when the new leader is
+//! reached before its local deadline (CONTRACT L3); [`Error::NoLeader`] says no leader was
+//! reached.
 //!
 //! # Layout
 //! - [`client`]: [`Client`], its [`ClientBuilder`] (one endpoint or a cluster's), acquire.
@@ -64,8 +71,9 @@
 //!   and releases, multiplexed by request id, reopened after a failure, unary calls when
 //!   the server has none; `in_flight`: the bound on a stream's requests in flight;
 //!   `framed_tls`: the TLS that wraps a framed connection.
-//! - `unary_acquire`: the unary `Acquire` call, and the release of its grant when the
-//!   caller drops the call before reading it.
+//! - `unary_acquire`: the unary `Acquire` call, sent again with its lease id after a
+//!   failure that leaves its outcome unknown (a waiting one with what is left of its
+//!   wait), and the release of its grant when the caller drops the call before reading it.
 //! - `watchdog`: the pause watchdog's heartbeat and thread.
 //! - `route`: which member of a cluster the client talks to, and how every call follows
 //!   the leader there (not-leader redirects, moves to the next endpoint, what may be sent

@@ -145,9 +145,10 @@ fn never_connected(status: &Status) -> bool {
 pub(crate) enum Resend {
     /// Sending it twice is harmless: a read, a release, opening a stream.
     Always,
-    /// Only if it surely never left: an acquire that reached a server that then failed may
-    /// have been granted, and a second one would make a second lease. A not-leader refusal
-    /// is sent again either way (nothing happened).
+    /// Only if it surely never left: a call that reached a server that then failed may
+    /// have been applied there, and applying it twice would differ from once (an acquire
+    /// that joins a lease, a membership change). A not-leader refusal is sent again either
+    /// way (nothing happened).
     IfUnsent,
 }
 

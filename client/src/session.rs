@@ -13,8 +13,11 @@
 //! - When the stream breaks (server restart, network failure) or ends, the reader fails
 //!   every pending request with the stream's status, mapped as the unary call's status
 //!   would be, and marks the stream broken: the next request opens a new one. Nothing is
-//!   retried once sent: an acquire may or may not have been applied. A request that never
-//!   reached the stream (it broke first) is sent on a new one.
+//!   sent again on a stream once sent: an acquire may or may not have been applied, which
+//!   the caller hears as [`SessionOutcome::Unknown`] (the client then sends that acquire
+//!   once more as a unary call with the lease id it chose, which finds the grant if there
+//!   was one). A request that never reached the stream (it broke first) is sent on a new
+//!   one.
 //! - A grant whose caller gave up is released at once over the same stream, or with a
 //!   unary call when the stream takes no more requests: nobody else knows its lease id,
 //!   so otherwise it would keep the lock for a TTL. That holds whenever the grant comes:
@@ -69,7 +72,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::framed_tls::FramedConnector;
 use crate::in_flight::InFlight;
-use crate::route::{Next, Resend, Route};
+use crate::route::{Failure, Next, Resend, Route};
 
 /// How many requests may wait in a stream's send buffer before senders wait.
 const SEND_BUFFER: usize = 1024;
@@ -148,9 +151,13 @@ pub(crate) enum SessionOutcome {
         /// The answer; never [`Reply::Error`], which comes as [`SessionOutcome::Failed`].
         reply: Reply,
     },
-    /// The request failed: refused by the server (mapped as the unary status would be),
-    /// the stream broke, or the answer did not come in time.
+    /// The request failed: refused by the server (mapped as the unary status would be), it
+    /// never reached a stream, or the answer did not come in time.
     Failed(Error),
+    /// The request was handed to the stream and no answer says what came of it: the stream
+    /// broke or ended after it was sent, or the server answered `UNAVAILABLE` without
+    /// being a not-leader refusal (a failing server). An acquire may have been granted.
+    Unknown(Error),
     /// The member is not the leader: it refused the request and applied none of it. The
     /// stream is retired and the route moved; the caller may send the request again.
     NotLeader(Error),
@@ -227,7 +234,12 @@ impl Session {
                 if let (None, Some(conn)) = (&self.framed, &used) {
                     self.route.follow(conn.generation, &status);
                 }
-                SessionOutcome::Failed(Error::from(status))
+                match Failure::of(&status) {
+                    Failure::Answered => SessionOutcome::Failed(Error::from(status)),
+                    Failure::NotLeader(_) | Failure::NoAnswer { .. } => {
+                        SessionOutcome::Unknown(Error::from(status))
+                    }
+                }
             }
             Exchange::Answered(_, Ok(Some(Reply::Error(refused))))
                 if refused.error_code == NOT_LEADER_CODE =>
@@ -243,7 +255,16 @@ impl Session {
                 SessionOutcome::NotLeader(Error::from(refused))
             }
             Exchange::Answered(_, Ok(Some(Reply::Error(refused)))) => {
-                SessionOutcome::Failed(Error::from(refused))
+                let unknown = matches!(
+                    Code::from_i32(refused.code),
+                    Code::Unavailable | Code::Cancelled | Code::Unknown
+                );
+                let error = Error::from(refused);
+                if unknown {
+                    SessionOutcome::Unknown(error)
+                } else {
+                    SessionOutcome::Failed(error)
+                }
             }
             Exchange::Answered(sent, Ok(Some(reply))) => SessionOutcome::Answered { sent, reply },
             Exchange::Answered(_, Ok(None)) => SessionOutcome::Failed(Error::Protocol {

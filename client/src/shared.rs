@@ -206,7 +206,9 @@ pub(crate) async fn release(
                 })
             }
             SessionOutcome::NotLeader(_) if refusals < MAX_REDIRECTS => refusals += 1,
-            SessionOutcome::NotLeader(error) | SessionOutcome::Failed(error) => return Err(error),
+            SessionOutcome::NotLeader(error)
+            | SessionOutcome::Failed(error)
+            | SessionOutcome::Unknown(error) => return Err(error),
         }
     }
     let mut resent = false;

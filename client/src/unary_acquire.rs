@@ -1,4 +1,6 @@
-//! The unary `Acquire` call, and what becomes of its grant when the caller goes away.
+//! The unary `Acquire` call, how it is sent again with its lease id after a failure that
+//! leaves its outcome unknown ([`unary_acquire`]), and what becomes of its grant when the
+//! caller goes away.
 //!
 //! A caller may drop an acquire's future at any moment (a `select!` whose other branch
 //! won, a timeout, an aborted task). The server cannot tell a grant it answered from one
@@ -19,16 +21,19 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_proto::v1::AcquireRequest;
 use fenced_proto::v1::AcquireResponse;
 use fenced_types::LeaseId;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use tokio::time::Instant;
+use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::route::Resend;
+use crate::route::{Next, Resend};
 use crate::shared::Shared;
 
 /// The unary `Acquire` call, bounded by the wait plus the request timeout. Returns the send
@@ -37,21 +42,43 @@ use crate::shared::Shared;
 ///
 /// It follows the leader ([`Route`](crate::route::Route)): a not-leader refusal changed
 /// nothing, so the acquire is sent again where it points, with a send instant of its own.
-/// A try-once acquire that creates a lease with the id this client chose
-/// (`new_lease_id`) is sent again after a failure without an answer too (a leader that
-/// died mid-call): if the first attempt was granted, the retry gets that grant back; if
-/// that grant was handed back meanwhile (its id is taken now), it acquires once more with
-/// a fresh id. Any other acquire that failed without an answer is sent again only if it
-/// never left (no connection could be made): a queued one that reached a server that then
-/// failed may still be granted, and that failure is reported.
+/// An acquire that creates a lease with the id this client chose (`new_lease_id`) is sent
+/// again after a failure without an answer too (a leader that died mid-call, a connection
+/// that broke): if the first attempt was granted, the retry gets that grant back; if that
+/// grant was handed back meanwhile (its id is taken now), it acquires once more with a
+/// fresh id. A waiting one is sent again with what is left of its wait
+/// ([`send_waiting`]). An acquire that joins a lease (no `new_lease_id`) is sent again
+/// only if it never left (no connection could be made): a second one could not tell
+/// its own grant from another.
 pub(crate) async fn unary_acquire(
     shared: &Arc<Shared>,
     mut request: AcquireRequest,
     wait: Duration,
 ) -> Result<(Duration, AcquireResponse), Error> {
-    let idempotent = wait.is_zero() && !request.new_lease_id.is_empty();
-    if !idempotent {
+    if request.new_lease_id.is_empty() {
         return send_acquire(shared, request, wait, Resend::IfUnsent).await;
+    }
+    if !wait.is_zero() {
+        // Past any timer's reach ("as long as it takes"): sent as it is, and not again
+        // (the server refuses such a wait).
+        let Some(deadline) = Instant::now().checked_add(wait) else {
+            return send_acquire(shared, request, wait, Resend::IfUnsent).await;
+        };
+        return match send_waiting(shared, request.clone(), deadline).await {
+            Err(error @ Error::LeaseIdTaken { .. }) => {
+                // With a fresh id and what is left of the wait, if anything is.
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis();
+                request.wait_ms = u64::try_from(left).unwrap_or(u64::MAX);
+                if request.wait_ms == 0 {
+                    return Err(error);
+                }
+                request.new_lease_id = LeaseId::random().to_string();
+                send_waiting(shared, request, deadline).await
+            }
+            answer => answer,
+        };
     }
     match send_acquire(shared, request.clone(), wait, Resend::Always).await {
         Err(Error::LeaseIdTaken { .. }) => {
@@ -70,26 +97,108 @@ async fn send_acquire(
     wait: Duration,
     resend: Resend,
 ) -> Result<(Duration, AcquireResponse), Error> {
-    // Saturating, and no longer than any timer can hold: a caller may well write
-    // `Duration::MAX` for "as long as it takes" (the server then refuses the wait).
-    let limit = wait
-        .saturating_add(shared.config.request_timeout)
-        .min(Config::LONGEST);
+    let limit = limit_of(shared, wait);
     shared
         .route
-        .call("acquire", limit, resend, |mut rpc| {
-            let mut request = tonic::Request::new(request.clone());
-            request.set_timeout(limit);
-            // CONTRACT S4: read before the call is handed to the channel.
-            let sent = shared.now();
-            let call = InFlight {
-                call: Some(Box::pin(async move { rpc.acquire(request).await })),
-                waiting: !wait.is_zero(),
-                shared: shared.clone(),
-            };
-            async move { call.await.map(|reply| (sent, reply)) }
+        .call("acquire", limit, resend, |rpc| {
+            attempt(shared, rpc, request.clone(), wait, limit)
         })
         .await
+}
+
+/// How many rounds of the endpoints a waiting acquire cut off mid-wait makes to find a
+/// leader (each with [`MAX_REDIRECTS`](crate::route::MAX_REDIRECTS) redirects and one move
+/// per endpoint, [`Config::retry_max`] apart), while its wait lasts.
+const WAITING_ROUNDS: usize = 3;
+
+/// A waiting acquire that creates a lease, queued until `deadline` (its wait from when the
+/// caller asked), following the leader. Cut off mid-wait (a not-leader refusal, "outcome
+/// unknown" from a leader whose term ended, a connection that broke after it was sent), it
+/// is sent again with the same lease id and what is left of the wait, to the leader it is
+/// pointed to or the next endpoint: the new leader answers the grant the old one made if
+/// the handoff happened, or queues it again, at the back (its place in the old leader's
+/// queue is not kept). The attempts are those of any call (at most
+/// [`MAX_REDIRECTS`](crate::route::MAX_REDIRECTS) redirects and one move per endpoint),
+/// in up to [`WAITING_ROUNDS`] rounds when a round reaches no leader; none is sent once
+/// the deadline has passed, and none waits past it: the server's wait of each is what is
+/// left.
+async fn send_waiting(
+    shared: &Arc<Shared>,
+    mut request: AcquireRequest,
+    deadline: Instant,
+) -> Result<(Duration, AcquireResponse), Error> {
+    let mut attempts = shared.route.attempts(Resend::Always);
+    let mut rounds = 1;
+    // The first attempt carries the wait it was given as it is.
+    let mut wait = Duration::from_millis(request.wait_ms);
+    loop {
+        let limit = limit_of(shared, wait);
+        let current = shared.route.current();
+        let sent = attempt(shared, current.rpc(), request.clone(), wait, limit);
+        let status = match tokio::time::timeout(limit, sent).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(status)) => status,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "acquire",
+                    after: limit,
+                })
+            }
+        };
+        let failure = Error::from(status.clone());
+        if let Next::Stop(error) = attempts.after(&current, status).await {
+            // A round of the endpoints found no leader: an election after the leader died
+            // outlasts one round's backoff. Another round after the longest backoff, while
+            // the wait lasts, a fixed number of times.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let pause = shared.config.retry_max;
+            let no_leader = matches!(error, Error::NoLeader { .. });
+            if !no_leader || rounds >= WAITING_ROUNDS || left <= pause {
+                return Err(error);
+            }
+            rounds += 1;
+            tokio::time::sleep(pause).await;
+            attempts = shared.route.attempts(Resend::Always);
+        }
+        // What is left, in whole milliseconds as the wire carries it; none left means the
+        // wait is over, and what cut the last attempt off is the answer.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis();
+        request.wait_ms = u64::try_from(left).unwrap_or(u64::MAX);
+        if request.wait_ms == 0 {
+            return Err(failure);
+        }
+        wait = Duration::from_millis(request.wait_ms);
+    }
+}
+
+/// How long one attempt of an acquire that waits `wait` may take: the wait plus the request
+/// timeout, saturating, and no longer than any timer can hold (a caller may well write
+/// `Duration::MAX` for "as long as it takes"; the server then refuses the wait).
+fn limit_of(shared: &Shared, wait: Duration) -> Duration {
+    wait.saturating_add(shared.config.request_timeout)
+        .min(Config::LONGEST)
+}
+
+/// One attempt of a unary `Acquire` on `rpc`: the send instant (read before the call is
+/// handed to the channel, CONTRACT S4) with the answer.
+fn attempt(
+    shared: &Arc<Shared>,
+    mut rpc: LockServiceClient<Channel>,
+    request: AcquireRequest,
+    wait: Duration,
+    limit: Duration,
+) -> impl Future<Output = Result<(Duration, AcquireResponse), Status>> {
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(limit);
+    let sent = shared.now();
+    let call = InFlight {
+        call: Some(Box::pin(async move { rpc.acquire(request).await })),
+        waiting: !wait.is_zero(),
+        shared: shared.clone(),
+    };
+    async move { call.await.map(|reply| (sent, reply)) }
 }
 
 /// A unary `Acquire` call in flight: the call until it has answered, and what is needed

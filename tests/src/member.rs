@@ -5,13 +5,19 @@
 //!
 //! The test switches it at any moment with [`FakeMember::set`]; streams it forwards
 //! (`KeepAlive`, `Session`, `Watch`) then end with the refusal, as a leader that steps
-//! down ends them. It counts the rpcs it refused, so that a test can tell whether a call
-//! reached it. It runs on the test's tokio runtime; dropping it stops serving.
+//! down ends them, and an `Acquire` it forwards that still waits for its answer (queued
+//! for a held lock) ends with the "outcome unknown" refusal a real leader gives when its
+//! term ends, its forwarded call dropped (so the real server takes it out of the queue).
+//! It counts the rpcs it refused, and keeps every `Acquire` it received, so that a test
+//! can tell whether and how a call reached it. It can lose the answer of the next
+//! forwarded `Acquire`, or break a `Session` stream at the next grant it carries (the
+//! grant is kept for the test, the client gets the stream's failure instead). It runs on
+//! the test's tokio runtime; dropping it stops serving.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fenced_proto::metadata::{ERROR_CODE, LEADER, NOT_LEADER_CODE};
 use fenced_proto::v1::lock_service_client::LockServiceClient;
@@ -50,6 +56,12 @@ pub struct FakeMember {
     forwarded: Arc<AtomicUsize>,
     /// Whether the next forwarded `Acquire` loses its answer.
     lose_acquire_answer: Arc<AtomicBool>,
+    /// Every `Acquire` received (unary or on a `Session`), in order.
+    acquires: Arc<Mutex<Vec<AcquireRequest>>>,
+    /// Whether a `Session` stream breaks at the next grant it carries.
+    break_session_at_grant: Arc<AtomicBool>,
+    /// The grants a broken `Session` stream never delivered.
+    swallowed: Arc<Mutex<Vec<AcquireResponse>>>,
     /// The server task.
     task: JoinHandle<()>,
 }
@@ -63,11 +75,17 @@ impl FakeMember {
         let refused = Arc::new(AtomicUsize::new(0));
         let forwarded = Arc::new(AtomicUsize::new(0));
         let lose_acquire_answer = Arc::new(AtomicBool::new(false));
+        let acquires = Arc::new(Mutex::new(Vec::new()));
+        let break_session_at_grant = Arc::new(AtomicBool::new(false));
+        let swallowed = Arc::new(Mutex::new(Vec::new()));
         let service = Member {
             role: watched,
             refused: refused.clone(),
             forwarded: forwarded.clone(),
             lose_acquire_answer: lose_acquire_answer.clone(),
+            acquires: acquires.clone(),
+            break_session_at_grant: break_session_at_grant.clone(),
+            swallowed: swallowed.clone(),
         };
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -81,8 +99,29 @@ impl FakeMember {
             refused,
             forwarded,
             lose_acquire_answer,
+            acquires,
+            break_session_at_grant,
+            swallowed,
             task,
         }
+    }
+
+    /// Makes the next grant a forwarded `Session` stream carries break the stream instead:
+    /// the real server granted it, and the client's stream ends with `UNAVAILABLE` before
+    /// the answer, as when a leader dies between committing a grant and answering it. The
+    /// grant is kept ([`FakeMember::swallowed`]).
+    pub fn break_session_at_next_grant(&self) {
+        self.break_session_at_grant.store(true, Ordering::SeqCst);
+    }
+
+    /// The grants that broken `Session` streams never delivered, in order.
+    pub fn swallowed(&self) -> Vec<AcquireResponse> {
+        self.swallowed.lock().unwrap().clone()
+    }
+
+    /// Every `Acquire` it received so far (unary or on a `Session`), in order.
+    pub fn acquires(&self) -> Vec<AcquireRequest> {
+        self.acquires.lock().unwrap().clone()
     }
 
     /// Makes the next `Acquire` it forwards lose its answer: the real server handles it
@@ -135,6 +174,18 @@ pub fn not_leader(leader: Option<&str>) -> Status {
     status
 }
 
+/// What a real leader answers to a request in flight when its term ends: `UNAVAILABLE`,
+/// `fenced-error: not-leader`, no leader named, and its outcome unknown.
+pub fn outcome_unknown() -> Status {
+    let mut status = Status::unavailable(
+        "this node stopped leading before the answer was committed; its outcome is unknown",
+    );
+    status
+        .metadata_mut()
+        .insert(ERROR_CODE, NOT_LEADER_CODE.parse().unwrap());
+    status
+}
+
 /// The service behind a [`FakeMember`].
 struct Member {
     /// The current role.
@@ -145,6 +196,12 @@ struct Member {
     forwarded: Arc<AtomicUsize>,
     /// Whether the next forwarded `Acquire` loses its answer.
     lose_acquire_answer: Arc<AtomicBool>,
+    /// Every `Acquire` received.
+    acquires: Arc<Mutex<Vec<AcquireRequest>>>,
+    /// Whether a `Session` stream breaks at the next grant it carries.
+    break_session_at_grant: Arc<AtomicBool>,
+    /// The grants broken `Session` streams never delivered.
+    swallowed: Arc<Mutex<Vec<AcquireResponse>>>,
 }
 
 /// A forwarded answer stream.
@@ -170,7 +227,11 @@ impl Member {
 
     /// Passes `answers` on until they end or the member stops forwarding; then ends the
     /// stream with the refusal, as a leader stepping down does.
-    fn pump<T: Send + 'static>(&self, mut answers: Streaming<T>) -> Forwarded<T> {
+    fn pump<T, S>(&self, mut answers: S) -> Forwarded<T>
+    where
+        T: Send + 'static,
+        S: Stream<Item = Result<T, Status>> + Send + Unpin + 'static,
+    {
         let (sender, receiver) = mpsc::channel(64);
         let mut role = self.role.clone();
         let refused = self.refused.clone();
@@ -179,7 +240,8 @@ impl Member {
                 tokio::select! {
                     answer = answers.next() => match answer {
                         Some(answer) => {
-                            if sender.send(answer).await.is_err() {
+                            let failed = answer.is_err();
+                            if sender.send(answer).await.is_err() || failed {
                                 return;
                             }
                         }
@@ -214,7 +276,30 @@ impl LockService for Member {
         &self,
         request: Request<AcquireRequest>,
     ) -> Result<Response<AcquireResponse>, Status> {
-        let answer = self.upstream().await?.acquire(request.into_inner()).await;
+        let request = request.into_inner();
+        self.acquires.lock().unwrap().push(request.clone());
+        let mut upstream = self.upstream().await?;
+        let mut role = self.role.clone();
+        // A leader whose term ends answers what it has not committed "outcome unknown";
+        // the forwarded call is dropped, so the real server takes a waiter out of its
+        // queue.
+        let stepped_down = async move {
+            loop {
+                if role.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                if matches!(*role.borrow_and_update(), Role::NotLeader(_)) {
+                    return;
+                }
+            }
+        };
+        let answer = tokio::select! {
+            answer = upstream.acquire(request) => answer,
+            () = stepped_down => {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(outcome_unknown());
+            }
+        };
         if self.lose_acquire_answer.swap(false, Ordering::SeqCst) {
             return Err(Status::unavailable(format!(
                 "the fake member lost the answer ({:?})",
@@ -294,11 +379,29 @@ impl LockService for Member {
         &self,
         request: Request<Streaming<SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let acquires = self.acquires.clone();
+        let inbound = requests(request.into_inner()).map(move |request| {
+            if let Some(session_request::Op::Acquire(acquire)) = &request.op {
+                acquires.lock().unwrap().push(acquire.clone());
+            }
+            request
+        });
         let mut upstream = self.upstream().await?;
-        let answers = upstream
-            .session(requests(request.into_inner()))
-            .await?
-            .into_inner();
+        let answers = upstream.session(inbound).await?.into_inner();
+        let (armed, swallowed) = (self.break_session_at_grant.clone(), self.swallowed.clone());
+        // The first grant after the test arms it breaks the stream instead of arriving.
+        let answers = answers.map(move |answer| match answer {
+            Ok(SessionResponse {
+                result: Some(session_response::Result::Acquired(grant)),
+                ..
+            }) if armed.swap(false, Ordering::SeqCst) => {
+                swallowed.lock().unwrap().push(grant);
+                Err(Status::unavailable(
+                    "the fake member broke the session before the grant's answer",
+                ))
+            }
+            other => other,
+        });
         Ok(Response::new(self.pump(answers)))
     }
 }

@@ -47,6 +47,23 @@ async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool
     }
 }
 
+/// Polls (every 20 ms, for up to 20 s) until `lock` has `count` waiters on the server
+/// `reader` reads.
+async fn waiters_become(reader: &Client, lock: &str, count: u32) {
+    let start = Instant::now();
+    loop {
+        let waiters = reader.describe(lock).await.unwrap().waiters;
+        if waiters == count {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{lock}: {waiters} waiters, never {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An address where nothing listens.
 async fn closed_addr() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -396,15 +413,21 @@ async fn a_busy_refusal_is_not_sent_elsewhere() {
     }
 }
 
-// checks: L2 (a waiting acquire whose connection breaks mid-wait leaves the queue and is
-// not sent again to another member, where it could be granted a second lease unseen)
+// checks: L2, L3, C4 (a waiting acquire whose connection breaks mid-wait leaves the
+// queue, and is sent again to the next member with the lease id the client chose and the
+// rest of its wait, not the whole of it; it queues there and gets the lock once, when the
+// holder lets go)
 #[tokio::test]
-async fn a_waiting_acquire_broken_in_transit_is_not_sent_again() {
+async fn a_waiting_acquire_broken_in_transit_is_sent_again_with_the_rest_of_its_wait() {
     let server = TestServer::start();
     let rival = server.sdk("rival").await;
     let held = rival.try_acquire("transit/a").await.unwrap();
-    let proxy = Proxy::start(server.addr()).await;
-    let client = connect(&[proxy.endpoint(), server.endpoint()], "waiter").await;
+    let held_token = held.token();
+    // The client reaches the member through a proxy, which breaks the connection; the
+    // member sees every acquire, the first (through the proxy) and the one sent again.
+    let member = FakeMember::start(Role::Forward(server.endpoint())).await;
+    let proxy = Proxy::start(member.addr()).await;
+    let client = connect(&[proxy.endpoint(), member.endpoint()], "waiter").await;
     let waiting = tokio::spawn(async move {
         let outcome = client
             .acquire("transit/a", AcquireOptions::wait(Duration::from_secs(60)))
@@ -412,29 +435,84 @@ async fn a_waiting_acquire_broken_in_transit_is_not_sent_again() {
         (outcome, client)
     });
     let reader = server.sdk("reader").await;
-    let start = Instant::now();
-    while reader.describe("transit/a").await.unwrap().waiters == 0 {
-        assert!(start.elapsed() < Duration::from_secs(20), "never queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    waiters_become(&reader, "transit/a", 1).await;
     proxy.reset();
+    eventually(Duration::from_secs(20), "the acquire sent again", || {
+        member.acquires().len() == 2 || waiting.is_finished()
+    })
+    .await;
+    assert!(
+        !waiting.is_finished(),
+        "the broken acquire returned instead of waiting again elsewhere: {:?}",
+        waiting.await.unwrap().0
+    );
+    let acquires = member.acquires();
+    assert_eq!(acquires[1].new_lease_id, acquires[0].new_lease_id);
+    assert!(
+        acquires[1].wait_ms < acquires[0].wait_ms && acquires[1].wait_ms > 0,
+        "sent with {} ms of its {} ms wait",
+        acquires[1].wait_ms,
+        acquires[0].wait_ms
+    );
+    // The first waiter left the server's queue (L2): one waiter, the one sent again.
+    waiters_become(&reader, "transit/a", 1).await;
+    held.release().await.unwrap();
     let (outcome, client) = tokio::time::timeout(Duration::from_secs(20), waiting)
         .await
-        .expect("the broken acquire returns instead of waiting again elsewhere")
+        .expect("the waiter is granted once the holder lets go")
         .unwrap();
-    assert!(
-        matches!(outcome, Err(Error::Unavailable { .. })),
-        "{outcome:?}"
-    );
-    // The next call goes to the next member.
-    assert_eq!(client.current_endpoint(), server.endpoint());
-    let start = Instant::now();
-    while reader.describe("transit/a").await.unwrap().waiters != 0 {
-        assert!(start.elapsed() < Duration::from_secs(20), "still queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    held.release().await.unwrap();
+    let lease = outcome.expect("the lock, through the member");
+    assert_eq!(lease.id().to_string(), acquires[0].new_lease_id);
+    assert!(lease.token() > held_token);
+    assert_eq!(client.current_endpoint(), member.endpoint());
+    let view = reader.describe("transit/a").await.unwrap();
+    assert_eq!(view.holder.map(|holder| holder.token), Some(lease.token()));
+    assert_eq!(view.waiters, 0);
+    lease.release().await.unwrap();
     assert!(reader.describe("transit/a").await.unwrap().holder.is_none());
+}
+
+// checks: L2, L3, C4 (a waiting acquire cut off by its member's step-down, answered
+// "outcome unknown", is sent to the next member with the rest of its wait and its lease
+// id; dropping it there still takes it out of the queue, so the lock is free once its
+// holder lets go)
+#[tokio::test]
+async fn a_waiting_acquire_cut_off_by_a_step_down_waits_on_with_the_rest_of_its_wait() {
+    let server = TestServer::start();
+    let rival = server.sdk("rival").await;
+    let held = rival.try_acquire("stepdown/a").await.unwrap();
+    let front = FakeMember::start(Role::Forward(server.endpoint())).await;
+    let next = FakeMember::start(Role::Forward(server.endpoint())).await;
+    let client = connect(&[front.endpoint(), next.endpoint()], "waiter").await;
+    let waiting = tokio::spawn(async move {
+        client
+            .acquire("stepdown/a", AcquireOptions::wait(Duration::from_secs(60)))
+            .await
+    });
+    let reader = server.sdk("reader").await;
+    waiters_become(&reader, "stepdown/a", 1).await;
+    front.set(Role::NotLeader(None));
+    eventually(Duration::from_secs(20), "the acquire sent again", || {
+        next.acquires().len() == 1 || waiting.is_finished()
+    })
+    .await;
+    assert!(!waiting.is_finished(), "{:?}", waiting.await.unwrap());
+    let (first, again) = (&front.acquires()[0], &next.acquires()[0]);
+    assert_eq!(again.new_lease_id, first.new_lease_id);
+    assert!(
+        again.wait_ms < first.wait_ms && again.wait_ms > 0,
+        "sent with {} ms of its {} ms wait",
+        again.wait_ms,
+        first.wait_ms
+    );
+    waiters_become(&reader, "stepdown/a", 1).await;
+    // Dropped while it waits on the next member: it leaves the queue (L2).
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    waiters_become(&reader, "stepdown/a", 0).await;
+    held.release().await.unwrap();
+    let view = reader.describe("stepdown/a").await.unwrap();
+    assert!(view.holder.is_none(), "{view:?}");
 }
 
 // checks: S3, L3, C4 (a try-once acquire whose answer was lost after the leader granted it is
@@ -468,6 +546,45 @@ async fn an_acquire_whose_answer_was_lost_is_sent_again_and_finds_its_own_grant(
     let other = connect(&[server.endpoint()], "other").await;
     other
         .acquire("lost/answer", AcquireOptions::try_once())
+        .await
+        .expect("the lock is free once the one lease is released");
+}
+
+// checks: S3, L3, C4 (a try-once acquire over the Session stream whose stream broke after
+// the leader granted it, before the answer, is sent once more as a unary call with the
+// lease id the client chose, and finds that grant: the application gets the same lease
+// and token, and no second lease holds the lock)
+#[tokio::test]
+async fn a_session_acquire_whose_stream_broke_after_its_grant_finds_that_grant() {
+    let server = TestServer::start();
+    let leader = FakeMember::start(Role::Forward(server.endpoint())).await;
+    let client = connect(&[leader.endpoint()], "broken-session").await;
+    leader.break_session_at_next_grant();
+    let lease = client
+        .try_acquire("broken/session")
+        .await
+        .expect("the acquire is sent again and finds its grant");
+    assert!(client.uses_session());
+    let swallowed = leader.swallowed();
+    assert_eq!(swallowed.len(), 1, "the stream broke at the grant");
+    assert_eq!(lease.id().to_string(), swallowed[0].lease_id);
+    assert_eq!(lease.token().get(), swallowed[0].token);
+    let acquires = leader.acquires();
+    assert_eq!(
+        acquires.len(),
+        2,
+        "the session's, then one unary: {acquires:?}"
+    );
+    assert_eq!(acquires[1].new_lease_id, acquires[0].new_lease_id);
+    // The one lease holds the lock; released, the lock is free at once.
+    let rival = server.sdk("rival").await;
+    match rival.try_acquire("broken/session").await {
+        Err(Error::Busy { token, .. }) => assert_eq!(token, Some(lease.token())),
+        other => panic!("{other:?}"),
+    }
+    lease.release().await.unwrap();
+    rival
+        .try_acquire("broken/session")
         .await
         .expect("the lock is free once the one lease is released");
 }

@@ -452,3 +452,88 @@ async fn an_sdk_holder_keeps_its_lease_through_the_leaders_kill() {
     );
     lease.release().await.unwrap();
 }
+
+// checks: L2, L3, S1, S3, C4
+// An SDK acquire waits (60 s) on a lock held through the raw router when the leader is
+// killed with SIGKILL: the SDK sends it again with its lease id and what is left of its
+// wait to the new leader, where it queues again; the holder then releases, and the waiter
+// gets the lock exactly once (one lease, the only waiter, a token above the holder's),
+// long before its wait ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_waiter_cut_off_by_the_leaders_kill_waits_on_and_gets_the_lock_once() {
+    const LOCK: &str = "sdk/queued";
+    let mut cluster = TestCluster::start(&["--no-fdatasync"]);
+    cluster.leader(&[]).await;
+    let mut router = Router::new(cluster.endpoints());
+    let held = acquire(&mut router, LOCK, 120_000)
+        .await
+        .expect("the holder's grant");
+    let leader = cluster.leader(&[]).await;
+    let client = fenced_client::Client::builder_for_cluster(cluster.endpoints())
+        .holder("sdk-waiter")
+        .pause_threshold(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(60);
+    let asked = Instant::now();
+    let waiting = tokio::spawn(async move {
+        let outcome = client
+            .acquire(LOCK, fenced_client::AcquireOptions::wait(wait))
+            .await;
+        (outcome, client)
+    });
+    let until = Instant::now() + PATIENCE;
+    while describe(&mut router, LOCK).await.waiters != 1 {
+        assert!(Instant::now() < until, "the SDK's acquire never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.member(leader).kill();
+    let new_leader = cluster.leader(&[leader]).await;
+    // Queued again on the new leader (the old leader's queue died with it).
+    let mut on_new_leader = Router::new(vec![cluster.endpoint(new_leader)]);
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let info = describe(&mut on_new_leader, LOCK).await;
+        assert!(info.held && info.token == held.token, "{info:?}");
+        if info.waiters == 1 {
+            break;
+        }
+        assert!(
+            !waiting.is_finished(),
+            "the SDK's acquire returned instead of waiting on: {:?}",
+            waiting.await.unwrap().0
+        );
+        assert!(
+            Instant::now() < until,
+            "the SDK's acquire never queued on the new leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let release = pb::ReleaseRequest {
+        lease_id: held.lease_id.clone(),
+        lock: String::new(),
+    };
+    router
+        .call(PATIENCE, |mut client| {
+            let release = release.clone();
+            async move { client.release(release).await }
+        })
+        .await
+        .expect("the holder releases through the new leader");
+    let (outcome, client) = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("the waiter is granted once the holder lets go")
+        .unwrap();
+    let lease = outcome.expect("the lock, after the failover");
+    assert!(asked.elapsed() < wait, "granted only after its wait");
+    let token = lease.fence().unwrap();
+    assert!(token.get() > held.token, "{token} after {}", held.token);
+    let info = describe(&mut router, LOCK).await;
+    assert!(info.held && info.token == token.get(), "{info:?}");
+    assert_eq!(info.waiters, 0, "{info:?}");
+    lease.release().await.unwrap();
+    let info = describe(&mut router, LOCK).await;
+    assert!(!info.held, "a second lease holds the lock: {info:?}");
+    drop(client);
+}

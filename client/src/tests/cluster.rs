@@ -74,3 +74,38 @@ async fn a_unary_refusal_with_no_leader_named_is_no_leader() {
     // Nothing changed on the server: the next try is granted.
     client.try_acquire("a").await.unwrap();
 }
+
+// checks: L3, C4 (a waiting acquire that finds no leader looks again a fixed number of
+// rounds, never more, each time with its lease id and what is left of its wait; it ends
+// with NoLeader)
+#[tokio::test]
+async fn a_waiting_acquire_that_finds_no_leader_looks_again_a_bounded_number_of_times() {
+    let clock = ManualClock::new(Duration::from_secs(1_000));
+    let server = Server::start(&clock).await;
+    let client = server
+        .builder(&clock, Duration::from_secs(60))
+        .retry(ms(10), ms(20))
+        .connect()
+        .await
+        .unwrap();
+    server.script.lock().unwrap().not_leader = usize::MAX;
+    let refused = client
+        .acquire("a", AcquireOptions::wait(Duration::from_secs(30)))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::NoLeader { .. })),
+        "{refused:?}"
+    );
+    let acquires = server.script.lock().unwrap().acquires.clone();
+    assert_eq!(acquires.len(), 3, "one attempt in each of three rounds");
+    assert_eq!(acquires[0].wait_ms, 30_000);
+    for (earlier, later) in acquires.iter().zip(&acquires[1..]) {
+        assert_eq!(later.new_lease_id, earlier.new_lease_id);
+        assert!(
+            later.wait_ms < earlier.wait_ms && later.wait_ms > 20_000,
+            "{} ms after {} ms",
+            later.wait_ms,
+            earlier.wait_ms
+        );
+    }
+}

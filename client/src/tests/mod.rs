@@ -85,6 +85,8 @@ struct Script {
     /// Refuse this many of the next acquires and releases (whichever rpc carries them) as
     /// a cluster member that is not the leader and knows none.
     not_leader: usize,
+    /// Refuse every unary acquire with this status (a server that is going away).
+    unary_acquire_refusal: Option<Status>,
 }
 
 impl Script {
@@ -108,6 +110,7 @@ impl Script {
             token: 7,
             acquires: Vec::new(),
             not_leader: 0,
+            unary_acquire_refusal: None,
         }
     }
 }
@@ -216,7 +219,19 @@ impl LockService for Fake {
         &self,
         request: Request<AcquireRequest>,
     ) -> Result<Response<AcquireResponse>, Status> {
-        self.script.lock().unwrap().calls.acquire_unary += 1;
+        let refusal = {
+            let mut script = self.script.lock().unwrap();
+            script.calls.acquire_unary += 1;
+            script.unary_acquire_refusal.clone()
+        };
+        if let Some(status) = refusal {
+            self.script
+                .lock()
+                .unwrap()
+                .acquires
+                .push(request.into_inner());
+            return Err(status);
+        }
         self.grant(request.into_inner()).await.map(Response::new)
     }
 
@@ -848,14 +863,19 @@ async fn answers_out_of_order_are_matched_by_id() {
     assert_eq!((calls.acquire_session, calls.sessions), (21, 1));
 }
 
-// checks: no CONTRACT id directly: the SDK's failure rule (a request that may have been
-// applied fails with the transport's error and is never retried silently)
+// checks: C4 (a try-once acquire that may have been applied is sent again only with the
+// lease id it was created with, once, as a unary call), and the SDK's failure rule: when
+// that call fails too, the broken session's error reaches the caller
 #[tokio::test]
 async fn a_broken_session_fails_its_pending_requests_and_the_next_call_reopens() {
     let clock = ManualClock::new(Duration::from_secs(1_000));
     let server = Server::start(&clock).await;
     let client = server.connect(&clock).await;
-    server.script.lock().unwrap().hold = Some("slow".into());
+    {
+        let mut script = server.script.lock().unwrap();
+        script.hold = Some("slow".into());
+        script.unary_acquire_refusal = Some(Status::unavailable("the fake is going away"));
+    }
 
     // Phase 1: two requests wait on the session when it breaks.
     let pending: Vec<_> = (0..2)
@@ -871,8 +891,8 @@ async fn a_broken_session_fails_its_pending_requests_and_the_next_call_reopens()
     assert_eq!(client.shared().session.pending(), 2);
     server.break_sessions().await;
 
-    // Phase 2: both fail with the transport's error, as a unary call would, and neither
-    // was sent again.
+    // Phase 2: each is sent once more as a unary call with its own lease id; that fails
+    // too, so both fail with the session's transport error, as a unary call would.
     for task in pending {
         let result = tokio::time::timeout(Duration::from_secs(5), task)
             .await
@@ -887,15 +907,83 @@ async fn a_broken_session_fails_its_pending_requests_and_the_next_call_reopens()
         }
     }
     assert_eq!(client.shared().session.pending(), 0);
-    assert_eq!(server.calls().acquire_session, 2);
+    let calls = server.calls();
+    assert_eq!((calls.acquire_session, calls.acquire_unary), (2, 2));
+    let ids = |acquires: &[AcquireRequest]| {
+        let mut ids: Vec<String> = acquires.iter().map(|a| a.new_lease_id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    {
+        let script = server.script.lock().unwrap();
+        let (session, unary) = script.acquires.split_at(2);
+        assert_eq!(
+            ids(session),
+            ids(unary),
+            "the same two lease ids, once each"
+        );
+        assert_ne!(session[0].new_lease_id, session[1].new_lease_id);
+    }
 
     // Phase 3: the next acquire opens a new session and succeeds.
+    server.script.lock().unwrap().unary_acquire_refusal = None;
     let lease = client.try_acquire("after").await.unwrap();
     assert!(lease.fence().is_ok());
     let calls = server.calls();
     assert_eq!(
         (calls.sessions, calls.acquire_session, calls.acquire_unary),
-        (2, 3, 0)
+        (2, 3, 2)
+    );
+}
+
+// checks: C4, S4 (a try-once acquire whose session broke after it was sent is sent once
+// more as a unary call with the same lease id, and the grant that call brings is the
+// caller's, its deadline counted from that call's send)
+#[tokio::test]
+async fn a_session_acquire_cut_off_by_a_broken_stream_is_sent_once_as_a_unary_call() {
+    let clock = ManualClock::new(Duration::from_secs(1_000));
+    let server = Server::start(&clock).await;
+    let client = server.connect(&clock).await;
+    server.script.lock().unwrap().hold = Some("slow".into());
+    let acquire = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .acquire(
+                    "slow",
+                    AcquireOptions::try_once().ttl(Duration::from_secs(3)),
+                )
+                .await
+        }
+    });
+    until("the server holds the acquire", || {
+        server.script.lock().unwrap().holding == 1
+    })
+    .await;
+    clock.advance(ms(300));
+    server.break_sessions().await;
+    until("the acquire is sent again", || {
+        server.script.lock().unwrap().acquires.len() == 2
+    })
+    .await;
+    clock.advance(ms(400));
+    server.gate.send(true).unwrap();
+    let lease = tokio::time::timeout(Duration::from_secs(5), acquire)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the unary call's grant");
+    // Counted from the unary send, 400 ms before the answer: 3 s * 0.95 - 100 ms - 400 ms
+    // (from the session's send, 300 ms earlier, it would be 300 ms less).
+    assert_eq!(lease.remaining(), ms(2_350));
+    let script = server.script.lock().unwrap();
+    assert_eq!(
+        (script.calls.acquire_session, script.calls.acquire_unary),
+        (1, 1)
+    );
+    assert_eq!(
+        script.acquires[1].new_lease_id,
+        script.acquires[0].new_lease_id
     );
 }
 
