@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
-use fenced_proto::v1::watch_event::Kind;
-use fenced_proto::v1::{AcquireRequest, AcquireResponse, WatchEvent};
+use fenced_proto::v1::{AcquireRequest, AcquireResponse};
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::Streaming;
 
 use crate::clock::{BootClock, Clock};
 use crate::config::{Config, FramedTls};
@@ -400,6 +398,9 @@ pub struct LockEvent {
     pub holder: String,
     /// The token of that holding.
     pub token: FencingToken,
+    /// The event's place in the order of all events (the cluster's, in a cluster): a
+    /// watch resumes after it ([`Client::watch_from`]).
+    pub revision: u64,
 }
 
 /// What happened to a watched lock.
@@ -413,45 +414,7 @@ pub enum LockEventKind {
     Expired,
 }
 
-/// A stream of [`LockEvent`]s.
-#[derive(Debug)]
-pub struct LockWatch {
-    /// The server's stream.
-    pub(crate) events: Streaming<WatchEvent>,
-}
-
-impl LockWatch {
-    /// The next event; `None` when the server ends the stream.
-    pub async fn next(&mut self) -> Option<Result<LockEvent, Error>> {
-        match self.events.message().await {
-            Ok(Some(event)) => Some(convert_event(event)),
-            Ok(None) => None,
-            Err(status) => Some(Err(Error::from(status))),
-        }
-    }
-}
-
-/// A watch event from the wire, checked.
-pub(crate) fn convert_event(event: WatchEvent) -> Result<LockEvent, Error> {
-    let kind = match Kind::try_from(event.kind) {
-        Ok(Kind::Acquired) => LockEventKind::Acquired,
-        Ok(Kind::Released) => LockEventKind::Released,
-        Ok(Kind::Expired) => LockEventKind::Expired,
-        _ => {
-            return Err(Error::Protocol {
-                what: format!("watch event of kind {}", event.kind),
-            })
-        }
-    };
-    Ok(LockEvent {
-        kind,
-        token: FencingToken::new(event.token).map_err(|e| Error::Protocol {
-            what: format!("watch event token: {e}"),
-        })?,
-        lock: event.lock,
-        holder: event.holder,
-    })
-}
+pub use crate::lock_watch::LockWatch;
 
 impl Client {
     /// Starts building a client for `endpoint` (`http://host:port` or `https://...`); add

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use fenced_proto::metadata::{ERROR_CODE, HOLDER, HOLDER_TOKEN as TOKEN, NOT_LEADER_CODE};
+use fenced_proto::metadata::{
+    COMPACTED_CODE, ERROR_CODE, HOLDER, HOLDER_TOKEN as TOKEN, NOT_LEADER_CODE, OLDEST_REVISION,
+};
 use fenced_proto::v1::SessionError;
 use fenced_types::{FencingToken, InvalidInput, LockName};
 use tonic::{Code, Status};
@@ -111,6 +113,17 @@ pub enum Error {
         /// The last failure.
         why: String,
     },
+    /// A watch asked to start at a revision whose events the member no longer keeps
+    /// (`OUT_OF_RANGE`, `fenced-error: compacted`): pushed out of its buffer, or made
+    /// before the member restarted. List the locks again and watch from the list's
+    /// revision + 1.
+    #[error("watch events no longer kept: {message}")]
+    WatchCompacted {
+        /// The server's words.
+        message: String,
+        /// The oldest revision the member can still send, if it said.
+        oldest: Option<u64>,
+    },
     /// A call did not finish in time (`DEADLINE_EXCEEDED` or the SDK's own timeout).
     #[error("{what} timed out after {} ms", after.as_millis())]
     Timeout {
@@ -151,6 +164,8 @@ struct Details {
     holder: Option<String>,
     /// The busy lock's holder's token, if the server named it.
     token: Option<FencingToken>,
+    /// For a compacted watch: the oldest revision the member keeps, if it said.
+    oldest_revision: Option<u64>,
 }
 
 impl From<Status> for Error {
@@ -166,6 +181,7 @@ impl From<Status> for Error {
             error_code: meta(ERROR_CODE).unwrap_or_default(),
             holder: meta(HOLDER),
             token: meta(TOKEN).and_then(|t| t.parse().ok()),
+            oldest_revision: meta(OLDEST_REVISION).and_then(|r| r.parse().ok()),
         };
         classify(status.code(), status.message().to_string(), details)
     }
@@ -181,6 +197,7 @@ impl From<SessionError> for Error {
             error_code: error.error_code,
             holder: Some(error.holder).filter(|h| !h.is_empty()),
             token: FencingToken::new(error.token).ok(),
+            oldest_revision: None,
         };
         classify(Code::from_i32(error.code), error.message, details)
     }
@@ -218,6 +235,10 @@ fn classify(code: Code, message: String, details: Details) -> Error {
         Code::Unavailable if error_code == NOT_LEADER_CODE => Error::NoLeader {
             tried: Vec::new(),
             why: format!("a member that is not the leader refused: {message}"),
+        },
+        Code::OutOfRange if error_code == COMPACTED_CODE => Error::WatchCompacted {
+            message,
+            oldest: details.oldest_revision,
         },
         Code::NotFound => Error::UnknownLease { message },
         Code::InvalidArgument => Error::InvalidArgument { message },

@@ -1,14 +1,16 @@
 //! Reading the lock table: [`Client::describe`], [`Client::list`] and
 //! [`Client::list_page`], [`Client::check_token`], [`Client::watch`] and
-//! [`Client::watch_prefix`]. None of these take or keep a lease.
+//! [`Client::watch_prefix`] (and their `_from` forms, which start at a revision). None of
+//! these take or keep a lease.
 
 use std::future::Future;
 use std::time::Duration;
 
 use fenced_proto::v1::lock_service_client::LockServiceClient;
-use fenced_proto::v1::{CheckTokenRequest, DescribeRequest, ListRequest, WatchRequest};
+use fenced_proto::v1::{CheckTokenRequest, DescribeRequest, ListRequest, WatchEvent, WatchRequest};
 use fenced_types::{FencingToken, LockName};
 use tonic::transport::Channel;
+use tonic::Streaming;
 
 use crate::client::{Client, Holder, LockInfo, LockWatch};
 use crate::error::Error;
@@ -22,6 +24,9 @@ pub struct ListPage {
     pub locks: Vec<LockInfo>,
     /// Where the next page starts, to pass to the next call; `None` on the last page.
     pub next_cursor: Option<String>,
+    /// The revision of the last event this page reflects: [`Client::watch_prefix_from`]
+    /// `revision + 1` misses no change made after it.
+    pub revision: u64,
 }
 
 /// What the server says of a token ([`Client::check_token`]).
@@ -80,7 +85,11 @@ impl Client {
                 what: format!("list answered the cursor {cursor:?} with itself"),
             });
         }
-        Ok(ListPage { locks, next_cursor })
+        Ok(ListPage {
+            locks,
+            next_cursor,
+            revision: page.revision,
+        })
     }
 
     /// Every held or awaited lock whose name starts with `prefix` (empty: all), in name
@@ -133,37 +142,59 @@ impl Client {
         })
     }
 
-    /// Streams every acquire, release and expiry of one lock.
+    /// Streams every acquire, release and expiry of one lock, from now on. The stream
+    /// resumes by itself after a failure or a failover ([`LockWatch`]).
     pub async fn watch(&self, lock: &str) -> Result<LockWatch, Error> {
+        self.watch_from(lock, 0).await
+    }
+
+    /// [`Client::watch`] starting with the event of `revision` (0: from now), as a
+    /// [`LockEvent::revision`](crate::LockEvent) or [`ListPage::revision`] + 1 gives it.
+    /// [`Error::WatchCompacted`] when the member no longer keeps the events from there.
+    pub async fn watch_from(&self, lock: &str, revision: u64) -> Result<LockWatch, Error> {
         let name = LockName::new(lock)?;
-        self.open_watch(WatchRequest {
-            lock: name.to_string(),
-            prefix: String::new(),
-        })
+        LockWatch::open(
+            self.clone(),
+            WatchRequest {
+                lock: name.to_string(),
+                prefix: String::new(),
+                start_revision: revision,
+            },
+        )
         .await
     }
 
     /// Streams every acquire, release and expiry of every lock whose name starts with
-    /// `prefix` (empty: all locks).
+    /// `prefix` (empty: all locks), from now on, resuming by itself as [`Client::watch`].
     pub async fn watch_prefix(&self, prefix: &str) -> Result<LockWatch, Error> {
-        self.open_watch(WatchRequest {
-            lock: String::new(),
-            prefix: prefix.to_string(),
-        })
+        self.watch_prefix_from(prefix, 0).await
+    }
+
+    /// [`Client::watch_prefix`] starting with the event of `revision` (0: from now).
+    pub async fn watch_prefix_from(&self, prefix: &str, revision: u64) -> Result<LockWatch, Error> {
+        LockWatch::open(
+            self.clone(),
+            WatchRequest {
+                lock: String::new(),
+                prefix: prefix.to_string(),
+                start_revision: revision,
+            },
+        )
         .await
     }
 
-    /// Opens a watch stream within the request timeout, on the leader. The stream stays on
-    /// the member that opened it: if that member fails or steps down, the stream ends with
-    /// the error, and a new watch follows the leader again.
-    async fn open_watch(&self, request: WatchRequest) -> Result<LockWatch, Error> {
-        let events = self
-            .read("watch", |mut rpc| {
-                let request = request.clone();
-                async move { rpc.watch(request).await }
-            })
-            .await?;
-        Ok(LockWatch { events })
+    /// Opens one watch stream within the request timeout, where the route points (any
+    /// member serves watches; the route follows the leader, so that is usually where it
+    /// opens).
+    pub(crate) async fn open_watch_stream(
+        &self,
+        request: WatchRequest,
+    ) -> Result<Streaming<WatchEvent>, Error> {
+        self.read("watch", |mut rpc| {
+            let request = request.clone();
+            async move { rpc.watch(request).await }
+        })
+        .await
     }
 
     /// Runs one read within the request timeout per attempt, on the leader: reads change

@@ -55,7 +55,8 @@
 //! # Layout
 //! - [`client`]: [`Client`], its [`ClientBuilder`] (one endpoint or a cluster's), acquire.
 //! - [`inspect`]: reading the lock table: describe, list, check a token, watch a lock or a
-//!   prefix.
+//!   prefix; `lock_watch`: [`LockWatch`], a watch that resumes from its last revision
+//!   after a failure or a failover.
 //! - [`lease`]: [`Lease`]: fence, attach the token to a request, observe, release.
 //! - [`cluster_admin`]: a cluster's members: list, add, remove.
 //! - [`election`]: [`Election`]: campaign, leader, observe, resign.
@@ -93,6 +94,7 @@ pub mod state;
 mod framed_tls;
 mod in_flight;
 mod lease_state_machine;
+mod lock_watch;
 mod renewer;
 mod route;
 mod session;

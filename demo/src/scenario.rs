@@ -420,6 +420,7 @@ async fn watch_lock(lock_server: &str, timeline: Timeline) -> Result<JoinHandle<
         .watch(pb::WatchRequest {
             lock: LOCK.into(),
             prefix: String::new(),
+            start_revision: 0,
         })
         .await
         .map_err(|e| io("watching the lock", e))?
@@ -442,7 +443,7 @@ async fn watch_lock(lock_server: &str, timeline: Timeline) -> Result<JoinHandle<
                     Mark::Note,
                     format!("{} released the lock (token {})", event.holder, event.token),
                 ),
-                pb::watch_event::Kind::Unspecified => continue,
+                pb::watch_event::Kind::Unspecified | pb::watch_event::Kind::Progress => continue,
             };
             timeline.record(Lane::LockServer, mark, text);
         }

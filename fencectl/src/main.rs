@@ -91,6 +91,10 @@ enum Command {
         /// Only locks whose names start with this.
         #[arg(default_value = "")]
         prefix: String,
+        /// Start with the event of this revision (as `--json` prints it, plus one), not
+        /// with the next change.
+        #[arg(long, default_value_t = 0)]
+        from_revision: u64,
     },
     /// Whether TOKEN is the live holder's token of NAME: exit 0 if so, 1 if not.
     Check {
@@ -261,9 +265,12 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             let client = target.reader().await?;
             show_members(&client.remove_member(id).await?, as_json)
         }
-        Command::Watch { prefix } => {
+        Command::Watch {
+            prefix,
+            from_revision,
+        } => {
             let client = target.reader().await?;
-            watch::run(&client, &prefix, as_json).await?;
+            watch::run(&client, &prefix, from_revision, as_json).await?;
             Ok(0)
         }
         Command::Check { name, token } => {

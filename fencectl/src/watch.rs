@@ -22,10 +22,16 @@ const REFRESH: Duration = Duration::from_secs(5);
 /// How many of the latest events the table shows.
 const EVENTS_SHOWN: usize = 10;
 
-/// Streams the events under `prefix` until the server ends the stream.
-pub async fn run(client: &Client, prefix: &str, as_json: bool) -> Result<(), Error> {
+/// Streams the events under `prefix`, from `from_revision` (0: from now), until the watch
+/// ends (it resumes by itself across a failover; it ends when no member can be reached).
+pub async fn run(
+    client: &Client,
+    prefix: &str,
+    from_revision: u64,
+    as_json: bool,
+) -> Result<(), Error> {
     // The stream opens before the first listing, so that no change falls between them.
-    let mut events = client.watch_prefix(prefix).await?;
+    let mut events = client.watch_prefix_from(prefix, from_revision).await?;
     let mut out = std::io::stdout();
     if as_json {
         while let Some(event) = events.next().await.transpose()? {
@@ -134,13 +140,14 @@ impl View {
 }
 
 /// An event as one line of JSON: `kind` (`acquired`, `released`, `expired`), `lock`,
-/// `holder`, `token`.
+/// `holder`, `token`, `revision`.
 fn event_json(event: &LockEvent) -> serde_json::Value {
     json!({
         "kind": kind_name(event.kind),
         "lock": event.lock,
         "holder": event.holder,
         "token": event.token.get(),
+        "revision": event.revision,
     })
 }
 

@@ -27,3 +27,12 @@ pub const LEADER: &str = "fenced-leader";
 
 /// The [`ERROR_CODE`] of a refusal from a cluster member that is not the leader.
 pub const NOT_LEADER_CODE: &str = "not-leader";
+
+/// The [`ERROR_CODE`] of a `Watch` refused because the events from its start revision are
+/// no longer kept on that member (gRPC status `OUT_OF_RANGE`): list the locks again and
+/// watch from the list's revision + 1.
+pub const COMPACTED_CODE: &str = "compacted";
+
+/// Response metadata on a [`COMPACTED_CODE`] refusal: the oldest revision the member can
+/// still send.
+pub const OLDEST_REVISION: &str = "fenced-oldest-revision";

@@ -2,12 +2,15 @@
 //! client can fail, with a message that names it), and refusals and errors into statuses.
 //! Machine-readable details travel in metadata: `fenced-error` (a stable code) and, for a
 //! busy lock, `fenced-holder` and `fenced-token`; for a cluster member that does not lead,
-//! `fenced-leader`.
+//! `fenced-leader`; for a watch that starts before the oldest kept event,
+//! `fenced-oldest-revision`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fenced_proto::metadata::{ERROR_CODE, HOLDER, HOLDER_TOKEN, LEADER, NOT_LEADER_CODE};
+use fenced_proto::metadata::{
+    COMPACTED_CODE, ERROR_CODE, HOLDER, HOLDER_TOKEN, LEADER, NOT_LEADER_CODE, OLDEST_REVISION,
+};
 use fenced_proto::v1 as pb;
 use fenced_types::{FencingToken, LeaseId, LockName};
 use tonic::metadata::MetadataValue;
@@ -16,6 +19,7 @@ use tonic::{Code, Status};
 use crate::cluster::leadership::LeadershipError;
 use crate::config::Config;
 use crate::error::Error;
+use crate::event_log::{Compacted, RevisedEvent};
 use crate::table::{Acquire, EventKind, Grant, LeaseChoice, LockView, Refusal};
 
 /// Parses an Acquire request; returns the command and how long to wait.
@@ -180,7 +184,8 @@ pub fn lock_info(view: LockView) -> pb::LockInfo {
 }
 
 /// A watch event on the wire.
-pub fn watch_event(event: &crate::table::Event) -> pb::WatchEvent {
+pub fn watch_event(revised: &RevisedEvent) -> pb::WatchEvent {
+    let event = &revised.event;
     let kind = match event.kind {
         EventKind::Acquired => pb::watch_event::Kind::Acquired,
         EventKind::Released => pb::watch_event::Kind::Released,
@@ -191,7 +196,26 @@ pub fn watch_event(event: &crate::table::Event) -> pb::WatchEvent {
         lock: event.lock.to_string(),
         holder: event.holder.to_string(),
         token: event.token.get(),
+        revision: revised.revision,
     }
+}
+
+/// A watch stream's progress mark: every event up to `revision` was sent.
+pub fn watch_progress(revision: u64) -> pb::WatchEvent {
+    pb::WatchEvent {
+        kind: pb::watch_event::Kind::Progress.into(),
+        revision,
+        ..pb::WatchEvent::default()
+    }
+}
+
+/// The refusal of a watch that starts before the oldest kept event: OUT_OF_RANGE,
+/// `fenced-error: compacted`, and the oldest revision in `fenced-oldest-revision`.
+pub fn compacted(compacted: &Compacted) -> Status {
+    let mut status = Status::out_of_range(compacted.to_string());
+    insert(&mut status, ERROR_CODE, COMPACTED_CODE);
+    insert(&mut status, OLDEST_REVISION, &compacted.oldest.to_string());
+    status
 }
 
 /// The answer to a successful renewal.

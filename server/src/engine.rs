@@ -10,6 +10,12 @@
 //! apply due expiries first and wait for them like any answer, so no read reports a lease
 //! gone that a restart would bring back.
 //!
+//! Each event gets its revision here, as it is staged (one more than the last; the last is
+//! stored with the batch, so numbering goes on above it after a restart or a failover), and
+//! is published to the node's [`EventLog`] once durable. A cluster leader's engine does not
+//! publish: every member publishes the events when it applies the raft entry that carries
+//! them ([`crate::event_log`]).
+//!
 //! A queued acquirer's reply channel lives in `waiting` from its queueing until its handoff
 //! is delivered, or until it leaves the queue (timed out, cancelled, disconnected): the
 //! cancellation that takes it out of the table's queue drops its channel too, so a waiter
@@ -17,16 +23,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::{broadcast, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
+use crate::event_log::{EventLog, RevisedEvent};
 use crate::store::Store;
-use crate::table::{Command, Event, Grant, Handoff, LockTable, Outcome, Refusal, Reply, WaiterId};
+use crate::table::{Command, Grant, Handoff, LockTable, Outcome, Refusal, Reply, WaiterId};
 use crate::telemetry::telemetry;
 
 /// Where a queued acquirer's outcome is delivered.
@@ -45,6 +52,8 @@ struct Inner {
     waiting: HashMap<WaiterId, HandoffSender>,
     /// The time the reaper sleeps until, so it is only woken for something earlier.
     reaper_due: Option<Timestamp>,
+    /// The revision of the last event staged (0: none ever).
+    last_revision: u64,
 }
 
 /// One command's handoffs and events, waiting for batch `seq` to be durable.
@@ -53,8 +62,8 @@ struct Pending {
     seq: u64,
     /// Outcomes for queued acquirers.
     handoffs: Vec<Handoff>,
-    /// Changes for watchers.
-    events: Vec<Event>,
+    /// Changes for watchers, with their revisions.
+    events: Vec<RevisedEvent>,
     /// When the command ran, if it made handoffs.
     handed_at: Option<Instant>,
 }
@@ -86,8 +95,9 @@ pub struct Engine {
     store: Store,
     /// The server's monotonic clock.
     clock: Clock,
-    /// Watch events, published after they are durable.
-    events: broadcast::Sender<Event>,
+    /// Where events are published once durable (`None`: a cluster leader's engine, whose
+    /// events every member publishes as it applies them).
+    event_log: Option<Arc<EventLog>>,
     /// Wakes the reaper when something becomes due earlier than it thought.
     reaper_wake: Notify,
     /// Cancelled when a fatal error means the server must stop (in a cluster: this
@@ -98,19 +108,27 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine over a restored table and its store.
-    pub fn new(table: LockTable, store: Store, clock: Clock, fatal: CancellationToken) -> Self {
-        let (events, _) = broadcast::channel(4096);
+    /// An engine over a restored table and its store. Event revisions go on after
+    /// `last_revision` (what the store restored); events are published to `event_log`.
+    pub fn new(
+        table: LockTable,
+        store: Store,
+        clock: Clock,
+        fatal: CancellationToken,
+        last_revision: u64,
+        event_log: Option<Arc<EventLog>>,
+    ) -> Self {
         Engine {
             inner: Mutex::new(Inner {
                 table,
                 pending: VecDeque::new(),
                 waiting: HashMap::new(),
                 reaper_due: None,
+                last_revision,
             }),
             store,
             clock,
-            events,
+            event_log,
             reaper_wake: Notify::new(),
             fatal,
             closed: AtomicBool::new(false),
@@ -156,11 +174,21 @@ impl Engine {
         &self,
         query: impl FnOnce(&LockTable, Timestamp) -> T,
     ) -> Result<(T, u64), Error> {
+        self.read_revised(query)
+            .map(|(answer, seq, _revision)| (answer, seq))
+    }
+
+    /// [`Engine::read`], also answering the revision of the last event the answer
+    /// reflects: a watcher that starts after it misses no change made since.
+    pub fn read_revised<T>(
+        &self,
+        query: impl FnOnce(&LockTable, Timestamp) -> T,
+    ) -> Result<(T, u64, u64), Error> {
         let mut inner = self.lock()?;
         let now = self.clock.now();
         let ticked = self.apply(&mut inner, now, Command::Tick, None)?;
         let answer = query(&inner.table, now);
-        Ok((answer, ticked.seq))
+        Ok((answer, ticked.seq, inner.last_revision))
     }
 
     /// Applies a command at `now` under the engine's lock and stages its writes.
@@ -181,10 +209,20 @@ impl Engine {
             handoffs,
             events,
         } = inner.table.apply(now, command);
-        let seq = if writes.is_empty() {
+        let events: Vec<RevisedEvent> = events
+            .into_iter()
+            .map(|event| {
+                inner.last_revision += 1;
+                RevisedEvent {
+                    revision: inner.last_revision,
+                    event,
+                }
+            })
+            .collect();
+        let seq = if writes.is_empty() && events.is_empty() {
             self.store.staged()
         } else {
-            match self.store.stage(writes) {
+            match self.store.stage(writes, &events) {
                 Ok(seq) => seq,
                 Err(error) => {
                     // Memory now differs from disk: stop rather than serve from it.
@@ -234,11 +272,6 @@ impl Engine {
         self.store.wait_durable(seq).await
     }
 
-    /// Subscribes to watch events.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
-    }
-
     /// Takes back a grant whose acquirer is gone (cancelled or disconnected before it saw
     /// the grant): releases the lease if the grant created it, else just the lock.
     pub fn undo_grant(&self, grant: &Grant) {
@@ -270,10 +303,11 @@ impl Engine {
                     let sender = inner.waiting.remove(&handoff.waiter);
                     ready.push((sender, handoff.result, pending.handed_at));
                 }
-                for event in pending.events {
-                    telemetry().event(event.kind);
-                    // No receivers is fine: nobody watches.
-                    let _ = self.events.send(event);
+                for event in &pending.events {
+                    telemetry().event(event.event.kind);
+                }
+                if let Some(event_log) = &self.event_log {
+                    event_log.publish(pending.events);
                 }
             }
         }

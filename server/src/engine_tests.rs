@@ -1,6 +1,6 @@
 //! Tests of the engine with a real store and committer, time driven by
 //! `tokio::time::pause`: what a waiter leaves behind when it goes, and what a read makes
-//! durable before it answers.
+//! durable before it answers, and how events are numbered.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +18,7 @@ use tonic::{Code, Status};
 use super::*;
 use crate::committer::run_committer;
 use crate::config::Config;
+use crate::event_log::{Compacted, EventLog, Since, DEFAULT_CAPACITY};
 use crate::service::LockServer;
 use crate::serving::Serving;
 use crate::session::SessionStream;
@@ -29,6 +30,7 @@ struct Running {
     engine: Arc<Engine>,
     stop: Arc<AtomicBool>,
     committer: std::thread::JoinHandle<Result<(), Error>>,
+    event_log: Arc<EventLog>,
 }
 
 fn config() -> Config {
@@ -52,7 +54,15 @@ fn start(dir: &Path) -> (Running, Recovered) {
         clock.now(),
     )
     .unwrap();
-    let engine = Arc::new(Engine::new(table, store, clock, CancellationToken::new()));
+    let event_log = EventLog::new(DEFAULT_CAPACITY, recovered.last_revision);
+    let engine = Arc::new(Engine::new(
+        table,
+        store,
+        clock,
+        CancellationToken::new(),
+        recovered.last_revision,
+        Some(event_log.clone()),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let committer = {
         let (engine, stop) = (engine.clone(), stop.clone());
@@ -63,6 +73,7 @@ fn start(dir: &Path) -> (Running, Recovered) {
             engine,
             stop,
             committer,
+            event_log,
         },
         recovered,
     )
@@ -99,7 +110,10 @@ fn acquire(lock: &str, wait_ms: u64) -> pb::AcquireRequest {
 async fn waiters_that_leave_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let (running, _) = start(dir.path());
-    let server = LockServer::new(Serving::single(running.engine.clone()), Arc::new(config()));
+    let server = LockServer::new(
+        Serving::single(running.engine.clone(), running.event_log.clone()),
+        Arc::new(config()),
+    );
     server.acquire(acquire("busy", 0)).await.unwrap();
 
     tracing::info!("a waiter times out");
@@ -176,7 +190,10 @@ async fn waiters_that_leave_leave_nothing_behind() {
 async fn a_read_after_an_expiry_makes_the_expiry_durable_first() {
     let dir = tempfile::tempdir().unwrap();
     let (running, _) = start(dir.path());
-    let server = LockServer::new(Serving::single(running.engine.clone()), Arc::new(config()));
+    let server = LockServer::new(
+        Serving::single(running.engine.clone(), running.event_log.clone()),
+        Arc::new(config()),
+    );
     let lock = LockName::new("expiring").unwrap();
     let mut request = acquire("expiring", 0);
     request.ttl_ms = 100;
@@ -207,5 +224,100 @@ async fn a_read_after_an_expiry_makes_the_expiry_durable_first() {
         recovered.leases,
         recovered.locks
     );
+    running.stop();
+}
+
+/// The revisions and kinds of the events a watch stream sends, up to its progress mark.
+async fn events_until_progress(
+    stream: &mut crate::watch::WatchStream,
+) -> (Vec<(u64, pb::watch_event::Kind)>, u64) {
+    let mut events = Vec::new();
+    loop {
+        let event = stream.next().await.unwrap().unwrap();
+        if event.kind() == pb::watch_event::Kind::Progress {
+            return (events, event.revision);
+        }
+        events.push((event.revision, event.kind()));
+    }
+}
+
+// checks: W1 (revisions count on above the last durable one after a restart; a watcher that
+// resumes before the restart is told the events are gone, never sent a gap)
+#[tokio::test]
+async fn event_revisions_go_on_above_the_last_after_a_restart() {
+    use pb::watch_event::Kind;
+    let dir = tempfile::tempdir().unwrap();
+    let (running, recovered) = start(dir.path());
+    assert_eq!(recovered.last_revision, 0);
+    let server = LockServer::new(
+        Serving::single(running.engine.clone(), running.event_log.clone()),
+        Arc::new(config()),
+    );
+    let granted = server.acquire(acquire("a", 0)).await.unwrap();
+    server
+        .release(pb::ReleaseRequest {
+            lease_id: granted.lease_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server.acquire(acquire("b", 0)).await.unwrap();
+    assert_eq!(running.event_log.last_revision(), 3);
+
+    // A watcher from revision 2 gets 2 and 3, then the progress mark at 3.
+    let mut resumed = server
+        .watch(pb::WatchRequest {
+            start_revision: 2,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        events_until_progress(&mut resumed).await,
+        (vec![(2, Kind::Released), (3, Kind::Acquired)], 3)
+    );
+    drop(resumed);
+    running.stop();
+
+    let (running, recovered) = start(dir.path());
+    assert_eq!(recovered.last_revision, 3, "the last revision is durable");
+    let server = LockServer::new(
+        Serving::single(running.engine.clone(), running.event_log.clone()),
+        Arc::new(config()),
+    );
+    let refused = server
+        .watch(pb::WatchRequest {
+            start_revision: 3,
+            ..Default::default()
+        })
+        .expect_err("revision 3 was published before the restart");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert_eq!(
+        refused.metadata().get("fenced-error").unwrap(),
+        "compacted",
+        "{refused:?}"
+    );
+    assert_eq!(
+        running.event_log.subscribe(Since::Revision(3)).err(),
+        Some(Compacted {
+            requested: 3,
+            oldest: 4
+        })
+    );
+    let mut next = server
+        .watch(pb::WatchRequest {
+            start_revision: 4,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(events_until_progress(&mut next).await, (vec![], 3));
+    server.acquire(acquire("c", 0)).await.unwrap();
+    let event = next.next().await.unwrap().unwrap();
+    assert_eq!(
+        (event.revision, event.kind(), event.lock.as_str()),
+        (4, Kind::Acquired, "c")
+    );
+    let listed = server.list(pb::ListRequest::default()).await.unwrap();
+    assert_eq!(listed.revision, 4, "a list says the revision it reflects");
+    drop(next);
     running.stop();
 }

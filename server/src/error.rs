@@ -328,4 +328,7 @@ pub enum RecordDamage {
     /// The key is none the store writes.
     #[error("unknown key")]
     UnknownKey,
+    /// An event's kind is none the lock table makes.
+    #[error("unknown event kind {0}")]
+    UnknownEventKind(u32),
 }

@@ -12,7 +12,8 @@
 //!   framing and torn-tail rule the journal and the raft log share.
 //! - [`marker`]: a token floor beside sled's files, so a silently reset database is caught.
 //! - [`engine`]: the table and the store behind one lock; nothing is shown before it is
-//!   durable.
+//!   durable. [`event_log`]: the node's recent events with their revisions, which `Watch`
+//!   streams start from (a cluster member's is fed as it applies entries).
 //! - [`committer`]: the background tasks: group committer and lease reaper.
 //! - [`serving`]: which engine answers clients (a cluster member's, only while it leads),
 //!   and the not-leader refusal.
@@ -42,6 +43,7 @@ pub mod config;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod event_log;
 pub mod frame;
 pub mod framed;
 pub mod grpc_incoming;

@@ -5,7 +5,10 @@
 //! Keys: `t` the next token; `g` the newest journal generation sled holds; `L` + 16-byte
 //! lease id a lease; `K` + name a held lock; `D` + name a lock in its lock-delay (put with
 //! the expiry that starts it, deleted when it ends or the lock is granted again, so
-//! delays do not pile up).
+//! delays do not pile up); `r` the revision of the last event
+//! ([`crate::event_log`], 8 bytes, big-endian). A cluster leader's raft entries also carry
+//! their events, under the key `v`: every member publishes them as it applies the entry,
+//! and none is stored.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,9 +17,10 @@ use fenced_types::{FencingToken, LeaseId, LockName};
 use prost::Message;
 
 use crate::error::{Error, RecordDamage};
+use crate::event_log::RevisedEvent;
 use crate::journal::JournalOp;
 use crate::recovery::Recovered;
-use crate::table::{RestoredDelay, RestoredLease, RestoredLock, Write};
+use crate::table::{Event, EventKind, RestoredDelay, RestoredLease, RestoredLock, Write};
 
 /// The next token to issue (8 bytes, big-endian).
 pub(crate) const NEXT_TOKEN_KEY: &[u8] = b"t";
@@ -24,6 +28,10 @@ pub(crate) const NEXT_TOKEN_KEY: &[u8] = b"t";
 pub(crate) const CHECKPOINTED_KEY: &[u8] = b"g";
 /// A cluster's leader epoch ([`crate::cluster::epoch`]); the lock table does not use it.
 pub(crate) const EPOCH_KEY: &[u8] = b"e";
+/// The revision of the last event (8 bytes, big-endian).
+pub(crate) const LAST_REVISION_KEY: &[u8] = b"r";
+/// An event in a cluster's raft entry (an [`EventRecord`]); never stored.
+pub(crate) const EVENT_KEY: &[u8] = b"v";
 const LEASE_PREFIX: u8 = b'L';
 const LOCK_PREFIX: u8 = b'K';
 const DELAY_PREFIX: u8 = b'D';
@@ -62,6 +70,89 @@ struct DelayRecord {
     /// The whole lock-delay in milliseconds (restored in full from the restart).
     #[prost(uint64, tag = "1")]
     delay_ms: u64,
+}
+
+/// An event with its revision, as a cluster's raft entry carries it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EventRecord {
+    /// Its revision.
+    #[prost(uint64, tag = "1")]
+    revision: u64,
+    /// 1 acquired, 2 released, 3 expired.
+    #[prost(uint32, tag = "2")]
+    kind: u32,
+    /// The lock.
+    #[prost(string, tag = "3")]
+    lock: String,
+    /// The holder's name.
+    #[prost(string, tag = "4")]
+    holder: String,
+    /// The holding's token.
+    #[prost(uint64, tag = "5")]
+    token: u64,
+    /// For a grant: whether it was a handoff to a queued acquirer.
+    #[prost(bool, tag = "6")]
+    handoff: bool,
+}
+
+/// The record of the last event's revision.
+pub(crate) fn encode_last_revision(revision: u64) -> JournalOp {
+    JournalOp {
+        key: LAST_REVISION_KEY.to_vec(),
+        value: Some(revision.to_be_bytes().to_vec()),
+    }
+}
+
+/// An event as a raft entry carries it.
+pub(crate) fn encode_event(revised: &RevisedEvent) -> JournalOp {
+    let event = &revised.event;
+    let kind = match event.kind {
+        EventKind::Acquired => 1,
+        EventKind::Released => 2,
+        EventKind::Expired => 3,
+    };
+    let record = EventRecord {
+        revision: revised.revision,
+        kind,
+        lock: event.lock.to_string(),
+        holder: event.holder.to_string(),
+        token: event.token.get(),
+        handoff: event.handoff,
+    };
+    JournalOp {
+        key: EVENT_KEY.to_vec(),
+        value: Some(record.encode_to_vec()),
+    }
+}
+
+/// Reads back an event a raft entry carries, refusing anything that does not decode.
+pub(crate) fn decode_event(value: &[u8]) -> Result<RevisedEvent, RecordDamage> {
+    let record = EventRecord::decode(value)?;
+    let kind = match record.kind {
+        1 => EventKind::Acquired,
+        2 => EventKind::Released,
+        3 => EventKind::Expired,
+        other => return Err(RecordDamage::UnknownEventKind(other)),
+    };
+    Ok(RevisedEvent {
+        revision: record.revision,
+        event: Event {
+            kind,
+            lock: LockName::new(record.lock)?,
+            holder: record.holder.into(),
+            token: FencingToken::new(record.token)?,
+            handoff: record.handoff,
+        },
+    })
+}
+
+/// Reads the last event's revision from its record's value.
+pub(crate) fn decode_last_revision(value: &[u8]) -> Result<u64, RecordDamage> {
+    let bytes: [u8; 8] = value.try_into().map_err(|_| RecordDamage::Length {
+        len: value.len(),
+        expected: 8,
+    })?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 /// One write as a journal operation on sled's default tree.
@@ -119,6 +210,7 @@ pub(crate) fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
         leases: Vec::new(),
         locks: Vec::new(),
         delays: Vec::new(),
+        last_revision: 0,
     };
     for entry in db.iter() {
         let (key, value) = entry.map_err(|source| Error::OpenSled {
@@ -128,6 +220,10 @@ pub(crate) fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
         })?;
         match key.first() {
             _ if &*key == CHECKPOINTED_KEY || &*key == EPOCH_KEY => {}
+            _ if &*key == LAST_REVISION_KEY => {
+                recovered.last_revision =
+                    decode_last_revision(&value).map_err(|damage| corrupt(&key, damage))?;
+            }
             _ if &*key == NEXT_TOKEN_KEY => {
                 let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
                     let len = value.len();

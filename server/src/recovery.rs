@@ -32,6 +32,8 @@ pub struct Recovered {
     pub locks: Vec<RestoredLock>,
     /// Every lock-delay that had not ended.
     pub delays: Vec<RestoredDelay>,
+    /// The revision of the last event (0: none ever).
+    pub last_revision: u64,
 }
 
 /// What opening the data directory leaves for the [`crate::store::Store`]: sled holding

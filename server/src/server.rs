@@ -27,6 +27,7 @@ use crate::committer::{run_reaper, spawn_committer};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::event_log::{self, EventLog};
 use crate::framed;
 use crate::grpc_incoming;
 use crate::service::LockServer;
@@ -139,7 +140,7 @@ impl OpenServer {
             }
         };
         let started = Started::start(config, *store, recovered)?;
-        let serving = Serving::single(started.engine.clone());
+        let serving = Serving::single(started.engine.clone(), started.event_log.clone());
         let served = serve_clients(
             &started.config,
             serving,
@@ -363,7 +364,15 @@ impl Started {
             source,
         })?;
         let fatal = CancellationToken::new();
-        let engine = Arc::new(Engine::new(table, store, clock, fatal.clone()));
+        let event_log = EventLog::new(event_log::DEFAULT_CAPACITY, recovered.last_revision);
+        let engine = Arc::new(Engine::new(
+            table,
+            store,
+            clock,
+            fatal.clone(),
+            recovered.last_revision,
+            Some(event_log.clone()),
+        ));
 
         let stop_reaper = CancellationToken::new();
         let stop_committer = Arc::new(AtomicBool::new(false));
@@ -378,6 +387,7 @@ impl Started {
         Ok(Started {
             config,
             engine,
+            event_log,
             fatal,
             committer,
             stop_committer,
@@ -395,6 +405,8 @@ struct Started {
     config: Arc<Config>,
     /// The table and the store.
     engine: Arc<Engine>,
+    /// Where the engine publishes its events.
+    event_log: Arc<EventLog>,
     /// Cancelled when a background task fails: the server stops.
     fatal: CancellationToken,
     /// The committer thread.

@@ -173,18 +173,21 @@ impl LockServer {
             Ok(asked) => asked.min(max),
         };
         let engine = self.serving.engine()?;
-        let (page, seq) =
-            engine.read(|table, now| table.list(now, &prefix, after.as_ref(), page_size))?;
+        let (page, seq, revision) = engine
+            .read_revised(|table, now| table.list(now, &prefix, after.as_ref(), page_size))?;
         engine.durable(seq).await?;
         self.serving.confirm_leadership().await?;
         Ok(pb::ListResponse {
             locks: page.locks.into_iter().map(convert::lock_info).collect(),
             next_cursor: page.next.map(|after| after.to_string()).unwrap_or_default(),
+            revision,
         })
     }
 
-    /// `Watch`: a stream of the events of one lock or of the locks under a prefix, or
-    /// RESOURCE_EXHAUSTED when the most streams are open already.
+    /// `Watch`: a stream of the events of one lock or of the locks under a prefix, from
+    /// the start revision if given; OUT_OF_RANGE when the events from there are no longer
+    /// kept; RESOURCE_EXHAUSTED when the most streams are open already. Served by every
+    /// cluster member, leader or not: events are published as they are applied.
     pub fn watch(&self, request: pb::WatchRequest) -> Result<watch::WatchStream, Status> {
         let lock = convert::optional_lock_name(&self.config, "lock", request.lock)?;
         let prefix = convert::prefix(&self.config, request.prefix)?;
@@ -195,8 +198,9 @@ impl LockServer {
             Some(lock) => Filter::Lock(lock),
             None => Filter::Prefix(prefix),
         };
+        let subscription = watch::subscribe(self.serving.event_log(), request.start_revision)?;
         self.watchers
-            .open(self.serving.engine()?.subscribe(), filter)
+            .open(subscription, request.start_revision, filter)
     }
 
     /// `Session`: the answers to `requests`, each run by the handler of its operation, at

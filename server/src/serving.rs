@@ -8,6 +8,9 @@
 //! the leader's client address, so the client goes there
 //! ([`fenced_proto::metadata::LEADER`]).
 //!
+//! Every node also has its [`EventLog`], which `Watch` reads: a cluster member's is fed by
+//! what it applies, so it serves watchers whether or not it leads.
+//!
 //! In a cluster, what a request shows is also confirmed to come from the leader of the
 //! moment: a renewal is confirmed, and a read answered, only after a leadership round that
 //! began after it arrived ([`Serving::confirm_leadership`];
@@ -24,6 +27,7 @@ use crate::cluster::leadership::{Leadership, LeadershipError};
 use crate::cluster::types::{ClusterNode, NodeId};
 use crate::convert;
 use crate::engine::Engine;
+use crate::event_log::EventLog;
 
 /// A cluster member's view of who leads, for its refusals.
 type Metrics = watch::Receiver<RaftMetrics<NodeId, ClusterNode>>;
@@ -36,6 +40,8 @@ pub struct Serving {
     current: watch::Sender<Option<Arc<Engine>>>,
     /// The cluster's side, `None` on a single node.
     cluster: Option<Arc<ClusterSide>>,
+    /// This node's events, for watchers.
+    event_log: Arc<EventLog>,
 }
 
 /// What a cluster member needs to refuse and to confirm.
@@ -47,18 +53,20 @@ struct ClusterSide {
 }
 
 impl Serving {
-    /// A single node's: `engine`, always.
-    pub fn single(engine: Arc<Engine>) -> Serving {
+    /// A single node's: `engine`, always, which publishes its events to `event_log`.
+    pub fn single(engine: Arc<Engine>, event_log: Arc<EventLog>) -> Serving {
         let (current, _) = watch::channel(Some(engine));
         Serving {
             current,
             cluster: None,
+            event_log,
         }
     }
 
     /// A cluster member's: no engine until [`Serving::serve`]; refusals name the leader
     /// that `metrics` shows, and [`Serving::confirm_leadership`] runs `leadership`'s check.
-    pub fn cluster(metrics: Metrics, leadership: Leadership) -> Serving {
+    /// Watchers read `event_log`, which the member's state machine feeds.
+    pub fn cluster(metrics: Metrics, leadership: Leadership, event_log: Arc<EventLog>) -> Serving {
         let (current, _) = watch::channel(None);
         Serving {
             current,
@@ -66,7 +74,13 @@ impl Serving {
                 metrics,
                 leadership,
             })),
+            event_log,
         }
+    }
+
+    /// This node's events, for watchers (served whether or not a cluster member leads).
+    pub fn event_log(&self) -> &Arc<EventLog> {
+        &self.event_log
     }
 
     /// The engine that answers now, or the not-leader refusal.

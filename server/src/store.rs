@@ -15,6 +15,11 @@
 //! ([`crate::cluster::replicated_commit`]); it has no journal and no checkpoints of its
 //! own (the raft log and the state machine are the cluster's).
 //!
+//! Each batch also carries the revision of its last event (record `r`), so event
+//! revisions go on above it after a restart ([`crate::event_log`]); a cluster leader's
+//! batch carries the events themselves too, for every member to publish as it applies
+//! them.
+//!
 //! sled holds the same writes a little later: the committer keeps each record's writes and,
 //! about once a [checkpoint interval](crate::Config), hands them to the [`Checkpointer`]
 //! thread, which coalesces them into sled batches, applies them, flushes sled,
@@ -49,8 +54,9 @@ use tokio::sync::watch;
 use crate::checkpoint::{Checkpoint, Checkpointer};
 use crate::cluster::replicated_commit::ReplicatedCommit;
 use crate::error::Error;
+use crate::event_log::RevisedEvent;
 use crate::journal::{self, Journal, JournalBatch, JournalOp};
-use crate::record::encode;
+use crate::record::{encode, encode_event, encode_last_revision};
 use crate::recovery::{self, Opened};
 use crate::table::Write;
 use crate::telemetry::telemetry;
@@ -84,9 +90,20 @@ pub struct Store {
     /// wake-up (a `Condvar::notify_one` is a `futex` call even with nobody waiting).
     committer_sleeps: AtomicBool,
     /// Batches staged but not yet journaled, in order.
-    pending: Mutex<Vec<Write>>,
+    pending: Mutex<Staged>,
     /// Where a commit goes.
     sink: Sink,
+}
+
+/// What is staged for the next commit.
+#[derive(Default)]
+struct Staged {
+    /// The writes, in the order their commands were applied.
+    writes: Vec<Write>,
+    /// The events, for a cluster leader's store only (its entries carry them).
+    events: Vec<RevisedEvent>,
+    /// The revision of the last event staged, if any event was.
+    last_revision: Option<u64>,
 }
 
 /// Where the committer makes batches durable.
@@ -176,19 +193,25 @@ impl Store {
             kick_lock: Mutex::new(()),
             kick: Condvar::new(),
             committer_sleeps: AtomicBool::new(false),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Staged::default()),
             sink,
         }
     }
 
-    /// Queues a command's writes for the next commit and returns their sequence number.
-    /// Callers stage in the order they applied commands (under the engine's lock); a commit
-    /// applies all queued writes in one atomic sled batch, so each command's writes are
-    /// atomic on disk and in order.
-    pub fn stage(&self, writes: Vec<Write>) -> Result<u64, Error> {
+    /// Queues a command's writes and events for the next commit and returns their sequence
+    /// number. Callers stage in the order they applied commands (under the engine's lock),
+    /// events with revisions in that order; a commit applies all queued writes in one
+    /// atomic sled batch, so each command's writes are atomic on disk and in order.
+    pub fn stage(&self, writes: Vec<Write>, events: &[RevisedEvent]) -> Result<u64, Error> {
         let seq = {
             let mut pending = self.pending.lock().map_err(|_| Error::Poisoned)?;
-            pending.extend(writes);
+            pending.writes.extend(writes);
+            if let Some(last) = events.last() {
+                pending.last_revision = Some(last.revision);
+                if matches!(self.sink, Sink::Replicated(_)) {
+                    pending.events.extend_from_slice(events);
+                }
+            }
             // Counted under the same lock the committer takes, so a commit's target always
             // covers exactly the writes it took.
             self.staged.fetch_add(1, Ordering::SeqCst) + 1
@@ -263,17 +286,29 @@ impl Store {
     /// Blocking: only the committer thread calls this, so a grant's path has no extra thread
     /// hops.
     pub fn commit(&self) -> Result<u64, Error> {
-        let (writes, target) = {
+        let (staged, target) = {
             let mut pending = self.pending.lock().map_err(|_| Error::Poisoned)?;
             (std::mem::take(&mut *pending), self.staged())
         };
         if target <= self.durable.borrow().through {
             return Ok(target);
         }
+        let Staged {
+            writes,
+            events,
+            last_revision,
+        } = staged;
+        let last_revision = last_revision.map(encode_last_revision);
         let ops: Vec<JournalOp> = match &self.sink {
-            Sink::Journal(_) => writes.into_iter().map(encode).collect(),
+            Sink::Journal(_) => writes
+                .into_iter()
+                .map(encode)
+                .chain(last_revision)
+                .collect(),
             Sink::Replicated(commit) => std::iter::once(commit.expectation())
                 .chain(writes.into_iter().map(encode))
+                .chain(last_revision)
+                .chain(events.iter().map(encode_event))
                 .collect(),
         };
         let batch = JournalBatch { ops };

@@ -45,9 +45,9 @@ fn journal_records(dir: &Path) -> usize {
 async fn after_a_failure_waiters_for_undurable_batches_are_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
-    let durable = store.stage(grant(LeaseId::random(), "a", 7)).unwrap();
+    let durable = store.stage(grant(LeaseId::random(), "a", 7), &[]).unwrap();
     store.commit().unwrap();
-    let never = store.stage(grant(LeaseId::random(), "b", 8)).unwrap();
+    let never = store.stage(grant(LeaseId::random(), "b", 8), &[]).unwrap();
     store.fail();
     store.wait_durable(durable).await.unwrap();
     let refused = tokio::time::timeout(Duration::from_secs(10), store.wait_durable(never))
@@ -64,7 +64,7 @@ fn a_checkpoint_raises_the_marker_before_it_deletes_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let marker_path = dir.path().join(crate::marker::MARKER_FILE);
     let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
-    store.stage(grant(LeaseId::random(), "a", 7)).unwrap();
+    store.stage(grant(LeaseId::random(), "a", 7), &[]).unwrap();
     assert_eq!(store.commit().unwrap(), 1);
     store.maybe_checkpoint().unwrap();
     assert!(
@@ -82,7 +82,9 @@ fn a_checkpoint_raises_the_marker_before_it_deletes_the_journal() {
     let marker_path = dir.path().join(crate::marker::MARKER_FILE);
     let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_nanos(1)).unwrap();
     for value in [7, 9] {
-        store.stage(grant(LeaseId::random(), "a", value)).unwrap();
+        store
+            .stage(grant(LeaseId::random(), "a", value), &[])
+            .unwrap();
         store.commit().unwrap();
         store.maybe_checkpoint().unwrap();
     }
@@ -94,7 +96,7 @@ fn a_checkpoint_raises_the_marker_before_it_deletes_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
     std::fs::create_dir(dir.path().join(crate::marker::MARKER_FILE)).unwrap();
-    store.stage(grant(LeaseId::random(), "a", 7)).unwrap();
+    store.stage(grant(LeaseId::random(), "a", 7), &[]).unwrap();
     store.commit().unwrap();
     let Err(error) = store.close() else {
         panic!("closed although the marker cannot be written");
@@ -121,7 +123,7 @@ fn the_checkpoint_interval_counts_from_the_first_record() {
             .is_empty()
     };
     std::thread::sleep(every + Duration::from_millis(100));
-    store.stage(grant(LeaseId::random(), "a", 1)).unwrap();
+    store.stage(grant(LeaseId::random(), "a", 1), &[]).unwrap();
     store.commit().unwrap();
     store.maybe_checkpoint().unwrap();
     assert!(
@@ -172,7 +174,7 @@ fn a_restart_replays_what_only_the_journal_holds() {
         let (store, recovered) =
             Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
         assert_eq!(recovered.next_token, FencingToken::FIRST);
-        store.stage(grant(lease, "a", 7)).unwrap();
+        store.stage(grant(lease, "a", 7), &[]).unwrap();
         assert_eq!(store.commit().unwrap(), 1);
         // The crash: the committed record never reaches sled.
         store.journal_sink().checkpointer.close().unwrap();
@@ -229,7 +231,9 @@ fn a_lock_delay_is_restored_after_a_crash_and_forgotten_once_it_ended() {
         let (store, recovered) = open();
         let mut table = restore(recovered, at(0));
         for (now, command) in [(0, acquire(5_000)), (100, Command::Tick)] {
-            store.stage(table.apply(at(now), command).writes).unwrap();
+            store
+                .stage(table.apply(at(now), command).writes, &[])
+                .unwrap();
         }
         store.commit().unwrap();
         store.journal_sink().checkpointer.close().unwrap();
@@ -246,7 +250,7 @@ fn a_lock_delay_is_restored_after_a_crash_and_forgotten_once_it_ended() {
     );
     let grant = table.apply(at(3_605_000), acquire(0));
     assert!(matches!(grant.reply, Ok(Reply::Granted(_))));
-    store.stage(grant.writes).unwrap();
+    store.stage(grant.writes, &[]).unwrap();
     store.commit().unwrap();
     store.close().unwrap();
     drop(store);
@@ -266,17 +270,20 @@ fn a_journal_file_sled_holds_is_not_replayed_over_newer_state() {
     let lease = LeaseId::random();
     {
         let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_nanos(1)).unwrap();
-        store.stage(grant(lease, "a", 1)).unwrap();
+        store.stage(grant(lease, "a", 1), &[]).unwrap();
         store.commit().unwrap();
         let grant_file = std::fs::read(&first).unwrap();
         store.maybe_checkpoint().unwrap();
         store
-            .stage(vec![
-                Write::DeleteLock {
-                    lock: LockName::new("a").unwrap(),
-                },
-                Write::DeleteLease { lease },
-            ])
+            .stage(
+                vec![
+                    Write::DeleteLock {
+                        lock: LockName::new("a").unwrap(),
+                    },
+                    Write::DeleteLease { lease },
+                ],
+                &[],
+            )
             .unwrap();
         store.commit().unwrap();
         // sled holds generations 1 (the grant) and 2 (the release).
@@ -329,18 +336,21 @@ fn checkpoints_move_the_journal_into_sled_and_delete_it() {
     let (first, second) = (LeaseId::random(), LeaseId::random());
     {
         let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_nanos(1)).unwrap();
-        store.stage(grant(first, "a", 1)).unwrap();
+        store.stage(grant(first, "a", 1), &[]).unwrap();
         store.commit().unwrap();
         store.maybe_checkpoint().unwrap();
         store
-            .stage(vec![
-                Write::DeleteLock {
-                    lock: LockName::new("a").unwrap(),
-                },
-                Write::DeleteLease { lease: first },
-            ])
+            .stage(
+                vec![
+                    Write::DeleteLock {
+                        lock: LockName::new("a").unwrap(),
+                    },
+                    Write::DeleteLease { lease: first },
+                ],
+                &[],
+            )
             .unwrap();
-        store.stage(grant(second, "b", 2)).unwrap();
+        store.stage(grant(second, "b", 2), &[]).unwrap();
         assert_eq!(store.commit().unwrap(), 3);
         store.close().unwrap();
     }
@@ -360,12 +370,14 @@ fn a_sled_older_than_the_journal_is_refused() {
     {
         let (store, _) = Store::open(dir.path(), false, CACHE, Duration::from_nanos(1)).unwrap();
         for (value, lock) in [(1, "a"), (2, "b")] {
-            store.stage(grant(LeaseId::random(), lock, value)).unwrap();
+            store
+                .stage(grant(LeaseId::random(), lock, value), &[])
+                .unwrap();
             store.commit().unwrap();
             store.maybe_checkpoint().unwrap();
         }
         // Left in the journal only: file 3.
-        store.stage(grant(LeaseId::random(), "c", 3)).unwrap();
+        store.stage(grant(LeaseId::random(), "c", 3), &[]).unwrap();
         store.commit().unwrap();
         store.journal_sink().checkpointer.close().unwrap();
     }
@@ -396,7 +408,7 @@ fn a_large_checkpoint_goes_into_sled_in_chunks_and_comes_back_whole() {
         let (store, _) = Store::open(dir.path(), false, CACHE, Duration::from_secs(3600)).unwrap();
         for (i, lease) in leases.iter().enumerate() {
             store
-                .stage(grant(*lease, &format!("lock/{i}"), i as u64 + 1))
+                .stage(grant(*lease, &format!("lock/{i}"), i as u64 + 1), &[])
                 .unwrap();
         }
         store.commit().unwrap();
@@ -418,10 +430,10 @@ fn tokens_a_dropped_last_record_may_have_issued_are_never_issued_again() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
-        store.stage(grant(LeaseId::random(), "a", 7)).unwrap();
+        store.stage(grant(LeaseId::random(), "a", 7), &[]).unwrap();
         store.commit().unwrap();
         // Acknowledged: token 8 is out, the next token is 9.
-        store.stage(grant(LeaseId::random(), "b", 8)).unwrap();
+        store.stage(grant(LeaseId::random(), "b", 8), &[]).unwrap();
         store.commit().unwrap();
         // The crash: neither record reaches sled.
         store.journal_sink().checkpointer.close().unwrap();

@@ -15,6 +15,7 @@ use std::time::Duration;
 use fenced::clock::Clock;
 use fenced::committer::run_committer;
 use fenced::engine::Engine;
+use fenced::event_log::{EventLog, DEFAULT_CAPACITY};
 use fenced::service::LockServer;
 use fenced::serving::Serving;
 use fenced::store::Store;
@@ -102,13 +103,21 @@ async fn timed_out_waits_leave_resident_memory_where_it_was() {
         clock.now(),
     )
     .unwrap();
-    let engine = Arc::new(Engine::new(table, store, clock, CancellationToken::new()));
+    let event_log = EventLog::new(DEFAULT_CAPACITY, recovered.last_revision);
+    let engine = Arc::new(Engine::new(
+        table,
+        store,
+        clock,
+        CancellationToken::new(),
+        recovered.last_revision,
+        Some(event_log.clone()),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let committer = {
         let (engine, stop) = (engine.clone(), stop.clone());
         std::thread::spawn(move || run_committer(engine, stop))
     };
-    let server = LockServer::new(Serving::single(engine.clone()), Arc::new(config));
+    let server = LockServer::new(Serving::single(engine.clone(), event_log), Arc::new(config));
     server.acquire(acquire(0)).await.unwrap();
 
     time_out(&server, WARM_UP).await;

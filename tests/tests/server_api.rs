@@ -388,6 +388,7 @@ async fn watch_sees_acquire_release_and_expiry() {
         .watch(pb::WatchRequest {
             lock: String::new(),
             prefix: "w/".into(),
+            start_revision: 0,
         })
         .await
         .unwrap()
@@ -407,14 +408,16 @@ async fn watch_sees_acquire_release_and_expiry() {
         .into_inner();
 
     let mut seen = Vec::new();
+    let mut revisions = Vec::new();
     for _ in 0..4 {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("an event within 10 s")
-            .unwrap()
-            .unwrap();
+        let event = next_change(&mut events).await;
+        revisions.push(event.revision);
         seen.push((event.kind(), event.lock, event.token));
     }
+    assert!(
+        revisions.windows(2).all(|pair| pair[0] < pair[1]),
+        "revisions go up: {revisions:?}"
+    );
     use pb::watch_event::Kind;
     assert_eq!(
         seen,
@@ -499,6 +502,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .watch(pb::WatchRequest {
             lock: "a".into(),
             prefix: "b".into(),
+            start_revision: 0,
         })
         .await
         .unwrap_err();
@@ -830,6 +834,7 @@ async fn watch_streams_are_capped_and_a_closed_one_frees_its_place() {
     let everything = || pb::WatchRequest {
         lock: String::new(),
         prefix: String::new(),
+        start_revision: 0,
     };
 
     // Phase 1: two watchers fill the server's places; a third is refused.
@@ -850,11 +855,7 @@ async fn watch_streams_are_capped_and_a_closed_one_frees_its_place() {
         .unwrap()
         .into_inner();
     for stream in [&mut first, &mut second] {
-        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("an event within 10 s")
-            .unwrap()
-            .unwrap();
+        let event = next_change(stream).await;
         assert_eq!((event.lock.as_str(), event.token), ("watched", grant.token));
     }
 
@@ -876,12 +877,23 @@ async fn watch_streams_are_capped_and_a_closed_one_frees_its_place() {
     };
     release_lease(&mut client, grant.lease_id).await;
     for stream in [&mut second, &mut third] {
+        let event = next_change(stream).await;
+        assert_eq!(event.kind(), pb::watch_event::Kind::Released);
+    }
+}
+
+/// The next event of a watch stream that is a change (the progress mark skipped), within
+/// 10 s.
+async fn next_change(stream: &mut tonic::Streaming<pb::WatchEvent>) -> pb::WatchEvent {
+    loop {
         let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
             .await
             .expect("an event within 10 s")
             .unwrap()
             .unwrap();
-        assert_eq!(event.kind(), pb::watch_event::Kind::Released);
+        if event.kind() != pb::watch_event::Kind::Progress {
+            return event;
+        }
     }
 }
 

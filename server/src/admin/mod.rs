@@ -35,15 +35,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{accept, ConnectionLimit};
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::error::Error;
+use crate::event_log::RevisedEvent;
 use crate::serving::Serving;
-use crate::table::Event;
 use crate::watch::Watchers;
 use history::History;
 
@@ -126,7 +125,7 @@ impl Admin {
         let ready = Arc::new(AtomicBool::new(false));
         let history = Arc::new(History::default());
         tokio::spawn(feed_history(
-            serving.changes(),
+            serving.event_log().live(),
             history.clone(),
             stop.clone(),
         ));
@@ -225,38 +224,22 @@ async fn serve(
     }
 }
 
-/// Records every durable lock event in `history` until `stop`, following the engine that
-/// answers from term to term (a single node has one for good). If it falls behind the
-/// event ring it skips what it missed (the history is a convenience, not a record) and
-/// says so in the log.
+/// Records every durable lock event in `history` until `stop`, from this node's event log
+/// (a cluster member's is fed whether or not it leads). If it falls behind the event ring
+/// it skips what it missed (the history is a convenience, not a record) and says so in the
+/// log.
 async fn feed_history(
-    mut engines: watch::Receiver<Option<Arc<Engine>>>,
+    mut events: broadcast::Receiver<Arc<RevisedEvent>>,
     history: Arc<History>,
     stop: CancellationToken,
 ) {
     loop {
-        let events = engines
-            .borrow_and_update()
-            .as_ref()
-            .map(|engine| engine.subscribe());
-        if let Some(events) = events {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = record_events(events, &history) => {}
-            }
-        }
-        tokio::select! {
+        let received = tokio::select! {
             _ = stop.cancelled() => return,
-            changed = engines.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
-/// Records `events` in `history` until the engine that sends them is gone.
-async fn record_events(mut events: broadcast::Receiver<Event>, history: &History) {
-    loop {
-        match events.recv().await {
-            Ok(event) => history.record(&event, SystemTime::now()),
+            received = events.recv() => received,
+        };
+        match received {
+            Ok(revised) => history.record(&revised.event, SystemTime::now()),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "the status page's history missed events");
             }

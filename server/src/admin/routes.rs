@@ -18,7 +18,7 @@ use super::history::LockHistory;
 use super::AdminState;
 use crate::convert::millis;
 use crate::telemetry;
-use crate::watch::Filter;
+use crate::watch::{self, Filter};
 
 /// The status page: plain HTML and a little JavaScript, no build step, nothing fetched
 /// from elsewhere.
@@ -158,10 +158,10 @@ struct EventData<'a> {
 /// `released`, `expired`); a `lagged` event and the end of the stream when it fell more
 /// than the event ring behind. 503 when `max_watchers` streams are open already.
 async fn events(State(state): State<AdminState>) -> Response {
-    let opened = state.serving.engine().and_then(|engine| {
+    let opened = watch::subscribe(state.serving.event_log(), 0).and_then(|subscription| {
         state
             .watchers
-            .open(engine.subscribe(), Filter::Prefix(String::new()))
+            .open(subscription, 0, Filter::Prefix(String::new()))
     });
     let stream = match opened {
         Ok(stream) => stream,
@@ -174,12 +174,14 @@ async fn events(State(state): State<AdminState>) -> Response {
         }
     };
     let events = stream
-        .map(|item| {
+        .filter_map(|item| {
             let event = match item {
-                Ok(event) => sse_event(&event),
-                Err(status) => SseEvent::default().event("lagged").data(status.message()),
+                // The page follows live changes only: the progress mark says nothing new.
+                Ok(event) if event.kind() == pb::watch_event::Kind::Progress => None,
+                Ok(event) => Some(sse_event(&event)),
+                Err(status) => Some(SseEvent::default().event("lagged").data(status.message())),
             };
-            Ok::<_, Infallible>(event)
+            std::future::ready(event.map(Ok::<_, Infallible>))
         })
         .take_until(state.stop.clone().cancelled_owned());
     Sse::new(events)

@@ -166,6 +166,7 @@ impl OpenMember {
         } = self;
         let me = settings.node_id;
         let image = state_machine.image();
+        let event_log = state_machine.event_log();
         let listener = TcpListener::bind(settings.raft_listen)
             .await
             .map_err(|source| MemberError::RaftListen {
@@ -211,7 +212,7 @@ impl OpenMember {
         }
         let leadership =
             Leadership::spawn(raft.clone(), LeadershipConfig::default(), stop.clone())?;
-        let serving = Serving::cluster(raft.metrics(), leadership);
+        let serving = Serving::cluster(raft.metrics(), leadership, event_log);
         let terms = tokio::spawn(run_terms(Terms {
             promoter: Promoter::new(me, raft.clone(), image.clone()),
             raft: raft.clone(),
@@ -419,7 +420,16 @@ impl Term {
             epoch,
         ));
         let ended = CancellationToken::new();
-        let engine = Arc::new(Engine::new(table, store, terms.clock, ended.clone()));
+        // Every member publishes the events as it applies them, this one too: the engine
+        // only numbers them.
+        let engine = Arc::new(Engine::new(
+            table,
+            store,
+            terms.clock,
+            ended.clone(),
+            restored.last_revision,
+            None,
+        ));
         let stop_committer = Arc::new(AtomicBool::new(false));
         let committer = spawn_committer(engine.clone(), stop_committer.clone())
             .map_err(MemberError::SpawnCommitter)?;

@@ -30,6 +30,13 @@
 //! order. A batch from a leader's term that has ended is skipped, by a rule on the log
 //! alone ([`crate::cluster::epoch`]).
 //!
+//! The events an entry carries (the lock table's, with their revisions: key `v`) are not
+//! stored: once the entry is applied and durable, they are published to this member's
+//! [`EventLog`], so every member can serve `Watch`, each event with the same revision
+//! everywhere. The log starts after the image's last revision (record `r`) when the
+//! member opens, and again after an installed snapshot's (the events it skipped are not
+//! known here: a watcher asking for them is told to list again).
+//!
 //! A snapshot is a [`SnapshotImage`] (prost): every record, and the snapshot's meta (last
 //! applied, membership) as JSON. Installing one replaces the image atomically: in one
 //! transaction, every key not in the snapshot is deleted, every record of the snapshot
@@ -52,8 +59,9 @@ use crate::cluster::error::RaftStoreError;
 use crate::cluster::types::{
     Applied, ClusterNode, CommitBatch, Entry, LogId, NodeId, StorageError, TypeConfig,
 };
+use crate::event_log::{self, EventLog, RevisedEvent};
 use crate::journal::JournalOp;
-use crate::record::EPOCH_KEY;
+use crate::record::{decode_event, decode_last_revision, EPOCH_KEY, EVENT_KEY, LAST_REVISION_KEY};
 use crate::recovery::{open_sled, Recovered};
 
 /// The sled tree of the state machine's own bookkeeping (not lock records).
@@ -97,6 +105,8 @@ struct Shared {
     /// Held while applying, installing or reading a snapshot's image, so a snapshot sees
     /// the records and the last applied log id of one moment.
     image: Mutex<()>,
+    /// Where applied events are published.
+    events: Arc<EventLog>,
 }
 
 /// The replicated state machine. See the module documentation.
@@ -163,6 +173,7 @@ impl StateMachine {
         } else {
             None
         };
+        let last_revision = read_last_revision(&db, dir)?;
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
@@ -170,8 +181,14 @@ impl StateMachine {
                 meta,
                 data_file,
                 image: Mutex::new(()),
+                events: EventLog::new(event_log::DEFAULT_CAPACITY, last_revision),
             }),
         })
+    }
+
+    /// This member's events, published as entries are applied.
+    pub fn event_log(&self) -> Arc<EventLog> {
+        self.shared.events.clone()
     }
 
     /// Reads the records back as the lock table's restored state, refusing anything that
@@ -198,6 +215,7 @@ impl StateMachine {
         let mut applied = None;
         let mut membership = None;
         let mut replies = Vec::with_capacity(entries.len());
+        let mut events: Vec<RevisedEvent> = Vec::new();
         // The image's epoch as of the entry being applied (see `crate::cluster::epoch`).
         let mut current_epoch = shared
             .db
@@ -213,6 +231,10 @@ impl StateMachine {
                     } else {
                         for op in batch.ops {
                             if op.key == EXPECT_EPOCH_KEY {
+                                continue;
+                            }
+                            if op.key == EVENT_KEY {
+                                events.push(shared.event(op.value.as_deref())?);
                                 continue;
                             }
                             if op.key == EPOCH_KEY {
@@ -252,6 +274,7 @@ impl StateMachine {
             })
             .map_err(|source| shared.transaction_error("applying entries", source))?;
         shared.flush()?;
+        shared.events.publish(events);
         Ok(replies)
     }
 
@@ -298,11 +321,45 @@ impl StateMachine {
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|source| shared.transaction_error("installing a snapshot", source))?;
-        shared.flush()
+        shared.flush()?;
+        shared
+            .events
+            .restart_after(read_last_revision(&shared.db, &shared.dir)?);
+        Ok(())
     }
 }
 
+/// The image's last event revision (record `r`; 0 without one).
+fn read_last_revision(db: &sled::Db, dir: &Path) -> Result<u64, RaftStoreError> {
+    let corrupt = |problem: String| RaftStoreError::CorruptStateMachine {
+        dir: dir.to_path_buf(),
+        what: "last event revision",
+        problem,
+    };
+    let value = db
+        .get(LAST_REVISION_KEY)
+        .map_err(|source| RaftStoreError::Sled {
+            dir: dir.to_path_buf(),
+            doing: "reading the last event revision",
+            source,
+        })?;
+    value.map_or(Ok(0), |value| {
+        decode_last_revision(&value).map_err(|damage| corrupt(damage.to_string()))
+    })
+}
+
 impl Shared {
+    /// An event an applied entry carries, or why it is unusable.
+    fn event(&self, value: Option<&[u8]>) -> Result<RevisedEvent, RaftStoreError> {
+        let corrupt = |problem: String| RaftStoreError::CorruptStateMachine {
+            dir: self.dir.clone(),
+            what: "an event in a log entry",
+            problem,
+        };
+        let value = value.ok_or_else(|| corrupt("it has no value".to_string()))?;
+        decode_event(value).map_err(|damage| corrupt(damage.to_string()))
+    }
+
     fn lock_image(&self) -> Result<MutexGuard<'_, ()>, RaftStoreError> {
         self.image.lock().map_err(|_| RaftStoreError::Poisoned)
     }

@@ -16,9 +16,10 @@ use proptest::prelude::*;
 use super::epoch::Epoch;
 use super::state_machine::StateMachine;
 use super::types::{ClusterNode, CommitBatch, Entry, LogId};
+use crate::event_log::RevisedEvent;
 use crate::journal::{JournalBatch, JournalOp};
 use crate::record::encode;
-use crate::table::Write;
+use crate::table::{Event, EventKind, Write};
 
 fn log_id(index: u64) -> LogId {
     LogId {
@@ -229,6 +230,22 @@ proptest! {
     }
 }
 
+/// Two promotions of one process in one term: an ended term's epoch and the next one's.
+fn two_promotions() -> (Epoch, Epoch) {
+    let first = Epoch {
+        term: 3,
+        promotion: 1,
+        process: 7,
+    };
+    (
+        first,
+        Epoch {
+            promotion: 2,
+            ..first
+        },
+    )
+}
+
 /// The batch `ops` as a leader of `epoch` commits it: the epoch's expectation first.
 fn in_epoch(epoch: Epoch, ops: Vec<JournalOp>) -> Vec<JournalOp> {
     std::iter::once(epoch.expectation()).chain(ops).collect()
@@ -240,15 +257,7 @@ fn in_epoch(epoch: Epoch, ops: Vec<JournalOp>) -> Vec<JournalOp> {
 #[tokio::test]
 async fn a_batch_of_an_ended_term_is_skipped_alike_on_every_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let first = Epoch {
-        term: 3,
-        promotion: 1,
-        process: 7,
-    };
-    let second = Epoch {
-        promotion: 2,
-        ..first
-    };
+    let (first, second) = two_promotions();
     let entries = || {
         vec![
             entry(1, first.barrier().ops),
@@ -276,4 +285,94 @@ async fn a_batch_of_an_ended_term_is_skipped_alike_on_every_replica() {
     let keys: Vec<&[u8]> = replicas[0].iter().map(|(key, _)| key.as_slice()).collect();
     assert_eq!(keys, vec![b"a".as_slice(), b"b", b"e"], "{replicas:?}");
     assert_eq!(replicas[0][2].1, second.to_bytes());
+}
+
+/// An event of revision `revision` as a leader's entry carries it.
+fn event_op(revision: u64, lock: &str) -> JournalOp {
+    crate::record::encode_event(&RevisedEvent {
+        revision,
+        event: Event {
+            kind: EventKind::Acquired,
+            lock: LockName::new(lock).unwrap(),
+            holder: "h".into(),
+            token: FencingToken::new(revision).unwrap(),
+            handoff: false,
+        },
+    })
+}
+
+/// Every event the log publishes from now on, drained after the applies.
+fn drain(
+    live: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<RevisedEvent>>,
+) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        seen.push((event.revision, event.event.lock.to_string()));
+    }
+    seen
+}
+
+// checks: W1, C1 (every replica publishes the same events with the same revisions, none of
+// an ended term's batch; the events are not stored, the last revision is; a reopened or
+// snapshot-installed replica goes on after the image's last revision)
+#[tokio::test]
+async fn every_replica_publishes_the_same_events_and_none_of_an_ended_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = two_promotions();
+    let with_revision = |revision: u64, lock: &str| {
+        vec![
+            crate::record::encode_last_revision(revision),
+            event_op(revision, lock),
+        ]
+    };
+    let entries = || {
+        vec![
+            entry(1, first.barrier().ops),
+            entry(2, in_epoch(first, with_revision(1, "a"))),
+            entry(3, second.barrier().ops),
+            // The ended term's batch numbered its event 2 as well: it must not be published.
+            entry(4, in_epoch(first, with_revision(2, "stale"))),
+            entry(5, in_epoch(second, with_revision(2, "b"))),
+        ]
+    };
+    let mut published = Vec::new();
+    for name in ["one", "two"] {
+        let mut sm = open(&dir.path().join(name), false);
+        let mut live = sm.event_log().live();
+        if name == "one" {
+            sm.apply(entries()).await.unwrap();
+        } else {
+            for entry in entries() {
+                sm.apply([entry]).await.unwrap();
+            }
+        }
+        published.push(drain(&mut live));
+        assert!(
+            sm.records().unwrap().iter().all(|(key, _)| key != b"v"),
+            "events are not stored"
+        );
+        assert_eq!(sm.read_back().unwrap().last_revision, 2);
+    }
+    assert_eq!(published[0], published[1]);
+    assert_eq!(
+        published[0],
+        vec![(1, "a".to_string()), (2, "b".to_string())]
+    );
+
+    let reopened = open(&dir.path().join("one"), false);
+    assert_eq!(reopened.event_log().last_revision(), 2);
+
+    // A replica that installs the snapshot goes on after the snapshot's last revision.
+    let mut leader = reopened;
+    let mut behind = open(&dir.path().join("behind"), false);
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut data = behind.begin_receiving_snapshot().await.unwrap();
+    *data = *snapshot.snapshot;
+    behind.install_snapshot(&snapshot.meta, data).await.unwrap();
+    assert_eq!(behind.event_log().last_revision(), 2);
 }
