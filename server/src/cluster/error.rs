@@ -101,6 +101,14 @@ pub enum RaftStoreError {
         #[source]
         source: Box<crate::Error>,
     },
+    /// The state machine's token floor marker refused the image (sled came back older than
+    /// tokens this member applied), or could not be read or raised.
+    #[error("raft state machine: {source}")]
+    Marker {
+        /// Why (the marker's error, with the directory and the tokens).
+        #[source]
+        source: Box<crate::Error>,
+    },
     /// An entry is too large to frame (over 4 GiB).
     #[error("a raft log entry of {bytes} bytes is too large")]
     EntryTooLarge {

@@ -37,6 +37,12 @@
 //! member opens, and again after an installed snapshot's (the events it skipped are not
 //! known here: a watcher asking for them is told to list again).
 //!
+//! A token floor [`Marker`] beside sled's files (as the single node keeps one) catches an
+//! image that sled silently recovered as empty or older: the member refuses to open rather
+//! than rejoin with a counter behind the tokens it applied. Apply raises it after the
+//! flush and sync that made the tokens durable, at most once a second (each raise is two
+//! syncs); installing a snapshot raises it at once.
+//!
 //! A snapshot is a [`SnapshotImage`] (prost): every record, and the snapshot's meta (last
 //! applied, membership) as JSON. Installing one replaces the image atomically: in one
 //! transaction, every key not in the snapshot is deleted, every record of the snapshot
@@ -46,6 +52,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use fenced_types::FencingToken;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
 use prost::Message;
@@ -61,7 +68,10 @@ use crate::cluster::types::{
 };
 use crate::event_log::{self, EventLog, RevisedEvent};
 use crate::journal::JournalOp;
-use crate::record::{decode_event, decode_last_revision, EPOCH_KEY, EVENT_KEY, LAST_REVISION_KEY};
+use crate::marker::Marker;
+use crate::record::{
+    decode_event, decode_last_revision, EPOCH_KEY, EVENT_KEY, LAST_REVISION_KEY, NEXT_TOKEN_KEY,
+};
 use crate::recovery::{open_sled, Recovered};
 
 /// The sled tree of the state machine's own bookkeeping (not lock records).
@@ -107,7 +117,14 @@ struct Shared {
     image: Mutex<()>,
     /// Where applied events are published.
     events: Arc<EventLog>,
+    /// The token floor beside sled's files.
+    marker: Marker,
+    /// When apply last raised the marker (it does so at most every [`MARKER_EVERY`]).
+    marker_raised: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often apply raises the token floor marker at most.
+const MARKER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The replicated state machine. See the module documentation.
 pub struct StateMachine {
@@ -174,6 +191,20 @@ impl StateMachine {
             None
         };
         let last_revision = read_last_revision(&db, dir)?;
+        let next_token = db
+            .get(NEXT_TOKEN_KEY)
+            .map_err(|source| RaftStoreError::Sled {
+                dir: dir.to_path_buf(),
+                doing: "reading the next token",
+                source,
+            })?
+            .as_deref()
+            .and_then(token_value)
+            .and_then(|token| FencingToken::new(token).ok())
+            .unwrap_or(FencingToken::FIRST);
+        let marker = Marker::check(dir, next_token).map_err(|source| RaftStoreError::Marker {
+            source: Box::new(source),
+        })?;
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
@@ -182,6 +213,8 @@ impl StateMachine {
                 data_file,
                 image: Mutex::new(()),
                 events: EventLog::new(event_log::DEFAULT_CAPACITY, last_revision),
+                marker,
+                marker_raised: Mutex::new(None),
             }),
         })
     }
@@ -216,6 +249,7 @@ impl StateMachine {
         let mut membership = None;
         let mut replies = Vec::with_capacity(entries.len());
         let mut events: Vec<RevisedEvent> = Vec::new();
+        let mut next_token = None;
         // The image's epoch as of the entry being applied (see `crate::cluster::epoch`).
         let mut current_epoch = shared
             .db
@@ -239,6 +273,9 @@ impl StateMachine {
                             }
                             if op.key == EPOCH_KEY {
                                 current_epoch.clone_from(&op.value);
+                            }
+                            if op.key == NEXT_TOKEN_KEY {
+                                next_token = op.value.as_deref().and_then(token_value);
                             }
                             match op.value {
                                 Some(value) => writes.insert(op.key, value),
@@ -274,6 +311,9 @@ impl StateMachine {
             })
             .map_err(|source| shared.transaction_error("applying entries", source))?;
         shared.flush()?;
+        if let Some(next_token) = next_token {
+            shared.raise_marker(next_token, false)?;
+        }
         shared.events.publish(events);
         Ok(replies)
     }
@@ -322,6 +362,15 @@ impl StateMachine {
             })
             .map_err(|source| shared.transaction_error("installing a snapshot", source))?;
         shared.flush()?;
+        let next_token = image
+            .records
+            .iter()
+            .find(|op| op.key == NEXT_TOKEN_KEY)
+            .and_then(|op| op.value.as_deref())
+            .and_then(token_value);
+        if let Some(next_token) = next_token {
+            shared.raise_marker(next_token, true)?;
+        }
         shared
             .events
             .restart_after(read_last_revision(&shared.db, &shared.dir)?);
@@ -348,7 +397,35 @@ fn read_last_revision(db: &sled::Db, dir: &Path) -> Result<u64, RaftStoreError> 
     })
 }
 
+/// A next-token record's value (8 bytes, big-endian), if well formed (apply stores any
+/// value as it came; reading back refuses a bad one).
+fn token_value(value: &[u8]) -> Option<u64> {
+    value.try_into().ok().map(u64::from_be_bytes)
+}
+
 impl Shared {
+    /// Raises the token floor marker to `next_token`, durable in sled already: at once when
+    /// `now`, else at most every [`MARKER_EVERY`].
+    fn raise_marker(&self, next_token: u64, now: bool) -> Result<(), RaftStoreError> {
+        if !self.marker.due(next_token) {
+            return Ok(());
+        }
+        let mut raised = self
+            .marker_raised
+            .lock()
+            .map_err(|_| RaftStoreError::Poisoned)?;
+        if !now && raised.is_some_and(|at| at.elapsed() < MARKER_EVERY) {
+            return Ok(());
+        }
+        self.marker
+            .advance(next_token)
+            .map_err(|source| RaftStoreError::Marker {
+                source: Box::new(source),
+            })?;
+        *raised = Some(std::time::Instant::now());
+        Ok(())
+    }
+
     /// An event an applied entry carries, or why it is unusable.
     fn event(&self, value: Option<&[u8]>) -> Result<RevisedEvent, RaftStoreError> {
         let corrupt = |problem: String| RaftStoreError::CorruptStateMachine {

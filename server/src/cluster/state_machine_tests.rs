@@ -376,3 +376,39 @@ async fn every_replica_publishes_the_same_events_and_none_of_an_ended_term() {
     behind.install_snapshot(&snapshot.meta, data).await.unwrap();
     assert_eq!(behind.event_log().last_revision(), 2);
 }
+
+// checks: S1, C1 (a member whose image sled brought back older than the tokens it applied
+// refuses to open, instead of rejoining with a counter behind them)
+#[tokio::test]
+async fn an_image_behind_its_token_marker_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(dir.path(), true);
+    sm.apply([entry(
+        1,
+        vec![encode(Write::NextToken(FencingToken::new(42).unwrap()))],
+    )])
+    .await
+    .unwrap();
+    drop(sm);
+    // sled comes back empty (as from a data file it cannot parse); the marker stays.
+    let sm_dir = dir.path().join("raft-sm");
+    for entry in std::fs::read_dir(&sm_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() == crate::marker::MARKER_FILE {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let refused = StateMachine::open(&sm_dir, true)
+        .err()
+        .expect("an empty image below the marker is refused");
+    assert!(
+        matches!(refused, super::error::RaftStoreError::Marker { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("lost data"), "{refused}");
+}
