@@ -75,6 +75,9 @@ pub struct Config {
     /// Serve TLS with this certificate chain and private key (PEM files); `None` serves
     /// plaintext (default).
     pub tls: Option<TlsFiles>,
+    /// Authentication: the tokens file ([`crate::auth`]) whose bearer tokens every call
+    /// must carry; `None` checks nothing (default, the embedded single node).
+    pub auth_tokens: Option<PathBuf>,
     /// How long a connection may stay silent before the server PINGs it (default 10 s):
     /// HTTP/2's PING on gRPC connections, an empty frame on framed `Session` ones. A client
     /// that vanished without closing (a partition, a dead host) is noticed and its
@@ -145,6 +148,7 @@ impl Default for Config {
             cache_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(5),
             tls: None,
+            auth_tokens: None,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),

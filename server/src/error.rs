@@ -294,6 +294,16 @@ pub enum Error {
         #[source]
         problem: TlsProblem,
     },
+    /// The authentication tokens file cannot be used.
+    #[error(transparent)]
+    AuthTokens(#[from] crate::auth::TokensFileError),
+    /// Authentication is on and a framed `Session` listener was asked for: the framed
+    /// protocol carries no credentials, so it would let anyone in.
+    #[error(
+        "the framed session listener (--session-listen) cannot serve with authentication on \
+         (--auth-tokens): its protocol carries no credentials; use gRPC"
+    )]
+    FramedWithoutAuthentication,
     /// The gRPC reflection service could not be built from the protocol's descriptors.
     #[error("cannot build the gRPC reflection service: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),

@@ -21,6 +21,8 @@
 //!   its `Session` stream, also served over framed TCP by [`framed`]; [`watch`]: its
 //!   `Watch` streams and their cap; [`convert`]: protobuf to domain and back; [`tls`]: the
 //!   TLS identity both listeners serve.
+//! - [`auth`]: who a client is (bearer tokens from a tokens file) and the interceptor that
+//!   refuses everyone else when authentication is on.
 //! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
 //!   HTTP/2 preface within the handshake timeout; [`admission`]: each listener's
 //!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.
@@ -35,6 +37,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod auth;
 pub mod checkpoint;
 pub mod clock;
 pub mod cluster;

@@ -103,6 +103,10 @@ struct Args {
     /// The TLS private key (PEM); needs --tls-cert.
     #[arg(long, env = "FENCED_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Turn authentication on: every call must carry `authorization: Bearer TOKEN` for a
+    /// token this file lists (lines `IDENTITY SHA256-OF-TOKEN`). Off by default.
+    #[arg(long, env = "FENCED_AUTH_TOKENS")]
+    auth_tokens: Option<PathBuf>,
     /// Threads serving connections (tokio workers). Default: one fewer than the machine's
     /// cores, at least one, so the committer thread, which every durable write waits for,
     /// has a core to wake up on.
@@ -189,6 +193,7 @@ impl Args {
                 _ => None,
             },
             cluster,
+            auth_tokens: self.auth_tokens,
             ..Config::default()
         })
     }

@@ -16,10 +16,12 @@ use fenced_proto::v1::cluster_service_server::ClusterServiceServer;
 use fenced_proto::v1::lock_service_server::LockServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 
 use crate::admin::{Admin, AdminListener};
 use crate::admission::ConnectionLimit;
+use crate::auth::{AuthLayer, Authenticator};
 use crate::clock::Clock;
 use crate::cluster::member::OpenMember;
 use crate::cluster::membership::Membership;
@@ -46,6 +48,8 @@ pub struct OpenServer {
     tls: Option<ServerTls>,
     /// The admin listener, bound, if `admin_listen` is set.
     admin: Option<AdminListener>,
+    /// Who may call, when authentication is on.
+    auth: Option<Arc<Authenticator>>,
 }
 
 impl OpenServer {
@@ -54,6 +58,12 @@ impl OpenServer {
     pub fn open(config: Config) -> Result<OpenServer, Error> {
         config.validate()?;
         let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
+        let auth = config
+            .auth_tokens
+            .as_deref()
+            .map(Authenticator::from_file)
+            .transpose()?
+            .map(Arc::new);
         // Before anything is counted: the metric handles register with the recorder
         // installed at their first use.
         let admin = config.admin_listen.map(AdminListener::bind).transpose()?;
@@ -65,6 +75,7 @@ impl OpenServer {
                 mode: Mode::Member(Box::new(member)),
                 tls,
                 admin,
+                auth,
             });
         }
         let (store, recovered) = Store::open(
@@ -89,6 +100,7 @@ impl OpenServer {
             },
             tls,
             admin,
+            auth,
         })
     }
 
@@ -131,12 +143,22 @@ impl OpenServer {
             mode,
             tls,
             admin,
+            auth,
         } = self;
+        if auth.is_some() && sessions.is_some() {
+            return Err(Error::FramedWithoutAuthentication);
+        }
+        let listeners = Listeners {
+            grpc: listener,
+            sessions,
+            tls,
+            admin,
+            auth,
+        };
         let (store, recovered) = match mode {
             Mode::Single { store, recovered } => (store, recovered),
             Mode::Member(member) => {
-                return serve_member(config, *member, listener, sessions, tls, admin, shutdown)
-                    .await
+                return serve_member(config, *member, listeners, shutdown).await
             }
         };
         let started = Started::start(config, *store, recovered)?;
@@ -146,12 +168,7 @@ impl OpenServer {
             serving,
             None,
             &started.fatal,
-            Listeners {
-                grpc: listener,
-                sessions,
-                tls,
-                admin,
-            },
+            listeners,
             shutdown,
         )
         .await;
@@ -182,31 +199,27 @@ struct Listeners {
     tls: Option<ServerTls>,
     /// The admin listener, if any.
     admin: Option<AdminListener>,
+    /// Who may call, when authentication is on.
+    auth: Option<Arc<Authenticator>>,
 }
 
 /// What clients are served besides the lock service: a cluster member's `ClusterService`.
-type ClusterServices = Option<ClusterServiceServer<Membership>>;
+type ClusterServices = Option<InterceptedService<ClusterServiceServer<Membership>, AuthLayer>>;
 
 /// Runs a cluster member: starts its raft core and terms, serves clients from whichever
 /// term's engine is current until `shutdown` (or a fatal error), then stops the member.
 async fn serve_member(
     config: Arc<Config>,
     member: OpenMember,
-    grpc: TcpListener,
-    sessions: Option<TcpListener>,
-    tls: Option<ServerTls>,
-    admin: Option<AdminListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let fatal = CancellationToken::new();
     let member = member.start(config.clone(), fatal.clone()).await?;
-    let listeners = Listeners {
-        grpc,
-        sessions,
-        tls,
-        admin,
-    };
-    let membership = Some(ClusterServiceServer::new(member.membership()));
+    let membership = Some(ClusterServiceServer::with_interceptor(
+        member.membership(),
+        AuthLayer::new(listeners.auth.clone()),
+    ));
     let served = serve_clients(
         &config,
         member.serving(),
@@ -242,7 +255,9 @@ async fn serve_clients(
         sessions,
         tls,
         admin,
+        auth,
     } = listeners;
+    let auth = AuthLayer::new(auth);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<LockServiceServer<LockServer>>()
@@ -304,8 +319,8 @@ async fn serve_clients(
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(config.max_concurrent_streams)
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(LockServiceServer::new(service))
+        .add_service(InterceptedService::new(reflection, auth.clone()))
+        .add_service(LockServiceServer::with_interceptor(service, auth))
         .add_optional_service(cluster_services)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = draining.await;
