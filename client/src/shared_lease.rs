@@ -4,7 +4,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use fenced_types::{FencingToken, LeaseId, LockName};
+use fenced_types::{FencingToken, LeaseId, LockName, Sequencer};
 use tokio::sync::watch;
 
 use crate::lease_state_machine::LeaseStateMachine;
@@ -20,6 +20,8 @@ pub(crate) struct SharedLease {
     pub(crate) lock: LockName,
     /// The grant's fencing token.
     pub(crate) token: FencingToken,
+    /// The grant's sequencer and its text form, when the server signs grants.
+    pub(crate) sequencer: Option<(Sequencer, String)>,
     /// The state machine. A `std` mutex: it is held for a few arithmetic steps, never
     /// across an `.await`, and the watchdog thread (not a task) takes it too.
     machine: Mutex<LeaseStateMachine>,
@@ -40,9 +42,19 @@ impl SharedLease {
             id,
             lock,
             token,
+            sequencer: None,
             machine: Mutex::new(machine),
             state,
         }
+    }
+
+    /// Adds the grant's sequencer (the server signed the grant).
+    pub(crate) fn with_sequencer(mut self, sequencer: Option<Sequencer>) -> Self {
+        self.sequencer = sequencer.map(|sequencer| {
+            let text = sequencer.to_text();
+            (sequencer, text)
+        });
+        self
     }
 
     /// Runs one event on the machine and publishes the state if it changed. Publishing under

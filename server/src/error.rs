@@ -294,6 +294,14 @@ pub enum Error {
         #[source]
         problem: TlsProblem,
     },
+    /// The sequencer signing key could not be read or is not an Ed25519 PKCS#8 key.
+    #[error("cannot use signing key {}: {problem}", path.display())]
+    SigningKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The gRPC reflection service could not be built from the protocol's descriptors.
     #[error("cannot build the gRPC reflection service: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),

@@ -19,7 +19,8 @@
 //! - [`service`]: one handler per rpc, and the gRPC `LockService` over them; [`session`]:
 //!   its `Session` stream, also served over framed TCP by [`framed`]; [`watch`]: its
 //!   `Watch` streams and their cap; [`convert`]: protobuf to domain and back; [`tls`]: the
-//!   TLS identity both listeners serve.
+//!   TLS identity both listeners serve; [`signing`]: the key that signs each grant's
+//!   sequencer, if one is configured.
 //! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
 //!   HTTP/2 preface within the handshake timeout; [`admission`]: each listener's
 //!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.
@@ -53,6 +54,7 @@ pub mod server;
 pub mod service;
 pub mod serving;
 pub mod session;
+pub mod signing;
 pub mod store;
 pub mod table;
 pub mod telemetry;

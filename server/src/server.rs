@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use fenced_proto::v1::cluster_service_server::ClusterServiceServer;
 use fenced_proto::v1::lock_service_server::LockServiceServer;
+use fenced_types::sequencer::SigningKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
@@ -31,6 +32,7 @@ use crate::framed;
 use crate::grpc_incoming;
 use crate::service::LockServer;
 use crate::serving::Serving;
+use crate::signing;
 use crate::store::{Recovered, Store};
 use crate::table::{Limits, LockTable};
 use crate::tls::ServerTls;
@@ -45,6 +47,8 @@ pub struct OpenServer {
     tls: Option<ServerTls>,
     /// The admin listener, bound, if `admin_listen` is set.
     admin: Option<AdminListener>,
+    /// The key that signs grants' sequencers, if one is configured.
+    signer: Option<Arc<SigningKey>>,
 }
 
 impl OpenServer {
@@ -53,6 +57,14 @@ impl OpenServer {
     pub fn open(config: Config) -> Result<OpenServer, Error> {
         config.validate()?;
         let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
+        let signer = config.signing_key.as_ref().map(signing::load).transpose()?;
+        if let Some(signer) = &signer {
+            tracing::info!(
+                public_keys_line = %signer.public_line(),
+                "signing every grant's sequencer with key {}",
+                signer.key_id()
+            );
+        }
         // Before anything is counted: the metric handles register with the recorder
         // installed at their first use.
         let admin = config.admin_listen.map(AdminListener::bind).transpose()?;
@@ -64,6 +76,7 @@ impl OpenServer {
                 mode: Mode::Member(Box::new(member)),
                 tls,
                 admin,
+                signer,
             });
         }
         let (store, recovered) = Store::open(
@@ -88,6 +101,7 @@ impl OpenServer {
             },
             tls,
             admin,
+            signer,
         })
     }
 
@@ -130,12 +144,19 @@ impl OpenServer {
             mode,
             tls,
             admin,
+            signer,
         } = self;
         let (store, recovered) = match mode {
             Mode::Single { store, recovered } => (store, recovered),
             Mode::Member(member) => {
-                return serve_member(config, *member, listener, sessions, tls, admin, shutdown)
-                    .await
+                let listeners = Listeners {
+                    grpc: listener,
+                    sessions,
+                    tls,
+                    admin,
+                    signer,
+                };
+                return serve_member(config, *member, listeners, shutdown).await
             }
         };
         let started = Started::start(config, *store, recovered)?;
@@ -150,6 +171,7 @@ impl OpenServer {
                 sessions,
                 tls,
                 admin,
+                signer,
             },
             shutdown,
         )
@@ -181,6 +203,8 @@ struct Listeners {
     tls: Option<ServerTls>,
     /// The admin listener, if any.
     admin: Option<AdminListener>,
+    /// The key that signs grants' sequencers, if any.
+    signer: Option<Arc<SigningKey>>,
 }
 
 /// What clients are served besides the lock service: a cluster member's `ClusterService`.
@@ -191,20 +215,11 @@ type ClusterServices = Option<ClusterServiceServer<Membership>>;
 async fn serve_member(
     config: Arc<Config>,
     member: OpenMember,
-    grpc: TcpListener,
-    sessions: Option<TcpListener>,
-    tls: Option<ServerTls>,
-    admin: Option<AdminListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let fatal = CancellationToken::new();
     let member = member.start(config.clone(), fatal.clone()).await?;
-    let listeners = Listeners {
-        grpc,
-        sessions,
-        tls,
-        admin,
-    };
     let membership = Some(ClusterServiceServer::new(member.membership()));
     let served = serve_clients(
         &config,
@@ -241,6 +256,7 @@ async fn serve_clients(
         sessions,
         tls,
         admin,
+        signer,
     } = listeners;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -248,7 +264,7 @@ async fn serve_clients(
         .await;
     let reflection = reflection_service(fenced_proto::FILE_DESCRIPTOR_SET)?;
 
-    let service = LockServer::new(serving.clone(), config.clone());
+    let service = LockServer::new(serving.clone(), config.clone()).with_signer(signer);
     let admin = admin
         .map(|admin| Admin::start(admin, serving, config.clone(), service.watchers().clone()))
         .transpose()?;
