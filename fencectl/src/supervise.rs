@@ -93,12 +93,10 @@ pub async fn run(lease: &Lease, plan: KillPlan, command: &[OsString]) -> Result<
     if let Ok(Some(sequencer)) = lease.fence_sequencer() {
         command.env(ENV_SEQUENCER, sequencer.to_text());
     }
-    let mut child = command
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            command: program.to_string_lossy().into_owned(),
-            source,
-        })?;
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
+        command: program.to_string_lossy().into_owned(),
+        source,
+    })?;
     let group = child
         .id()
         .and_then(|id| i32::try_from(id).ok())

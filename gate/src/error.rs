@@ -70,7 +70,9 @@ pub enum Error {
         token: Option<FencingToken>,
     },
     /// The write carried a sequencer and a bare token that differ.
-    #[error("the sequencer's token {sequencer} differs from the fencing token {token} sent with it")]
+    #[error(
+        "the sequencer's token {sequencer} differs from the fencing token {token} sent with it"
+    )]
     SequencerTokenMismatch {
         /// The verified sequencer's token.
         sequencer: FencingToken,

@@ -312,13 +312,28 @@ mod tests {
         let k1_line = k1.public_line();
         let both = PublicKeys::parse(&format!("# old\n{k1_line}\n# new\n{line2}\n")).unwrap();
         let lock = name("orders");
-        gate.write_sequenced(&both, &lock, &k1.sign(&lock, t(6)).encode(), &WriteOp::put("k", "v6"))
-            .unwrap();
-        gate.write_sequenced(&both, &lock, &k2.sign(&lock, t(7)).encode(), &WriteOp::put("k", "v7"))
-            .unwrap();
+        gate.write_sequenced(
+            &both,
+            &lock,
+            &k1.sign(&lock, t(6)).encode(),
+            &WriteOp::put("k", "v6"),
+        )
+        .unwrap();
+        gate.write_sequenced(
+            &both,
+            &lock,
+            &k2.sign(&lock, t(7)).encode(),
+            &WriteOp::put("k", "v7"),
+        )
+        .unwrap();
         let only_new = PublicKeys::parse(&line2).unwrap();
         assert!(matches!(
-            gate.write_sequenced(&only_new, &lock, &k1.sign(&lock, t(8)).encode(), &WriteOp::put("k", "v8")),
+            gate.write_sequenced(
+                &only_new,
+                &lock,
+                &k1.sign(&lock, t(8)).encode(),
+                &WriteOp::put("k", "v8")
+            ),
             Err(Error::Sequencer(SequencerError::UnknownKey { .. }))
         ));
         assert_eq!(gate.mark(&lock).unwrap(), Some(t(7)));

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use fenced_gate::{Gate, SledBackend};
-use fenced_types::sequencer::PublicKeys;
 use fenced_proto::kv::v1::gated_kv_server::GatedKvServer;
+use fenced_types::sequencer::PublicKeys;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -103,8 +103,10 @@ impl Kv {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
         let stop = self.stop.clone();
-        let service = GatedKvServer::new(KvService::new(self.gate.clone(), stop.clone()).with_keys(self.keys.clone()))
-            .max_decoding_message_size(self.config.max_message_bytes());
+        let service = GatedKvServer::new(
+            KvService::new(self.gate.clone(), stop.clone()).with_keys(self.keys.clone()),
+        )
+        .max_decoding_message_size(self.config.max_message_bytes());
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<GatedKvServer<KvService>>().await;
         // Tell the drain timer when shutdown starts.

@@ -156,7 +156,7 @@ impl OpenServer {
                     admin,
                     signer,
                 };
-                return serve_member(config, *member, listeners, shutdown).await
+                return serve_member(config, *member, listeners, shutdown).await;
             }
         };
         let started = Started::start(config, *store, recovered)?;

@@ -105,9 +105,7 @@ impl LockServer {
                 engine.durable(executed.seq).await?;
                 Ok(convert::acquire_response(&grant))
             }
-            Ok(Reply::Queued(waiter)) => {
-                wait_in_queue(&engine, waiter, receiver, wait, lock).await
-            }
+            Ok(Reply::Queued(waiter)) => wait_in_queue(&engine, waiter, receiver, wait, lock).await,
             Ok(other) => Err(Status::internal(format!(
                 "unexpected reply to acquire: {other:?}"
             ))),

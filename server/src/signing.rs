@@ -39,8 +39,8 @@ pub fn load(file: &SigningKeyFile) -> Result<Arc<SigningKey>, Error> {
         problem,
     };
     let pkcs8 = std::fs::read(&file.path).map_err(|e| unusable(e.to_string()))?;
-    let key = SigningKey::from_pkcs8(file.key_id.clone(), &pkcs8)
-        .map_err(|e| unusable(e.to_string()))?;
+    let key =
+        SigningKey::from_pkcs8(file.key_id.clone(), &pkcs8).map_err(|e| unusable(e.to_string()))?;
     Ok(Arc::new(key))
 }
 
@@ -80,7 +80,10 @@ mod tests {
         sign(&signer, &lock, &mut response);
         let sequencer = Sequencer::decode(&response.sequencer).unwrap();
         let keys = PublicKeys::parse(&generated.public_line).unwrap();
-        assert_eq!(keys.verify_sequencer_for(&lock, &sequencer).unwrap().get(), 34);
+        assert_eq!(
+            keys.verify_sequencer_for(&lock, &sequencer).unwrap().get(),
+            34
+        );
 
         for (path, words) in [
             (dir.path().join("absent"), "No such file"),

@@ -110,7 +110,10 @@ mod tests {
             sequencer_of(&request, &b.encode()),
             Err(Error::SequencerMismatch)
         );
-        assert_eq!(sequencer_of(&Request::new(()), &b.encode()), Ok(Some(b.clone())));
+        assert_eq!(
+            sequencer_of(&Request::new(()), &b.encode()),
+            Ok(Some(b.clone()))
+        );
         assert_eq!(sequencer_of(&Request::new(()), &[]), Ok(None));
         assert_eq!(
             sequencer_of(&with_metadata(&[&a.to_text(), &b.to_text()]), &[]),

@@ -128,8 +128,8 @@ pub struct GeneratedKey {
 
 /// Makes a new Ed25519 key pair for `key_id`.
 pub fn generate_key(key_id: &KeyId) -> Result<GeneratedKey, KeysFileError> {
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-        .map_err(|_| KeysFileError::Random)?;
+    let pkcs8 =
+        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeysFileError::Random)?;
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
         .map_err(|e| KeysFileError::BadPrivateKey(e.to_string()))?;
     Ok(GeneratedKey {
@@ -224,7 +224,11 @@ impl PublicKeys {
 
     /// Decodes `bytes`, verifies the signature, and checks that the sequencer is of
     /// `lock`; returns the verified token.
-    pub fn verify_for(&self, lock: &LockName, bytes: &[u8]) -> Result<FencingToken, SequencerError> {
+    pub fn verify_for(
+        &self,
+        lock: &LockName,
+        bytes: &[u8],
+    ) -> Result<FencingToken, SequencerError> {
         let sequencer = Sequencer::decode(bytes)?;
         self.verify_sequencer_for(lock, &sequencer)
     }
@@ -277,14 +281,20 @@ mod tests {
     #[test]
     fn bad_key_files_are_refused_with_their_line() {
         let (_, line) = key("k1");
-        assert_eq!(PublicKeys::parse("# nothing\n").unwrap_err(), KeysFileError::NoKeys);
+        assert_eq!(
+            PublicKeys::parse("# nothing\n").unwrap_err(),
+            KeysFileError::NoKeys
+        );
         assert!(matches!(
             PublicKeys::parse(&format!("{line}\n{line}\n")),
             Err(KeysFileError::DuplicateKeyId { line: 2, .. })
         ));
         for bad in ["k1", "k1 !!!", "k1 AAAA", "bad/id AAAA", "k1 AAAA extra"] {
             assert!(
-                matches!(PublicKeys::parse(bad), Err(KeysFileError::BadLine { line: 1, .. })),
+                matches!(
+                    PublicKeys::parse(bad),
+                    Err(KeysFileError::BadLine { line: 1, .. })
+                ),
                 "{bad}"
             );
         }

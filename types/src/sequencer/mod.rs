@@ -82,8 +82,9 @@ pub struct Sequencer {
 
 /// The bytes a sequencer's signature covers (see the module docs for the layout).
 pub fn signed_message(key_id: &KeyId, lock: &LockName, token: FencingToken) -> Vec<u8> {
-    let mut message =
-        Vec::with_capacity(DOMAIN.len() + 1 + key_id.as_str().len() + 2 + lock.as_bytes().len() + 8);
+    let mut message = Vec::with_capacity(
+        DOMAIN.len() + 1 + key_id.as_str().len() + 2 + lock.as_bytes().len() + 8,
+    );
     message.extend_from_slice(DOMAIN);
     push_key_id(&mut message, key_id);
     push_lock(&mut message, lock);
@@ -188,11 +189,10 @@ impl Sequencer {
         let token = reader.take(8, "the token")?;
         let mut token_bytes = [0u8; 8];
         token_bytes.copy_from_slice(token);
-        let token = FencingToken::from_be_bytes(token_bytes).map_err(|_| {
-            SequencerError::Malformed {
+        let token =
+            FencingToken::from_be_bytes(token_bytes).map_err(|_| SequencerError::Malformed {
                 reason: "the token is 0, which is never issued",
-            }
-        })?;
+            })?;
         let signature = reader.take(SIGNATURE_BYTES, "the signature")?;
         let mut sig = [0u8; SIGNATURE_BYTES];
         sig.copy_from_slice(signature);
