@@ -20,7 +20,8 @@ use crate::state::{LeaseState, LostReason, StateChange};
 ///
 /// Before every guarded write, call [`Lease::fence`] and send the token it returns with the
 /// write: it refuses once the lease is not safely held, and the resource's gate refuses the
-/// token once a newer holder has come (CONTRACT S5). Select on [`Lease::lost`] in the work
+/// token once a newer holder has come (CONTRACT S5). A gate that verifies sequencers wants
+/// [`Lease::fence_sequencer`] instead (or [`Lease::attach`], which sends both). Select on [`Lease::lost`] in the work
 /// loop to stop promptly.
 ///
 /// Dropping a lease releases it in a background task (best effort: if the runtime is
@@ -124,10 +125,7 @@ impl Lease {
         let metadata = request.metadata_mut();
         metadata.insert(FENCING_TOKEN, MetadataValue::from(token.get()));
         if let Some((_, text)) = &self.shared_lease.sequencer {
-            // Unpadded base64url is ASCII, so it is always a valid metadata value.
-            if let Ok(value) = MetadataValue::try_from(text.as_str()) {
-                metadata.insert(FENCING_SEQUENCER, value);
-            }
+            metadata.insert(FENCING_SEQUENCER, text.clone());
         }
         Ok(token)
     }

@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use fenced_types::{FencingToken, LeaseId, LockName, Sequencer};
 use tokio::sync::watch;
+use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::lease_state_machine::LeaseStateMachine;
 use crate::state::LeaseState;
@@ -20,8 +21,10 @@ pub(crate) struct SharedLease {
     pub(crate) lock: LockName,
     /// The grant's fencing token.
     pub(crate) token: FencingToken,
-    /// The grant's sequencer and its text form, when the server signs grants.
-    pub(crate) sequencer: Option<(Sequencer, String)>,
+    /// The grant's sequencer and its text form as a metadata value (made once: attaching
+    /// it to a request then only clones a reference-counted buffer), when the server signs
+    /// grants.
+    pub(crate) sequencer: Option<(Sequencer, MetadataValue<Ascii>)>,
     /// The state machine. A `std` mutex: it is held for a few arithmetic steps, never
     /// across an `.await`, and the watchdog thread (not a task) takes it too.
     machine: Mutex<LeaseStateMachine>,
@@ -50,9 +53,10 @@ impl SharedLease {
 
     /// Adds the grant's sequencer (the server signed the grant).
     pub(crate) fn with_sequencer(mut self, sequencer: Option<Sequencer>) -> Self {
-        self.sequencer = sequencer.map(|sequencer| {
-            let text = sequencer.to_text();
-            (sequencer, text)
+        self.sequencer = sequencer.and_then(|sequencer| {
+            // Unpadded base64url is ASCII, so it is always a valid metadata value.
+            let text = MetadataValue::try_from(sequencer.to_text()).ok()?;
+            Some((sequencer, text))
         });
         self
     }

@@ -120,10 +120,10 @@ fn resource(name: String) -> Result<LockName, Status> {
 
 #[tonic::async_trait]
 impl GatedKv for KvService {
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+    async fn put(&self, mut request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         const OP: &str = "put";
+        let resource = resource(std::mem::take(&mut request.get_mut().resource))?;
         let body = request.get_ref();
-        let resource = resource(body.resource.clone())?;
         let token = self.token_for(OP, &request, &resource, body.token, &body.sequencer)?;
         let PutRequest { key, value, .. } = request.into_inner();
         let op = WriteOp::put(key, value);
@@ -141,11 +141,11 @@ impl GatedKv for KvService {
 
     async fn delete(
         &self,
-        request: Request<DeleteRequest>,
+        mut request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         const OP: &str = "delete";
+        let resource = resource(std::mem::take(&mut request.get_mut().resource))?;
         let body = request.get_ref();
-        let resource = resource(body.resource.clone())?;
         let token = self.token_for(OP, &request, &resource, body.token, &body.sequencer)?;
         let DeleteRequest { key, .. } = request.into_inner();
         let op = WriteOp::delete(key);
@@ -163,10 +163,10 @@ impl GatedKv for KvService {
 
     async fn fence(
         &self,
-        request: Request<FenceRequest>,
+        mut request: Request<FenceRequest>,
     ) -> Result<Response<FenceResponse>, Status> {
+        let resource = resource(std::mem::take(&mut request.get_mut().resource))?;
         let body = request.get_ref();
-        let resource = resource(body.resource.clone())?;
         let token = self.token_for("fence", &request, &resource, body.token, &body.sequencer)?;
         let mark = self
             .blocking(Call::Write("fence"), move |gate| {
