@@ -7,7 +7,7 @@ use std::time::Duration;
 use fenced_proto::v1::session_request::Op;
 use fenced_proto::v1::session_response::Result as Reply;
 use fenced_proto::v1::{AcquireRequest, AcquireResponse};
-use fenced_types::{FencingToken, LeaseId, LockName};
+use fenced_types::{FencingToken, LeaseId, LockName, Sequencer};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::clock::{BootClock, Clock};
@@ -574,8 +574,10 @@ impl Client {
             return Err(malformed("acquire answered with ttl_ms 0".into()));
         }
         let granted_ttl = Duration::from_millis(reply.ttl_ms);
+        let sequencer = grant_sequencer(&reply.sequencer, &name, token).map_err(malformed)?;
         let machine = LeaseStateMachine::granted(sent, granted_ttl, now, shared.policy);
-        let shared_lease = Arc::new(SharedLease::new(id, name, token, machine));
+        let shared_lease =
+            Arc::new(SharedLease::new(id, name, token, machine).with_sequencer(sequencer));
         tracing::debug!(lock = %shared_lease.lock, lease = %id.short(), %token, "lock acquired");
         shared.register(shared_lease.clone());
         Ok(Lease::new(shared_lease, self.handle.clone()))
@@ -609,6 +611,29 @@ async fn fall_back_to_unary(
         }
         answer => answer,
     }
+}
+
+/// The grant's sequencer, if the server sent one: it must be of the lock and token granted.
+/// Only its format is checked; its signature is the gate's to verify.
+fn grant_sequencer(
+    bytes: &[u8],
+    lock: &LockName,
+    token: FencingToken,
+) -> Result<Option<Sequencer>, String> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let sequencer = Sequencer::decode(bytes)
+        .map_err(|e| format!("acquire answered with a sequencer that does not decode: {e}"))?;
+    if sequencer.lock() != lock || sequencer.token() != token {
+        return Err(format!(
+            "acquire of lock {lock} with token {token} answered with a sequencer of lock {} \
+             and token {}",
+            sequencer.lock(),
+            sequencer.token()
+        ));
+    }
+    Ok(Some(sequencer))
 }
 
 /// A duration in whole milliseconds for the wire, saturating.

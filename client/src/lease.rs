@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fenced_proto::metadata::FENCING_TOKEN;
-use fenced_types::{FencingToken, LeaseId, LockName};
+use fenced_proto::metadata::{FENCING_SEQUENCER, FENCING_TOKEN};
+use fenced_types::{FencingToken, LeaseId, LockName, Sequencer};
 use tokio::sync::watch;
 use tonic::metadata::MetadataValue;
 
@@ -20,7 +20,8 @@ use crate::state::{LeaseState, LostReason, StateChange};
 ///
 /// Before every guarded write, call [`Lease::fence`] and send the token it returns with the
 /// write: it refuses once the lease is not safely held, and the resource's gate refuses the
-/// token once a newer holder has come (CONTRACT S5). Select on [`Lease::lost`] in the work
+/// token once a newer holder has come (CONTRACT S5). A gate that verifies sequencers wants
+/// [`Lease::fence_sequencer`] instead (or [`Lease::attach`], which sends both). Select on [`Lease::lost`] in the work
 /// loop to stop promptly.
 ///
 /// Dropping a lease releases it in a background task (best effort: if the runtime is
@@ -101,13 +102,31 @@ impl Lease {
         self.handle.shared.fence(&self.shared_lease)
     }
 
+    /// The grant's sequencer (its token signed by the server, with its lock), under the
+    /// same rule as [`Lease::fence`]: handed out only while the lease is held right now.
+    /// `Ok(None)` when the server signs no sequencers (it has no `--signing-key`). Send it
+    /// to gates that verify sequencers (`fenced-kv --verify-keys`); [`Lease::attach`]
+    /// does.
+    pub fn fence_sequencer(&self) -> Result<Option<&Sequencer>, FenceError> {
+        self.fence()?;
+        Ok(self
+            .shared_lease
+            .sequencer
+            .as_ref()
+            .map(|(sequencer, _)| sequencer))
+    }
+
     /// [`Lease::fence`], and on success puts the token into a tonic request's
-    /// `fencing-token` metadata (what `fenced-kv` and other gated services read).
+    /// `fencing-token` metadata (what `fenced-kv` and other gated services read), and the
+    /// grant's sequencer, when the server signed one, into `fencing-sequencer` metadata
+    /// (its text form), for gates that verify sequencers.
     pub fn attach<T>(&self, request: &mut tonic::Request<T>) -> Result<FencingToken, FenceError> {
         let token = self.fence()?;
-        request
-            .metadata_mut()
-            .insert(FENCING_TOKEN, MetadataValue::from(token.get()));
+        let metadata = request.metadata_mut();
+        metadata.insert(FENCING_TOKEN, MetadataValue::from(token.get()));
+        if let Some((_, text)) = &self.shared_lease.sequencer {
+            metadata.insert(FENCING_SEQUENCER, text.clone());
+        }
         Ok(token)
     }
 

@@ -4,8 +4,9 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use fenced_types::{FencingToken, LeaseId, LockName};
+use fenced_types::{FencingToken, LeaseId, LockName, Sequencer};
 use tokio::sync::watch;
+use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::lease_state_machine::LeaseStateMachine;
 use crate::state::LeaseState;
@@ -20,6 +21,10 @@ pub(crate) struct SharedLease {
     pub(crate) lock: LockName,
     /// The grant's fencing token.
     pub(crate) token: FencingToken,
+    /// The grant's sequencer and its text form as a metadata value (made once: attaching
+    /// it to a request then only clones a reference-counted buffer), when the server signs
+    /// grants.
+    pub(crate) sequencer: Option<(Sequencer, MetadataValue<Ascii>)>,
     /// The state machine. A `std` mutex: it is held for a few arithmetic steps, never
     /// across an `.await`, and the watchdog thread (not a task) takes it too.
     machine: Mutex<LeaseStateMachine>,
@@ -40,9 +45,20 @@ impl SharedLease {
             id,
             lock,
             token,
+            sequencer: None,
             machine: Mutex::new(machine),
             state,
         }
+    }
+
+    /// Adds the grant's sequencer (the server signed the grant).
+    pub(crate) fn with_sequencer(mut self, sequencer: Option<Sequencer>) -> Self {
+        self.sequencer = sequencer.and_then(|sequencer| {
+            // Unpadded base64url is ASCII, so it is always a valid metadata value.
+            let text = MetadataValue::try_from(sequencer.to_text()).ok()?;
+            Some((sequencer, text))
+        });
+        self
     }
 
     /// Runs one event on the machine and publishes the state if it changed. Publishing under

@@ -58,6 +58,16 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A key file could not be created or written (`keygen`).
+    #[error("cannot {what} {path}: {source}")]
+    KeyFile {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(std::io::Error),
@@ -73,6 +83,7 @@ impl Error {
                 exit::NOT_FOUND
             }
             Error::Spawn { .. } => exit::CANNOT_RUN,
+            Error::KeyFile { .. } => exit::CANT_CREATE,
             _ => exit::UNAVAILABLE,
         }
     }

@@ -12,6 +12,10 @@ pub const USAGE: i32 = 2;
 /// The server could not be reached, or answered with an error (`EX_UNAVAILABLE`).
 pub const UNAVAILABLE: i32 = 69;
 
+/// `keygen`: a key file could not be created or written, or the private key's file
+/// exists already (`EX_CANTCREAT`).
+pub const CANT_CREATE: i32 = 73;
+
 /// `lock`: the lock was taken by someone else (at once, or until `--wait` ran out)
 /// (`EX_TEMPFAIL`: try again later).
 pub const NOT_ACQUIRED: i32 = 75;

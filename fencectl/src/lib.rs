@@ -8,6 +8,8 @@
 //!   (the term), and resigns when it exits.
 //! - `fencectl list [PREFIX]`, `describe NAME`, `watch [PREFIX]`, `check NAME TOKEN`: a
 //!   table for humans by default, `--json` for scripts.
+//! - `fencectl keygen KEY_ID --private-key FILE [--public-keys FILE]`: a sequencer
+//!   signing key pair for `fenced --signing-key` and the verifiers' public-keys file.
 //! - `fencectl completions SHELL`: a completion script for bash, zsh, fish, elvish or
 //!   PowerShell.
 //!
@@ -79,6 +81,7 @@ pub mod duration;
 pub mod error;
 pub mod exit;
 pub mod inspect;
+pub mod keygen;
 pub mod kill_plan;
 pub mod members;
 pub mod output;

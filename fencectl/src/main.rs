@@ -11,8 +11,9 @@ use clap_complete::Shell;
 use fencectl::connect::ServerEndpoints;
 use fencectl::kill_plan::{KillPlan, Overrides};
 use fencectl::output::{table, LockRow};
-use fencectl::{duration, exit, inspect, members, supervise, watch, Error};
+use fencectl::{duration, exit, inspect, keygen, members, supervise, watch, Error};
 use fenced_client::{AcquireOptions, Election, FencingToken, Lease};
+use fenced_types::KeyId;
 use serde_json::json;
 
 /// Run commands under fenced locks, elect leaders, and inspect locks.
@@ -50,9 +51,9 @@ struct Cli {
 enum Command {
     /// Take a lock, run a command while holding it, release it when the command exits.
     ///
-    /// The command gets FENCED_TOKEN, FENCED_LOCK and FENCED_LEASE_ID. If the lease cannot
-    /// be confirmed in time, its process group gets SIGTERM, then SIGKILL, before the
-    /// lease's local deadline. Exit status: the command's (128+N if it died of signal
+    /// The command gets FENCED_TOKEN, FENCED_LOCK, FENCED_LEASE_ID and, when the server
+    /// signs grants, FENCED_SEQUENCER. If the lease cannot be confirmed in time, its
+    /// process group gets SIGTERM, then SIGKILL, before the lease's local deadline. Exit status: the command's (128+N if it died of signal
     /// N); 75 if the lock was not acquired; 76 if the lease was lost while it ran; 69 if
     /// the server is unreachable; 126 or 127 if the command cannot run or is not found.
     Lock {
@@ -119,6 +120,21 @@ enum Command {
     RemoveMember {
         /// Its node id.
         id: u64,
+    },
+    /// Make a sequencer signing key pair: the private key (Ed25519, PKCS#8, mode 0600) for
+    /// `fenced --signing-key FILE --signing-key-id KEY_ID`, and its public-keys line,
+    /// printed and, with --public-keys, appended to the verifiers' file
+    /// (`fenced-kv --verify-keys FILE`). Exit 73 if a file cannot be made (an existing
+    /// private key is never overwritten).
+    Keygen {
+        /// The key's id, carried in every sequencer it signs (1 to 64 of A-Z a-z 0-9 . _ -).
+        key_id: KeyId,
+        /// Write the private key to this new file.
+        #[arg(long)]
+        private_key: PathBuf,
+        /// Append the public key's line to this public-keys file (created if missing).
+        #[arg(long)]
+        public_keys: Option<PathBuf>,
     },
     /// Print a shell completion script.
     Completions {
@@ -295,6 +311,15 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 ))?;
             }
             Ok(if check.current { 0 } else { exit::NOT_CURRENT })
+        }
+        Command::Keygen {
+            key_id,
+            private_key,
+            public_keys,
+        } => {
+            let line = keygen::keygen(&key_id, &private_key, public_keys.as_deref())?;
+            print(&line)?;
+            Ok(0)
         }
         Command::Completions { shell } => {
             let mut command = Cli::command();

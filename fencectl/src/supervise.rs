@@ -20,6 +20,9 @@ use crate::kill_plan::{Action, KillPlan, Standing};
 
 /// The environment variable that carries the lease's fencing token.
 pub const ENV_TOKEN: &str = "FENCED_TOKEN";
+/// The environment variable that carries the lease's sequencer (text form), when the
+/// server signs grants: what a gate that verifies sequencers demands.
+pub const ENV_SEQUENCER: &str = "FENCED_SEQUENCER";
 /// The environment variable that carries the lock's name.
 pub const ENV_LOCK: &str = "FENCED_LOCK";
 /// The environment variable that carries the lease id (a bearer secret: the child may
@@ -80,17 +83,20 @@ pub async fn run(lease: &Lease, plan: KillPlan, command: &[OsString]) -> Result<
     // The handlers are installed before the child starts, so that no signal meant for it
     // can kill fencectl instead.
     let mut signals = forward_signals()?;
-    let mut child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(args)
         .env(ENV_TOKEN, token.get().to_string())
         .env(ENV_LOCK, lease.lock().as_str())
         .env(ENV_LEASE_ID, lease.id().to_string())
-        .process_group(0)
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            command: program.to_string_lossy().into_owned(),
-            source,
-        })?;
+        .process_group(0);
+    if let Ok(Some(sequencer)) = lease.fence_sequencer() {
+        command.env(ENV_SEQUENCER, sequencer.to_text());
+    }
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
+        command: program.to_string_lossy().into_owned(),
+        source,
+    })?;
     let group = child
         .id()
         .and_then(|id| i32::try_from(id).ok())

@@ -5,7 +5,7 @@
 //! its job and changes nothing, a failure means the caller cannot know more than "not
 //! acknowledged".
 
-use fenced_types::{FencingToken, InvalidInput, LockName};
+use fenced_types::{FencingToken, InvalidInput, LockName, SequencerError};
 
 /// Why a gate call did not succeed. Every variant carries the evidence a caller or an
 /// operator needs; none of them left any effect on the store.
@@ -53,6 +53,35 @@ pub enum Error {
         /// The token in the metadata.
         metadata: FencingToken,
     },
+    /// The sequencer was refused: malformed, signed by an unknown key, with a bad
+    /// signature (made up or tampered with), or of another lock than the resource's. The
+    /// inner error names the kind and the evidence (key id, lock, token).
+    #[error("sequencer refused: {0}")]
+    Sequencer(SequencerError),
+    /// This gate verifies sequencers and the write carried none: a bare token is a number
+    /// anyone can read, so it proves nothing here.
+    #[error(
+        "this gate demands a signed sequencer (`fencing-sequencer` metadata or the \
+         request's sequencer field){}; a bare fencing token is refused",
+        token.map_or_else(String::new, |t| format!(", and the write carried only token {t}"))
+    )]
+    SequencerRequired {
+        /// The bare token the write carried, if any.
+        token: Option<FencingToken>,
+    },
+    /// The write carried a sequencer and a bare token that differ.
+    #[error(
+        "the sequencer's token {sequencer} differs from the fencing token {token} sent with it"
+    )]
+    SequencerTokenMismatch {
+        /// The verified sequencer's token.
+        sequencer: FencingToken,
+        /// The bare token sent alongside.
+        token: FencingToken,
+    },
+    /// The request body and the metadata carry different sequencers.
+    #[error("the sequencer in the request body differs from the `fencing-sequencer` metadata")]
+    SequencerMismatch,
     /// The resource name breaks the naming rules.
     #[error("invalid resource name: {0}")]
     InvalidResource(InvalidInput),

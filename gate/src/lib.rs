@@ -44,6 +44,8 @@
 //! - [`error`]: [`Error`] (refusals with their evidence, and failures) and [`StorageError`].
 //! - [`token_source`]: [`token_source::reconcile`], body token vs metadata token.
 //! - [`memory`]: [`MemoryBackend`], for tests and simulation.
+//! - `sequencer` (feature `sequencer`): sequencer mode, `Gate::write_sequenced` and
+//!   `sequencer::admit`: tokens signed by the lock server, verified offline.
 //! - [`strict`]: strict mode, [`Strict`] over a [`TokenChecker`] (when to choose it: there).
 //! - `sled_store` (feature `sled`): `SledBackend`, durable, with group commit and batched
 //!   transactions; it stops at the first failed sync ([`StorageError::Stopped`]).
@@ -66,6 +68,8 @@ pub mod token_source;
 pub mod conformance;
 #[cfg(feature = "tonic")]
 pub mod grpc;
+#[cfg(feature = "sequencer")]
+pub mod sequencer;
 #[cfg(feature = "sled")]
 pub mod sled_store;
 

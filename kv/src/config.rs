@@ -21,6 +21,10 @@ pub struct Config {
     /// to answer a ping, and a frozen client never does. Cutting requests off is safe: a
     /// write is acknowledged only once durable, so an unanswered one was never promised.
     pub drain_timeout: Duration,
+    /// Demand a sequencer with every write (`Put`, `Delete`, `Fence`) and verify it
+    /// against the public keys in this file (one `KEY_ID BASE64URL_PUBLIC_KEY` per line);
+    /// a bare fencing token is then refused. `None` takes bare tokens (default).
+    pub verify_keys: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -29,6 +33,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./fenced-kv-data"),
             gate: fenced_gate::Config::default(),
             drain_timeout: Duration::from_secs(5),
+            verify_keys: None,
         }
     }
 }

@@ -7,6 +7,14 @@ pub enum Error {
     /// The config cannot work.
     #[error("invalid config: {0}")]
     Config(String),
+    /// The public-keys file (`--verify-keys`) could not be read or parsed.
+    #[error("cannot use the public-keys file {path} (--verify-keys): {problem}")]
+    VerifyKeys {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The store could not be opened or flushed.
     #[error("storage: {0}")]
     Storage(#[from] fenced_gate::Error),

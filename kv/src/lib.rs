@@ -10,6 +10,16 @@
 //! failed sync nothing more is acknowledged (every call gets `UNAVAILABLE` naming the
 //! failure) and the process exits with a failure; a restart serves what the disk holds.
 //!
+//! With `--verify-keys FILE` ([`Config::verify_keys`]) the store is in sequencer mode: every
+//! write must carry a sequencer (`fencing-sequencer` metadata, as the SDK's
+//! `Lease::attach` sends it, or the request's `sequencer` field), the holder's token
+//! signed by the lock server with its lock. It is verified offline against the file's
+//! public keys before the gate is called: a bare token, a made-up or tampered sequencer, an
+//! unknown key or a sequencer of another lock than the resource (a resource is guarded by
+//! the lock of the same name) gets `PERMISSION_DENIED` (bytes that are no sequencer
+//! `INVALID_ARGUMENT`), naming why, with the kind in `fencing-sequencer-refused`
+//! metadata, and writes nothing.
+//!
 //! # Layout
 //! - [`config`]: [`Config`] (data directory, gate limits, `--unfenced`) with `validate()`.
 //! - [`server`]: [`Kv`] (open the store, serve it), and [`run`].

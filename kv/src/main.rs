@@ -39,6 +39,12 @@ struct Args {
     /// On SIGINT/SIGTERM, how long to let requests drain before closing connections.
     #[arg(long, env = "FENCED_KV_DRAIN_TIMEOUT_MS", default_value_t = 5000)]
     drain_timeout_ms: u64,
+    /// Demand a signed sequencer with every write and verify it, offline, against the
+    /// public keys in this file (one `KEY_ID BASE64URL_PUBLIC_KEY` per line, `#` comments;
+    /// every key listed is accepted, so keys rotate). A bare fencing token is then refused.
+    /// Off by default: bare tokens are taken.
+    #[arg(long, env = "FENCED_KV_VERIFY_KEYS")]
+    verify_keys: Option<PathBuf>,
     /// Serve HTTP on this address (port 0 picks a free port): Prometheus `/metrics` and
     /// `/healthz`. Off by default.
     #[arg(long, env = "FENCED_KV_ADMIN_LISTEN")]
@@ -57,6 +63,7 @@ async fn main() -> ExitCode {
     let mut config = Config {
         data_dir: args.data_dir,
         drain_timeout: std::time::Duration::from_millis(args.drain_timeout_ms),
+        verify_keys: args.verify_keys,
         ..Config::default()
     };
     config.gate.max_value_bytes = args.max_value_bytes;

@@ -2,7 +2,8 @@
 //!
 //! Recorded through the `metrics` facade: until a recorder is installed (only when
 //! `--admin-listen` is given) each recording is a no-op. No label carries a resource or a
-//! key (unbounded cardinality); `op` is one of `put`, `delete`, `fence`.
+//! key (unbounded cardinality); `op` is one of `put`, `delete`, `fence`; `kind` one of a
+//! fixed few.
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -10,6 +11,10 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 pub const WRITES_ACCEPTED: &str = "fenced_kv_writes_accepted_total";
 /// Writes refused because their token is below the resource's mark, by `op`.
 pub const WRITES_REFUSED_STALE: &str = "fenced_kv_writes_refused_stale_total";
+/// Writes refused in sequencer mode (`--verify-keys`), by `op` and `kind`: `required` (a
+/// bare token), `malformed`, `unsupported-version`, `unknown-key`, `bad-signature`,
+/// `other-lock`.
+pub const WRITES_REFUSED_SEQUENCER: &str = "fenced_kv_writes_refused_sequencer_total";
 /// Reads answered (found or not).
 pub const READS: &str = "fenced_kv_reads_total";
 /// How long each group commit's flush + fdatasync took (one sync covers many writes).
@@ -53,6 +58,11 @@ fn describe() {
         WRITES_REFUSED_STALE,
         "Writes (op: put, delete, fence) refused: their fencing token is below the mark."
     );
+    metrics::describe_counter!(
+        WRITES_REFUSED_SEQUENCER,
+        "Writes (op: put, delete, fence) refused for their sequencer (kind: required, \
+         malformed, unsupported-version, unknown-key, bad-signature, other-lock)."
+    );
     metrics::describe_counter!(READS, "Reads answered.");
     metrics::describe_histogram!(
         SYNC_SECONDS,
@@ -67,6 +77,14 @@ pub fn record_write<T>(op: &'static str, result: &Result<T, fenced_gate::Error>)
         Ok(_) => metrics::counter!(WRITES_ACCEPTED, "op" => op).increment(1),
         Err(fenced_gate::Error::StaleToken { .. }) => {
             metrics::counter!(WRITES_REFUSED_STALE, "op" => op).increment(1)
+        }
+        Err(fenced_gate::Error::Sequencer(refusal)) => {
+            metrics::counter!(WRITES_REFUSED_SEQUENCER, "op" => op, "kind" => refusal.kind())
+                .increment(1)
+        }
+        Err(fenced_gate::Error::SequencerRequired { .. }) => {
+            metrics::counter!(WRITES_REFUSED_SEQUENCER, "op" => op, "kind" => "required")
+                .increment(1)
         }
         Err(_) => {}
     }

@@ -1,9 +1,11 @@
 //! [`Kv`]: opens the store, then serves it until shutdown; [`run`] does both.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use fenced_gate::{Gate, SledBackend};
 use fenced_proto::kv::v1::gated_kv_server::GatedKvServer;
+use fenced_types::sequencer::PublicKeys;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -11,6 +13,17 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::service::KvService;
 use crate::stop::StoreStop;
+
+/// Reads and parses the public-keys file.
+fn read_keys(path: &std::path::Path) -> Result<Arc<PublicKeys>, Error> {
+    let unusable = |problem: String| Error::VerifyKeys {
+        path: path.display().to_string(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| unusable(e.to_string()))?;
+    let keys = PublicKeys::parse(&text).map_err(|e| unusable(e.to_string()))?;
+    Ok(Arc::new(keys))
+}
 
 /// An opened store, ready to serve. Opening and serving are two steps so the binary can
 /// announce "listening" only after recovery (sled's open) has finished.
@@ -20,6 +33,8 @@ pub struct Kv {
     gate: Gate<SledBackend>,
     /// The config it was opened with.
     config: Config,
+    /// The public keys every write's sequencer is verified with (`--verify-keys`), if any.
+    keys: Option<Arc<PublicKeys>>,
     /// Where a request that finds the store stopped says so; the health service, the
     /// admin listener and the serve loop watch it.
     stop: StoreStop,
@@ -30,6 +45,7 @@ impl Kv {
     /// log here.
     pub fn open(config: Config) -> Result<Kv, Error> {
         config.validate()?;
+        let keys = config.verify_keys.as_deref().map(read_keys).transpose()?;
         let backend = SledBackend::open(&config.data_dir).map_err(fenced_gate::Error::from)?;
         let gate = Gate::with_config(backend, config.gate.clone())
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -45,9 +61,17 @@ impl Kv {
         gate.backend()
             .group_commit()
             .observe_syncs(crate::metrics::record_sync);
+        if let Some(keys) = &keys {
+            let ids: Vec<&str> = keys.key_ids().into_iter().map(|id| id.as_str()).collect();
+            tracing::info!(
+                keys = %ids.join(","),
+                "every write must carry a sequencer signed by one of these keys"
+            );
+        }
         Ok(Kv {
             gate,
             config,
+            keys,
             stop: StoreStop::new(),
         })
     }
@@ -79,8 +103,10 @@ impl Kv {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
         let stop = self.stop.clone();
-        let service = GatedKvServer::new(KvService::new(self.gate.clone(), stop.clone()))
-            .max_decoding_message_size(self.config.max_message_bytes());
+        let service = GatedKvServer::new(
+            KvService::new(self.gate.clone(), stop.clone()).with_keys(self.keys.clone()),
+        )
+        .max_decoding_message_size(self.config.max_message_bytes());
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<GatedKvServer<KvService>>().await;
         // Tell the drain timer when shutdown starts.

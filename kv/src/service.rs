@@ -1,14 +1,21 @@
 //! [`KvService`]: the `fenced.kv.v1.GatedKv` handlers. Thin: decode into domain types,
 //! call the gate on a blocking thread (the sled backend waits for the disk), encode.
+//!
+//! With public keys (`--verify-keys`), every write must carry a sequencer, and it is
+//! verified offline before the gate is called: a resource is guarded by the lock of the
+//! same name, so a sequencer of another lock is refused too.
 
-use fenced_gate::grpc::token_of;
+use std::sync::Arc;
+
+use fenced_gate::grpc::{sequenced_token_of, token_of};
 use fenced_gate::{Error as GateError, Gate, SledBackend, WriteOp};
 use fenced_proto::kv::v1::gated_kv_server::GatedKv;
 use fenced_proto::kv::v1::{
     DeleteRequest, DeleteResponse, FenceRequest, FenceResponse, GetRequest, GetResponse,
     PutRequest, PutResponse,
 };
-use fenced_types::LockName;
+use fenced_types::sequencer::PublicKeys;
+use fenced_types::{FencingToken, LockName};
 use tonic::{Request, Response, Status};
 
 use crate::metrics;
@@ -30,13 +37,47 @@ pub struct KvService {
     gate: Gate<SledBackend>,
     /// Where a request that finds the store stopped says so.
     stop: StoreStop,
+    /// Sequencer mode: the keys every write's sequencer must verify with.
+    keys: Option<Arc<PublicKeys>>,
 }
 
 impl KvService {
     /// The service over a gate; a call that finds the store stopped (a failed sync) reports
     /// it to `stop`.
     pub fn new(gate: Gate<SledBackend>, stop: StoreStop) -> Self {
-        KvService { gate, stop }
+        KvService {
+            gate,
+            stop,
+            keys: None,
+        }
+    }
+
+    /// Sequencer mode: every write must carry a sequencer that verifies with `keys` and is
+    /// of the lock named like the resource; `None` takes bare tokens.
+    pub fn with_keys(mut self, keys: Option<Arc<PublicKeys>>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The token a write may use on `resource`: the bare token (body or metadata) without
+    /// keys; with keys, the verified token of the request's sequencer. A refusal is counted
+    /// as a refused write of `op`.
+    fn token_for<T>(
+        &self,
+        op: &'static str,
+        request: &Request<T>,
+        resource: &LockName,
+        body_token: u64,
+        body_sequencer: &[u8],
+    ) -> Result<FencingToken, Status> {
+        let Some(keys) = &self.keys else {
+            return token_of(request, body_token);
+        };
+        sequenced_token_of(request, keys, resource, body_token, body_sequencer).map_err(|error| {
+            tracing::debug!(%error, "refused");
+            metrics::record_write::<()>(op, &Err(error.clone()));
+            Status::from(error)
+        })
     }
 
     /// Runs a gate call on a blocking thread, counts it, and maps its error to a status.
@@ -79,16 +120,12 @@ fn resource(name: String) -> Result<LockName, Status> {
 
 #[tonic::async_trait]
 impl GatedKv for KvService {
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let token = token_of(&request, request.get_ref().token)?;
-        let PutRequest {
-            resource: name,
-            key,
-            value,
-            ..
-        } = request.into_inner();
-        let resource = resource(name)?;
+    async fn put(&self, mut request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         const OP: &str = "put";
+        let resource = resource(std::mem::take(&mut request.get_mut().resource))?;
+        let body = request.get_ref();
+        let token = self.token_for(OP, &request, &resource, body.token, &body.sequencer)?;
+        let PutRequest { key, value, .. } = request.into_inner();
         let op = WriteOp::put(key, value);
         // Refuse bad input here, before a blocking thread is even taken.
         self.gate.check_op(&op)?;
@@ -104,16 +141,13 @@ impl GatedKv for KvService {
 
     async fn delete(
         &self,
-        request: Request<DeleteRequest>,
+        mut request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let token = token_of(&request, request.get_ref().token)?;
-        let DeleteRequest {
-            resource: name,
-            key,
-            ..
-        } = request.into_inner();
-        let resource = resource(name)?;
         const OP: &str = "delete";
+        let resource = resource(std::mem::take(&mut request.get_mut().resource))?;
+        let body = request.get_ref();
+        let token = self.token_for(OP, &request, &resource, body.token, &body.sequencer)?;
+        let DeleteRequest { key, .. } = request.into_inner();
         let op = WriteOp::delete(key);
         self.gate.check_op(&op)?;
         let accepted = self
@@ -129,10 +163,11 @@ impl GatedKv for KvService {
 
     async fn fence(
         &self,
-        request: Request<FenceRequest>,
+        mut request: Request<FenceRequest>,
     ) -> Result<Response<FenceResponse>, Status> {
-        let token = token_of(&request, request.get_ref().token)?;
-        let resource = resource(request.into_inner().resource)?;
+        let resource = resource(std::mem::take(&mut request.get_mut().resource))?;
+        let body = request.get_ref();
+        let token = self.token_for("fence", &request, &resource, body.token, &body.sequencer)?;
         let mark = self
             .blocking(Call::Write("fence"), move |gate| {
                 gate.fence(&resource, token)

@@ -3,6 +3,15 @@
 /// Request metadata: the writer's fencing token, as decimal text.
 pub const FENCING_TOKEN: &str = "fencing-token";
 
+/// Request metadata: the writer's sequencer (its fencing token signed by the lock server
+/// with its lock), in its text form (unpadded base64url). A gate that verifies sequencers
+/// (`fenced-kv --verify-keys`) demands it.
+pub const FENCING_SEQUENCER: &str = "fencing-sequencer";
+
+/// Response metadata on a refused sequencer: the kind of refusal (`required`,
+/// `malformed`, `unsupported-version`, `unknown-key`, `bad-signature`, `other-lock`).
+pub const SEQUENCER_REFUSED: &str = "fencing-sequencer-refused";
+
 /// Response metadata on a rejected write: the resource's current mark, as decimal text.
 pub const FENCING_TOKEN_CURRENT: &str = "fencing-token-current";
 

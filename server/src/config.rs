@@ -114,6 +114,9 @@ pub struct Config {
     /// node (default). A member keeps its raft log and state machine in `data_dir`
     /// (`raft-log/`, `raft-state/`).
     pub cluster: Option<crate::cluster::settings::ClusterSettings>,
+    /// Sign every grant's sequencer with this key ([`crate::signing`]); `None` signs
+    /// nothing and answers grants with an empty sequencer (default).
+    pub signing_key: Option<crate::signing::SigningKeyFile>,
 }
 
 /// Where the server's TLS certificate chain and private key are (PEM).
@@ -157,6 +160,7 @@ impl Default for Config {
             max_session_in_flight: 1024,
             admin_listen: None,
             cluster: None,
+            signing_key: None,
         }
     }
 }

@@ -164,6 +164,8 @@ pub fn acquire_response(grant: &Grant) -> pb::AcquireResponse {
         lease_id: grant.lease.to_string(),
         token: grant.token.get(),
         ttl_ms: millis(grant.ttl),
+        // Filled in by the service when it has a signing key (`crate::signing`).
+        sequencer: Vec::new(),
     }
 }
 

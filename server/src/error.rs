@@ -304,6 +304,14 @@ pub enum Error {
          (--auth-tokens): its protocol carries no credentials; use gRPC"
     )]
     FramedWithoutAuthentication,
+    /// The sequencer signing key could not be read or is not an Ed25519 PKCS#8 key.
+    #[error("cannot use signing key {}: {problem}", path.display())]
+    SigningKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The gRPC reflection service could not be built from the protocol's descriptors.
     #[error("cannot build the gRPC reflection service: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),

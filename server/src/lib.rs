@@ -23,6 +23,8 @@
 //!   TLS identity both listeners serve.
 //! - [`auth`]: who a client is (bearer tokens from a tokens file) and the interceptor that
 //!   refuses everyone else when authentication is on.
+//!   TLS identity both listeners serve; [`signing`]: the key that signs each grant's
+//!   sequencer, if one is configured.
 //! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
 //!   HTTP/2 preface within the handshake timeout; [`admission`]: each listener's
 //!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.
@@ -58,6 +60,7 @@ pub mod server;
 pub mod service;
 pub mod serving;
 pub mod session;
+pub mod signing;
 pub mod store;
 pub mod table;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use clap::Parser;
 use fenced::cluster::settings::{parse_members, ClusterSettings, ClusterSettingsError};
 use fenced::{Config, OpenServer};
 use fenced_types::service::{config_file, sd_notify};
+use fenced_types::KeyId;
 
 /// fenced: a lock service with fencing tokens.
 #[derive(Debug, Parser)]
@@ -107,6 +108,15 @@ struct Args {
     /// token this file lists (lines `IDENTITY SHA256-OF-TOKEN`). Off by default.
     #[arg(long, env = "FENCED_AUTH_TOKENS")]
     auth_tokens: Option<PathBuf>,
+    /// Sign every grant's sequencer with this Ed25519 private key (PKCS#8 DER, as
+    /// `fencectl keygen` writes it); needs --signing-key-id. Off by default: grants carry
+    /// no sequencer. Gates verify sequencers with the key's public-keys line.
+    #[arg(long, env = "FENCED_SIGNING_KEY", requires = "signing_key_id")]
+    signing_key: Option<PathBuf>,
+    /// The signing key's id, as the verifiers' public-keys file lists it (1 to 64 of
+    /// A-Z a-z 0-9 . _ -); needs --signing-key.
+    #[arg(long, env = "FENCED_SIGNING_KEY_ID", requires = "signing_key")]
+    signing_key_id: Option<KeyId>,
     /// Threads serving connections (tokio workers). Default: one fewer than the machine's
     /// cores, at least one, so the committer thread, which every durable write waits for,
     /// has a core to wake up on.
@@ -194,6 +204,12 @@ impl Args {
             },
             cluster,
             auth_tokens: self.auth_tokens,
+            signing_key: match (self.signing_key, self.signing_key_id) {
+                (Some(path), Some(key_id)) => {
+                    Some(fenced::signing::SigningKeyFile { path, key_id })
+                }
+                _ => None,
+            },
             ..Config::default()
         })
     }

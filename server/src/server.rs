@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use fenced_proto::v1::cluster_service_server::ClusterServiceServer;
 use fenced_proto::v1::lock_service_server::LockServiceServer;
+use fenced_types::sequencer::SigningKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -34,6 +35,7 @@ use crate::framed;
 use crate::grpc_incoming;
 use crate::service::LockServer;
 use crate::serving::Serving;
+use crate::signing;
 use crate::store::{Recovered, Store};
 use crate::table::{Limits, LockTable};
 use crate::tls::ServerTls;
@@ -50,6 +52,8 @@ pub struct OpenServer {
     admin: Option<AdminListener>,
     /// Who may call, when authentication is on.
     auth: Option<Arc<Authenticator>>,
+    /// The key that signs grants' sequencers, if one is configured.
+    signer: Option<Arc<SigningKey>>,
 }
 
 impl OpenServer {
@@ -64,6 +68,14 @@ impl OpenServer {
             .map(Authenticator::from_file)
             .transpose()?
             .map(Arc::new);
+        let signer = config.signing_key.as_ref().map(signing::load).transpose()?;
+        if let Some(signer) = &signer {
+            tracing::info!(
+                public_keys_line = %signer.public_line(),
+                "signing every grant's sequencer with key {}",
+                signer.key_id()
+            );
+        }
         // Before anything is counted: the metric handles register with the recorder
         // installed at their first use.
         let admin = config.admin_listen.map(AdminListener::bind).transpose()?;
@@ -76,6 +88,7 @@ impl OpenServer {
                 tls,
                 admin,
                 auth,
+                signer,
             });
         }
         let (store, recovered) = Store::open(
@@ -101,6 +114,7 @@ impl OpenServer {
             tls,
             admin,
             auth,
+            signer,
         })
     }
 
@@ -144,6 +158,7 @@ impl OpenServer {
             tls,
             admin,
             auth,
+            signer,
         } = self;
         if auth.is_some() && sessions.is_some() {
             return Err(Error::FramedWithoutAuthentication);
@@ -154,11 +169,12 @@ impl OpenServer {
             tls,
             admin,
             auth,
+            signer,
         };
         let (store, recovered) = match mode {
             Mode::Single { store, recovered } => (store, recovered),
             Mode::Member(member) => {
-                return serve_member(config, *member, listeners, shutdown).await
+                return serve_member(config, *member, listeners, shutdown).await;
             }
         };
         let started = Started::start(config, *store, recovered)?;
@@ -201,6 +217,8 @@ struct Listeners {
     admin: Option<AdminListener>,
     /// Who may call, when authentication is on.
     auth: Option<Arc<Authenticator>>,
+    /// The key that signs grants' sequencers, if any.
+    signer: Option<Arc<SigningKey>>,
 }
 
 /// What clients are served besides the lock service: a cluster member's `ClusterService`.
@@ -256,6 +274,7 @@ async fn serve_clients(
         tls,
         admin,
         auth,
+        signer,
     } = listeners;
     let auth = AuthLayer::new(auth);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -264,7 +283,7 @@ async fn serve_clients(
         .await;
     let reflection = reflection_service(fenced_proto::FILE_DESCRIPTOR_SET)?;
 
-    let service = LockServer::new(serving.clone(), config.clone());
+    let service = LockServer::new(serving.clone(), config.clone()).with_signer(signer);
     let admin = admin
         .map(|admin| Admin::start(admin, serving, config.clone(), service.watchers().clone()))
         .transpose()?;

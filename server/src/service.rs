@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use fenced_proto::v1 as pb;
 use fenced_proto::v1::lock_service_server::LockService;
+use fenced_types::sequencer::SigningKey;
 use futures::Stream;
 use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
@@ -27,6 +28,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::serving::Serving;
 use crate::session::SessionStream;
+use crate::signing;
 use crate::table::{Command, Grant, Refusal, Reply, WaiterId};
 use crate::watch::{self, Filter, Watchers};
 
@@ -40,6 +42,8 @@ pub struct LockServer {
     config: Arc<Config>,
     /// The open `Watch` streams.
     watchers: Watchers,
+    /// Signs each grant's sequencer, if a signing key is configured.
+    signer: Option<Arc<SigningKey>>,
 }
 
 impl LockServer {
@@ -50,7 +54,15 @@ impl LockServer {
             serving,
             config,
             watchers,
+            signer: None,
         }
+    }
+
+    /// Signs every grant's sequencer with `signer` ([`crate::signing`]); `None` signs
+    /// nothing.
+    pub fn with_signer(mut self, signer: Option<Arc<SigningKey>>) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// The open `Watch` streams and their cap (the admin listener's event streams count
@@ -60,14 +72,29 @@ impl LockServer {
     }
 
     /// `Acquire`: grants the lock at once, or queues for it for up to the request's
-    /// `wait_ms`; answers once the grant is durable. Dropping the future before it answers
-    /// takes the acquirer out of the queue and undoes a grant nobody received (L2).
+    /// `wait_ms`; answers once the grant is durable, with its sequencer when the server
+    /// has a signing key. Dropping the future before it answers takes the acquirer out of
+    /// the queue and undoes a grant nobody received (L2).
     pub async fn acquire(
         &self,
         request: pb::AcquireRequest,
     ) -> Result<pb::AcquireResponse, Status> {
         let (acquire, wait) = convert::acquire(&self.config, request)?;
         let lock = acquire.lock.clone();
+        let mut response = self.grant(acquire, wait, &lock).await?;
+        if let Some(signer) = &self.signer {
+            signing::sign(signer, &lock, &mut response);
+        }
+        Ok(response)
+    }
+
+    /// The grant of [`LockServer::acquire`], unsigned.
+    async fn grant(
+        &self,
+        acquire: crate::table::Acquire,
+        wait: Duration,
+        lock: &fenced_types::LockName,
+    ) -> Result<pb::AcquireResponse, Status> {
         let (sender, receiver) = oneshot::channel();
         let handoff = (!wait.is_zero()).then_some(sender);
         let engine = self.serving.engine()?;
@@ -78,9 +105,7 @@ impl LockServer {
                 engine.durable(executed.seq).await?;
                 Ok(convert::acquire_response(&grant))
             }
-            Ok(Reply::Queued(waiter)) => {
-                wait_in_queue(&engine, waiter, receiver, wait, &lock).await
-            }
+            Ok(Reply::Queued(waiter)) => wait_in_queue(&engine, waiter, receiver, wait, lock).await,
             Ok(other) => Err(Status::internal(format!(
                 "unexpected reply to acquire: {other:?}"
             ))),

@@ -17,6 +17,7 @@ fn put(resource: &str, key: &str, value: Vec<u8>, token: u64) -> PutRequest {
         key: key.into(),
         value,
         token,
+        sequencer: Vec::new(),
     }
 }
 
@@ -75,6 +76,7 @@ async fn missing_and_malformed_tokens_are_refused_and_change_nothing() {
                 resource: "orders".into(),
                 key: "k".into(),
                 token: 0,
+                sequencer: Vec::new(),
             })
             .await,
         "no fencing token",
@@ -84,6 +86,7 @@ async fn missing_and_malformed_tokens_are_refused_and_change_nothing() {
             .fence(FenceRequest {
                 resource: "orders".into(),
                 token: 0,
+                sequencer: Vec::new(),
             })
             .await,
         "no fencing token",
@@ -132,6 +135,7 @@ async fn bad_names_keys_and_oversize_values_are_refused_and_change_nothing() {
             .fence(FenceRequest {
                 resource: String::new(),
                 token: 100,
+                sequencer: Vec::new(),
             })
             .await,
         "name is empty",

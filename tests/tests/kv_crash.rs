@@ -56,6 +56,7 @@ async fn storm_then_kill(
                             .fence(FenceRequest {
                                 resource: resource.clone(),
                                 token,
+                                sequencer: Vec::new(),
                             })
                             .await;
                         match answer {
@@ -73,6 +74,7 @@ async fn storm_then_kill(
                             key: key.clone(),
                             value: format!("v{token}").into_bytes(),
                             token,
+                            sequencer: Vec::new(),
                         })
                         .await;
                     match answer {
@@ -157,6 +159,7 @@ async fn nothing_went_back(kv: &TestKv, acked: &Acked) {
                 key: "probe".into(),
                 value: b"zombie".to_vec(),
                 token: below,
+                sequencer: Vec::new(),
             })
             .await
             .expect_err("a write below the acknowledged mark must be refused");

@@ -23,6 +23,7 @@ fn put(key: &str, value: Vec<u8>, token: u64) -> PutRequest {
         key: key.into(),
         value,
         token,
+        sequencer: Vec::new(),
     }
 }
 
@@ -139,6 +140,7 @@ async fn after_a_failed_sync_fenced_kv_refuses_everything_and_exits() {
         .fence(FenceRequest {
             resource: "orders".into(),
             token: 4,
+            sequencer: Vec::new(),
         })
         .await;
     fence.expect_err("a fence was acknowledged after a failed sync");

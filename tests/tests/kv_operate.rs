@@ -39,6 +39,7 @@ fn put(key: &str, value: Vec<u8>, token: u64) -> PutRequest {
         key: key.into(),
         value,
         token,
+        sequencer: Vec::new(),
     }
 }
 

@@ -27,6 +27,7 @@ fn put(resource: &str, key: &str, token: u64, as_metadata: bool) -> tonic::Reque
         key: key.into(),
         value: format!("v{token}").into_bytes(),
         token: if as_metadata { 0 } else { token },
+        sequencer: Vec::new(),
     });
     if as_metadata {
         request

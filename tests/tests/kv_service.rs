@@ -16,6 +16,7 @@ fn put(resource: &str, key: &str, value: &str, token: u64) -> PutRequest {
         key: key.into(),
         value: value.as_bytes().to_vec(),
         token,
+        sequencer: Vec::new(),
     }
 }
 
@@ -71,6 +72,7 @@ async fn writes_fences_and_stale_refusals_over_grpc() {
             .fence(FenceRequest {
                 resource: "orders".into(),
                 token: 34,
+                sequencer: Vec::new(),
             })
             .await
             .unwrap()
@@ -104,6 +106,7 @@ async fn writes_fences_and_stale_refusals_over_grpc() {
             resource: "orders".into(),
             key: "o1".into(),
             token: 33,
+            sequencer: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -115,6 +118,7 @@ async fn writes_fences_and_stale_refusals_over_grpc() {
         resource: "orders".into(),
         key: "o1".into(),
         token: 0,
+        sequencer: Vec::new(),
     });
     request
         .metadata_mut()

@@ -280,6 +280,7 @@ impl Worker<'_> {
             let request = kv::FenceRequest {
                 resource: resource.to_string(),
                 token,
+                sequencer: Vec::new(),
             };
             let outcome = match self.store.fence(request).await {
                 Ok(reply) => Outcome::Accepted {
@@ -376,6 +377,7 @@ impl Worker<'_> {
             key: KEY.to_string(),
             value: value.into_bytes(),
             token,
+            sequencer: Vec::new(),
         };
         let outcome = match self.store.put(request).await {
             Ok(reply) => Outcome::Accepted {

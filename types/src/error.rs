@@ -36,6 +36,12 @@ pub enum InvalidInput {
     /// A fencing token of zero: zero means "no token" and is never issued.
     #[error("fencing token 0 is never issued: tokens start at 1")]
     ZeroToken,
+    /// A sequencer key id that is not 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    #[error("key id {given:?} is not 1 to 64 of A-Z a-z 0-9 . _ -")]
+    MalformedKeyId {
+        /// What was presented (cut to 64 characters).
+        given: String,
+    },
     /// A fencing token that is not a decimal `u64`.
     #[error("fencing token {given:?} is not a decimal number from 1 to 2^64-1")]
     MalformedToken {

@@ -10,6 +10,8 @@
 //! - [`lease_id`]: [`LeaseId`], the 128-bit bearer secret that names one lease.
 //! - [`lock_name`]: [`LockName`], a validated lock (or resource) name.
 //! - [`error`]: [`InvalidInput`], why a value was refused.
+//! - [`sequencer`]: [`Sequencer`], a token signed by the lock server with its lock and key
+//!   id, checked offline by gates; signing and verifying with feature `signing`.
 //! - `service` (feature `service`): what the binaries share to run as services: `--config`
 //!   TOML files and systemd's readiness notification.
 #![deny(missing_docs)]
@@ -17,6 +19,7 @@
 pub mod error;
 pub mod lease_id;
 pub mod lock_name;
+pub mod sequencer;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod token;
@@ -24,4 +27,5 @@ pub mod token;
 pub use error::InvalidInput;
 pub use lease_id::LeaseId;
 pub use lock_name::LockName;
+pub use sequencer::{KeyId, Sequencer, SequencerError};
 pub use token::FencingToken;

@@ -95,6 +95,7 @@ async fn serve(
                     lease_id: fenced_types::LeaseId::random().to_string(),
                     token: 7,
                     ttl_ms: acquire.ttl_ms,
+                    sequencer: Vec::new(),
                 }),
             ),
             Some(Op::Release(_)) => (String::new(), Reply::Released(ReleaseResponse {})),

@@ -27,6 +27,7 @@ mod abandoned;
 mod cluster;
 mod framed;
 mod huge_durations;
+mod sequencer;
 
 /// Which rpc carried the fake's acquires and releases, and how many sessions were opened.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -82,6 +83,8 @@ struct Script {
     token: u64,
     /// Every acquire received, whichever rpc carried it, in order.
     acquires: Vec<AcquireRequest>,
+    /// The sequencer every grant carries (none unless a test scripts one).
+    sequencer: Vec<u8>,
     /// Refuse this many of the next acquires and releases (whichever rpc carries them) as
     /// a cluster member that is not the leader and knows none.
     not_leader: usize,
@@ -109,6 +112,7 @@ impl Script {
             released: Vec::new(),
             token: 7,
             acquires: Vec::new(),
+            sequencer: Vec::new(),
             not_leader: 0,
             unary_acquire_refusal: None,
         }
@@ -174,6 +178,7 @@ impl Fake {
             lease_id,
             token: script.token,
             ttl_ms: request.ttl_ms,
+            sequencer: script.sequencer.clone(),
         })
     }
 

@@ -197,6 +197,7 @@ impl Store {
                 let request = kv::FenceRequest {
                     resource: resource.to_string(),
                     token,
+                    sequencer: Vec::new(),
                 };
                 match store.fence(request).await {
                     Ok(reply) => say(report::FENCED, reply.into_inner().mark),
@@ -228,6 +229,7 @@ impl Store {
                     key: KEY.to_string(),
                     value: value.as_bytes().to_vec(),
                     token,
+                    sequencer: Vec::new(),
                 };
                 match store.put(request).await {
                     Ok(_) => say(report::ACCEPTED, format!("{token} {value}")),

@@ -2,6 +2,8 @@
 //!
 //! - [`interceptor`]: [`FencingTokenInterceptor`] / [`layer`], reading and checking
 //!   `fencing-token` metadata in front of any tonic service; [`token_of`] for handlers.
+//! - [`sequencer`]: [`sequencer_of`], the sequencer a request carries (`fencing-sequencer`
+//!   metadata or the body), for gates in sequencer mode.
 //! - [`status`]: the one `From<Error> for tonic::Status`, and [`stale_tokens`] to read a
 //!   refusal back on the client side.
 //! - [`check_token`]: [`LockServiceChecker`], strict mode over fenced's `CheckToken`.
@@ -34,8 +36,12 @@
 
 pub mod check_token;
 pub mod interceptor;
+pub mod sequencer;
 pub mod status;
 
 pub use check_token::LockServiceChecker;
 pub use interceptor::{layer, metadata_token, token_of, FencingTokenInterceptor, PresentedToken};
+#[cfg(feature = "sequencer")]
+pub use sequencer::sequenced_token_of;
+pub use sequencer::{metadata_sequencer, sequencer_of};
 pub use status::stale_tokens;

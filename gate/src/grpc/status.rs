@@ -1,6 +1,6 @@
 //! The one mapping from [`Error`] to a gRPC status, and its inverse for clients.
 
-use fenced_proto::metadata::{FENCING_TOKEN_CURRENT, FENCING_TOKEN_PRESENTED};
+use fenced_proto::metadata::{FENCING_TOKEN_CURRENT, FENCING_TOKEN_PRESENTED, SEQUENCER_REFUSED};
 use fenced_types::FencingToken;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
@@ -9,7 +9,9 @@ use crate::error::{Error, StorageError};
 
 impl From<Error> for Status {
     /// Stale or not-live tokens are `FAILED_PRECONDITION` with both tokens in the message
-    /// and in `fencing-token-presented` / `fencing-token-current` metadata; bad input is
+    /// and in `fencing-token-presented` / `fencing-token-current` metadata; a forged,
+    /// borrowed or missing sequencer is `PERMISSION_DENIED` (a malformed one
+    /// `INVALID_ARGUMENT`) with the kind in `fencing-sequencer-refused`; bad input is
     /// `INVALID_ARGUMENT`; an unreachable lock server `UNAVAILABLE`; a store that stopped at
     /// a failed sync `UNAVAILABLE` too (retry once it is restarted); other storage failures
     /// `INTERNAL`.
@@ -26,6 +28,27 @@ impl From<Error> for Status {
             Error::NotLiveHolder {
                 presented, live, ..
             } => Status::with_metadata(Code::FailedPrecondition, message, tokens(presented, live)),
+            Error::Sequencer(refusal) => {
+                let code = if refusal.is_malformed() {
+                    Code::InvalidArgument
+                } else {
+                    Code::PermissionDenied
+                };
+                let mut metadata = MetadataMap::new();
+                metadata.insert(
+                    SEQUENCER_REFUSED,
+                    MetadataValue::from_static(refusal.kind()),
+                );
+                Status::with_metadata(code, message, metadata)
+            }
+            Error::SequencerRequired { .. } => {
+                let mut metadata = MetadataMap::new();
+                metadata.insert(SEQUENCER_REFUSED, MetadataValue::from_static("required"));
+                Status::with_metadata(Code::PermissionDenied, message, metadata)
+            }
+            Error::SequencerTokenMismatch { .. } | Error::SequencerMismatch => {
+                Status::invalid_argument(message)
+            }
             Error::MissingToken
             | Error::InvalidToken(_)
             | Error::TokenMismatch { .. }
