@@ -189,6 +189,13 @@ impl ClientBuilder {
         self
     }
 
+    /// The bearer token sent with every call, for a server with authentication on
+    /// ([`Config::bearer_token`]).
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.config.bearer_token = Some(crate::credentials::BearerToken::new(token));
+        self
+    }
+
     /// Whether try-once acquires and releases share one `Session` stream instead of one
     /// unary call each ([`Config::session`], default on). Turn it off to get exactly one
     /// HTTP/2 stream per call, e.g. behind a proxy that mishandles long-lived streams.

@@ -100,7 +100,7 @@ impl Client {
         mut send: F,
     ) -> Result<Members, Error>
     where
-        F: FnMut(ClusterServiceClient<tonic::transport::Channel>) -> Fut,
+        F: FnMut(ClusterServiceClient<crate::credentials::Authed>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<MembersResponse>, tonic::Status>>,
     {
         let limit = std::time::Duration::from_secs(60) + self.shared().config.request_timeout;

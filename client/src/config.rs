@@ -59,6 +59,10 @@ pub struct Config {
     /// TLS settings for `https://` endpoints. Default: `None`, which uses the roots tonic
     /// was built with: with only `tls-ring` enabled there are none, so give a CA here.
     pub tls: Option<ClientTlsConfig>,
+    /// The bearer token sent with every call (`authorization: Bearer TOKEN`), for a server
+    /// with authentication on. Default: `None`, nothing sent. Use TLS with it: on a
+    /// plaintext connection the token can be read off the wire.
+    pub bearer_token: Option<crate::credentials::BearerToken>,
     /// Whether try-once acquires and releases travel as messages on one `Session` stream
     /// per client (opened on first use, reopened after a failure) instead of one unary
     /// call each: one long-lived stream instead of an HTTP/2 stream per call, so a busy
@@ -134,6 +138,7 @@ impl Default for Config {
             http2_keepalive_timeout: Duration::from_secs(2),
             holder: format!("pid-{}", std::process::id()),
             tls: None,
+            bearer_token: None,
             session: true,
             framed_session: None,
             framed_tls: None,
@@ -156,6 +161,9 @@ impl Config {
     /// Checks the settings against each other; the error names the offending field.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field: &'static str, why: String| Err(Error::Config { field, why });
+        if let Some(Err(why)) = self.bearer_token.as_ref().map(|token| token.header()) {
+            return bad("bearer_token", why);
+        }
         for (field, value) in [
             ("default_ttl", self.default_ttl),
             ("safety_margin", self.safety_margin),

@@ -9,10 +9,10 @@ use std::time::Duration;
 use fenced_proto::v1::lock_service_client::LockServiceClient;
 use fenced_proto::v1::{CheckTokenRequest, DescribeRequest, ListRequest, WatchEvent, WatchRequest};
 use fenced_types::{FencingToken, LockName};
-use tonic::transport::Channel;
 use tonic::Streaming;
 
 use crate::client::{Client, Holder, LockInfo, LockWatch};
+use crate::credentials::Authed;
 use crate::error::Error;
 use crate::route::Resend;
 
@@ -202,7 +202,7 @@ impl Client {
     /// ([`Route`](crate::route::Route)).
     async fn read<T, F, Fut>(&self, what: &'static str, mut send: F) -> Result<T, Error>
     where
-        F: FnMut(LockServiceClient<Channel>) -> Fut,
+        F: FnMut(LockServiceClient<Authed>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let shared = self.shared();

@@ -63,6 +63,8 @@
 //! - [`state`]: [`LeaseState`] and the reasons for suspicion and loss.
 //! - [`config`]: [`Config`] with its defaults, and [`DeadlinePolicy`], the arithmetic of S4.
 //! - [`clock`]: [`Clock`], [`BootClock`] (`CLOCK_BOOTTIME`), [`ManualClock`] for tests.
+//! - [`credentials`]: [`BearerToken`], sent with every call to a server with
+//!   authentication on.
 //! - [`error`]: [`Error`] (gRPC statuses mapped back) and [`FenceError`].
 //! - `lease_state_machine`: the pure per-lease state machine (every rule, unit-tested with
 //!   a hand-made clock); `shared_lease`: that machine shared between tasks, its state
@@ -85,6 +87,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster_admin;
 pub mod config;
+pub mod credentials;
 pub mod election;
 pub mod error;
 pub mod inspect;
@@ -109,6 +112,7 @@ pub use client::{
 pub use clock::{BootClock, Clock, ManualClock};
 pub use cluster_admin::{Member, Members};
 pub use config::{Config, DeadlinePolicy, FramedTls};
+pub use credentials::BearerToken;
 pub use election::Election;
 pub use error::{Error, FenceError};
 pub use fenced_types::{FencingToken, LeaseId, LockName};

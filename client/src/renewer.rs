@@ -238,7 +238,7 @@ async fn open(shared: Arc<Shared>) -> Result<Stream, String> {
                 }
             };
             let (requests, receiver) = mpsc::channel(SEND_BUFFER);
-            let status = match LockServiceClient::new(channel)
+            let status = match LockServiceClient::new(route.credentials().on(channel))
                 .keep_alive(ReceiverStream::new(receiver))
                 .await
             {

@@ -31,6 +31,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::config::Config;
+use crate::credentials::{Authed, Credentials};
 use crate::error::Error;
 
 /// How many times one call follows a not-leader refusal that names a leader.
@@ -45,6 +46,8 @@ pub(crate) struct Route {
     scheme: &'static str,
     /// The settings a leader's endpoint is built with.
     config: Config,
+    /// What every call carries (the bearer token, if any).
+    credentials: Credentials,
     /// The member talked to now. A `std` lock, held only to clone or replace the `Arc`
     /// (each call reads it: one reference count, no allocation).
     current: RwLock<Arc<Current>>,
@@ -58,8 +61,8 @@ pub(crate) struct Current {
     pub(crate) url: String,
     /// Its endpoint, from which the renewal task opens fresh connections.
     pub(crate) endpoint: Endpoint,
-    /// The shared channel to it.
-    pub(crate) channel: Channel,
+    /// The shared channel to it, with the client's credentials on every call.
+    pub(crate) channel: Authed,
     /// The configured endpoint this is, or the one the route was on when it was
     /// redirected here: the next move goes to the one after it.
     index: usize,
@@ -69,7 +72,7 @@ pub(crate) struct Current {
 
 impl Current {
     /// A lock service client on the shared channel.
-    pub(crate) fn rpc(&self) -> LockServiceClient<Channel> {
+    pub(crate) fn rpc(&self) -> LockServiceClient<Authed> {
         LockServiceClient::new(self.channel.clone())
     }
 }
@@ -253,6 +256,7 @@ impl Route {
     ) -> Route {
         let scheme = scheme_of(configured.first().map_or("", |(url, _)| url.as_str()));
         let (url, endpoint) = configured[index.min(configured.len() - 1)].clone();
+        let credentials = Credentials::of(config.bearer_token.as_ref());
         Route {
             scheme,
             config: config.clone(),
@@ -260,12 +264,18 @@ impl Route {
                 generation: 0,
                 url,
                 endpoint,
-                channel,
+                channel: credentials.on(channel),
                 index,
                 redirected: false,
             })),
             configured,
+            credentials,
         }
+    }
+
+    /// What every call carries, for a stream opened on a fresh connection.
+    pub(crate) fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// The member talked to now.
@@ -311,7 +321,7 @@ impl Route {
         mut send: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(LockServiceClient<Channel>) -> Fut,
+        F: FnMut(LockServiceClient<Authed>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call_on(what, limit, resend, |channel| {
@@ -330,7 +340,7 @@ impl Route {
         mut send: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Authed) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let mut attempts = self.attempts(resend);
@@ -376,7 +386,7 @@ impl Route {
         tracing::info!(from = %current.url, to = %url, "following the cluster's leader");
         *current = Arc::new(Current {
             generation: generation.wrapping_add(1),
-            channel: endpoint.connect_lazy(),
+            channel: self.credentials.on(endpoint.connect_lazy()),
             url,
             endpoint,
             index: current.index,
@@ -399,7 +409,7 @@ impl Route {
         tracing::info!(from = %current.url, to = %url, "moving to the next endpoint");
         *current = Arc::new(Current {
             generation: generation.wrapping_add(1),
-            channel: endpoint.connect_lazy(),
+            channel: self.credentials.on(endpoint.connect_lazy()),
             url,
             endpoint,
             index,

@@ -22,13 +22,14 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use fenced_proto::v1::lock_service_client::LockServiceClient;
+
+use crate::credentials::Authed;
 use fenced_proto::v1::AcquireRequest;
 use fenced_proto::v1::AcquireResponse;
 use fenced_types::LeaseId;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 use crate::config::Config;
@@ -185,7 +186,7 @@ fn limit_of(shared: &Shared, wait: Duration) -> Duration {
 /// handed to the channel, CONTRACT S4) with the answer.
 fn attempt(
     shared: &Arc<Shared>,
-    mut rpc: LockServiceClient<Channel>,
+    mut rpc: LockServiceClient<Authed>,
     request: AcquireRequest,
     wait: Duration,
     limit: Duration,

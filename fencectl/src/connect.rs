@@ -25,6 +25,8 @@ pub struct ServerEndpoints {
     pub tls_ca: Option<PathBuf>,
     /// The name the server's certificate must carry, if not the endpoint's host.
     pub tls_domain: Option<String>,
+    /// The bearer token sent with every call, for a server with authentication on.
+    pub token: Option<String>,
 }
 
 impl ServerEndpoints {
@@ -80,6 +82,9 @@ impl ServerEndpoints {
         if let Some(tls) = tls {
             builder = builder.tls(tls);
         }
+        if let Some(token) = &self.token {
+            builder = builder.bearer_token(token.clone());
+        }
         match builder.connect().await {
             Ok(client) => Ok(client),
             Err(
@@ -97,4 +102,21 @@ impl ServerEndpoints {
         let holder = format!("fencectl-{}", std::process::id());
         self.client(&holder, READER_TTL).await
     }
+}
+
+/// The bearer token: the first line of `file` if given, else the environment variable
+/// `FENCED_TOKEN`, else none.
+pub fn bearer_token(file: Option<&std::path::Path>) -> Result<Option<String>, Error> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::TlsFile {
+            what: "bearer token file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        return Ok(text.lines().next().map(|line| line.trim().to_string()));
+    }
+    Ok(std::env::var("FENCED_TOKEN")
+        .ok()
+        .map(|token| token.trim().to_string())
+        .filter(|token| !token.is_empty()))
 }

@@ -18,7 +18,7 @@ pub enum Error {
         /// The last endpoint's error.
         last: String,
     },
-    /// A TLS file could not be read.
+    /// A TLS or bearer token file could not be read.
     #[error("cannot read {what} {path}: {source}")]
     TlsFile {
         /// Which file.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
-use fencectl::connect::ServerEndpoints;
+use fencectl::connect::{self, ServerEndpoints};
 use fencectl::kill_plan::{KillPlan, Overrides};
 use fencectl::output::{table, LockRow};
 use fencectl::{duration, exit, inspect, keygen, members, supervise, watch, Error};
@@ -38,6 +38,11 @@ struct Cli {
     /// The name the server's certificate must carry, if not the endpoint's host.
     #[arg(long, global = true, env = "FENCED_TLS_DOMAIN")]
     tls_domain: Option<String>,
+    /// The bearer token for a server with authentication on, read from this file (or from
+    /// the environment variable FENCED_TOKEN, never from the command line, where `ps`
+    /// would show it).
+    #[arg(long, global = true, env = "FENCED_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Print JSON for scripts instead of a table (`watch`: one event per line).
     #[arg(long, global = true)]
     json: bool,
@@ -213,6 +218,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         endpoints: cli.endpoints,
         tls_ca: cli.tls_ca,
         tls_domain: cli.tls_domain,
+        token: connect::bearer_token(cli.token_file.as_deref())?,
     };
     let as_json = cli.json;
     match cli.command {

@@ -1,0 +1,239 @@
+//! Authentication on the real `fenced` binary (`--auth-tokens`): calls without a listed
+//! bearer token are refused with UNAUTHENTICATED and change nothing; the SDK and fencectl
+//! get in with theirs; the health service stays open; a tokens file that cannot be used,
+//! or the framed listener beside authentication, stops the server at start.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use fenced_client::{AcquireOptions, Client};
+use fenced_proto::v1 as pb;
+use fenced_tests::binaries::binary;
+use fenced_tests::server::TestServer;
+use tonic::metadata::MetadataValue;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+const TOKEN: &str = "alice-secret";
+/// `printf %s alice-secret | sha256sum`
+const TOKEN_SHA256: &str = "0c848abb03307b06cf70cd4e29c157dc81af5e94ab3eb1d0c59a120269572376";
+
+fn tokens_file(dir: &Path) -> String {
+    let path = dir.join("tokens");
+    std::fs::write(&path, format!("# clients\nalice {TOKEN_SHA256}\n")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    request
+}
+
+fn acquire(lock: &str) -> pb::AcquireRequest {
+    pb::AcquireRequest {
+        lock: lock.to_string(),
+        holder: "auth-test".to_string(),
+        ttl_ms: 30_000,
+        ..pb::AcquireRequest::default()
+    }
+}
+
+fn assert_unauthenticated(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        status.metadata().get("fenced-error").unwrap(),
+        "unauthenticated",
+        "{status:?}"
+    );
+}
+
+// checks: A1, S6
+// Without a token, with a wrong one, or with a malformed header, every kind of call is
+// refused with UNAUTHENTICATED and nothing changes; with the listed token it is served;
+// health answers everyone.
+#[tokio::test]
+async fn calls_without_a_listed_token_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let server = TestServer::start_with(&["--auth-tokens", &tokens]);
+    let mut client = server.client().await;
+
+    let refused = client.acquire(acquire("guarded")).await.unwrap_err();
+    assert_unauthenticated(&refused);
+    let refused = client
+        .acquire(with_token(acquire("guarded"), "wrong-secret"))
+        .await
+        .unwrap_err();
+    assert_unauthenticated(&refused);
+    let mut basic = tonic::Request::new(acquire("guarded"));
+    basic.metadata_mut().insert(
+        "authorization",
+        MetadataValue::from_static("Basic YWxpY2U6YWxpY2Utc2VjcmV0"),
+    );
+    assert_unauthenticated(&client.acquire(basic).await.unwrap_err());
+    assert_unauthenticated(&client.list(pb::ListRequest::default()).await.unwrap_err());
+    assert_unauthenticated(&client.watch(pb::WatchRequest::default()).await.unwrap_err());
+    assert_unauthenticated(
+        &client
+            .describe(pb::DescribeRequest {
+                lock: "guarded".to_string(),
+            })
+            .await
+            .unwrap_err(),
+    );
+
+    // Nothing changed: the lock is free, and the listed token is served.
+    let listed = client
+        .list(with_token(pb::ListRequest::default(), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.locks.is_empty(), "{listed:?}");
+    let grant = client
+        .acquire(with_token(acquire("guarded"), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(grant.token > 0);
+
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let answer = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health stays open")
+        .into_inner();
+    assert_eq!(answer.status(), ServingStatus::Serving);
+}
+
+// checks: A1
+// The SDK with the token takes and releases a lock; without it, its calls are refused as
+// unauthenticated (not as a transient failure to retry).
+#[tokio::test]
+async fn the_sdk_gets_in_with_its_bearer_token_and_not_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let server = TestServer::start_with(&["--auth-tokens", &tokens]);
+
+    let client = Client::builder(server.endpoint())
+        .holder("sdk")
+        .bearer_token(TOKEN)
+        .connect()
+        .await
+        .unwrap();
+    let lease = client
+        .acquire("sdk/lock", AcquireOptions::try_once())
+        .await
+        .expect("the SDK with its token gets the lock");
+    lease.fence().unwrap();
+    let mut watch = client
+        .watch_prefix("sdk/")
+        .await
+        .expect("watch with the token");
+    lease.release().await.unwrap();
+    let event = watch.next().await.unwrap().unwrap();
+    assert_eq!(event.lock, "sdk/lock");
+
+    let stranger = Client::builder(server.endpoint())
+        .holder("stranger")
+        .connect()
+        .await
+        .unwrap();
+    let refused = stranger
+        .acquire("sdk/lock", AcquireOptions::try_once())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            fenced_client::Error::Server {
+                code: Code::Unauthenticated,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert!(!refused.is_transient());
+
+    let bad = Client::builder(server.endpoint())
+        .bearer_token("has a space")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("bearer_token"), "{bad}");
+}
+
+// checks: A1
+// fencectl reads the token from FENCED_TOKEN or --token-file; without it, it fails.
+#[tokio::test]
+async fn fencectl_uses_the_token_from_the_environment_or_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let server = TestServer::start_with(&["--auth-tokens", &tokens]);
+    let fencectl = || {
+        let mut command = Command::new(binary("fencectl"));
+        command
+            .env_remove("FENCED_TOKEN")
+            .env_remove("FENCED_TOKEN_FILE")
+            .args(["--endpoints", &server.endpoint(), "list"]);
+        command
+    };
+    let without = fencectl().output().unwrap();
+    assert!(!without.status.success(), "{without:?}");
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("authentication"),
+        "{without:?}"
+    );
+    let with_env = fencectl().env("FENCED_TOKEN", TOKEN).output().unwrap();
+    assert!(with_env.status.success(), "{with_env:?}");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let with_file = fencectl()
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(with_file.status.success(), "{with_file:?}");
+}
+
+// checks: A1 (a tokens file that cannot be used, or the framed listener, which carries no
+// credentials, beside authentication: the server does not start, and says why)
+#[test]
+fn the_server_refuses_to_start_with_an_unusable_tokens_file_or_the_framed_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad-tokens");
+    std::fs::write(&bad, "alice not-a-digest\n").unwrap();
+    let good = tokens_file(dir.path());
+    for (args, words) in [
+        (vec!["--auth-tokens", bad.to_str().unwrap()], "line 1"),
+        (
+            vec!["--auth-tokens", &good, "--session-listen", "127.0.0.1:0"],
+            "carries no credentials",
+        ),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let output = Command::new(binary("fenced"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(words), "{args:?}: {stderr}");
+    }
+}
