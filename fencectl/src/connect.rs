@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fenced_client::Client;
-use tonic::transport::{Certificate, ClientTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::error::Error;
 
@@ -25,6 +25,9 @@ pub struct ServerEndpoints {
     pub tls_ca: Option<PathBuf>,
     /// The name the server's certificate must carry, if not the endpoint's host.
     pub tls_domain: Option<String>,
+    /// This client's certificate and private key (PEM files), for a server that
+    /// authenticates clients by certificate.
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
     /// The bearer token sent with every call, for a server with authentication on.
     pub token: Option<String>,
 }
@@ -66,6 +69,20 @@ impl ServerEndpoints {
         let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
         if let Some(domain) = &self.tls_domain {
             tls = tls.domain_name(domain.clone());
+        }
+        if let Some((cert, key)) = &self.tls_identity {
+            let read = |what: &'static str, path: &PathBuf| {
+                std::fs::read(path).map_err(|source| Error::TlsFile {
+                    what,
+                    path: path.clone(),
+                    source,
+                })
+            };
+            let identity = Identity::from_pem(
+                read("client certificate", cert)?,
+                read("client private key", key)?,
+            );
+            tls = tls.identity(identity);
         }
         Ok(Some(tls))
     }

@@ -38,6 +38,13 @@ struct Cli {
     /// The name the server's certificate must carry, if not the endpoint's host.
     #[arg(long, global = true, env = "FENCED_TLS_DOMAIN")]
     tls_domain: Option<String>,
+    /// This client's certificate (PEM), for a server that authenticates clients by
+    /// certificate (`fenced --client-ca`); needs --tls-key and --tls-ca.
+    #[arg(long, global = true, env = "FENCED_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM); needs --tls-cert.
+    #[arg(long, global = true, env = "FENCED_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The bearer token for a server with authentication on, read from this file (or from
     /// the environment variable FENCED_TOKEN, never from the command line, where `ps`
     /// would show it).
@@ -218,6 +225,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         endpoints: cli.endpoints,
         tls_ca: cli.tls_ca,
         tls_domain: cli.tls_domain,
+        tls_identity: cli.tls_cert.zip(cli.tls_key),
         token: connect::bearer_token(cli.token_file.as_deref())?,
     };
     let as_json = cli.json;

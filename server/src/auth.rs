@@ -1,6 +1,14 @@
-//! [`Authenticator`]: who a client is, from the bearer token it sends, when authentication
-//! is on (`fenced --auth-tokens FILE`); [`AuthLayer`], the gRPC interceptor that refuses
-//! everyone else with `UNAUTHENTICATED` before any handler runs.
+//! Who a client is, when authentication is on: [`Authenticator`], from the bearer token it
+//! sends (`fenced --auth-tokens FILE`), or [`CertificateIdentity`], from the client
+//! certificate it presented (`fenced --client-ca FILE`, over TLS); [`AuthLayer`], the gRPC
+//! interceptor that refuses everyone else with `UNAUTHENTICATED` before any handler runs.
+//! A call that carries a bearer token is judged by the token alone (a wrong token is
+//! refused even on a connection with a good certificate); one without, by its connection's
+//! certificate.
+//!
+//! A certificate's identity is its first DNS name, URI or email address among its subject
+//! alternative names, else its subject's common name. The certificate was verified in the
+//! TLS handshake against the client CA: a certificate from any other CA never gets this far.
 //!
 //! The tokens file holds one client per line, `IDENTITY SHA256`: a name (printable, no
 //! spaces, at most [`MAX_IDENTITY_BYTES`] bytes) and the SHA-256 of its token in hex (what
@@ -32,6 +40,63 @@ pub const UNAUTHENTICATED_CODE: &str = "unauthenticated";
 /// A client the server knows, as a request's extension carries it once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity(pub Arc<str>);
+
+/// The identity a verified client certificate gives, or why it gives none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateIdentity {
+    /// The name it carries.
+    Named(Identity),
+    /// The certificate names nobody (no usable alternative name nor common name), or does
+    /// not parse.
+    Unnamed(String),
+}
+
+impl CertificateIdentity {
+    /// The identity of the DER certificate `der` (already verified by the handshake).
+    pub fn of(der: &[u8]) -> CertificateIdentity {
+        use x509_parser::extensions::GeneralName;
+        let certificate = match x509_parser::parse_x509_certificate(der) {
+            Ok((_, certificate)) => certificate,
+            Err(error) => return CertificateIdentity::Unnamed(format!("does not parse: {error}")),
+        };
+        let alternative = certificate
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .and_then(|names| {
+                names
+                    .value
+                    .general_names
+                    .iter()
+                    .find_map(|name| match name {
+                        GeneralName::DNSName(name)
+                        | GeneralName::URI(name)
+                        | GeneralName::RFC822Name(name) => Some(name.to_string()),
+                        _ => None,
+                    })
+            });
+        let common = || {
+            certificate
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|name| name.as_str().ok())
+                .map(str::to_string)
+        };
+        match alternative.or_else(common) {
+            Some(name) if !name.is_empty() && name.len() <= MAX_IDENTITY_BYTES => {
+                CertificateIdentity::Named(Identity(Arc::from(name)))
+            }
+            Some(name) => CertificateIdentity::Unnamed(format!(
+                "its name is empty or over {MAX_IDENTITY_BYTES} bytes ({} bytes)",
+                name.len()
+            )),
+            None => CertificateIdentity::Unnamed(
+                "it has no DNS, URI or email alternative name and no common name".to_string(),
+            ),
+        }
+    }
+}
 
 /// Why a tokens file cannot be used, with the line that says so.
 #[derive(Debug, thiserror::Error)]
@@ -177,31 +242,72 @@ impl Authenticator {
     }
 }
 
-/// The interceptor in front of every authenticated gRPC service: with an authenticator, a
-/// call without a known token is refused and a known one carries its [`Identity`] as a
-/// request extension; without one, every call passes.
+/// The interceptor in front of every authenticated gRPC service: with authentication on,
+/// a call is refused unless a known bearer token or its connection's client certificate
+/// names its client, whose [`Identity`] it then carries as a request extension; with
+/// authentication off, every call passes.
 #[derive(Debug, Clone, Default)]
 pub struct AuthLayer {
+    /// Bearer tokens, if they authenticate.
     authenticator: Option<Arc<Authenticator>>,
+    /// Whether client certificates authenticate.
+    certificates: bool,
 }
 
 impl AuthLayer {
-    /// Checks calls against `authenticator` (`None`: authentication off).
-    pub fn new(authenticator: Option<Arc<Authenticator>>) -> AuthLayer {
-        AuthLayer { authenticator }
+    /// Checks calls against `authenticator` (`None`: no bearer tokens) and, when
+    /// `certificates`, client certificates; neither: authentication off.
+    pub fn new(authenticator: Option<Arc<Authenticator>>, certificates: bool) -> AuthLayer {
+        AuthLayer {
+            authenticator,
+            certificates,
+        }
+    }
+
+    /// Whether any call is checked.
+    pub fn is_on(&self) -> bool {
+        self.authenticator.is_some() || self.certificates
+    }
+
+    /// The caller's identity, or the refusal.
+    fn identify(&self, request: &Request<()>) -> Result<Identity, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(MetadataValue::as_bytes);
+        if let (Some(authenticator), Some(_)) = (&self.authenticator, header) {
+            return authenticator.authenticate(header);
+        }
+        if self.certificates {
+            let certificate = request
+                .extensions()
+                .get::<crate::grpc_incoming::ConnectionInfo>()
+                .and_then(|info| info.certificate.clone());
+            match certificate {
+                Some(CertificateIdentity::Named(identity)) => return Ok(identity),
+                Some(CertificateIdentity::Unnamed(why)) => {
+                    return Err(unauthenticated(&format!(
+                        "the client certificate names no identity: {why}"
+                    )))
+                }
+                None => {}
+            }
+        }
+        match &self.authenticator {
+            Some(authenticator) => authenticator.authenticate(None),
+            None => Err(unauthenticated(
+                "authentication is on: connect with a client certificate the server's client CA signed",
+            )),
+        }
     }
 }
 
 impl Interceptor for AuthLayer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(authenticator) = &self.authenticator else {
+        if !self.is_on() {
             return Ok(request);
-        };
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(MetadataValue::as_bytes);
-        let identity = authenticator.authenticate(header)?;
+        }
+        let identity = self.identify(&request)?;
         request.extensions_mut().insert(identity);
         Ok(request)
     }

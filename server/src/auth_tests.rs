@@ -49,7 +49,7 @@ fn a_known_token_names_its_client_and_anything_else_is_refused() {
 // checks: A1
 #[test]
 fn the_interceptor_refuses_without_a_token_and_passes_everything_when_off() {
-    let mut on = AuthLayer::new(Some(Arc::new(authenticator())));
+    let mut on = AuthLayer::new(Some(Arc::new(authenticator())), false);
     let refused = on.call(Request::new(())).unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
     let mut request = Request::new(());
@@ -61,7 +61,7 @@ fn the_interceptor_refuses_without_a_token_and_passes_everything_when_off() {
         passed.extensions().get::<Identity>(),
         Some(&Identity(Arc::from("bob")))
     );
-    let mut off = AuthLayer::new(None);
+    let mut off = AuthLayer::new(None, false);
     assert!(off.call(Request::new(())).is_ok());
 }
 
@@ -93,4 +93,45 @@ fn a_tokens_file_that_cannot_be_used_names_the_line() {
     assert!(error.to_string().contains("names no client"), "{error}");
     let missing = Authenticator::from_file(&dir.path().join("missing")).unwrap_err();
     assert!(missing.to_string().contains("cannot read"), "{missing}");
+}
+
+fn certificate(alternative_names: &[&str], common_name: Option<&str>) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(
+        alternative_names
+            .iter()
+            .map(|name| name.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(name) = common_name {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+    }
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
+// checks: A1 (a certificate names its client by its first alternative name, else its
+// common name; one that names nobody, or does not parse, authenticates nobody)
+#[test]
+fn a_certificate_names_its_client_by_alternative_name_else_common_name() {
+    let named = |name: &str| CertificateIdentity::Named(Identity(Arc::from(name)));
+    assert_eq!(
+        CertificateIdentity::of(&certificate(&["billing.example"], Some("ignored"))),
+        named("billing.example")
+    );
+    assert_eq!(
+        CertificateIdentity::of(&certificate(&[], Some("alice"))),
+        named("alice")
+    );
+    assert!(matches!(
+        CertificateIdentity::of(&certificate(&[], None)),
+        CertificateIdentity::Unnamed(_)
+    ));
+    assert!(matches!(
+        CertificateIdentity::of(b"not a certificate"),
+        CertificateIdentity::Unnamed(_)
+    ));
 }

@@ -75,6 +75,9 @@ pub struct Config {
     /// Serve TLS with this certificate chain and private key (PEM files); `None` serves
     /// plaintext (default).
     pub tls: Option<TlsFiles>,
+    /// Authentication by client certificates: the CA (PEM) whose certificates identify
+    /// clients ([`crate::auth`]); needs `tls`. `None`: no client certificates (default).
+    pub client_ca: Option<PathBuf>,
     /// Authentication: the tokens file ([`crate::auth`]) whose bearer tokens every call
     /// must carry; `None` checks nothing (default, the embedded single node).
     pub auth_tokens: Option<PathBuf>,
@@ -152,6 +155,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             tls: None,
             auth_tokens: None,
+            client_ca: None,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -168,6 +172,9 @@ impl Default for Config {
 /// A setting that makes no sense, named with the values that conflict.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// Client certificates were asked for on a server that does not serve TLS.
+    #[error("client_ca needs TLS: give tls_cert and tls_key too")]
+    ClientCaWithoutTls,
     /// The TTL bounds are empty or start at zero.
     #[error("TTL bounds {min:?}..={max:?} are invalid: need 0 < min <= max")]
     TtlBounds {
@@ -253,6 +260,9 @@ impl Config {
         }
         if self.checkpoint_interval.is_zero() {
             return Err(ConfigError::ZeroCheckpointInterval);
+        }
+        if self.client_ca.is_some() && self.tls.is_none() {
+            return Err(ConfigError::ClientCaWithoutTls);
         }
         for (what, value) in [
             ("max_leases", self.max_leases),

@@ -301,7 +301,7 @@ pub enum Error {
     /// protocol carries no credentials, so it would let anyone in.
     #[error(
         "the framed session listener (--session-listen) cannot serve with authentication on \
-         (--auth-tokens): its protocol carries no credentials; use gRPC"
+         (--auth-tokens or --client-ca): its protocol carries no credentials; use gRPC"
     )]
     FramedWithoutAuthentication,
     /// The sequencer signing key could not be read or is not an Ed25519 PKCS#8 key.

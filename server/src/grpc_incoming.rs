@@ -23,6 +23,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::auth::CertificateIdentity;
+
 use crate::admission::{accept, ConnectionLimit, Slot};
 use crate::throttle::Throttle;
 
@@ -171,12 +173,24 @@ async fn handshake(
             })
         }
     };
+    let certificate = match &transport {
+        Transport::Plain(_) => None,
+        Transport::Tls(tls) => tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| CertificateIdentity::of(leaf.as_ref())),
+    };
     Ok(GrpcConnection {
         transport,
         preface_replayed: 0,
-        info: TcpConnectInfo {
-            local_addr: local,
-            remote_addr: Some(peer),
+        info: ConnectionInfo {
+            tcp: TcpConnectInfo {
+                local_addr: local,
+                remote_addr: Some(peer),
+            },
+            certificate,
         },
         _slot: slot,
     })
@@ -190,8 +204,9 @@ pub struct GrpcConnection {
     transport: Transport,
     /// How much of the preface hyper has read back so far.
     preface_replayed: usize,
-    /// The addresses, for tonic's request extensions.
-    info: TcpConnectInfo,
+    /// The addresses and the client certificate's identity, for tonic's request
+    /// extensions.
+    info: ConnectionInfo,
     /// The connection's place under the listener's limit.
     _slot: Slot,
 }
@@ -204,10 +219,21 @@ enum Transport {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl Connected for GrpcConnection {
-    type ConnectInfo = TcpConnectInfo;
+/// What every request on a connection knows about it (tonic puts it in the request's
+/// extensions).
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The addresses.
+    pub tcp: TcpConnectInfo,
+    /// The identity the client's certificate gives, if it sent one (a CA the server
+    /// trusts signed it, or the handshake failed).
+    pub certificate: Option<CertificateIdentity>,
+}
 
-    fn connect_info(&self) -> TcpConnectInfo {
+impl Connected for GrpcConnection {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
         self.info.clone()
     }
 }

@@ -108,6 +108,12 @@ struct Args {
     /// token this file lists (lines `IDENTITY SHA256-OF-TOKEN`). Off by default.
     #[arg(long, env = "FENCED_AUTH_TOKENS")]
     auth_tokens: Option<PathBuf>,
+    /// Turn authentication by client certificates on: a client that presents a certificate
+    /// this CA (PEM) signed is identified by its first DNS/URI/email alternative name, else
+    /// its common name; one without a certificate needs a bearer token (--auth-tokens) or
+    /// is refused. Needs --tls-cert.
+    #[arg(long, env = "FENCED_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Sign every grant's sequencer with this Ed25519 private key (PKCS#8 DER, as
     /// `fencectl keygen` writes it); needs --signing-key-id. Off by default: grants carry
     /// no sequencer. Gates verify sequencers with the key's public-keys line.
@@ -204,6 +210,7 @@ impl Args {
             },
             cluster,
             auth_tokens: self.auth_tokens,
+            client_ca: self.client_ca,
             signing_key: match (self.signing_key, self.signing_key_id) {
                 (Some(path), Some(key_id)) => {
                     Some(fenced::signing::SigningKeyFile { path, key_id })

@@ -61,7 +61,11 @@ impl OpenServer {
     /// clear error on a corrupt or unreadable directory.
     pub fn open(config: Config) -> Result<OpenServer, Error> {
         config.validate()?;
-        let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|files| ServerTls::load(files, config.client_ca.as_deref()))
+            .transpose()?;
         let auth = config
             .auth_tokens
             .as_deref()
@@ -160,7 +164,7 @@ impl OpenServer {
             auth,
             signer,
         } = self;
-        if auth.is_some() && sessions.is_some() {
+        if (auth.is_some() || config.client_ca.is_some()) && sessions.is_some() {
             return Err(Error::FramedWithoutAuthentication);
         }
         let listeners = Listeners {
@@ -236,7 +240,7 @@ async fn serve_member(
     let member = member.start(config.clone(), fatal.clone()).await?;
     let membership = Some(ClusterServiceServer::with_interceptor(
         member.membership(),
-        AuthLayer::new(listeners.auth.clone()),
+        AuthLayer::new(listeners.auth.clone(), config.client_ca.is_some()),
     ));
     let served = serve_clients(
         &config,
@@ -276,7 +280,7 @@ async fn serve_clients(
         auth,
         signer,
     } = listeners;
-    let auth = AuthLayer::new(auth);
+    let auth = AuthLayer::new(auth, config.client_ca.is_some());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<LockServiceServer<LockServer>>()

@@ -1,7 +1,7 @@
 //! [`TestPki`]: a throwaway certificate authority and a `localhost` server certificate it
-//! signed, for the tests that serve TLS.
+//! signed, for the tests that serve TLS, and client certificates it signs on demand.
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// A CA and a server certificate for `localhost` signed by it, as PEM.
 pub struct TestPki {
@@ -11,6 +11,8 @@ pub struct TestPki {
     pub server_cert: String,
     /// The server's private key.
     pub server_key: String,
+    /// The CA, to sign client certificates.
+    issuer: Issuer<'static, KeyPair>,
 }
 
 impl TestPki {
@@ -32,7 +34,18 @@ impl TestPki {
             ca: ca_cert.pem(),
             server_cert: server_cert.pem(),
             server_key: server_key.serialize_pem(),
+            issuer,
         }
+    }
+
+    /// A client certificate this CA signed, whose only name is the common name `name`, and
+    /// its private key, as PEM.
+    pub fn client(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 }
 

@@ -237,3 +237,116 @@ fn the_server_refuses_to_start_with_an_unusable_tokens_file_or_the_framed_listen
         assert!(stderr.contains(words), "{args:?}: {stderr}");
     }
 }
+
+/// Writes `pem` to `dir/name` and returns the path as text.
+fn write_pem(dir: &Path, name: &str, pem: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, pem).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+// checks: A1
+// With --client-ca: a certificate the client CA signed authenticates the SDK and fencectl;
+// a client with no certificate and no token is refused UNAUTHENTICATED and changes nothing;
+// a certificate from another CA fails the handshake, so it takes no lock either.
+#[tokio::test]
+async fn client_certificates_from_the_client_ca_authenticate_and_no_others() {
+    let pki = fenced_tests::pki::TestPki::new();
+    let stranger = fenced_tests::pki::TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server_cert = write_pem(dir.path(), "server.pem", &pki.server_cert);
+    let server_key = write_pem(dir.path(), "server.key", &pki.server_key);
+    let ca = write_pem(dir.path(), "ca.pem", &pki.ca);
+    let server = TestServer::start_with(&[
+        "--tls-cert",
+        &server_cert,
+        "--tls-key",
+        &server_key,
+        "--client-ca",
+        &ca,
+    ]);
+    let url = format!("https://localhost:{}", server.addr().port());
+    let trust = || {
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca))
+            .domain_name("localhost")
+    };
+    let connect = |tls: tonic::transport::ClientTlsConfig| {
+        Client::builder(url.clone())
+            .holder("mtls")
+            .tls(tls)
+            .connect()
+    };
+
+    let (alice_cert, alice_key) = pki.client("alice");
+    let alice = connect(trust().identity(tonic::transport::Identity::from_pem(
+        &alice_cert,
+        &alice_key,
+    )))
+    .await
+    .unwrap();
+    let lease = alice
+        .acquire("mtls/lock", AcquireOptions::try_once())
+        .await
+        .expect("a certificate from the client CA authenticates");
+    lease.release().await.unwrap();
+
+    let anonymous = connect(trust()).await.unwrap();
+    let refused = anonymous
+        .acquire("mtls/lock", AcquireOptions::try_once())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            fenced_client::Error::Server {
+                code: Code::Unauthenticated,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+
+    let (mallory_cert, mallory_key) = stranger.client("alice");
+    let impostor = match connect(trust().identity(tonic::transport::Identity::from_pem(
+        &mallory_cert,
+        &mallory_key,
+    )))
+    .await
+    {
+        Err(_) => None,
+        Ok(client) => Some(
+            client
+                .acquire("mtls/lock", AcquireOptions::try_once())
+                .await,
+        ),
+    };
+    assert!(
+        !matches!(impostor, Some(Ok(_))),
+        "a certificate from another CA took a lock"
+    );
+
+    // Nothing the refused clients did changed anything.
+    let view = alice.describe("mtls/lock").await.unwrap();
+    assert!(view.holder.is_none(), "{view:?}");
+
+    // fencectl with the client certificate.
+    let alice_cert = write_pem(dir.path(), "alice.pem", &alice_cert);
+    let alice_key = write_pem(dir.path(), "alice.key", &alice_key);
+    let listed = Command::new(binary("fencectl"))
+        .env_remove("FENCED_TOKEN")
+        .args([
+            "--endpoints",
+            &url,
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &alice_cert,
+            "--tls-key",
+            &alice_key,
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+}
