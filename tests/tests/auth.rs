@@ -55,6 +55,26 @@ fn assert_unauthenticated(status: &tonic::Status) {
     );
 }
 
+/// An SDK acquire of `lock` by `client` is refused as unauthenticated, not as a transient
+/// failure to retry.
+async fn assert_sdk_refused(client: &Client, lock: &str) {
+    let refused = client
+        .acquire(lock, AcquireOptions::try_once())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            fenced_client::Error::Server {
+                code: Code::Unauthenticated,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert!(!refused.is_transient());
+}
+
 // checks: A1, S6
 // Without a token, with a wrong one, or with a malformed header, every kind of call is
 // refused with UNAUTHENTICATED and nothing changes; with the listed token it is served;
@@ -153,21 +173,7 @@ async fn the_sdk_gets_in_with_its_bearer_token_and_not_without() {
         .connect()
         .await
         .unwrap();
-    let refused = stranger
-        .acquire("sdk/lock", AcquireOptions::try_once())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            &refused,
-            fenced_client::Error::Server {
-                code: Code::Unauthenticated,
-                ..
-            }
-        ),
-        "{refused:?}"
-    );
-    assert!(!refused.is_transient());
+    assert_sdk_refused(&stranger, "sdk/lock").await;
 
     let bad = Client::builder(server.endpoint())
         .bearer_token("has a space")
@@ -292,20 +298,7 @@ async fn client_certificates_from_the_client_ca_authenticate_and_no_others() {
     lease.release().await.unwrap();
 
     let anonymous = connect(trust()).await.unwrap();
-    let refused = anonymous
-        .acquire("mtls/lock", AcquireOptions::try_once())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            &refused,
-            fenced_client::Error::Server {
-                code: Code::Unauthenticated,
-                ..
-            }
-        ),
-        "{refused:?}"
-    );
+    assert_sdk_refused(&anonymous, "mtls/lock").await;
 
     let (mallory_cert, mallory_key) = stranger.client("alice");
     let impostor = match connect(trust().identity(tonic::transport::Identity::from_pem(
