@@ -25,6 +25,10 @@ pub struct Config {
     /// against the public keys in this file (one `KEY_ID BASE64URL_PUBLIC_KEY` per line);
     /// a bare fencing token is then refused. `None` takes bare tokens (default).
     pub verify_keys: Option<PathBuf>,
+    /// Authentication: every call but health must carry `authorization: Bearer TOKEN` for
+    /// a token this file lists (the lock server's format, `fenced_types::service::bearer`);
+    /// `None`: no authentication (default).
+    pub auth_tokens: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -34,6 +38,7 @@ impl Default for Config {
             gate: fenced_gate::Config::default(),
             drain_timeout: Duration::from_secs(5),
             verify_keys: None,
+            auth_tokens: None,
         }
     }
 }

@@ -7,6 +7,9 @@ pub enum Error {
     /// The config cannot work.
     #[error("invalid config: {0}")]
     Config(String),
+    /// The tokens file (`--auth-tokens`) could not be read or parsed.
+    #[error("{0} (--auth-tokens)")]
+    AuthTokens(String),
     /// The public-keys file (`--verify-keys`) could not be read or parsed.
     #[error("cannot use the public-keys file {path} (--verify-keys): {problem}")]
     VerifyKeys {

@@ -45,6 +45,11 @@ struct Args {
     /// Off by default: bare tokens are taken.
     #[arg(long, env = "FENCED_KV_VERIFY_KEYS")]
     verify_keys: Option<PathBuf>,
+    /// Turn authentication on: every call but health must carry `authorization: Bearer
+    /// TOKEN` for a token this file lists (lines `IDENTITY SHA256-OF-TOKEN`, as for
+    /// `fenced --auth-tokens`). Off by default.
+    #[arg(long, env = "FENCED_KV_AUTH_TOKENS")]
+    auth_tokens: Option<PathBuf>,
     /// Serve HTTP on this address (port 0 picks a free port): Prometheus `/metrics` and
     /// `/healthz`. Off by default.
     #[arg(long, env = "FENCED_KV_ADMIN_LISTEN")]
@@ -64,6 +69,7 @@ async fn main() -> ExitCode {
         data_dir: args.data_dir,
         drain_timeout: std::time::Duration::from_millis(args.drain_timeout_ms),
         verify_keys: args.verify_keys,
+        auth_tokens: args.auth_tokens,
         ..Config::default()
     };
     config.gate.max_value_bytes = args.max_value_bytes;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use fenced_gate::{Gate, SledBackend};
 use fenced_proto::kv::v1::gated_kv_server::GatedKvServer;
 use fenced_types::sequencer::PublicKeys;
+use fenced_types::service::bearer::{Authenticator, UNAUTHENTICATED_CODE};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -25,6 +26,35 @@ fn read_keys(path: &std::path::Path) -> Result<Arc<PublicKeys>, Error> {
     Ok(Arc::new(keys))
 }
 
+/// The interceptor in front of `GatedKv`: with a tokens file, a call without a listed bearer
+/// token is refused with `UNAUTHENTICATED` (`fenced-error: unauthenticated`) before the
+/// gate sees it; without one, every call passes. Health stays open.
+#[derive(Debug, Clone)]
+struct BearerCheck(Option<Arc<Authenticator>>);
+
+impl tonic::service::Interceptor for BearerCheck {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(authenticator) = &self.0 else {
+            return Ok(request);
+        };
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(tonic::metadata::MetadataValue::as_bytes);
+        match authenticator.authenticate(header) {
+            Ok(_) => Ok(request),
+            Err(why) => {
+                let mut status = tonic::Status::unauthenticated(why.to_string());
+                status.metadata_mut().insert(
+                    fenced_proto::metadata::ERROR_CODE,
+                    tonic::metadata::MetadataValue::from_static(UNAUTHENTICATED_CODE),
+                );
+                Err(status)
+            }
+        }
+    }
+}
+
 /// An opened store, ready to serve. Opening and serving are two steps so the binary can
 /// announce "listening" only after recovery (sled's open) has finished.
 #[derive(Debug)]
@@ -35,6 +65,8 @@ pub struct Kv {
     config: Config,
     /// The public keys every write's sequencer is verified with (`--verify-keys`), if any.
     keys: Option<Arc<PublicKeys>>,
+    /// Who may call (`--auth-tokens`), if authentication is on.
+    auth: Option<Arc<Authenticator>>,
     /// Where a request that finds the store stopped says so; the health service, the
     /// admin listener and the serve loop watch it.
     stop: StoreStop,
@@ -46,6 +78,13 @@ impl Kv {
     pub fn open(config: Config) -> Result<Kv, Error> {
         config.validate()?;
         let keys = config.verify_keys.as_deref().map(read_keys).transpose()?;
+        let auth = config
+            .auth_tokens
+            .as_deref()
+            .map(Authenticator::from_file)
+            .transpose()
+            .map_err(|error| Error::AuthTokens(error.to_string()))?
+            .map(Arc::new);
         let backend = SledBackend::open(&config.data_dir).map_err(fenced_gate::Error::from)?;
         let gate = Gate::with_config(backend, config.gate.clone())
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -72,6 +111,7 @@ impl Kv {
             gate,
             config,
             keys,
+            auth,
             stop: StoreStop::new(),
         })
     }
@@ -103,10 +143,13 @@ impl Kv {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
         let stop = self.stop.clone();
-        let service = GatedKvServer::new(
-            KvService::new(self.gate.clone(), stop.clone()).with_keys(self.keys.clone()),
-        )
-        .max_decoding_message_size(self.config.max_message_bytes());
+        let service = tonic::service::interceptor::InterceptedService::new(
+            GatedKvServer::new(
+                KvService::new(self.gate.clone(), stop.clone()).with_keys(self.keys.clone()),
+            )
+            .max_decoding_message_size(self.config.max_message_bytes()),
+            BearerCheck(self.auth.clone()),
+        );
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<GatedKvServer<KvService>>().await;
         // Tell the drain timer when shutdown starts.

@@ -343,3 +343,55 @@ async fn client_certificates_from_the_client_ca_authenticate_and_no_others() {
         .unwrap();
     assert!(listed.status.success(), "{listed:?}");
 }
+
+// checks: A1, S5 (fenced-kv with --auth-tokens: a write without a listed token is refused
+// with UNAUTHENTICATED and writes nothing; with the token it is served; health stays open)
+#[tokio::test]
+async fn fenced_kv_refuses_callers_without_a_listed_token_and_writes_nothing() {
+    use fenced_proto::kv::v1::{GetRequest, PutRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let kv = fenced_tests::kv_server::TestKv::start_with(&["--auth-tokens", &tokens]);
+    let mut client = kv.client().await;
+    let put = || PutRequest {
+        resource: "orders".into(),
+        key: "k".into(),
+        value: "v".into(),
+        token: 7,
+        sequencer: Vec::new(),
+    };
+    let get = || GetRequest {
+        resource: "orders".into(),
+        key: "k".into(),
+    };
+    assert_unauthenticated(&client.put(put()).await.unwrap_err());
+    assert_unauthenticated(&client.put(with_token(put(), "wrong")).await.unwrap_err());
+    assert_unauthenticated(&client.get(get()).await.unwrap_err());
+    let nothing = client
+        .get(with_token(get(), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!nothing.found, "a refused write wrote: {nothing:?}");
+    client.put(with_token(put(), TOKEN)).await.unwrap();
+    let written = client
+        .get(with_token(get(), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(written.found, "{written:?}");
+
+    let channel = tonic::transport::Endpoint::from_shared(kv.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health stays open")
+        .into_inner();
+    assert_eq!(answer.status(), ServingStatus::Serving);
+}

@@ -4,9 +4,13 @@
 //!   below the command line and the environment in precedence.
 //! - [`sd_notify`]: systemd's readiness protocol (`READY=1`, `STOPPING=1`), when
 //!   `NOTIFY_SOCKET` is set.
+//! - `bearer` (feature `bearer`): the tokens file of `--auth-tokens` and the check of a
+//!   call's bearer token.
 //!
 //! It lives here because both binaries already depend on this crate; behind a feature, so
 //! that a storage service embedding the protocol's nouns does not compile clap or toml.
 
+#[cfg(feature = "bearer")]
+pub mod bearer;
 pub mod config_file;
 pub mod sd_notify;
