@@ -59,6 +59,7 @@
 //!   after a failure or a failover.
 //! - [`lease`]: [`Lease`]: fence, attach the token to a request, observe, release.
 //! - [`cluster_admin`]: a cluster's members: list, add, remove.
+//! - [`revoke`]: an administrator revokes a lease or force-releases a lock.
 //! - [`election`]: [`Election`]: campaign, leader, observe, resign.
 //! - [`state`]: [`LeaseState`] and the reasons for suspicion and loss.
 //! - [`config`]: [`Config`] with its defaults, and [`DeadlinePolicy`], the arithmetic of S4.
@@ -92,6 +93,7 @@ pub mod election;
 pub mod error;
 pub mod inspect;
 pub mod lease;
+pub mod revoke;
 pub mod state;
 
 mod framed_tls;
@@ -118,6 +120,7 @@ pub use error::{Error, FenceError};
 pub use fenced_types::{FencingToken, LeaseId, LockName};
 pub use inspect::{ListPage, TokenCheck};
 pub use lease::{Lease, LeaseStatus};
+pub use revoke::Revoked;
 pub use state::{LeaseState, LostReason, StateChange, SuspectReason};
 
 #[cfg(test)]

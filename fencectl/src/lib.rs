@@ -6,6 +6,7 @@
 //!   lock when it exits.
 //! - `fencectl elect NAME -- CMD ARGS...` campaigns, runs CMD as the leader with its token
 //!   (the term), and resigns when it exits.
+//! - `fencectl revoke NAME [--token T] [--lock-only]`: an administrator ends a holding.
 //! - `fencectl list [PREFIX]`, `describe NAME`, `watch [PREFIX]`, `check NAME TOKEN`: a
 //!   table for humans by default, `--json` for scripts.
 //! - `fencectl keygen KEY_ID --private-key FILE [--public-keys FILE]`: a sequencer

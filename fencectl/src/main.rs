@@ -116,6 +116,20 @@ enum Command {
         /// The fencing token (a positive whole number).
         token: FencingToken,
     },
+    /// As an administrator, end the holding of NAME: the whole lease that holds it (its
+    /// other locks too), or with --lock-only the lock alone. The lock goes to its next
+    /// waiter; the old holder's writes are refused at the gate once the next holder writes.
+    Revoke {
+        /// The lock.
+        name: String,
+        /// Only if it is held with this token (else a newer holding is left alone and the
+        /// command fails).
+        #[arg(long)]
+        token: Option<FencingToken>,
+        /// Release this lock alone; the lease keeps its other locks.
+        #[arg(long)]
+        lock_only: bool,
+    },
     /// A cluster's members: id, role (leader, voter, learner), raft and client addresses.
     Members,
     /// Add a member to a cluster: it must run (started without --members); it catches up,
@@ -301,6 +315,38 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         } => {
             let client = target.reader().await?;
             watch::run(&client, &prefix, from_revision, as_json).await?;
+            Ok(0)
+        }
+        Command::Revoke {
+            name,
+            token,
+            lock_only,
+        } => {
+            let client = target.reader().await?;
+            let revoked = if lock_only {
+                client.force_release(&name, token).await?
+            } else {
+                client.revoke_lease(&name, token).await?
+            };
+            if as_json {
+                let value = json!({
+                    "lock": name,
+                    "token": revoked.token.get(),
+                    "lease_prefix": revoked.lease_prefix,
+                    "whole_lease": !lock_only,
+                });
+                print(&value.to_string())?;
+            } else {
+                let what = if lock_only {
+                    "released"
+                } else {
+                    "revoked the lease of"
+                };
+                print(&format!(
+                    "{what} {name} (token {}, lease {})",
+                    revoked.token, revoked.lease_prefix
+                ))?;
+            }
             Ok(0)
         }
         Command::Check { name, token } => {

@@ -261,6 +261,7 @@ impl From<Refusal> for Status {
             Refusal::Exhausted { .. } => (Code::ResourceExhausted, "exhausted"),
             Refusal::LeaseFull { .. } => (Code::ResourceExhausted, "lease-full"),
             Refusal::TokensExhausted => (Code::ResourceExhausted, "tokens-exhausted"),
+            Refusal::NotHeld { .. } => (Code::FailedPrecondition, "not-held"),
         };
         let mut status = Status::new(code, refusal.to_string());
         insert(&mut status, ERROR_CODE, key);

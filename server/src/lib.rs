@@ -25,6 +25,8 @@
 //!   refuses everyone else when authentication is on.
 //!   TLS identity both listeners serve; [`signing`]: the key that signs each grant's
 //!   sequencer, if one is configured.
+//! - [`revocation`]: the `AdminService`: an administrator revokes a lease or force-releases
+//!   a lock.
 //! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
 //!   HTTP/2 preface within the handshake timeout; [`admission`]: each listener's
 //!   connection limit; [`throttle`]: warnings a client can trigger, at most one a second.
@@ -56,6 +58,7 @@ pub mod journal;
 pub mod marker;
 pub mod record;
 pub mod recovery;
+pub mod revocation;
 pub mod server;
 pub mod service;
 pub mod serving;

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use fenced_proto::v1::admin_service_server::AdminServiceServer;
 use fenced_proto::v1::cluster_service_server::ClusterServiceServer;
 use fenced_proto::v1::lock_service_server::LockServiceServer;
 use fenced_types::sequencer::SigningKey;
@@ -33,6 +34,7 @@ use crate::error::Error;
 use crate::event_log::{self, EventLog};
 use crate::framed;
 use crate::grpc_incoming;
+use crate::revocation::Revocations;
 use crate::service::LockServer;
 use crate::serving::Serving;
 use crate::signing;
@@ -288,6 +290,10 @@ async fn serve_clients(
     let reflection = reflection_service(fenced_proto::FILE_DESCRIPTOR_SET)?;
 
     let service = LockServer::new(serving.clone(), config.clone()).with_signer(signer);
+    let revocations = AdminServiceServer::with_interceptor(
+        Revocations::new(serving.clone(), config.clone()),
+        auth.clone(),
+    );
     let admin = admin
         .map(|admin| Admin::start(admin, serving, config.clone(), service.watchers().clone()))
         .transpose()?;
@@ -344,6 +350,7 @@ async fn serve_clients(
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection, auth.clone()))
         .add_service(LockServiceServer::with_interceptor(service, auth))
+        .add_service(revocations)
         .add_optional_service(cluster_services)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = draining.await;

@@ -68,7 +68,7 @@ const BATCH_BUCKETS: &[f64] = &[
 
 /// Each refusal's gRPC code and fenced reason (as in the `fenced-error` metadata), in the
 /// order of [`refusal_index`].
-const REFUSAL_LABELS: [(&str, &str); 13] = [
+const REFUSAL_LABELS: [(&str, &str); 14] = [
     ("INVALID_ARGUMENT", "invalid-argument"),
     ("ABORTED", "busy"),
     ("ABORTED", "queued"),
@@ -82,6 +82,7 @@ const REFUSAL_LABELS: [(&str, &str); 13] = [
     ("RESOURCE_EXHAUSTED", "exhausted"),
     ("RESOURCE_EXHAUSTED", "lease-full"),
     ("RESOURCE_EXHAUSTED", "tokens-exhausted"),
+    ("FAILED_PRECONDITION", "not-held"),
 ];
 
 /// The position of `INVALID_ARGUMENT`/`invalid-argument` in [`REFUSAL_LABELS`].
@@ -105,6 +106,7 @@ fn refusal_index(refusal: &Refusal) -> usize {
         Refusal::Exhausted { .. } => EXHAUSTED,
         Refusal::LeaseFull { .. } => 11,
         Refusal::TokensExhausted => 12,
+        Refusal::NotHeld { .. } => 13,
     }
 }
 

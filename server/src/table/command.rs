@@ -64,6 +64,18 @@ pub enum Command {
         /// The lock, or every lock of the lease.
         lock: Option<LockName>,
     },
+    /// An administrator ends the holding of `lock` (with `token`, if given): the whole
+    /// lease that holds it (`whole_lease`), or only this lock. Its next holder's token
+    /// turns the old holder away at the gate (S5).
+    Revoke {
+        /// The lock.
+        lock: LockName,
+        /// The holding's token, if the administrator names it (a newer holding is then
+        /// left alone).
+        token: Option<FencingToken>,
+        /// End the whole lease, not only this lock.
+        whole_lease: bool,
+    },
     /// Remove a queued acquirer that timed out, was cancelled or disconnected.
     CancelWait {
         /// The waiter.
@@ -106,6 +118,13 @@ pub enum Reply {
     },
     /// The lock or lease was released.
     Released,
+    /// An administrator revoked a holding.
+    Revoked {
+        /// The lease that held the lock.
+        lease: LeaseId,
+        /// The holding's token.
+        token: FencingToken,
+    },
     /// Whether a waiter was removed; `false` means it was already granted or failed, and
     /// its [`Handoff`] is on the way.
     Cancelled(bool),

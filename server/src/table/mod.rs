@@ -313,6 +313,11 @@ impl LockTable {
             Command::Acquire(request) => self.acquire(now, request, &mut effects),
             Command::Renew { lease } => self.renew(now, lease),
             Command::Release { lease, lock } => self.release(now, lease, lock, &mut effects),
+            Command::Revoke {
+                lock,
+                token,
+                whole_lease,
+            } => self.revoke(now, lock, token, whole_lease, &mut effects),
             Command::CancelWait { waiter } => Ok(self.cancel_wait(now, waiter, &mut effects)),
             Command::Tick => Ok(Reply::Ticked),
         };
@@ -610,6 +615,38 @@ impl LockTable {
             }
         }
         Ok(Reply::Released)
+    }
+
+    fn revoke(
+        &mut self,
+        now: Timestamp,
+        lock: LockName,
+        token: Option<FencingToken>,
+        whole_lease: bool,
+        effects: &mut Effects,
+    ) -> Result<Reply, Refusal> {
+        let holding = self
+            .locks
+            .get(&lock)
+            .and_then(|entry| entry.holding.as_ref())
+            .map(|holding| (holding.lease, holding.token));
+        let (lease, current) = match (holding, token) {
+            (Some((lease, current)), None) => (lease, current),
+            (Some((lease, current)), Some(expected)) if current == expected => (lease, current),
+            (held, expected) => {
+                return Err(Refusal::NotHeld {
+                    lock,
+                    expected,
+                    current: held.map(|(_, current)| current),
+                })
+            }
+        };
+        let lock = (!whole_lease).then_some(lock);
+        self.release(now, lease, lock, effects)?;
+        Ok(Reply::Revoked {
+            lease,
+            token: current,
+        })
     }
 
     fn cancel_wait(&mut self, now: Timestamp, waiter: WaiterId, effects: &mut Effects) -> Reply {

@@ -99,6 +99,21 @@ pub enum Refusal {
     /// The token counter reached `u64::MAX`.
     #[error("fencing tokens are used up")]
     TokensExhausted,
+    /// An administrator's revocation found the lock free, or held with another token than
+    /// the one it named.
+    #[error("lock {lock:?} is not held{}", match (expected, current) {
+        (Some(expected), Some(current)) => format!(" with token {expected} (its holder's token is {current})"),
+        (Some(expected), None) => format!(" (with token {expected} or any other)"),
+        _ => String::new(),
+    })]
+    NotHeld {
+        /// The lock.
+        lock: LockName,
+        /// The token the administrator named, if any.
+        expected: Option<FencingToken>,
+        /// The holder's token, if the lock is held.
+        current: Option<FencingToken>,
+    },
     /// A queued acquire waited as long as it asked to.
     #[error("timed out after {waited_ms} ms waiting for lock {lock:?}, held by {holder:?} with token {token}")]
     WaitTimedOut {

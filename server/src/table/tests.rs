@@ -1098,3 +1098,69 @@ fn a_queued_create_whose_lease_id_was_used_meanwhile_is_refused_at_its_handoff()
     assert_eq!(table.held_lock_count(), 1);
     assert_eq!(table.waiter_count(), 0);
 }
+
+// checks: S1, S3, S7 (an administrator's revocation ends the holding it names, hands the
+// lock on with a new token, and never touches a newer holding or a free lock)
+#[test]
+fn a_revocation_ends_the_named_holding_and_hands_the_lock_on() {
+    let mut table = LockTable::new(limits()).unwrap();
+    let (holder, waiter) = (LeaseId::random(), LeaseId::random());
+    let first = granted(&table.apply(at(0), acquire("r", LeaseChoice::New(holder), 10_000, false)));
+    granted(&table.apply(
+        at(0),
+        acquire("s", LeaseChoice::Join(holder), 10_000, false),
+    ));
+    let queued_waiter =
+        queued(&table.apply(at(1), acquire("r", LeaseChoice::New(waiter), 10_000, true)));
+    let revoke = |lock: &str, token: Option<u64>, whole_lease: bool| Command::Revoke {
+        lock: name(lock),
+        token: token.map(|token| FencingToken::new(token).unwrap()),
+        whole_lease,
+    };
+
+    let stale = table.apply(at(2), revoke("r", Some(first.token.get() + 100), false));
+    assert!(
+        matches!(stale.reply, Err(Refusal::NotHeld { current: Some(current), .. }) if current == first.token),
+        "{:?}",
+        stale.reply
+    );
+    assert!(
+        stale.writes.is_empty(),
+        "a refused revocation writes nothing"
+    );
+
+    // Only the lock: the lease keeps its other lock.
+    let revoked = table.apply(at(3), revoke("r", Some(first.token.get()), false));
+    assert_eq!(
+        revoked.reply,
+        Ok(Reply::Revoked {
+            lease: holder,
+            token: first.token
+        })
+    );
+    assert_eq!(revoked.handoffs.len(), 1);
+    assert_eq!(revoked.handoffs[0].waiter, queued_waiter);
+    let handed = revoked.handoffs[0].result.clone().unwrap();
+    assert!(handed.token > first.token);
+    assert_eq!(
+        table.lease_count(),
+        2,
+        "the revoked lock's lease still holds s"
+    );
+
+    // The whole lease: s is freed too, and the lease is gone for good (S7).
+    let whole = table.apply(at(4), revoke("s", None, true));
+    assert!(matches!(whole.reply, Ok(Reply::Revoked { lease, .. }) if lease == holder));
+    let renew = table.apply(at(5), Command::Renew { lease: holder });
+    assert!(
+        matches!(renew.reply, Err(Refusal::LeaseReleased { .. })),
+        "{:?}",
+        renew.reply
+    );
+    let free = table.apply(at(6), revoke("s", None, false));
+    assert!(
+        matches!(free.reply, Err(Refusal::NotHeld { current: None, .. })),
+        "{:?}",
+        free.reply
+    );
+}
