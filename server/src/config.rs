@@ -78,6 +78,9 @@ pub struct Config {
     /// Authentication: the tokens file ([`crate::auth`]) whose bearer tokens every call
     /// must carry; `None` checks nothing (default, the embedded single node).
     pub auth_tokens: Option<PathBuf>,
+    /// Permissions per lock-name prefix: the policy file ([`crate::policy`]); `None` lets
+    /// every authenticated client do everything (default). Needs `auth_tokens`.
+    pub policy: Option<PathBuf>,
     /// How long a connection may stay silent before the server PINGs it (default 10 s):
     /// HTTP/2's PING on gRPC connections, an empty frame on framed `Session` ones. A client
     /// that vanished without closing (a partition, a dead host) is noticed and its
@@ -152,6 +155,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             tls: None,
             auth_tokens: None,
+            policy: None,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -217,6 +221,12 @@ pub enum ConfigError {
         /// Which limit.
         what: &'static str,
     },
+    /// A policy file without authentication: no call would carry an identity to check.
+    #[error(
+        "the policy file (--policy) needs authentication on (--auth-tokens): without it no \
+         call carries an identity the policy could name"
+    )]
+    PolicyWithoutAuthentication,
 }
 
 /// gRPC's default limit on a decoded message (tonic's and grpc-go's), which every List page
@@ -282,6 +292,9 @@ impl Config {
             return Err(ConfigError::ZeroLimit {
                 what: "max_concurrent_streams",
             });
+        }
+        if self.policy.is_some() && self.auth_tokens.is_none() {
+            return Err(ConfigError::PolicyWithoutAuthentication);
         }
         for (what, value) in [
             ("keepalive_interval", self.keepalive_interval),

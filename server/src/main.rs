@@ -108,6 +108,12 @@ struct Args {
     /// token this file lists (lines `IDENTITY SHA256-OF-TOKEN`). Off by default.
     #[arg(long, env = "FENCED_AUTH_TOKENS")]
     auth_tokens: Option<PathBuf>,
+    /// Restrict what each authenticated identity may do, by lock-name prefix: lines
+    /// `IDENTITY PERMISSION PATTERN` (permissions lock, read, admin; patterns NAME,
+    /// PREFIX* or *). Whatever it does not grant is refused. Needs --auth-tokens. Off by
+    /// default: every authenticated client may do everything.
+    #[arg(long, env = "FENCED_POLICY")]
+    policy: Option<PathBuf>,
     /// Sign every grant's sequencer with this Ed25519 private key (PKCS#8 DER, as
     /// `fencectl keygen` writes it); needs --signing-key-id. Off by default: grants carry
     /// no sequencer. Gates verify sequencers with the key's public-keys line.
@@ -204,6 +210,7 @@ impl Args {
             },
             cluster,
             auth_tokens: self.auth_tokens,
+            policy: self.policy,
             signing_key: match (self.signing_key, self.signing_key_id) {
                 (Some(path), Some(key_id)) => {
                     Some(fenced::signing::SigningKeyFile { path, key_id })

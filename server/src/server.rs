@@ -33,6 +33,7 @@ use crate::error::Error;
 use crate::event_log::{self, EventLog};
 use crate::framed;
 use crate::grpc_incoming;
+use crate::policy::Policy;
 use crate::service::LockServer;
 use crate::serving::Serving;
 use crate::signing;
@@ -52,6 +53,8 @@ pub struct OpenServer {
     admin: Option<AdminListener>,
     /// Who may call, when authentication is on.
     auth: Option<Arc<Authenticator>>,
+    /// What each identity may do, when a policy file is given.
+    policy: Option<Arc<Policy>>,
     /// The key that signs grants' sequencers, if one is configured.
     signer: Option<Arc<SigningKey>>,
 }
@@ -66,6 +69,12 @@ impl OpenServer {
             .auth_tokens
             .as_deref()
             .map(Authenticator::from_file)
+            .transpose()?
+            .map(Arc::new);
+        let policy = config
+            .policy
+            .as_deref()
+            .map(Policy::from_file)
             .transpose()?
             .map(Arc::new);
         let signer = config.signing_key.as_ref().map(signing::load).transpose()?;
@@ -88,6 +97,7 @@ impl OpenServer {
                 tls,
                 admin,
                 auth,
+                policy,
                 signer,
             });
         }
@@ -114,6 +124,7 @@ impl OpenServer {
             tls,
             admin,
             auth,
+            policy,
             signer,
         })
     }
@@ -158,6 +169,7 @@ impl OpenServer {
             tls,
             admin,
             auth,
+            policy,
             signer,
         } = self;
         if auth.is_some() && sessions.is_some() {
@@ -169,6 +181,7 @@ impl OpenServer {
             tls,
             admin,
             auth,
+            policy,
             signer,
         };
         let (store, recovered) = match mode {
@@ -217,6 +230,8 @@ struct Listeners {
     admin: Option<AdminListener>,
     /// Who may call, when authentication is on.
     auth: Option<Arc<Authenticator>>,
+    /// What each identity may do, when a policy file is given.
+    policy: Option<Arc<Policy>>,
     /// The key that signs grants' sequencers, if any.
     signer: Option<Arc<SigningKey>>,
 }
@@ -235,7 +250,7 @@ async fn serve_member(
     let fatal = CancellationToken::new();
     let member = member.start(config.clone(), fatal.clone()).await?;
     let membership = Some(ClusterServiceServer::with_interceptor(
-        member.membership(),
+        member.membership().with_policy(listeners.policy.clone()),
         AuthLayer::new(listeners.auth.clone()),
     ));
     let served = serve_clients(
@@ -274,6 +289,7 @@ async fn serve_clients(
         tls,
         admin,
         auth,
+        policy,
         signer,
     } = listeners;
     let auth = AuthLayer::new(auth);
@@ -283,7 +299,9 @@ async fn serve_clients(
         .await;
     let reflection = reflection_service(fenced_proto::FILE_DESCRIPTOR_SET)?;
 
-    let service = LockServer::new(serving.clone(), config.clone()).with_signer(signer);
+    let service = LockServer::new(serving.clone(), config.clone())
+        .with_signer(signer)
+        .with_policy(policy);
     let admin = admin
         .map(|admin| Admin::start(admin, serving, config.clone(), service.watchers().clone()))
         .transpose()?;

@@ -28,8 +28,10 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use crate::access::Caller;
 use crate::convert;
 use crate::event_log::{EventLog, Subscription};
+use crate::policy::Permission;
 use crate::table::Event;
 
 /// Events one watcher may have forwarded but not yet sent, on top of the shared ring.
@@ -42,6 +44,9 @@ pub enum Filter {
     Lock(LockName),
     /// Those of every lock whose name starts with this (empty: all).
     Prefix(String),
+    /// Those the inner filter wants, of the locks the caller may read under the policy
+    /// file ([`crate::access`]).
+    Readable(Box<Filter>, Caller),
 }
 
 impl Filter {
@@ -49,6 +54,9 @@ impl Filter {
         match self {
             Filter::Lock(lock) => event.lock == *lock,
             Filter::Prefix(prefix) => event.lock.as_str().starts_with(prefix.as_str()),
+            Filter::Readable(inner, caller) => {
+                inner.wants(event) && caller.may(Permission::Read, event.lock.as_str())
+            }
         }
     }
 }
