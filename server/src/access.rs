@@ -48,6 +48,11 @@ impl Caller {
         self.identity.as_ref().map(|identity| &*identity.0)
     }
 
+    /// The caller's identity, shared, if authentication is on.
+    pub fn identity_shared(&self) -> Option<&Arc<str>> {
+        self.identity.as_ref().map(|identity| &identity.0)
+    }
+
     /// Whether a policy restricts this caller.
     pub fn is_restricted(&self) -> bool {
         self.policy.is_some()

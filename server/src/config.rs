@@ -47,6 +47,10 @@ pub struct Config {
     /// Concurrent `Watch` streams at most (default 1,000). Each costs a task, a wake-up
     /// per event and a bounded buffer (see [`crate::watch`]).
     pub max_watchers: usize,
+    /// Concurrent `Watch` streams one authenticated identity may have open at most, so one
+    /// tenant cannot take every place under `max_watchers`; 0 (default) sets no limit
+    /// beyond `max_watchers`. Without authentication it does not apply.
+    pub max_watchers_per_identity: usize,
     /// The most locks one `List` page returns, and the most lock entries it examines under
     /// the engine's lock (default 1,000). A request for more, or for 0, gets this many.
     /// Each entry costs a lookup and a copy of its name while grants wait for the lock, so
@@ -146,6 +150,7 @@ impl Default for Config {
             max_waiters: 100_000,
             max_locks_per_lease: 1_000,
             max_watchers: 1_000,
+            max_watchers_per_identity: 0,
             max_list_page: 1_000,
             remember_ended_for: Duration::from_secs(600),
             remember_ended_max: 1_000_000,

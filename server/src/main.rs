@@ -59,6 +59,10 @@ struct Args {
     /// Concurrent Watch streams at most; one more is refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "FENCED_MAX_WATCHERS", default_value_t = 1_000)]
     max_watchers: usize,
+    /// Concurrent Watch streams one authenticated identity may have open at most (one more
+    /// is refused with RESOURCE_EXHAUSTED); 0 sets no limit beyond --max-watchers.
+    #[arg(long, env = "FENCED_MAX_WATCHERS_PER_IDENTITY", default_value_t = 0)]
+    max_watchers_per_identity: usize,
     /// The most locks one List page returns (and lock entries it examines); larger requests
     /// are clamped to this.
     #[arg(long, env = "FENCED_MAX_LIST_PAGE", default_value_t = 1_000)]
@@ -193,6 +197,7 @@ impl Args {
             max_waiters: self.max_waiters,
             max_locks_per_lease: self.max_locks_per_lease,
             max_watchers: self.max_watchers,
+            max_watchers_per_identity: self.max_watchers_per_identity,
             max_list_page: self.max_list_page,
             fdatasync: !self.no_fdatasync,
             checkpoint_interval: Duration::from_millis(self.checkpoint_ms),

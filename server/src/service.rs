@@ -60,7 +60,8 @@ pub struct LockServer {
 impl LockServer {
     /// A service over the engine `serving` names, checking input against `config`.
     pub fn new(serving: Serving, config: Arc<Config>) -> Self {
-        let watchers = Watchers::new(config.max_watchers);
+        let watchers =
+            Watchers::new(config.max_watchers).per_identity(config.max_watchers_per_identity);
         LockServer {
             serving,
             config,
@@ -267,7 +268,8 @@ impl LockServer {
 
     /// `Watch`: a stream of the events of one lock or of the locks under a prefix, from
     /// the start revision if given; OUT_OF_RANGE when the events from there are no longer
-    /// kept; RESOURCE_EXHAUSTED when the most streams are open already. Served by every
+    /// kept; RESOURCE_EXHAUSTED when the most streams are open already (in all, or for the
+    /// caller's identity). Served by every
     /// cluster member, leader or not: events are published as they are applied.
     pub fn watch(
         &self,
@@ -289,13 +291,14 @@ impl LockServer {
                 Filter::Prefix(prefix)
             }
         };
+        let identity = caller.identity_shared().cloned();
         let filter = match caller.is_restricted() {
             true => Filter::Readable(Box::new(filter), caller),
             false => filter,
         };
         let subscription = watch::subscribe(self.serving.event_log(), request.start_revision)?;
         self.watchers
-            .open(subscription, request.start_revision, filter)
+            .open_as(identity, subscription, request.start_revision, filter)
     }
 
     /// `Session`: the answers to `requests`, each run by the handler of its operation, at

@@ -16,11 +16,13 @@
 //!   already in its buffer it gets `RESOURCE_EXHAUSTED` ("fell behind and missed N events;
 //!   watch again from revision R") and its stream ends, so it never misses an event
 //!   silently;
-//! - the number of watchers is capped, and a stream that ends (the client closed it, went
-//!   away, or fell behind) gives its place back.
+//! - the number of watchers is capped, in all and (`max_watchers_per_identity`) for each
+//!   authenticated identity, so one tenant cannot take every place; a stream that ends
+//!   (the client closed it, went away, or fell behind) gives its places back.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fenced_proto::v1 as pb;
 use fenced_types::LockName;
@@ -71,6 +73,11 @@ pub struct Watchers {
     open: Arc<AtomicUsize>,
     /// How many may be.
     limit: usize,
+    /// How many streams each authenticated identity has open (an identity leaves the map
+    /// when its last stream ends, so it holds at most `limit` entries).
+    by_identity: Arc<Mutex<HashMap<Arc<str>, usize>>>,
+    /// How many one identity may have open; 0: no limit beyond `limit`.
+    per_identity: usize,
 }
 
 impl Watchers {
@@ -79,7 +86,16 @@ impl Watchers {
         Watchers {
             open: Arc::new(AtomicUsize::new(0)),
             limit,
+            by_identity: Arc::new(Mutex::new(HashMap::new())),
+            per_identity: 0,
         }
+    }
+
+    /// At most `per_identity` streams open for one authenticated identity (0: no limit
+    /// beyond the total).
+    pub fn per_identity(mut self, per_identity: usize) -> Self {
+        self.per_identity = per_identity;
+        self
     }
 
     /// How many streams are open now.
@@ -96,6 +112,22 @@ impl Watchers {
         from: u64,
         filter: Filter,
     ) -> Result<WatchStream, Status> {
+        self.open_as(None, subscription, from, filter)
+    }
+
+    /// As [`Watchers::open`], for a caller authenticated as `identity`, which also may have
+    /// at most the per-identity number of streams open.
+    pub fn open_as(
+        &self,
+        identity: Option<Arc<str>>,
+        subscription: Subscription,
+        from: u64,
+        filter: Filter,
+    ) -> Result<WatchStream, Status> {
+        let identity_slot = match identity {
+            Some(identity) if self.per_identity > 0 => Some(self.take_identity_slot(identity)?),
+            _ => None,
+        };
         let slot = self.take_slot().ok_or_else(|| {
             crate::telemetry::telemetry().refused_exhausted();
             convert::exhausted(format!(
@@ -104,8 +136,36 @@ impl Watchers {
             ))
         })?;
         let (sender, receiver) = mpsc::channel(BUFFER);
-        tokio::spawn(forward(subscription, from, filter, sender, slot));
+        tokio::spawn(forward(
+            subscription,
+            from,
+            filter,
+            sender,
+            (slot, identity_slot),
+        ));
         Ok(ReceiverStream::new(receiver))
+    }
+
+    /// One of `identity`'s places, or the refusal when it has all of them open.
+    fn take_identity_slot(&self, identity: Arc<str>) -> Result<IdentitySlot, Status> {
+        let mut counts = self
+            .by_identity
+            .lock()
+            .map_err(|_| Status::internal("the watchers' count per identity is poisoned"))?;
+        let open = counts.entry(identity.clone()).or_insert(0);
+        if *open >= self.per_identity {
+            crate::telemetry::telemetry().refused_exhausted();
+            return Err(convert::exhausted(format!(
+                "too many watchers for {identity}: the limit is {} concurrent Watch streams \
+                 per identity (max_watchers_per_identity)",
+                self.per_identity
+            )));
+        }
+        *open += 1;
+        Ok(IdentitySlot {
+            counts: self.by_identity.clone(),
+            identity,
+        })
     }
 
     fn take_slot(&self) -> Option<Slot> {
@@ -127,6 +187,27 @@ impl Drop for Slot {
     }
 }
 
+/// One of an identity's places; given back when dropped.
+struct IdentitySlot {
+    counts: Arc<Mutex<HashMap<Arc<str>, usize>>>,
+    identity: Arc<str>,
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        // A poisoned map is left as it is: the refusal above reports it.
+        let Ok(mut counts) = self.counts.lock() else {
+            return;
+        };
+        if let Some(open) = counts.get_mut(&self.identity) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                counts.remove(&self.identity);
+            }
+        }
+    }
+}
+
 /// Forwards the wanted events until the watcher goes away, falls behind, or the server
 /// stops publishing: the backlog, the progress mark, then the live feed.
 async fn forward(
@@ -134,7 +215,7 @@ async fn forward(
     from: u64,
     filter: Filter,
     sender: mpsc::Sender<Result<pb::WatchEvent, Status>>,
-    slot: Slot,
+    slot: (Slot, Option<IdentitySlot>),
 ) {
     let Subscription {
         backlog,

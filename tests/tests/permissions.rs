@@ -523,3 +523,60 @@ fn the_server_refuses_a_policy_without_authentication_or_with_a_bad_line() {
         assert!(stderr.contains(words), "{args:?}: {stderr}");
     }
 }
+
+// checks: A2, S6
+// With --max-watchers-per-identity, one identity's Watch streams past the limit are
+// refused with RESOURCE_EXHAUSTED while another identity still gets its own; a stream that
+// ends gives its place back.
+#[tokio::test]
+async fn one_identity_cannot_take_every_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = flags(dir.path());
+    args.extend(["--max-watchers-per-identity".to_string(), "2".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(&args);
+    let mut client = server.client().await;
+    let watch_a = || pb::WatchRequest {
+        prefix: "a/".to_string(),
+        ..pb::WatchRequest::default()
+    };
+
+    // Phase: alice opens her two streams; a third is refused.
+    let first = client.watch(as_(ALICE, watch_a())).await.unwrap();
+    let _second = client.watch(as_(ALICE, watch_a())).await.unwrap();
+    let refused = client.watch(as_(ALICE, watch_a())).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("alice") && refused.message().contains("per identity"),
+        "{refused:?}"
+    );
+
+    // Phase: bob still gets his.
+    client
+        .watch(as_(
+            BOB,
+            pb::WatchRequest {
+                prefix: "b/".to_string(),
+                ..pb::WatchRequest::default()
+            },
+        ))
+        .await
+        .expect("another identity is not held back by alice's streams");
+
+    // Phase: once alice closes a stream, she may open one again.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.watch(as_(ALICE, watch_a())).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the closed stream's place never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
