@@ -37,6 +37,11 @@ pub struct Config {
     /// costs (its place in the queue, its request, its reply channel), which is freed when
     /// it is granted, times out, is cancelled or disconnects.
     pub max_waiters: usize,
+    /// Acquires that may wait (a `wait_ms` above zero) one authenticated identity may have
+    /// in flight at most, so one tenant cannot take every place under `max_waiters`; 0
+    /// (default) sets no limit beyond `max_waiters`. Without authentication it does not
+    /// apply.
+    pub max_waiters_per_identity: usize,
     /// Locks one lease may hold at most (default 1,000). A lease's expiry or release ends
     /// all its locks in one command, under the engine's lock: a durable write and a watch
     /// event per lock, all at once. The default keeps that burst well inside the watch
@@ -148,6 +153,7 @@ impl Default for Config {
             max_leases: 1_000_000,
             max_locks: 10_000_000,
             max_waiters: 100_000,
+            max_waiters_per_identity: 0,
             max_locks_per_lease: 1_000,
             max_watchers: 1_000,
             max_watchers_per_identity: 0,

@@ -24,7 +24,8 @@
 //! - [`auth`]: who a client is (bearer tokens from a tokens file) and the interceptor that
 //!   refuses everyone else when authentication is on; [`policy`]: what each identity may
 //!   do under which lock names (the policy file); [`access`]: the caller of one request,
-//!   checked against the policy by the handlers, and the holder name it gets.
+//!   checked against the policy by the handlers, and the holder name it gets;
+//!   [`quota`]: places (Watch streams, waiting acquires) counted per identity.
 //!   TLS identity both listeners serve; [`signing`]: the key that signs each grant's
 //!   sequencer, if one is configured.
 //! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
@@ -58,6 +59,7 @@ pub mod grpc_incoming;
 pub mod journal;
 pub mod marker;
 pub mod policy;
+pub mod quota;
 pub mod record;
 pub mod recovery;
 pub mod server;

@@ -52,6 +52,10 @@ struct Args {
     /// Queued acquirers at most.
     #[arg(long, env = "FENCED_MAX_WAITERS", default_value_t = 100_000)]
     max_waiters: usize,
+    /// Acquires that may wait one authenticated identity may have in flight at most (one
+    /// more is refused with RESOURCE_EXHAUSTED); 0 sets no limit beyond --max-waiters.
+    #[arg(long, env = "FENCED_MAX_WAITERS_PER_IDENTITY", default_value_t = 0)]
+    max_waiters_per_identity: usize,
     /// Locks one lease may hold at most; an acquire joining a lease that holds this many is
     /// refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "FENCED_MAX_LOCKS_PER_LEASE", default_value_t = 1_000)]
@@ -195,6 +199,7 @@ impl Args {
             max_leases: self.max_leases,
             max_locks: self.max_locks,
             max_waiters: self.max_waiters,
+            max_waiters_per_identity: self.max_waiters_per_identity,
             max_locks_per_lease: self.max_locks_per_lease,
             max_watchers: self.max_watchers,
             max_watchers_per_identity: self.max_watchers_per_identity,

@@ -35,6 +35,7 @@ use crate::convert;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::policy::{Permission, Policy};
+use crate::quota::PerIdentity;
 use crate::serving::Serving;
 use crate::session::SessionStream;
 use crate::signing;
@@ -55,6 +56,8 @@ pub struct LockServer {
     signer: Option<Arc<SigningKey>>,
     /// What each identity may do, when a policy file is given.
     policy: Option<Arc<Policy>>,
+    /// The acquires that may wait, per identity, and how many each may have in flight.
+    waiters_per_identity: PerIdentity,
 }
 
 impl LockServer {
@@ -62,12 +65,18 @@ impl LockServer {
     pub fn new(serving: Serving, config: Arc<Config>) -> Self {
         let watchers =
             Watchers::new(config.max_watchers).per_identity(config.max_watchers_per_identity);
+        let waiters_per_identity = PerIdentity::new(
+            config.max_waiters_per_identity,
+            "acquires that may wait in flight",
+            "max_waiters_per_identity",
+        );
         LockServer {
             serving,
             config,
             watchers,
             signer: None,
             policy: None,
+            waiters_per_identity,
         }
     }
 
@@ -111,6 +120,11 @@ impl LockServer {
             self.check_lease(caller, lease, None)?;
         }
         acquire.holder = caller.holder(acquire.holder, self.config.max_holder_bytes)?;
+        // Held until the acquire answers: a waiting acquire counts from before it queues.
+        let _waiting = match wait.is_zero() {
+            true => None,
+            false => self.waiters_per_identity.take(caller.identity_shared())?,
+        };
         let lock = acquire.lock.clone();
         let mut response = self.grant(acquire, wait, &lock).await?;
         if let Some(signer) = &self.signer {

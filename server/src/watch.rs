@@ -20,9 +20,8 @@
 //!   authenticated identity, so one tenant cannot take every place; a stream that ends
 //!   (the client closed it, went away, or fell behind) gives its places back.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fenced_proto::v1 as pb;
 use fenced_types::LockName;
@@ -34,6 +33,7 @@ use crate::access::Caller;
 use crate::convert;
 use crate::event_log::{EventLog, Subscription};
 use crate::policy::Permission;
+use crate::quota::{PerIdentity, Place};
 use crate::table::Event;
 
 /// Events one watcher may have forwarded but not yet sent, on top of the shared ring.
@@ -63,6 +63,10 @@ impl Filter {
     }
 }
 
+/// What a per-identity refusal calls a watcher's place, and the setting that limits them.
+const WATCHES: &str = "concurrent Watch streams";
+const WATCHES_SETTING: &str = "max_watchers_per_identity";
+
 /// A watcher's stream of events, as the `Watch` rpc answers.
 pub type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
 
@@ -73,11 +77,8 @@ pub struct Watchers {
     open: Arc<AtomicUsize>,
     /// How many may be.
     limit: usize,
-    /// How many streams each authenticated identity has open (an identity leaves the map
-    /// when its last stream ends, so it holds at most `limit` entries).
-    by_identity: Arc<Mutex<HashMap<Arc<str>, usize>>>,
-    /// How many one identity may have open; 0: no limit beyond `limit`.
-    per_identity: usize,
+    /// How many streams each authenticated identity has open, and may.
+    per_identity: PerIdentity,
 }
 
 impl Watchers {
@@ -86,15 +87,14 @@ impl Watchers {
         Watchers {
             open: Arc::new(AtomicUsize::new(0)),
             limit,
-            by_identity: Arc::new(Mutex::new(HashMap::new())),
-            per_identity: 0,
+            per_identity: PerIdentity::new(0, WATCHES, WATCHES_SETTING),
         }
     }
 
     /// At most `per_identity` streams open for one authenticated identity (0: no limit
     /// beyond the total).
     pub fn per_identity(mut self, per_identity: usize) -> Self {
-        self.per_identity = per_identity;
+        self.per_identity = PerIdentity::new(per_identity, WATCHES, WATCHES_SETTING);
         self
     }
 
@@ -124,10 +124,7 @@ impl Watchers {
         from: u64,
         filter: Filter,
     ) -> Result<WatchStream, Status> {
-        let identity_slot = match identity {
-            Some(identity) if self.per_identity > 0 => Some(self.take_identity_slot(identity)?),
-            _ => None,
-        };
+        let identity_slot = self.per_identity.take(identity.as_ref())?;
         let slot = self.take_slot().ok_or_else(|| {
             crate::telemetry::telemetry().refused_exhausted();
             convert::exhausted(format!(
@@ -144,28 +141,6 @@ impl Watchers {
             (slot, identity_slot),
         ));
         Ok(ReceiverStream::new(receiver))
-    }
-
-    /// One of `identity`'s places, or the refusal when it has all of them open.
-    fn take_identity_slot(&self, identity: Arc<str>) -> Result<IdentitySlot, Status> {
-        let mut counts = self
-            .by_identity
-            .lock()
-            .map_err(|_| Status::internal("the watchers' count per identity is poisoned"))?;
-        let open = counts.entry(identity.clone()).or_insert(0);
-        if *open >= self.per_identity {
-            crate::telemetry::telemetry().refused_exhausted();
-            return Err(convert::exhausted(format!(
-                "too many watchers for {identity}: the limit is {} concurrent Watch streams \
-                 per identity (max_watchers_per_identity)",
-                self.per_identity
-            )));
-        }
-        *open += 1;
-        Ok(IdentitySlot {
-            counts: self.by_identity.clone(),
-            identity,
-        })
     }
 
     fn take_slot(&self) -> Option<Slot> {
@@ -187,27 +162,6 @@ impl Drop for Slot {
     }
 }
 
-/// One of an identity's places; given back when dropped.
-struct IdentitySlot {
-    counts: Arc<Mutex<HashMap<Arc<str>, usize>>>,
-    identity: Arc<str>,
-}
-
-impl Drop for IdentitySlot {
-    fn drop(&mut self) {
-        // A poisoned map is left as it is: the refusal above reports it.
-        let Ok(mut counts) = self.counts.lock() else {
-            return;
-        };
-        if let Some(open) = counts.get_mut(&self.identity) {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
-                counts.remove(&self.identity);
-            }
-        }
-    }
-}
-
 /// Forwards the wanted events until the watcher goes away, falls behind, or the server
 /// stops publishing: the backlog, the progress mark, then the live feed.
 async fn forward(
@@ -215,7 +169,7 @@ async fn forward(
     from: u64,
     filter: Filter,
     sender: mpsc::Sender<Result<pb::WatchEvent, Status>>,
-    slot: (Slot, Option<IdentitySlot>),
+    slot: (Slot, Option<Place>),
 ) {
     let Subscription {
         backlog,

@@ -580,3 +580,107 @@ async fn one_identity_cannot_take_every_watch() {
         }
     }
 }
+
+async fn waiters(client: &mut LockServiceClient<Channel>, token: &str, lock: &str) -> u32 {
+    client
+        .describe(as_(token, describe(lock)))
+        .await
+        .unwrap()
+        .into_inner()
+        .waiters
+}
+
+/// Waits until `lock` has `count` queued acquirers.
+async fn until_waiters(
+    client: &mut LockServiceClient<Channel>,
+    token: &str,
+    lock: &str,
+    count: u32,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while waiters(client, token, lock).await != count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{lock} never had {count} waiters"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// checks: A2, S6
+// With --max-waiters-per-identity, an identity's acquires that may wait are refused past
+// the limit with RESOURCE_EXHAUSTED, while another identity still queues and the identity
+// still takes free locks at once; an acquire that ends gives its place back.
+#[tokio::test]
+async fn one_identity_cannot_take_every_waiting_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = flags(dir.path());
+    args.extend(["--max-waiters-per-identity".to_string(), "1".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(&args);
+    let mut client = server.client().await;
+    let waiting = |lock: &str, wait_ms: u64| pb::AcquireRequest {
+        wait_ms,
+        ..acquire(lock, "waiter")
+    };
+    client
+        .acquire(as_(ALICE, acquire("a/1", "holder")))
+        .await
+        .unwrap();
+    client
+        .acquire(as_(BOB, acquire("b/1", "holder")))
+        .await
+        .unwrap();
+
+    // Phase: alice queues once; her second waiting acquire is refused.
+    let queued = {
+        let mut client = client.clone();
+        tokio::spawn(async move { client.acquire(as_(ALICE, waiting("a/1", 60_000))).await })
+    };
+    until_waiters(&mut client, ALICE, "a/1", 1).await;
+    let refused = client
+        .acquire(as_(ALICE, waiting("a/1", 60_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("alice") && refused.message().contains("per identity"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        waiters(&mut client, ALICE, "a/1").await,
+        1,
+        "the refusal queued nothing"
+    );
+
+    // Phase: bob still queues, and alice still takes a free lock at once.
+    let bobs = {
+        let mut client = client.clone();
+        tokio::spawn(async move { client.acquire(as_(BOB, waiting("b/1", 60_000))).await })
+    };
+    until_waiters(&mut client, BOB, "b/1", 1).await;
+    client
+        .acquire(as_(ALICE, acquire("a/2", "now")))
+        .await
+        .expect("an acquire that does not wait is not counted");
+
+    // Phase: once alice's queued acquire goes away, she may wait again.
+    queued.abort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client
+            .acquire(as_(ALICE, waiting("a/1", 100)))
+            .await
+            .unwrap_err();
+        if status.code() == Code::Aborted {
+            break; // it waited, and timed out: the place came back
+        }
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended acquire's place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bobs.abort();
+}
