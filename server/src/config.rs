@@ -37,6 +37,11 @@ pub struct Config {
     /// costs (its place in the queue, its request, its reply channel), which is freed when
     /// it is granted, times out, is cancelled or disconnects.
     pub max_waiters: usize,
+    /// Acquires that may wait (a `wait_ms` above zero) one authenticated identity may have
+    /// in flight at most, so one tenant cannot take every place under `max_waiters`; 0
+    /// (default) sets no limit beyond `max_waiters`. Without authentication it does not
+    /// apply.
+    pub max_waiters_per_identity: usize,
     /// Locks one lease may hold at most (default 1,000). A lease's expiry or release ends
     /// all its locks in one command, under the engine's lock: a durable write and a watch
     /// event per lock, all at once. The default keeps that burst well inside the watch
@@ -47,6 +52,10 @@ pub struct Config {
     /// Concurrent `Watch` streams at most (default 1,000). Each costs a task, a wake-up
     /// per event and a bounded buffer (see [`crate::watch`]).
     pub max_watchers: usize,
+    /// Concurrent `Watch` streams one authenticated identity may have open at most, so one
+    /// tenant cannot take every place under `max_watchers`; 0 (default) sets no limit
+    /// beyond `max_watchers`. Without authentication it does not apply.
+    pub max_watchers_per_identity: usize,
     /// The most locks one `List` page returns, and the most lock entries it examines under
     /// the engine's lock (default 1,000). A request for more, or for 0, gets this many.
     /// Each entry costs a lookup and a copy of its name while grants wait for the lock, so
@@ -81,6 +90,9 @@ pub struct Config {
     /// Authentication: the tokens file ([`crate::auth`]) whose bearer tokens every call
     /// must carry; `None` checks nothing (default, the embedded single node).
     pub auth_tokens: Option<PathBuf>,
+    /// Permissions per lock-name prefix: the policy file ([`crate::policy`]); `None` lets
+    /// every authenticated client do everything (default). Needs `auth_tokens`.
+    pub policy: Option<PathBuf>,
     /// How long a connection may stay silent before the server PINGs it (default 10 s):
     /// HTTP/2's PING on gRPC connections, an empty frame on framed `Session` ones. A client
     /// that vanished without closing (a partition, a dead host) is noticed and its
@@ -144,8 +156,10 @@ impl Default for Config {
             max_leases: 1_000_000,
             max_locks: 10_000_000,
             max_waiters: 100_000,
+            max_waiters_per_identity: 0,
             max_locks_per_lease: 1_000,
             max_watchers: 1_000,
+            max_watchers_per_identity: 0,
             max_list_page: 1_000,
             remember_ended_for: Duration::from_secs(600),
             remember_ended_max: 1_000_000,
@@ -156,6 +170,7 @@ impl Default for Config {
             tls: None,
             auth_tokens: None,
             client_ca: None,
+            policy: None,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -224,6 +239,12 @@ pub enum ConfigError {
         /// Which limit.
         what: &'static str,
     },
+    /// A policy file without authentication: no call would carry an identity to check.
+    #[error(
+        "the policy file (--policy) needs authentication on (--auth-tokens or --client-ca): \
+         without it no call carries an identity the policy could name"
+    )]
+    PolicyWithoutAuthentication,
 }
 
 /// gRPC's default limit on a decoded message (tonic's and grpc-go's), which every List page
@@ -292,6 +313,9 @@ impl Config {
             return Err(ConfigError::ZeroLimit {
                 what: "max_concurrent_streams",
             });
+        }
+        if self.policy.is_some() && self.auth_tokens.is_none() && self.client_ca.is_none() {
+            return Err(ConfigError::PolicyWithoutAuthentication);
         }
         for (what, value) in [
             ("keepalive_interval", self.keepalive_interval),

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::*;
+use crate::access::Caller;
 use crate::committer::run_committer;
 use crate::config::Config;
 use crate::event_log::{Compacted, EventLog, Since, DEFAULT_CAPACITY};
@@ -114,15 +115,22 @@ async fn waiters_that_leave_leave_nothing_behind() {
         Serving::single(running.engine.clone(), running.event_log.clone()),
         Arc::new(config()),
     );
-    server.acquire(acquire("busy", 0)).await.unwrap();
+    server
+        .acquire(&Caller::default(), acquire("busy", 0))
+        .await
+        .unwrap();
 
     tracing::info!("a waiter times out");
-    let timed_out = server.acquire(acquire("busy", 100)).await.unwrap_err();
+    let timed_out = server
+        .acquire(&Caller::default(), acquire("busy", 100))
+        .await
+        .unwrap_err();
     assert_eq!(timed_out.code(), Code::Aborted, "{timed_out:?}");
     assert_eq!(running.waiter_state(), (0, 0), "after a time-out");
 
     tracing::info!("a waiter is cancelled: its request is dropped while it waits");
-    let waiting = server.acquire(acquire("busy", 60_000));
+    let anyone = Caller::default();
+    let waiting = server.acquire(&anyone, acquire("busy", 60_000));
     let cancelled = tokio::time::timeout(Duration::from_millis(10), waiting).await;
     assert!(cancelled.is_err(), "still waiting when dropped");
     assert_eq!(running.waiter_state(), (0, 0), "after a cancellation");
@@ -131,6 +139,7 @@ async fn waiters_that_leave_leave_nothing_behind() {
     let (requests, inbound) = tokio::sync::mpsc::channel::<Result<pb::SessionRequest, Status>>(4);
     let mut session = SessionStream::new(
         server.clone(),
+        Caller::default(),
         tokio_stream::wrappers::ReceiverStream::new(inbound),
         config().max_session_in_flight,
     );
@@ -197,7 +206,7 @@ async fn a_read_after_an_expiry_makes_the_expiry_durable_first() {
     let lock = LockName::new("expiring").unwrap();
     let mut request = acquire("expiring", 0);
     request.ttl_ms = 100;
-    server.acquire(request).await.unwrap();
+    server.acquire(&Caller::default(), request).await.unwrap();
 
     tracing::info!("the lease's time passes; no reaper runs, so only the read can expire it");
     tokio::time::advance(Duration::from_millis(150)).await;
@@ -253,15 +262,24 @@ async fn event_revisions_go_on_above_the_last_after_a_restart() {
         Serving::single(running.engine.clone(), running.event_log.clone()),
         Arc::new(config()),
     );
-    let granted = server.acquire(acquire("a", 0)).await.unwrap();
-    server
-        .release(pb::ReleaseRequest {
-            lease_id: granted.lease_id.clone(),
-            ..Default::default()
-        })
+    let granted = server
+        .acquire(&Caller::default(), acquire("a", 0))
         .await
         .unwrap();
-    server.acquire(acquire("b", 0)).await.unwrap();
+    server
+        .release(
+            &Caller::default(),
+            pb::ReleaseRequest {
+                lease_id: granted.lease_id.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    server
+        .acquire(&Caller::default(), acquire("b", 0))
+        .await
+        .unwrap();
     // The committer publishes events right after it releases the replies.
     while running.event_log.last_revision() < 3 {
         tokio::task::yield_now().await;
@@ -270,10 +288,13 @@ async fn event_revisions_go_on_above_the_last_after_a_restart() {
 
     // A watcher from revision 2 gets 2 and 3, then the progress mark at 3.
     let mut resumed = server
-        .watch(pb::WatchRequest {
-            start_revision: 2,
-            ..Default::default()
-        })
+        .watch(
+            Caller::default(),
+            pb::WatchRequest {
+                start_revision: 2,
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(
         events_until_progress(&mut resumed).await,
@@ -289,10 +310,13 @@ async fn event_revisions_go_on_above_the_last_after_a_restart() {
         Arc::new(config()),
     );
     let refused = server
-        .watch(pb::WatchRequest {
-            start_revision: 3,
-            ..Default::default()
-        })
+        .watch(
+            Caller::default(),
+            pb::WatchRequest {
+                start_revision: 3,
+                ..Default::default()
+            },
+        )
         .expect_err("revision 3 was published before the restart");
     assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
     assert_eq!(
@@ -308,19 +332,28 @@ async fn event_revisions_go_on_above_the_last_after_a_restart() {
         })
     );
     let mut next = server
-        .watch(pb::WatchRequest {
-            start_revision: 4,
-            ..Default::default()
-        })
+        .watch(
+            Caller::default(),
+            pb::WatchRequest {
+                start_revision: 4,
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(events_until_progress(&mut next).await, (vec![], 3));
-    server.acquire(acquire("c", 0)).await.unwrap();
+    server
+        .acquire(&Caller::default(), acquire("c", 0))
+        .await
+        .unwrap();
     let event = next.next().await.unwrap().unwrap();
     assert_eq!(
         (event.revision, event.kind(), event.lock.as_str()),
         (4, Kind::Acquired, "c")
     );
-    let listed = server.list(pb::ListRequest::default()).await.unwrap();
+    let listed = server
+        .list(&Caller::default(), pb::ListRequest::default())
+        .await
+        .unwrap();
     assert_eq!(listed.revision, 4, "a list says the revision it reflects");
     drop(next);
     running.stop();

@@ -297,6 +297,9 @@ pub enum Error {
     /// The authentication tokens file cannot be used.
     #[error(transparent)]
     AuthTokens(#[from] crate::auth::TokensFileError),
+    /// The policy file cannot be used.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyFileError),
     /// Authentication is on and a framed `Session` listener was asked for: the framed
     /// protocol carries no credentials, so it would let anyone in.
     #[error(

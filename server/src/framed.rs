@@ -287,7 +287,10 @@ where
     // At its in-flight cap the session keeps reading, refusing the requests past it: the
     // client's answers to pings come in the same byte stream as its requests, so a session
     // that stopped reading could no longer tell a live client from a vanished one (L2).
-    let answers = SessionStream::new(server, Box::pin(inbound), settings.max_in_flight)
+    // The framed protocol carries no credentials (it is refused with authentication on):
+    // its caller has no identity, so a policy would refuse it everything.
+    let caller = server.caller(&tonic::Extensions::default());
+    let answers = SessionStream::new(server, caller, Box::pin(inbound), settings.max_in_flight)
         .refusing_past_cap(peer)
         .map(|answer| {
             answer

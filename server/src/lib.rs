@@ -22,7 +22,10 @@
 //!   `Watch` streams and their cap; [`convert`]: protobuf to domain and back; [`tls`]: the
 //!   TLS identity both listeners serve.
 //! - [`auth`]: who a client is (bearer tokens from a tokens file) and the interceptor that
-//!   refuses everyone else when authentication is on.
+//!   refuses everyone else when authentication is on; [`policy`]: what each identity may
+//!   do under which lock names (the policy file); [`access`]: the caller of one request,
+//!   checked against the policy by the handlers, and the holder name it gets;
+//!   [`quota`]: places (Watch streams, waiting acquires) counted per identity.
 //!   TLS identity both listeners serve; [`signing`]: the key that signs each grant's
 //!   sequencer, if one is configured.
 //! - [`revocation`]: the `AdminService`: an administrator revokes a lease or force-releases
@@ -39,6 +42,7 @@
 //!   leads, membership); not used by the single-node server.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod admission;
 pub mod auth;
@@ -56,6 +60,8 @@ pub mod framed;
 pub mod grpc_incoming;
 pub mod journal;
 pub mod marker;
+pub mod policy;
+pub mod quota;
 pub mod record;
 pub mod recovery;
 pub mod revocation;

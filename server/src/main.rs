@@ -52,6 +52,10 @@ struct Args {
     /// Queued acquirers at most.
     #[arg(long, env = "FENCED_MAX_WAITERS", default_value_t = 100_000)]
     max_waiters: usize,
+    /// Acquires that may wait one authenticated identity may have in flight at most (one
+    /// more is refused with RESOURCE_EXHAUSTED); 0 sets no limit beyond --max-waiters.
+    #[arg(long, env = "FENCED_MAX_WAITERS_PER_IDENTITY", default_value_t = 0)]
+    max_waiters_per_identity: usize,
     /// Locks one lease may hold at most; an acquire joining a lease that holds this many is
     /// refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "FENCED_MAX_LOCKS_PER_LEASE", default_value_t = 1_000)]
@@ -59,6 +63,10 @@ struct Args {
     /// Concurrent Watch streams at most; one more is refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "FENCED_MAX_WATCHERS", default_value_t = 1_000)]
     max_watchers: usize,
+    /// Concurrent Watch streams one authenticated identity may have open at most (one more
+    /// is refused with RESOURCE_EXHAUSTED); 0 sets no limit beyond --max-watchers.
+    #[arg(long, env = "FENCED_MAX_WATCHERS_PER_IDENTITY", default_value_t = 0)]
+    max_watchers_per_identity: usize,
     /// The most locks one List page returns (and lock entries it examines); larger requests
     /// are clamped to this.
     #[arg(long, env = "FENCED_MAX_LIST_PAGE", default_value_t = 1_000)]
@@ -114,6 +122,12 @@ struct Args {
     /// is refused. Needs --tls-cert.
     #[arg(long, env = "FENCED_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Restrict what each authenticated identity may do, by lock-name prefix: lines
+    /// `IDENTITY PERMISSION PATTERN` (permissions lock, read, admin; patterns NAME,
+    /// PREFIX* or *). Whatever it does not grant is refused. Needs --auth-tokens. Off by
+    /// default: every authenticated client may do everything.
+    #[arg(long, env = "FENCED_POLICY")]
+    policy: Option<PathBuf>,
     /// Sign every grant's sequencer with this Ed25519 private key (PKCS#8 DER, as
     /// `fencectl keygen` writes it); needs --signing-key-id. Off by default: grants carry
     /// no sequencer. Gates verify sequencers with the key's public-keys line.
@@ -191,8 +205,10 @@ impl Args {
             max_leases: self.max_leases,
             max_locks: self.max_locks,
             max_waiters: self.max_waiters,
+            max_waiters_per_identity: self.max_waiters_per_identity,
             max_locks_per_lease: self.max_locks_per_lease,
             max_watchers: self.max_watchers,
+            max_watchers_per_identity: self.max_watchers_per_identity,
             max_list_page: self.max_list_page,
             fdatasync: !self.no_fdatasync,
             checkpoint_interval: Duration::from_millis(self.checkpoint_ms),
@@ -211,6 +227,7 @@ impl Args {
             cluster,
             auth_tokens: self.auth_tokens,
             client_ca: self.client_ca,
+            policy: self.policy,
             signing_key: match (self.signing_key, self.signing_key_id) {
                 (Some(path), Some(key_id)) => {
                     Some(fenced::signing::SigningKeyFile { path, key_id })

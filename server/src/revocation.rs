@@ -1,6 +1,9 @@
 //! [`Revocations`]: the gRPC `AdminService`, an administrator ending a holding: the whole
 //! lease that holds a lock (`RevokeLease`) or the lock alone (`ForceRelease`).
 //!
+//! With a policy, the caller needs the `admin` permission on the lock
+//! ([`crate::access`]); the refusal changes nothing.
+//!
 //! Both are one table command ([`Command::Revoke`]), applied by the engine that answers
 //! (a single node's, or a cluster leader's) and answered once durable, like a release. The
 //! lock goes on to its next waiter with a new token, so the old holder's writes are turned
@@ -13,8 +16,10 @@ use fenced_proto::v1 as pb;
 use fenced_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
+use crate::access::Caller;
 use crate::config::Config;
 use crate::convert;
+use crate::policy::{Permission, Policy};
 use crate::serving::Serving;
 use crate::table::{Command, Reply};
 
@@ -25,21 +30,35 @@ pub struct Revocations {
     serving: Serving,
     /// The limits (lock names).
     config: Arc<Config>,
+    /// Who may revoke what, if a policy is given.
+    policy: Option<Arc<Policy>>,
 }
 
 impl Revocations {
     /// Revocations applied by whichever engine `serving` names.
     pub fn new(serving: Serving, config: Arc<Config>) -> Revocations {
-        Revocations { serving, config }
+        Revocations {
+            serving,
+            config,
+            policy: None,
+        }
+    }
+
+    /// Revocations that need the `admin` permission on the lock under `policy`.
+    pub fn with_policy(mut self, policy: Option<Arc<Policy>>) -> Revocations {
+        self.policy = policy;
+        self
     }
 
     /// Ends the holding `request` names: the whole lease, or the lock alone.
     async fn revoke(
         &self,
+        caller: Caller,
         request: pb::RevokeRequest,
         whole_lease: bool,
     ) -> Result<pb::RevokeResponse, Status> {
         let lock = convert::lock_name(&self.config, "lock", request.lock)?;
+        caller.check(Permission::Admin, lock.as_str())?;
         let token = convert::optional_token(request.token);
         let engine = self.serving.engine()?;
         let executed = engine.execute(
@@ -73,7 +92,8 @@ impl AdminService for Revocations {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        self.revoke(request.into_inner(), true)
+        let caller = Caller::from_extensions(request.extensions(), self.policy.as_ref());
+        self.revoke(caller, request.into_inner(), true)
             .await
             .map(Response::new)
     }
@@ -82,7 +102,8 @@ impl AdminService for Revocations {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        self.revoke(request.into_inner(), false)
+        let caller = Caller::from_extensions(request.extensions(), self.policy.as_ref());
+        self.revoke(caller, request.into_inner(), false)
             .await
             .map(Response::new)
     }

@@ -34,6 +34,7 @@ use crate::error::Error;
 use crate::event_log::{self, EventLog};
 use crate::framed;
 use crate::grpc_incoming;
+use crate::policy::Policy;
 use crate::revocation::Revocations;
 use crate::service::LockServer;
 use crate::serving::Serving;
@@ -54,6 +55,8 @@ pub struct OpenServer {
     admin: Option<AdminListener>,
     /// Who may call, when authentication is on.
     auth: Option<Arc<Authenticator>>,
+    /// What each identity may do, when a policy file is given.
+    policy: Option<Arc<Policy>>,
     /// The key that signs grants' sequencers, if one is configured.
     signer: Option<Arc<SigningKey>>,
 }
@@ -72,6 +75,12 @@ impl OpenServer {
             .auth_tokens
             .as_deref()
             .map(Authenticator::from_file)
+            .transpose()?
+            .map(Arc::new);
+        let policy = config
+            .policy
+            .as_deref()
+            .map(Policy::from_file)
             .transpose()?
             .map(Arc::new);
         let signer = config.signing_key.as_ref().map(signing::load).transpose()?;
@@ -94,6 +103,7 @@ impl OpenServer {
                 tls,
                 admin,
                 auth,
+                policy,
                 signer,
             });
         }
@@ -120,6 +130,7 @@ impl OpenServer {
             tls,
             admin,
             auth,
+            policy,
             signer,
         })
     }
@@ -164,6 +175,7 @@ impl OpenServer {
             tls,
             admin,
             auth,
+            policy,
             signer,
         } = self;
         if (auth.is_some() || config.client_ca.is_some()) && sessions.is_some() {
@@ -175,6 +187,7 @@ impl OpenServer {
             tls,
             admin,
             auth,
+            policy,
             signer,
         };
         let (store, recovered) = match mode {
@@ -223,6 +236,8 @@ struct Listeners {
     admin: Option<AdminListener>,
     /// Who may call, when authentication is on.
     auth: Option<Arc<Authenticator>>,
+    /// What each identity may do, when a policy file is given.
+    policy: Option<Arc<Policy>>,
     /// The key that signs grants' sequencers, if any.
     signer: Option<Arc<SigningKey>>,
 }
@@ -241,7 +256,7 @@ async fn serve_member(
     let fatal = CancellationToken::new();
     let member = member.start(config.clone(), fatal.clone()).await?;
     let membership = Some(ClusterServiceServer::with_interceptor(
-        member.membership(),
+        member.membership().with_policy(listeners.policy.clone()),
         AuthLayer::new(listeners.auth.clone(), config.client_ca.is_some()),
     ));
     let served = serve_clients(
@@ -280,6 +295,7 @@ async fn serve_clients(
         tls,
         admin,
         auth,
+        policy,
         signer,
     } = listeners;
     let auth = AuthLayer::new(auth, config.client_ca.is_some());
@@ -289,11 +305,13 @@ async fn serve_clients(
         .await;
     let reflection = reflection_service(fenced_proto::FILE_DESCRIPTOR_SET)?;
 
-    let service = LockServer::new(serving.clone(), config.clone()).with_signer(signer);
     let revocations = AdminServiceServer::with_interceptor(
-        Revocations::new(serving.clone(), config.clone()),
+        Revocations::new(serving.clone(), config.clone()).with_policy(policy.clone()),
         auth.clone(),
     );
+    let service = LockServer::new(serving.clone(), config.clone())
+        .with_signer(signer)
+        .with_policy(policy);
     let admin = admin
         .map(|admin| Admin::start(admin, serving, config.clone(), service.watchers().clone()))
         .transpose()?;

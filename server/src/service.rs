@@ -9,6 +9,13 @@
 //! the client going away is the handler's future being dropped, and an acquire whose
 //! future is dropped before it answers leaves its lock's queue at once and gives back a
 //! grant nobody received (CONTRACT L2).
+//!
+//! Each handler takes the [`Caller`] (the identity the request's extensions carry and the
+//! policy file) and checks its permission before it changes or shows anything: `lock` on
+//! the lock to acquire it, and on every lock a lease holds to renew, release or join that
+//! lease (the lease id itself is the holder's secret: no answer shows it to anyone else);
+//! `read` on a lock to describe or check it, and List and Watch show only the locks the
+//! caller may read.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,10 +29,13 @@ use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access::Caller;
 use crate::config::Config;
 use crate::convert;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::policy::{Permission, Policy};
+use crate::quota::PerIdentity;
 use crate::serving::Serving;
 use crate::session::SessionStream;
 use crate::signing;
@@ -44,18 +54,42 @@ pub struct LockServer {
     watchers: Watchers,
     /// Signs each grant's sequencer, if a signing key is configured.
     signer: Option<Arc<SigningKey>>,
+    /// What each identity may do, when a policy file is given.
+    policy: Option<Arc<Policy>>,
+    /// The acquires that may wait, per identity, and how many each may have in flight.
+    waiters_per_identity: PerIdentity,
 }
 
 impl LockServer {
     /// A service over the engine `serving` names, checking input against `config`.
     pub fn new(serving: Serving, config: Arc<Config>) -> Self {
-        let watchers = Watchers::new(config.max_watchers);
+        let watchers =
+            Watchers::new(config.max_watchers).per_identity(config.max_watchers_per_identity);
+        let waiters_per_identity = PerIdentity::new(
+            config.max_waiters_per_identity,
+            "acquires that may wait in flight",
+            "max_waiters_per_identity",
+        );
         LockServer {
             serving,
             config,
             watchers,
             signer: None,
+            policy: None,
+            waiters_per_identity,
         }
+    }
+
+    /// Holds every caller to `policy` ([`crate::policy`]); `None` lets every caller do
+    /// everything.
+    pub fn with_policy(mut self, policy: Option<Arc<Policy>>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The caller of a gRPC request with these extensions.
+    pub fn caller(&self, extensions: &tonic::Extensions) -> Caller {
+        Caller::from_extensions(extensions, self.policy.as_ref())
     }
 
     /// Signs every grant's sequencer with `signer` ([`crate::signing`]); `None` signs
@@ -77,9 +111,20 @@ impl LockServer {
     /// the queue and undoes a grant nobody received (L2).
     pub async fn acquire(
         &self,
+        caller: &Caller,
         request: pb::AcquireRequest,
     ) -> Result<pb::AcquireResponse, Status> {
-        let (acquire, wait) = convert::acquire(&self.config, request)?;
+        let (mut acquire, wait) = convert::acquire(&self.config, request)?;
+        caller.check(Permission::Lock, acquire.lock.as_str())?;
+        if let crate::table::LeaseChoice::Join(lease) = &acquire.lease {
+            self.check_lease(caller, lease, None)?;
+        }
+        acquire.holder = caller.holder(acquire.holder, self.config.max_holder_bytes)?;
+        // Held until the acquire answers: a waiting acquire counts from before it queues.
+        let _waiting = match wait.is_zero() {
+            true => None,
+            false => self.waiters_per_identity.take(caller.identity_shared())?,
+        };
         let lock = acquire.lock.clone();
         let mut response = self.grant(acquire, wait, &lock).await?;
         if let Some(signer) = &self.signer {
@@ -118,9 +163,14 @@ impl LockServer {
 
     /// `Renew`: extends a lease by its TTL. In a cluster, confirmed only after a
     /// leadership round that began after it arrived.
-    pub async fn renew(&self, request: pb::RenewRequest) -> Result<pb::RenewResponse, Status> {
+    pub async fn renew(
+        &self,
+        caller: &Caller,
+        request: pb::RenewRequest,
+    ) -> Result<pb::RenewResponse, Status> {
         let lease_id = request.lease_id;
         let lease = convert::lease_id(&lease_id)?;
+        self.check_lease(caller, &lease, None)?;
         let engine = self.serving.engine()?;
         let executed = engine.execute(Command::Renew { lease }, None)?;
         match executed.reply {
@@ -146,6 +196,7 @@ impl LockServer {
     /// outcome, in order, until `renewals` ends or fails.
     pub fn keep_alive<Renewals, E>(
         &self,
+        caller: Caller,
         renewals: Renewals,
     ) -> impl Stream<Item = Result<pb::RenewResponse, Status>> + Send + 'static
     where
@@ -155,20 +206,23 @@ impl LockServer {
         // Renewals are answered in order, each as its message is read, by whoever polls the
         // answers (hyper's task for this stream): no task or channel per stream or per
         // renewal. The stream ends when the client's side ends or breaks.
-        let serving = self.serving.clone();
+        let server = self.clone();
         renewals.map_while(Result::ok).then(move |message| {
-            let serving = serving.clone();
-            async move { keep_alive_one(&serving, message.lease_id).await }
+            let server = server.clone();
+            let caller = caller.clone();
+            async move { keep_alive_one(&server, &caller, message.lease_id).await }
         })
     }
 
     /// `Release`: ends a lease, or only its holding of the request's lock.
     pub async fn release(
         &self,
+        caller: &Caller,
         request: pb::ReleaseRequest,
     ) -> Result<pb::ReleaseResponse, Status> {
         let lease = convert::lease_id(&request.lease_id)?;
         let lock = convert::optional_lock_name(&self.config, "lock", request.lock)?;
+        self.check_lease(caller, &lease, lock.as_ref())?;
         let engine = self.serving.engine()?;
         let executed = engine.execute(Command::Release { lease, lock }, None)?;
         engine.durable(executed.seq).await?;
@@ -179,8 +233,13 @@ impl LockServer {
     }
 
     /// `Describe`: one lock's holder, token and queue.
-    pub async fn describe(&self, request: pb::DescribeRequest) -> Result<pb::LockInfo, Status> {
+    pub async fn describe(
+        &self,
+        caller: &Caller,
+        request: pb::DescribeRequest,
+    ) -> Result<pb::LockInfo, Status> {
         let lock = convert::lock_name(&self.config, "lock", request.lock)?;
+        caller.check(Permission::Read, lock.as_str())?;
         let engine = self.serving.engine()?;
         let (view, seq) = engine.read(|table, now| table.describe(now, &lock))?;
         engine.durable(seq).await?;
@@ -188,9 +247,16 @@ impl LockServer {
         Ok(convert::lock_info(view))
     }
 
-    /// `List`: one page of the locks under a prefix.
-    pub async fn list(&self, request: pb::ListRequest) -> Result<pb::ListResponse, Status> {
+    /// `List`: one page of the locks under a prefix, of those the caller may read. The
+    /// cursor moves past the locks it may not read as past any other, so a page may hold
+    /// fewer locks (or none) while more follow.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        request: pb::ListRequest,
+    ) -> Result<pb::ListResponse, Status> {
         let prefix = convert::prefix(&self.config, request.prefix)?;
+        caller.check_some_under(Permission::Read, &prefix)?;
         let after = convert::list_cursor(&self.config, &prefix, request.cursor)?;
         let max = self.config.max_list_page;
         let page_size = match usize::try_from(request.page_size) {
@@ -203,7 +269,12 @@ impl LockServer {
         engine.durable(seq).await?;
         self.serving.confirm_leadership().await?;
         Ok(pb::ListResponse {
-            locks: page.locks.into_iter().map(convert::lock_info).collect(),
+            locks: page
+                .locks
+                .into_iter()
+                .filter(|view| caller.may(Permission::Read, view.lock.as_str()))
+                .map(convert::lock_info)
+                .collect(),
             next_cursor: page.next.map(|after| after.to_string()).unwrap_or_default(),
             revision,
         })
@@ -211,35 +282,58 @@ impl LockServer {
 
     /// `Watch`: a stream of the events of one lock or of the locks under a prefix, from
     /// the start revision if given; OUT_OF_RANGE when the events from there are no longer
-    /// kept; RESOURCE_EXHAUSTED when the most streams are open already. Served by every
+    /// kept; RESOURCE_EXHAUSTED when the most streams are open already (in all, or for the
+    /// caller's identity). Served by every
     /// cluster member, leader or not: events are published as they are applied.
-    pub fn watch(&self, request: pb::WatchRequest) -> Result<watch::WatchStream, Status> {
+    pub fn watch(
+        &self,
+        caller: Caller,
+        request: pb::WatchRequest,
+    ) -> Result<watch::WatchStream, Status> {
         let lock = convert::optional_lock_name(&self.config, "lock", request.lock)?;
         let prefix = convert::prefix(&self.config, request.prefix)?;
         if lock.is_some() && !prefix.is_empty() {
             return Err(convert::invalid("set lock or prefix, not both".to_string()));
         }
         let filter = match lock {
-            Some(lock) => Filter::Lock(lock),
-            None => Filter::Prefix(prefix),
+            Some(lock) => {
+                caller.check(Permission::Read, lock.as_str())?;
+                Filter::Lock(lock)
+            }
+            None => {
+                caller.check_some_under(Permission::Read, &prefix)?;
+                Filter::Prefix(prefix)
+            }
+        };
+        let identity = caller.identity_shared().cloned();
+        let filter = match caller.is_restricted() {
+            true => Filter::Readable(Box::new(filter), caller),
+            false => filter,
         };
         let subscription = watch::subscribe(self.serving.event_log(), request.start_revision)?;
         self.watchers
-            .open(subscription, request.start_revision, filter)
+            .open_as(identity, subscription, request.start_revision, filter)
     }
 
     /// `Session`: the answers to `requests`, each run by the handler of its operation, at
     /// most the configured number in flight at once.
-    pub fn session<Requests>(&self, requests: Requests) -> SessionStream<Requests> {
-        SessionStream::new(self.clone(), requests, self.config.max_session_in_flight)
+    pub fn session<Requests>(&self, caller: Caller, requests: Requests) -> SessionStream<Requests> {
+        SessionStream::new(
+            self.clone(),
+            caller,
+            requests,
+            self.config.max_session_in_flight,
+        )
     }
 
     /// `CheckToken`: whether a token is the lock's current one.
     pub async fn check_token(
         &self,
+        caller: &Caller,
         request: pb::CheckTokenRequest,
     ) -> Result<pb::CheckTokenResponse, Status> {
         let lock = convert::lock_name(&self.config, "lock", request.lock)?;
+        caller.check(Permission::Read, lock.as_str())?;
         let presented = convert::optional_token(request.token);
         let engine = self.serving.engine()?;
         let (current, seq) = engine.read(|table, now| table.current_token(now, &lock))?;
@@ -249,6 +343,36 @@ impl LockServer {
             current: current.is_some() && current == presented,
             current_token: current.map_or(0, |token| token.get()),
         })
+    }
+}
+
+impl LockServer {
+    /// `Ok` if the caller has `lock` on `lock` (when given) and on every lock lease `lease`
+    /// holds: what renewing, releasing or joining it needs. Reads the table only when a
+    /// policy restricts the caller.
+    fn check_lease(
+        &self,
+        caller: &Caller,
+        lease: &fenced_types::LeaseId,
+        lock: Option<&fenced_types::LockName>,
+    ) -> Result<(), Status> {
+        if !caller.is_restricted() {
+            return Ok(());
+        }
+        if let Some(lock) = lock {
+            return caller.check(Permission::Lock, lock.as_str());
+        }
+        let engine = self.serving.engine()?;
+        let (forbidden, _seq) = engine.read(|table, _now| {
+            table
+                .lease_locks(lease)
+                .find(|name| !caller.may(Permission::Lock, name.as_str()))
+                .cloned()
+        })?;
+        match forbidden {
+            Some(name) => caller.check(Permission::Lock, name.as_str()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -262,7 +386,8 @@ impl LockService for LockServer {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        LockServer::acquire(self, request.into_inner())
+        let caller = self.caller(request.extensions());
+        LockServer::acquire(self, &caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -271,7 +396,8 @@ impl LockService for LockServer {
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        LockServer::renew(self, request.into_inner())
+        let caller = self.caller(request.extensions());
+        LockServer::renew(self, &caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -282,7 +408,8 @@ impl LockService for LockServer {
         &self,
         request: Request<Streaming<pb::RenewRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        let answers = LockServer::keep_alive(self, request.into_inner());
+        let caller = self.caller(request.extensions());
+        let answers = LockServer::keep_alive(self, caller, request.into_inner());
         Ok(Response::new(Box::pin(answers)))
     }
 
@@ -290,7 +417,8 @@ impl LockService for LockServer {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        LockServer::release(self, request.into_inner())
+        let caller = self.caller(request.extensions());
+        LockServer::release(self, &caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -299,7 +427,8 @@ impl LockService for LockServer {
         &self,
         request: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::LockInfo>, Status> {
-        LockServer::describe(self, request.into_inner())
+        let caller = self.caller(request.extensions());
+        LockServer::describe(self, &caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -308,7 +437,8 @@ impl LockService for LockServer {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        LockServer::list(self, request.into_inner())
+        let caller = self.caller(request.extensions());
+        LockServer::list(self, &caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -319,7 +449,8 @@ impl LockService for LockServer {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let events = LockServer::watch(self, request.into_inner())?;
+        let caller = self.caller(request.extensions());
+        let events = LockServer::watch(self, caller, request.into_inner())?;
         Ok(Response::new(Box::pin(events)))
     }
 
@@ -329,7 +460,8 @@ impl LockService for LockServer {
         &self,
         request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let answers = LockServer::session(self, request.into_inner());
+        let caller = self.caller(request.extensions());
+        let answers = LockServer::session(self, caller, request.into_inner());
         Ok(Response::new(Box::pin(answers)))
     }
 
@@ -337,7 +469,8 @@ impl LockService for LockServer {
         &self,
         request: Request<pb::CheckTokenRequest>,
     ) -> Result<Response<pb::CheckTokenResponse>, Status> {
-        LockServer::check_token(self, request.into_inner())
+        let caller = self.caller(request.extensions());
+        LockServer::check_token(self, &caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -408,7 +541,12 @@ async fn wait_in_queue(
 
 /// One KeepAlive message: renew and answer with an outcome instead of a status, so the
 /// stream stays open for the client's other leases.
-async fn keep_alive_one(serving: &Serving, lease_id: String) -> Result<pb::RenewResponse, Status> {
+async fn keep_alive_one(
+    server: &LockServer,
+    caller: &Caller,
+    lease_id: String,
+) -> Result<pb::RenewResponse, Status> {
+    let serving = &server.serving;
     let failed = |lease_id: String, outcome: pb::renew_response::Outcome, message: String| {
         Ok(pb::RenewResponse {
             lease_id,
@@ -427,6 +565,8 @@ async fn keep_alive_one(serving: &Serving, lease_id: String) -> Result<pb::Renew
             )
         }
     };
+    // A refusal ends the stream with PERMISSION_DENIED: no outcome says it.
+    server.check_lease(caller, &lease, None)?;
     let engine = serving.engine()?;
     let executed = engine.execute(Command::Renew { lease }, None)?;
     match executed.reply {

@@ -34,6 +34,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream};
 use tonic::Status;
 
+use crate::access::Caller;
 use crate::service::LockServer;
 use crate::table::Refusal;
 
@@ -43,6 +44,9 @@ use crate::table::Refusal;
 pub struct SessionStream<Inbound> {
     /// Runs each request.
     server: LockServer,
+    /// Who sent the requests (the identity the `Session` call carried), checked against
+    /// the policy by each handler.
+    caller: Caller,
     /// The client's requests; `None` once it has finished sending.
     inbound: Option<Inbound>,
     /// Requests being served.
@@ -88,11 +92,12 @@ enum AtCap {
 }
 
 impl<Inbound> SessionStream<Inbound> {
-    /// Serves `inbound` with `server`, at most `max_in_flight` requests at once (at least
-    /// one), reading no more while it has that many.
-    pub fn new(server: LockServer, inbound: Inbound, max_in_flight: usize) -> Self {
+    /// Serves `inbound` from `caller` with `server`, at most `max_in_flight` requests at
+    /// once (at least one), reading no more while it has that many.
+    pub fn new(server: LockServer, caller: Caller, inbound: Inbound, max_in_flight: usize) -> Self {
         SessionStream {
             server,
+            caller,
             inbound: Some(inbound),
             in_flight: FuturesUnordered::new(),
             max_in_flight: max_in_flight.max(1),
@@ -153,8 +158,11 @@ where
             };
             match Pin::new(inbound).poll_next(cx) {
                 Poll::Ready(Some(Ok(request))) => {
-                    this.in_flight
-                        .push(Box::pin(answer(this.server.clone(), request)));
+                    this.in_flight.push(Box::pin(answer(
+                        this.server.clone(),
+                        this.caller.clone(),
+                        request,
+                    )));
                 }
                 // The client finished sending: answer what is in flight, then end.
                 Poll::Ready(None) => this.inbound = None,
@@ -203,13 +211,23 @@ where
 /// The answer to one request of a session: what the unary call of its operation answers,
 /// from the same handler. Dropping the future drops the handler's, which undoes what it
 /// had begun (a queued acquirer leaves its queue, L2).
-async fn answer(server: LockServer, request: pb::SessionRequest) -> pb::SessionResponse {
+async fn answer(
+    server: LockServer,
+    caller: Caller,
+    request: pb::SessionRequest,
+) -> pb::SessionResponse {
     use pb::session_request::Op;
     use pb::session_response::Result as Outcome;
     let result = match request.op {
-        Some(Op::Acquire(acquire)) => server.acquire(acquire).await.map(Outcome::Acquired),
-        Some(Op::Renew(renew)) => server.renew(renew).await.map(Outcome::Renewed),
-        Some(Op::Release(release)) => server.release(release).await.map(Outcome::Released),
+        Some(Op::Acquire(acquire)) => server
+            .acquire(&caller, acquire)
+            .await
+            .map(Outcome::Acquired),
+        Some(Op::Renew(renew)) => server.renew(&caller, renew).await.map(Outcome::Renewed),
+        Some(Op::Release(release)) => server
+            .release(&caller, release)
+            .await
+            .map(Outcome::Released),
         None => Err(crate::convert::invalid(
             "session request without an operation".to_string(),
         )),

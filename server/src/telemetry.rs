@@ -68,7 +68,7 @@ const BATCH_BUCKETS: &[f64] = &[
 
 /// Each refusal's gRPC code and fenced reason (as in the `fenced-error` metadata), in the
 /// order of [`refusal_index`].
-const REFUSAL_LABELS: [(&str, &str); 14] = [
+const REFUSAL_LABELS: [(&str, &str); 15] = [
     ("INVALID_ARGUMENT", "invalid-argument"),
     ("ABORTED", "busy"),
     ("ABORTED", "queued"),
@@ -83,12 +83,15 @@ const REFUSAL_LABELS: [(&str, &str); 14] = [
     ("RESOURCE_EXHAUSTED", "lease-full"),
     ("RESOURCE_EXHAUSTED", "tokens-exhausted"),
     ("FAILED_PRECONDITION", "not-held"),
+    ("PERMISSION_DENIED", "permission-denied"),
 ];
 
 /// The position of `INVALID_ARGUMENT`/`invalid-argument` in [`REFUSAL_LABELS`].
 const INVALID_ARGUMENT: usize = 0;
 /// The position of `RESOURCE_EXHAUSTED`/`exhausted` in [`REFUSAL_LABELS`].
 const EXHAUSTED: usize = 10;
+/// The position of `PERMISSION_DENIED`/`permission-denied` in [`REFUSAL_LABELS`].
+const PERMISSION_DENIED: usize = 14;
 
 /// The position of a refusal's labels in [`REFUSAL_LABELS`].
 fn refusal_index(refusal: &Refusal) -> usize {
@@ -167,6 +170,11 @@ impl Telemetry {
     /// watcher cap).
     pub fn refused_exhausted(&self) {
         self.refusals[EXHAUSTED].increment(1);
+    }
+
+    /// Counts one request the policy file refused ([`crate::access`]).
+    pub fn refused_permission(&self) {
+        self.refusals[PERMISSION_DENIED].increment(1);
     }
 
     /// Counts one durable lock event.

@@ -16,8 +16,9 @@
 //!   already in its buffer it gets `RESOURCE_EXHAUSTED` ("fell behind and missed N events;
 //!   watch again from revision R") and its stream ends, so it never misses an event
 //!   silently;
-//! - the number of watchers is capped, and a stream that ends (the client closed it, went
-//!   away, or fell behind) gives its place back.
+//! - the number of watchers is capped, in all and (`max_watchers_per_identity`) for each
+//!   authenticated identity, so one tenant cannot take every place; a stream that ends
+//!   (the client closed it, went away, or fell behind) gives its places back.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,8 +29,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use crate::access::Caller;
 use crate::convert;
 use crate::event_log::{EventLog, Subscription};
+use crate::policy::Permission;
+use crate::quota::{PerIdentity, Place};
 use crate::table::Event;
 
 /// Events one watcher may have forwarded but not yet sent, on top of the shared ring.
@@ -42,6 +46,9 @@ pub enum Filter {
     Lock(LockName),
     /// Those of every lock whose name starts with this (empty: all).
     Prefix(String),
+    /// Those the inner filter wants, of the locks the caller may read under the policy
+    /// file ([`crate::access`]).
+    Readable(Box<Filter>, Caller),
 }
 
 impl Filter {
@@ -49,9 +56,16 @@ impl Filter {
         match self {
             Filter::Lock(lock) => event.lock == *lock,
             Filter::Prefix(prefix) => event.lock.as_str().starts_with(prefix.as_str()),
+            Filter::Readable(inner, caller) => {
+                inner.wants(event) && caller.may(Permission::Read, event.lock.as_str())
+            }
         }
     }
 }
+
+/// What a per-identity refusal calls a watcher's place, and the setting that limits them.
+const WATCHES: &str = "concurrent Watch streams";
+const WATCHES_SETTING: &str = "max_watchers_per_identity";
 
 /// A watcher's stream of events, as the `Watch` rpc answers.
 pub type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
@@ -63,6 +77,8 @@ pub struct Watchers {
     open: Arc<AtomicUsize>,
     /// How many may be.
     limit: usize,
+    /// How many streams each authenticated identity has open, and may.
+    per_identity: PerIdentity,
 }
 
 impl Watchers {
@@ -71,7 +87,15 @@ impl Watchers {
         Watchers {
             open: Arc::new(AtomicUsize::new(0)),
             limit,
+            per_identity: PerIdentity::new(0, WATCHES, WATCHES_SETTING),
         }
+    }
+
+    /// At most `per_identity` streams open for one authenticated identity (0: no limit
+    /// beyond the total).
+    pub fn per_identity(mut self, per_identity: usize) -> Self {
+        self.per_identity = PerIdentity::new(per_identity, WATCHES, WATCHES_SETTING);
+        self
     }
 
     /// How many streams are open now.
@@ -88,6 +112,19 @@ impl Watchers {
         from: u64,
         filter: Filter,
     ) -> Result<WatchStream, Status> {
+        self.open_as(None, subscription, from, filter)
+    }
+
+    /// As [`Watchers::open`], for a caller authenticated as `identity`, which also may have
+    /// at most the per-identity number of streams open.
+    pub fn open_as(
+        &self,
+        identity: Option<Arc<str>>,
+        subscription: Subscription,
+        from: u64,
+        filter: Filter,
+    ) -> Result<WatchStream, Status> {
+        let identity_slot = self.per_identity.take(identity.as_ref())?;
         let slot = self.take_slot().ok_or_else(|| {
             crate::telemetry::telemetry().refused_exhausted();
             convert::exhausted(format!(
@@ -96,7 +133,13 @@ impl Watchers {
             ))
         })?;
         let (sender, receiver) = mpsc::channel(BUFFER);
-        tokio::spawn(forward(subscription, from, filter, sender, slot));
+        tokio::spawn(forward(
+            subscription,
+            from,
+            filter,
+            sender,
+            (slot, identity_slot),
+        ));
         Ok(ReceiverStream::new(receiver))
     }
 
@@ -126,7 +169,7 @@ async fn forward(
     from: u64,
     filter: Filter,
     sender: mpsc::Sender<Result<pb::WatchEvent, Status>>,
-    slot: Slot,
+    slot: (Slot, Option<Place>),
 ) {
     let Subscription {
         backlog,

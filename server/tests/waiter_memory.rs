@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fenced::access::Caller;
 use fenced::clock::Clock;
 use fenced::committer::run_committer;
 use fenced::engine::Engine;
@@ -69,11 +70,12 @@ fn resident_bytes() -> u64 {
 
 /// Runs `count` acquires on the held lock that each wait 1 ms and time out.
 async fn time_out(server: &LockServer, count: usize) {
+    let anyone = Caller::default();
     let mut in_flight = FuturesUnordered::new();
     let mut started = 0;
     while started < count || !in_flight.is_empty() {
         while started < count && in_flight.len() < CONCURRENT {
-            in_flight.push(server.acquire(acquire(1)));
+            in_flight.push(server.acquire(&anyone, acquire(1)));
             started += 1;
         }
         if let Some(answer) = in_flight.next().await {
@@ -118,7 +120,10 @@ async fn timed_out_waits_leave_resident_memory_where_it_was() {
         std::thread::spawn(move || run_committer(engine, stop))
     };
     let server = LockServer::new(Serving::single(engine.clone(), event_log), Arc::new(config));
-    server.acquire(acquire(0)).await.unwrap();
+    server
+        .acquire(&Caller::default(), acquire(0))
+        .await
+        .unwrap();
 
     time_out(&server, WARM_UP).await;
     let before = resident_bytes();

@@ -7,8 +7,12 @@
 //! no two majorities can decide at once). Removing one is a single change of the voters.
 //! Both answer once the change is committed. A member that does not lead refuses a change
 //! with the not-leader refusal, as it refuses lock calls.
+//!
+//! Under a policy file ([`crate::policy`]), every call of this service needs `admin` on
+//! `*`: the members' addresses and changes to them concern every lock.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fenced_proto::v1 as pb;
@@ -18,9 +22,11 @@ use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, Raft};
 use tonic::{Request, Response, Status};
 
+use crate::access::Caller;
 use crate::cluster::settings::is_host_port;
 use crate::cluster::types::{ClusterNode, NodeId, TypeConfig};
 use crate::convert::invalid;
+use crate::policy::{Permission, Policy};
 use crate::serving::Serving;
 
 /// How long an added member has to catch up with the log before the change gives up.
@@ -37,12 +43,30 @@ pub struct Membership {
     raft: Raft<TypeConfig>,
     /// For the not-leader refusal.
     serving: Serving,
+    /// What each identity may do, when a policy file is given.
+    policy: Option<Arc<Policy>>,
 }
 
 impl Membership {
     /// The service of the member whose raft core is `raft`.
     pub fn new(raft: Raft<TypeConfig>, serving: Serving) -> Membership {
-        Membership { raft, serving }
+        Membership {
+            raft,
+            serving,
+            policy: None,
+        }
+    }
+
+    /// Holds every call to `policy` (`None`: every authenticated caller may call).
+    pub fn with_policy(mut self, policy: Option<Arc<Policy>>) -> Membership {
+        self.policy = policy;
+        self
+    }
+
+    /// `Ok` if the caller of `request` may administer the cluster.
+    fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        Caller::from_extensions(request.extensions(), self.policy.as_ref())
+            .check_all(Permission::Admin)
     }
 
     /// The members as this member's last applied membership has them.
@@ -100,8 +124,9 @@ impl Membership {
 impl ClusterService for Membership {
     async fn members(
         &self,
-        _request: Request<pb::MembersRequest>,
+        request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
+        self.check_admin(&request)?;
         Ok(Response::new(Membership::members(self)))
     }
 
@@ -109,6 +134,7 @@ impl ClusterService for Membership {
         &self,
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
+        self.check_admin(&request)?;
         let request = request.into_inner();
         if request.id == 0 {
             return Err(invalid("id must be above zero".to_string()));
@@ -156,6 +182,7 @@ impl ClusterService for Membership {
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
+        self.check_admin(&request)?;
         let id = request.into_inner().id;
         let known = Membership::members(self)
             .members

@@ -152,6 +152,15 @@ impl LockTable {
         ListPage { locks, next }
     }
 
+    /// The locks lease `lease` holds (none for a lease the table does not know): what the
+    /// policy decides a renewal or release by lease id on ([`crate::access`]).
+    pub fn lease_locks(&self, lease: &LeaseId) -> impl Iterator<Item = &LockName> {
+        self.leases
+            .get(lease)
+            .into_iter()
+            .flat_map(|lease| lease.locks.iter())
+    }
+
     /// The live holder's token of a lock, if it is held at `now`.
     pub fn current_token(&self, now: Timestamp, lock: &LockName) -> Option<FencingToken> {
         self.describe(now, lock).holder.map(|(_, token)| token)
