@@ -87,6 +87,14 @@ pub async fn run(options: &RunOptions, seed: u64) -> Result<RunResult, HarnessEr
     let locks: Vec<String> = (0..options.locks).map(|i| format!("l{i}")).collect();
 
     let system = start(options, dir.path(), &recorder, &locks, seed).await?;
+    // In a cluster, leader changes the nemeses did not make (an election under load) are
+    // recorded as faults too: a waiter cut off by one is queued again at the back.
+    let leader_watch = system.is_cluster().then(|| {
+        let endpoints: Vec<String> = system.lock_servers.iter().map(Server::endpoint).collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(watch_leader(endpoints, recorder.clone(), stop.clone()));
+        (task, stop)
+    });
     let system = Arc::new(Mutex::new(system));
 
     // The nemeses, until the workers' time is up.
@@ -134,11 +142,19 @@ pub async fn run(options: &RunOptions, seed: u64) -> Result<RunResult, HarnessEr
     }
 
     // Everything healed: the workers finish, then the harness reads what the store holds.
+    let mut leader_watch = leader_watch;
     for worker in &mut system.workers {
         let grace = options.length + Duration::from_secs(30);
         if worker.child.wait_for_exit(grace).await?.is_none() {
             worker.child.kill().await?;
         }
+    }
+    if let Some((task, stop)) = leader_watch.take() {
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        task.await.map_err(|join| HarnessError::Io {
+            what: "the leader watch".into(),
+            reason: join.to_string(),
+        })??;
     }
     final_reads(&system.store, &recorder, &locks).await?;
     for lock_server in &mut system.lock_servers {
@@ -425,4 +441,49 @@ fn io(what: &str, error: std::io::Error) -> HarnessError {
         what: what.to_string(),
         reason: error.to_string(),
     }
+}
+
+/// How often the leader watch asks who leads.
+const LEADER_POLL: Duration = Duration::from_millis(50);
+
+/// Records every change of a cluster's leader as a fault (`cluster`, `leader-change`),
+/// from the first look that finds the old leader gone to the first that finds a leader
+/// again, until `stop`.
+async fn watch_leader(
+    endpoints: Vec<String>,
+    recorder: Arc<Recorder>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), HarnessError> {
+    let endpoints: Vec<Option<String>> = endpoints.into_iter().map(Some).collect();
+    let mark = |phase| Event::Fault {
+        t: now(),
+        target: "cluster".into(),
+        kind: "leader-change".into(),
+        phase,
+    };
+    let mut current = crate::cluster::leader(&endpoints).await;
+    let mut changing = false;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(LEADER_POLL).await;
+        let leader = crate::cluster::leader(&endpoints).await;
+        if changing {
+            if leader.is_some() {
+                recorder.record(&mark(history::Phase::End))?;
+                changing = false;
+                current = leader;
+            }
+        } else if leader != current {
+            recorder.record(&mark(history::Phase::Start))?;
+            if leader.is_some() {
+                recorder.record(&mark(history::Phase::End))?;
+                current = leader;
+            } else {
+                changing = true;
+            }
+        }
+    }
+    if changing {
+        recorder.record(&mark(history::Phase::End))?;
+    }
+    Ok(())
 }
