@@ -136,6 +136,7 @@ impl Caller {
     /// `PERMISSION_DENIED` for `permission` on `what`.
     fn denied(&self, permission: Permission, what: &str) -> Status {
         crate::telemetry::telemetry().refused_permission();
+        crate::audit::permission_denied(self.identity(), &permission.to_string(), what);
         let who = self.identity().unwrap_or("an unauthenticated caller");
         let mut status = Status::permission_denied(format!(
             "{who} may not {permission} {what}: the policy file (--policy) grants no such permission"

@@ -151,7 +151,17 @@ impl Interceptor for AuthLayer {
         if !self.is_on() {
             return Ok(request);
         }
-        let identity = self.identify(&request)?;
+        let identity = match self.identify(&request) {
+            Ok(identity) => identity,
+            Err(status) => {
+                let peer = request
+                    .extensions()
+                    .get::<crate::grpc_incoming::ConnectionInfo>()
+                    .and_then(|info| info.tcp.remote_addr);
+                crate::audit::unauthenticated(peer, status.message());
+                return Err(status);
+            }
+        };
         request.extensions_mut().insert(identity);
         Ok(request)
     }

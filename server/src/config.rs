@@ -84,6 +84,11 @@ pub struct Config {
     /// Serve TLS with this certificate chain and private key (PEM files); `None` serves
     /// plaintext (default).
     pub tls: Option<TlsFiles>,
+    /// The audit log ([`crate::audit`]): every grant, release, expiry, revocation and refused
+    /// call, one JSON line each; `None`: no audit log (default).
+    pub audit_log: Option<PathBuf>,
+    /// The size at which the audit log is rotated (default 64 MiB).
+    pub audit_max_bytes: u64,
     /// Authentication by client certificates: the CA (PEM) whose certificates identify
     /// clients ([`crate::auth`]); needs `tls`. `None`: no client certificates (default).
     pub client_ca: Option<PathBuf>,
@@ -170,6 +175,8 @@ impl Default for Config {
             tls: None,
             auth_tokens: None,
             client_ca: None,
+            audit_log: None,
+            audit_max_bytes: 64 * 1024 * 1024,
             policy: None,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),

@@ -294,6 +294,9 @@ pub enum Error {
         #[source]
         problem: TlsProblem,
     },
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// The authentication tokens file cannot be used.
     #[error(transparent)]
     AuthTokens(#[from] crate::auth::TokensFileError),

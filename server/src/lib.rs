@@ -28,6 +28,7 @@
 //!   [`quota`]: places (Watch streams, waiting acquires) counted per identity.
 //!   TLS identity both listeners serve; [`signing`]: the key that signs each grant's
 //!   sequencer, if one is configured.
+//! - [`audit`]: the audit log: lock events, revocations and refused calls as JSON lines.
 //! - [`revocation`]: the `AdminService`: an administrator revokes a lease or force-releases
 //!   a lock.
 //! - [`grpc_incoming`]: the gRPC listener's connections, past their TLS handshake and
@@ -45,6 +46,7 @@
 pub mod access;
 pub mod admin;
 pub mod admission;
+pub mod audit;
 pub mod auth;
 pub mod checkpoint;
 pub mod clock;

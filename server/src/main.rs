@@ -122,6 +122,14 @@ struct Args {
     /// is refused. Needs --tls-cert.
     #[arg(long, env = "FENCED_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Append an audit log to this file: one JSON line for every grant, release, expiry,
+    /// revocation and call refused for want of authentication or permission. Off by
+    /// default.
+    #[arg(long, env = "FENCED_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many bytes (FILE.1 ... FILE.5 kept).
+    #[arg(long, env = "FENCED_AUDIT_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    audit_max_bytes: u64,
     /// Restrict what each authenticated identity may do, by lock-name prefix: lines
     /// `IDENTITY PERMISSION PATTERN` (permissions lock, read, admin; patterns NAME,
     /// PREFIX* or *). Whatever it does not grant is refused. Needs --auth-tokens. Off by
@@ -227,6 +235,8 @@ impl Args {
             cluster,
             auth_tokens: self.auth_tokens,
             client_ca: self.client_ca,
+            audit_log: self.audit_log,
+            audit_max_bytes: self.audit_max_bytes,
             policy: self.policy,
             signing_key: match (self.signing_key, self.signing_key_id) {
                 (Some(path), Some(key_id)) => {

@@ -73,6 +73,13 @@ impl Revocations {
         engine.durable(executed.seq).await?;
         match reply {
             Reply::Revoked { lease, token } => {
+                crate::audit::revoked(
+                    caller.identity(),
+                    lock.as_str(),
+                    token.get(),
+                    &lease.short(),
+                    whole_lease,
+                );
                 tracing::warn!(%lock, token = token.get(), lease = %lease.short(), whole_lease, "an administrator revoked a holding");
                 Ok(pb::RevokeResponse {
                     token: token.get(),

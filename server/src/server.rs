@@ -71,6 +71,9 @@ impl OpenServer {
             .as_ref()
             .map(|files| ServerTls::load(files, config.client_ca.as_deref()))
             .transpose()?;
+        if let Some(path) = &config.audit_log {
+            crate::audit::install(path, config.audit_max_bytes)?;
+        }
         let auth = config
             .auth_tokens
             .as_deref()
@@ -299,6 +302,7 @@ async fn serve_clients(
         signer,
     } = listeners;
     let auth = AuthLayer::new(auth, config.client_ca.is_some());
+    crate::audit::follow(serving.event_log());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<LockServiceServer<LockServer>>()

@@ -732,3 +732,141 @@ async fn admin_is_needed_to_revoke_a_holding() {
         .unwrap_err();
     assert_eq!(renewed.code(), Code::FailedPrecondition, "{renewed:?}");
 }
+
+/// The audit log's records, once it holds one of each kind in `kinds` (within 20 s).
+async fn audit_records(path: &Path, kinds: &[&str]) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
+            .collect();
+        let has = |kind: &str| records.iter().any(|record| record["kind"] == kind);
+        if kinds.iter().all(|kind| has(kind)) {
+            return records;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the audit log lacks some of {kinds:?}: {records:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// checks: A1, A2, S7 (every grant, release, expiry, revocation and refused call leaves its
+// line in the audit log, naming who and what)
+#[tokio::test]
+async fn the_audit_log_records_grants_releases_expiries_revocations_and_refusals() {
+    use fenced_proto::v1::admin_service_client::AdminServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let mut args = flags(dir.path());
+    args.extend([
+        "--audit-log".to_string(),
+        audit.to_str().unwrap().to_string(),
+        "--min-ttl-ms".to_string(),
+        "100".to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(&args);
+    let mut client = server.client().await;
+
+    // A grant and its release; a grant that expires; a grant an administrator revokes.
+    let released = client
+        .acquire(as_(ALICE, acquire("a/released", "worker")))
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .release(as_(
+            ALICE,
+            pb::ReleaseRequest {
+                lease_id: released.lease_id,
+                ..pb::ReleaseRequest::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let mut short = acquire("a/expired", "worker");
+    short.ttl_ms = 300;
+    client.acquire(as_(ALICE, short)).await.unwrap();
+    let revoked = client
+        .acquire(as_(ALICE, acquire("a/revoked", "worker")))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut admin = AdminServiceClient::connect(server.endpoint())
+        .await
+        .unwrap();
+    admin
+        .revoke_lease(as_(
+            OPS,
+            pb::RevokeRequest {
+                lock: "a/revoked".to_string(),
+                token: revoked.token,
+            },
+        ))
+        .await
+        .unwrap();
+    // Refused: no token, and a permission alice lacks.
+    assert_eq!(
+        client
+            .acquire(acquire("a/anonymous", "x"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        client
+            .acquire(as_(ALICE, acquire("b/1", "worker")))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+
+    let records = audit_records(
+        &audit,
+        &[
+            "grant",
+            "release",
+            "expiry",
+            "revoke-lease",
+            "unauthenticated",
+            "permission-denied",
+        ],
+    )
+    .await;
+    let find = |kind: &str, lock: &str| {
+        records
+            .iter()
+            .find(|record| record["kind"] == kind && record["lock"] == lock)
+            .unwrap_or_else(|| panic!("no {kind} of {lock}: {records:#?}"))
+            .clone()
+    };
+    let grant = find("grant", "a/released");
+    assert_eq!(grant["holder"], "alice/worker");
+    assert_eq!(grant["token"], released.token);
+    assert!(grant["time_ms"].as_u64().unwrap() > 0);
+    find("release", "a/released");
+    find("expiry", "a/expired");
+    let revoke = find("revoke-lease", "a/revoked");
+    assert_eq!(revoke["identity"], "ops");
+    assert_eq!(revoke["token"], revoked.token);
+    let denied = find("permission-denied", "lock \"b/1\"");
+    assert_eq!(denied["identity"], "alice");
+    assert_eq!(denied["permission"], "lock");
+    let anonymous = records
+        .iter()
+        .find(|record| record["kind"] == "unauthenticated")
+        .unwrap();
+    assert!(
+        anonymous["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{anonymous}"
+    );
+}
