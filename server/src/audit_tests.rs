@@ -39,7 +39,11 @@ fn the_log_rotates_by_size_and_keeps_a_bounded_number_of_files() {
         );
     }
     assert!(!PathBuf::from(format!("{}.{}", path.display(), KEEP + 1)).exists());
-    assert_eq!(lines(&path).last().unwrap()["n"], 39, "the newest line is in FILE");
+    assert_eq!(
+        lines(&path).last().unwrap()["n"],
+        39,
+        "the newest line is in FILE"
+    );
 }
 
 // checks: none (operations)
