@@ -84,6 +84,21 @@ pub fn spawn_listening_with_env(
     }
 }
 
+/// Runs workspace binary `name` on a free port and a fresh data directory with `args`,
+/// expecting it to refuse to start: asserts it exits with a failure and returns what it
+/// wrote on stderr (the reason it gives).
+pub fn refused_start(name: &str, args: &[&str]) -> String {
+    let data = tempfile::tempdir().expect("a temporary data directory");
+    let output = Command::new(binary(name))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success(), "{name} {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// Sends a signal with the `kill` command, so the harness needs no unsafe code.
 pub fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")

@@ -11,6 +11,7 @@ use std::process::Command;
 use fenced_client::{AcquireOptions, Client};
 use fenced_proto::v1 as pb;
 use fenced_tests::binaries::binary;
+use fenced_tests::process::refused_start;
 use fenced_tests::server::TestServer;
 use tonic::metadata::MetadataValue;
 use tonic::Code;
@@ -231,15 +232,7 @@ fn the_server_refuses_to_start_with_an_unusable_tokens_file_or_the_framed_listen
             "carries no credentials",
         ),
     ] {
-        let data = tempfile::tempdir().unwrap();
-        let output = Command::new(binary("fenced"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path())
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "{args:?}: {output:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = refused_start("fenced", &args);
         assert!(stderr.contains(words), "{args:?}: {stderr}");
     }
 }

@@ -16,6 +16,7 @@ use fenced_proto::kv::v1::{FenceRequest, GetRequest, PutRequest};
 use fenced_proto::metadata::{FENCING_SEQUENCER, FENCING_TOKEN, SEQUENCER_REFUSED};
 use fenced_tests::binaries::binary;
 use fenced_tests::kv_server::TestKv;
+use fenced_tests::process::refused_start;
 use fenced_tests::server::TestServer;
 use fenced_types::sequencer::{generate_key, SigningKey, SIGNATURE_BYTES};
 use fenced_types::{KeyId, LockName, Sequencer};
@@ -364,15 +365,7 @@ fn fenced_kv_refuses_to_start_with_a_bad_public_keys_file() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.pub");
     std::fs::write(&bad, "k1 not-a-key\n").unwrap();
-    let output = Command::new(binary("fenced-kv"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--verify-keys")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start("fenced-kv", &["--verify-keys", bad.to_str().unwrap()]);
     assert!(
         stderr.contains("bad.pub") && stderr.contains("line 1"),
         "{stderr}"

@@ -7,14 +7,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use fenced_proto::v1 as pb;
 use fenced_proto::v1::cluster_service_client::ClusterServiceClient;
 use fenced_proto::v1::lock_service_client::LockServiceClient;
-use fenced_tests::binaries::binary;
 use fenced_tests::cluster::{connect_channel, TestCluster};
+use fenced_tests::process::refused_start;
 use fenced_tests::server::TestServer;
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
@@ -511,15 +510,7 @@ fn the_server_refuses_a_policy_without_authentication_or_with_a_bad_line() {
             "line 2",
         ),
     ] {
-        let data = tempfile::tempdir().unwrap();
-        let output = Command::new(binary("fenced"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path())
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "{args:?}: {output:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = refused_start("fenced", &args);
         assert!(stderr.contains(words), "{args:?}: {stderr}");
     }
 }
