@@ -53,8 +53,8 @@ pub struct OpenServer {
     tls: Option<ServerTls>,
     /// The admin listener, bound, if `admin_listen` is set.
     admin: Option<AdminListener>,
-    /// Who may call, when authentication is on.
-    auth: Option<Arc<Authenticator>>,
+    /// Who may call: bearer tokens and client certificates, or nobody checked.
+    auth: AuthLayer,
     /// What each identity may do, when a policy file is given.
     policy: Option<Arc<Policy>>,
     /// The key that signs grants' sequencers, if one is configured.
@@ -80,6 +80,7 @@ impl OpenServer {
             .map(Authenticator::from_file)
             .transpose()?
             .map(Arc::new);
+        let auth = AuthLayer::new(auth, config.client_ca.is_some());
         let policy = config
             .policy
             .as_deref()
@@ -181,7 +182,7 @@ impl OpenServer {
             policy,
             signer,
         } = self;
-        if (auth.is_some() || config.client_ca.is_some()) && sessions.is_some() {
+        if auth.is_on() && sessions.is_some() {
             return Err(Error::FramedWithoutAuthentication);
         }
         let listeners = Listeners {
@@ -237,8 +238,8 @@ struct Listeners {
     tls: Option<ServerTls>,
     /// The admin listener, if any.
     admin: Option<AdminListener>,
-    /// Who may call, when authentication is on.
-    auth: Option<Arc<Authenticator>>,
+    /// Who may call.
+    auth: AuthLayer,
     /// What each identity may do, when a policy file is given.
     policy: Option<Arc<Policy>>,
     /// The key that signs grants' sequencers, if any.
@@ -260,7 +261,7 @@ async fn serve_member(
     let member = member.start(config.clone(), fatal.clone()).await?;
     let membership = Some(ClusterServiceServer::with_interceptor(
         member.membership().with_policy(listeners.policy.clone()),
-        AuthLayer::new(listeners.auth.clone(), config.client_ca.is_some()),
+        listeners.auth.clone(),
     ));
     let served = serve_clients(
         &config,
@@ -301,7 +302,6 @@ async fn serve_clients(
         policy,
         signer,
     } = listeners;
-    let auth = AuthLayer::new(auth, config.client_ca.is_some());
     crate::audit::follow(serving.event_log());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
