@@ -11,6 +11,7 @@
 //! the holder label the client sent, if any (`alice/worker-1`, or `alice`): whatever a
 //! client sends, the name shown begins with who it is.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use fenced_proto::metadata::ERROR_CODE;
@@ -18,29 +19,67 @@ use tonic::metadata::MetadataValue;
 use tonic::Status;
 
 use crate::auth::Identity;
+use crate::grpc_incoming::ConnectionInfo;
 use crate::policy::{Permission, Policy};
+use crate::table::LeaseOrigin;
 
 /// The [`ERROR_CODE`] of a call the policy refuses.
 pub const PERMISSION_DENIED_CODE: &str = "permission-denied";
 
-/// Who makes a request, and the policy it is held to. Cheap to clone (two `Arc`s).
+/// Who makes a request, and the policy it is held to. Cheap to clone (two `Arc`s and an
+/// address).
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     /// The authenticated identity; `None` when authentication is off.
     identity: Option<Identity>,
     /// The policy; `None` lets every caller do everything.
     policy: Option<Arc<Policy>>,
+    /// The address the request's connection comes from, if known.
+    peer: Option<SocketAddr>,
 }
 
 impl Caller {
     /// A caller with `identity` (from the request's extensions), held to `policy`.
     pub fn new(identity: Option<Identity>, policy: Option<Arc<Policy>>) -> Caller {
-        Caller { identity, policy }
+        Caller {
+            identity,
+            policy,
+            peer: None,
+        }
     }
 
-    /// A caller of a request `extensions` carry the identity of, held to `policy`.
+    /// A caller of a request `extensions` carry the identity and connection of, held to
+    /// `policy`.
     pub fn from_extensions(extensions: &tonic::Extensions, policy: Option<&Arc<Policy>>) -> Caller {
-        Caller::new(extensions.get::<Identity>().cloned(), policy.cloned())
+        let peer = extensions
+            .get::<ConnectionInfo>()
+            .and_then(|info| info.tcp.remote_addr);
+        Caller::new(extensions.get::<Identity>().cloned(), policy.cloned()).with_peer(peer)
+    }
+
+    /// The same caller, calling from `peer`.
+    pub fn with_peer(mut self, peer: Option<SocketAddr>) -> Caller {
+        self.peer = peer;
+        self
+    }
+
+    /// The address the caller's connection comes from, if known.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// Who creates a lease on this caller's behalf, to record with it: the identity (what
+    /// the per-identity lease limit counts) and the peer (for the audit log). `None` when
+    /// there is neither authentication nor an audit log, so the grant path records nothing
+    /// it has no use for.
+    pub fn lease_origin(&self) -> Option<Arc<LeaseOrigin>> {
+        if self.identity.is_none() && !crate::audit::is_on() {
+            return None;
+        }
+        Some(Arc::new(LeaseOrigin {
+            identity: self.identity_shared().cloned(),
+            peer: self.peer,
+        }))
     }
 
     /// The caller's identity, if authentication is on.
@@ -136,7 +175,7 @@ impl Caller {
     /// `PERMISSION_DENIED` for `permission` on `what`.
     fn denied(&self, permission: Permission, what: &str) -> Status {
         crate::telemetry::telemetry().refused_permission();
-        crate::audit::permission_denied(self.identity(), &permission.to_string(), what);
+        crate::audit::permission_denied(self.identity(), self.peer, &permission.to_string(), what);
         let who = self.identity().unwrap_or("an unauthenticated caller");
         let mut status = Status::permission_denied(format!(
             "{who} may not {permission} {what}: the policy file (--policy) grants no such permission"

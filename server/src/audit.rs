@@ -5,8 +5,11 @@
 //! Grants, releases and expiries come from the node's event log ([`crate::event_log`]), so
 //! each line is written after the change it records is durable (in a cluster, committed
 //! and applied); they carry the holder (with authentication on, `IDENTITY/LABEL`), the
-//! token and the revision. Refusals and revocations come from where they are decided and
-//! carry the identity (or the peer's address) and the reason.
+//! token, the revision, the lease id's non-secret prefix, and who created that lease: its
+//! identity and the address its creating call came from (recorded with the lease, so a
+//! release or an expiry long after names them too, also after a restart or a failover).
+//! Refusals and revocations come from where they are decided and carry the identity, the
+//! peer's address and the reason.
 //!
 //! Lines go through a bounded queue ([`QUEUE`]) to one writer thread, so no request waits
 //! for the disk; if the writer falls that far behind, records are dropped and counted, and
@@ -98,11 +101,17 @@ pub fn unauthenticated(peer: Option<std::net::SocketAddr>, why: &str) {
     }));
 }
 
-/// Records a call refused by the policy: who, which permission, on what.
-pub fn permission_denied(identity: Option<&str>, permission: &str, what: &str) {
+/// Records a call refused by the policy: who (and from where), which permission, on what.
+pub fn permission_denied(
+    identity: Option<&str>,
+    peer: Option<std::net::SocketAddr>,
+    permission: &str,
+    what: &str,
+) {
     record(json!({
         "kind": "permission-denied",
         "identity": identity,
+        "peer": peer.map(|peer| peer.to_string()),
         "permission": permission,
         "lock": what,
         "result": "refused",
@@ -112,6 +121,7 @@ pub fn permission_denied(identity: Option<&str>, permission: &str, what: &str) {
 /// Records an administrator's revocation, once durable.
 pub fn revoked(
     identity: Option<&str>,
+    peer: Option<std::net::SocketAddr>,
     lock: &str,
     token: u64,
     lease_prefix: &str,
@@ -120,6 +130,7 @@ pub fn revoked(
     record(json!({
         "kind": if whole_lease { "revoke-lease" } else { "force-release" },
         "identity": identity,
+        "peer": peer.map(|peer| peer.to_string()),
         "lock": lock,
         "token": token,
         "lease": lease_prefix,
@@ -155,12 +166,16 @@ fn event_record(revised: &RevisedEvent) -> Value {
         EventKind::Released => "release",
         EventKind::Expired => "expiry",
     };
+    let origin = event.origin.as_deref();
     json!({
         "kind": kind,
         "lock": event.lock.as_str(),
         "holder": &*event.holder,
         "token": event.token.get(),
         "revision": revised.revision,
+        "lease": event.lease.map(|lease| lease.short()),
+        "identity": origin.and_then(|origin| origin.identity.as_deref()),
+        "peer": origin.and_then(|origin| origin.peer).map(|peer| peer.to_string()),
         "result": "done",
     })
 }

@@ -42,6 +42,14 @@ pub struct Config {
     /// (default) sets no limit beyond `max_waiters`. Without authentication it does not
     /// apply.
     pub max_waiters_per_identity: usize,
+    /// Live leases one authenticated identity may have at most, so one tenant cannot take
+    /// every place under `max_leases`; 0 (default) sets no limit beyond `max_leases`. A
+    /// lease counts against the identity that created it (recorded with the lease, so the
+    /// count survives restarts and failovers). One more create is refused with
+    /// RESOURCE_EXHAUSTED (`fenced-error: identity-leases`); a queued create that finds its
+    /// identity at the limit when the lock is handed to it is refused then, and the lock
+    /// goes on to the next waiter. Without authentication it does not apply.
+    pub max_leases_per_identity: usize,
     /// Locks one lease may hold at most (default 1,000). A lease's expiry or release ends
     /// all its locks in one command, under the engine's lock: a durable write and a watch
     /// event per lock, all at once. The default keeps that burst well inside the watch
@@ -162,6 +170,7 @@ impl Default for Config {
             max_locks: 10_000_000,
             max_waiters: 100_000,
             max_waiters_per_identity: 0,
+            max_leases_per_identity: 0,
             max_locks_per_lease: 1_000,
             max_watchers: 1_000,
             max_watchers_per_identity: 0,

@@ -67,6 +67,7 @@ pub fn acquire(
         lock_delay,
         lease,
         wait: !wait.is_zero(),
+        origin: None,
     };
     Ok((command, wait))
 }
@@ -260,6 +261,7 @@ impl From<Refusal> for Status {
             Refusal::NotHolder { .. } => (Code::FailedPrecondition, "not-holder"),
             Refusal::Exhausted { .. } => (Code::ResourceExhausted, "exhausted"),
             Refusal::LeaseFull { .. } => (Code::ResourceExhausted, "lease-full"),
+            Refusal::IdentityLeases { .. } => (Code::ResourceExhausted, "identity-leases"),
             Refusal::TokensExhausted => (Code::ResourceExhausted, "tokens-exhausted"),
             Refusal::NotHeld { .. } => (Code::FailedPrecondition, "not-held"),
         };

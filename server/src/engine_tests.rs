@@ -172,6 +172,7 @@ async fn waiters_that_leave_leave_nothing_behind() {
                 lock_delay: Duration::ZERO,
                 lease: LeaseChoice::New(LeaseId::random()),
                 wait: true,
+                origin: None,
             }),
             Some(sender),
         )

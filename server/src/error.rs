@@ -355,4 +355,7 @@ pub enum RecordDamage {
     /// An event's kind is none the lock table makes.
     #[error("unknown event kind {0}")]
     UnknownEventKind(u32),
+    /// A lease's recorded peer address does not parse.
+    #[error("bad peer address {0:?}")]
+    PeerAddress(String),
 }

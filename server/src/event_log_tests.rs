@@ -17,6 +17,8 @@ fn event(revision: u64) -> RevisedEvent {
             holder: Arc::from("holder"),
             token: FencingToken::new(revision).expect("a valid token"),
             handoff: false,
+            lease: None,
+            origin: None,
         },
     }
 }

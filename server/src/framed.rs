@@ -289,7 +289,9 @@ where
     // that stopped reading could no longer tell a live client from a vanished one (L2).
     // The framed protocol carries no credentials (it is refused with authentication on):
     // its caller has no identity, so a policy would refuse it everything.
-    let caller = server.caller(&tonic::Extensions::default());
+    let caller = server
+        .caller(&tonic::Extensions::default())
+        .with_peer(Some(peer));
     let answers = SessionStream::new(server, caller, Box::pin(inbound), settings.max_in_flight)
         .refusing_past_cap(peer)
         .map(|answer| {

@@ -25,9 +25,9 @@
 //!   refuses everyone else when authentication is on; [`policy`]: what each identity may
 //!   do under which lock names (the policy file); [`access`]: the caller of one request,
 //!   checked against the policy by the handlers, and the holder name it gets;
-//!   [`quota`]: places (Watch streams, waiting acquires) counted per identity.
-//!   TLS identity both listeners serve; [`signing`]: the key that signs each grant's
-//!   sequencer, if one is configured.
+//!   [`quota`]: places (Watch streams, waiting acquires) counted per identity (leases per
+//!   identity are the lock table's: each lease records its [`table::LeaseOrigin`]);
+//!   [`signing`]: the key that signs each grant's sequencer, if one is configured.
 //! - [`audit`]: the audit log: lock events, revocations and refused calls as JSON lines.
 //! - [`revocation`]: the `AdminService`: an administrator revokes a lease or force-releases
 //!   a lock.

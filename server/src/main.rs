@@ -56,6 +56,10 @@ struct Args {
     /// more is refused with RESOURCE_EXHAUSTED); 0 sets no limit beyond --max-waiters.
     #[arg(long, env = "FENCED_MAX_WAITERS_PER_IDENTITY", default_value_t = 0)]
     max_waiters_per_identity: usize,
+    /// Live leases one authenticated identity may have at most (one more create is refused
+    /// with RESOURCE_EXHAUSTED); 0 sets no limit beyond --max-leases.
+    #[arg(long, env = "FENCED_MAX_LEASES_PER_IDENTITY", default_value_t = 0)]
+    max_leases_per_identity: usize,
     /// Locks one lease may hold at most; an acquire joining a lease that holds this many is
     /// refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "FENCED_MAX_LOCKS_PER_LEASE", default_value_t = 1_000)]
@@ -214,6 +218,7 @@ impl Args {
             max_locks: self.max_locks,
             max_waiters: self.max_waiters,
             max_waiters_per_identity: self.max_waiters_per_identity,
+            max_leases_per_identity: self.max_leases_per_identity,
             max_locks_per_lease: self.max_locks_per_lease,
             max_watchers: self.max_watchers,
             max_watchers_per_identity: self.max_watchers_per_identity,

@@ -11,6 +11,7 @@
 //! and none is stored.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fenced_types::{FencingToken, LeaseId, LockName};
@@ -20,7 +21,9 @@ use crate::error::{Error, RecordDamage};
 use crate::event_log::RevisedEvent;
 use crate::journal::JournalOp;
 use crate::recovery::Recovered;
-use crate::table::{Event, EventKind, RestoredDelay, RestoredLease, RestoredLock, Write};
+use crate::table::{
+    Event, EventKind, LeaseOrigin, RestoredDelay, RestoredLease, RestoredLock, Write,
+};
 
 /// The next token to issue (8 bytes, big-endian).
 pub(crate) const NEXT_TOKEN_KEY: &[u8] = b"t";
@@ -45,6 +48,20 @@ struct LeaseRecord {
     /// The creator's holder name.
     #[prost(string, tag = "2")]
     holder: String,
+    /// Who created the lease, if recorded ([`LeaseOrigin`]).
+    #[prost(message, optional, tag = "3")]
+    origin: Option<OriginRecord>,
+}
+
+/// A [`LeaseOrigin`] as stored: empty strings for what is not known.
+#[derive(Clone, PartialEq, prost::Message)]
+struct OriginRecord {
+    /// The authenticated identity.
+    #[prost(string, tag = "1")]
+    identity: String,
+    /// The peer's socket address.
+    #[prost(string, tag = "2")]
+    peer: String,
 }
 
 /// A held lock as stored.
@@ -93,6 +110,37 @@ struct EventRecord {
     /// For a grant: whether it was a handoff to a queued acquirer.
     #[prost(bool, tag = "6")]
     handoff: bool,
+    /// The 16-byte id of the holding's lease (empty in entries written before events
+    /// carried it).
+    #[prost(bytes = "vec", tag = "7")]
+    lease: Vec<u8>,
+    /// Who created that lease, if recorded.
+    #[prost(message, optional, tag = "8")]
+    origin: Option<OriginRecord>,
+}
+
+fn encode_origin(origin: Option<&Arc<LeaseOrigin>>) -> Option<OriginRecord> {
+    origin.map(|origin| OriginRecord {
+        identity: origin.identity.as_deref().unwrap_or_default().to_string(),
+        peer: origin.peer.map(|peer| peer.to_string()).unwrap_or_default(),
+    })
+}
+
+fn decode_origin(record: Option<OriginRecord>) -> Result<Option<Arc<LeaseOrigin>>, RecordDamage> {
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    let peer = match record.peer.is_empty() {
+        true => None,
+        false => Some(
+            record
+                .peer
+                .parse()
+                .map_err(|_| RecordDamage::PeerAddress(record.peer.clone()))?,
+        ),
+    };
+    let identity = (!record.identity.is_empty()).then(|| Arc::from(record.identity));
+    Ok(Some(Arc::new(LeaseOrigin { identity, peer })))
 }
 
 /// The record of the last event's revision.
@@ -118,6 +166,11 @@ pub(crate) fn encode_event(revised: &RevisedEvent) -> JournalOp {
         holder: event.holder.to_string(),
         token: event.token.get(),
         handoff: event.handoff,
+        lease: event
+            .lease
+            .map(|lease| lease.as_bytes().to_vec())
+            .unwrap_or_default(),
+        origin: encode_origin(event.origin.as_ref()),
     };
     JournalOp {
         key: EVENT_KEY.to_vec(),
@@ -142,6 +195,11 @@ pub(crate) fn decode_event(value: &[u8]) -> Result<RevisedEvent, RecordDamage> {
             holder: record.holder.into(),
             token: FencingToken::new(record.token)?,
             handoff: record.handoff,
+            lease: match record.lease.is_empty() {
+                true => None,
+                false => Some(lease_id(&record.lease).ok_or(RecordDamage::LeaseId)?),
+            },
+            origin: decode_origin(record.origin)?,
         },
     })
 }
@@ -163,10 +221,16 @@ pub(crate) fn encode(write: Write) -> JournalOp {
     };
     let delete = |key: Vec<u8>| JournalOp { key, value: None };
     match write {
-        Write::PutLease { lease, ttl, holder } => {
+        Write::PutLease {
+            lease,
+            ttl,
+            holder,
+            origin,
+        } => {
             let record = LeaseRecord {
                 ttl_ms: millis(ttl),
                 holder: holder.to_string(),
+                origin: encode_origin(origin.as_ref()),
             };
             put(lease_key(&lease), record.encode_to_vec())
         }
@@ -237,9 +301,12 @@ pub(crate) fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
                     lease_id(&key[1..]).ok_or_else(|| corrupt(&key, RecordDamage::LeaseId))?;
                 let record =
                     LeaseRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, e.into()))?;
+                let origin =
+                    decode_origin(record.origin).map_err(|damage| corrupt(&key, damage))?;
                 recovered.leases.push(RestoredLease {
                     lease,
                     ttl: Duration::from_millis(record.ttl_ms),
+                    origin,
                 });
             }
             Some(&LOCK_PREFIX) => {

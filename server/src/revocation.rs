@@ -75,6 +75,7 @@ impl Revocations {
             Reply::Revoked { lease, token } => {
                 crate::audit::revoked(
                     caller.identity(),
+                    caller.peer(),
                     lock.as_str(),
                     token.get(),
                     &lease.short(),

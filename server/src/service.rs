@@ -120,6 +120,9 @@ impl LockServer {
             self.check_lease(caller, lease, None)?;
         }
         acquire.holder = caller.holder(acquire.holder, self.config.max_holder_bytes)?;
+        if let crate::table::LeaseChoice::New(_) = &acquire.lease {
+            acquire.origin = caller.lease_origin();
+        }
         // Held until the acquire answers: a waiting acquire counts from before it queues.
         let _waiting = match wait.is_zero() {
             true => None,

@@ -20,6 +20,7 @@ fn grant(lease: LeaseId, lock: &str, value: u64) -> Vec<Write> {
             lease,
             ttl: Duration::from_secs(30),
             holder: "h".into(),
+            origin: None,
         },
         Write::PutLock {
             lock: LockName::new(lock).unwrap(),
@@ -209,6 +210,7 @@ fn a_lock_delay_is_restored_after_a_crash_and_forgotten_once_it_ended() {
             lock_delay: Duration::from_millis(lock_delay_ms),
             lease: LeaseChoice::New(LeaseId::random()),
             wait: false,
+            origin: None,
         })
     };
     let restore = |recovered: Recovered, now| {
@@ -466,4 +468,47 @@ fn tokens_a_dropped_last_record_may_have_issued_are_never_issued_again() {
         "token 8 was acknowledged in the dropped record, and the next token is {}",
         recovered.next_token
     );
+}
+
+// checks: A2 (who created a lease survives a restart with it: the per-identity lease
+// count and the audit log's lines rely on it), S2
+#[test]
+fn a_leases_origin_is_read_back_after_a_restart_and_an_events_with_it() {
+    use crate::event_log::RevisedEvent;
+    use crate::table::{Event, EventKind, LeaseOrigin};
+
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Some(std::sync::Arc::new(LeaseOrigin {
+        identity: Some("alice".into()),
+        peer: Some("10.1.2.3:45678".parse().unwrap()),
+    }));
+    let lease = LeaseId::random();
+    let mut writes = grant(lease, "a", 7);
+    let Write::PutLease { origin: slot, .. } = &mut writes[0] else {
+        panic!("grant() starts with its lease");
+    };
+    *slot = origin.clone();
+    let (store, _) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
+    store.stage(writes, &[]).unwrap();
+    store.commit().unwrap();
+    store.close().unwrap();
+    let (_, recovered) = Store::open(dir.path(), true, CACHE, Duration::from_secs(3600)).unwrap();
+    assert_eq!(recovered.leases.len(), 1);
+    assert_eq!(recovered.leases[0].origin, origin);
+
+    let event = RevisedEvent {
+        revision: 3,
+        event: Event {
+            kind: EventKind::Expired,
+            lock: LockName::new("a").unwrap(),
+            holder: "alice/w".into(),
+            token: token(7),
+            handoff: false,
+            lease: Some(lease),
+            origin,
+        },
+    };
+    let op = crate::record::encode_event(&event);
+    let read = crate::record::decode_event(op.value.as_deref().unwrap()).unwrap();
+    assert_eq!(read.event, event.event);
 }

@@ -68,7 +68,7 @@ const BATCH_BUCKETS: &[f64] = &[
 
 /// Each refusal's gRPC code and fenced reason (as in the `fenced-error` metadata), in the
 /// order of [`refusal_index`].
-const REFUSAL_LABELS: [(&str, &str); 15] = [
+const REFUSAL_LABELS: [(&str, &str); 16] = [
     ("INVALID_ARGUMENT", "invalid-argument"),
     ("ABORTED", "busy"),
     ("ABORTED", "queued"),
@@ -84,6 +84,7 @@ const REFUSAL_LABELS: [(&str, &str); 15] = [
     ("RESOURCE_EXHAUSTED", "tokens-exhausted"),
     ("FAILED_PRECONDITION", "not-held"),
     ("PERMISSION_DENIED", "permission-denied"),
+    ("RESOURCE_EXHAUSTED", "identity-leases"),
 ];
 
 /// The position of `INVALID_ARGUMENT`/`invalid-argument` in [`REFUSAL_LABELS`].
@@ -110,6 +111,7 @@ fn refusal_index(refusal: &Refusal) -> usize {
         Refusal::LeaseFull { .. } => 11,
         Refusal::TokensExhausted => 12,
         Refusal::NotHeld { .. } => 13,
+        Refusal::IdentityLeases { .. } => 15,
     }
 }
 

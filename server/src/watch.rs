@@ -256,6 +256,8 @@ mod tests {
                 holder: Arc::from("h"),
                 token: FencingToken::new(revision).unwrap(),
                 handoff: false,
+                lease: None,
+                origin: None,
             },
         }
     }

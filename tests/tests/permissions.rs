@@ -773,7 +773,7 @@ async fn the_audit_log_records_grants_releases_expiries_revocations_and_refusals
         .release(as_(
             ALICE,
             pb::ReleaseRequest {
-                lease_id: released.lease_id,
+                lease_id: released.lease_id.clone(),
                 ..pb::ReleaseRequest::default()
             },
         ))
@@ -837,18 +837,40 @@ async fn the_audit_log_records_grants_releases_expiries_revocations_and_refusals
             .unwrap_or_else(|| panic!("no {kind} of {lock}: {records:#?}"))
             .clone()
     };
+    let from_loopback = |record: &serde_json::Value| {
+        assert!(
+            record["peer"]
+                .as_str()
+                .is_some_and(|peer| peer.starts_with("127.0.0.1:")),
+            "{record}"
+        );
+    };
+    // The lease id's non-secret prefix: the first 8 hex digits of its UUID.
+    let prefix = |lease_id: &str| lease_id.replace('-', "")[..8].to_string();
     let grant = find("grant", "a/released");
     assert_eq!(grant["holder"], "alice/worker");
     assert_eq!(grant["token"], released.token);
     assert!(grant["time_ms"].as_u64().unwrap() > 0);
-    find("release", "a/released");
-    find("expiry", "a/expired");
+    assert_eq!(grant["identity"], "alice");
+    assert_eq!(grant["lease"], prefix(&released.lease_id));
+    from_loopback(&grant);
+    let release = find("release", "a/released");
+    assert_eq!(release["identity"], "alice");
+    assert_eq!(release["lease"], prefix(&released.lease_id));
+    from_loopback(&release);
+    let expiry = find("expiry", "a/expired");
+    assert_eq!(expiry["identity"], "alice");
+    assert_eq!(expiry["lease"].as_str().map(str::len), Some(8), "{expiry}");
+    from_loopback(&expiry);
     let revoke = find("revoke-lease", "a/revoked");
     assert_eq!(revoke["identity"], "ops");
     assert_eq!(revoke["token"], revoked.token);
+    assert_eq!(revoke["lease"], prefix(&revoked.lease_id));
+    from_loopback(&revoke);
     let denied = find("permission-denied", "lock \"b/1\"");
     assert_eq!(denied["identity"], "alice");
     assert_eq!(denied["permission"], "lock");
+    from_loopback(&denied);
     let anonymous = records
         .iter()
         .find(|record| record["kind"] == "unauthenticated")
@@ -860,4 +882,88 @@ async fn the_audit_log_records_grants_releases_expiries_revocations_and_refusals
             .starts_with("127.0.0.1:"),
         "{anonymous}"
     );
+}
+
+// checks: A2, S2 (with --max-leases-per-identity, an identity's new leases are refused
+// past the limit with RESOURCE_EXHAUSTED `identity-leases`, another identity's are not,
+// the count survives a kill -9 and restart, and an ended lease gives its place back)
+#[tokio::test]
+async fn one_identity_cannot_take_every_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = flags(dir.path());
+    args.extend(["--max-leases-per-identity".to_string(), "2".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = TestServer::start_with(&args);
+    let mut client = server.client().await;
+    let mut leases = Vec::new();
+    for lock in ["a/1", "a/2"] {
+        let grant = client
+            .acquire(as_(ALICE, acquire(lock, "worker")))
+            .await
+            .unwrap()
+            .into_inner();
+        leases.push(grant.lease_id);
+    }
+    let assert_refused = |status: tonic::Status| {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert_eq!(
+            status.metadata().get("fenced-error").unwrap(),
+            "identity-leases",
+            "{status:?}"
+        );
+        assert!(status.message().contains("alice"), "{status:?}");
+    };
+    assert_refused(
+        client
+            .acquire(as_(ALICE, acquire("a/3", "worker")))
+            .await
+            .unwrap_err(),
+    );
+    let free = client
+        .describe(as_(ALICE, describe("a/3")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!free.held, "the refusal took nothing: {free:?}");
+    // Joining one of her leases takes no new lease; bob has his own count.
+    client
+        .acquire(as_(
+            ALICE,
+            pb::AcquireRequest {
+                lease_id: leases[0].clone(),
+                ..acquire("a/3", "worker")
+            },
+        ))
+        .await
+        .expect("a join creates no lease");
+    client
+        .acquire(as_(BOB, acquire("b/1", "worker")))
+        .await
+        .expect("bob is not held to alice's count");
+
+    // The count is durable: after a kill -9 and a restart alice is still at her limit.
+    server.kill();
+    server.restart();
+    let mut client = server.client().await;
+    assert_refused(
+        client
+            .acquire(as_(ALICE, acquire("a/4", "worker")))
+            .await
+            .unwrap_err(),
+    );
+    // A released lease gives its place back.
+    client
+        .release(as_(
+            ALICE,
+            pb::ReleaseRequest {
+                lease_id: leases[1].clone(),
+                ..pb::ReleaseRequest::default()
+            },
+        ))
+        .await
+        .unwrap();
+    client
+        .acquire(as_(ALICE, acquire("a/4", "worker")))
+        .await
+        .expect("a place came back");
 }

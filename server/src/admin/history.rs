@@ -201,6 +201,8 @@ mod tests {
             holder: Arc::from(format!("h{token}")),
             token: FencingToken::new(token).unwrap(),
             handoff,
+            lease: None,
+            origin: None,
         }
     }
 

@@ -337,6 +337,7 @@ pub(super) fn batch(i: u64) -> CommitBatch {
             lease,
             ttl: Duration::from_secs(10),
             holder: "worker".into(),
+            origin: None,
         },
         Write::PutLock {
             lock: LockName::new(format!("lock-{i:03}")).unwrap(),

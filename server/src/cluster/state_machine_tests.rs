@@ -147,6 +147,7 @@ async fn the_image_reads_back_as_the_lock_tables_state() {
             lease,
             ttl: Duration::from_secs(10),
             holder: "worker-1".into(),
+            origin: None,
         },
         Write::PutLock {
             lock: lock.clone(),
@@ -297,6 +298,8 @@ fn event_op(revision: u64, lock: &str) -> JournalOp {
             holder: "h".into(),
             token: FencingToken::new(revision).unwrap(),
             handoff: false,
+            lease: None,
+            origin: None,
         },
     })
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use fenced_types::{FencingToken, LeaseId, LockName};
 
+use super::origin::LeaseOrigin;
 use super::refusal::Refusal;
 
 /// Identifies one queued acquirer, so it can be granted, timed out or cancelled.
@@ -45,6 +46,9 @@ pub struct Acquire {
     pub lease: LeaseChoice,
     /// Whether to queue when the lock is taken (the caller times the wait).
     pub wait: bool,
+    /// Who asks, recorded with a lease this acquire creates (`None`: not recorded, and
+    /// counted against no identity's lease limit).
+    pub origin: Option<Arc<LeaseOrigin>>,
 }
 
 /// Everything that changes the lock table.
@@ -155,6 +159,12 @@ pub struct Event {
     /// For a grant: whether it went to a queued acquirer as the lock was freed (a handoff;
     /// the previous holding was handed on), not to an acquirer that found it free.
     pub handoff: bool,
+    /// The lease that holds (held) the lock: for the audit log only, never shown to
+    /// watchers (a lease id is its holder's secret). Always known to the table; `None` only
+    /// for an event read back from a raft entry written before events carried it.
+    pub lease: Option<LeaseId>,
+    /// Who created that lease, if recorded.
+    pub origin: Option<Arc<LeaseOrigin>>,
 }
 
 /// What happened to a lock.
@@ -180,6 +190,8 @@ pub enum Write {
         ttl: Duration,
         /// Its creator's holder name.
         holder: Arc<str>,
+        /// Who created it, if recorded.
+        origin: Option<Arc<LeaseOrigin>>,
     },
     /// A lease ended (released or expired), with all its locks.
     DeleteLease {

@@ -24,6 +24,7 @@
 
 mod command;
 mod ended;
+mod origin;
 mod refusal;
 mod view;
 
@@ -37,6 +38,7 @@ pub use command::{
     Write,
 };
 pub use ended::EndReason;
+pub use origin::LeaseOrigin;
 pub use refusal::Refusal;
 pub use view::{ListPage, LockView, RestoreError, RestoredDelay, RestoredLease, RestoredLock};
 
@@ -65,6 +67,9 @@ pub struct Limits {
     pub max_waiters: usize,
     /// Locks one lease may hold at most.
     pub max_locks_per_lease: usize,
+    /// Live leases one identity may have at most (counted by the identity in each lease's
+    /// [`LeaseOrigin`]; leases without one are not counted); `None`: no limit.
+    pub max_leases_per_identity: Option<usize>,
     /// How long ended lease ids are remembered.
     pub remember_ended_for: Duration,
     /// How many ended lease ids are remembered at most.
@@ -87,6 +92,10 @@ impl Limits {
             ("max_waiters", self.max_waiters),
             ("max_locks_per_lease", self.max_locks_per_lease),
             ("remember_ended_max", self.remember_ended_max),
+            (
+                "max_leases_per_identity",
+                self.max_leases_per_identity.unwrap_or(1),
+            ),
         ] {
             if value == 0 {
                 return Err(LimitsError::ZeroLimit { what });
@@ -124,6 +133,8 @@ impl From<&Config> for Limits {
             max_locks: config.max_locks,
             max_waiters: config.max_waiters,
             max_locks_per_lease: config.max_locks_per_lease,
+            max_leases_per_identity: (config.max_leases_per_identity > 0)
+                .then_some(config.max_leases_per_identity),
             remember_ended_for: config.remember_ended_for,
             remember_ended_max: config.remember_ended_max,
         }
@@ -139,6 +150,8 @@ struct Lease {
     expires_at: Timestamp,
     /// The locks it holds (possibly none: a lease lives until it expires or is released).
     locks: BTreeSet<LockName>,
+    /// Who created it, if recorded.
+    origin: Option<Arc<LeaseOrigin>>,
 }
 
 /// One lock that is held, queued for, or in its lock-delay. Free, idle locks have no entry.
@@ -195,6 +208,8 @@ pub struct LockTable {
     next_token: FencingToken,
     /// Live leases.
     leases: HashMap<LeaseId, Lease>,
+    /// How many live leases each identity has (only identities with at least one).
+    identity_leases: HashMap<Arc<str>, usize>,
     /// Lock entries in name order (for prefix listing).
     locks: BTreeMap<LockName, LockEntry>,
     /// Lease expiries in time order: the reaper's queue.
@@ -229,6 +244,7 @@ impl LockTable {
             limits,
             next_token,
             leases: HashMap::new(),
+            identity_leases: HashMap::new(),
             locks: BTreeMap::new(),
             expiries: BTreeSet::new(),
             delays: BTreeSet::new(),
@@ -257,12 +273,14 @@ impl LockTable {
         for restored in leases {
             let expires_at = now + restored.ttl;
             table.expiries.insert((expires_at, restored.lease));
+            table.count_lease(restored.origin.as_ref());
             table.leases.insert(
                 restored.lease,
                 Lease {
                     ttl: restored.ttl,
                     expires_at,
                     locks: BTreeSet::new(),
+                    origin: restored.origin,
                 },
             );
         }
@@ -391,6 +409,10 @@ impl LockTable {
                         lease: lease_id.short(),
                     });
                 }
+                // Refused at once, not after queueing for a grant it could not take.
+                if !retried {
+                    self.identity_has_room(request.origin.as_ref())?;
+                }
             }
             LeaseChoice::Join(_) => {
                 self.live_lease(&lease_id)?;
@@ -493,13 +515,17 @@ impl LockTable {
                         lease: lease_id.short(),
                     });
                 }
+                // A queued create may find its identity's leases filled up while it waited.
+                self.identity_has_room(request.origin.as_ref())?;
                 let expires_at = now + request.ttl;
+                self.count_lease(request.origin.as_ref());
                 self.leases.insert(
                     lease_id,
                     Lease {
                         ttl: request.ttl,
                         expires_at,
                         locks: BTreeSet::new(),
+                        origin: request.origin.clone(),
                     },
                 );
                 self.expiries.insert((expires_at, lease_id));
@@ -507,6 +533,7 @@ impl LockTable {
                     lease: lease_id,
                     ttl: request.ttl,
                     holder: request.holder.clone(),
+                    origin: request.origin.clone(),
                 });
                 (request.ttl, true)
             }
@@ -516,9 +543,13 @@ impl LockTable {
                 (self.extend(now, lease_id)?, false)
             }
         };
-        if let Some(lease) = self.leases.get_mut(&lease_id) {
-            lease.locks.insert(request.lock.clone());
-        }
+        let origin = match self.leases.get_mut(&lease_id) {
+            Some(lease) => {
+                lease.locks.insert(request.lock.clone());
+                lease.origin.clone()
+            }
+            None => None,
+        };
         self.next_token = next_token;
         self.held_locks += 1;
         let entry = self.locks.entry(request.lock.clone()).or_default();
@@ -550,6 +581,8 @@ impl LockTable {
             holder: request.holder,
             token,
             handoff,
+            lease: Some(lease_id),
+            origin,
         });
         Ok(Grant {
             lock: request.lock,
@@ -604,7 +637,11 @@ impl LockTable {
                         lock,
                     });
                 }
-                self.free_lock(now, &lock, EventKind::Released, effects);
+                let origin = self
+                    .leases
+                    .get(&lease_id)
+                    .and_then(|lease| lease.origin.clone());
+                self.free_lock(now, &lock, EventKind::Released, origin.as_ref(), effects);
                 self.hand_on(now, &lock, effects);
             }
             None => {
@@ -700,25 +737,28 @@ impl LockTable {
             return Vec::new();
         };
         self.expiries.remove(&(lease.expires_at, lease_id));
+        self.uncount_lease(lease.origin.as_ref());
         effects.freed_capacity = true;
         let kind = match reason {
             EndReason::Expired => EventKind::Expired,
             EndReason::Released => EventKind::Released,
         };
         for lock in &lease.locks {
-            self.free_lock(now, lock, kind, effects);
+            self.free_lock(now, lock, kind, lease.origin.as_ref(), effects);
         }
         effects.writes.push(Write::DeleteLease { lease: lease_id });
         self.ended.remember(now, lease_id, reason);
         lease.locks.into_iter().collect()
     }
 
-    /// Clears a lock's holding; starts its lock-delay if it expired with one.
+    /// Clears a lock's holding; starts its lock-delay if it expired with one. `origin`:
+    /// who created the holding's lease, for the event.
     fn free_lock(
         &mut self,
         now: Timestamp,
         lock: &LockName,
         kind: EventKind,
+        origin: Option<&Arc<LeaseOrigin>>,
         effects: &mut Effects,
     ) {
         let Some(entry) = self.locks.get_mut(lock) else {
@@ -748,6 +788,8 @@ impl LockTable {
             holder: holding.holder,
             token: holding.token,
             handoff: false,
+            lease: Some(holding.lease),
+            origin: origin.cloned(),
         });
     }
 
@@ -826,6 +868,45 @@ impl LockTable {
                 return;
             }
             self.hand_on(now, &lock, effects);
+        }
+    }
+
+    /// Checks that the identity of `origin` may create one more lease
+    /// (`max_leases_per_identity`).
+    fn identity_has_room(&self, origin: Option<&Arc<LeaseOrigin>>) -> Result<(), Refusal> {
+        let (Some(limit), Some(identity)) = (
+            self.limits.max_leases_per_identity,
+            LeaseOrigin::identity(origin),
+        ) else {
+            return Ok(());
+        };
+        let live = self.identity_leases.get(identity).copied().unwrap_or(0);
+        if live >= limit {
+            return Err(Refusal::IdentityLeases {
+                identity: identity.to_string(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a new live lease against its identity.
+    fn count_lease(&mut self, origin: Option<&Arc<LeaseOrigin>>) {
+        if let Some(identity) = LeaseOrigin::identity(origin) {
+            *self.identity_leases.entry(identity.clone()).or_insert(0) += 1;
+        }
+    }
+
+    /// Takes an ended lease off its identity's count, forgetting identities with none.
+    fn uncount_lease(&mut self, origin: Option<&Arc<LeaseOrigin>>) {
+        let Some(identity) = LeaseOrigin::identity(origin) else {
+            return;
+        };
+        if let Some(live) = self.identity_leases.get_mut(identity) {
+            *live = live.saturating_sub(1);
+            if *live == 0 {
+                self.identity_leases.remove(identity);
+            }
         }
     }
 

@@ -14,6 +14,8 @@ use proptest::prelude::*;
 use super::*;
 
 const LOCKS: usize = 3;
+/// Identities that create leases.
+const IDENTITIES: usize = 2;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -23,6 +25,8 @@ enum Op {
         ttl_ms: u64,
         delay_ms: u64,
         wait: bool,
+        /// The creating identity of a new lease, by index (`None`: no origin recorded).
+        identity: Option<usize>,
     },
     Renew {
         lease: usize,
@@ -41,8 +45,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..LOCKS, proptest::option::of(0..8usize), prop_oneof![Just(100u64), Just(300), Just(1000)], prop_oneof![3 => Just(0u64), 1 => Just(150)], any::<bool>())
-            .prop_map(|(lock, lease, ttl_ms, delay_ms, wait)| Op::Acquire { lock, lease, ttl_ms, delay_ms, wait }),
+        4 => (0..LOCKS, proptest::option::of(0..8usize), prop_oneof![Just(100u64), Just(300), Just(1000)], prop_oneof![3 => Just(0u64), 1 => Just(150)], any::<bool>(), proptest::option::of(0..IDENTITIES))
+            .prop_map(|(lock, lease, ttl_ms, delay_ms, wait, identity)| Op::Acquire { lock, lease, ttl_ms, delay_ms, wait, identity }),
         2 => (0..8usize).prop_map(|lease| Op::Renew { lease }),
         2 => (0..8usize, proptest::option::of(0..LOCKS)).prop_map(|(lease, lock)| Op::Release { lease, lock }),
         1 => (0..8usize).prop_map(|waiter| Op::Cancel { waiter }),
@@ -72,6 +76,8 @@ struct Model {
     /// Locks whose head waiter was refused for lack of capacity, since that refusal: no
     /// other waiter there may be refused for it until the lock moves or its queue empties.
     stalled: HashSet<LockName>,
+    /// The identity each new lease was asked for by (leases created without one absent).
+    identity: HashMap<LeaseId, usize>,
     /// Next lease id seed.
     seed: u128,
 }
@@ -109,6 +115,19 @@ impl Model {
             "S3: {:?} granted while held by {previous:?}",
             grant.lock
         );
+    }
+
+    /// How many leases of `identity` are live at `now`, as far as the model knows.
+    fn live_leases_of(&self, identity: usize, now: Timestamp) -> usize {
+        self.identity
+            .iter()
+            .filter(|(lease, owner)| {
+                **owner == identity
+                    && self.ttl.contains_key(*lease)
+                    && !self.ended.contains(*lease)
+                    && self.expiry.get(*lease).is_some_and(|due| *due > now)
+            })
+            .count()
     }
 
     fn record_event(&mut self, now: Timestamp, event: &Event) {
@@ -180,6 +199,38 @@ fn check_queues(table: &LockTable, now: Timestamp) {
         .all(|lock| table.locks.contains_key(lock)));
 }
 
+/// A create refused for its identity's lease limit: the model must see that identity at
+/// the limit.
+fn check_identity_refusal(model: &Model, choice: &LeaseChoice, now: Timestamp, limit: usize) {
+    let LeaseChoice::New(id) = choice else {
+        panic!("a join refused for its identity's lease limit");
+    };
+    let identity = model.identity[id];
+    let live = model.live_leases_of(identity, now);
+    assert!(
+        live >= limit,
+        "identity-{identity} refused a lease with {live} live, limit {limit}"
+    );
+}
+
+/// The table's count of leases per identity is the count of its leases' origins, and
+/// never above the limit.
+fn check_identity_counts(table: &LockTable) {
+    let mut counted: HashMap<Arc<str>, usize> = HashMap::new();
+    for lease in table.leases.values() {
+        if let Some(identity) = LeaseOrigin::identity(lease.origin.as_ref()) {
+            *counted.entry(identity.clone()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(counted, table.identity_leases, "leases per identity");
+    if let Some(limit) = table.limits.max_leases_per_identity {
+        assert!(
+            counted.values().all(|live| *live <= limit),
+            "an identity over its limit: {counted:?}"
+        );
+    }
+}
+
 fn roomy() -> Limits {
     Limits {
         min_ttl: Duration::from_millis(100),
@@ -188,6 +239,7 @@ fn roomy() -> Limits {
         max_locks: 1000,
         max_waiters: 1000,
         max_locks_per_lease: 1000,
+        max_leases_per_identity: None,
         remember_ended_for: Duration::from_secs(3600),
         remember_ended_max: 100_000,
     }
@@ -198,6 +250,7 @@ fn tight() -> Limits {
         max_leases: 2,
         max_locks: 2,
         max_waiters: 4,
+        max_leases_per_identity: Some(1),
         remember_ended_max: 3,
         ..roomy()
     }
@@ -223,14 +276,25 @@ fn run(limits: Limits, ops: Vec<Op>) {
                 ttl_ms,
                 delay_ms,
                 wait,
+                identity,
             } => {
                 let choice = match lease.and_then(|i| model.leases.get(i).copied()) {
                     Some(id) => LeaseChoice::Join(id),
                     None => {
                         let id = model.fresh_lease();
                         model.leases.push(id);
+                        if let Some(identity) = identity {
+                            model.identity.insert(id, identity);
+                        }
                         LeaseChoice::New(id)
                     }
+                };
+                let origin = match (&choice, identity) {
+                    (LeaseChoice::New(_), Some(identity)) => Some(Arc::new(LeaseOrigin {
+                        identity: Some(Arc::from(format!("identity-{identity}"))),
+                        peer: None,
+                    })),
+                    _ => None,
                 };
                 Command::Acquire(Acquire {
                     lock: name(lock),
@@ -239,6 +303,7 @@ fn run(limits: Limits, ops: Vec<Op>) {
                     lock_delay: Duration::from_millis(delay_ms),
                     lease: choice,
                     wait,
+                    origin,
                 })
             }
             Op::Renew { lease } => match model.leases.get(lease) {
@@ -313,6 +378,9 @@ fn run(limits: Limits, ops: Vec<Op>) {
                     .push_back((*waiter, request.lease));
             }
             (Command::Acquire(request), Err(refusal)) => {
+                if let Refusal::IdentityLeases { limit, .. } = refusal {
+                    check_identity_refusal(&model, &request.lease, now, *limit);
+                }
                 if let LeaseChoice::Join(id) = request.lease {
                     let live = live_before.contains(&id);
                     let lease_refusal = matches!(
@@ -333,6 +401,7 @@ fn run(limits: Limits, ops: Vec<Op>) {
                             | Refusal::LockDelay { .. }
                             | Refusal::Queued { .. }
                             | Refusal::Exhausted { .. }
+                            | Refusal::IdentityLeases { .. }
                     )
                 {
                     assert!(
@@ -410,6 +479,10 @@ fn run(limits: Limits, ops: Vec<Op>) {
                         "a second waiter on {lock:?} refused for the same shortage"
                     );
                 }
+                // A create whose identity reached its lease limit while it waited.
+                Err(Refusal::IdentityLeases { limit, .. }) => {
+                    check_identity_refusal(&model, &choice, now, *limit);
+                }
                 // Otherwise only a waiter that joined a lease can fail: its lease ended
                 // while it waited.
                 Err(_) => assert!(matches!(choice, LeaseChoice::Join(_))),
@@ -419,6 +492,7 @@ fn run(limits: Limits, ops: Vec<Op>) {
             .stalled
             .retain(|lock| model.queues.get(lock).is_some_and(|q| !q.is_empty()));
         check_queues(&table, now);
+        check_identity_counts(&table);
 
         // S3 and the views: what the table shows is exactly the model's live holder.
         for index in 0..LOCKS {

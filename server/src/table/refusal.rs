@@ -87,6 +87,17 @@ pub enum Refusal {
         /// The limit.
         limit: usize,
     },
+    /// The identity that would create a lease already has as many live leases as one
+    /// identity may (`max_leases_per_identity`), so one tenant cannot take every lease.
+    #[error(
+        "{identity} already has {limit} live leases: the limit is {limit} leases per identity"
+    )]
+    IdentityLeases {
+        /// The identity.
+        identity: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The lease already holds as many locks as one lease may: joining it would make its
     /// expiry one burst larger than the server allows.
     #[error("lease {lease} already holds {limit} locks: the limit is {limit} locks per lease")]

@@ -15,6 +15,7 @@ fn limits() -> Limits {
         max_locks: 100,
         max_waiters: 100,
         max_locks_per_lease: 100,
+        max_leases_per_identity: None,
         remember_ended_for: Duration::from_secs(60),
         remember_ended_max: 1000,
     }
@@ -36,6 +37,7 @@ fn acquire(lock: &str, lease: LeaseChoice, ttl_ms: u64, wait: bool) -> Command {
         lock_delay: Duration::ZERO,
         lease,
         wait,
+        origin: None,
     })
 }
 
@@ -433,6 +435,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
         vec![RestoredLease {
             lease: a,
             ttl: Duration::from_millis(1000),
+            origin: None,
         }],
         vec![held_lock("r", a, grant.token.get())],
         vec![],
@@ -454,6 +457,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
         vec![RestoredLease {
             lease: a,
             ttl: Duration::from_millis(1000),
+            origin: None,
         }],
         vec![held_lock("r", a, 5)],
         vec![],
@@ -802,6 +806,7 @@ fn a_restored_lock_delay_runs_in_full_from_the_restart() {
         vec![RestoredLease {
             lease: a,
             ttl: Duration::from_millis(1000),
+            origin: None,
         }],
         vec![held_lock("x", a, 5)],
         vec![RestoredDelay {
@@ -922,6 +927,7 @@ fn list_pages_in_name_order_examining_at_most_a_page_of_entries() {
                 lock_delay: Duration::from_secs(10),
                 lease,
                 wait: false,
+                origin: None,
             }),
         ));
     }
@@ -1163,4 +1169,113 @@ fn a_revocation_ends_the_named_holding_and_hands_the_lock_on() {
         "{:?}",
         free.reply
     );
+}
+
+/// An acquire creating lease `lease` for `identity`.
+fn acquire_as(identity: &str, lock: &str, lease: LeaseId, wait: bool) -> Command {
+    let Command::Acquire(request) = acquire(lock, LeaseChoice::New(lease), 1000, wait) else {
+        unreachable!("acquire makes an Acquire");
+    };
+    Command::Acquire(Acquire {
+        origin: Some(Arc::new(LeaseOrigin {
+            identity: Some(Arc::from(identity)),
+            peer: None,
+        })),
+        ..request
+    })
+}
+
+// checks: A2 (an identity's live leases are bounded: one more create is refused, at once
+// or at its handoff, and the lock goes on to the next waiter; the count survives a
+// restore), L2
+#[test]
+fn an_identity_at_its_lease_limit_is_refused_and_others_are_not() {
+    let limited = || Limits {
+        max_leases_per_identity: Some(1),
+        ..limits()
+    };
+    let mut table = LockTable::new(limited()).unwrap();
+    let alice = LeaseId::random();
+    granted(&table.apply(at(0), acquire_as("alice", "a/1", alice, false)));
+    let refused = table.apply(at(0), acquire_as("alice", "a/2", LeaseId::random(), false));
+    assert!(
+        matches!(&refused.reply, Err(Refusal::IdentityLeases { identity, limit: 1 }) if identity == "alice"),
+        "{:?}",
+        refused.reply
+    );
+    assert!(refused.writes.is_empty(), "a refusal writes nothing");
+    // A waiting create is refused at once too, not queued for a grant it cannot take.
+    let refused = table.apply(at(0), acquire_as("alice", "a/1", LeaseId::random(), true));
+    assert!(matches!(refused.reply, Err(Refusal::IdentityLeases { .. })));
+    // Joining her own lease creates none; a retried create finds its own grant.
+    granted(&table.apply(at(0), acquire("a/2", LeaseChoice::Join(alice), 1000, false)));
+    assert!(matches!(
+        table
+            .apply(at(0), acquire_as("alice", "a/1", alice, false))
+            .reply,
+        Ok(Reply::AlreadyHeld(_))
+    ));
+    // Another identity, and a lease without one, are not held to alice's count.
+    let bob = LeaseId::random();
+    granted(&table.apply(at(0), acquire_as("bob", "b/1", bob, false)));
+    granted(&table.apply(
+        at(0),
+        acquire("n/1", LeaseChoice::New(LeaseId::random()), 1000, false),
+    ));
+
+    // Bob queues a create for a/1 while he has room (his first lease released), then
+    // fills his room with another lease before a/1 is free: at the handoff his queued
+    // create is refused, and the lock goes on to carol behind him.
+    let release_all = |lease| Command::Release { lease, lock: None };
+    table.apply(at(0), release_all(bob));
+    let bob_waiter = queued(&table.apply(at(0), acquire_as("bob", "a/1", LeaseId::random(), true)));
+    let bob = LeaseId::random();
+    granted(&table.apply(at(0), acquire_as("bob", "b/2", bob, false)));
+    let carol = LeaseId::random();
+    let carol_waiter = queued(&table.apply(at(0), acquire_as("carol", "a/1", carol, true)));
+    let handed = table.apply(
+        at(0),
+        Command::Release {
+            lease: alice,
+            lock: Some(name("a/1")),
+        },
+    );
+    assert!(matches!(
+        refused_for(&handed, bob_waiter),
+        Refusal::IdentityLeases { .. }
+    ));
+    let carols = handed
+        .handoffs
+        .iter()
+        .find(|handoff| handoff.waiter == carol_waiter)
+        .and_then(|handoff| handoff.result.clone().ok())
+        .expect("carol gets the lock bob could not take");
+    assert_eq!(carols.lease, carol);
+
+    // Once alice's lease ends she may create another.
+    table.apply(at(0), release_all(alice));
+    granted(&table.apply(at(0), acquire_as("alice", "a/3", LeaseId::random(), false)));
+
+    // A restore counts the restored leases' identities: bob is still at his limit.
+    let mut restored = LockTable::restore(
+        limited(),
+        table.next_token(),
+        vec![RestoredLease {
+            lease: bob,
+            ttl: Duration::from_millis(1000),
+            origin: Some(Arc::new(LeaseOrigin {
+                identity: Some(Arc::from("bob")),
+                peer: None,
+            })),
+        }],
+        vec![],
+        vec![],
+        at(10_000),
+    )
+    .unwrap();
+    let refused = restored.apply(
+        at(10_000),
+        acquire_as("bob", "b/3", LeaseId::random(), false),
+    );
+    assert!(matches!(refused.reply, Err(Refusal::IdentityLeases { .. })));
 }

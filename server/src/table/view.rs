@@ -39,6 +39,8 @@ pub struct RestoredLease {
     pub lease: LeaseId,
     /// Its TTL.
     pub ttl: Duration,
+    /// Who created it, if recorded.
+    pub origin: Option<Arc<super::LeaseOrigin>>,
 }
 
 /// A held lock read back from disk.
