@@ -7,6 +7,10 @@
 //! story against a PostgreSQL database you run: the workers write in transactions that
 //! start with `fenced_check`, and the database refuses the zombie's write. The demo
 //! installs `fenced.sql` there and uses the table `fenced_demo_output`.
+//!
+//! `-- --secure` runs it secured: every worker (and the director) authenticates with its
+//! own bearer token, a policy lets only the workers take the lock, and every grant carries
+//! a sequencer signed by the server, which `fenced-kv` verifies with every write.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,24 +18,33 @@ use std::time::Duration;
 
 use fenced_demo::{html, scenario};
 
-/// Where the workers write, from the command line.
-fn parse_store() -> Result<scenario::Store, String> {
+/// Where the workers write, and whether the run is secured, from the command line.
+fn parse_args() -> Result<(scenario::Store, bool), String> {
     let mut store = "kv".to_string();
     let mut url = std::env::var("FENCED_DEMO_POSTGRES_URL").ok();
+    let mut secure = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--store" => store = value()?,
             "--postgres-url" => url = Some(value()?),
+            "--secure" => secure = true,
             other => {
                 return Err(format!(
-                    "unknown flag {other:?} (flags: --store kv|postgres, --postgres-url URL)"
+                    "unknown flag {other:?} (flags: --store kv|postgres, --postgres-url URL, \
+                     --secure)"
                 ))
             }
         }
     }
-    match (store.as_str(), url) {
+    let store = parse_store(&store, url)?;
+    Ok((store, secure))
+}
+
+/// The store named on the command line.
+fn parse_store(store: &str, url: Option<String>) -> Result<scenario::Store, String> {
+    match (store, url) {
         ("kv", _) => Ok(scenario::Store::Kv),
         ("postgres", Some(url)) => Ok(scenario::Store::Postgres { url }),
         ("postgres", None) => Err(
@@ -45,8 +58,8 @@ fn parse_store() -> Result<scenario::Store, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let store = match parse_store() {
-        Ok(store) => store,
+    let (store, secure) = match parse_args() {
+        Ok(parsed) => parsed,
         Err(message) => {
             eprintln!("zombie demo: {message}");
             return ExitCode::FAILURE;
@@ -70,6 +83,7 @@ async fn main() -> ExitCode {
             gate,
             narrate: true,
             show_logs: std::env::var_os("RUST_LOG").is_some(),
+            secure,
         };
         println!();
         match scenario::run(&options).await {

@@ -13,11 +13,13 @@
 //! - [`worker`]: the line protocol between the orchestrator and a worker process.
 //! - [`timeline`]: the narrated, timestamped record of a run.
 //! - [`html`]: the timeline as a self-contained HTML page.
+//! - [`credentials`]: the secured story's tokens, policy and signing key (`--secure`).
 //! - [`cargo`]: a nested `cargo build` for the other binaries, without rebuilding the world.
 //! - `src/bin/fenced-demo-worker.rs`: the worker process.
 #![deny(missing_docs)]
 
 pub mod cargo;
+pub mod credentials;
 pub mod html;
 pub mod process;
 pub mod scenario;

@@ -8,6 +8,7 @@ use fenced_proto::kv::v1 as kv;
 use fenced_proto::v1 as pb;
 use tokio::task::JoinHandle;
 
+use crate::credentials::Credentials;
 use crate::process::{start_server, Child, DemoError};
 use crate::timeline::{Lane, Mark, Timeline};
 use crate::worker::{command, parse_report, report};
@@ -48,6 +49,11 @@ pub struct Options {
     pub narrate: bool,
     /// Let the child processes' logs through to stderr.
     pub show_logs: bool,
+    /// Run secured: `fenced` and `fenced-kv` authenticate every call by bearer token
+    /// (each worker and the director has its own), `fenced` holds each identity to a
+    /// policy and signs every grant's sequencer, and `fenced-kv` (gate on) demands and
+    /// verifies a sequencer with every write ([`Credentials`]).
+    pub secure: bool,
 }
 
 /// What happened, for the verdict and for tests.
@@ -77,9 +83,10 @@ pub struct Report {
     pub timeline: Timeline,
 }
 
-/// The lock both workers compete for, and the resource it guards.
+/// The lock both workers compete for, and the resource it guards in `fenced-kv` (of the
+/// same name, as a gate that verifies sequencers requires: a sequencer names its lock).
 const LOCK: &str = "orders/leader";
-const RESOURCE: &str = "orders";
+const RESOURCE: &str = LOCK;
 /// The resource in PostgreSQL: a name no application of the database is likely to use,
 /// since the demo resets its mark.
 const PG_RESOURCE: &str = "fenced-demo/orders";
@@ -95,20 +102,27 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
     let temp = tempfile::tempdir().map_err(|e| io("a temporary directory", e))?;
     let dir = |name: &str| temp.path().join(name).display().to_string();
 
-    // Step 1: the lock server and the store.
+    // Step 1: the lock server and the store (with their credentials, when secured).
+    let credentials = match options.secure {
+        true => Some(Credentials::create(temp.path(), &["alpha", "beta"])?),
+        false => None,
+    };
+    let mut fenced_args = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir("fenced"),
+    ];
+    fenced_args.extend(credentials.iter().flat_map(Credentials::server_args));
     let (_fenced, lock_addr) = start_server(
         "fenced",
         &options.fenced,
-        &[
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            dir("fenced"),
-        ],
+        &fenced_args,
         "fenced",
         options.show_logs,
     )
     .await?;
+    let director_token = credentials.as_ref().map(Credentials::director_token);
     let lock_server = format!("http://{lock_addr}");
     // `_store` keeps the store's process (if any) alive until the story ends.
     let (_store, store_url, resource) = match &options.store {
@@ -121,6 +135,9 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
             ];
             if !options.gate {
                 kv_args.push("--unfenced".into());
+            }
+            if let Some(credentials) = &credentials {
+                kv_args.extend(credentials.store_args(options.gate));
             }
             let (store, kv_addr) = start_server(
                 "fenced-kv",
@@ -153,31 +170,45 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
             }
         ),
     );
-    let watcher = watch_lock(&lock_server, timeline.clone()).await?;
+    if options.secure {
+        timeline.record(
+            Lane::Director,
+            Mark::Note,
+            "secured: every call carries its caller's bearer token, the policy lets alpha and \
+             beta lock orders/*, and every grant carries a signed sequencer"
+                .to_string()
+                + if options.gate && options.store == Store::Kv {
+                    " that the store verifies with every write"
+                } else {
+                    ""
+                },
+        );
+    }
+    let watcher = watch_lock(&lock_server, director_token, timeline.clone()).await?;
 
     // Step 2: two workers compete; alpha wins and writes.
     let worker = |name: &str| {
-        Child::spawn(
-            name,
-            &options.worker,
-            &[
-                "--unfenced".into(),
-                (!options.gate).to_string(),
-                "--name".into(),
-                name.into(),
-                "--lock-server".into(),
-                lock_server.clone(),
-                "--store".into(),
-                store_url.clone(),
-                "--lock".into(),
-                LOCK.into(),
-                "--resource".into(),
-                resource.into(),
-                "--ttl-ms".into(),
-                options.ttl.as_millis().to_string(),
-            ],
-            options.show_logs,
-        )
+        let mut args = credentials
+            .as_ref()
+            .map(|credentials| credentials.worker_args(name))
+            .unwrap_or_default();
+        args.extend([
+            "--unfenced".into(),
+            (!options.gate).to_string(),
+            "--name".into(),
+            name.into(),
+            "--lock-server".into(),
+            lock_server.clone(),
+            "--store".into(),
+            store_url.clone(),
+            "--lock".into(),
+            LOCK.into(),
+            "--resource".into(),
+            resource.into(),
+            "--ttl-ms".into(),
+            options.ttl.as_millis().to_string(),
+        ]);
+        Child::spawn(name, &options.worker, &args, options.show_logs)
     };
     let mut alpha = Actor::new(worker("alpha")?, Lane::Alpha, timeline.clone());
     let mut beta = Actor::new(worker("beta")?, Lane::Beta, timeline.clone());
@@ -247,7 +278,7 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
 
     // Step 7: what the store holds.
     let (final_value, final_token) = match &options.store {
-        Store::Kv => read_store(&store_url).await?,
+        Store::Kv => read_store(&store_url, director_token).await?,
         Store::Postgres { url } => read_postgres(url).await?,
     };
     timeline.record(
@@ -412,16 +443,24 @@ impl Actor {
 }
 
 /// Follows the lock on the server and puts grants and expiries on the timeline.
-async fn watch_lock(lock_server: &str, timeline: Timeline) -> Result<JoinHandle<()>, DemoError> {
+async fn watch_lock(
+    lock_server: &str,
+    token: Option<&str>,
+    timeline: Timeline,
+) -> Result<JoinHandle<()>, DemoError> {
     let mut client = pb::lock_service_client::LockServiceClient::connect(lock_server.to_string())
         .await
         .map_err(|e| io("connecting to the lock server", e))?;
-    let mut events = client
-        .watch(pb::WatchRequest {
+    let request = authorized(
+        pb::WatchRequest {
             lock: LOCK.into(),
             prefix: String::new(),
             start_revision: 0,
-        })
+        },
+        token,
+    )?;
+    let mut events = client
+        .watch(request)
         .await
         .map_err(|e| io("watching the lock", e))?
         .into_inner();
@@ -450,16 +489,32 @@ async fn watch_lock(lock_server: &str, timeline: Timeline) -> Result<JoinHandle<
     }))
 }
 
-async fn read_store(store: &str) -> Result<(String, u64), DemoError> {
+/// `message` as a request, with `authorization: Bearer TOKEN` when there is a token.
+fn authorized<T>(message: T, token: Option<&str>) -> Result<tonic::Request<T>, DemoError> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|e| io("the director's bearer token", e))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
+async fn read_store(store: &str, token: Option<&str>) -> Result<(String, u64), DemoError> {
     let mut client =
         fenced_proto::kv::v1::gated_kv_client::GatedKvClient::connect(store.to_string())
             .await
             .map_err(|e| io("connecting to the store", e))?;
-    let value = client
-        .get(kv::GetRequest {
+    let request = authorized(
+        kv::GetRequest {
             resource: RESOURCE.into(),
             key: KEY.into(),
-        })
+        },
+        token,
+    )?;
+    let value = client
+        .get(request)
         .await
         .map_err(|e| io("reading the store", e))?
         .into_inner();

@@ -23,6 +23,7 @@ fn options_with(store: Store, gate: bool) -> Options {
         gate,
         narrate: true,
         show_logs: false,
+        secure: false,
     }
 }
 
@@ -113,4 +114,34 @@ async fn postgres_without_fenced_check_lets_the_zombie_overwrite() {
     assert_eq!(report.zombie_rejected, None);
     assert_eq!(report.final_value, "alpha-2 (written by a zombie)");
     assert_eq!(report.final_token, report.alpha_token);
+}
+
+/// The secured story: every process authenticates with its own bearer token, the policy
+/// lets only the workers lock, and `fenced-kv` demands the server's signed sequencer with
+/// every write. The zombie's write carries a genuine sequencer, and is still refused as
+/// stale; the holders shown are the authenticated identities.
+// checks: S5, S8, A1, A2
+#[tokio::test]
+async fn secured_the_gate_turns_the_paused_leader_away() {
+    let report = run(&Options {
+        secure: true,
+        ..options(true)
+    })
+    .await
+    .expect("the secured demo runs");
+    assert!(report.beta_token > report.alpha_token);
+    assert_eq!(
+        report.zombie_rejected,
+        Some((report.alpha_token, report.beta_token))
+    );
+    assert!(!report.zombie_accepted);
+    assert_eq!(report.final_value, "beta-1");
+    assert_eq!(report.final_token, report.beta_token);
+    let entries = report.timeline.entries();
+    assert!(
+        entries
+            .iter()
+            .any(|entry| entry.text.contains("granted the lock to alpha/alpha")),
+        "the holder is the authenticated identity: {entries:#?}"
+    );
 }

@@ -28,6 +28,9 @@ struct Args {
     ttl: Duration,
     /// PostgreSQL only: write without `fenced_check` (fences still raise the mark).
     unfenced: bool,
+    /// The bearer token for `fenced` and `fenced-kv`, read from `--token-file` (the secured
+    /// story); `None` sends none.
+    token: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -58,6 +61,15 @@ fn parse_args() -> Result<Args, String> {
             Some("true") => true,
             Some(other) => return Err(format!("--unfenced: {other:?} is not true or false")),
         },
+        token: match values.remove("token-file") {
+            None => None,
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("--token-file {path}: {e}"))?
+                    .trim()
+                    .to_string(),
+            ),
+        },
     })
 }
 
@@ -84,16 +96,20 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let client = Client::builder(args.lock_server.clone())
+    let mut builder = Client::builder(args.lock_server.clone())
         .holder(args.name.clone())
         .default_ttl(args.ttl)
-        .pause_threshold(Duration::from_millis(250))
+        .pause_threshold(Duration::from_millis(250));
+    if let Some(token) = &args.token {
+        builder = builder.bearer_token(token.clone());
+    }
+    let client = builder
         .connect()
         .await
         .map_err(|e| format!("connect to the lock server: {e}"))?;
-    let mut store = Store::connect(&args.store, args.unfenced).await?;
+    let mut store = Store::connect(&args.store, args.unfenced, args.token.as_deref()).await?;
     let mut lease: Option<Arc<Lease>> = None;
-    let mut prepared: Option<(u64, String)> = None;
+    let mut prepared: Option<(Proof, String)> = None;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
 
     while let Ok(Some(line)) = lines.next_line().await {
@@ -120,8 +136,8 @@ async fn run(args: Args) -> Result<(), String> {
                 let Some(held) = &lease else {
                     return Err("fence without a lease".into());
                 };
-                match held.fence() {
-                    Ok(token) => store.fence(&args.resource, token.get()).await,
+                match Proof::of(held) {
+                    Ok(proof) => store.fence(&args.resource, &proof).await,
                     Err(refusal) => say(report::REFUSED, refusal),
                 }
             }
@@ -130,22 +146,22 @@ async fn run(args: Args) -> Result<(), String> {
                     return Err("write without a lease".into());
                 };
                 // The check every guarded write makes right before it goes out.
-                match held.fence() {
-                    Ok(token) if verb == command::PREPARE => {
-                        prepared = Some((token.get(), rest.to_string()));
-                        say(report::PREPARED, token);
+                match Proof::of(held) {
+                    Ok(proof) if verb == command::PREPARE => {
+                        say(report::PREPARED, proof.token);
+                        prepared = Some((proof, rest.to_string()));
                     }
-                    Ok(token) => store.put(&args.resource, token.get(), rest).await,
+                    Ok(proof) => store.put(&args.resource, &proof, rest).await,
                     Err(refusal) => say(report::REFUSED, refusal),
                 }
             }
             command::SEND => {
                 // The write already passed the SDK's check before the pause: nothing in
                 // this process can stop it now. Only the gate can.
-                let Some((token, value)) = prepared.take() else {
+                let Some((proof, value)) = prepared.take() else {
                     return Err("send without a prepared write".into());
                 };
-                store.put(&args.resource, token, &value).await;
+                store.put(&args.resource, &proof, &value).await;
             }
             command::EXIT => {
                 if let Some(held) = lease.take().and_then(|held| Arc::try_unwrap(held).ok()) {
@@ -162,10 +178,33 @@ async fn run(args: Args) -> Result<(), String> {
 /// The key every write goes to.
 const KEY: &str = "leader-output";
 
+/// What a write carries to show it is the leader's: the token `fence()` handed out and,
+/// when the server signs, the sequencer `fence_sequencer()` handed out with it.
+struct Proof {
+    token: u64,
+    sequencer: Vec<u8>,
+}
+
+impl Proof {
+    /// The lease's token and sequencer, if the SDK still hands them out.
+    fn of(lease: &Lease) -> Result<Proof, fenced_client::FenceError> {
+        let token = lease.fence()?.get();
+        let sequencer = lease
+            .fence_sequencer()?
+            .map(|sequencer| sequencer.encode())
+            .unwrap_or_default();
+        Ok(Proof { token, sequencer })
+    }
+}
+
 /// Where the worker writes.
 enum Store {
-    /// `fenced-kv` over gRPC; its gate checks the token.
-    Kv(GatedKvClient<Channel>),
+    /// `fenced-kv` over gRPC; its gate checks the token (and the sequencer, if it verifies
+    /// them). `token` is the bearer token each call carries, if any.
+    Kv {
+        client: GatedKvClient<Channel>,
+        token: Option<String>,
+    },
     /// PostgreSQL; `fenced_check` in each transaction checks the token, unless `unfenced`.
     Postgres {
         client: tokio_postgres::Client,
@@ -174,12 +213,15 @@ enum Store {
 }
 
 impl Store {
-    async fn connect(url: &str, unfenced: bool) -> Result<Store, String> {
+    async fn connect(url: &str, unfenced: bool, token: Option<&str>) -> Result<Store, String> {
         if url.starts_with("http://") || url.starts_with("https://") {
             let client = GatedKvClient::connect(url.to_string())
                 .await
                 .map_err(|e| format!("connect to the store: {e}"))?;
-            return Ok(Store::Kv(client));
+            return Ok(Store::Kv {
+                client,
+                token: token.map(str::to_string),
+            });
         }
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
@@ -190,16 +232,23 @@ impl Store {
         Ok(Store::Postgres { client, unfenced })
     }
 
-    /// Raises the resource's mark to `token` (and writes nothing).
-    async fn fence(&mut self, resource: &str, token: u64) {
+    /// Raises the resource's mark to the proof's token (and writes nothing).
+    async fn fence(&mut self, resource: &str, proof: &Proof) {
+        let token = proof.token;
         match self {
-            Store::Kv(store) => {
-                let request = kv::FenceRequest {
-                    resource: resource.to_string(),
-                    token,
-                    sequencer: Vec::new(),
-                };
-                match store.fence(request).await {
+            Store::Kv {
+                client,
+                token: bearer,
+            } => {
+                let request = authorized(
+                    kv::FenceRequest {
+                        resource: resource.to_string(),
+                        token,
+                        sequencer: proof.sequencer.clone(),
+                    },
+                    bearer.as_deref(),
+                );
+                match client.fence(request).await {
                     Ok(reply) => say(report::FENCED, reply.into_inner().mark),
                     Err(status) => report_rejection(&status),
                 }
@@ -220,18 +269,25 @@ impl Store {
         }
     }
 
-    /// Writes `value` with `token`.
-    async fn put(&mut self, resource: &str, token: u64, value: &str) {
+    /// Writes `value` with the proof.
+    async fn put(&mut self, resource: &str, proof: &Proof, value: &str) {
+        let token = proof.token;
         match self {
-            Store::Kv(store) => {
-                let request = kv::PutRequest {
-                    resource: resource.to_string(),
-                    key: KEY.to_string(),
-                    value: value.as_bytes().to_vec(),
-                    token,
-                    sequencer: Vec::new(),
-                };
-                match store.put(request).await {
+            Store::Kv {
+                client,
+                token: bearer,
+            } => {
+                let request = authorized(
+                    kv::PutRequest {
+                        resource: resource.to_string(),
+                        key: KEY.to_string(),
+                        value: value.as_bytes().to_vec(),
+                        token,
+                        sequencer: proof.sequencer.clone(),
+                    },
+                    bearer.as_deref(),
+                );
+                match client.put(request).await {
                     Ok(_) => say(report::ACCEPTED, format!("{token} {value}")),
                     Err(status) => report_rejection(&status),
                 }
@@ -275,6 +331,16 @@ impl Store {
             }
         }
     }
+}
+
+/// `message` as a request carrying `authorization: Bearer TOKEN` when there is a token (a
+/// token that cannot be a header value is left out, and the store says so).
+fn authorized<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(Ok(value)) = token.map(|token| format!("Bearer {token}").parse()) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
 }
 
 /// The demo's write: one row per resource and key, with its writer's token.

@@ -176,6 +176,28 @@ impl Authenticator {
     }
 }
 
+/// A new bearer token: 32 random bytes from the operating system, in hex. `None` if the
+/// system's random source fails.
+pub fn new_token() -> Option<String> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(hex(&bytes))
+}
+
+/// The tokens-file line for `identity` and `token`: `IDENTITY SHA256-OF-TOKEN`, the same
+/// digest `printf %s "$TOKEN" | sha256sum` prints.
+pub fn tokens_file_line(identity: &str, token: &str) -> String {
+    format!(
+        "{identity} {}",
+        hex(digest(&SHA256, token.as_bytes()).as_ref())
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 fn parse_digest(hex: &str) -> Option<[u8; 32]> {
     if hex.len() != 64 {
         return None;

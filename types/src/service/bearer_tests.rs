@@ -77,3 +77,29 @@ fn a_tokens_file_that_cannot_be_used_names_the_line() {
     let missing = Authenticator::from_file(&dir.path().join("missing")).unwrap_err();
     assert!(missing.to_string().contains("cannot read"), "{missing}");
 }
+
+// checks: A1 (a minted token and its tokens-file line authenticate as their identity, and
+// the line holds no token, only its digest)
+#[test]
+fn a_new_token_and_its_line_authenticate_as_the_identity() {
+    let token = new_token().expect("the system's random source works");
+    assert_eq!(token.len(), 64);
+    assert_ne!(
+        new_token().as_deref(),
+        Some(token.as_str()),
+        "tokens differ"
+    );
+    let line = tokens_file_line("carol", &token);
+    assert!(!line.contains(&token), "{line}");
+    // The digest `printf %s alice-secret | sha256sum` prints.
+    assert_eq!(
+        tokens_file_line("alice", "alice-secret"),
+        "alice 0c848abb03307b06cf70cd4e29c157dc81af5e94ab3eb1d0c59a120269572376"
+    );
+    let authenticator = Authenticator::parse(&line).unwrap();
+    let header = format!("Bearer {token}");
+    assert_eq!(
+        authenticator.authenticate(Some(header.as_bytes())),
+        Ok(Identity("carol".into()))
+    );
+}
