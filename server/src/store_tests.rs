@@ -470,7 +470,7 @@ fn tokens_a_dropped_last_record_may_have_issued_are_never_issued_again() {
     );
 }
 
-// checks: A2 (who created a lease survives a restart with it: the per-identity lease
+// checks: A3 (who created a lease survives a restart with it: the per-identity lease
 // count and the audit log's lines rely on it), S2
 #[test]
 fn a_leases_origin_is_read_back_after_a_restart_and_an_events_with_it() {

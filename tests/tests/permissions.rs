@@ -515,7 +515,7 @@ fn the_server_refuses_a_policy_without_authentication_or_with_a_bad_line() {
     }
 }
 
-// checks: A2, S6
+// checks: A3, S6
 // With --max-watchers-per-identity, one identity's Watch streams past the limit are
 // refused with RESOURCE_EXHAUSTED while another identity still gets its own; a stream that
 // ends gives its place back.
@@ -598,7 +598,7 @@ async fn until_waiters(
     }
 }
 
-// checks: A2, S6
+// checks: A3, S6
 // With --max-waiters-per-identity, an identity's acquires that may wait are refused past
 // the limit with RESOURCE_EXHAUSTED, while another identity still queues and the identity
 // still takes free locks at once; an acquire that ends gives its place back.
@@ -884,7 +884,7 @@ async fn the_audit_log_records_grants_releases_expiries_revocations_and_refusals
     );
 }
 
-// checks: A2, S2 (with --max-leases-per-identity, an identity's new leases are refused
+// checks: A3, S2 (with --max-leases-per-identity, an identity's new leases are refused
 // past the limit with RESOURCE_EXHAUSTED `identity-leases`, another identity's are not,
 // the count survives a kill -9 and restart, and an ended lease gives its place back)
 #[tokio::test]

@@ -1185,7 +1185,7 @@ fn acquire_as(identity: &str, lock: &str, lease: LeaseId, wait: bool) -> Command
     })
 }
 
-// checks: A2 (an identity's live leases are bounded: one more create is refused, at once
+// checks: A3 (an identity's live leases are bounded: one more create is refused, at once
 // or at its handoff, and the lock goes on to the next waiter; the count survives a
 // restore), L2
 #[test]
