@@ -113,6 +113,26 @@ impl AuthLayer {
         self.authenticator.is_some() || self.certificates
     }
 
+    /// The identity of a plain HTTP request (the admin listener's) from its
+    /// `authorization` header: `Ok(None)` with authentication off; with it on, the bearer
+    /// token's identity, or the refusal (a listener without TLS has no client
+    /// certificates, so with `--client-ca` alone nothing there authenticates).
+    pub fn identify_http(&self, authorization: Option<&[u8]>) -> Result<Option<Identity>, Status> {
+        if !self.is_on() {
+            return Ok(None);
+        }
+        match &self.authenticator {
+            Some(authenticator) => authenticator
+                .authenticate(authorization)
+                .map(Some)
+                .map_err(refused),
+            None => Err(unauthenticated(
+                "authentication is on with client certificates only, which the admin \
+                 listener (plain HTTP) cannot check: use --auth-tokens for its lock data",
+            )),
+        }
+    }
+
     /// The caller's identity, or the refusal.
     fn identify(&self, request: &Request<()>) -> Result<Identity, Status> {
         let header = request

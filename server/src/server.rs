@@ -315,9 +315,18 @@ async fn serve_clients(
     );
     let service = LockServer::new(serving.clone(), config.clone())
         .with_signer(signer)
-        .with_policy(policy);
+        .with_policy(policy.clone());
     let admin = admin
-        .map(|admin| Admin::start(admin, serving, config.clone(), service.watchers().clone()))
+        .map(|admin| {
+            Admin::start(
+                admin,
+                serving,
+                config.clone(),
+                service.watchers().clone(),
+                auth.clone(),
+                policy,
+            )
+        })
         .transpose()?;
     let stop_sessions = CancellationToken::new();
     let framed_sessions = sessions.map(|listener| {

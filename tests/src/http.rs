@@ -21,9 +21,25 @@ pub struct Response {
 /// `GET path` on `addr` with `Connection: close`; panics after 30 s or on a malformed
 /// answer.
 pub async fn get(addr: SocketAddr, path: &str) -> Response {
+    get_with(addr, path, &[]).await
+}
+
+/// The request's extra header lines, each ending in CRLF.
+fn header_lines(headers: &[(&str, &str)]) -> String {
+    headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect()
+}
+
+/// [`get`] with extra headers (`authorization`, for one).
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.expect("connects");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{}\r\n",
+            header_lines(headers)
+        );
         stream.write_all(request.as_bytes()).await.expect("sends");
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.expect("reads");
@@ -83,9 +99,16 @@ impl EventStream {
     /// `GET path` on `addr`, keeping the connection open; panics unless the answer is a
     /// 200 `text/event-stream`.
     pub async fn open(addr: SocketAddr, path: &str) -> EventStream {
+        EventStream::open_with(addr, path, &[]).await
+    }
+
+    /// [`EventStream::open`] with extra headers (`authorization`, for one).
+    pub async fn open_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> EventStream {
         let mut stream = TcpStream::connect(addr).await.expect("connects");
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{}\r\n",
+            header_lines(headers)
+        );
         stream.write_all(request.as_bytes()).await.expect("sends");
         let mut events = EventStream {
             stream,

@@ -967,3 +967,68 @@ async fn one_identity_cannot_take_every_lease() {
         .await
         .expect("a place came back");
 }
+
+// checks: A1, A2 (with authentication on, the admin listener shows lock data only to a
+// listed bearer token, and only the locks its identity may read; probes stay open)
+#[tokio::test]
+async fn the_status_pages_data_needs_a_token_and_shows_only_what_it_may_read() {
+    use fenced_tests::http::{get, get_with, EventStream};
+    let dir = tempfile::tempdir().unwrap();
+    let flags = flags(dir.path());
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = TestServer::start_with_admin(&args);
+    let admin = server.admin_addr().expect("an admin listener");
+    let mut client = server.client().await;
+    client
+        .acquire(as_(ALICE, acquire("a/1", "worker")))
+        .await
+        .unwrap();
+    client
+        .acquire(as_(BOB, acquire("b/1", "worker")))
+        .await
+        .unwrap();
+
+    // No token, a wrong one: 401 for the data routes, and nothing of the locks shown.
+    for headers in [vec![], vec![("authorization", "Bearer not-a-token")]] {
+        for path in ["/api/locks", "/events"] {
+            let refused = get_with(admin, path, &headers).await;
+            assert_eq!(refused.status, 401, "{path} {headers:?}: {refused:?}");
+            assert!(!refused.body.contains("a/1"), "{refused:?}");
+        }
+    }
+    // Probes and the page itself name no lock and stay open.
+    for path in ["/metrics", "/healthz", "/"] {
+        assert_eq!(get(admin, path).await.status, 200, "{path}");
+    }
+
+    // Alice sees her lock and not bob's.
+    let alice = format!("Bearer {ALICE}");
+    let answer = get_with(admin, "/api/locks", &[("authorization", &alice)]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let answer: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    let locks: Vec<&str> = answer["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|lock| lock["lock"].as_str().unwrap())
+        .collect();
+    assert_eq!(locks, ["a/1"], "{answer}");
+
+    // Her event stream carries her locks' events only: bob's grant comes first and is not
+    // shown, hers after it is.
+    let mut events = EventStream::open_with(admin, "/events", &[("authorization", &alice)]).await;
+    client
+        .acquire(as_(BOB, acquire("b/2", "worker")))
+        .await
+        .unwrap();
+    client
+        .acquire(as_(ALICE, acquire("a/2", "worker")))
+        .await
+        .unwrap();
+    let seen = events
+        .until("\"lock\":\"a/2\"", Duration::from_secs(30))
+        .await
+        .to_string();
+    assert!(!seen.contains("b/2"), "{seen}");
+    assert!(seen.contains("\"holder\":\"alice/worker\""), "{seen}");
+}

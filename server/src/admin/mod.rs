@@ -13,10 +13,16 @@
 //! - `GET /events`: server-sent events, one per durable lock event. Each stream is a
 //!   watcher, under the same `max_watchers` cap as `Watch` streams.
 //!
+//! With authentication on (`--auth-tokens`), `/api/locks` and `/events` show lock and
+//! holder names only to a request with `authorization: Bearer TOKEN` of a listed token,
+//! and, with a policy, only the locks its identity may `read` (as `List` and `Watch` do);
+//! anything else gets 401 and is audited. `/metrics`, `/healthz`, `/readyz` and the page
+//! itself name no lock and stay open, for probes and scrapers.
+//!
 //! Bounds: connections under `max_connections` (their own count, as each listener has),
-//! a request's head within `handshake_timeout`, event streams under `max_watchers`, the
-//! history as [`history`] says. It is meant for a trusted network: it has no TLS and no
-//! authentication, and it shows lock and holder names.
+//! a request's head within `handshake_timeout`, event streams under `max_watchers` (and
+//! per identity, `max_watchers_per_identity`), the history as [`history`] says. It has no
+//! TLS: keep it on a trusted network, or authentication on.
 //!
 //! # Layout
 //! - this file: the listener and its connections;
@@ -39,9 +45,11 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{accept, ConnectionLimit};
+use crate::auth::AuthLayer;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event_log::RevisedEvent;
+use crate::policy::Policy;
 use crate::serving::Serving;
 use crate::watch::Watchers;
 use history::History;
@@ -95,6 +103,10 @@ pub struct AdminState {
     pub history: Arc<History>,
     /// Cancelled when the admin listener stops: event streams end.
     pub stop: CancellationToken,
+    /// Who may see lock data: the gRPC listener's authentication (bearer tokens only).
+    pub auth: AuthLayer,
+    /// What each identity may read; `None`: everything.
+    pub policy: Option<Arc<Policy>>,
 }
 
 /// The running admin listener: says ready or not, and stops.
@@ -114,6 +126,8 @@ impl Admin {
         serving: Serving,
         config: Arc<Config>,
         watchers: Watchers,
+        auth: AuthLayer,
+        policy: Option<Arc<Policy>>,
     ) -> Result<Admin, Error> {
         let addr = listener.local_addr().ok();
         let tcp =
@@ -143,6 +157,8 @@ impl Admin {
             ready: ready.clone(),
             history,
             stop: stop.clone(),
+            auth,
+            policy,
         };
         let task = tokio::spawn(serve(tcp, state, limit, header_timeout, stop.clone()));
         Ok(Admin { ready, stop, task })

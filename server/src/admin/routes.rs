@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +16,9 @@ use serde::Serialize;
 
 use super::history::LockHistory;
 use super::AdminState;
+use crate::access::Caller;
 use crate::convert::millis;
+use crate::policy::Permission;
 use crate::telemetry;
 use crate::watch::{self, Filter};
 
@@ -101,9 +103,34 @@ struct LockRow {
     waiters: usize,
 }
 
+/// Who asks for lock data: with authentication on, the identity of the request's bearer
+/// token (held to the policy), else 401, audited.
+fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes());
+    match state.auth.identify_http(authorization) {
+        Ok(identity) => Ok(Caller::new(identity, state.policy.clone())),
+        Err(status) => {
+            crate::audit::unauthenticated(None, status.message());
+            Err((
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                format!("{}\n", status.message()),
+            )
+                .into_response())
+        }
+    }
+}
+
 /// The first page of the locks, read as `List` reads them (due expiries applied first,
-/// answered once durable), and the history.
-async fn locks(State(state): State<AdminState>) -> Response {
+/// answered once durable), and the history: of the locks the caller may read.
+async fn locks(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    let caller = match caller(&state, &headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
+    let readable = |lock: &str| caller.may(Permission::Read, lock);
     let page = state.config.max_list_page;
     let engine = match state.serving.engine() {
         Ok(engine) => engine,
@@ -120,6 +147,7 @@ async fn locks(State(state): State<AdminState>) -> Response {
     let locks = list
         .locks
         .into_iter()
+        .filter(|view| readable(view.lock.as_str()))
         .map(|view| LockRow {
             lock: view.lock.to_string(),
             holder: view.holder.as_ref().map(|(holder, _)| holder.to_string()),
@@ -135,7 +163,12 @@ async fn locks(State(state): State<AdminState>) -> Response {
         now_ms,
         locks,
         more: list.next.is_some(),
-        history: state.history.snapshot(),
+        history: state
+            .history
+            .snapshot()
+            .into_iter()
+            .filter(|history| readable(&history.lock))
+            .collect(),
     })
     .into_response()
 }
@@ -156,12 +189,22 @@ struct EventData<'a> {
 
 /// Server-sent events: one per durable lock event, named by its kind (`acquired`,
 /// `released`, `expired`); a `lagged` event and the end of the stream when it fell more
-/// than the event ring behind. 503 when `max_watchers` streams are open already.
-async fn events(State(state): State<AdminState>) -> Response {
+/// than the event ring behind. 503 when `max_watchers` streams are open already. Only the
+/// events of locks the caller may read.
+async fn events(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    let caller = match caller(&state, &headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
+    let every_lock = Filter::Prefix(String::new());
+    let filter = match caller.is_restricted() {
+        true => Filter::Readable(Box::new(every_lock), caller.clone()),
+        false => every_lock,
+    };
     let opened = watch::subscribe(state.serving.event_log(), 0).and_then(|subscription| {
         state
             .watchers
-            .open(subscription, 0, Filter::Prefix(String::new()))
+            .open_as(caller.identity_shared().cloned(), subscription, 0, filter)
     });
     let stream = match opened {
         Ok(stream) => stream,
