@@ -29,6 +29,22 @@ pub struct Config {
     /// a token this file lists (the lock server's format, `fenced_types::service::bearer`);
     /// `None`: no authentication (default).
     pub auth_tokens: Option<PathBuf>,
+    /// Serve TLS with this certificate chain and private key (both PEM); `None`: plain
+    /// gRPC (default).
+    pub tls: Option<TlsFiles>,
+    /// Authentication by client certificates (needs `tls`): a client that presents a
+    /// certificate this CA (PEM) signed is identified by it; one that presents none needs a
+    /// bearer token (`auth_tokens`) or is refused. `None`: no client certificates (default).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The files of the TLS identity the store serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The private key (PEM).
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -39,6 +55,8 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             verify_keys: None,
             auth_tokens: None,
+            tls: None,
+            client_ca: None,
         }
     }
 }
@@ -48,6 +66,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(Error::Config("data_dir is empty".into()));
+        }
+        if self.client_ca.is_some() && self.tls.is_none() {
+            return Err(Error::Config(
+                "client_ca needs tls_cert and tls_key: client certificates come with TLS".into(),
+            ));
         }
         if self.drain_timeout > Duration::from_secs(600) {
             return Err(Error::Config(format!(
@@ -86,6 +109,11 @@ mod tests {
             ..Config::default()
         };
         assert!(empty.validate().is_err());
+        let certificates_without_tls = Config {
+            client_ca: Some(PathBuf::from("ca.pem")),
+            ..Config::default()
+        };
+        assert!(certificates_without_tls.validate().is_err());
         let mut huge = Config::default();
         huge.gate.max_value_bytes = usize::MAX;
         assert!(huge.validate().is_err());

@@ -7,6 +7,16 @@ pub enum Error {
     /// The config cannot work.
     #[error("invalid config: {0}")]
     Config(String),
+    /// A TLS file (`--tls-cert`, `--tls-key`, `--client-ca`) could not be read or used.
+    #[error("cannot use {path} ({flag}): {problem}")]
+    Tls {
+        /// The flag that names it.
+        flag: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The tokens file (`--auth-tokens`) could not be read or parsed.
     #[error("{0} (--auth-tokens)")]
     AuthTokens(String),

@@ -50,6 +50,17 @@ struct Args {
     /// `fenced --auth-tokens`). Off by default.
     #[arg(long, env = "FENCED_KV_AUTH_TOKENS")]
     auth_tokens: Option<PathBuf>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "FENCED_KV_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM); needs --tls-cert.
+    #[arg(long, env = "FENCED_KV_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Turn authentication by client certificates on: a client that presents a certificate
+    /// this CA (PEM) signed is let in; one without a certificate needs a bearer token
+    /// (--auth-tokens) or is refused. Needs --tls-cert.
+    #[arg(long, env = "FENCED_KV_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Serve HTTP on this address (port 0 picks a free port): Prometheus `/metrics` and
     /// `/healthz`. Off by default.
     #[arg(long, env = "FENCED_KV_ADMIN_LISTEN")]
@@ -70,6 +81,11 @@ async fn main() -> ExitCode {
         drain_timeout: std::time::Duration::from_millis(args.drain_timeout_ms),
         verify_keys: args.verify_keys,
         auth_tokens: args.auth_tokens,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(fenced_kv::config::TlsFiles { cert, key }),
+            _ => None,
+        },
+        client_ca: args.client_ca,
         ..Config::default()
     };
     config.gate.max_value_bytes = args.max_value_bytes;

@@ -7,10 +7,12 @@ use fenced_gate::{Gate, SledBackend};
 use fenced_proto::kv::v1::gated_kv_server::GatedKvServer;
 use fenced_types::sequencer::PublicKeys;
 use fenced_types::service::bearer::{Authenticator, UNAUTHENTICATED_CODE};
+use fenced_types::service::certificate::CertificateIdentity;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity as TlsIdentity, ServerTlsConfig};
 
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::error::Error;
 use crate::service::KvService;
 use crate::stop::StoreStop;
@@ -26,25 +28,93 @@ fn read_keys(path: &std::path::Path) -> Result<Arc<PublicKeys>, Error> {
     Ok(Arc::new(keys))
 }
 
-/// The interceptor in front of `GatedKv`: with a tokens file, a call without a listed bearer
-/// token is refused with `UNAUTHENTICATED` (`fenced-error: unauthenticated`) before the
-/// gate sees it; without one, every call passes. Health stays open.
-#[derive(Debug, Clone)]
-struct BearerCheck(Option<Arc<Authenticator>>);
+/// Reads the TLS identity and, with a client CA, the CA clients' certificates are checked
+/// against (optional: a client without one needs a bearer token).
+fn read_tls(
+    files: &TlsFiles,
+    client_ca: Option<&std::path::Path>,
+) -> Result<ServerTlsConfig, Error> {
+    let read = |flag: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Tls {
+            flag,
+            path: path.display().to_string(),
+            problem: e.to_string(),
+        })
+    };
+    let cert = read("--tls-cert", &files.cert)?;
+    let key = read("--tls-key", &files.key)?;
+    let mut tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert, key));
+    if let Some(ca) = client_ca {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read("--client-ca", ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(tls)
+}
 
-impl tonic::service::Interceptor for BearerCheck {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some(authenticator) = &self.0 else {
-            return Ok(request);
-        };
+/// The interceptor in front of `GatedKv`: with authentication on (a tokens file, client
+/// certificates, or both), a call is refused with `UNAUTHENTICATED` (`fenced-error:
+/// unauthenticated`) before the gate sees it unless a listed bearer token or its
+/// connection's client certificate (verified against the client CA in the TLS handshake)
+/// names its client; a call that carries a token is judged by the token alone, as by
+/// `fenced`. Without authentication every call passes. Health stays open.
+#[derive(Debug, Clone)]
+struct ClientCheck {
+    /// Bearer tokens, if they authenticate.
+    tokens: Option<Arc<Authenticator>>,
+    /// Whether client certificates authenticate.
+    certificates: bool,
+}
+
+impl ClientCheck {
+    /// `Ok` if the request names a known client, else why not.
+    fn check(&self, request: &tonic::Request<()>) -> Result<(), String> {
         let header = request
             .metadata()
             .get("authorization")
             .map(tonic::metadata::MetadataValue::as_bytes);
-        match authenticator.authenticate(header) {
-            Ok(_) => Ok(request),
+        if let (Some(tokens), Some(_)) = (&self.tokens, header) {
+            return tokens
+                .authenticate(header)
+                .map(|_| ())
+                .map_err(|why| why.to_string());
+        }
+        if self.certificates {
+            let leaf = request
+                .peer_certs()
+                .and_then(|chain| chain.first().cloned());
+            if let Some(leaf) = leaf {
+                return match CertificateIdentity::of(leaf.as_ref()) {
+                    CertificateIdentity::Named(_) => Ok(()),
+                    CertificateIdentity::Unnamed(why) => {
+                        Err(format!("the client certificate names no identity: {why}"))
+                    }
+                };
+            }
+        }
+        match &self.tokens {
+            Some(tokens) => tokens
+                .authenticate(None)
+                .map(|_| ())
+                .map_err(|why| why.to_string()),
+            None => Err(
+                "authentication is on: connect with a client certificate the store's \
+                         client CA signed"
+                    .to_string(),
+            ),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for ClientCheck {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if self.tokens.is_none() && !self.certificates {
+            return Ok(request);
+        }
+        match self.check(&request) {
+            Ok(()) => Ok(request),
             Err(why) => {
-                let mut status = tonic::Status::unauthenticated(why.to_string());
+                let mut status = tonic::Status::unauthenticated(why);
                 status.metadata_mut().insert(
                     fenced_proto::metadata::ERROR_CODE,
                     tonic::metadata::MetadataValue::from_static(UNAUTHENTICATED_CODE),
@@ -65,8 +135,10 @@ pub struct Kv {
     config: Config,
     /// The public keys every write's sequencer is verified with (`--verify-keys`), if any.
     keys: Option<Arc<PublicKeys>>,
-    /// Who may call (`--auth-tokens`), if authentication is on.
-    auth: Option<Arc<Authenticator>>,
+    /// Who may call (`--auth-tokens`, `--client-ca`).
+    auth: ClientCheck,
+    /// The TLS it serves (`--tls-cert`), if any.
+    tls: Option<ServerTlsConfig>,
     /// Where a request that finds the store stopped says so; the health service, the
     /// admin listener and the serve loop watch it.
     stop: StoreStop,
@@ -85,6 +157,15 @@ impl Kv {
             .transpose()
             .map_err(|error| Error::AuthTokens(error.to_string()))?
             .map(Arc::new);
+        let auth = ClientCheck {
+            tokens: auth,
+            certificates: config.client_ca.is_some(),
+        };
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|files| read_tls(files, config.client_ca.as_deref()))
+            .transpose()?;
         let backend = SledBackend::open(&config.data_dir).map_err(fenced_gate::Error::from)?;
         let gate = Gate::with_config(backend, config.gate.clone())
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -112,6 +193,7 @@ impl Kv {
             config,
             keys,
             auth,
+            tls,
             stop: StoreStop::new(),
         })
     }
@@ -148,7 +230,7 @@ impl Kv {
                 KvService::new(self.gate.clone(), stop.clone()).with_keys(self.keys.clone()),
             )
             .max_decoding_message_size(self.config.max_message_bytes()),
-            BearerCheck(self.auth.clone()),
+            self.auth.clone(),
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<GatedKvServer<KvService>>().await;
@@ -169,7 +251,20 @@ impl Kv {
                 let _ = started.send(());
             }
         };
-        let serving = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls.clone() {
+            builder = builder.tls_config(tls).map_err(|e| Error::Tls {
+                flag: "--tls-cert",
+                path: self
+                    .config
+                    .tls
+                    .as_ref()
+                    .map(|files| files.cert.display().to_string())
+                    .unwrap_or_default(),
+                problem: e.to_string(),
+            })?;
+        }
+        let serving = builder
             .layer(fenced_gate::grpc::layer())
             .add_service(health_service)
             .add_service(service)

@@ -10,7 +10,8 @@
 //! alternative names, else its subject's common name. The certificate was verified in the
 //! TLS handshake against the client CA: a certificate from any other CA never gets this far.
 //!
-//! The tokens file and the token check live in `fenced_types::service::bearer` (shared with
+//! The tokens file and the token check live in `fenced_types::service::bearer`, the
+//! certificate's identity in `fenced_types::service::certificate` (both shared with
 //! `fenced-kv`): one client per line, `IDENTITY SHA256-OF-TOKEN`, compared in constant
 //! time.
 //!
@@ -25,66 +26,10 @@ pub use fenced_types::service::bearer::{
     Authenticator, Identity, TokensFileError, Unauthenticated, MAX_IDENTITY_BYTES, MAX_TOKENS,
     UNAUTHENTICATED_CODE,
 };
+pub use fenced_types::service::certificate::CertificateIdentity;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
-
-/// The identity a verified client certificate gives, or why it gives none.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertificateIdentity {
-    /// The name it carries.
-    Named(Identity),
-    /// The certificate names nobody (no usable alternative name nor common name), or does
-    /// not parse.
-    Unnamed(String),
-}
-
-impl CertificateIdentity {
-    /// The identity of the DER certificate `der` (already verified by the handshake).
-    pub fn of(der: &[u8]) -> CertificateIdentity {
-        use x509_parser::extensions::GeneralName;
-        let certificate = match x509_parser::parse_x509_certificate(der) {
-            Ok((_, certificate)) => certificate,
-            Err(error) => return CertificateIdentity::Unnamed(format!("does not parse: {error}")),
-        };
-        let alternative = certificate
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .and_then(|names| {
-                names
-                    .value
-                    .general_names
-                    .iter()
-                    .find_map(|name| match name {
-                        GeneralName::DNSName(name)
-                        | GeneralName::URI(name)
-                        | GeneralName::RFC822Name(name) => Some(name.to_string()),
-                        _ => None,
-                    })
-            });
-        let common = || {
-            certificate
-                .subject()
-                .iter_common_name()
-                .next()
-                .and_then(|name| name.as_str().ok())
-                .map(str::to_string)
-        };
-        match alternative.or_else(common) {
-            Some(name) if !name.is_empty() && name.len() <= MAX_IDENTITY_BYTES => {
-                CertificateIdentity::Named(Identity(Arc::from(name)))
-            }
-            Some(name) => CertificateIdentity::Unnamed(format!(
-                "its name is empty or over {MAX_IDENTITY_BYTES} bytes ({} bytes)",
-                name.len()
-            )),
-            None => CertificateIdentity::Unnamed(
-                "it has no DNS, URI or email alternative name and no common name".to_string(),
-            ),
-        }
-    }
-}
 
 /// The interceptor in front of every authenticated gRPC service: with authentication on,
 /// a call is refused unless a known bearer token or its connection's client certificate

@@ -1,6 +1,6 @@
 //! The interceptor: a call without a listed token or a named client certificate is
-//! refused with UNAUTHENTICATED (the tokens file's own tests are in `fenced-types`), and a
-//! certificate names its client.
+//! refused with UNAUTHENTICATED (the tokens file's and the certificate's own tests are in
+//! `fenced-types`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,45 +35,4 @@ fn the_interceptor_refuses_without_a_token_and_passes_everything_when_off() {
     );
     let mut off = AuthLayer::new(None, false);
     assert!(off.call(Request::new(())).is_ok());
-}
-
-fn certificate(alternative_names: &[&str], common_name: Option<&str>) -> Vec<u8> {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(
-        alternative_names
-            .iter()
-            .map(|name| name.to_string())
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    if let Some(name) = common_name {
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-    }
-    params.self_signed(&key).unwrap().der().to_vec()
-}
-
-// checks: A1 (a certificate names its client by its first alternative name, else its
-// common name; one that names nobody, or does not parse, authenticates nobody)
-#[test]
-fn a_certificate_names_its_client_by_alternative_name_else_common_name() {
-    let named = |name: &str| CertificateIdentity::Named(Identity(Arc::from(name)));
-    assert_eq!(
-        CertificateIdentity::of(&certificate(&["billing.example"], Some("ignored"))),
-        named("billing.example")
-    );
-    assert_eq!(
-        CertificateIdentity::of(&certificate(&[], Some("alice"))),
-        named("alice")
-    );
-    assert!(matches!(
-        CertificateIdentity::of(&certificate(&[], None)),
-        CertificateIdentity::Unnamed(_)
-    ));
-    assert!(matches!(
-        CertificateIdentity::of(b"not a certificate"),
-        CertificateIdentity::Unnamed(_)
-    ));
 }

@@ -388,3 +388,95 @@ async fn fenced_kv_refuses_callers_without_a_listed_token_and_writes_nothing() {
         .into_inner();
     assert_eq!(answer.status(), ServingStatus::Serving);
 }
+
+// checks: A1, S5 (fenced-kv with --client-ca over TLS: a certificate the client CA signed
+// lets a writer in; a client with neither certificate nor token is refused
+// UNAUTHENTICATED and writes nothing; a certificate from another CA fails the handshake
+// and writes nothing; with --auth-tokens too, a token alone still gets in)
+#[tokio::test]
+async fn fenced_kv_lets_in_client_certificates_from_its_client_ca_and_no_others() {
+    use fenced_proto::kv::v1::gated_kv_client::GatedKvClient;
+    use fenced_proto::kv::v1::{GetRequest, PutRequest};
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let pki = fenced_tests::pki::TestPki::new();
+    let stranger = fenced_tests::pki::TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server_cert = write_pem(dir.path(), "server.pem", &pki.server_cert);
+    let server_key = write_pem(dir.path(), "server.key", &pki.server_key);
+    let ca = write_pem(dir.path(), "ca.pem", &pki.ca);
+    let tokens = tokens_file(dir.path());
+    let kv = fenced_tests::kv_server::TestKv::start_with(&[
+        "--tls-cert",
+        &server_cert,
+        "--tls-key",
+        &server_key,
+        "--client-ca",
+        &ca,
+        "--auth-tokens",
+        &tokens,
+    ]);
+    let url = format!("https://localhost:{}", kv.addr().port());
+    let connect = |identity: Option<(String, String)>| {
+        let url = url.clone();
+        let ca = pki.ca.clone();
+        async move {
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca))
+                .domain_name("localhost");
+            if let Some((cert, key)) = identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            let channel = Endpoint::from_shared(url)
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await?;
+            Ok::<_, tonic::transport::Error>(GatedKvClient::new(channel))
+        }
+    };
+    let put = |key: &str, token: u64| PutRequest {
+        resource: "orders".into(),
+        key: key.into(),
+        value: "v".into(),
+        token,
+        sequencer: Vec::new(),
+    };
+    let get = |key: &str| GetRequest {
+        resource: "orders".into(),
+        key: key.into(),
+    };
+
+    let mut alice = connect(Some(pki.client("alice"))).await.unwrap();
+    alice
+        .put(put("by-certificate", 7))
+        .await
+        .expect("a certificate from the client CA lets the writer in");
+
+    let mut anonymous = connect(None).await.unwrap();
+    assert_unauthenticated(&anonymous.put(put("anonymous", 8)).await.unwrap_err());
+    anonymous
+        .put(with_token(put("by-token", 8), TOKEN))
+        .await
+        .expect("a listed token gets in without a certificate");
+
+    let impostor = match connect(Some(stranger.client("alice"))).await {
+        Err(_) => None,
+        Ok(mut client) => Some(client.put(put("impostor", 9)).await),
+    };
+    assert!(
+        !matches!(impostor, Some(Ok(_))),
+        "a certificate from another CA wrote"
+    );
+
+    for (key, found) in [
+        ("by-certificate", true),
+        ("by-token", true),
+        ("anonymous", false),
+        ("impostor", false),
+    ] {
+        let answer = alice.get(get(key)).await.unwrap().into_inner();
+        assert_eq!(answer.found, found, "{key}: {answer:?}");
+    }
+}

@@ -104,23 +104,26 @@ struct LockRow {
 }
 
 /// Who asks for lock data: with authentication on, the identity of the request's bearer
-/// token (held to the policy), else 401, audited.
-fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, Response> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|value| value.as_bytes());
+/// token (held to the policy); else why not, audited.
+fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, String> {
+    let authorization = headers.get(header::AUTHORIZATION).map(|value| value.as_bytes());
     match state.auth.identify_http(authorization) {
         Ok(identity) => Ok(Caller::new(identity, state.policy.clone())),
         Err(status) => {
             crate::audit::unauthenticated(None, status.message());
-            Err((
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                format!("{}\n", status.message()),
-            )
-                .into_response())
+            Err(status.message().to_string())
         }
     }
+}
+
+/// 401 with why.
+fn unauthorized(why: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        format!("{why}\n"),
+    )
+        .into_response()
 }
 
 /// The first page of the locks, read as `List` reads them (due expiries applied first,
@@ -128,7 +131,7 @@ fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, Response> {
 async fn locks(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     let caller = match caller(&state, &headers) {
         Ok(caller) => caller,
-        Err(refusal) => return refusal,
+        Err(why) => return unauthorized(&why),
     };
     let readable = |lock: &str| caller.may(Permission::Read, lock);
     let page = state.config.max_list_page;
@@ -194,7 +197,7 @@ struct EventData<'a> {
 async fn events(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     let caller = match caller(&state, &headers) {
         Ok(caller) => caller,
-        Err(refusal) => return refusal,
+        Err(why) => return unauthorized(&why),
     };
     let every_lock = Filter::Prefix(String::new());
     let filter = match caller.is_restricted() {

@@ -6,11 +6,15 @@
 //!   `NOTIFY_SOCKET` is set.
 //! - `bearer` (feature `bearer`): the tokens file of `--auth-tokens` and the check of a
 //!   call's bearer token.
+//! - `certificate` (feature `certificates`): the identity a verified client certificate
+//!   names (`--client-ca`).
 //!
 //! It lives here because both binaries already depend on this crate; behind a feature, so
 //! that a storage service embedding the protocol's nouns does not compile clap or toml.
 
 #[cfg(feature = "bearer")]
 pub mod bearer;
+#[cfg(feature = "certificates")]
+pub mod certificate;
 pub mod config_file;
 pub mod sd_notify;
