@@ -189,6 +189,12 @@ struct Args {
     /// the single node issued; ignored once the cluster holds any state.
     #[arg(long, env = "FENCED_SEED_FROM", requires = "node_id")]
     seed_from: Option<PathBuf>,
+    /// Cluster members: a file holding the cluster's secret (32 to 1,024 printable
+    /// characters; the same file on every member). Every raft message then carries it,
+    /// and a member's raft listener refuses any message without it. Off by default: keep
+    /// the raft port on a private network.
+    #[arg(long, env = "FENCED_CLUSTER_SECRET_FILE", requires = "node_id")]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 impl Args {
@@ -205,6 +211,12 @@ impl Args {
                 election_timeout: Duration::from_millis(self.election_timeout_ms),
                 commit_timeout: Duration::from_millis(self.commit_timeout_ms),
                 seed_from: self.seed_from,
+                peer_secret: self
+                    .cluster_secret_file
+                    .as_deref()
+                    .map(fenced::cluster::peer_auth::PeerSecret::from_file)
+                    .transpose()
+                    .map_err(|error| ClusterSettingsError::Secret(error.to_string()))?,
                 ..ClusterSettings::new(node_id, raft_listen)
             }),
             _ => None,

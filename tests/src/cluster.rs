@@ -29,6 +29,8 @@ pub struct TestCluster {
     members: Vec<ServerProcess>,
     /// Each member's client address.
     client_addrs: Vec<SocketAddr>,
+    /// Each member's raft address.
+    raft_addrs: Vec<SocketAddr>,
 }
 
 /// A free loopback address that its member can listen on again after a restart.
@@ -80,6 +82,7 @@ impl TestCluster {
         TestCluster {
             members,
             client_addrs,
+            raft_addrs: raft,
         }
     }
 
@@ -101,6 +104,7 @@ impl TestCluster {
             &[("RUST_LOG", "warn,openraft=off")],
         ));
         self.client_addrs.push(client);
+        self.raft_addrs.push(raft);
         (id as u64, raft, client)
     }
 
@@ -115,6 +119,11 @@ impl TestCluster {
             .iter()
             .map(|addr| format!("http://{addr}"))
             .collect()
+    }
+
+    /// Member `id`'s raft address (where its peers send raft messages).
+    pub fn raft_addr(&self, id: usize) -> SocketAddr {
+        self.raft_addrs[id - 1]
     }
 
     /// Member `id`'s `http://` endpoint.

@@ -106,7 +106,9 @@ struct LockRow {
 /// Who asks for lock data: with authentication on, the identity of the request's bearer
 /// token (held to the policy); else why not, audited.
 fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, String> {
-    let authorization = headers.get(header::AUTHORIZATION).map(|value| value.as_bytes());
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes());
     match state.auth.identify_http(authorization) {
         Ok(identity) => Ok(Caller::new(identity, state.policy.clone())),
         Err(status) => {

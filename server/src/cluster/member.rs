@@ -175,14 +175,16 @@ impl OpenMember {
             })?;
         // Half the shortest election timeout: a member that comes back hears from the
         // leader before its own election timer runs out.
-        let network = Network::new(me).with_unreachable_backoff(settings.election_timeout / 2);
+        let network = Network::new(me)
+            .with_unreachable_backoff(settings.election_timeout / 2)
+            .with_secret(settings.peer_secret.clone());
         let raft = Raft::new(me, raft_config, network, log, state_machine)
             .await
             .map_err(|error| MemberError::Start {
                 reason: error.to_string(),
             })?;
         let stop = CancellationToken::new();
-        let raft_server = spawn_raft_server(&raft, listener, &stop);
+        let raft_server = spawn_raft_server(&raft, listener, settings.peer_secret.clone(), &stop);
         if !settings.initial_members.is_empty() {
             // A seeding member starts the cluster alone, so that nobody serves before the
             // seed is in; it adds the other members once it has seeded ([`seed`]).

@@ -25,6 +25,8 @@
 //! - [`network`]: raft messages to peers (`fenced.raft.v1` over tonic), openraft's
 //!   `RaftNetworkFactory`.
 //! - [`raft_service`]: raft messages from peers, handed to this node's raft core.
+//! - [`peer_auth`]: the cluster's secret, which every raft message carries and every raft
+//!   listener checks.
 //! - [`replicated_commit`]: the leader's group commit as raft entries.
 //! - [`leadership`]: the batched leadership check a leader runs before it confirms a
 //!   renewal or answers a linearizable read, and why a deposed leader's renewal never
@@ -41,6 +43,7 @@ pub mod log_store;
 pub mod member;
 pub mod membership;
 pub mod network;
+pub mod peer_auth;
 pub mod promotion;
 pub mod raft_service;
 pub mod replicated_commit;

@@ -163,7 +163,7 @@ impl TestCluster {
         let links = network.links();
         let raft = Raft::new(id, config(), network, log, sm).await.unwrap();
         let stop = CancellationToken::new();
-        let server = spawn_raft_server(&raft, listener, &stop);
+        let server = spawn_raft_server(&raft, listener, None, &stop);
         self.nodes.insert(
             id,
             TestNode {

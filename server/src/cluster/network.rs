@@ -61,6 +61,8 @@ use openraft::{RaftNetwork, RaftNetworkFactory, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::cluster::peer_auth::PeerSecret;
 use tonic::Code;
 
 use fenced_proto::raft::v1::raft_service_client::RaftServiceClient;
@@ -160,6 +162,8 @@ pub struct Network {
     acks: Acks,
     /// How long replication to an unreachable peer pauses before the next try.
     unreachable_backoff: Duration,
+    /// The cluster's secret, sent with every rpc, if the cluster has one.
+    secret: Option<PeerSecret>,
 }
 
 impl Network {
@@ -171,7 +175,14 @@ impl Network {
             links: Links::default(),
             acks: Acks::default(),
             unreachable_backoff: UNREACHABLE_BACKOFF,
+            secret: None,
         }
+    }
+
+    /// The same network, sending `secret` with every rpc ([`crate::cluster::peer_auth`]).
+    pub fn with_secret(mut self, secret: Option<PeerSecret>) -> Network {
+        self.secret = secret;
+        self
     }
 
     /// The same network, backing off `backoff` from an unreachable peer. A member keeps
@@ -201,6 +212,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             self.acks.clone(),
         )
         .backing_off(self.unreachable_backoff)
+        .with_secret(self.secret.clone())
     }
 }
 
@@ -338,6 +350,8 @@ pub struct PeerClient {
     acks: Acks,
     /// How long replication to this peer pauses after it was unreachable.
     unreachable_backoff: Duration,
+    /// The cluster's secret, sent with every rpc, if the cluster has one.
+    secret: Option<PeerSecret>,
 }
 
 impl PeerClient {
@@ -366,7 +380,14 @@ impl PeerClient {
             links,
             acks,
             unreachable_backoff: UNREACHABLE_BACKOFF,
+            secret: None,
         }
+    }
+
+    /// The same client, sending `secret` with every rpc.
+    fn with_secret(mut self, secret: Option<PeerSecret>) -> PeerClient {
+        self.secret = secret;
+        self
     }
 
     /// The same client, pausing `backoff` after the peer was unreachable.
@@ -424,6 +445,9 @@ impl PeerClient {
         let ttl = option.hard_ttl();
         let mut request = tonic::Request::new(RaftRequest { payload });
         request.set_timeout(ttl);
+        if let Some(secret) = &self.secret {
+            secret.attach(&mut request);
+        }
         let sending = async {
             match rpc {
                 RPCTypes::AppendEntries => client.append_entries(request).await,

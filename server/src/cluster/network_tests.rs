@@ -99,7 +99,7 @@ async fn the_raft_service_refuses_garbage_and_oversized_payloads() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let server = spawn_raft_server(&raft, listener, &stop);
+    let server = spawn_raft_server(&raft, listener, None, &stop);
     let mut client = RaftServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
@@ -234,4 +234,74 @@ async fn the_backoff_from_an_unreachable_peer_is_the_one_the_network_was_given()
         .await;
     let mut backoff = client.backoff();
     assert_eq!(backoff.next(), Some(Duration::from_millis(80)));
+}
+
+// checks: A1, C1, C2 (with a cluster secret, a raft listener takes rpcs only from peers that
+// carry it: anyone else who reaches the port can neither vote nor append, so cannot take
+// the cluster over; members with the secret talk as before)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cluster_secret_only_peers_that_carry_it_are_heard() {
+    use super::peer_auth::PeerSecret;
+    let secret = PeerSecret::new("correct-horse-battery-staple-0123456789").unwrap();
+    let other = PeerSecret::new("another-cluster-entirely-0123456789abcdef").unwrap();
+    assert!(PeerSecret::new("too-short").is_err(), "a short secret");
+    assert!(
+        PeerSecret::new("a secret with spaces in it, long enough to pass").is_err(),
+        "a secret with spaces"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = LogStore::open(&dir.path().join("raft"), false, DEFAULT_SEGMENT_BYTES).unwrap();
+    let sm = StateMachine::open(&dir.path().join("raft-sm"), false).unwrap();
+    let config = Arc::new(Config::default().validate().unwrap());
+    let raft: Raft<TypeConfig> = Raft::new(1, config, Network::new(1), log, sm)
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = spawn_raft_server(&raft, listener, Some(secret.clone()), &stop);
+
+    tracing::info!("--- raw rpcs without the secret, or with another: UNAUTHENTICATED");
+    let mut client = RaftServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let vote = || RaftRequest {
+        payload: postcard::to_stdvec(&vote_request()).unwrap(),
+    };
+    let statuses = [
+        client.append_entries(vote()).await.unwrap_err(),
+        client.vote(vote()).await.unwrap_err(),
+        client.install_snapshot(vote()).await.unwrap_err(),
+    ];
+    for status in statuses {
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    let mut wrong = tonic::Request::new(vote());
+    other.attach(&mut wrong);
+    let status = client.vote(wrong).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    tracing::info!("--- a peer's network without the secret is refused; with it, answered");
+    let ttl = Duration::from_secs(10);
+    let mut stranger = Network::new(2).new_client(1, &node(addr.to_string())).await;
+    let refused = stranger
+        .vote(vote_request(), RPCOption::new(ttl))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("Unauthenticated"),
+        "{refused:?}"
+    );
+    let mut peer = Network::new(2)
+        .with_secret(Some(secret))
+        .new_client(1, &node(addr.to_string()))
+        .await;
+    peer.vote(vote_request(), RPCOption::new(ttl))
+        .await
+        .expect("a peer with the secret is heard");
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    raft.shutdown().await.unwrap();
 }

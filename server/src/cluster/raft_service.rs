@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use fenced_proto::raft::v1::raft_service_server::{RaftService, RaftServiceServer};
@@ -28,12 +29,15 @@ use fenced_proto::raft::v1::{RaftRequest, RaftResponse};
 
 use crate::admission::ConnectionLimit;
 use crate::cluster::network::MAX_RAFT_MESSAGE_BYTES;
+use crate::cluster::peer_auth::{PeerCheck, PeerSecret};
 use crate::cluster::types::TypeConfig;
 use crate::grpc_incoming;
 
-/// How the raft listener accepts connections.
+/// How the raft listener accepts connections, and whom.
 #[derive(Debug, Clone)]
 pub struct RaftListenerConfig {
+    /// The cluster's secret every rpc must carry; `None`: every rpc is taken.
+    pub secret: Option<PeerSecret>,
     /// The most connections open at once (each peer keeps one; the rest is headroom for
     /// reconnects).
     pub max_connections: usize,
@@ -44,6 +48,7 @@ pub struct RaftListenerConfig {
 impl Default for RaftListenerConfig {
     fn default() -> Self {
         RaftListenerConfig {
+            secret: None,
             max_connections: 64,
             handshake_timeout: Duration::from_secs(5),
         }
@@ -63,11 +68,16 @@ impl RaftServer {
         RaftServer { raft }
     }
 
-    /// The tonic service, with both directions bounded by [`MAX_RAFT_MESSAGE_BYTES`].
-    pub fn into_service(self) -> RaftServiceServer<RaftServer> {
-        RaftServiceServer::new(self)
+    /// The tonic service, with both directions bounded by [`MAX_RAFT_MESSAGE_BYTES`], behind
+    /// the cluster secret's check (none without a secret).
+    pub fn into_service(
+        self,
+        secret: Option<PeerSecret>,
+    ) -> InterceptedService<RaftServiceServer<RaftServer>, PeerCheck> {
+        let service = RaftServiceServer::new(self)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        InterceptedService::new(service, PeerCheck(secret))
     }
 }
 
@@ -132,27 +142,26 @@ pub async fn serve_raft(
         config.handshake_timeout,
     );
     tonic::transport::Server::builder()
-        .add_service(RaftServer::new(raft).into_service())
+        .add_service(RaftServer::new(raft).into_service(config.secret.clone()))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 
 /// Serves `raft`'s [`RaftService`] on `listener` on a task of its own, with the default
-/// listener settings, until `stop` is cancelled.
+/// listener settings and `secret`, until `stop` is cancelled.
 pub fn spawn_raft_server(
     raft: &Raft<TypeConfig>,
     listener: TcpListener,
+    secret: Option<PeerSecret>,
     stop: &CancellationToken,
 ) -> JoinHandle<Result<(), tonic::transport::Error>> {
     let raft = raft.clone();
     let stop = stop.clone();
     tokio::spawn(async move {
-        serve_raft(
-            raft,
-            listener,
-            &RaftListenerConfig::default(),
-            stop.cancelled_owned(),
-        )
-        .await
+        let config = RaftListenerConfig {
+            secret,
+            ..RaftListenerConfig::default()
+        };
+        serve_raft(raft, listener, &config, stop.cancelled_owned()).await
     })
 }

@@ -43,11 +43,18 @@ pub struct ClusterSettings {
     /// A (stopped) single node's data directory to seed a new cluster from
     /// ([`crate::cluster::seed`]); ignored once the cluster's state is not empty.
     pub seed_from: Option<std::path::PathBuf>,
+    /// The cluster's secret ([`crate::cluster::peer_auth`]): every raft message carries
+    /// it, and the raft listener refuses any that does not. `None`: raft messages are not
+    /// authenticated (keep the raft port on a private network).
+    pub peer_secret: Option<crate::cluster::peer_auth::PeerSecret>,
 }
 
 /// Cluster settings that cannot work, with the values that conflict.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClusterSettingsError {
+    /// The cluster secret file cannot be used (`--cluster-secret-file`).
+    #[error("{0} (--cluster-secret-file)")]
+    Secret(String),
     /// Node id 0.
     #[error("the node id must be above zero")]
     ZeroNodeId,
@@ -149,6 +156,7 @@ impl ClusterSettings {
             election_timeout: DEFAULT_ELECTION_TIMEOUT,
             commit_timeout: crate::cluster::replicated_commit::DEFAULT_COMMIT_TIMEOUT,
             seed_from: None,
+            peer_secret: None,
         }
     }
 
