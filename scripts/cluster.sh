@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs a three-member fenced cluster on this machine, for trying it: members 1, 2 and 3 on
 # loopback, clients on ports 7501-7503, raft on 7601-7603, data in ./fenced-cluster/nN
-# (kept across runs: a second run starts the same cluster again). Builds fenced (release)
-# first. Stops all three on Ctrl-C; logs are in ./fenced-cluster/nN.log.
+# (kept across runs: a second run starts the same cluster again). The members share a
+# cluster secret (./fenced-cluster/secret, made on the first run, mode 0600), so only they
+# can send each other raft messages. Builds fenced (release) first. Stops all three on
+# Ctrl-C; logs are in ./fenced-cluster/nN.log.
 #
 # Usage: scripts/cluster.sh [extra fenced flags for every member...]
 #   e.g. scripts/cluster.sh --election-timeout-ms 500 --heartbeat-ms 100
@@ -31,6 +33,9 @@ fi
 
 members="1=127.0.0.1:7601/127.0.0.1:7501,2=127.0.0.1:7602/127.0.0.1:7502,3=127.0.0.1:7603/127.0.0.1:7503"
 mkdir -p "$dir"
+if [ ! -s "$dir/secret" ]; then
+  (umask 077 && head -c 32 /dev/urandom | base64 >"$dir/secret")
+fi
 pids=()
 stop() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -40,7 +45,7 @@ trap stop EXIT INT TERM
 
 for id in 1 2 3; do
   cmd=("$bin" --node-id "$id" --raft-listen "127.0.0.1:760$id" --listen "127.0.0.1:750$id"
-    --members "$members" --data-dir "$dir/n$id" "$@")
+    --members "$members" --data-dir "$dir/n$id" --cluster-secret-file "$dir/secret" "$@")
   echo "member $id: ${cmd[*]}"
   "${cmd[@]}" >"$dir/n$id.log" 2>&1 &
   pids+=("$!")
