@@ -8,32 +8,40 @@
 //! start with `fenced_check`, and the database refuses the zombie's write. The demo
 //! installs `fenced.sql` there and uses the table `fenced_demo_output`.
 //!
-//! `-- --secure` runs it secured: every worker (and the director) authenticates with its
-//! own bearer token, a policy lets only the workers take the lock, and every grant carries
-//! a sequencer signed by the server, which `fenced-kv` verifies with every write.
+//! `-- --secure tokens` (or `--secure certificates`) runs it secured: every worker (and the
+//! director) authenticates with its own bearer token (or client certificate, over TLS), a
+//! policy lets only the workers take the lock, and every grant carries a sequencer signed
+//! by the server, which `fenced-kv` verifies with every write.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use fenced_demo::credentials::Secure;
 use fenced_demo::{html, scenario};
 
 /// Where the workers write, and whether the run is secured, from the command line.
-fn parse_args() -> Result<(scenario::Store, bool), String> {
+fn parse_args() -> Result<(scenario::Store, Option<Secure>), String> {
     let mut store = "kv".to_string();
     let mut url = std::env::var("FENCED_DEMO_POSTGRES_URL").ok();
-    let mut secure = false;
+    let mut secure = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--store" => store = value()?,
             "--postgres-url" => url = Some(value()?),
-            "--secure" => secure = true,
+            "--secure" => {
+                secure = Some(match value()?.as_str() {
+                    "tokens" => Secure::Tokens,
+                    "certificates" => Secure::Certificates,
+                    other => return Err(format!("--secure {other:?}: tokens or certificates")),
+                })
+            }
             other => {
                 return Err(format!(
                     "unknown flag {other:?} (flags: --store kv|postgres, --postgres-url URL, \
-                     --secure)"
+                     --secure tokens|certificates)"
                 ))
             }
         }

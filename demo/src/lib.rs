@@ -13,7 +13,8 @@
 //! - [`worker`]: the line protocol between the orchestrator and a worker process.
 //! - [`timeline`]: the narrated, timestamped record of a run.
 //! - [`html`]: the timeline as a self-contained HTML page.
-//! - [`credentials`]: the secured story's tokens, policy and signing key (`--secure`).
+//! - [`credentials`]: the secured story's credentials (bearer tokens or client
+//!   certificates), policy and signing key (`--secure`); [`pki`]: a throwaway CA.
 //! - [`cargo`]: a nested `cargo build` for the other binaries, without rebuilding the world.
 //! - `src/bin/fenced-demo-worker.rs`: the worker process.
 #![deny(missing_docs)]
@@ -21,6 +22,7 @@
 pub mod cargo;
 pub mod credentials;
 pub mod html;
+pub mod pki;
 pub mod process;
 pub mod scenario;
 pub mod timeline;

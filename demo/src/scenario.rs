@@ -8,7 +8,7 @@ use fenced_proto::kv::v1 as kv;
 use fenced_proto::v1 as pb;
 use tokio::task::JoinHandle;
 
-use crate::credentials::Credentials;
+use crate::credentials::{Access, Credentials, Secure};
 use crate::process::{start_server, Child, DemoError};
 use crate::timeline::{Lane, Mark, Timeline};
 use crate::worker::{command, parse_report, report};
@@ -49,11 +49,11 @@ pub struct Options {
     pub narrate: bool,
     /// Let the child processes' logs through to stderr.
     pub show_logs: bool,
-    /// Run secured: `fenced` and `fenced-kv` authenticate every call by bearer token
-    /// (each worker and the director has its own), `fenced` holds each identity to a
-    /// policy and signs every grant's sequencer, and `fenced-kv` (gate on) demands and
-    /// verifies a sequencer with every write ([`Credentials`]).
-    pub secure: bool,
+    /// Run secured: `fenced` and `fenced-kv` authenticate every call by bearer token or
+    /// client certificate (each worker and the director has its own), `fenced` holds each
+    /// identity to a policy and signs every grant's sequencer, and `fenced-kv` (gate on)
+    /// demands and verifies a sequencer with every write ([`Credentials`]). `None`: open.
+    pub secure: Option<Secure>,
 }
 
 /// What happened, for the verdict and for tests.
@@ -103,9 +103,13 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
     let dir = |name: &str| temp.path().join(name).display().to_string();
 
     // Step 1: the lock server and the store (with their credentials, when secured).
-    let credentials = match options.secure {
-        true => Some(Credentials::create(temp.path(), &["alpha", "beta"])?),
-        false => None,
+    let credentials = options
+        .secure
+        .map(|secure| Credentials::create(temp.path(), secure, &["alpha", "beta"]))
+        .transpose()?;
+    let url = |addr: &str| match &credentials {
+        Some(credentials) => credentials.url(addr),
+        None => format!("http://{addr}"),
     };
     let mut fenced_args = vec![
         "--listen".into(),
@@ -122,8 +126,8 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
         options.show_logs,
     )
     .await?;
-    let director_token = credentials.as_ref().map(Credentials::director_token);
-    let lock_server = format!("http://{lock_addr}");
+    let director = Access::director(credentials.as_ref());
+    let lock_server = url(&lock_addr);
     // `_store` keeps the store's process (if any) alive until the story ends.
     let (_store, store_url, resource) = match &options.store {
         Store::Kv => {
@@ -147,7 +151,7 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
                 options.show_logs,
             )
             .await?;
-            (Some(store), format!("http://{kv_addr}"), RESOURCE)
+            (Some(store), url(&kv_addr), RESOURCE)
         }
         Store::Postgres { url } => {
             prepare_postgres(url).await?;
@@ -170,21 +174,25 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
             }
         ),
     );
-    if options.secure {
+    if let Some(secure) = options.secure {
+        let credential = match secure {
+            Secure::Tokens => "every call carries its caller's bearer token",
+            Secure::Certificates => "every caller connects over TLS with its client certificate",
+        };
         timeline.record(
             Lane::Director,
             Mark::Note,
-            "secured: every call carries its caller's bearer token, the policy lets alpha and \
-             beta lock orders/*, and every grant carries a signed sequencer"
-                .to_string()
-                + if options.gate && options.store == Store::Kv {
-                    " that the store verifies with every write"
-                } else {
-                    ""
-                },
+            format!(
+                "secured: {credential}, the policy lets alpha and beta lock orders/*, and every \
+                 grant carries a signed sequencer"
+            ) + if options.gate && options.store == Store::Kv {
+                " that the store verifies with every write"
+            } else {
+                ""
+            },
         );
     }
-    let watcher = watch_lock(&lock_server, director_token, timeline.clone()).await?;
+    let watcher = watch_lock(&lock_server, &director, timeline.clone()).await?;
 
     // Step 2: two workers compete; alpha wins and writes.
     let worker = |name: &str| {
@@ -278,7 +286,7 @@ pub async fn run(options: &Options) -> Result<Report, DemoError> {
 
     // Step 7: what the store holds.
     let (final_value, final_token) = match &options.store {
-        Store::Kv => read_store(&store_url, director_token).await?,
+        Store::Kv => read_store(&store_url, &director).await?,
         Store::Postgres { url } => read_postgres(url).await?,
     };
     timeline.record(
@@ -445,20 +453,16 @@ impl Actor {
 /// Follows the lock on the server and puts grants and expiries on the timeline.
 async fn watch_lock(
     lock_server: &str,
-    token: Option<&str>,
+    director: &Access,
     timeline: Timeline,
 ) -> Result<JoinHandle<()>, DemoError> {
-    let mut client = pb::lock_service_client::LockServiceClient::connect(lock_server.to_string())
-        .await
-        .map_err(|e| io("connecting to the lock server", e))?;
-    let request = authorized(
-        pb::WatchRequest {
-            lock: LOCK.into(),
-            prefix: String::new(),
-            start_revision: 0,
-        },
-        token,
-    )?;
+    let mut client =
+        pb::lock_service_client::LockServiceClient::new(director.channel(lock_server).await?);
+    let request = director.request(pb::WatchRequest {
+        lock: LOCK.into(),
+        prefix: String::new(),
+        start_revision: 0,
+    })?;
     let mut events = client
         .watch(request)
         .await
@@ -489,30 +493,13 @@ async fn watch_lock(
     }))
 }
 
-/// `message` as a request, with `authorization: Bearer TOKEN` when there is a token.
-fn authorized<T>(message: T, token: Option<&str>) -> Result<tonic::Request<T>, DemoError> {
-    let mut request = tonic::Request::new(message);
-    if let Some(token) = token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|e| io("the director's bearer token", e))?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    Ok(request)
-}
-
-async fn read_store(store: &str, token: Option<&str>) -> Result<(String, u64), DemoError> {
+async fn read_store(store: &str, director: &Access) -> Result<(String, u64), DemoError> {
     let mut client =
-        fenced_proto::kv::v1::gated_kv_client::GatedKvClient::connect(store.to_string())
-            .await
-            .map_err(|e| io("connecting to the store", e))?;
-    let request = authorized(
-        kv::GetRequest {
-            resource: RESOURCE.into(),
-            key: KEY.into(),
-        },
-        token,
-    )?;
+        fenced_proto::kv::v1::gated_kv_client::GatedKvClient::new(director.channel(store).await?);
+    let request = director.request(kv::GetRequest {
+        resource: RESOURCE.into(),
+        key: KEY.into(),
+    })?;
     let value = client
         .get(request)
         .await

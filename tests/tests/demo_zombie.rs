@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use fenced_demo::credentials::Secure;
 use fenced_demo::scenario::{run, Options, Store};
 use fenced_tests::binaries::binary;
 use fenced_tests::postgres::postgres_or_skip;
@@ -23,7 +24,7 @@ fn options_with(store: Store, gate: bool) -> Options {
         gate,
         narrate: true,
         show_logs: false,
-        secure: false,
+        secure: None,
     }
 }
 
@@ -116,15 +117,14 @@ async fn postgres_without_fenced_check_lets_the_zombie_overwrite() {
     assert_eq!(report.final_token, report.alpha_token);
 }
 
-/// The secured story: every process authenticates with its own bearer token, the policy
-/// lets only the workers lock, and `fenced-kv` demands the server's signed sequencer with
-/// every write. The zombie's write carries a genuine sequencer, and is still refused as
-/// stale; the holders shown are the authenticated identities.
-// checks: S5, S8, A1, A2
-#[tokio::test]
-async fn secured_the_gate_turns_the_paused_leader_away() {
+/// The secured story, with bearer tokens and with client certificates: every process
+/// authenticates with its own credential, the policy lets only the workers lock, and
+/// `fenced-kv` demands the server's signed sequencer with every write. The zombie's write
+/// carries a genuine sequencer, and is still refused as stale; the holders shown are the
+/// authenticated identities.
+async fn secured_story(secure: Secure) {
     let report = run(&Options {
-        secure: true,
+        secure: Some(secure),
         ..options(true)
     })
     .await
@@ -144,4 +144,16 @@ async fn secured_the_gate_turns_the_paused_leader_away() {
             .any(|entry| entry.text.contains("granted the lock to alpha/alpha")),
         "the holder is the authenticated identity: {entries:#?}"
     );
+}
+
+// checks: S5, S8, A1, A2
+#[tokio::test]
+async fn secured_with_tokens_the_gate_turns_the_paused_leader_away() {
+    secured_story(Secure::Tokens).await;
+}
+
+// checks: S5, S8, A1, A2
+#[tokio::test]
+async fn secured_with_certificates_the_gate_turns_the_paused_leader_away() {
+    secured_story(Secure::Certificates).await;
 }

@@ -31,6 +31,10 @@ struct Args {
     /// The bearer token for `fenced` and `fenced-kv`, read from `--token-file` (the secured
     /// story); `None` sends none.
     token: Option<String>,
+    /// The client certificate for `fenced` and `fenced-kv` over TLS, and the CA they are
+    /// trusted by (`--tls-cert`, `--tls-key`, `--tls-ca`; the secured story with
+    /// certificates).
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -60,6 +64,24 @@ fn parse_args() -> Result<Args, String> {
             None | Some("false") => false,
             Some("true") => true,
             Some(other) => return Err(format!("--unfenced: {other:?} is not true or false")),
+        },
+        tls: match (
+            values.remove("tls-cert"),
+            values.remove("tls-key"),
+            values.remove("tls-ca"),
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => {
+                let read = |flag: &str, path: &str| {
+                    std::fs::read_to_string(path).map_err(|e| format!("--{flag} {path}: {e}"))
+                };
+                Some(fenced_demo::credentials::client_tls(
+                    &read("tls-ca", &ca)?,
+                    &read("tls-cert", &cert)?,
+                    &read("tls-key", &key)?,
+                ))
+            }
+            _ => return Err("--tls-cert, --tls-key and --tls-ca go together".into()),
         },
         token: match values.remove("token-file") {
             None => None,
@@ -103,11 +125,14 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(token) = &args.token {
         builder = builder.bearer_token(token.clone());
     }
+    if let Some(tls) = &args.tls {
+        builder = builder.tls(tls.clone());
+    }
     let client = builder
         .connect()
         .await
         .map_err(|e| format!("connect to the lock server: {e}"))?;
-    let mut store = Store::connect(&args.store, args.unfenced, args.token.as_deref()).await?;
+    let mut store = Store::connect(&args, args.token.as_deref()).await?;
     let mut lease: Option<Arc<Lease>> = None;
     let mut prepared: Option<(Proof, String)> = None;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -213,11 +238,16 @@ enum Store {
 }
 
 impl Store {
-    async fn connect(url: &str, unfenced: bool, token: Option<&str>) -> Result<Store, String> {
+    async fn connect(args: &Args, token: Option<&str>) -> Result<Store, String> {
+        let (url, unfenced) = (args.store.as_str(), args.unfenced);
         if url.starts_with("http://") || url.starts_with("https://") {
-            let client = GatedKvClient::connect(url.to_string())
-                .await
-                .map_err(|e| format!("connect to the store: {e}"))?;
+            let failed = |e: tonic::transport::Error| format!("connect to the store: {e}");
+            let mut endpoint =
+                tonic::transport::Endpoint::from_shared(url.to_string()).map_err(failed)?;
+            if let Some(tls) = &args.tls {
+                endpoint = endpoint.tls_config(tls.clone()).map_err(failed)?;
+            }
+            let client = GatedKvClient::new(endpoint.connect().await.map_err(failed)?);
             return Ok(Store::Kv {
                 client,
                 token: token.map(str::to_string),
