@@ -36,6 +36,11 @@ pub struct Config {
     /// certificate this CA (PEM) signed is identified by it; one that presents none needs a
     /// bearer token (`auth_tokens`) or is refused. `None`: no client certificates (default).
     pub client_ca: Option<PathBuf>,
+    /// The audit log ([`crate::audit`]): refused calls and refused writes, one JSON line
+    /// each; `None`: no audit log (default).
+    pub audit_log: Option<PathBuf>,
+    /// The size at which the audit log is rotated (default 64 MiB).
+    pub audit_max_bytes: u64,
 }
 
 /// The files of the TLS identity the store serves.
@@ -57,6 +62,8 @@ impl Default for Config {
             auth_tokens: None,
             tls: None,
             client_ca: None,
+            audit_log: None,
+            audit_max_bytes: 64 * 1024 * 1024,
         }
     }
 }

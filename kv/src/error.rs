@@ -17,6 +17,9 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+    /// The audit log (`--audit-log`) cannot be opened.
+    #[error("{0} (--audit-log)")]
+    Audit(String),
     /// The tokens file (`--auth-tokens`) could not be read or parsed.
     #[error("{0} (--auth-tokens)")]
     AuthTokens(String),

@@ -27,6 +27,7 @@
 //! - [`stop`]: [`StoreStop`], how a failed sync met by any request stops the process.
 //! - [`metrics`]: the metrics' names and the Prometheus recorder; [`admin`]: the admin
 //!   listener (`--admin-listen`) serving `/metrics` and `/healthz`.
+//! - [`audit`]: the audit log (`--audit-log`): refused calls and refused writes.
 //! - [`error`]: [`Error`], why the service could not start or stopped.
 //!
 //! Besides `GatedKv`, the gRPC port serves the standard health service (`grpc.health.v1`):
@@ -40,6 +41,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod metrics;

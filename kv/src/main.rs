@@ -61,6 +61,14 @@ struct Args {
     /// (--auth-tokens) or is refused. Needs --tls-cert.
     #[arg(long, env = "FENCED_KV_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Append an audit log to this file: one JSON line for every call refused for want of
+    /// authentication and every write refused (stale token, missing or forged sequencer,
+    /// bad request). Off by default.
+    #[arg(long, env = "FENCED_KV_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many bytes (FILE.1 ... FILE.5 kept).
+    #[arg(long, env = "FENCED_KV_AUDIT_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    audit_max_bytes: u64,
     /// Serve HTTP on this address (port 0 picks a free port): Prometheus `/metrics` and
     /// `/healthz`. Off by default.
     #[arg(long, env = "FENCED_KV_ADMIN_LISTEN")]
@@ -86,6 +94,8 @@ async fn main() -> ExitCode {
             _ => None,
         },
         client_ca: args.client_ca,
+        audit_log: args.audit_log,
+        audit_max_bytes: args.audit_max_bytes,
         ..Config::default()
     };
     config.gate.max_value_bytes = args.max_value_bytes;

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use fenced_gate::{Gate, SledBackend};
 use fenced_proto::kv::v1::gated_kv_server::GatedKvServer;
 use fenced_types::sequencer::PublicKeys;
-use fenced_types::service::bearer::{Authenticator, UNAUTHENTICATED_CODE};
+use fenced_types::service::audit_log::AuditLog;
+use fenced_types::service::bearer::{Authenticator, Identity, UNAUTHENTICATED_CODE};
 use fenced_types::service::certificate::CertificateIdentity;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity as TlsIdentity, ServerTlsConfig};
 
+use crate::audit::Audit;
 use crate::config::{Config, TlsFiles};
 use crate::error::Error;
 use crate::service::KvService;
@@ -64,20 +66,19 @@ struct ClientCheck {
     tokens: Option<Arc<Authenticator>>,
     /// Whether client certificates authenticate.
     certificates: bool,
+    /// Where refusals are recorded.
+    audit: Audit,
 }
 
 impl ClientCheck {
-    /// `Ok` if the request names a known client, else why not.
-    fn check(&self, request: &tonic::Request<()>) -> Result<(), String> {
+    /// The identity the request names, or why it names none.
+    fn check(&self, request: &tonic::Request<()>) -> Result<Identity, String> {
         let header = request
             .metadata()
             .get("authorization")
             .map(tonic::metadata::MetadataValue::as_bytes);
         if let (Some(tokens), Some(_)) = (&self.tokens, header) {
-            return tokens
-                .authenticate(header)
-                .map(|_| ())
-                .map_err(|why| why.to_string());
+            return tokens.authenticate(header).map_err(|why| why.to_string());
         }
         if self.certificates {
             let leaf = request
@@ -85,7 +86,7 @@ impl ClientCheck {
                 .and_then(|chain| chain.first().cloned());
             if let Some(leaf) = leaf {
                 return match CertificateIdentity::of(leaf.as_ref()) {
-                    CertificateIdentity::Named(_) => Ok(()),
+                    CertificateIdentity::Named(identity) => Ok(identity),
                     CertificateIdentity::Unnamed(why) => {
                         Err(format!("the client certificate names no identity: {why}"))
                     }
@@ -93,13 +94,10 @@ impl ClientCheck {
             }
         }
         match &self.tokens {
-            Some(tokens) => tokens
-                .authenticate(None)
-                .map(|_| ())
-                .map_err(|why| why.to_string()),
+            Some(tokens) => tokens.authenticate(None).map_err(|why| why.to_string()),
             None => Err(
                 "authentication is on: connect with a client certificate the store's \
-                         client CA signed"
+                 client CA signed"
                     .to_string(),
             ),
         }
@@ -112,8 +110,9 @@ impl tonic::service::Interceptor for ClientCheck {
             return Ok(request);
         }
         match self.check(&request) {
-            Ok(()) => Ok(request),
+            Ok(identity) => Ok(named(request, Some(identity))),
             Err(why) => {
+                self.audit.unauthenticated(request.remote_addr(), &why);
                 let mut status = tonic::Status::unauthenticated(why);
                 status.metadata_mut().insert(
                     fenced_proto::metadata::ERROR_CODE,
@@ -123,6 +122,15 @@ impl tonic::service::Interceptor for ClientCheck {
             }
         }
     }
+}
+
+/// Puts the identity a bearer token or certificate named on the request, for the audit
+/// log.
+fn named(mut request: tonic::Request<()>, identity: Option<Identity>) -> tonic::Request<()> {
+    if let Some(identity) = identity {
+        request.extensions_mut().insert(identity);
+    }
+    request
 }
 
 /// An opened store, ready to serve. Opening and serving are two steps so the binary can
@@ -139,6 +147,8 @@ pub struct Kv {
     auth: ClientCheck,
     /// The TLS it serves (`--tls-cert`), if any.
     tls: Option<ServerTlsConfig>,
+    /// Where refused calls and writes are recorded (`--audit-log`).
+    audit: Audit,
     /// Where a request that finds the store stopped says so; the health service, the
     /// admin listener and the serve loop watch it.
     stop: StoreStop,
@@ -157,9 +167,18 @@ impl Kv {
             .transpose()
             .map_err(|error| Error::AuthTokens(error.to_string()))?
             .map(Arc::new);
+        let audit = Audit::new(
+            config
+                .audit_log
+                .as_deref()
+                .map(|path| AuditLog::open(path, config.audit_max_bytes))
+                .transpose()
+                .map_err(|error| Error::Audit(error.to_string()))?,
+        );
         let auth = ClientCheck {
             tokens: auth,
             certificates: config.client_ca.is_some(),
+            audit: audit.clone(),
         };
         let tls = config
             .tls
@@ -194,6 +213,7 @@ impl Kv {
             keys,
             auth,
             tls,
+            audit,
             stop: StoreStop::new(),
         })
     }
@@ -227,7 +247,9 @@ impl Kv {
         let stop = self.stop.clone();
         let service = tonic::service::interceptor::InterceptedService::new(
             GatedKvServer::new(
-                KvService::new(self.gate.clone(), stop.clone()).with_keys(self.keys.clone()),
+                KvService::new(self.gate.clone(), stop.clone())
+                    .with_keys(self.keys.clone())
+                    .with_audit(self.audit.clone()),
             )
             .max_decoding_message_size(self.config.max_message_bytes()),
             self.auth.clone(),

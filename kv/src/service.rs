@@ -18,6 +18,7 @@ use fenced_types::sequencer::PublicKeys;
 use fenced_types::{FencingToken, LockName};
 use tonic::{Request, Response, Status};
 
+use crate::audit::{Audit, Caller};
 use crate::metrics;
 use crate::stop::StoreStop;
 
@@ -39,6 +40,8 @@ pub struct KvService {
     stop: StoreStop,
     /// Sequencer mode: the keys every write's sequencer must verify with.
     keys: Option<Arc<PublicKeys>>,
+    /// Where refused writes are recorded.
+    audit: Audit,
 }
 
 impl KvService {
@@ -49,7 +52,26 @@ impl KvService {
             gate,
             stop,
             keys: None,
+            audit: Audit::default(),
         }
+    }
+
+    /// Records every refused write to `audit`.
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Records a refused write of `op` on `resource` by `caller`, when auditing.
+    fn audit_refusal(&self, op: &str, resource: &str, caller: Option<&Caller>, status: &Status) {
+        if let Some(caller) = caller {
+            self.audit.write_refused(op, resource, caller, status);
+        }
+    }
+
+    /// The caller of `request`, when auditing (so nothing is gathered otherwise).
+    fn caller<T>(&self, request: &Request<T>) -> Option<Caller> {
+        self.audit.is_on().then(|| Caller::of(request))
     }
 
     /// Sequencer mode: every write must carry a sequencer that verifies with `keys` and is
@@ -122,18 +144,27 @@ fn resource(name: String) -> Result<LockName, Status> {
 impl GatedKv for KvService {
     async fn put(&self, mut request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         const OP: &str = "put";
-        let resource = resource(std::mem::take(&mut request.get_mut().resource))?;
+        let caller = self.caller(&request);
+        let name = std::mem::take(&mut request.get_mut().resource);
+        let refused = |status: &Status| self.audit_refusal(OP, &name, caller.as_ref(), status);
+        let resource = resource(name.clone()).inspect_err(refused)?;
         let body = request.get_ref();
-        let token = self.token_for(OP, &request, &resource, body.token, &body.sequencer)?;
+        let token = self
+            .token_for(OP, &request, &resource, body.token, &body.sequencer)
+            .inspect_err(refused)?;
         let PutRequest { key, value, .. } = request.into_inner();
         let op = WriteOp::put(key, value);
         // Refuse bad input here, before a blocking thread is even taken.
-        self.gate.check_op(&op)?;
+        self.gate
+            .check_op(&op)
+            .map_err(Status::from)
+            .inspect_err(refused)?;
         let accepted = self
             .blocking(Call::Write(OP), move |gate| {
                 gate.write(&resource, token, &op)
             })
-            .await?;
+            .await
+            .inspect_err(refused)?;
         Ok(Response::new(PutResponse {
             mark: accepted.mark.get(),
         }))
@@ -144,17 +175,26 @@ impl GatedKv for KvService {
         mut request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         const OP: &str = "delete";
-        let resource = resource(std::mem::take(&mut request.get_mut().resource))?;
+        let caller = self.caller(&request);
+        let name = std::mem::take(&mut request.get_mut().resource);
+        let refused = |status: &Status| self.audit_refusal(OP, &name, caller.as_ref(), status);
+        let resource = resource(name.clone()).inspect_err(refused)?;
         let body = request.get_ref();
-        let token = self.token_for(OP, &request, &resource, body.token, &body.sequencer)?;
+        let token = self
+            .token_for(OP, &request, &resource, body.token, &body.sequencer)
+            .inspect_err(refused)?;
         let DeleteRequest { key, .. } = request.into_inner();
         let op = WriteOp::delete(key);
-        self.gate.check_op(&op)?;
+        self.gate
+            .check_op(&op)
+            .map_err(Status::from)
+            .inspect_err(refused)?;
         let accepted = self
             .blocking(Call::Write(OP), move |gate| {
                 gate.write(&resource, token, &op)
             })
-            .await?;
+            .await
+            .inspect_err(refused)?;
         Ok(Response::new(DeleteResponse {
             existed: accepted.existed,
             mark: accepted.mark.get(),
@@ -165,14 +205,19 @@ impl GatedKv for KvService {
         &self,
         mut request: Request<FenceRequest>,
     ) -> Result<Response<FenceResponse>, Status> {
-        let resource = resource(std::mem::take(&mut request.get_mut().resource))?;
+        const OP: &str = "fence";
+        let caller = self.caller(&request);
+        let name = std::mem::take(&mut request.get_mut().resource);
+        let refused = |status: &Status| self.audit_refusal(OP, &name, caller.as_ref(), status);
+        let resource = resource(name.clone()).inspect_err(refused)?;
         let body = request.get_ref();
-        let token = self.token_for("fence", &request, &resource, body.token, &body.sequencer)?;
+        let token = self
+            .token_for(OP, &request, &resource, body.token, &body.sequencer)
+            .inspect_err(refused)?;
         let mark = self
-            .blocking(Call::Write("fence"), move |gate| {
-                gate.fence(&resource, token)
-            })
-            .await?;
+            .blocking(Call::Write(OP), move |gate| gate.fence(&resource, token))
+            .await
+            .inspect_err(refused)?;
         Ok(Response::new(FenceResponse { mark: mark.get() }))
     }
 

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use fenced_client::{AcquireOptions, Client};
 use fenced_proto::v1 as pb;
@@ -344,7 +345,13 @@ async fn fenced_kv_refuses_callers_without_a_listed_token_and_writes_nothing() {
     use fenced_proto::kv::v1::{GetRequest, PutRequest};
     let dir = tempfile::tempdir().unwrap();
     let tokens = tokens_file(dir.path());
-    let kv = fenced_tests::kv_server::TestKv::start_with(&["--auth-tokens", &tokens]);
+    let audit = dir.path().join("kv-audit.jsonl");
+    let kv = fenced_tests::kv_server::TestKv::start_with(&[
+        "--auth-tokens",
+        &tokens,
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ]);
     let mut client = kv.client().await;
     let put = || PutRequest {
         resource: "orders".into(),
@@ -387,6 +394,31 @@ async fn fenced_kv_refuses_callers_without_a_listed_token_and_writes_nothing() {
         .expect("health stays open")
         .into_inner();
     assert_eq!(answer.status(), ServingStatus::Serving);
+
+    // Each refused call left its line in the store's audit log, with the caller's address.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let refused: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|record| record["kind"] == "unauthenticated")
+            .collect();
+        if refused.len() >= 3 {
+            assert!(
+                refused.iter().all(|record| record["peer"]
+                    .as_str()
+                    .is_some_and(|peer| peer.starts_with("127.0.0.1:"))),
+                "{refused:#?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three refusals, three lines: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 // checks: A1, S5 (fenced-kv with --client-ca over TLS: a certificate the client CA signed

@@ -124,7 +124,13 @@ async fn forged_borrowed_and_bare_tokens_are_refused_and_nothing_is_written() {
         "--signing-key-id",
         "k2",
     ]);
-    let store = TestKv::start_with(&["--verify-keys", public_keys.to_str().unwrap()]);
+    let audit = keys.path().join("kv-audit.jsonl");
+    let store = TestKv::start_with(&[
+        "--verify-keys",
+        public_keys.to_str().unwrap(),
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ]);
     let mut kv = store.client().await;
 
     // Phase 3: the holder writes with its sequencer, which the SDK attaches.
@@ -336,6 +342,51 @@ async fn forged_borrowed_and_bare_tokens_are_refused_and_nothing_is_written() {
         .await
         .unwrap();
     assert_eq!(sequencer_of(&over_framed).lock().as_str(), "framed/seq");
+
+    // Every refusal above left its line in the store's audit log: each kind of refused
+    // sequencer, and the genuine but stale one with both tokens.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let records: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+            .collect();
+        let stale = |record: &serde_json::Value| record["code"] == "FailedPrecondition";
+        if records.iter().any(stale) {
+            break records;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no stale token's line: {records:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let kinds: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter_map(|record| record["sequencer_refused"].as_str())
+        .collect();
+    for kind in ["bad-signature", "other-lock", "unknown-key"] {
+        assert!(kinds.contains(kind), "no {kind} line: {records:#?}");
+    }
+    let stale = records
+        .iter()
+        .find(|record| record["code"] == "FailedPrecondition")
+        .unwrap();
+    assert_eq!(stale["kind"], "write-refused");
+    assert_eq!(stale["resource"], "orders");
+    assert_eq!(stale["token"], first.token().get().to_string(), "{stale}");
+    assert_eq!(
+        stale["current"],
+        handed.token().get().to_string(),
+        "{stale}"
+    );
+    assert!(
+        stale["peer"]
+            .as_str()
+            .is_some_and(|peer| peer.starts_with("127.0.0.1:")),
+        "{stale}"
+    );
 }
 
 // A server without a signing key sends no sequencer (the default), and a store without

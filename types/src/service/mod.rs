@@ -6,12 +6,15 @@
 //!   `NOTIFY_SOCKET` is set.
 //! - `bearer` (feature `bearer`): the tokens file of `--auth-tokens` and the check of a
 //!   call's bearer token.
+//! - `audit_log` (feature `audit`): the audit log's file of JSON lines, rotated by size.
 //! - `certificate` (feature `certificates`): the identity a verified client certificate
 //!   names (`--client-ca`).
 //!
 //! It lives here because both binaries already depend on this crate; behind a feature, so
 //! that a storage service embedding the protocol's nouns does not compile clap or toml.
 
+#[cfg(feature = "audit")]
+pub mod audit_log;
 #[cfg(feature = "bearer")]
 pub mod bearer;
 #[cfg(feature = "certificates")]
