@@ -7,7 +7,11 @@
 #      the lock server, network faults between workers and the lock server), plus power
 #      cuts under the lock server's data where this machine can make them (root, loop
 #      devices); it must find no violation;
-#   2. the weakened systems, which it must catch:
+#   2. a cluster of three: CLUSTER_RUNS runs of CLUSTER_RUN_MS each, the cluster's own
+#      faults (the leader or a follower killed with kill -9, paused past an election
+#      timeout, or cut off from its raft peers) mixed with the store's and the workers';
+#      it must find no violation;
+#   3. the weakened systems, which it must catch:
 #      - fenced-kv --unfenced (the gate off) under worker pauses: S5;
 #      - fenced --no-fdatasync under power cuts: S1 and S2.
 # Each step appends its table to the report; the script fails if the mix found a violation
@@ -18,6 +22,8 @@
 # Environment:
 #   RUNS         runs of the full mix (default 1000)
 #   RUN_MS       length of each run in milliseconds (default 3000)
+#   CLUSTER_RUNS   runs of the cluster (default 200)
+#   CLUSTER_RUN_MS length of each cluster run in milliseconds (default 4000)
 #   WEAK_RUNS    runs of each weakened system (default 20)
 #   PROFILE      release (default) or debug: debug skips the release build
 #   OUT          where to write the report (default RELIABILITY.md at the repository root)
@@ -27,6 +33,8 @@ root=$(pwd)
 
 runs=${RUNS:-1000}
 run_ms=${RUN_MS:-3000}
+cluster_runs=${CLUSTER_RUNS:-200}
+cluster_run_ms=${CLUSTER_RUN_MS:-4000}
 weak_runs=${WEAK_RUNS:-20}
 profile=${PROFILE:-release}
 out=${OUT:-$root/RELIABILITY.md}
@@ -57,6 +65,10 @@ log "the full mix: $runs runs of $run_ms ms ($mix)"
 "${torture[@]}" --runs "$runs" --run-ms "$run_ms" --nemesis "$mix" \
     --markdown "Every fault, mixed=$body" "$@" || failed=1
 
+log "a cluster of three: $cluster_runs runs of $cluster_run_ms ms"
+"${torture[@]}" --cluster 3 --runs "$cluster_runs" --run-ms "$cluster_run_ms" \
+    --markdown "A cluster of three, its faults mixed with the others=$body" || failed=1
+
 log "the gate off (fenced-kv --unfenced) under worker pauses: must violate S5"
 "${torture[@]}" --runs "$weak_runs" --run-ms 5000 --ttl-max-ms 1000 --weaken unfenced \
     --nemesis pause-worker --expect S5 --keep torture-failures/weakened \
@@ -85,6 +97,10 @@ fi
     echo "where there was one), S3/S4 (no holder's successful \`fence()\` after the next grant of its"
     echo "lock), S5 (the store accepts writes in token order, reads see the latest), S7 (a lost lease"
     echo "stays lost) and L2 (waiters granted in arrival order, away from faults)."
+    echo
+    echo "Against a cluster the same checks hold across failovers: the nemesis kills, pauses and"
+    echo "isolates the leader or a follower, and L2 is checked away from leader changes (CONTRACT:"
+    echo "within one leader's term, since queued acquirers are not replicated)."
     echo
     echo "A checker that never fails is not evidence: the weakened runs below switch a safety"
     echo "mechanism off and must be caught. With the gate off, a worker frozen between \`fence()\`"
