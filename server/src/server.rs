@@ -87,6 +87,13 @@ impl OpenServer {
             .map(Policy::from_file)
             .transpose()?
             .map(Arc::new);
+        if auth.is_on() && policy.is_none() {
+            tracing::warn!(
+                "authentication is on without a policy file (--policy): every authenticated \
+                 identity may lock, read and administer every lock; a policy grants only what \
+                 it lists and denies the rest"
+            );
+        }
         let signer = config.signing_key.as_ref().map(signing::load).transpose()?;
         if let Some(signer) = &signer {
             tracing::info!(
