@@ -23,6 +23,19 @@ use crate::process::ServerProcess;
 /// that does not elect one fails.
 pub const ELECTION_PATIENCE: Duration = Duration::from_secs(30);
 
+/// An acquire of `lock` that creates a lease of `ttl_ms` with an id chosen here, as the
+/// SDK does, so that [`Router`] may send it again after a leader change without making a
+/// second lease.
+pub fn new_lease_acquire(lock: &str, holder: &str, ttl_ms: u64) -> pb::AcquireRequest {
+    pb::AcquireRequest {
+        lock: lock.to_string(),
+        holder: holder.to_string(),
+        ttl_ms,
+        new_lease_id: fenced_types::LeaseId::random().to_string(),
+        ..pb::AcquireRequest::default()
+    }
+}
+
 /// A cluster of three `fenced` members. Member `i` (1-based) is `members[i - 1]`.
 pub struct TestCluster {
     /// The running (or killed) members.

@@ -245,6 +245,16 @@ fn write_pem(dir: &Path, name: &str, pem: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// The server's certificate and key and the CA's certificate of `pki`, written to `dir`:
+/// their paths as text.
+fn write_pki(dir: &Path, pki: &fenced_tests::pki::TestPki) -> (String, String, String) {
+    (
+        write_pem(dir, "server.pem", &pki.server_cert),
+        write_pem(dir, "server.key", &pki.server_key),
+        write_pem(dir, "ca.pem", &pki.ca),
+    )
+}
+
 // checks: A1
 // With --client-ca: a certificate the client CA signed authenticates the SDK and fencectl;
 // a client with no certificate and no token is refused UNAUTHENTICATED and changes nothing;
@@ -254,9 +264,7 @@ async fn client_certificates_from_the_client_ca_authenticate_and_no_others() {
     let pki = fenced_tests::pki::TestPki::new();
     let stranger = fenced_tests::pki::TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let server_cert = write_pem(dir.path(), "server.pem", &pki.server_cert);
-    let server_key = write_pem(dir.path(), "server.key", &pki.server_key);
-    let ca = write_pem(dir.path(), "ca.pem", &pki.ca);
+    let (server_cert, server_key, ca) = write_pki(dir.path(), &pki);
     let server = TestServer::start_with(&[
         "--tls-cert",
         &server_cert,
@@ -434,9 +442,7 @@ async fn fenced_kv_lets_in_client_certificates_from_its_client_ca_and_no_others(
     let pki = fenced_tests::pki::TestPki::new();
     let stranger = fenced_tests::pki::TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let server_cert = write_pem(dir.path(), "server.pem", &pki.server_cert);
-    let server_key = write_pem(dir.path(), "server.key", &pki.server_key);
-    let ca = write_pem(dir.path(), "ca.pem", &pki.ca);
+    let (server_cert, server_key, ca) = write_pki(dir.path(), &pki);
     let tokens = tokens_file(dir.path());
     let kv = fenced_tests::kv_server::TestKv::start_with(&[
         "--tls-cert",

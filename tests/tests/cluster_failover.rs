@@ -24,13 +24,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// again after a leader change without making a second lease ([`Router`] does so on any
 /// refusal that says "not the leader", including "outcome unknown").
 fn acquire_request(lock: &str, ttl_ms: u64) -> pb::AcquireRequest {
-    pb::AcquireRequest {
-        lock: lock.to_string(),
-        holder: "cluster-test".to_string(),
-        ttl_ms,
-        new_lease_id: fenced_types::LeaseId::random().to_string(),
-        ..pb::AcquireRequest::default()
-    }
+    fenced_tests::cluster::new_lease_acquire(lock, "cluster-test", ttl_ms)
 }
 
 async fn acquire(

@@ -39,13 +39,7 @@ fn voters(members: &pb::MembersResponse) -> Vec<u64> {
 }
 
 async fn grant(router: &mut Router, lock: &str) -> pb::AcquireResponse {
-    let request = pb::AcquireRequest {
-        lock: lock.to_string(),
-        holder: "membership-test".to_string(),
-        ttl_ms: 30_000,
-        new_lease_id: fenced_types::LeaseId::random().to_string(),
-        ..pb::AcquireRequest::default()
-    };
+    let request = fenced_tests::cluster::new_lease_acquire(lock, "membership-test", 30_000);
     router.acquire(PATIENCE, &request).await.expect("a grant")
 }
 

@@ -14,13 +14,7 @@ use tonic::Code;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn acquire(router: &mut Router, lock: &str) -> Result<pb::AcquireResponse, tonic::Status> {
-    let request = pb::AcquireRequest {
-        lock: lock.to_string(),
-        holder: "seed-test".to_string(),
-        ttl_ms: 600_000,
-        new_lease_id: fenced_types::LeaseId::random().to_string(),
-        ..pb::AcquireRequest::default()
-    };
+    let request = fenced_tests::cluster::new_lease_acquire(lock, "seed-test", 600_000);
     router.acquire(PATIENCE, &request).await
 }
 

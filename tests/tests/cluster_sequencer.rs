@@ -14,13 +14,7 @@ use fenced_types::{KeyId, LockName};
 const PATIENCE: Duration = Duration::from_secs(60);
 
 async fn grant(router: &mut Router, lock: &str) -> pb::AcquireResponse {
-    let request = pb::AcquireRequest {
-        lock: lock.to_string(),
-        holder: "sequencer-test".to_string(),
-        ttl_ms: 30_000,
-        new_lease_id: fenced_types::LeaseId::random().to_string(),
-        ..pb::AcquireRequest::default()
-    };
+    let request = fenced_tests::cluster::new_lease_acquire(lock, "sequencer-test", 30_000);
     router.acquire(PATIENCE, &request).await.expect("a grant")
 }
 

@@ -50,13 +50,11 @@ async fn write(
     let mut round = 0u64;
     while !*stop.lock().unwrap() {
         round += 1;
-        let request = pb::AcquireRequest {
-            lock: format!("w/{writer}/{round}"),
-            holder: format!("writer-{writer}"),
-            ttl_ms: 3_000,
-            new_lease_id: fenced_types::LeaseId::random().to_string(),
-            ..pb::AcquireRequest::default()
-        };
+        let request = fenced_tests::cluster::new_lease_acquire(
+            &format!("w/{writer}/{round}"),
+            &format!("writer-{writer}"),
+            3_000,
+        );
         let Ok(grant) = router.acquire(PATIENCE, &request).await else {
             continue;
         };

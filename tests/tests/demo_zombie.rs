@@ -10,6 +10,19 @@ use fenced_demo::scenario::{run, Options, Store};
 use fenced_tests::binaries::binary;
 use fenced_tests::postgres::postgres_or_skip;
 
+/// The gated story's outcome: beta's token is above alpha's, the zombie's write was refused
+/// with exactly those two tokens and not accepted, and the store holds beta's write.
+fn assert_the_gate_turned_the_zombie_away(report: &fenced_demo::scenario::Report) {
+    assert!(report.beta_token > report.alpha_token);
+    assert_eq!(
+        report.zombie_rejected,
+        Some((report.alpha_token, report.beta_token))
+    );
+    assert!(!report.zombie_accepted);
+    assert_eq!(report.final_value, "beta-1");
+    assert_eq!(report.final_token, report.beta_token);
+}
+
 fn options(gate: bool) -> Options {
     options_with(Store::Kv, gate)
 }
@@ -82,14 +95,7 @@ async fn postgres_turns_the_paused_leader_away() {
     let report = run(&options_with(store, true))
         .await
         .expect("the demo runs");
-    assert!(report.beta_token > report.alpha_token);
-    assert_eq!(
-        report.zombie_rejected,
-        Some((report.alpha_token, report.beta_token))
-    );
-    assert!(!report.zombie_accepted);
-    assert_eq!(report.final_value, "beta-1");
-    assert_eq!(report.final_token, report.beta_token);
+    assert_the_gate_turned_the_zombie_away(&report);
 }
 
 /// The counterfactual against PostgreSQL: the same writes without `fenced_check` let the
@@ -129,14 +135,7 @@ async fn secured_story(secure: Secure) {
     })
     .await
     .expect("the secured demo runs");
-    assert!(report.beta_token > report.alpha_token);
-    assert_eq!(
-        report.zombie_rejected,
-        Some((report.alpha_token, report.beta_token))
-    );
-    assert!(!report.zombie_accepted);
-    assert_eq!(report.final_value, "beta-1");
-    assert_eq!(report.final_token, report.beta_token);
+    assert_the_gate_turned_the_zombie_away(&report);
     let entries = report.timeline.entries();
     assert!(
         entries

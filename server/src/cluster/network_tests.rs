@@ -38,6 +38,16 @@ fn vote_request() -> VoteRequest<u64> {
     }
 }
 
+/// Node 1's raft core over a log and a state machine in `dir`, in no cluster yet.
+async fn lone_raft(dir: &std::path::Path) -> Raft<TypeConfig> {
+    let (log, _) = LogStore::open(&dir.join("raft"), false, DEFAULT_SEGMENT_BYTES).unwrap();
+    let sm = StateMachine::open(&dir.join("raft-sm"), false).unwrap();
+    let config = Arc::new(Config::default().validate().unwrap());
+    Raft::new(1, config, Network::new(1), log, sm)
+        .await
+        .unwrap()
+}
+
 /// A port that was just bound and closed: nothing listens on it.
 async fn closed_port() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -90,12 +100,7 @@ async fn a_bad_address_or_a_cut_link_is_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raft_service_refuses_garbage_and_oversized_payloads() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = LogStore::open(&dir.path().join("raft"), false, DEFAULT_SEGMENT_BYTES).unwrap();
-    let sm = StateMachine::open(&dir.path().join("raft-sm"), false).unwrap();
-    let config = Arc::new(Config::default().validate().unwrap());
-    let raft: Raft<TypeConfig> = Raft::new(1, config, Network::new(1), log, sm)
-        .await
-        .unwrap();
+    let raft = lone_raft(dir.path()).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -251,12 +256,7 @@ async fn with_a_cluster_secret_only_peers_that_carry_it_are_heard() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = LogStore::open(&dir.path().join("raft"), false, DEFAULT_SEGMENT_BYTES).unwrap();
-    let sm = StateMachine::open(&dir.path().join("raft-sm"), false).unwrap();
-    let config = Arc::new(Config::default().validate().unwrap());
-    let raft: Raft<TypeConfig> = Raft::new(1, config, Network::new(1), log, sm)
-        .await
-        .unwrap();
+    let raft = lone_raft(dir.path()).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
