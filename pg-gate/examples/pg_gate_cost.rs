@@ -7,24 +7,31 @@
 //! ```
 //!
 //! Each writer is a task with a connection of its own and a row of its own in
-//! `fenced_bench_orders`. Plain: `BEGIN; INSERT .. ON CONFLICT DO UPDATE` (its row);
-//! `COMMIT`. Guarded: the same, started by `begin_guarded` (writer `n` owns resource
-//! `bench-<cell>-<n>` and presents token `i + 1` on its `i`-th write, so every check is
-//! accepted and raises the mark: the full cost, one more statement and one more row
-//! update in a transaction that commits anyway). Every commit waits for its WAL flush
+//! `fenced_bench_orders`. Every transaction is the same write, `INSERT .. ON CONFLICT DO
+//! UPDATE` of the writer's row, opened and ended five ways:
+//! - plain: `BEGIN`; the upsert; `COMMIT` (three round trips), the write without the gate;
+//! - plain + `SELECT 1`: one more statement that does nothing, after `BEGIN`: what one
+//!   more round trip costs;
+//! - two round trips: `BEGIN`, then `SELECT fenced_check(..)` once `BEGIN` is answered,
+//!   then the upsert and `COMMIT`: the gate as a caller of the SQL function writes it;
+//! - `begin_guarded`: `BEGIN` and the check pipelined (one round trip), the check parsed
+//!   on every call; then the upsert and `COMMIT`;
+//! - `GuardedClient::begin`: the same with the check prepared once per connection.
+//!
+//! Writer `n` owns resource `bench-<cell>-<n>` and presents token `i + 1` on its `i`-th
+//! write, so every check is accepted and raises the mark: the full cost, one more row
+//! update in a transaction that commits anyway. Every commit waits for its WAL flush
 //! (`synchronous_commit = on`); PostgreSQL shares flushes between concurrent commits.
-//! A third column, "plain + SELECT 1", is the plain transaction with one more statement
-//! that does nothing (`SELECT 1` after BEGIN): the share of the gate's cost that is the
-//! extra round trip rather than the check. Each cell runs every mode twice, in the order
-//! plain, +SELECT 1, guarded, guarded, +SELECT 1, plain, so that a drift of the machine
-//! favours none.
+//! Each cell runs every mode twice, in an order and its reverse, so that a drift of the
+//! machine favours none.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fenced_gate_postgres::{begin_guarded, install};
+use fenced_gate_postgres::{begin_guarded, install, GuardedClient};
 use fenced_types::{FencingToken, LockName};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
 const UPSERT: &str =
@@ -66,31 +73,33 @@ async fn main() {
         settings.get::<_, String>(2)
     );
     println!(
-        "| writers | plain transactions/s | plain + SELECT 1 /s | guarded transactions/s | guarded / plain |"
+        "| writers | plain /s | plain + SELECT 1 /s | two round trips /s | begin_guarded /s \
+         | GuardedClient /s | two round trips / plain | begin_guarded / plain \
+         | GuardedClient / plain |"
     );
-    println!("|--------:|------:|------:|------:|------:|");
+    println!("|--------:|------:|------:|------:|------:|------:|------:|------:|------:|");
     let half = Duration::from_secs_f64(seconds / 2.0);
-    let order = [
+    let forward = [
         Mode::Plain,
         Mode::RoundTrip,
+        Mode::TwoRoundTrips,
         Mode::Guarded,
-        Mode::Guarded,
-        Mode::RoundTrip,
-        Mode::Plain,
+        Mode::Prepared,
     ];
+    let order = forward.into_iter().chain(forward.into_iter().rev());
     for writers in [1usize, 16, 64] {
-        let (mut plain, mut round_trip, mut guarded) = (0.0, 0.0, 0.0);
-        for (round, mode) in order.into_iter().enumerate() {
+        let mut rates = [0.0f64; 5];
+        for (round, mode) in order.clone().enumerate() {
             let rate = measure(&url, writers, half, mode, format!("{writers}-{round}")).await;
-            match mode {
-                Mode::Plain => plain += rate / 2.0,
-                Mode::RoundTrip => round_trip += rate / 2.0,
-                Mode::Guarded => guarded += rate / 2.0,
-            }
+            rates[mode as usize] += rate / 2.0;
         }
+        let [plain, round_trip, two, guarded, prepared] = rates;
         println!(
-            "| {writers} | {plain:.0} | {round_trip:.0} | {guarded:.0} | {:.2} |",
-            guarded / plain
+            "| {writers} | {plain:.0} | {round_trip:.0} | {two:.0} | {guarded:.0} | {prepared:.0} \
+             | {:.2} | {:.2} | {:.2} |",
+            two / plain,
+            guarded / plain,
+            prepared / plain
         );
     }
 }
@@ -101,8 +110,12 @@ enum Mode {
     Plain,
     /// BEGIN; SELECT 1; the upsert; COMMIT.
     RoundTrip,
-    /// begin_guarded (BEGIN; fenced_check); the upsert; COMMIT.
+    /// BEGIN, answered; SELECT fenced_check(..); the upsert; COMMIT.
+    TwoRoundTrips,
+    /// begin_guarded (BEGIN and the check, pipelined); the upsert; COMMIT.
     Guarded,
+    /// GuardedClient::begin (the same, the check prepared); the upsert; COMMIT.
+    Prepared,
 }
 
 async fn connect(url: &str) -> Client {
@@ -123,10 +136,11 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
-        .map(|(n, mut client)| {
+        .map(|(n, client)| {
             let start = Arc::clone(&start);
             let resource = LockName::new(format!("bench-{cell_name}-{n}")).unwrap();
             tokio::spawn(async move {
+                let mut client = GuardedClient::new(client).await.unwrap();
                 let upsert = client.prepare(UPSERT).await.unwrap();
                 let id = n as i32;
                 start.wait().await;
@@ -150,9 +164,30 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
                                 .unwrap();
                             tx.commit().await.unwrap();
                         }
+                        Mode::TwoRoundTrips => {
+                            let tx = client.transaction().await.unwrap();
+                            tx.query_typed_one(
+                                "SELECT fenced_check($1, $2)",
+                                &[(&resource.as_str(), Type::TEXT), (&written_by, Type::INT8)],
+                            )
+                            .await
+                            .unwrap();
+                            tx.execute(&upsert, &[&id, &"paid", &written_by])
+                                .await
+                                .unwrap();
+                            tx.commit().await.unwrap();
+                        }
                         Mode::Guarded => {
                             let token = FencingToken::new(done + 1).unwrap();
                             let tx = begin_guarded(&mut client, &resource, token).await.unwrap();
+                            tx.execute(&upsert, &[&id, &"paid", &written_by])
+                                .await
+                                .unwrap();
+                            tx.commit().await.unwrap();
+                        }
+                        Mode::Prepared => {
+                            let token = FencingToken::new(done + 1).unwrap();
+                            let tx = client.begin(&resource, token).await.unwrap();
                             tx.execute(&upsert, &[&id, &"paid", &written_by])
                                 .await
                                 .unwrap();

@@ -1,71 +1,175 @@
-//! [`begin_guarded`]: a transaction that starts with `fenced_check`, for the caller's own
-//! statements; [`GuardedTransaction`]: that open transaction.
+//! [`GuardedTransaction`]: an open transaction that starts with the mark check, for the
+//! caller's own statements; [`begin_guarded`] opens one on a plain `tokio_postgres::Client`.
+//!
+//! Opening one is one round trip: `BEGIN` and the check ([`crate::check`]) go out
+//! pipelined, so a guarded transaction costs the round trips of the same transaction
+//! without the gate. [`crate::GuardedClient`] opens it with the check prepared once per
+//! connection, for hot paths.
 
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 
 use fenced_gate::Error;
 use fenced_types::{FencingToken, LockName};
-use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, Row};
 
-use crate::sqlerror::{from_bigint, stale_token, storage_error, to_bigint};
+use crate::check::CheckStatements;
+use crate::pipeline::{pipelined, send_without_waiting};
+use crate::sqlerror::{evidence, from_bigint, storage_error, to_bigint};
 
 /// An open transaction whose first statement raised `resource`'s mark to the caller's
 /// token (or found it there). The mark row stays locked until the transaction ends, so a
 /// newer holder waits, and the caller's statements and the mark commit together or not
 /// at all (CONTRACT S5).
 ///
-/// Run statements through `Deref` to [`tokio_postgres::Transaction`], then
-/// [`GuardedTransaction::commit`]. Dropping it without committing rolls back, the check
-/// included.
+/// It borrows the connection exclusively. Run statements through `Deref` to
+/// [`tokio_postgres::Client`] (`tx.execute(..)`, `tx.query_one(..)`, `tx.prepare(..)`):
+/// they run inside this transaction. End it with [`GuardedTransaction::commit`] or
+/// [`GuardedTransaction::rollback`], never with a `COMMIT` or `ROLLBACK` statement of your
+/// own. Dropping it without either rolls back, the check included: `Drop` puts a
+/// `ROLLBACK` on the connection's queue without waiting for it (as
+/// `tokio_postgres::Transaction` does), so whatever the connection runs next runs after
+/// the rollback and the connection is safe to reuse.
 pub struct GuardedTransaction<'a> {
-    /// The transaction, with `fenced_check` done.
-    transaction: Transaction<'a>,
+    /// The connection, inside the transaction.
+    client: &'a mut Client,
     /// The resource's mark after the check: the caller's token.
     mark: FencingToken,
+    /// True until `commit` or `rollback` sent its statement; `Drop` rolls back while true.
+    open: bool,
 }
 
-impl GuardedTransaction<'_> {
+impl<'a> GuardedTransaction<'a> {
+    /// Sends `BEGIN` and the check together and waits for both answers (one round trip).
+    ///
+    /// A future dropped before it finishes drops the half-made transaction, which rolls
+    /// back: the connection never stays inside a transaction nobody owns.
+    pub(crate) async fn begin(
+        client: &'a mut Client,
+        check: CheckStatements<'_>,
+        resource: &LockName,
+        token: FencingToken,
+    ) -> Result<GuardedTransaction<'a>, Error> {
+        let presented = to_bigint(token)?;
+        let name = resource.as_str();
+        let mut transaction = GuardedTransaction {
+            client,
+            mark: token,
+            open: true,
+        };
+        let (begun, raised) = pipelined(
+            transaction.client.batch_execute("BEGIN"),
+            check.raise(transaction.client, name, presented),
+        )
+        .await;
+        // On every failure below the transaction is rolled back before the answer (a
+        // failed rollback leaves it to the server, which ends a lost connection's
+        // transaction by rolling it back).
+        if let Err(error) = begun {
+            let _ = transaction.rollback().await;
+            return Err(Error::Storage(storage_error(
+                "beginning a guarded transaction",
+            )(error)));
+        }
+        let row = match raised {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                let current = check.read(transaction.client, name).await;
+                let _ = transaction.rollback().await;
+                return Err(stale(current, resource, token));
+            }
+            Err(error) => {
+                let _ = transaction.rollback().await;
+                return Err(Error::Storage(storage_error(
+                    "checking the token against the mark",
+                )(error)));
+            }
+        };
+        let mark: i64 = row
+            .try_get(0)
+            .map_err(storage_error("reading the check's answer"))?;
+        transaction.mark = from_bigint(mark, "reading the check's answer")?;
+        Ok(transaction)
+    }
+
     /// The resource's mark as this transaction set it (the caller's token).
     pub fn mark(&self) -> FencingToken {
         self.mark
     }
 
     /// Commits the caller's statements and the mark together. A failure here means
-    /// neither is known to have committed.
-    pub async fn commit(self) -> Result<(), Error> {
-        self.transaction
-            .commit()
+    /// neither is known to have committed. If one of the caller's statements failed, the
+    /// server has aborted the transaction and this `COMMIT` rolls it back: nothing lands.
+    pub async fn commit(mut self) -> Result<(), Error> {
+        self.open = false;
+        self.client
+            .batch_execute("COMMIT")
             .await
             .map_err(storage_error("committing a guarded transaction"))?;
         Ok(())
     }
 
     /// Rolls back the caller's statements and the mark.
-    pub async fn rollback(self) -> Result<(), Error> {
-        self.transaction
-            .rollback()
+    pub async fn rollback(mut self) -> Result<(), Error> {
+        self.open = false;
+        self.client
+            .batch_execute("ROLLBACK")
             .await
             .map_err(storage_error("rolling back a guarded transaction"))?;
         Ok(())
     }
 }
 
-impl<'a> Deref for GuardedTransaction<'a> {
-    type Target = Transaction<'a>;
+impl Deref for GuardedTransaction<'_> {
+    type Target = Client;
 
-    fn deref(&self) -> &Transaction<'a> {
-        &self.transaction
+    fn deref(&self) -> &Client {
+        self.client
     }
 }
 
-impl<'a> DerefMut for GuardedTransaction<'a> {
-    fn deref_mut(&mut self) -> &mut Transaction<'a> {
-        &mut self.transaction
+impl Drop for GuardedTransaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            send_without_waiting(self.client.batch_execute("ROLLBACK"));
+        }
     }
 }
 
-/// Starts a transaction on `client` and runs `fenced_check(resource, token)` in it.
+/// The refusal of a stale `token`, from the mark read after the check refused it.
+fn stale(
+    current: Result<Option<Row>, tokio_postgres::Error>,
+    resource: &LockName,
+    presented: FencingToken,
+) -> Error {
+    const DURING: &str = "reading the mark that refused a stale token";
+    let row = match current {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            return Error::Storage(fenced_gate::StorageError::new(
+                DURING,
+                format!("the check refused token {presented} for {resource:?}, but the resource has no mark row"),
+            ))
+        }
+        Err(error) => {
+            return Error::Storage(fenced_gate::StorageError::new(DURING, evidence(&error)))
+        }
+    };
+    let current = row
+        .try_get::<_, i64>(0)
+        .map_err(storage_error(DURING))
+        .and_then(|mark| from_bigint(mark, DURING));
+    match current {
+        Ok(current) => Error::StaleToken {
+            resource: resource.clone(),
+            presented,
+            current,
+        },
+        Err(failure) => Error::Storage(failure),
+    }
+}
+
+/// Opens a [`GuardedTransaction`] on `client`: sends `BEGIN` and the check of `token`
+/// against `resource`'s mark in one round trip.
 ///
 /// - `Ok`: the token is at least the mark; the mark is now `token` and locked by this
 ///   transaction until it ends. Run your statements, then commit.
@@ -75,39 +179,13 @@ impl<'a> DerefMut for GuardedTransaction<'a> {
 ///   SERIALIZABLE a concurrent newer holder shows up as SQLSTATE 40001, retry); the
 ///   transaction is rolled back.
 ///
-/// The transaction uses the session's isolation level (PostgreSQL's default: READ
-/// COMMITTED). `fenced.sql` must be installed ([`crate::install`]).
+/// The check is parsed and planned on every call; [`crate::GuardedClient`] prepares it
+/// once per connection. The transaction uses the session's isolation level (PostgreSQL's
+/// default: READ COMMITTED). `fenced.sql` must be installed ([`crate::install`]).
 pub async fn begin_guarded<'a>(
     client: &'a mut Client,
     resource: &LockName,
     token: FencingToken,
 ) -> Result<GuardedTransaction<'a>, Error> {
-    let presented = to_bigint(token)?;
-    let transaction = client
-        .transaction()
-        .await
-        .map_err(storage_error("beginning a guarded transaction"))?;
-    // Typed parameters: one round trip, no separate prepare of the statement.
-    let checked = transaction
-        .query_typed_one(
-            "SELECT fenced_check($1, $2)",
-            &[(&resource.as_str(), Type::TEXT), (&presented, Type::INT8)],
-        )
-        .await;
-    let row = match checked {
-        Ok(row) => row,
-        Err(error) => {
-            // The transaction is aborted either way; a failed rollback leaves it to the
-            // connection (dropping the transaction sends ROLLBACK too), and the caller's
-            // answer is the check's error.
-            let _ = transaction.rollback().await;
-            return Err(stale_token(&error, resource, token)
-                .unwrap_or_else(|| Error::Storage(storage_error("calling fenced_check")(error))));
-        }
-    };
-    let mark: i64 = row
-        .try_get(0)
-        .map_err(storage_error("reading fenced_check's answer"))?;
-    let mark = from_bigint(mark, "reading fenced_check's answer")?;
-    Ok(GuardedTransaction { transaction, mark })
+    GuardedTransaction::begin(client, CheckStatements::Unprepared, resource, token).await
 }
