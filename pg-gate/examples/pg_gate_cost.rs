@@ -7,16 +7,18 @@
 //! ```
 //!
 //! Each writer is a task with a connection of its own and a row of its own in
-//! `fenced_bench_orders`. Every transaction is the same write, `INSERT .. ON CONFLICT DO
-//! UPDATE` of the writer's row, opened and ended five ways:
-//! - plain: `BEGIN`; the upsert; `COMMIT` (three round trips), the write without the gate;
-//! - plain + `SELECT 1`: one more statement that does nothing, after `BEGIN`: what one
-//!   more round trip costs;
+//! `fenced_bench_orders`. Every transaction is the same write, a prepared `INSERT .. ON
+//! CONFLICT DO UPDATE` of the writer's row, opened and ended six ways:
+//! - plain: `BEGIN`; the upsert; `COMMIT` (three round trips), the write without the gate
+//!   as `tokio_postgres::Transaction` runs it;
+//! - plain, pipelined: `BEGIN` and the upsert in one round trip, then `COMMIT`;
 //! - two round trips: `BEGIN`, then `SELECT fenced_check(..)` once `BEGIN` is answered,
 //!   then the upsert and `COMMIT`: the gate as a caller of the SQL function writes it;
 //! - `begin_guarded`: `BEGIN` and the check pipelined (one round trip), the check parsed
 //!   on every call; then the upsert and `COMMIT`;
-//! - `GuardedClient::begin`: the same with the check prepared once per connection.
+//! - `GuardedClient::begin`: the same with the check prepared once per connection;
+//! - `GuardedClient::begin_executing`: `BEGIN`, the prepared check and the upsert in one
+//!   round trip, then `COMMIT` (the guarded counterpart of "plain, pipelined").
 //!
 //! Writer `n` owns resource `bench-<cell>-<n>` and presents token `i + 1` on its `i`-th
 //! write, so every check is accepted and raises the mark: the full cost, one more row
@@ -29,6 +31,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fenced_gate_postgres::pipeline::pipelined;
 use fenced_gate_postgres::{begin_guarded, install, GuardedClient};
 use fenced_types::{FencingToken, LockName};
 use tokio_postgres::types::Type;
@@ -73,33 +76,37 @@ async fn main() {
         settings.get::<_, String>(2)
     );
     println!(
-        "| writers | plain /s | plain + SELECT 1 /s | two round trips /s | begin_guarded /s \
-         | GuardedClient /s | two round trips / plain | begin_guarded / plain \
-         | GuardedClient / plain |"
+        "| writers | plain /s | plain, pipelined /s | two round trips /s | begin_guarded /s \
+         | GuardedClient::begin /s | begin_executing /s | two round trips / plain \
+         | begin_guarded / plain | GuardedClient::begin / plain \
+         | begin_executing / plain | begin_executing / plain, pipelined |"
     );
-    println!("|--------:|------:|------:|------:|------:|------:|------:|------:|------:|");
+    println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     let half = Duration::from_secs_f64(seconds / 2.0);
     let forward = [
         Mode::Plain,
-        Mode::RoundTrip,
+        Mode::PlainPipelined,
         Mode::TwoRoundTrips,
         Mode::Guarded,
         Mode::Prepared,
+        Mode::PreparedWithWrite,
     ];
     let order = forward.into_iter().chain(forward.into_iter().rev());
     for writers in [1usize, 16, 64] {
-        let mut rates = [0.0f64; 5];
+        let mut rates = [0.0f64; 6];
         for (round, mode) in order.clone().enumerate() {
             let rate = measure(&url, writers, half, mode, format!("{writers}-{round}")).await;
             rates[mode as usize] += rate / 2.0;
         }
-        let [plain, round_trip, two, guarded, prepared] = rates;
+        let [plain, plain_pipelined, two, guarded, prepared, with_write] = rates;
         println!(
-            "| {writers} | {plain:.0} | {round_trip:.0} | {two:.0} | {guarded:.0} | {prepared:.0} \
-             | {:.2} | {:.2} | {:.2} |",
+            "| {writers} | {plain:.0} | {plain_pipelined:.0} | {two:.0} | {guarded:.0} \
+             | {prepared:.0} | {with_write:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             two / plain,
             guarded / plain,
-            prepared / plain
+            prepared / plain,
+            with_write / plain,
+            with_write / plain_pipelined
         );
     }
 }
@@ -108,14 +115,16 @@ async fn main() {
 enum Mode {
     /// BEGIN; the upsert; COMMIT.
     Plain,
-    /// BEGIN; SELECT 1; the upsert; COMMIT.
-    RoundTrip,
+    /// BEGIN and the upsert, pipelined; COMMIT.
+    PlainPipelined,
     /// BEGIN, answered; SELECT fenced_check(..); the upsert; COMMIT.
     TwoRoundTrips,
     /// begin_guarded (BEGIN and the check, pipelined); the upsert; COMMIT.
     Guarded,
     /// GuardedClient::begin (the same, the check prepared); the upsert; COMMIT.
     Prepared,
+    /// GuardedClient::begin_executing (BEGIN, the check and the upsert, pipelined); COMMIT.
+    PreparedWithWrite,
 }
 
 async fn connect(url: &str) -> Client {
@@ -156,13 +165,15 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
                                 .unwrap();
                             tx.commit().await.unwrap();
                         }
-                        Mode::RoundTrip => {
-                            let tx = client.transaction().await.unwrap();
-                            tx.query_typed_one("SELECT 1", &[]).await.unwrap();
-                            tx.execute(&upsert, &[&id, &"paid", &written_by])
-                                .await
-                                .unwrap();
-                            tx.commit().await.unwrap();
+                        Mode::PlainPipelined => {
+                            let (begun, written) = pipelined(
+                                client.batch_execute("BEGIN"),
+                                client.execute(&upsert, &[&id, &"paid", &written_by]),
+                            )
+                            .await;
+                            begun.unwrap();
+                            written.unwrap();
+                            client.batch_execute("COMMIT").await.unwrap();
                         }
                         Mode::TwoRoundTrips => {
                             let tx = client.transaction().await.unwrap();
@@ -191,6 +202,20 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
                             tx.execute(&upsert, &[&id, &"paid", &written_by])
                                 .await
                                 .unwrap();
+                            tx.commit().await.unwrap();
+                        }
+                        Mode::PreparedWithWrite => {
+                            let token = FencingToken::new(done + 1).unwrap();
+                            let (tx, written) = client
+                                .begin_executing(
+                                    &resource,
+                                    token,
+                                    &upsert,
+                                    &[&id, &"paid", &written_by],
+                                )
+                                .await
+                                .unwrap();
+                            written.unwrap();
                             tx.commit().await.unwrap();
                         }
                     }

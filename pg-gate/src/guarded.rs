@@ -4,17 +4,19 @@
 //! Opening one is one round trip: `BEGIN` and the check ([`crate::check`]) go out
 //! pipelined, so a guarded transaction costs the round trips of the same transaction
 //! without the gate. [`crate::GuardedClient`] opens it with the check prepared once per
-//! connection, for hot paths.
+//! connection, for hot paths, and can send the caller's first statement in the same
+//! round trip.
 
 use std::ops::Deref;
 
 use fenced_gate::Error;
 use fenced_types::{FencingToken, LockName};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
-use crate::check::CheckStatements;
+use crate::check::CheckStatement;
 use crate::pipeline::{pipelined, send_without_waiting};
-use crate::sqlerror::{evidence, from_bigint, storage_error, to_bigint};
+use crate::sqlerror::{from_bigint, stale_token, storage_error, to_bigint};
 
 /// An open transaction whose first statement raised `resource`'s mark to the caller's
 /// token (or found it there). The mark row stays locked until the transaction ends, so a
@@ -39,26 +41,45 @@ pub struct GuardedTransaction<'a> {
 }
 
 impl<'a> GuardedTransaction<'a> {
-    /// Sends `BEGIN` and the check together and waits for both answers (one round trip).
+    /// Sends `BEGIN`, the check and, if given, the caller's first statement together and
+    /// waits for their answers (one round trip). The first statement's own answer comes
+    /// back beside the transaction; after a refused check the server refuses it too (the
+    /// check's error aborted the transaction), so it changes nothing.
     ///
     /// A future dropped before it finishes drops the half-made transaction, which rolls
     /// back: the connection never stays inside a transaction nobody owns.
     pub(crate) async fn begin(
         client: &'a mut Client,
-        check: CheckStatements<'_>,
+        check: CheckStatement<'_>,
         resource: &LockName,
         token: FencingToken,
-    ) -> Result<GuardedTransaction<'a>, Error> {
+        first: Option<(&Statement, &[&(dyn ToSql + Sync)])>,
+    ) -> Result<
+        (
+            GuardedTransaction<'a>,
+            Option<Result<u64, tokio_postgres::Error>>,
+        ),
+        Error,
+    > {
         let presented = to_bigint(token)?;
-        let name = resource.as_str();
         let mut transaction = GuardedTransaction {
             client,
             mark: token,
             open: true,
         };
-        let (begun, raised) = pipelined(
-            transaction.client.batch_execute("BEGIN"),
-            check.raise(transaction.client, name, presented),
+        let shared: &Client = transaction.client;
+        let first = async {
+            match first {
+                Some((statement, params)) => Some(shared.execute(statement, params).await),
+                None => None,
+            }
+        };
+        let ((begun, raised), first) = pipelined(
+            pipelined(
+                shared.batch_execute("BEGIN"),
+                check.raise(shared, resource.as_str(), presented),
+            ),
+            first,
         )
         .await;
         // On every failure below the transaction is rolled back before the answer (a
@@ -71,24 +92,19 @@ impl<'a> GuardedTransaction<'a> {
             )(error)));
         }
         let row = match raised {
-            Ok(Some(row)) => row,
-            Ok(None) => {
-                let current = check.read(transaction.client, name).await;
-                let _ = transaction.rollback().await;
-                return Err(stale(current, resource, token));
-            }
+            Ok(row) => row,
             Err(error) => {
                 let _ = transaction.rollback().await;
-                return Err(Error::Storage(storage_error(
-                    "checking the token against the mark",
-                )(error)));
+                return Err(stale_token(&error, resource, token).unwrap_or_else(|| {
+                    Error::Storage(storage_error("checking the token against the mark")(error))
+                }));
             }
         };
         let mark: i64 = row
             .try_get(0)
             .map_err(storage_error("reading the check's answer"))?;
         transaction.mark = from_bigint(mark, "reading the check's answer")?;
-        Ok(transaction)
+        Ok((transaction, first))
     }
 
     /// The resource's mark as this transaction set it (the caller's token).
@@ -135,39 +151,6 @@ impl Drop for GuardedTransaction<'_> {
     }
 }
 
-/// The refusal of a stale `token`, from the mark read after the check refused it.
-fn stale(
-    current: Result<Option<Row>, tokio_postgres::Error>,
-    resource: &LockName,
-    presented: FencingToken,
-) -> Error {
-    const DURING: &str = "reading the mark that refused a stale token";
-    let row = match current {
-        Ok(Some(row)) => row,
-        Ok(None) => {
-            return Error::Storage(fenced_gate::StorageError::new(
-                DURING,
-                format!("the check refused token {presented} for {resource:?}, but the resource has no mark row"),
-            ))
-        }
-        Err(error) => {
-            return Error::Storage(fenced_gate::StorageError::new(DURING, evidence(&error)))
-        }
-    };
-    let current = row
-        .try_get::<_, i64>(0)
-        .map_err(storage_error(DURING))
-        .and_then(|mark| from_bigint(mark, DURING));
-    match current {
-        Ok(current) => Error::StaleToken {
-            resource: resource.clone(),
-            presented,
-            current,
-        },
-        Err(failure) => Error::Storage(failure),
-    }
-}
-
 /// Opens a [`GuardedTransaction`] on `client`: sends `BEGIN` and the check of `token`
 /// against `resource`'s mark in one round trip.
 ///
@@ -187,5 +170,8 @@ pub async fn begin_guarded<'a>(
     resource: &LockName,
     token: FencingToken,
 ) -> Result<GuardedTransaction<'a>, Error> {
-    GuardedTransaction::begin(client, CheckStatements::Unprepared, resource, token).await
+    let (transaction, _) =
+        GuardedTransaction::begin(client, CheckStatement::Unprepared, resource, token, None)
+            .await?;
+    Ok(transaction)
 }

@@ -5,9 +5,10 @@ use std::ops::{Deref, DerefMut};
 
 use fenced_gate::Error;
 use fenced_types::{FencingToken, LockName};
-use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
-use crate::check::{CheckStatements, PreparedCheck};
+use crate::check::{CheckStatement, PreparedCheck};
 use crate::guarded::GuardedTransaction;
 use crate::sqlerror::storage_error;
 
@@ -26,7 +27,7 @@ pub struct GuardedClient {
 }
 
 impl GuardedClient {
-    /// Prepares the check on `client` (two round trips). `fenced.sql` must be installed
+    /// Prepares the check on `client` (one round trip). `fenced.sql` must be installed
     /// ([`crate::install`]).
     pub async fn new(client: Client) -> Result<Self, Error> {
         let check = PreparedCheck::prepare(&client)
@@ -44,13 +45,34 @@ impl GuardedClient {
         resource: &LockName,
         token: FencingToken,
     ) -> Result<GuardedTransaction<'_>, Error> {
-        GuardedTransaction::begin(
-            &mut self.client,
-            CheckStatements::Prepared(&self.check),
-            resource,
-            token,
-        )
-        .await
+        let check = CheckStatement::Prepared(&self.check);
+        let (transaction, _) =
+            GuardedTransaction::begin(&mut self.client, check, resource, token, None).await?;
+        Ok(transaction)
+    }
+
+    /// [`GuardedClient::begin`], and the caller's first statement (prepared on this
+    /// connection) sent in the same round trip, behind the check: `BEGIN`, the check and
+    /// `statement` go out together. Beside the transaction comes the statement's own
+    /// answer (rows affected, or its error, after which the transaction is aborted: roll
+    /// it back or drop it). A stale token is [`Error::StaleToken`] as for `begin`; the
+    /// server refused the statement then (the check's error aborted the transaction
+    /// before it), so it changed nothing.
+    pub async fn begin_executing(
+        &mut self,
+        resource: &LockName,
+        token: FencingToken,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(GuardedTransaction<'_>, Result<u64, tokio_postgres::Error>), Error> {
+        let check = CheckStatement::Prepared(&self.check);
+        let first = Some((statement, params));
+        let (transaction, executed) =
+            GuardedTransaction::begin(&mut self.client, check, resource, token, first).await?;
+        match executed {
+            Some(executed) => Ok((transaction, executed)),
+            None => unreachable!("begin runs the first statement it is given"),
+        }
     }
 
     /// The connection, without the prepared check.

@@ -27,8 +27,9 @@
 //! # }
 //! ```
 //!
-//! [`begin_guarded`] opens the same transaction on a plain `tokio_postgres::Client`, with
-//! the check parsed on every call.
+//! [`GuardedClient::begin_executing`] also sends the transaction's first statement in
+//! the same round trip. [`begin_guarded`] opens the same transaction on a plain
+//! `tokio_postgres::Client`, with the check parsed on every call.
 //!
 //! Services in other languages use the same check from plain SQL: install
 //! [`FENCED_SQL`] (`sql/fenced.sql`, documented there) and call `fenced_check` first in
@@ -39,7 +40,8 @@
 //! - [`guarded`]: [`GuardedTransaction`], the caller's own statements behind the check
 //!   (async, tokio-postgres), and [`begin_guarded`], which opens one on a plain client.
 //! - [`guarded_client`]: [`GuardedClient`], a connection with the check prepared on it.
-//! - [`check`]: the check in plain SQL (an upsert of the mark row), prepared or not.
+//! - [`check`]: the check as one SQL statement (an upsert of the mark row; `fenced_check`'s
+//!   error on a refusal), prepared or not.
 //! - [`pipeline`]: two requests in one round trip; a request sent from `Drop`.
 //! - [`backend`]: [`PostgresBackend`], a `fenced_gate::Backend` (a guarded key/value table)
 //!   for the gate's [`fenced_gate::Gate`] and its conformance suite.

@@ -286,11 +286,50 @@ enum Begin {
     Unprepared,
     /// `GuardedClient::begin` (the check prepared on the connection).
     Prepared,
+    /// `GuardedClient::begin_executing`: the write sent in the check's round trip.
+    PreparedWithWrite,
+}
+
+/// One holder's turn in a race round: its guarded transaction writing `token` into the
+/// round's row, with a pause between the check and the commit, where a newer holder would
+/// commit if the mark row were not locked.
+async fn race_holder(
+    db: &mut GuardedClient,
+    begin: Begin,
+    resource: &LockName,
+    token: u64,
+    round: i32,
+) -> Result<(), Error> {
+    const WRITE: &str = "INSERT INTO race VALUES ($1, $2) \
+                         ON CONFLICT (round) DO UPDATE SET written_by = EXCLUDED.written_by";
+    let written_by = token as i64;
+    let pause = Duration::from_millis((round as u64 * 7 + token) % 3);
+    let tx = match begin {
+        Begin::Unprepared | Begin::Prepared => {
+            let tx = match begin {
+                Begin::Unprepared => begin_guarded(db, resource, t(token)).await?,
+                _ => db.begin(resource, t(token)).await?,
+            };
+            tokio::time::sleep(pause).await;
+            tx.execute(WRITE, &[&round, &written_by]).await.unwrap();
+            tx
+        }
+        Begin::PreparedWithWrite => {
+            let write = db.prepare(WRITE).await.unwrap();
+            let (tx, written) = db
+                .begin_executing(resource, t(token), &write, &[&round, &written_by])
+                .await?;
+            assert_eq!(written.unwrap(), 1);
+            tokio::time::sleep(pause).await;
+            tx
+        }
+    };
+    tx.commit().await
 }
 
 /// Two holders with tokens 33 and 34 on separate connections, released together, 100
-/// rounds, each writing after its check with a pause: 33's row never lands over 34's, 34
-/// is never refused, and a refused 33 sees both tokens.
+/// rounds ([`race_holder`]): 33's row never lands over 34's, 34 is never refused, and a
+/// refused 33 sees both tokens.
 async fn race_33_against_34(cluster: &TestPostgres, begin: Begin) {
     let setup = client(cluster, "postgres").await;
     install(&setup).await.unwrap();
@@ -321,29 +360,7 @@ async fn race_33_against_34(cluster: &TestPostgres, begin: Begin) {
                 let (barrier, resource) = (Arc::clone(&barrier), resource.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    let result = {
-                        let begun = match begin {
-                            Begin::Unprepared => begin_guarded(&mut db, &resource, t(token)).await,
-                            Begin::Prepared => db.begin(&resource, t(token)).await,
-                    };
-                    match begun {
-                        Ok(tx) => {
-                            // Widen the window between check and write: without the row
-                            // lock a newer holder would commit in it.
-                            let pause = (round as u64 * 7 + token) % 3;
-                            tokio::time::sleep(Duration::from_millis(pause)).await;
-                            tx.execute(
-                                "INSERT INTO race VALUES ($1, $2) \
-                                 ON CONFLICT (round) DO UPDATE SET written_by = EXCLUDED.written_by",
-                                &[&round, &(token as i64)],
-                            )
-                            .await
-                            .unwrap();
-                            tx.commit().await
-                        }
-                        Err(error) => Err(error),
-                    }
-                    };
+                    let result = race_holder(&mut db, begin, &resource, token, round).await;
                     (db, result)
                 })
             })
@@ -457,6 +474,57 @@ async fn assert_outside_a_transaction(db: &tokio_postgres::Client) {
         Err(error) => panic!("probing for an open transaction: {error:?}"),
         Ok(()) => panic!("the connection was left inside a transaction"),
     }
+}
+
+/// The 33/34 race through `GuardedClient::begin_executing`, each holder's write in its
+/// check's round trip.
+// checks: S5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_pipelined_writes_never_let_33_over_34() {
+    let Some(cluster) = postgres_or_skip("racing_pipelined_writes_never_let_33_over_34") else {
+        return;
+    };
+    race_33_against_34(&cluster, Begin::PreparedWithWrite).await;
+}
+
+/// A stale holder's write sent in its check's round trip (`begin_executing`) is refused
+/// with both tokens and changes nothing: the server refuses the write behind the refused
+/// check. A current holder's write lands with its commit.
+// checks: S5
+#[tokio::test]
+async fn a_write_pipelined_behind_a_stale_check_changes_nothing() {
+    let Some(cluster) = postgres_or_skip("a_write_pipelined_behind_a_stale_check_changes_nothing")
+    else {
+        return;
+    };
+    let (mut db, observer) = orders_fenced_at_34(&cluster).await;
+    let orders = name("orders");
+    let write = db
+        .prepare("INSERT INTO orders VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
+
+    let (tx, written) = db
+        .begin_executing(&orders, t(34), &write, &[&1i32, &"paid", &34i64])
+        .await
+        .unwrap();
+    assert_eq!(written.unwrap(), 1);
+    tx.commit().await.unwrap();
+    let before = orders_and_mark(&observer).await;
+    assert_eq!(before, (vec![(1, "paid".to_string(), 34)], Some(34)));
+
+    match db
+        .begin_executing(&orders, t(33), &write, &[&2i32, &"zombie", &33i64])
+        .await
+    {
+        Err(Error::StaleToken {
+            presented, current, ..
+        }) => assert_eq!((presented, current), (t(33), t(34))),
+        Err(other) => panic!("expected StaleToken {{ 33, 34 }}, got {other:?}"),
+        Ok(_) => panic!("a stale token opened a guarded transaction"),
+    }
+    assert_outside_a_transaction(&db).await;
+    assert_eq!(orders_and_mark(&observer).await, before);
 }
 
 /// A `GuardedClient` holder with a stale token is refused with both tokens before it runs
@@ -616,23 +684,29 @@ async fn a_connection_lost_mid_transaction_is_a_storage_failure() {
     };
 }
 
-/// The PostgreSQL behaviour the check relies on (its `INSERT` documentation): the check's
-/// upsert locks the mark row even when its `WHERE` refuses the token, until the
-/// transaction ends.
+/// The PostgreSQL behaviour the checks rely on (its `INSERT` documentation): the mark
+/// upsert of `fenced_check` and of [`RAISE_MARK`] locks the mark row even when its `WHERE`
+/// refuses the token, so the mark read after a refusal is the one that refused it; and
+/// [`RAISE_MARK`]'s refusal is `fenced_check`'s error, which aborts the transaction.
 // checks: S5
 #[tokio::test]
-async fn a_refused_check_still_locks_the_mark_row() {
-    let Some(cluster) = postgres_or_skip("a_refused_check_still_locks_the_mark_row") else {
+async fn a_refused_mark_upsert_still_locks_the_mark_row() {
+    let Some(cluster) = postgres_or_skip("a_refused_mark_upsert_still_locks_the_mark_row") else {
         return;
     };
     let (_holder, other) = orders_fenced_at_34(&cluster).await;
     let mut stale = client(&cluster, "postgres").await;
     let tx = stale.transaction().await.unwrap();
     let refused = tx
-        .query_opt(RAISE_MARK, &[&"orders", &33i64])
+        .query_opt(
+            "INSERT INTO fenced_marks AS m (resource, token) VALUES ('orders', 33) \
+             ON CONFLICT (resource) DO UPDATE SET token = EXCLUDED.token \
+             WHERE m.token <= EXCLUDED.token RETURNING m.token",
+            &[],
+        )
         .await
         .unwrap();
-    assert!(refused.is_none(), "the check accepted 33 over 34");
+    assert!(refused.is_none(), "the upsert accepted 33 over 34");
     let lock = "SELECT token FROM fenced_marks WHERE resource = 'orders' FOR UPDATE NOWAIT";
     let error = other
         .query_one(lock, &[])
@@ -642,6 +716,18 @@ async fn a_refused_check_still_locks_the_mark_row() {
     tx.rollback().await.unwrap();
     let mark: i64 = other.query_one(lock, &[]).await.unwrap().get(0);
     assert_eq!(mark, 34);
+
+    let tx = stale.transaction().await.unwrap();
+    let refused = tx
+        .query_one(RAISE_MARK, &[&"orders", &33i64])
+        .await
+        .expect_err("the check accepted 33 over 34");
+    assert_eq!(refused.code().map(|c| c.code()), Some(STALE_SQLSTATE));
+    let aborted = tx
+        .query_one("SELECT 1", &[])
+        .await
+        .expect_err("a statement after the refusal ran");
+    assert_eq!(aborted.code().map(|c| c.code()), Some("25P02"));
 }
 
 /// The SQL recipe from a non-Rust client: psql installs fenced.sql, the new holder writes
