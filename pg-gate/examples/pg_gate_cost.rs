@@ -14,9 +14,10 @@
 //! - plain, pipelined: `BEGIN` and the upsert in one round trip, then `COMMIT`;
 //! - two round trips: `BEGIN`, then `SELECT fenced_check(..)` once `BEGIN` is answered,
 //!   then the upsert and `COMMIT`: the gate as a caller of the SQL function writes it;
-//! - `begin_guarded`: `BEGIN` and the check pipelined (one round trip), the check parsed
-//!   on every call; then the upsert and `COMMIT`;
-//! - `GuardedClient::begin`: the same with the check prepared once per connection;
+//! - `begin_guarded`: `BEGIN` and `SELECT fenced_check(..)` pipelined (one round trip);
+//!   then the upsert and `COMMIT`;
+//! - `GuardedClient::begin`: the same with the check a plain-SQL upsert of the mark,
+//!   prepared once per connection;
 //! - `GuardedClient::begin_executing`: `BEGIN`, the prepared check and the upsert in one
 //!   round trip, then `COMMIT` (the guarded counterpart of "plain, pipelined").
 //!

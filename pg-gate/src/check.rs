@@ -1,11 +1,15 @@
-//! The mark check a guarded transaction starts with, as one plain-SQL statement,
-//! [`RAISE_MARK`], prepared once per connection or sent with typed parameters.
+//! The mark check a guarded transaction starts with, as one statement: [`RAISE_MARK`]
+//! prepared once per connection, or [`CALL_FENCED_CHECK`] sent with typed parameters.
 //!
-//! It does what `fenced.sql`'s `fenced_check` does (on the same `fenced_marks` rows, so
-//! Rust and SQL callers fence each other), without a PL/pgSQL call on the accepted path,
-//! which is the hot one; a refusal calls `fenced_check` for its error, so the transaction
-//! is aborted by the server exactly as a SQL caller's is, and any statement sent behind
-//! the check (pipelined) is refused by the server too.
+//! [`RAISE_MARK`] does what `fenced.sql`'s `fenced_check` does (on the same
+//! `fenced_marks` rows, so Rust and SQL callers fence each other), without a PL/pgSQL
+//! call on the accepted path, which is the hot one; a refusal calls `fenced_check` for its
+//! error. Either way a refused check aborts the transaction in the server, as a SQL
+//! caller's does, so any statement sent behind it (pipelined) is refused too.
+//!
+//! Unprepared, the upsert would be parsed and planned on every call, which costs more
+//! than calling `fenced_check`, whose statements PL/pgSQL plans once per session
+//! (BENCHMARKS.md, "The cost of the PostgreSQL gate"): hence two statements.
 
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Error, Row, Statement};
@@ -32,16 +36,22 @@ pub const RAISE_MARK: &str = "WITH raised AS ( \
      RETURNING m.token) \
      SELECT coalesce((SELECT token FROM raised), fenced_check($1, $2))";
 
-/// [`RAISE_MARK`]'s parameter types: the resource, the presented token.
-pub const RAISE_MARK_TYPES: [Type; 2] = [Type::TEXT, Type::INT8];
+/// The parameter types of [`RAISE_MARK`] and [`CALL_FENCED_CHECK`]: the resource, the
+/// presented token.
+pub const CHECK_TYPES: [Type; 2] = [Type::TEXT, Type::INT8];
 
-/// How [`RAISE_MARK`] reaches the server.
+/// `fenced.sql`'s check as one call: the same answers as [`RAISE_MARK`] (the new mark,
+/// or ZF001), cheaper than [`RAISE_MARK`] when the statement is not prepared.
+pub const CALL_FENCED_CHECK: &str = "SELECT fenced_check($1, $2)";
+
+/// Which statement the check is, and how it reaches the server.
 #[derive(Clone, Copy)]
 pub enum CheckStatement<'s> {
-    /// Prepared on this connection ([`PreparedCheck`]): bound and executed only.
+    /// [`RAISE_MARK`] prepared on this connection ([`PreparedCheck`]): bound and
+    /// executed only.
     Prepared(&'s PreparedCheck),
-    /// Sent as text with typed parameters: parsed and planned on every call, still one
-    /// request (no separate prepare round trip).
+    /// [`CALL_FENCED_CHECK`] sent as text with typed parameters: one request, no
+    /// separate prepare round trip.
     Unprepared,
 }
 
@@ -56,13 +66,13 @@ impl PreparedCheck {
     /// installed ([`crate::install`]).
     pub async fn prepare(client: &Client) -> Result<Self, Error> {
         Ok(PreparedCheck {
-            raise: client.prepare_typed(RAISE_MARK, &RAISE_MARK_TYPES).await?,
+            raise: client.prepare_typed(RAISE_MARK, &CHECK_TYPES).await?,
         })
     }
 }
 
 impl CheckStatement<'_> {
-    /// Runs [`RAISE_MARK`]: the new mark's row, or the server's error (ZF001 for a stale
+    /// Runs the check: the new mark's row, or the server's error (ZF001 for a stale
     /// token).
     pub async fn raise(self, client: &Client, resource: &str, token: i64) -> Result<Row, Error> {
         match self {

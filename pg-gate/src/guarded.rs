@@ -162,8 +162,8 @@ impl Drop for GuardedTransaction<'_> {
 ///   SERIALIZABLE a concurrent newer holder shows up as SQLSTATE 40001, retry); the
 ///   transaction is rolled back.
 ///
-/// The check is parsed and planned on every call; [`crate::GuardedClient`] prepares it
-/// once per connection. The transaction uses the session's isolation level (PostgreSQL's
+/// The check is a call of `fenced_check`; [`crate::GuardedClient`] prepares a cheaper
+/// plain-SQL check once per connection. The transaction uses the session's isolation level (PostgreSQL's
 /// default: READ COMMITTED). `fenced.sql` must be installed ([`crate::install`]).
 pub async fn begin_guarded<'a>(
     client: &'a mut Client,

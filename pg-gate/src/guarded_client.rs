@@ -14,8 +14,8 @@ use crate::sqlerror::storage_error;
 
 /// A `tokio_postgres::Client` that owns the check's prepared statements (they exist only
 /// on this connection, hence the ownership). [`GuardedClient::begin`] is
-/// [`crate::begin_guarded`] with the check bound and executed, not parsed and planned:
-/// the way to guard writes on a hot path.
+/// [`crate::begin_guarded`] with the check a prepared plain-SQL upsert instead of a
+/// PL/pgSQL call: the way to guard writes on a hot path.
 ///
 /// It derefs to the client for unguarded work. If the connection is lost, make a new
 /// `GuardedClient` on a new one.

@@ -29,7 +29,7 @@
 //!
 //! [`GuardedClient::begin_executing`] also sends the transaction's first statement in
 //! the same round trip. [`begin_guarded`] opens the same transaction on a plain
-//! `tokio_postgres::Client`, with the check parsed on every call.
+//! `tokio_postgres::Client`, the check a call of `fenced_check`.
 //!
 //! Services in other languages use the same check from plain SQL: install
 //! [`FENCED_SQL`] (`sql/fenced.sql`, documented there) and call `fenced_check` first in

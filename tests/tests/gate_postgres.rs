@@ -282,7 +282,7 @@ async fn stale_begin_guarded_is_refused_and_changes_nothing() {
 /// How a race holder opens its guarded transaction.
 #[derive(Clone, Copy)]
 enum Begin {
-    /// `begin_guarded` on the plain client (the check parsed on every call).
+    /// `begin_guarded` on the plain client (the check a call of `fenced_check`).
     Unprepared,
     /// `GuardedClient::begin` (the check prepared on the connection).
     Prepared,
