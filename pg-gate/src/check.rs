@@ -11,8 +11,8 @@
 //! than calling `fenced_check`, whose statements PL/pgSQL plans once per session
 //! (BENCHMARKS.md, "The cost of the PostgreSQL gate"): hence two statements.
 
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Error, Row, Statement};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Error, Statement};
 
 /// Inserts the mark row with the presented token, or raises an existing mark to it if the
 /// mark is not above it, and returns the new mark. A mark above the token makes the upsert
@@ -62,30 +62,16 @@ pub struct PreparedCheck {
 }
 
 impl PreparedCheck {
+    /// [`RAISE_MARK`], prepared.
+    pub fn statement(&self) -> &Statement {
+        &self.raise
+    }
+
     /// Prepares [`RAISE_MARK`] on `client` (one round trip). `fenced.sql` must be
     /// installed ([`crate::install`]).
     pub async fn prepare(client: &Client) -> Result<Self, Error> {
         Ok(PreparedCheck {
             raise: client.prepare_typed(RAISE_MARK, &CHECK_TYPES).await?,
         })
-    }
-}
-
-impl CheckStatement<'_> {
-    /// Runs the check: the new mark's row, or the server's error (ZF001 for a stale
-    /// token).
-    pub async fn raise(self, client: &Client, resource: &str, token: i64) -> Result<Row, Error> {
-        match self {
-            CheckStatement::Prepared(check) => {
-                client
-                    .query_one(&check.raise, &[&resource as &(dyn ToSql + Sync), &token])
-                    .await
-            }
-            CheckStatement::Unprepared => {
-                client
-                    .query_typed_one(RAISE_MARK, &[(&resource, Type::TEXT), (&token, Type::INT8)])
-                    .await
-            }
-        }
     }
 }

@@ -11,10 +11,10 @@ use std::ops::Deref;
 
 use fenced_gate::Error;
 use fenced_types::{FencingToken, LockName};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
-use crate::check::CheckStatement;
+use crate::check::{CheckStatement, CALL_FENCED_CHECK};
 use crate::pipeline::{pipelined, send_without_waiting};
 use crate::sqlerror::{from_bigint, stale_token, storage_error, to_bigint};
 
@@ -68,20 +68,42 @@ impl<'a> GuardedTransaction<'a> {
             open: true,
         };
         let shared: &Client = transaction.client;
-        let first = async {
-            match first {
-                Some((statement, params)) => Some(shared.execute(statement, params).await),
-                None => None,
+        let name = resource.as_str();
+        // Each way is its own pipeline of concrete request futures: one future that picks
+        // the check inside (an `async fn` with a `match`) makes every guarded transaction
+        // measurably slower (pg_gate_cost, 16 writers).
+        let (begun, raised, first) = match (check, first) {
+            (CheckStatement::Unprepared, _) => {
+                let (begun, raised) = pipelined(
+                    shared.batch_execute("BEGIN"),
+                    shared.query_typed_one(
+                        CALL_FENCED_CHECK,
+                        &[(&name, Type::TEXT), (&presented, Type::INT8)],
+                    ),
+                )
+                .await;
+                (begun, raised, None)
+            }
+            (CheckStatement::Prepared(check), None) => {
+                let (begun, raised) = pipelined(
+                    shared.batch_execute("BEGIN"),
+                    shared.query_one(check.statement(), &[&name, &presented]),
+                )
+                .await;
+                (begun, raised, None)
+            }
+            (CheckStatement::Prepared(check), Some((statement, params))) => {
+                let ((begun, raised), first) = pipelined(
+                    pipelined(
+                        shared.batch_execute("BEGIN"),
+                        shared.query_one(check.statement(), &[&name, &presented]),
+                    ),
+                    shared.execute(statement, params),
+                )
+                .await;
+                (begun, raised, Some(first))
             }
         };
-        let ((begun, raised), first) = pipelined(
-            pipelined(
-                shared.batch_execute("BEGIN"),
-                check.raise(shared, resource.as_str(), presented),
-            ),
-            first,
-        )
-        .await;
         // On every failure below the transaction is rolled back before the answer (a
         // failed rollback leaves it to the server, which ends a lost connection's
         // transaction by rolling it back).
