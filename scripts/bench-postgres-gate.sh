@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measures the cost of the PostgreSQL gate (pg-gate/examples/pg_gate_cost.rs): guarded
-# transactions against the same transactions without fenced_check, at 1, 16 and 64
+# transactions against the same transactions without the check, at 1, 16 and 64
 # writers. Installs PostgreSQL when missing (scripts/install-postgres.sh), starts a
 # throwaway cluster on a loopback port in a temporary directory with PostgreSQL's durable
 # defaults (fsync, synchronous_commit on), runs the example in release mode and removes

@@ -7,24 +7,35 @@
 //! ```
 //!
 //! Each writer is a task with a connection of its own and a row of its own in
-//! `fenced_bench_orders`. Plain: `BEGIN; INSERT .. ON CONFLICT DO UPDATE` (its row);
-//! `COMMIT`. Guarded: the same, started by `begin_guarded` (writer `n` owns resource
-//! `bench-<cell>-<n>` and presents token `i + 1` on its `i`-th write, so every check is
-//! accepted and raises the mark: the full cost, one more statement and one more row
-//! update in a transaction that commits anyway). Every commit waits for its WAL flush
+//! `fenced_bench_orders`. Every transaction is the same write, a prepared `INSERT .. ON
+//! CONFLICT DO UPDATE` of the writer's row, opened and ended six ways:
+//! - plain: `BEGIN`; the upsert; `COMMIT` (three round trips), the write without the gate
+//!   as `tokio_postgres::Transaction` runs it;
+//! - plain, pipelined: `BEGIN` and the upsert in one round trip, then `COMMIT`;
+//! - two round trips: `BEGIN`, then `SELECT fenced_check(..)` once `BEGIN` is answered,
+//!   then the upsert and `COMMIT`: the gate as a caller of the SQL function writes it;
+//! - `begin_guarded`: `BEGIN` and `SELECT fenced_check(..)` pipelined (one round trip);
+//!   then the upsert and `COMMIT`;
+//! - `GuardedClient::begin`: the same with the check a plain-SQL upsert of the mark,
+//!   prepared once per connection;
+//! - `GuardedClient::begin_executing`: `BEGIN`, the prepared check and the upsert in one
+//!   round trip, then `COMMIT` (the guarded counterpart of "plain, pipelined").
+//!
+//! Writer `n` owns resource `bench-<cell>-<n>` and presents token `i + 1` on its `i`-th
+//! write, so every check is accepted and raises the mark: the full cost, one more row
+//! update in a transaction that commits anyway. Every commit waits for its WAL flush
 //! (`synchronous_commit = on`); PostgreSQL shares flushes between concurrent commits.
-//! A third column, "plain + SELECT 1", is the plain transaction with one more statement
-//! that does nothing (`SELECT 1` after BEGIN): the share of the gate's cost that is the
-//! extra round trip rather than the check. Each cell runs every mode twice, in the order
-//! plain, +SELECT 1, guarded, guarded, +SELECT 1, plain, so that a drift of the machine
-//! favours none.
+//! Each cell runs every mode twice, in an order and its reverse, so that a drift of the
+//! machine favours none.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fenced_gate_postgres::{begin_guarded, install};
+use fenced_gate_postgres::pipeline::pipelined;
+use fenced_gate_postgres::{begin_guarded, install, GuardedClient};
 use fenced_types::{FencingToken, LockName};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
 const UPSERT: &str =
@@ -66,31 +77,37 @@ async fn main() {
         settings.get::<_, String>(2)
     );
     println!(
-        "| writers | plain transactions/s | plain + SELECT 1 /s | guarded transactions/s | guarded / plain |"
+        "| writers | plain /s | plain, pipelined /s | two round trips /s | begin_guarded /s \
+         | GuardedClient::begin /s | begin_executing /s | two round trips / plain \
+         | begin_guarded / plain | GuardedClient::begin / plain \
+         | begin_executing / plain | begin_executing / plain, pipelined |"
     );
-    println!("|--------:|------:|------:|------:|------:|");
+    println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     let half = Duration::from_secs_f64(seconds / 2.0);
-    let order = [
+    let forward = [
         Mode::Plain,
-        Mode::RoundTrip,
+        Mode::PlainPipelined,
+        Mode::TwoRoundTrips,
         Mode::Guarded,
-        Mode::Guarded,
-        Mode::RoundTrip,
-        Mode::Plain,
+        Mode::Prepared,
+        Mode::PreparedWithWrite,
     ];
+    let order = forward.into_iter().chain(forward.into_iter().rev());
     for writers in [1usize, 16, 64] {
-        let (mut plain, mut round_trip, mut guarded) = (0.0, 0.0, 0.0);
-        for (round, mode) in order.into_iter().enumerate() {
+        let mut rates = [0.0f64; 6];
+        for (round, mode) in order.clone().enumerate() {
             let rate = measure(&url, writers, half, mode, format!("{writers}-{round}")).await;
-            match mode {
-                Mode::Plain => plain += rate / 2.0,
-                Mode::RoundTrip => round_trip += rate / 2.0,
-                Mode::Guarded => guarded += rate / 2.0,
-            }
+            rates[mode as usize] += rate / 2.0;
         }
+        let [plain, plain_pipelined, two, guarded, prepared, with_write] = rates;
         println!(
-            "| {writers} | {plain:.0} | {round_trip:.0} | {guarded:.0} | {:.2} |",
-            guarded / plain
+            "| {writers} | {plain:.0} | {plain_pipelined:.0} | {two:.0} | {guarded:.0} \
+             | {prepared:.0} | {with_write:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            two / plain,
+            guarded / plain,
+            prepared / plain,
+            with_write / plain,
+            with_write / plain_pipelined
         );
     }
 }
@@ -99,10 +116,16 @@ async fn main() {
 enum Mode {
     /// BEGIN; the upsert; COMMIT.
     Plain,
-    /// BEGIN; SELECT 1; the upsert; COMMIT.
-    RoundTrip,
-    /// begin_guarded (BEGIN; fenced_check); the upsert; COMMIT.
+    /// BEGIN and the upsert, pipelined; COMMIT.
+    PlainPipelined,
+    /// BEGIN, answered; SELECT fenced_check(..); the upsert; COMMIT.
+    TwoRoundTrips,
+    /// begin_guarded (BEGIN and the check, pipelined); the upsert; COMMIT.
     Guarded,
+    /// GuardedClient::begin (the same, the check prepared); the upsert; COMMIT.
+    Prepared,
+    /// GuardedClient::begin_executing (BEGIN, the check and the upsert, pipelined); COMMIT.
+    PreparedWithWrite,
 }
 
 async fn connect(url: &str) -> Client {
@@ -123,10 +146,11 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
-        .map(|(n, mut client)| {
+        .map(|(n, client)| {
             let start = Arc::clone(&start);
             let resource = LockName::new(format!("bench-{cell_name}-{n}")).unwrap();
             tokio::spawn(async move {
+                let mut client = GuardedClient::new(client).await.unwrap();
                 let upsert = client.prepare(UPSERT).await.unwrap();
                 let id = n as i32;
                 start.wait().await;
@@ -142,9 +166,24 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
                                 .unwrap();
                             tx.commit().await.unwrap();
                         }
-                        Mode::RoundTrip => {
+                        Mode::PlainPipelined => {
+                            let (begun, written) = pipelined(
+                                client.batch_execute("BEGIN"),
+                                client.execute(&upsert, &[&id, &"paid", &written_by]),
+                            )
+                            .await;
+                            begun.unwrap();
+                            written.unwrap();
+                            client.batch_execute("COMMIT").await.unwrap();
+                        }
+                        Mode::TwoRoundTrips => {
                             let tx = client.transaction().await.unwrap();
-                            tx.query_typed_one("SELECT 1", &[]).await.unwrap();
+                            tx.query_typed_one(
+                                "SELECT fenced_check($1, $2)",
+                                &[(&resource.as_str(), Type::TEXT), (&written_by, Type::INT8)],
+                            )
+                            .await
+                            .unwrap();
                             tx.execute(&upsert, &[&id, &"paid", &written_by])
                                 .await
                                 .unwrap();
@@ -156,6 +195,28 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
                             tx.execute(&upsert, &[&id, &"paid", &written_by])
                                 .await
                                 .unwrap();
+                            tx.commit().await.unwrap();
+                        }
+                        Mode::Prepared => {
+                            let token = FencingToken::new(done + 1).unwrap();
+                            let tx = client.begin(&resource, token).await.unwrap();
+                            tx.execute(&upsert, &[&id, &"paid", &written_by])
+                                .await
+                                .unwrap();
+                            tx.commit().await.unwrap();
+                        }
+                        Mode::PreparedWithWrite => {
+                            let token = FencingToken::new(done + 1).unwrap();
+                            let (tx, written) = client
+                                .begin_executing(
+                                    &resource,
+                                    token,
+                                    &upsert,
+                                    &[&id, &"paid", &written_by],
+                                )
+                                .await
+                                .unwrap();
+                            written.unwrap();
                             tx.commit().await.unwrap();
                         }
                     }

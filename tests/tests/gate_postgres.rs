@@ -1,6 +1,7 @@
 //! The PostgreSQL gate against a real throwaway server (no mock): the gate's conformance
 //! suite on `PostgresBackend`, a real crash (kill -9 of the postmaster) between commit and
-//! reopen, the async `begin_guarded` API under races, and the SQL recipe from psql.
+//! reopen, the async `GuardedClient` and `begin_guarded` APIs under races, drops and lost
+//! connections, and the SQL recipe from psql.
 //! checks: S5
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,9 +11,13 @@ use std::time::Duration;
 
 use fenced_gate::conformance::{self, Harness};
 use fenced_gate::{Error, Gate, WriteOp};
-use fenced_gate_postgres::{begin_guarded, install, PostgresBackend, STALE_SQLSTATE};
+use fenced_gate_postgres::check::RAISE_MARK;
+use fenced_gate_postgres::{
+    begin_guarded, install, GuardedClient, PostgresBackend, STALE_SQLSTATE,
+};
 use fenced_tests::postgres::{postgres_or_skip, TestPostgres};
 use fenced_types::{FencingToken, LockName};
+use futures::FutureExt;
 
 fn t(value: u64) -> FencingToken {
     FencingToken::new(value).unwrap()
@@ -274,24 +279,73 @@ async fn stale_begin_guarded_is_refused_and_changes_nothing() {
     assert_eq!(mark, 34, "a rolled-back guarded transaction kept its mark");
 }
 
-/// Two holders with tokens 33 and 34 on separate connections, released together, many
-/// rounds, each writing after its check with a random pause: 33's row never lands over
-/// 34's, and 34 is never refused.
-// checks: S5
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_guarded_transactions_never_let_33_over_34() {
-    let Some(cluster) = postgres_or_skip("racing_guarded_transactions_never_let_33_over_34") else {
-        return;
+/// How a race holder opens its guarded transaction.
+#[derive(Clone, Copy)]
+enum Begin {
+    /// `begin_guarded` on the plain client (the check a call of `fenced_check`).
+    Unprepared,
+    /// `GuardedClient::begin` (the check prepared on the connection).
+    Prepared,
+    /// `GuardedClient::begin_executing`: the write sent in the check's round trip.
+    PreparedWithWrite,
+}
+
+/// One holder's turn in a race round: its guarded transaction writing `token` into the
+/// round's row, with a pause between the check and the commit, where a newer holder would
+/// commit if the mark row were not locked.
+async fn race_holder(
+    db: &mut GuardedClient,
+    begin: Begin,
+    resource: &LockName,
+    token: u64,
+    round: i32,
+) -> Result<(), Error> {
+    const WRITE: &str = "INSERT INTO race VALUES ($1, $2) \
+                         ON CONFLICT (round) DO UPDATE SET written_by = EXCLUDED.written_by";
+    let written_by = token as i64;
+    let pause = Duration::from_millis((round as u64 * 7 + token) % 3);
+    let tx = match begin {
+        Begin::Unprepared | Begin::Prepared => {
+            let tx = match begin {
+                Begin::Unprepared => begin_guarded(db, resource, t(token)).await?,
+                _ => db.begin(resource, t(token)).await?,
+            };
+            tokio::time::sleep(pause).await;
+            tx.execute(WRITE, &[&round, &written_by]).await.unwrap();
+            tx
+        }
+        Begin::PreparedWithWrite => {
+            let write = db.prepare(WRITE).await.unwrap();
+            let (tx, written) = db
+                .begin_executing(resource, t(token), &write, &[&round, &written_by])
+                .await?;
+            assert_eq!(written.unwrap(), 1);
+            tokio::time::sleep(pause).await;
+            tx
+        }
     };
-    let setup = client(&cluster, "postgres").await;
+    tx.commit().await
+}
+
+/// Two holders with tokens 33 and 34 on separate connections, released together, 100
+/// rounds ([`race_holder`]): 33's row never lands over 34's, 34 is never refused, and a
+/// refused 33 sees both tokens.
+async fn race_33_against_34(cluster: &TestPostgres, begin: Begin) {
+    let setup = client(cluster, "postgres").await;
     install(&setup).await.unwrap();
     setup
-        .batch_execute("CREATE TABLE race (round int PRIMARY KEY, written_by bigint NOT NULL)")
+        .batch_execute(
+            "DROP TABLE IF EXISTS race; \
+             CREATE TABLE race (round int PRIMARY KEY, written_by bigint NOT NULL)",
+        )
         .await
         .unwrap();
     let mut holders = Vec::new();
     for _ in 0..2 {
-        holders.push(Some(client(&cluster, "postgres").await));
+        let db = GuardedClient::new(client(cluster, "postgres").await)
+            .await
+            .unwrap();
+        holders.push(Some(db));
     }
     let rounds = 100;
     let mut refused_33 = 0;
@@ -306,23 +360,7 @@ async fn racing_guarded_transactions_never_let_33_over_34() {
                 let (barrier, resource) = (Arc::clone(&barrier), resource.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    let result = match begin_guarded(&mut db, &resource, t(token)).await {
-                        Ok(tx) => {
-                            // Widen the window between check and write: without the row
-                            // lock a newer holder would commit in it.
-                            let pause = (round as u64 * 7 + token) % 3;
-                            tokio::time::sleep(Duration::from_millis(pause)).await;
-                            tx.execute(
-                                "INSERT INTO race VALUES ($1, $2) \
-                                 ON CONFLICT (round) DO UPDATE SET written_by = EXCLUDED.written_by",
-                                &[&round, &(token as i64)],
-                            )
-                            .await
-                            .unwrap();
-                            tx.commit().await
-                        }
-                        Err(error) => Err(error),
-                    };
+                    let result = race_holder(&mut db, begin, &resource, token, round).await;
                     (db, result)
                 })
             })
@@ -359,6 +397,337 @@ async fn racing_guarded_transactions_never_let_33_over_34() {
         );
     }
     eprintln!("33 was refused in {refused_33} of {rounds} rounds (it went first in the rest)");
+}
+
+/// The 33/34 race through `begin_guarded`.
+// checks: S5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_guarded_transactions_never_let_33_over_34() {
+    let Some(cluster) = postgres_or_skip("racing_guarded_transactions_never_let_33_over_34") else {
+        return;
+    };
+    race_33_against_34(&cluster, Begin::Unprepared).await;
+}
+
+/// The 33/34 race through `GuardedClient::begin`.
+// checks: S5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_guarded_client_transactions_never_let_33_over_34() {
+    let Some(cluster) = postgres_or_skip("racing_guarded_client_transactions_never_let_33_over_34")
+    else {
+        return;
+    };
+    race_33_against_34(&cluster, Begin::Prepared).await;
+}
+
+/// A database with `fenced.sql` installed and an `orders` table, and a `GuardedClient` on
+/// it.
+async fn orders_database(cluster: &TestPostgres) -> GuardedClient {
+    let db = client(cluster, "postgres").await;
+    install(&db).await.unwrap();
+    db.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL, written_by bigint NOT NULL)",
+    )
+    .await
+    .unwrap();
+    GuardedClient::new(db).await.unwrap()
+}
+
+/// [`orders_database`] after holder 34 committed a guarded transaction on `orders`, and
+/// a second connection to watch it from.
+async fn orders_fenced_at_34(cluster: &TestPostgres) -> (GuardedClient, tokio_postgres::Client) {
+    let mut db = orders_database(cluster).await;
+    db.begin(&name("orders"), t(34))
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    (db, client(cluster, "postgres").await)
+}
+
+/// `orders`' rows as `(id, status, written_by)`, by id, and the `orders` mark.
+async fn orders_and_mark(db: &tokio_postgres::Client) -> (Vec<(i32, String, i64)>, Option<i64>) {
+    let rows = db
+        .query("SELECT id, status, written_by FROM orders ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let mark = db
+        .query_opt(
+            "SELECT token FROM fenced_marks WHERE resource = 'orders'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0));
+    (rows, mark)
+}
+
+/// Fails unless `db`'s session is outside any transaction block: `SAVEPOINT` outside one
+/// is an error (25P01, no_active_sql_transaction).
+async fn assert_outside_a_transaction(db: &tokio_postgres::Client) {
+    match db.batch_execute("SAVEPOINT probe").await {
+        Err(error) if error.code().map(|c| c.code()) == Some("25P01") => {}
+        Err(error) => panic!("probing for an open transaction: {error:?}"),
+        Ok(()) => panic!("the connection was left inside a transaction"),
+    }
+}
+
+/// The 33/34 race through `GuardedClient::begin_executing`, each holder's write in its
+/// check's round trip.
+// checks: S5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_pipelined_writes_never_let_33_over_34() {
+    let Some(cluster) = postgres_or_skip("racing_pipelined_writes_never_let_33_over_34") else {
+        return;
+    };
+    race_33_against_34(&cluster, Begin::PreparedWithWrite).await;
+}
+
+/// A stale holder's write sent in its check's round trip (`begin_executing`) is refused
+/// with both tokens and changes nothing: the server refuses the write behind the refused
+/// check. A current holder's write lands with its commit.
+// checks: S5
+#[tokio::test]
+async fn a_write_pipelined_behind_a_stale_check_changes_nothing() {
+    let Some(cluster) = postgres_or_skip("a_write_pipelined_behind_a_stale_check_changes_nothing")
+    else {
+        return;
+    };
+    let (mut db, observer) = orders_fenced_at_34(&cluster).await;
+    let orders = name("orders");
+    let write = db
+        .prepare("INSERT INTO orders VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
+
+    let (tx, written) = db
+        .begin_executing(&orders, t(34), &write, &[&1i32, &"paid", &34i64])
+        .await
+        .unwrap();
+    assert_eq!(written.unwrap(), 1);
+    tx.commit().await.unwrap();
+    let before = orders_and_mark(&observer).await;
+    assert_eq!(before, (vec![(1, "paid".to_string(), 34)], Some(34)));
+
+    match db
+        .begin_executing(&orders, t(33), &write, &[&2i32, &"zombie", &33i64])
+        .await
+    {
+        Err(Error::StaleToken {
+            presented, current, ..
+        }) => assert_eq!((presented, current), (t(33), t(34))),
+        Err(other) => panic!("expected StaleToken {{ 33, 34 }}, got {other:?}"),
+        Ok(_) => panic!("a stale token opened a guarded transaction"),
+    }
+    assert_outside_a_transaction(&db).await;
+    assert_eq!(orders_and_mark(&observer).await, before);
+}
+
+/// A `GuardedClient` holder with a stale token is refused with both tokens before it runs
+/// a statement; the table and the mark are as the newer holder left them, the connection
+/// is not left inside a transaction, and the check needs `fenced.sql` installed.
+// checks: S5
+#[tokio::test]
+async fn stale_guarded_client_is_refused_and_changes_nothing() {
+    let Some(cluster) = postgres_or_skip("stale_guarded_client_is_refused_and_changes_nothing")
+    else {
+        return;
+    };
+    let bare = client(&cluster, "postgres").await;
+    match GuardedClient::new(bare).await {
+        Err(Error::Storage(failure)) => assert!(
+            failure.to_string().contains("fenced.sql"),
+            "the failure says what is missing: {failure}"
+        ),
+        Err(other) => panic!("expected a storage failure, got {other:?}"),
+        Ok(_) => panic!("a GuardedClient on a database without fenced_marks"),
+    }
+
+    let mut db = orders_database(&cluster).await;
+    let orders = name("orders");
+
+    // The new holder (34) writes.
+    let tx = db.begin(&orders, t(34)).await.unwrap();
+    assert_eq!(tx.mark(), t(34));
+    tx.execute("INSERT INTO orders VALUES (1, 'paid', 34)", &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let before = orders_and_mark(&db).await;
+    assert_eq!(before, (vec![(1, "paid".to_string(), 34)], Some(34)));
+
+    // The old holder (33) wakes up: refused before it can run a statement.
+    match db.begin(&orders, t(33)).await {
+        Err(Error::StaleToken {
+            resource,
+            presented,
+            current,
+        }) => assert_eq!(
+            (resource, presented, current),
+            (orders.clone(), t(33), t(34))
+        ),
+        Err(other) => panic!("expected StaleToken {{ 33, 34 }}, got {other:?}"),
+        Ok(_) => panic!("a stale token opened a guarded transaction"),
+    }
+    // Rolled back: the connection is outside any transaction, and nothing changed.
+    assert_outside_a_transaction(&db).await;
+    assert_eq!(orders_and_mark(&db).await, before);
+
+    // The same token again is accepted (a holder writes many times with one token).
+    let tx = db.begin(&orders, t(34)).await.unwrap();
+    tx.execute("UPDATE orders SET status = 'shipped' WHERE id = 1", &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        orders_and_mark(&db).await,
+        (vec![(1, "shipped".to_string(), 34)], Some(34))
+    );
+}
+
+/// Dropping a guarded transaction without committing rolls back the check and the
+/// caller's writes, and so does dropping `begin` after its requests went out but before
+/// its answer: the connection is reused at once, and only what the next transaction
+/// commits lands.
+// checks: S5
+#[tokio::test]
+async fn dropping_a_guarded_transaction_rolls_back_the_check_and_the_writes() {
+    let Some(cluster) =
+        postgres_or_skip("dropping_a_guarded_transaction_rolls_back_the_check_and_the_writes")
+    else {
+        return;
+    };
+    let (mut db, observer) = orders_fenced_at_34(&cluster).await;
+    let orders = name("orders");
+
+    // Dropped after a write.
+    {
+        let tx = db.begin(&orders, t(40)).await.unwrap();
+        tx.execute("INSERT INTO orders VALUES (1, 'dropped', 40)", &[])
+            .await
+            .unwrap();
+    }
+    // Dropped after BEGIN and the check went out, before their answer.
+    assert!(
+        db.begin(&orders, t(50)).now_or_never().is_none(),
+        "begin answered without a round trip"
+    );
+    // The connection at once: a transaction that would be refused (41 < 50) or would
+    // commit the dropped write (still inside the first transaction) if either drop had
+    // left its transaction open.
+    let tx = db.begin(&orders, t(41)).await.unwrap();
+    tx.execute("INSERT INTO orders VALUES (2, 'kept', 41)", &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        orders_and_mark(&observer).await,
+        (vec![(2, "kept".to_string(), 41)], Some(41))
+    );
+
+    // The mark row is free: another connection's check does not wait for a dropped one.
+    let mut other = GuardedClient::new(client(&cluster, "postgres").await)
+        .await
+        .unwrap();
+    {
+        let _held = db.begin(&orders, t(42)).await.unwrap();
+    }
+    let tx = tokio::time::timeout(Duration::from_secs(30), other.begin(&orders, t(43)))
+        .await
+        .expect("the dropped transaction still holds the mark row")
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(orders_and_mark(&observer).await.1, Some(43));
+}
+
+/// A connection lost in the middle of a guarded transaction: its commit is a storage
+/// failure (not a refusal, not a success), nothing it wrote lands, and a new transaction
+/// on the dead connection is a storage failure too.
+// checks: S5
+#[tokio::test]
+async fn a_connection_lost_mid_transaction_is_a_storage_failure() {
+    let Some(cluster) = postgres_or_skip("a_connection_lost_mid_transaction_is_a_storage_failure")
+    else {
+        return;
+    };
+    let (mut db, observer) = orders_fenced_at_34(&cluster).await;
+    let orders = name("orders");
+
+    let tx = db.begin(&orders, t(35)).await.unwrap();
+    tx.execute("INSERT INTO orders VALUES (1, 'lost', 35)", &[])
+        .await
+        .unwrap();
+    let pid: i32 = tx
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let terminated: bool = observer
+        .query_one("SELECT pg_terminate_backend($1, 30000)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated, "the guarded connection's backend did not end");
+    match tx.commit().await {
+        Err(error @ Error::Storage(_)) => assert!(!error.is_refusal(), "{error}"),
+        other => panic!("a commit on a lost connection must fail as storage: {other:?}"),
+    }
+    assert_eq!(orders_and_mark(&observer).await, (Vec::new(), Some(34)));
+    match db.begin(&orders, t(36)).await {
+        Err(error @ Error::Storage(_)) => assert!(!error.is_refusal(), "{error}"),
+        Err(other) => panic!("expected a storage failure, got {other:?}"),
+        Ok(_) => panic!("a guarded transaction opened on a dead connection"),
+    };
+}
+
+/// The PostgreSQL behaviour the checks rely on (its `INSERT` documentation): the mark
+/// upsert of `fenced_check` and of [`RAISE_MARK`] locks the mark row even when its `WHERE`
+/// refuses the token, so the mark read after a refusal is the one that refused it; and
+/// [`RAISE_MARK`]'s refusal is `fenced_check`'s error, which aborts the transaction.
+// checks: S5
+#[tokio::test]
+async fn a_refused_mark_upsert_still_locks_the_mark_row() {
+    let Some(cluster) = postgres_or_skip("a_refused_mark_upsert_still_locks_the_mark_row") else {
+        return;
+    };
+    let (_holder, other) = orders_fenced_at_34(&cluster).await;
+    let mut stale = client(&cluster, "postgres").await;
+    let tx = stale.transaction().await.unwrap();
+    let refused = tx
+        .query_opt(
+            "INSERT INTO fenced_marks AS m (resource, token) VALUES ('orders', 33) \
+             ON CONFLICT (resource) DO UPDATE SET token = EXCLUDED.token \
+             WHERE m.token <= EXCLUDED.token RETURNING m.token",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(refused.is_none(), "the upsert accepted 33 over 34");
+    let lock = "SELECT token FROM fenced_marks WHERE resource = 'orders' FOR UPDATE NOWAIT";
+    let error = other
+        .query_one(lock, &[])
+        .await
+        .expect_err("the refused check left the mark row unlocked");
+    assert_eq!(error.code().map(|c| c.code()), Some("55P03"), "{error:?}");
+    tx.rollback().await.unwrap();
+    let mark: i64 = other.query_one(lock, &[]).await.unwrap().get(0);
+    assert_eq!(mark, 34);
+
+    let tx = stale.transaction().await.unwrap();
+    let refused = tx
+        .query_one(RAISE_MARK, &[&"orders", &33i64])
+        .await
+        .expect_err("the check accepted 33 over 34");
+    assert_eq!(refused.code().map(|c| c.code()), Some(STALE_SQLSTATE));
+    let aborted = tx
+        .query_one("SELECT 1", &[])
+        .await
+        .expect_err("a statement after the refusal ran");
+    assert_eq!(aborted.code().map(|c| c.code()), Some("25P02"));
 }
 
 /// The SQL recipe from a non-Rust client: psql installs fenced.sql, the new holder writes
@@ -487,4 +856,86 @@ async fn repeatable_read_sees_a_concurrent_raise_as_a_serialization_failure() {
         .await
         .expect_err("the retried stale check passed");
     assert_eq!(error.code().map(|c| c.code()), Some(STALE_SQLSTATE));
+}
+
+/// What `begin_guarded` documents for REPEATABLE READ, for the check in Rust: an old
+/// holder whose check waited for a newer holder's transaction on the mark row fails with
+/// 40001 (a storage failure: retry) when that transaction commits, never passes; the
+/// retry is refused as stale.
+// checks: S5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeatable_read_check_that_waited_for_a_newer_holder_fails_to_serialize() {
+    let Some(cluster) =
+        postgres_or_skip("repeatable_read_check_that_waited_for_a_newer_holder_fails_to_serialize")
+    else {
+        return;
+    };
+    let mut new = orders_database(&cluster).await;
+    let mut old = GuardedClient::new(client(&cluster, "postgres").await)
+        .await
+        .unwrap();
+    let observer = client(&cluster, "postgres").await;
+    old.batch_execute("SET default_transaction_isolation TO 'repeatable read'")
+        .await
+        .unwrap();
+    let old_pid: i32 = old
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let orders = name("orders");
+    old.begin(&orders, t(33))
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+
+    // The new holder holds the mark row; the old holder's check waits for it.
+    let held = new.begin(&orders, t(34)).await.unwrap();
+    let waiting = {
+        let orders = orders.clone();
+        tokio::spawn(async move {
+            let result = old.begin(&orders, t(33)).await.map(|tx| tx.mark());
+            (old, result)
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let blocked: bool = observer
+            .query_one(
+                "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
+                &[&old_pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if blocked {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old holder's check never waited for the mark row"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    held.commit().await.unwrap();
+    let (mut old, result) = waiting.await.unwrap();
+    match result {
+        Err(error @ Error::Storage(_)) => {
+            assert!(!error.is_refusal(), "{error}");
+            assert!(error.to_string().contains("40001"), "{error}");
+        }
+        other => panic!("expected a serialization failure, got {other:?}"),
+    }
+
+    // The retry sees the new mark and is refused as stale.
+    match old.begin(&orders, t(33)).await {
+        Err(Error::StaleToken {
+            presented, current, ..
+        }) => assert_eq!((presented, current), (t(33), t(34))),
+        Err(other) => panic!("expected StaleToken {{ 33, 34 }}, got {other:?}"),
+        Ok(_) => panic!("the retried stale check passed"),
+    }
+    assert_eq!(orders_and_mark(&observer).await.1, Some(34));
 }
