@@ -99,8 +99,9 @@ fi
     echo "stays lost) and L2 (waiters granted in arrival order, away from faults)."
     echo
     echo "Against a cluster the same checks hold across failovers: the nemesis kills, pauses and"
-    echo "isolates the leader or a follower, and L2 is checked away from leader changes (CONTRACT:"
-    echo "within one leader's term, since queued acquirers are not replicated)."
+    echo "isolates the leader or a follower, and L2 is checked away from leader changes (the"
+    echo "queued acquirers are replicated, but the harness cannot tell which places were committed"
+    echo "when the leader was lost)."
     echo
     echo "A checker that never fails is not evidence: the weakened runs below switch a safety"
     echo "mechanism off and must be caught. With the gate off, a worker frozen between \`fence()\`"

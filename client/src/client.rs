@@ -97,8 +97,9 @@ impl ClientBuilder {
     ///     the acquire's, and if it gets none either, the session's error is returned.
     ///   - A waiting acquire cut off mid-wait is sent again with its id and what is left of
     ///     its wait (never past the deadline the wait set when it was first sent): it gets
-    ///     the grant if the lock was handed to it before the cut, else it queues again,
-    ///     **at the back of the queue**: its place in the old leader's queue is lost.
+    ///     the grant if the lock was handed to it before the cut, else it takes back its
+    ///     place in the queue the new leader restored (a place committed before the cut,
+    ///     within the server's waiter grace, 5 s by default; else at the back).
     ///     Dropping its future still takes it out of the queue it waits in (CONTRACT L2).
     ///
     /// Not sent again: an acquire that joins an existing lease (it has no id of its own
@@ -492,7 +493,8 @@ impl Client {
     /// An acquire that creates a lease carries a lease id chosen here; after a failure
     /// that leaves its outcome unknown (a broken connection or session stream, a leader
     /// whose term ended), it is sent again with that id, so it finds its own grant instead
-    /// of a second lease; a waiting one with what is left of its wait, queued at the back.
+    /// of a second lease; a waiting one with what is left of its wait, taking back its
+    /// place in the queue.
     /// [`ClientBuilder::endpoints`] says exactly what is sent again and what is not.
     ///
     /// The lease's local deadline counts from when this request was *sent* (CONTRACT S4).

@@ -117,8 +117,8 @@ const WAITING_ROUNDS: usize = 3;
 /// unknown" from a leader whose term ended, a connection that broke after it was sent), it
 /// is sent again with the same lease id and what is left of the wait, to the leader it is
 /// pointed to or the next endpoint: the new leader answers the grant the old one made if
-/// the handoff happened, or queues it again, at the back (its place in the old leader's
-/// queue is not kept). The attempts are those of any call (at most
+/// the handoff happened, or puts it back in its place in the queue it restored (or at the
+/// back, if that place was not committed or its grace ended). The attempts are those of any call (at most
 /// [`MAX_REDIRECTS`](crate::route::MAX_REDIRECTS) redirects and one move per endpoint),
 /// in up to [`WAITING_ROUNDS`] rounds when a round reaches no leader; none is sent once
 /// the deadline has passed, and none waits past it: the server's wait of each is what is

@@ -76,6 +76,11 @@ pub struct Config {
     /// How many ended lease ids are remembered at most (default 1,000,000, about 50 MB);
     /// past that the oldest are forgotten early and answer "unknown".
     pub remember_ended_max: usize,
+    /// How long a queued acquirer restored after a restart or a failover keeps its place
+    /// for its client to send its acquire again (default 5 s; see
+    /// [`crate::table`]'s `detached`). A restored waiter at the head of a free lock holds
+    /// the lock for its client that long at most, as a lock-delay does.
+    pub waiter_grace: Duration,
     /// `fdatasync` every journal append (and sled's data file at each checkpoint), so an
     /// acknowledged grant survives a power cut and not only a process crash (default true).
     pub fdatasync: bool,
@@ -176,6 +181,7 @@ impl Default for Config {
             max_watchers_per_identity: 0,
             max_list_page: 1_000,
             remember_ended_for: Duration::from_secs(600),
+            waiter_grace: Duration::from_secs(5),
             remember_ended_max: 1_000_000,
             fdatasync: true,
             checkpoint_interval: Duration::from_secs(1),
@@ -337,6 +343,7 @@ impl Config {
             ("keepalive_interval", self.keepalive_interval),
             ("keepalive_timeout", self.keepalive_timeout),
             ("handshake_timeout", self.handshake_timeout),
+            ("waiter_grace", self.waiter_grace),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration { what });

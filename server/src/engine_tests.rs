@@ -52,6 +52,7 @@ fn start(dir: &Path) -> (Running, Recovered) {
         recovered.leases.clone(),
         recovered.locks.clone(),
         recovered.delays.clone(),
+        recovered.waiters.clone(),
         clock.now(),
     )
     .unwrap();

@@ -75,6 +75,11 @@ struct Args {
     /// are clamped to this.
     #[arg(long, env = "FENCED_MAX_LIST_PAGE", default_value_t = 1_000)]
     max_list_page: usize,
+    /// How long a queued acquirer restored after a restart or a failover keeps its place
+    /// for its client to send its acquire again, in milliseconds; a restored waiter at the
+    /// head of a free lock holds the lock that long at most.
+    #[arg(long, env = "FENCED_WAITER_GRACE_MS", default_value_t = 5_000)]
+    waiter_grace_ms: u64,
     /// Skip the fdatasync after each journal append: grants then survive a process crash
     /// but not a power cut. Off by default.
     #[arg(long, env = "FENCED_NO_FDATASYNC")]
@@ -235,6 +240,7 @@ impl Args {
             max_watchers: self.max_watchers,
             max_watchers_per_identity: self.max_watchers_per_identity,
             max_list_page: self.max_list_page,
+            waiter_grace: Duration::from_millis(self.waiter_grace_ms),
             fdatasync: !self.no_fdatasync,
             checkpoint_interval: Duration::from_millis(self.checkpoint_ms),
             keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),

@@ -5,7 +5,8 @@
 //! Keys: `t` the next token; `g` the newest journal generation sled holds; `L` + 16-byte
 //! lease id a lease; `K` + name a held lock; `D` + name a lock in its lock-delay (put with
 //! the expiry that starts it, deleted when it ends or the lock is granted again, so
-//! delays do not pile up); `r` the revision of the last event
+//! delays do not pile up); `Q` + 8-byte waiter id (big-endian, so sled's order is the
+//! queues' order) a queued acquirer; `r` the revision of the last event
 //! ([`crate::event_log`], 8 bytes, big-endian). A cluster leader's raft entries also carry
 //! their events, under the key `v`: every member publishes them as it applies the entry,
 //! and none is stored.
@@ -22,7 +23,8 @@ use crate::event_log::RevisedEvent;
 use crate::journal::JournalOp;
 use crate::recovery::Recovered;
 use crate::table::{
-    Event, EventKind, LeaseOrigin, RestoredDelay, RestoredLease, RestoredLock, Write,
+    Acquire, Event, EventKind, LeaseChoice, LeaseOrigin, RestoredDelay, RestoredLease,
+    RestoredLock, RestoredWaiter, WaiterId, Write,
 };
 
 /// The next token to issue (8 bytes, big-endian).
@@ -38,6 +40,7 @@ pub(crate) const EVENT_KEY: &[u8] = b"v";
 const LEASE_PREFIX: u8 = b'L';
 const LOCK_PREFIX: u8 = b'K';
 const DELAY_PREFIX: u8 = b'D';
+const WAITER_PREFIX: u8 = b'Q';
 
 /// A lease as stored.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -79,6 +82,32 @@ struct LockRecord {
     /// The lock-delay in milliseconds.
     #[prost(uint64, tag = "4")]
     lock_delay_ms: u64,
+}
+
+/// A queued acquirer as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WaiterRecord {
+    /// The lock.
+    #[prost(string, tag = "1")]
+    lock: String,
+    /// The holder's name.
+    #[prost(string, tag = "2")]
+    holder: String,
+    /// The TTL of the lease it creates, in milliseconds.
+    #[prost(uint64, tag = "3")]
+    ttl_ms: u64,
+    /// The lock-delay in milliseconds.
+    #[prost(uint64, tag = "4")]
+    lock_delay_ms: u64,
+    /// The 16-byte lease id it creates or joins.
+    #[prost(bytes = "vec", tag = "5")]
+    lease: Vec<u8>,
+    /// Whether it joins that lease (else creates it).
+    #[prost(bool, tag = "6")]
+    join: bool,
+    /// Who asks, if recorded.
+    #[prost(message, optional, tag = "7")]
+    origin: Option<OriginRecord>,
 }
 
 /// A lock-delay as stored.
@@ -259,6 +288,23 @@ pub(crate) fn encode(write: Write) -> JournalOp {
         }
         Write::DeleteLockDelay { lock } => delete(delay_key(&lock)),
         Write::NextToken(token) => put(NEXT_TOKEN_KEY.to_vec(), token.to_be_bytes().to_vec()),
+        Write::PutWaiter { waiter, request } => {
+            let (join, lease) = match request.lease {
+                LeaseChoice::New(lease) => (false, lease),
+                LeaseChoice::Join(lease) => (true, lease),
+            };
+            let record = WaiterRecord {
+                lock: request.lock.to_string(),
+                holder: request.holder.to_string(),
+                ttl_ms: millis(request.ttl),
+                lock_delay_ms: millis(request.lock_delay),
+                lease: lease.as_bytes().to_vec(),
+                join,
+                origin: encode_origin(request.origin.as_ref()),
+            };
+            put(waiter_key(waiter), record.encode_to_vec())
+        }
+        Write::DeleteWaiter { waiter } => delete(waiter_key(waiter)),
     }
 }
 
@@ -274,6 +320,7 @@ pub(crate) fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
         leases: Vec::new(),
         locks: Vec::new(),
         delays: Vec::new(),
+        waiters: Vec::new(),
         last_revision: 0,
     };
     for entry in db.iter() {
@@ -333,10 +380,52 @@ pub(crate) fn read_back(db: &sled::Db, dir: &Path) -> Result<Recovered, Error> {
                     delay: Duration::from_millis(record.delay_ms),
                 });
             }
+            Some(&WAITER_PREFIX) => {
+                let id: [u8; 8] = key[1..].try_into().map_err(|_| {
+                    corrupt(
+                        &key,
+                        RecordDamage::Length {
+                            len: key.len() - 1,
+                            expected: 8,
+                        },
+                    )
+                })?;
+                let record =
+                    WaiterRecord::decode(value.as_ref()).map_err(|e| corrupt(&key, e.into()))?;
+                let request = decode_waiter(record).map_err(|damage| corrupt(&key, damage))?;
+                recovered.waiters.push(RestoredWaiter {
+                    waiter: WaiterId(u64::from_be_bytes(id)),
+                    request,
+                });
+            }
             _ => return Err(corrupt(&key, RecordDamage::UnknownKey)),
         }
     }
     Ok(recovered)
+}
+
+/// A stored waiter's request, refusing anything that breaks the protocol's rules.
+fn decode_waiter(record: WaiterRecord) -> Result<Acquire, RecordDamage> {
+    let lease = lease_id(&record.lease).ok_or(RecordDamage::LeaseId)?;
+    Ok(Acquire {
+        lock: LockName::new(record.lock)?,
+        holder: record.holder.into(),
+        ttl: Duration::from_millis(record.ttl_ms),
+        lock_delay: Duration::from_millis(record.lock_delay_ms),
+        lease: match record.join {
+            true => LeaseChoice::Join(lease),
+            false => LeaseChoice::New(lease),
+        },
+        wait: true,
+        origin: decode_origin(record.origin)?,
+    })
+}
+
+fn waiter_key(waiter: WaiterId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(WAITER_PREFIX);
+    key.extend_from_slice(&waiter.0.to_be_bytes());
+    key
 }
 
 fn lease_key(lease: &LeaseId) -> Vec<u8> {

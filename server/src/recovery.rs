@@ -19,7 +19,7 @@ use crate::error::{Error, RecordDamage};
 use crate::journal::{self, Journal};
 use crate::marker::Marker;
 use crate::record::{read_back, CHECKPOINTED_KEY, NEXT_TOKEN_KEY};
-use crate::table::{RestoredDelay, RestoredLease, RestoredLock};
+use crate::table::{RestoredDelay, RestoredLease, RestoredLock, RestoredWaiter};
 
 /// What was on disk at start.
 #[derive(Debug)]
@@ -32,6 +32,8 @@ pub struct Recovered {
     pub locks: Vec<RestoredLock>,
     /// Every lock-delay that had not ended.
     pub delays: Vec<RestoredDelay>,
+    /// Every queued acquirer, in no particular order.
+    pub waiters: Vec<RestoredWaiter>,
     /// The revision of the last event (0: none ever).
     pub last_revision: u64,
 }

@@ -440,6 +440,7 @@ impl Started {
             recovered.leases,
             recovered.locks,
             recovered.delays,
+            recovered.waiters,
             clock.now(),
         )
         .map_err(|source| Error::Inconsistent {

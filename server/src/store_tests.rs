@@ -220,6 +220,7 @@ fn a_lock_delay_is_restored_after_a_crash_and_forgotten_once_it_ended() {
             recovered.leases,
             recovered.locks,
             recovered.delays,
+            recovered.waiters,
             now,
         )
         .unwrap()

@@ -88,7 +88,8 @@ pub async fn run(options: &RunOptions, seed: u64) -> Result<RunResult, HarnessEr
 
     let system = start(options, dir.path(), &recorder, &locks, seed).await?;
     // In a cluster, leader changes the nemeses did not make (an election under load) are
-    // recorded as faults too: a waiter cut off by one is queued again at the back.
+    // recorded as faults too: a waiter cut off by one takes back its place only if its
+    // place was committed, which the harness cannot tell.
     let leader_watch = system.is_cluster().then(|| {
         let endpoints: Vec<String> = system.lock_servers.iter().map(Server::endpoint).collect();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -409,6 +409,7 @@ impl Term {
             restored.leases,
             restored.locks,
             restored.delays,
+            restored.waiters,
             terms.clock.now(),
         )
         .map_err(|source| MemberError::Restore {

@@ -233,6 +233,21 @@ pub enum Write {
     /// The next token to issue: written with every grant, so a restart never issues a
     /// token twice (CONTRACT S1).
     NextToken(FencingToken),
+    /// An acquirer queued: its place survives a restart or a failover (it is restored
+    /// detached, for its client to take back).
+    PutWaiter {
+        /// Its place: waiter ids grow with each queued acquirer, so their order is the
+        /// queues' order.
+        waiter: WaiterId,
+        /// What it asked for.
+        request: Acquire,
+    },
+    /// An acquirer left its queue (granted, refused, timed out, cancelled, or its grace
+    /// ended).
+    DeleteWaiter {
+        /// Its place.
+        waiter: WaiterId,
+    },
 }
 
 /// Everything one command produced.

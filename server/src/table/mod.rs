@@ -23,6 +23,7 @@
 //!   bounded burst of writes and events.
 
 mod command;
+mod detached;
 mod ended;
 mod origin;
 mod refusal;
@@ -40,7 +41,9 @@ pub use command::{
 pub use ended::EndReason;
 pub use origin::LeaseOrigin;
 pub use refusal::Refusal;
-pub use view::{ListPage, LockView, RestoreError, RestoredDelay, RestoredLease, RestoredLock};
+pub use view::{
+    ListPage, LockView, RestoreError, RestoredDelay, RestoredLease, RestoredLock, RestoredWaiter,
+};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -50,6 +53,7 @@ use fenced_types::{FencingToken, LeaseId, LockName};
 
 use crate::clock::Timestamp;
 use crate::config::Config;
+use detached::Detached;
 use ended::EndedLeases;
 
 /// The table's share of the configuration: bounds it enforces itself.
@@ -74,6 +78,9 @@ pub struct Limits {
     pub remember_ended_for: Duration,
     /// How many ended lease ids are remembered at most.
     pub remember_ended_max: usize,
+    /// How long a queued acquirer restored from disk keeps its place for its client to
+    /// send its acquire again ([`detached`]).
+    pub waiter_grace: Duration,
 }
 
 impl Limits {
@@ -137,6 +144,7 @@ impl From<&Config> for Limits {
                 .then_some(config.max_leases_per_identity),
             remember_ended_for: config.remember_ended_for,
             remember_ended_max: config.remember_ended_max,
+            waiter_grace: config.waiter_grace,
         }
     }
 }
@@ -218,6 +226,9 @@ pub struct LockTable {
     delays: BTreeSet<(Timestamp, LockName)>,
     /// Queued acquirers by id.
     waiters: HashMap<WaiterId, Acquire>,
+    /// Queued acquirers restored from disk whose clients have not sent their acquire
+    /// again yet ([`detached`]).
+    detached: Detached,
     /// The id the next waiter gets.
     next_waiter: u64,
     /// How many locks are held, for the capacity limit.
@@ -249,6 +260,7 @@ impl LockTable {
             expiries: BTreeSet::new(),
             delays: BTreeSet::new(),
             waiters: HashMap::new(),
+            detached: Detached::default(),
             next_waiter: 0,
             held_locks: 0,
             stalled: BTreeSet::new(),
@@ -260,13 +272,15 @@ impl LockTable {
     /// (CONTRACT S2: the server cannot know how long it was down, so it never shortens a
     /// lease a holder may still believe in), and every lock-delay that had not ended its
     /// full delay from `now`, for the same reason: the expired holder's writes may still be
-    /// in flight.
+    /// in flight. Queued acquirers go back in their queues in the order they queued,
+    /// detached until their clients send their acquires again ([`detached`]).
     pub fn restore(
         limits: Limits,
         next_token: FencingToken,
         leases: Vec<RestoredLease>,
         locks: Vec<RestoredLock>,
         delays: Vec<RestoredDelay>,
+        waiters: Vec<RestoredWaiter>,
         now: Timestamp,
     ) -> Result<Self, RestoreError> {
         let mut table = Self::with_next_token(limits, next_token)?;
@@ -317,6 +331,20 @@ impl LockTable {
             entry.delayed_until = Some(until);
             table.delays.insert((until, restored.lock));
         }
+        let mut waiters = waiters;
+        waiters.sort_by_key(|restored| restored.waiter);
+        let grace_until = now + table.limits.waiter_grace;
+        for RestoredWaiter { waiter, request } in waiters {
+            table
+                .locks
+                .entry(request.lock.clone())
+                .or_default()
+                .queue
+                .push_back(waiter);
+            table.next_waiter = table.next_waiter.max(waiter.0 + 1);
+            table.detached.insert(waiter, grace_until);
+            table.waiters.insert(waiter, request);
+        }
         Ok(table)
     }
 
@@ -353,10 +381,8 @@ impl LockTable {
     pub fn next_due(&self) -> Option<Timestamp> {
         let expiry = self.expiries.first().map(|(at, _)| *at);
         let delay = self.delays.first().map(|(at, _)| *at);
-        match (expiry, delay) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let grace = self.detached.next_due();
+        [expiry, delay, grace].into_iter().flatten().min()
     }
 
     /// The next token a grant will get.
@@ -385,6 +411,12 @@ impl LockTable {
         request: Acquire,
         effects: &mut Effects,
     ) -> Result<Reply, Refusal> {
+        // A cut-off waiting acquire sent again takes its old place back.
+        if request.wait {
+            if let Some(reply) = self.attach(now, &request, effects) {
+                return Ok(reply);
+            }
+        }
         let lease_id = request.lease.id();
         match request.lease {
             LeaseChoice::New(_) => {
@@ -463,12 +495,17 @@ impl LockTable {
         match refusal {
             None => self.grant(now, request, false, effects).map(Reply::Granted),
             Some(refusal) if !request.wait => Err(refusal),
-            Some(_) => self.enqueue(now, request),
+            Some(_) => self.enqueue(now, request, effects),
         }
     }
 
-    /// Puts an acquirer at the back of its lock's queue.
-    fn enqueue(&mut self, now: Timestamp, request: Acquire) -> Result<Reply, Refusal> {
+    /// Puts an acquirer at the back of its lock's queue, durably.
+    fn enqueue(
+        &mut self,
+        now: Timestamp,
+        request: Acquire,
+        effects: &mut Effects,
+    ) -> Result<Reply, Refusal> {
         if self.waiters.len() >= self.limits.max_waiters {
             return Err(Refusal::Exhausted {
                 what: "waiters",
@@ -486,6 +523,12 @@ impl LockTable {
             .or_default()
             .queue
             .push_back(waiter);
+        if let LeaseChoice::New(_) = request.lease {
+            effects.writes.push(Write::PutWaiter {
+                waiter,
+                request: request.clone(),
+            });
+        }
         self.waiters.insert(waiter, request);
         Ok(Reply::Queued(waiter))
     }
@@ -690,6 +733,8 @@ impl LockTable {
         let Some(request) = self.waiters.remove(&waiter) else {
             return Reply::Cancelled(false);
         };
+        self.detached.remove(&waiter);
+        forget_waiter(waiter, &request, effects);
         if let Some(entry) = self.locks.get_mut(&request.lock) {
             if let Ok(index) = entry.queue.binary_search(&waiter) {
                 entry.queue.remove(index);
@@ -723,6 +768,7 @@ impl LockTable {
         for lock in freed {
             self.hand_on(now, &lock, effects);
         }
+        self.expire_detached(now, effects);
     }
 
     /// Removes a lease and frees its locks; returns the locks to hand on.
@@ -828,6 +874,12 @@ impl LockTable {
                 self.stalled.remove(lock);
                 return;
             };
+            // A restored waiter holds the lock for its client until it comes back or its
+            // grace ends ([`detached`]).
+            if self.detached.contains(&waiter) {
+                self.stalled.remove(lock);
+                return;
+            }
             let Some(request) = self.waiters.remove(&waiter) else {
                 entry.queue.pop_front();
                 continue;
@@ -845,6 +897,7 @@ impl LockTable {
             }
             entry.queue.pop_front();
             shrink_queue(&mut entry.queue);
+            forget_waiter(waiter, &request, effects);
             let result = match shortage {
                 Some(shortage) => Err(shortage),
                 None => {
@@ -965,6 +1018,15 @@ fn shortage(
         });
     }
     None
+}
+
+/// Deletes a queued acquirer's record as it leaves its queue. Only creates are stored: a
+/// join is not sent again after a failover (its lease may be gone), so a restored one
+/// would only hold up its lock until its grace ended.
+fn forget_waiter(waiter: WaiterId, request: &Acquire, effects: &mut Effects) {
+    if let LeaseChoice::New(_) = request.lease {
+        effects.writes.push(Write::DeleteWaiter { waiter });
+    }
 }
 
 /// Gives back a queue's spare memory once it is mostly empty, so a lock whose queue was

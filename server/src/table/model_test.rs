@@ -174,7 +174,12 @@ fn check_queues(table: &LockTable, now: Timestamp) {
         );
         assert!(entry.queue.iter().all(|w| table.waiters.contains_key(w)));
         let free = entry.holding.is_none() && entry.delayed_until.is_none_or(|until| until <= now);
-        match (free, entry.queue.front()) {
+        // A restored waiter at the head holds a free lock for its client.
+        let detached_head = entry
+            .queue
+            .front()
+            .is_some_and(|head| table.detached.contains(head));
+        match (free && !detached_head, entry.queue.front()) {
             (true, Some(head)) => {
                 assert!(
                     table.stalled.contains(lock),
@@ -242,6 +247,7 @@ fn roomy() -> Limits {
         max_leases_per_identity: None,
         remember_ended_for: Duration::from_secs(3600),
         remember_ended_max: 100_000,
+        waiter_grace: Duration::from_secs(5),
     }
 }
 
@@ -263,6 +269,9 @@ fn run(limits: Limits, ops: Vec<Op>) {
     // The lock-delay records the writes would leave on disk (S2: a restart restores exactly
     // the delays that run, and no ended delay stays behind).
     let mut delay_records: HashSet<LockName> = HashSet::new();
+    // The waiter records the writes would leave on disk: exactly the queued acquirers that
+    // create a lease.
+    let mut waiter_records: HashSet<WaiterId> = HashSet::new();
 
     for op in ops {
         let command = match op {
@@ -331,6 +340,12 @@ fn run(limits: Limits, ops: Vec<Op>) {
                 Write::DeleteLockDelay { lock } => {
                     assert!(delay_records.remove(lock), "{lock:?} had no delay to end");
                 }
+                Write::PutWaiter { waiter, .. } => {
+                    assert!(waiter_records.insert(*waiter), "{waiter:?} stored twice");
+                }
+                Write::DeleteWaiter { waiter } => {
+                    assert!(waiter_records.remove(waiter), "{waiter:?} was not stored");
+                }
                 _ => {}
             }
         }
@@ -343,6 +358,16 @@ fn run(limits: Limits, ops: Vec<Op>) {
         assert_eq!(
             running, delay_records,
             "delays on disk vs. in memory at {now:?}"
+        );
+        let queued: HashSet<WaiterId> = table
+            .waiters
+            .iter()
+            .filter(|(_, request)| matches!(request.lease, LeaseChoice::New(_)))
+            .map(|(waiter, _)| *waiter)
+            .collect();
+        assert_eq!(
+            queued, waiter_records,
+            "waiters on disk vs. in memory at {now:?}"
         );
 
         // Expiries and releases first (they happen before the command's own grants).

@@ -18,6 +18,7 @@ fn limits() -> Limits {
         max_leases_per_identity: None,
         remember_ended_for: Duration::from_secs(60),
         remember_ended_max: 1000,
+        waiter_grace: Duration::from_secs(5),
     }
 }
 
@@ -439,6 +440,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
         }],
         vec![held_lock("r", a, grant.token.get())],
         vec![],
+        vec![],
         at(50_000),
     );
     let mut restored = restored.unwrap();
@@ -461,6 +463,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
         }],
         vec![held_lock("r", a, 5)],
         vec![],
+        vec![],
         at(0),
     );
     assert!(matches!(corrupt, Err(RestoreError::TokenAhead { .. })));
@@ -469,6 +472,7 @@ fn restore_gives_full_ttls_from_now_and_continues_tokens() {
         FencingToken::new(9).unwrap(),
         vec![],
         vec![held_lock("r", a, 5)],
+        vec![],
         vec![],
         at(0),
     );
@@ -653,8 +657,15 @@ fn limits_the_configuration_refuses_are_refused_by_the_table() {
             LockTable::new(limits.clone()).unwrap_err(),
             LimitsError::ZeroLimit { what }
         );
-        let restored =
-            LockTable::restore(limits, FencingToken::FIRST, vec![], vec![], vec![], at(0));
+        let restored = LockTable::restore(
+            limits,
+            FencingToken::FIRST,
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            at(0),
+        );
         assert!(matches!(
             restored,
             Err(RestoreError::Limits(LimitsError::ZeroLimit { what: refused })) if refused == what
@@ -776,6 +787,7 @@ fn a_restored_lock_delay_runs_in_full_from_the_restart() {
             lock: name("x"),
             delay: Duration::from_millis(500),
         }],
+        vec![],
         at(10_000),
     );
     let mut table = restored.unwrap();
@@ -813,6 +825,7 @@ fn a_restored_lock_delay_runs_in_full_from_the_restart() {
             lock: name("x"),
             delay: Duration::from_millis(500),
         }],
+        vec![],
         at(0),
     );
     assert!(matches!(
@@ -1270,6 +1283,7 @@ fn an_identity_at_its_lease_limit_is_refused_and_others_are_not() {
         }],
         vec![],
         vec![],
+        vec![],
         at(10_000),
     )
     .unwrap();
@@ -1278,4 +1292,267 @@ fn an_identity_at_its_lease_limit_is_refused_and_others_are_not() {
         acquire_as("bob", "b/3", LeaseId::random(), false),
     );
     assert!(matches!(refused.reply, Err(Refusal::IdentityLeases { .. })));
+}
+
+/// The waiter records `outcomes`' writes leave on disk, as a restore reads them back
+/// (in key order, which is waiter order, reversed here to show the order is restored from
+/// the ids, not from the list).
+fn stored_waiters(outcomes: &[&Outcome]) -> Vec<RestoredWaiter> {
+    let mut stored = std::collections::BTreeMap::new();
+    for outcome in outcomes {
+        for write in &outcome.writes {
+            match write {
+                Write::PutWaiter { waiter, request } => {
+                    stored.insert(*waiter, request.clone());
+                }
+                Write::DeleteWaiter { waiter } => {
+                    stored.remove(waiter);
+                }
+                _ => {}
+            }
+        }
+    }
+    stored
+        .into_iter()
+        .rev()
+        .map(|(waiter, request)| RestoredWaiter { waiter, request })
+        .collect()
+}
+
+// checks: L2, S3 (queued acquirers survive a restart or a failover in their order: each
+// restored waiter keeps its place for its client, whatever order the clients come back
+// in; a waiter whose client never comes back leaves at the end of its grace, and the lock
+// goes on)
+#[test]
+fn restored_waiters_keep_their_places_until_their_clients_come_back_or_their_grace_ends() {
+    let mut table = LockTable::new(limits()).unwrap();
+    let holder = LeaseId::random();
+    let (first, second, third) = (LeaseId::random(), LeaseId::random(), LeaseId::random());
+    let held = granted(&table.apply(at(0), acquire("x", LeaseChoice::New(holder), 60_000, false)));
+    let mut outcomes = Vec::new();
+    let mut ids = Vec::new();
+    for lease in [first, second, third] {
+        let outcome = table.apply(at(0), acquire("x", LeaseChoice::New(lease), 60_000, true));
+        ids.push(queued(&outcome));
+        outcomes.push(outcome);
+    }
+    // One more queued and cancelled: its record is gone again.
+    let gone = table.apply(
+        at(0),
+        acquire("x", LeaseChoice::New(LeaseId::random()), 60_000, true),
+    );
+    let cancelled = table.apply(
+        at(0),
+        Command::CancelWait {
+            waiter: queued(&gone),
+        },
+    );
+    outcomes.push(gone);
+    outcomes.push(cancelled);
+    let waiters = stored_waiters(&outcomes.iter().collect::<Vec<_>>());
+    assert_eq!(waiters.len(), 3, "{waiters:?}");
+
+    // The restart (or the new leader): the holder's lease and lock, and the three waiters.
+    let mut table = LockTable::restore(
+        limits(),
+        table.next_token(),
+        vec![RestoredLease {
+            lease: holder,
+            ttl: Duration::from_secs(60),
+            origin: None,
+        }],
+        vec![held_lock("x", holder, held.token.get())],
+        vec![],
+        waiters,
+        at(1_000),
+    )
+    .unwrap();
+    assert_eq!(table.describe(at(1_000), &name("x")).waiters, 3);
+
+    // The second client comes back first: it takes back its own place, not the first.
+    let back = table.apply(
+        at(1_100),
+        acquire("x", LeaseChoice::New(second), 60_000, true),
+    );
+    assert!(
+        matches!(back.reply, Ok(Reply::Queued(id)) if id == ids[1]),
+        "{:?}",
+        back.reply
+    );
+    assert!(
+        back.writes.is_empty(),
+        "attaching writes nothing: {:?}",
+        back.writes
+    );
+    // The holder releases: the lock is held for the first waiter, whose client is not back.
+    let released = table.apply(
+        at(1_200),
+        Command::Release {
+            lease: holder,
+            lock: None,
+        },
+    );
+    assert!(released.handoffs.is_empty(), "{:?}", released.handoffs);
+    let try_once = table.apply(
+        at(1_200),
+        acquire("x", LeaseChoice::New(LeaseId::random()), 60_000, false),
+    );
+    assert!(
+        matches!(try_once.reply, Err(Refusal::Queued { waiters: 3, .. })),
+        "{:?}",
+        try_once.reply
+    );
+    // The first client comes back: granted at once, from its old place.
+    let first_back = table.apply(
+        at(1_300),
+        acquire("x", LeaseChoice::New(first), 60_000, true),
+    );
+    assert!(matches!(first_back.reply, Ok(Reply::Queued(id)) if id == ids[0]));
+    let handed: Vec<_> = first_back
+        .handoffs
+        .iter()
+        .map(|h| (h.waiter, h.result.is_ok()))
+        .collect();
+    assert_eq!(handed, vec![(ids[0], true)]);
+    assert!(first_back
+        .writes
+        .iter()
+        .any(|write| matches!(write, Write::DeleteWaiter { waiter } if *waiter == ids[0])));
+    // Its release hands the lock to the second, attached.
+    let next = table.apply(
+        at(1_400),
+        Command::Release {
+            lease: first,
+            lock: None,
+        },
+    );
+    let handed: Vec<_> = next
+        .handoffs
+        .iter()
+        .map(|h| (h.waiter, h.result.is_ok()))
+        .collect();
+    assert_eq!(handed, vec![(ids[1], true)]);
+
+    // The third never comes back: at the end of its grace (5 s from the restore) it leaves
+    // the queue, durably, and the second's release then hands nothing on.
+    assert_eq!(table.next_due(), Some(at(6_000)));
+    let expired = table.apply(at(6_000), Command::Tick);
+    assert!(expired
+        .writes
+        .iter()
+        .any(|write| matches!(write, Write::DeleteWaiter { waiter } if *waiter == ids[2])));
+    assert_eq!(table.waiter_count(), 0);
+    let last = table.apply(
+        at(6_100),
+        Command::Release {
+            lease: second,
+            lock: None,
+        },
+    );
+    assert!(last.handoffs.is_empty());
+    // A client that comes back after its grace queues anew, at the back.
+    let late = table.apply(
+        at(6_200),
+        acquire("x", LeaseChoice::New(third), 60_000, true),
+    );
+    assert!(
+        matches!(late.reply, Ok(Reply::Granted(_))),
+        "{:?}",
+        late.reply
+    );
+}
+
+// checks: L2 (a restored waiter whose client never comes back holds a free lock no longer
+// than its grace: then the next waiter gets it)
+#[test]
+fn a_free_lock_held_for_a_restored_waiter_goes_on_when_its_grace_ends() {
+    let mut table = LockTable::new(limits()).unwrap();
+    let holder = LeaseId::random();
+    granted(&table.apply(at(0), acquire("y", LeaseChoice::New(holder), 60_000, false)));
+    let absent = table.apply(
+        at(0),
+        acquire("y", LeaseChoice::New(LeaseId::random()), 60_000, true),
+    );
+    let present_lease = LeaseId::random();
+    let present = table.apply(
+        at(0),
+        acquire("y", LeaseChoice::New(present_lease), 60_000, true),
+    );
+    let present_id = queued(&present);
+    let waiters = stored_waiters(&[&absent, &present]);
+    let mut table = LockTable::restore(
+        limits(),
+        table.next_token(),
+        vec![],
+        vec![],
+        vec![],
+        waiters,
+        at(10_000),
+    )
+    .unwrap();
+    // The lock is free (its holder's lease was not restored), held for the absent waiter.
+    let back = table.apply(
+        at(10_500),
+        acquire("y", LeaseChoice::New(present_lease), 60_000, true),
+    );
+    assert!(back.handoffs.is_empty(), "{:?}", back.handoffs);
+    let ended = table.apply(at(15_000), Command::Tick);
+    let handed: Vec<_> = ended
+        .handoffs
+        .iter()
+        .map(|h| (h.waiter, h.result.is_ok()))
+        .collect();
+    assert_eq!(handed, vec![(present_id, true)]);
+}
+
+// checks: L2 (restored waiters whose graces end together all leave: none of them is
+// granted in its turn, and the lock goes to the first waiter still there)
+#[test]
+fn restored_waiters_whose_graces_end_together_all_leave_before_the_lock_goes_on() {
+    let mut table = LockTable::new(limits()).unwrap();
+    granted(&table.apply(
+        at(0),
+        acquire("z", LeaseChoice::New(LeaseId::random()), 60_000, false),
+    ));
+    let outcomes: Vec<Outcome> = (0..2)
+        .map(|_| {
+            table.apply(
+                at(0),
+                acquire("z", LeaseChoice::New(LeaseId::random()), 60_000, true),
+            )
+        })
+        .collect();
+    let waiters = stored_waiters(&outcomes.iter().collect::<Vec<_>>());
+    let mut table = LockTable::restore(
+        limits(),
+        table.next_token(),
+        vec![],
+        vec![],
+        vec![],
+        waiters,
+        at(0),
+    )
+    .unwrap();
+    // A client that queues after the restore is behind both restored waiters.
+    let live = queued(&table.apply(
+        at(1_000),
+        acquire("z", LeaseChoice::New(LeaseId::random()), 60_000, true),
+    ));
+    let ended = table.apply(at(5_000), Command::Tick);
+    let handed: Vec<_> = ended
+        .handoffs
+        .iter()
+        .map(|h| (h.waiter, h.result.is_ok()))
+        .collect();
+    assert_eq!(handed, vec![(live, true)]);
+    let deleted = ended
+        .writes
+        .iter()
+        .filter(|write| matches!(write, Write::DeleteWaiter { .. }))
+        .count();
+    assert_eq!(
+        deleted, 3,
+        "both restored records and the granted one's: {:?}",
+        ended.writes
+    );
 }

@@ -58,6 +58,15 @@ pub struct RestoredLock {
     pub lock_delay: Duration,
 }
 
+/// A queued acquirer read back from disk.
+#[derive(Debug, Clone)]
+pub struct RestoredWaiter {
+    /// Its place.
+    pub waiter: super::WaiterId,
+    /// What it asked for.
+    pub request: super::Acquire,
+}
+
 /// A lock-delay read back from disk: its holder expired with it, and it had not ended.
 #[derive(Debug, Clone)]
 pub struct RestoredDelay {
