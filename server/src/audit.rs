@@ -9,7 +9,8 @@
 //! identity and the address its creating call came from (recorded with the lease, so a
 //! release or an expiry long after names them too, also after a restart or a failover).
 //! Refusals and revocations come from where they are decided and carry the identity, the
-//! peer's address and the reason.
+//! peer's address and the reason; a failed TLS handshake (a client certificate from another
+//! CA) is recorded with the peer's address.
 //!
 //! Lines go through a bounded queue ([`QUEUE`]) to one writer thread, so no request waits
 //! for the disk; records dropped when it is full are counted in the next line. The file
@@ -53,6 +54,16 @@ pub fn unauthenticated(peer: Option<std::net::SocketAddr>, why: &str) {
     record(json!({
         "kind": "unauthenticated",
         "peer": peer.map(|peer| peer.to_string()),
+        "result": why,
+    }));
+}
+
+/// Records a connection whose TLS handshake failed (a client certificate from another CA,
+/// a plaintext client on a TLS port): from where, and why.
+pub fn tls_refused(peer: std::net::SocketAddr, why: &str) {
+    record(json!({
+        "kind": "tls-refused",
+        "peer": peer.to_string(),
         "result": why,
     }));
 }

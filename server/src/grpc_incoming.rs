@@ -90,6 +90,11 @@ impl Accepting {
                     match done {
                         Ok(Ok(connection)) => return connection,
                         Ok(Err(failed)) => {
+                            // A client certificate from another CA ends here: the audit
+                            // log records every refused TLS handshake.
+                            if let HandshakeError::Tls(_) = &failed.reason {
+                                crate::audit::tls_refused(failed.peer, &failed.reason.to_string());
+                            }
                             if let Some(also_failed) = self.failures.admit(std::time::Instant::now()) {
                                 tracing::warn!(
                                     peer = %failed.peer,

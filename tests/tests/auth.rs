@@ -265,6 +265,7 @@ async fn client_certificates_from_the_client_ca_authenticate_and_no_others() {
     let stranger = fenced_tests::pki::TestPki::new();
     let dir = tempfile::tempdir().unwrap();
     let (server_cert, server_key, ca) = write_pki(dir.path(), &pki);
+    let audit = dir.path().join("audit.jsonl");
     let server = TestServer::start_with(&[
         "--tls-cert",
         &server_cert,
@@ -272,6 +273,8 @@ async fn client_certificates_from_the_client_ca_authenticate_and_no_others() {
         &server_key,
         "--client-ca",
         &ca,
+        "--audit-log",
+        audit.to_str().unwrap(),
     ]);
     let url = format!("https://localhost:{}", server.addr().port());
     let trust = || {
@@ -320,6 +323,26 @@ async fn client_certificates_from_the_client_ca_authenticate_and_no_others() {
         !matches!(impostor, Some(Ok(_))),
         "a certificate from another CA took a lock"
     );
+    // The refused handshake and the refused anonymous call left their audit lines.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let kinds: Vec<String> = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter_map(|record| record["kind"].as_str().map(str::to_string))
+            .collect();
+        if kinds.iter().any(|kind| kind == "tls-refused")
+            && kinds.iter().any(|kind| kind == "unauthenticated")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a tls-refused and an unauthenticated line: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Nothing the refused clients did changed anything.
     let view = alice.describe("mtls/lock").await.unwrap();
