@@ -8,7 +8,7 @@ use fenced_proto::kv::v1::gated_kv_server::GatedKvServer;
 use fenced_types::sequencer::PublicKeys;
 use fenced_types::service::audit_log::AuditLog;
 use fenced_types::service::bearer::{Authenticator, Identity, UNAUTHENTICATED_CODE};
-use fenced_types::service::certificate::CertificateIdentity;
+use fenced_types::service::certificate::{identify, CertificateIdentity};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity as TlsIdentity, ServerTlsConfig};
@@ -71,36 +71,19 @@ struct ClientCheck {
 }
 
 impl ClientCheck {
-    /// The identity the request names, or why it names none.
+    /// The identity the request names, or why it names none (the rule fenced's is:
+    /// `fenced_types::service::certificate::identify`).
     fn check(&self, request: &tonic::Request<()>) -> Result<Identity, String> {
         let header = request
             .metadata()
             .get("authorization")
             .map(tonic::metadata::MetadataValue::as_bytes);
-        if let (Some(tokens), Some(_)) = (&self.tokens, header) {
-            return tokens.authenticate(header).map_err(|why| why.to_string());
-        }
-        if self.certificates {
-            let leaf = request
-                .peer_certs()
-                .and_then(|chain| chain.first().cloned());
-            if let Some(leaf) = leaf {
-                return match CertificateIdentity::of(leaf.as_ref()) {
-                    CertificateIdentity::Named(identity) => Ok(identity),
-                    CertificateIdentity::Unnamed(why) => {
-                        Err(format!("the client certificate names no identity: {why}"))
-                    }
-                };
-            }
-        }
-        match &self.tokens {
-            Some(tokens) => tokens.authenticate(None).map_err(|why| why.to_string()),
-            None => Err(
-                "authentication is on: connect with a client certificate the store's \
-                 client CA signed"
-                    .to_string(),
-            ),
-        }
+        identify(self.tokens.as_deref(), self.certificates, header, || {
+            let chain = request.peer_certs()?;
+            chain
+                .first()
+                .map(|leaf| CertificateIdentity::of(leaf.as_ref()))
+        })
     }
 }
 

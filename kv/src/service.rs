@@ -62,16 +62,19 @@ impl KvService {
         self
     }
 
-    /// Records a refused write of `op` on `resource` by `caller`, when auditing.
-    fn audit_refusal(&self, op: &str, resource: &str, caller: Option<&Caller>, status: &Status) {
-        if let Some(caller) = caller {
+    /// Records a refused write of `op` by `writer`, when auditing.
+    fn audit_refusal(&self, op: &str, writer: Option<&(Caller, String)>, status: &Status) {
+        if let Some((caller, resource)) = writer {
             self.audit.write_refused(op, resource, caller, status);
         }
     }
 
-    /// The caller of `request`, when auditing (so nothing is gathered otherwise).
-    fn caller<T>(&self, request: &Request<T>) -> Option<Caller> {
-        self.audit.is_on().then(|| Caller::of(request))
+    /// Who writes `request` to `resource`, for the audit log: gathered only when auditing,
+    /// so a write's path is unchanged otherwise.
+    fn writer<T>(&self, request: &Request<T>, resource: &str) -> Option<(Caller, String)> {
+        self.audit
+            .is_on()
+            .then(|| (Caller::of(request), resource.to_string()))
     }
 
     /// Sequencer mode: every write must carry a sequencer that verifies with `keys` and is
@@ -144,10 +147,10 @@ fn resource(name: String) -> Result<LockName, Status> {
 impl GatedKv for KvService {
     async fn put(&self, mut request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         const OP: &str = "put";
-        let caller = self.caller(&request);
-        let name = std::mem::take(&mut request.get_mut().resource);
-        let refused = |status: &Status| self.audit_refusal(OP, &name, caller.as_ref(), status);
-        let resource = resource(name.clone()).inspect_err(refused)?;
+        let writer = self.writer(&request, &request.get_ref().resource);
+        let refused = |status: &Status| self.audit_refusal(OP, writer.as_ref(), status);
+        let resource =
+            resource(std::mem::take(&mut request.get_mut().resource)).inspect_err(refused)?;
         let body = request.get_ref();
         let token = self
             .token_for(OP, &request, &resource, body.token, &body.sequencer)
@@ -175,10 +178,10 @@ impl GatedKv for KvService {
         mut request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         const OP: &str = "delete";
-        let caller = self.caller(&request);
-        let name = std::mem::take(&mut request.get_mut().resource);
-        let refused = |status: &Status| self.audit_refusal(OP, &name, caller.as_ref(), status);
-        let resource = resource(name.clone()).inspect_err(refused)?;
+        let writer = self.writer(&request, &request.get_ref().resource);
+        let refused = |status: &Status| self.audit_refusal(OP, writer.as_ref(), status);
+        let resource =
+            resource(std::mem::take(&mut request.get_mut().resource)).inspect_err(refused)?;
         let body = request.get_ref();
         let token = self
             .token_for(OP, &request, &resource, body.token, &body.sequencer)
@@ -206,10 +209,10 @@ impl GatedKv for KvService {
         mut request: Request<FenceRequest>,
     ) -> Result<Response<FenceResponse>, Status> {
         const OP: &str = "fence";
-        let caller = self.caller(&request);
-        let name = std::mem::take(&mut request.get_mut().resource);
-        let refused = |status: &Status| self.audit_refusal(OP, &name, caller.as_ref(), status);
-        let resource = resource(name.clone()).inspect_err(refused)?;
+        let writer = self.writer(&request, &request.get_ref().resource);
+        let refused = |status: &Status| self.audit_refusal(OP, writer.as_ref(), status);
+        let resource =
+            resource(std::mem::take(&mut request.get_mut().resource)).inspect_err(refused)?;
         let body = request.get_ref();
         let token = self
             .token_for(OP, &request, &resource, body.token, &body.sequencer)

@@ -26,6 +26,7 @@ pub use fenced_types::service::bearer::{
     Authenticator, Identity, TokensFileError, Unauthenticated, MAX_IDENTITY_BYTES, MAX_TOKENS,
     UNAUTHENTICATED_CODE,
 };
+use fenced_types::service::certificate::identify;
 pub use fenced_types::service::certificate::CertificateIdentity;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
@@ -78,36 +79,25 @@ impl AuthLayer {
         }
     }
 
-    /// The caller's identity, or the refusal.
+    /// The caller's identity, or the refusal (the rule is
+    /// `fenced_types::service::certificate::identify`, shared with fenced-kv).
     fn identify(&self, request: &Request<()>) -> Result<Identity, Status> {
         let header = request
             .metadata()
             .get("authorization")
             .map(MetadataValue::as_bytes);
-        if let (Some(authenticator), Some(_)) = (&self.authenticator, header) {
-            return authenticator.authenticate(header).map_err(refused);
-        }
-        if self.certificates {
-            let certificate = request
-                .extensions()
-                .get::<crate::grpc_incoming::ConnectionInfo>()
-                .and_then(|info| info.certificate.clone());
-            match certificate {
-                Some(CertificateIdentity::Named(identity)) => return Ok(identity),
-                Some(CertificateIdentity::Unnamed(why)) => {
-                    return Err(unauthenticated(&format!(
-                        "the client certificate names no identity: {why}"
-                    )))
-                }
-                None => {}
-            }
-        }
-        match &self.authenticator {
-            Some(authenticator) => authenticator.authenticate(None).map_err(refused),
-            None => Err(unauthenticated(
-                "authentication is on: connect with a client certificate the server's client CA signed",
-            )),
-        }
+        identify(
+            self.authenticator.as_deref(),
+            self.certificates,
+            header,
+            || {
+                request
+                    .extensions()
+                    .get::<crate::grpc_incoming::ConnectionInfo>()
+                    .and_then(|info| info.certificate.clone())
+            },
+        )
+        .map_err(|why| unauthenticated(&why))
     }
 }
 

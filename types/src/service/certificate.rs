@@ -8,7 +8,41 @@
 
 use std::sync::Arc;
 
-use super::bearer::{Identity, MAX_IDENTITY_BYTES};
+use super::bearer::{Authenticator, Identity, MAX_IDENTITY_BYTES};
+
+/// Who a call is, by the rule `fenced` and `fenced-kv` share when authentication is on: a
+/// call that carries an `authorization` header is judged by its bearer token alone (a
+/// wrong token is refused even on a connection with a good certificate); one without, by
+/// its connection's client certificate, when `certificates` authenticate (`certificate`
+/// is asked for it only then); anything else is refused, and the `Err` says why.
+pub fn identify(
+    tokens: Option<&Authenticator>,
+    certificates: bool,
+    authorization: Option<&[u8]>,
+    certificate: impl FnOnce() -> Option<CertificateIdentity>,
+) -> Result<Identity, String> {
+    if let (Some(tokens), Some(_)) = (tokens, authorization) {
+        return tokens
+            .authenticate(authorization)
+            .map_err(|why| why.to_string());
+    }
+    if certificates {
+        match certificate() {
+            Some(CertificateIdentity::Named(identity)) => return Ok(identity),
+            Some(CertificateIdentity::Unnamed(why)) => {
+                return Err(format!("the client certificate names no identity: {why}"))
+            }
+            None => {}
+        }
+    }
+    match tokens {
+        Some(tokens) => tokens.authenticate(None).map_err(|why| why.to_string()),
+        None => Err(
+            "authentication is on: connect with a client certificate the client CA signed"
+                .to_string(),
+        ),
+    }
+}
 
 /// The identity a verified client certificate gives, or why it gives none.
 #[derive(Debug, Clone, PartialEq, Eq)]
