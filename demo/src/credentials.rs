@@ -304,6 +304,11 @@ pub struct Access {
 }
 
 impl Access {
+    /// Access with `token` on every call and over TLS with `tls`, each if given.
+    pub fn new(token: Option<String>, tls: Option<ClientTlsConfig>) -> Access {
+        Access { token, tls }
+    }
+
     /// The director's access (plain without credentials).
     pub fn director(credentials: Option<&Credentials>) -> Access {
         Access {

@@ -28,6 +28,7 @@
 //!   fail writes and then work again (a failed sync, then one that reports clean).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod audit;
 pub mod binaries;
 pub mod cluster;
 pub mod http;

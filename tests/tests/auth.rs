@@ -7,10 +7,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use fenced_client::{AcquireOptions, Client};
 use fenced_proto::v1 as pb;
+use fenced_tests::audit::{has_kind, records_until};
 use fenced_tests::binaries::binary;
 use fenced_tests::process::refused_start;
 use fenced_tests::server::TestServer;
@@ -324,25 +324,12 @@ async fn client_certificates_from_the_client_ca_authenticate_and_no_others() {
         "a certificate from another CA took a lock"
     );
     // The refused handshake and the refused anonymous call left their audit lines.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(&audit).unwrap_or_default();
-        let kinds: Vec<String> = text
-            .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-            .filter_map(|record| record["kind"].as_str().map(str::to_string))
-            .collect();
-        if kinds.iter().any(|kind| kind == "tls-refused")
-            && kinds.iter().any(|kind| kind == "unauthenticated")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a tls-refused and an unauthenticated line: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    records_until(
+        &audit,
+        "a tls-refused and an unauthenticated line",
+        |records| has_kind(records, "tls-refused") && has_kind(records, "unauthenticated"),
+    )
+    .await;
 
     // Nothing the refused clients did changed anything.
     let view = alice.describe("mtls/lock").await.unwrap();
@@ -427,29 +414,18 @@ async fn fenced_kv_refuses_callers_without_a_listed_token_and_writes_nothing() {
     assert_eq!(answer.status(), ServingStatus::Serving);
 
     // Each refused call left its line in the store's audit log, with the caller's address.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(&audit).unwrap_or_default();
-        let refused: Vec<serde_json::Value> = text
-            .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-            .filter(|record| record["kind"] == "unauthenticated")
-            .collect();
-        if refused.len() >= 3 {
-            assert!(
-                refused.iter().all(|record| record["peer"]
-                    .as_str()
-                    .is_some_and(|peer| peer.starts_with("127.0.0.1:"))),
-                "{refused:#?}"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "three refusals, three lines: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let unauthenticated = |record: &&serde_json::Value| record["kind"] == "unauthenticated";
+    let records = records_until(&audit, "three refusals' lines", |records| {
+        records.iter().filter(unauthenticated).count() >= 3
+    })
+    .await;
+    let refused: Vec<_> = records.iter().filter(unauthenticated).collect();
+    assert!(
+        refused.iter().all(|record| record["peer"]
+            .as_str()
+            .is_some_and(|peer| peer.starts_with("127.0.0.1:"))),
+        "{refused:#?}"
+    );
 }
 
 // checks: A1, S5 (fenced-kv with --client-ca over TLS: a certificate the client CA signed

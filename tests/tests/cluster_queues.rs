@@ -40,6 +40,21 @@ async fn until_waiters(router: &mut Router, lock: &str, count: u32, within: Dura
     true
 }
 
+/// Releases the lease `lease_id` through whoever leads.
+async fn release(router: &mut Router, lease_id: &str) {
+    let request = pb::ReleaseRequest {
+        lease_id: lease_id.to_string(),
+        ..pb::ReleaseRequest::default()
+    };
+    router
+        .call(PATIENCE, |mut client| {
+            let request = request.clone();
+            async move { client.release(request).await }
+        })
+        .await
+        .unwrap();
+}
+
 /// A lock service client on `endpoint` with no call deadline (a waiting acquire waits).
 async fn client_of(endpoint: String) -> LockServiceClient<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint)
@@ -163,30 +178,12 @@ async fn queued_acquirers_keep_their_order_across_the_leaders_kill() {
     assert_eq!(waiters(&mut router, &lock).await, 2, "no third place");
 
     // The holder releases: A, who queued first, gets the lock; B still waits.
-    router
-        .call(PATIENCE, |mut client| {
-            let request = pb::ReleaseRequest {
-                lease_id: holder.lease_id.clone(),
-                ..pb::ReleaseRequest::default()
-            };
-            async move { client.release(request).await }
-        })
-        .await
-        .unwrap();
+    release(&mut router, &holder.lease_id).await;
     let a_grant = a.await.unwrap().expect("A gets the lock");
     assert_eq!(a_grant.lease_id, a_lease);
     assert!(a_grant.token > holder.token);
     assert!(!b.is_finished(), "B was granted before A released");
-    router
-        .call(PATIENCE, |mut client| {
-            let request = pb::ReleaseRequest {
-                lease_id: a_grant.lease_id.clone(),
-                ..pb::ReleaseRequest::default()
-            };
-            async move { client.release(request).await }
-        })
-        .await
-        .unwrap();
+    release(&mut router, &a_grant.lease_id).await;
     let b_grant = b.await.unwrap().expect("B gets the lock after A");
     assert_eq!(b_grant.lease_id, b_lease);
     assert!(b_grant.token > a_grant.token);

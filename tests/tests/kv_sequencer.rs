@@ -345,23 +345,12 @@ async fn forged_borrowed_and_bare_tokens_are_refused_and_nothing_is_written() {
 
     // Every refusal above left its line in the store's audit log: each kind of refused
     // sequencer, and the genuine but stale one with both tokens.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let records: Vec<serde_json::Value> = loop {
-        let text = std::fs::read_to_string(&audit).unwrap_or_default();
-        let records: Vec<serde_json::Value> = text
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
-            .collect();
-        let stale = |record: &serde_json::Value| record["code"] == "FailedPrecondition";
-        if records.iter().any(stale) {
-            break records;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no stale token's line: {records:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let records = fenced_tests::audit::records_until(&audit, "a stale token's line", |records| {
+        records
+            .iter()
+            .any(|record| record["code"] == "FailedPrecondition")
+    })
+    .await;
     let kinds: std::collections::BTreeSet<&str> = records
         .iter()
         .filter_map(|record| record["sequencer_refused"].as_str())

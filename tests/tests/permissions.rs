@@ -57,8 +57,14 @@ fn flags(dir: &Path) -> Vec<String> {
 }
 
 fn start(dir: &Path) -> TestServer {
+    start_with(dir, &[])
+}
+
+/// [`start`] with `extra` flags.
+fn start_with(dir: &Path, extra: &[&str]) -> TestServer {
     let flags = flags(dir);
-    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
     TestServer::start_with(&args)
 }
 
@@ -522,10 +528,7 @@ fn the_server_refuses_a_policy_without_authentication_or_with_a_bad_line() {
 #[tokio::test]
 async fn one_identity_cannot_take_every_watch() {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = flags(dir.path());
-    args.extend(["--max-watchers-per-identity".to_string(), "2".to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = TestServer::start_with(&args);
+    let server = start_with(dir.path(), &["--max-watchers-per-identity", "2"]);
     let mut client = server.client().await;
     let watch_a = || pb::WatchRequest {
         prefix: "a/".to_string(),
@@ -605,10 +608,7 @@ async fn until_waiters(
 #[tokio::test]
 async fn one_identity_cannot_take_every_waiting_place() {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = flags(dir.path());
-    args.extend(["--max-waiters-per-identity".to_string(), "1".to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = TestServer::start_with(&args);
+    let server = start_with(dir.path(), &["--max-waiters-per-identity", "1"]);
     let mut client = server.client().await;
     let waiting = |lock: &str, wait_ms: u64| pb::AcquireRequest {
         wait_ms,
@@ -724,27 +724,6 @@ async fn admin_is_needed_to_revoke_a_holding() {
     assert_eq!(renewed.code(), Code::FailedPrecondition, "{renewed:?}");
 }
 
-/// The audit log's records, once it holds one of each kind in `kinds` (within 20 s).
-async fn audit_records(path: &Path, kinds: &[&str]) -> Vec<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let records: Vec<serde_json::Value> = text
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
-            .collect();
-        let has = |kind: &str| records.iter().any(|record| record["kind"] == kind);
-        if kinds.iter().all(|kind| has(kind)) {
-            return records;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the audit log lacks some of {kinds:?}: {records:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 // checks: A1, A2, S7 (every grant, release, expiry, revocation and refused call leaves its
 // line in the audit log, naming who and what)
 #[tokio::test]
@@ -752,15 +731,15 @@ async fn the_audit_log_records_grants_releases_expiries_revocations_and_refusals
     use fenced_proto::v1::admin_service_client::AdminServiceClient;
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
-    let mut args = flags(dir.path());
-    args.extend([
-        "--audit-log".to_string(),
-        audit.to_str().unwrap().to_string(),
-        "--min-ttl-ms".to_string(),
-        "100".to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = TestServer::start_with(&args);
+    let server = start_with(
+        dir.path(),
+        &[
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--min-ttl-ms",
+            "100",
+        ],
+    );
     let mut client = server.client().await;
 
     // A grant and its release; a grant that expires; a grant an administrator revokes.
@@ -818,16 +797,22 @@ async fn the_audit_log_records_grants_releases_expiries_revocations_and_refusals
         Code::PermissionDenied
     );
 
-    let records = audit_records(
+    let kinds = [
+        "grant",
+        "release",
+        "expiry",
+        "revoke-lease",
+        "unauthenticated",
+        "permission-denied",
+    ];
+    let records = fenced_tests::audit::records_until(
         &audit,
-        &[
-            "grant",
-            "release",
-            "expiry",
-            "revoke-lease",
-            "unauthenticated",
-            "permission-denied",
-        ],
+        &format!("one of each of {kinds:?}"),
+        |records| {
+            kinds
+                .iter()
+                .all(|kind| fenced_tests::audit::has_kind(records, kind))
+        },
     )
     .await;
     let find = |kind: &str, lock: &str| {
@@ -890,10 +875,7 @@ async fn the_audit_log_records_grants_releases_expiries_revocations_and_refusals
 #[tokio::test]
 async fn one_identity_cannot_take_every_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = flags(dir.path());
-    args.extend(["--max-leases-per-identity".to_string(), "2".to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut server = TestServer::start_with(&args);
+    let mut server = start_with(dir.path(), &["--max-leases-per-identity", "2"]);
     let mut client = server.client().await;
     let mut leases = Vec::new();
     for lock in ["a/1", "a/2"] {

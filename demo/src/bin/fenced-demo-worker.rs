@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fenced_client::{AcquireOptions, Client, Lease, LeaseState, SuspectReason};
+use fenced_demo::credentials::Access;
 use fenced_demo::worker::{command, report};
 use fenced_proto::kv::v1 as kv;
 use fenced_proto::kv::v1::gated_kv_client::GatedKvClient;
@@ -132,7 +133,7 @@ async fn run(args: Args) -> Result<(), String> {
         .connect()
         .await
         .map_err(|e| format!("connect to the lock server: {e}"))?;
-    let mut store = Store::connect(&args, args.token.as_deref()).await?;
+    let mut store = Store::connect(&args).await?;
     let mut lease: Option<Arc<Lease>> = None;
     let mut prepared: Option<(Proof, String)> = None;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -225,10 +226,10 @@ impl Proof {
 /// Where the worker writes.
 enum Store {
     /// `fenced-kv` over gRPC; its gate checks the token (and the sequencer, if it verifies
-    /// them). `token` is the bearer token each call carries, if any.
+    /// them). `access` puts the worker's bearer token, if any, on each call.
     Kv {
         client: GatedKvClient<Channel>,
-        token: Option<String>,
+        access: Access,
     },
     /// PostgreSQL; `fenced_check` in each transaction checks the token, unless `unfenced`.
     Postgres {
@@ -238,19 +239,14 @@ enum Store {
 }
 
 impl Store {
-    async fn connect(args: &Args, token: Option<&str>) -> Result<Store, String> {
+    async fn connect(args: &Args) -> Result<Store, String> {
         let (url, unfenced) = (args.store.as_str(), args.unfenced);
         if url.starts_with("http://") || url.starts_with("https://") {
-            let failed = |e: tonic::transport::Error| format!("connect to the store: {e}");
-            let mut endpoint =
-                tonic::transport::Endpoint::from_shared(url.to_string()).map_err(failed)?;
-            if let Some(tls) = &args.tls {
-                endpoint = endpoint.tls_config(tls.clone()).map_err(failed)?;
-            }
-            let client = GatedKvClient::new(endpoint.connect().await.map_err(failed)?);
+            let access = Access::new(args.token.clone(), args.tls.clone());
+            let channel = access.channel(url).await.map_err(|e| e.to_string())?;
             return Ok(Store::Kv {
-                client,
-                token: token.map(str::to_string),
+                client: GatedKvClient::new(channel),
+                access,
             });
         }
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -266,19 +262,17 @@ impl Store {
     async fn fence(&mut self, resource: &str, proof: &Proof) {
         let token = proof.token;
         match self {
-            Store::Kv {
-                client,
-                token: bearer,
-            } => {
-                let request = authorized(
-                    kv::FenceRequest {
-                        resource: resource.to_string(),
-                        token,
-                        sequencer: proof.sequencer.clone(),
-                    },
-                    bearer.as_deref(),
-                );
-                match client.fence(request).await {
+            Store::Kv { client, access } => {
+                let request = access.request(kv::FenceRequest {
+                    resource: resource.to_string(),
+                    token,
+                    sequencer: proof.sequencer.clone(),
+                });
+                let answer = match request {
+                    Ok(request) => client.fence(request).await,
+                    Err(error) => return say(report::ERROR, error),
+                };
+                match answer {
                     Ok(reply) => say(report::FENCED, reply.into_inner().mark),
                     Err(status) => report_rejection(&status),
                 }
@@ -303,21 +297,19 @@ impl Store {
     async fn put(&mut self, resource: &str, proof: &Proof, value: &str) {
         let token = proof.token;
         match self {
-            Store::Kv {
-                client,
-                token: bearer,
-            } => {
-                let request = authorized(
-                    kv::PutRequest {
-                        resource: resource.to_string(),
-                        key: KEY.to_string(),
-                        value: value.as_bytes().to_vec(),
-                        token,
-                        sequencer: proof.sequencer.clone(),
-                    },
-                    bearer.as_deref(),
-                );
-                match client.put(request).await {
+            Store::Kv { client, access } => {
+                let request = access.request(kv::PutRequest {
+                    resource: resource.to_string(),
+                    key: KEY.to_string(),
+                    value: value.as_bytes().to_vec(),
+                    token,
+                    sequencer: proof.sequencer.clone(),
+                });
+                let answer = match request {
+                    Ok(request) => client.put(request).await,
+                    Err(error) => return say(report::ERROR, error),
+                };
+                match answer {
                     Ok(_) => say(report::ACCEPTED, format!("{token} {value}")),
                     Err(status) => report_rejection(&status),
                 }
@@ -361,16 +353,6 @@ impl Store {
             }
         }
     }
-}
-
-/// `message` as a request carrying `authorization: Bearer TOKEN` when there is a token (a
-/// token that cannot be a header value is left out, and the store says so).
-fn authorized<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(Ok(value)) = token.map(|token| format!("Bearer {token}").parse()) {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 /// The demo's write: one row per resource and key, with its writer's token.
