@@ -504,13 +504,18 @@ fn run(limits: Limits, ops: Vec<Op>) {
                         "a second waiter on {lock:?} refused for the same shortage"
                     );
                 }
-                // A create whose identity reached its lease limit while it waited.
+                // A create whose identity reached its lease limit while it waited. The
+                // table tried it with capacity to spare, so the lock is no longer stalled.
                 Err(Refusal::IdentityLeases { limit, .. }) => {
                     check_identity_refusal(&model, &choice, now, *limit);
+                    model.stalled.remove(&lock);
                 }
                 // Otherwise only a waiter that joined a lease can fail: its lease ended
-                // while it waited.
-                Err(_) => assert!(matches!(choice, LeaseChoice::Join(_))),
+                // while it waited (tried with capacity to spare, as above).
+                Err(_) => {
+                    assert!(matches!(choice, LeaseChoice::Join(_)));
+                    model.stalled.remove(&lock);
+                }
             }
         }
         model
