@@ -16,7 +16,10 @@
 //! ([`Compacted`]): the events in between are gone (pushed out of the ring, or made before
 //! this node's restart or a snapshot it installed), and the watcher must read the locks
 //! again (List gives the revision it read at) and watch from there. It is never sent a
-//! stream with a silent gap.
+//! stream with a silent gap. A cluster member that restarts recalls the events of the
+//! applied entries its raft log still holds ([`EventLog::recall`],
+//! [`crate::cluster::recall`]), so a watcher can resume on it from before the restart as
+//! far back as the log reaches.
 //!
 //! Memory is bounded: the ring holds at most `capacity` events, and the live feed is a
 //! broadcast ring of the same size shared by every watcher.
@@ -154,6 +157,34 @@ impl EventLog {
             // No receivers is fine: nobody watches.
             let _ = self.live.send(event);
         }
+    }
+
+    /// Keeps `events`, recalled at start from what this node's durable state still holds
+    /// (a cluster member's raft log), so that watchers may resume from before the start.
+    /// They are taken only while nothing was published since the log was made, and only as
+    /// far back as their revisions run without a gap up to the last revision the log
+    /// started after; the newest `capacity` are kept. Returns how many are kept.
+    pub fn recall(&self, events: Vec<RevisedEvent>) -> usize {
+        let mut ring = self.ring();
+        if !ring.events.is_empty() {
+            return 0;
+        }
+        let mut run: Vec<RevisedEvent> = Vec::new();
+        for event in events {
+            if run
+                .last()
+                .is_some_and(|last| event.revision != last.revision + 1)
+            {
+                run.clear();
+            }
+            run.push(event);
+        }
+        if run.last().map(|event| event.revision) != Some(ring.last) {
+            return 0;
+        }
+        let skip = run.len().saturating_sub(self.capacity);
+        ring.events.extend(run.into_iter().skip(skip).map(Arc::new));
+        ring.events.len()
     }
 
     /// Forgets the kept events and goes on after `last_revision` (a cluster member

@@ -140,3 +140,62 @@ fn a_watcher_ahead_of_this_node_waits_for_its_revision() {
     assert!(subscription.backlog.is_empty());
     assert_eq!(subscription.last_published, 2);
 }
+
+// checks: W1
+#[test]
+fn recalled_events_are_sent_to_a_watcher_resuming_from_before_the_restart() {
+    // A member that restarted after revision 20 recalls 12..=20 from its log.
+    let log = EventLog::new(8, 20);
+    assert_eq!(
+        log.recall((12..=20).map(event).collect()),
+        8,
+        "the newest 8 fit"
+    );
+    let resumed = log.subscribe(Since::Revision(14)).expect("14 was recalled");
+    assert_eq!(revisions(&resumed.backlog), [14, 15, 16, 17, 18, 19, 20]);
+    assert_eq!(
+        log.subscribe(Since::Revision(12)).err(),
+        Some(Compacted {
+            requested: 12,
+            oldest: 13
+        })
+    );
+    log.publish([event(21)]);
+    assert_eq!(log.last_revision(), 21);
+}
+
+// checks: W1
+#[test]
+fn only_recalled_events_that_run_without_a_gap_up_to_the_last_revision_are_kept() {
+    // A gap (8 missing): only the run after it counts.
+    let log = EventLog::new(16, 10);
+    let events = [5, 6, 7, 9, 10].into_iter().map(event).collect();
+    assert_eq!(log.recall(events), 2);
+    assert_eq!(
+        log.subscribe(Since::Revision(7)).err(),
+        Some(Compacted {
+            requested: 7,
+            oldest: 9
+        })
+    );
+    // A repeated revision (a batch recalled twice would show as one): the run restarts.
+    let log = EventLog::new(16, 4);
+    let events = [1, 2, 3, 2, 3, 4].into_iter().map(event).collect();
+    assert_eq!(log.recall(events), 3);
+    // Events that do not end at the last revision the log started after: none are kept.
+    let log = EventLog::new(16, 10);
+    assert_eq!(log.recall((1..=9).map(event).collect()), 0);
+    assert_eq!(log.recall((1..=11).map(event).collect()), 0);
+    // Nothing is recalled once something was published.
+    let log = EventLog::new(16, 10);
+    log.publish([event(11)]);
+    assert_eq!(log.recall((1..=11).map(event).collect()), 0);
+    assert_eq!(
+        revisions(
+            &log.subscribe(Since::Revision(11))
+                .expect("11 is kept")
+                .backlog
+        ),
+        [11]
+    );
+}

@@ -239,3 +239,97 @@ async fn a_watch_resumes_across_the_leaders_kill_missing_and_repeating_nothing()
     assert!(common >= acked.len(), "too few events to compare");
     assert_eq!(sdk_seen[..common], follower_seen[..common]);
 }
+
+/// Events under `prefix` from `start_revision` on `endpoint`, until `count` of them came
+/// (progress events left out), or the refusal that ended the watch.
+async fn watch_from(
+    endpoint: &str,
+    prefix: &str,
+    start_revision: u64,
+    count: usize,
+) -> Result<Vec<Seen>, tonic::Status> {
+    let mut client = connect(endpoint).await.unwrap();
+    let mut stream = client
+        .watch(pb::WatchRequest {
+            prefix: prefix.to_string(),
+            start_revision,
+            ..pb::WatchRequest::default()
+        })
+        .await?
+        .into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let event = tokio::time::timeout(CATCH_UP, stream.message())
+            .await
+            .expect("the watch sends the kept events")?
+            .expect("the watch stays open");
+        if event.kind() == pb::watch_event::Kind::Progress {
+            continue;
+        }
+        seen.push((
+            event.revision,
+            kind_name(event.kind()),
+            event.lock,
+            event.token,
+        ));
+    }
+    Ok(seen)
+}
+
+// checks: W1, C1
+// Every member is killed with SIGKILL and started again (a full-cluster restart). A watcher
+// that resumes on any of them from a revision before the restart gets the very events it
+// would have got before it, with the same revisions: each member recalls the events of
+// the applied entries its raft log still holds, instead of telling the watcher to list
+// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_on_members_restarted_since_its_revision() {
+    let mut cluster = TestCluster::start(&["--no-fdatasync"]);
+    let leader = cluster.leader(&[]).await;
+    let mut router = Router::new(cluster.endpoints());
+    // Grants and releases; a call that an election under load refuses only makes fewer
+    // events (an unanswered release may still have landed: the watchers count it alike).
+    let mut events = 0;
+    for round in 0..10 {
+        let request =
+            fenced_tests::cluster::new_lease_acquire(&format!("r/{round}"), "restarter", 30_000);
+        let Ok(grant) = router.acquire(PATIENCE, &request).await else {
+            continue;
+        };
+        events += 1;
+        let release = pb::ReleaseRequest {
+            lease_id: grant.lease_id,
+            ..pb::ReleaseRequest::default()
+        };
+        let released = router
+            .call(PATIENCE, |mut client| {
+                let release = release.clone();
+                async move { client.release(release).await }
+            })
+            .await;
+        if released.is_ok() {
+            events += 1;
+        }
+    }
+    assert!(events >= 10, "too few grants and releases: {events}");
+    // What the leader sends a watcher from its first revision.
+    let before = watch_from(&cluster.endpoint(leader), "r/", 1, events)
+        .await
+        .expect("nothing is compacted yet");
+    let first = before[0].0;
+
+    for id in 1..=3 {
+        cluster.member(id).kill();
+    }
+    for id in 1..=3 {
+        cluster.member(id).restart();
+    }
+    cluster.leader(&[]).await;
+
+    for id in 1..=3 {
+        let after = watch_from(&cluster.endpoint(id), "r/", first, before.len())
+            .await
+            .unwrap_or_else(|status| panic!("member {id} refused the resumed watch: {status:?}"));
+        assert_eq!(after, before, "member {id} after the restart");
+    }
+}

@@ -227,6 +227,13 @@ impl LogStore {
         lock(&self.shared)
     }
 
+    /// The entries at indexes `last + 1 - at_most ..= last` that the log still holds (not
+    /// purged), in order.
+    pub fn entries_ending_at(&self, last: u64, at_most: u64) -> Result<Vec<Entry>, RaftStoreError> {
+        let first = last.saturating_add(1).saturating_sub(at_most);
+        self.lock()?.entries(first..=last)
+    }
+
     /// Runs `work` (writes and syncs) on tokio's blocking pool, so a sync holds a blocking
     /// thread rather than one of the runtime's workers; openraft still waits for it, so
     /// writes stay in call order.

@@ -142,6 +142,14 @@ impl OpenMember {
         }
         let state_machine =
             StateMachine::open(&config.data_dir.join("raft-state"), config.fdatasync)?;
+        // A watcher that resumes here from before this start gets what the log still
+        // holds; one that cannot is told to list again, as without the recall.
+        match state_machine.recall_events(&log) {
+            Ok(recalled) => tracing::info!(recalled, "recalled the applied entries' events"),
+            Err(error) => {
+                tracing::warn!(%error, "recalled no events: watchers resume from this start on");
+            }
+        }
         Ok(OpenMember {
             settings,
             raft_config,

@@ -34,6 +34,8 @@
 //! - [`promotion`]: when this node becomes the leader under a new vote, a barrier of its
 //!   own, then the committed state to rebuild the lock table from; and when it stops.
 //! - [`epoch`]: which term's table a batch came from; apply skips an ended term's.
+//! - [`recall`]: the events of the applied entries the log still holds, recalled when a
+//!   member starts so watchers resume across its restart.
 //! - [`error`]: why the log or the state machine cannot be read or written.
 
 pub mod epoch;
@@ -46,6 +48,7 @@ pub mod network;
 pub mod peer_auth;
 pub mod promotion;
 pub mod raft_service;
+pub mod recall;
 pub mod replicated_commit;
 pub mod seed;
 pub mod settings;
@@ -65,6 +68,8 @@ mod multi_node_tests;
 mod network_tests;
 #[cfg(test)]
 mod promotion_tests;
+#[cfg(test)]
+mod recall_tests;
 #[cfg(test)]
 mod single_node_tests;
 #[cfg(test)]

@@ -34,8 +34,10 @@
 //! stored: once the entry is applied and durable, they are published to this member's
 //! [`EventLog`], so every member can serve `Watch`, each event with the same revision
 //! everywhere. The log starts after the image's last revision (record `r`) when the
-//! member opens, and again after an installed snapshot's (the events it skipped are not
-//! known here: a watcher asking for them is told to list again).
+//! member opens, with the events of the applied entries the raft log still holds
+//! recalled ([`StateMachine::recall_events`]), and again after an installed snapshot's
+//! (the events it skipped are not known here: a watcher asking for them is told to list
+//! again).
 //!
 //! A token floor [`Marker`] beside sled's files (as the single node keeps one) catches an
 //! image that sled silently recovered as empty or older: the member refuses to open rather
@@ -63,6 +65,8 @@ use sled::Transactional;
 
 use crate::cluster::epoch::{self, EXPECT_EPOCH_KEY};
 use crate::cluster::error::RaftStoreError;
+use crate::cluster::log_store::LogStore;
+use crate::cluster::recall::{self, RECALLED_ENTRIES};
 use crate::cluster::types::{
     Applied, ClusterNode, CommitBatch, Entry, LogId, NodeId, StorageError, TypeConfig,
 };
@@ -217,6 +221,31 @@ impl StateMachine {
                 marker_raised: Mutex::new(None),
             }),
         })
+    }
+
+    /// Recalls into this member's event log the events of the applied entries that `log`
+    /// still holds (at most the last [`RECALLED_ENTRIES`]), so watchers can resume from
+    /// before this start ([`crate::cluster::recall`]). Returns how many events it keeps.
+    /// Call it once, before anything is applied.
+    pub fn recall_events(&self, log: &LogStore) -> Result<usize, RaftStoreError> {
+        let (applied, _) = self.shared.applied_state()?;
+        let Some(applied) = applied else {
+            return Ok(0);
+        };
+        let entries = log.entries_ending_at(applied.index, RECALLED_ENTRIES)?;
+        let epoch = self
+            .shared
+            .db
+            .get(EPOCH_KEY)
+            .map_err(|source| self.shared.sled_error("reading the epoch", source))?;
+        let events = recall::applied_events(&entries, epoch.as_deref()).map_err(|error| {
+            RaftStoreError::CorruptStateMachine {
+                dir: self.shared.dir.clone(),
+                what: "an event in a log entry",
+                problem: error.to_string(),
+            }
+        })?;
+        Ok(self.shared.events.recall(events))
     }
 
     /// This member's events, published as entries are applied.

@@ -28,7 +28,7 @@ fn log_id(index: u64) -> LogId {
     }
 }
 
-fn entry(index: u64, ops: Vec<JournalOp>) -> Entry {
+pub(super) fn entry(index: u64, ops: Vec<JournalOp>) -> Entry {
     Entry {
         log_id: log_id(index),
         payload: EntryPayload::Normal(CommitBatch(JournalBatch { ops })),
@@ -49,7 +49,7 @@ fn membership_entry(index: u64) -> Entry {
     }
 }
 
-fn open(dir: &Path, fdatasync: bool) -> StateMachine {
+pub(super) fn open(dir: &Path, fdatasync: bool) -> StateMachine {
     StateMachine::open(&dir.join("raft-sm"), fdatasync).unwrap()
 }
 
@@ -232,7 +232,7 @@ proptest! {
 }
 
 /// Two promotions of one process in one term: an ended term's epoch and the next one's.
-fn two_promotions() -> (Epoch, Epoch) {
+pub(super) fn two_promotions() -> (Epoch, Epoch) {
     let first = Epoch {
         term: 3,
         promotion: 1,
@@ -248,7 +248,7 @@ fn two_promotions() -> (Epoch, Epoch) {
 }
 
 /// The batch `ops` as a leader of `epoch` commits it: the epoch's expectation first.
-fn in_epoch(epoch: Epoch, ops: Vec<JournalOp>) -> Vec<JournalOp> {
+pub(super) fn in_epoch(epoch: Epoch, ops: Vec<JournalOp>) -> Vec<JournalOp> {
     std::iter::once(epoch.expectation()).chain(ops).collect()
 }
 
@@ -289,7 +289,7 @@ async fn a_batch_of_an_ended_term_is_skipped_alike_on_every_replica() {
 }
 
 /// An event of revision `revision` as a leader's entry carries it.
-fn event_op(revision: u64, lock: &str) -> JournalOp {
+pub(super) fn event_op(revision: u64, lock: &str) -> JournalOp {
     crate::record::encode_event(&RevisedEvent {
         revision,
         event: Event {
