@@ -96,12 +96,12 @@ fi
     echo "and increasing), S2 (no acknowledged grant overtaken before its TTL, counted from a restart"
     echo "where there was one), S3/S4 (no holder's successful \`fence()\` after the next grant of its"
     echo "lock), S5 (the store accepts writes in token order, reads see the latest), S7 (a lost lease"
-    echo "stays lost) and L2 (waiters granted in arrival order, away from faults)."
+    echo "stays lost) and L2 (waiters granted in arrival order: away from faults, and across a kill"
+    echo "of the lock server or of a cluster's leader for waiters whose place was surely committed"
+    echo "before it, as a grant sent after they queued and acknowledged before the kill shows)."
     echo
     echo "Against a cluster the same checks hold across failovers: the nemesis kills, pauses and"
-    echo "isolates the leader or a follower, and L2 is checked away from leader changes (the"
-    echo "queued acquirers are replicated, but the harness cannot tell which places were committed"
-    echo "when the leader was lost)."
+    echo "isolates the leader or a follower, and cuts raft links."
     echo
     echo "A checker that never fails is not evidence: the weakened runs below switch a safety"
     echo "mechanism off and must be caught. With the gate off, a worker frozen between \`fence()\`"
