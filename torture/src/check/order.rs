@@ -178,20 +178,22 @@ mod tests {
         assert!(h.violations(Rule::L2).is_empty(), "{:?}", h.check());
     }
 
+    /// w2 starts waiting for `a` at 100 ms; w4 is granted `b` from `proof.0` to `proof.1`;
+    /// w3 starts waiting for `a` at 4500 ms and is granted it before w2.
+    fn overtaken(proof: (u64, u64)) -> H {
+        let mut h = H::new();
+        h.grant("w2", 100, 9000, "a", "w2.1", 5, 1000, 20_000)
+            .grant("w4", proof.0, proof.1, "b", "w4.1", 2, 1000, 0)
+            .grant("w3", 4500, 8000, "a", "w3.1", 4, 1000, 20_000);
+        h
+    }
+
     // checks: L2
     #[test]
     fn across_a_leaders_kill_a_waiter_whose_place_was_committed_is_judged() {
-        // w2 queues at 100; w4's grant, sent 600 ms later, is acknowledged at 800, long
-        // before the leader is killed at 4000; w3 queues at 4500 and is granted before w2.
-        let overtaken = || {
-            let mut h = H::new();
-            h.grant("w1", 0, 10, "a", "w1.1", 1, 60_000, 0)
-                .grant("w2", 100, 9000, "a", "w2.1", 5, 1000, 20_000)
-                .grant("w4", 700, 800, "b", "w4.1", 2, 1000, 0)
-                .grant("w3", 4500, 8000, "a", "w3.1", 4, 1000, 20_000);
-            h
-        };
-        let mut h = overtaken();
+        // w4's grant, sent 600 ms after w2 queued, is acknowledged long before the leader
+        // is killed at 4000: w2's place was committed, and w3 overtook it.
+        let mut h = overtaken((700, 800));
         h.fault("fenced-1", "kill leader", 4000, 4300).fault(
             "cluster",
             "leader-change",
@@ -206,7 +208,7 @@ mod tests {
             found[0].message
         );
         // The single node's kill and restart is judged alike.
-        let mut h = overtaken();
+        let mut h = overtaken((700, 800));
         h.fault("fenced", "kill", 4000, 4300);
         assert_eq!(h.violations(Rule::L2).len(), 1, "{:?}", h.check());
     }
@@ -214,37 +216,25 @@ mod tests {
     // checks: L2
     #[test]
     fn across_a_failover_a_waiter_is_not_judged_without_proof_or_with_other_faults() {
-        // No grant shows w2's place committed before the kill (w4's was answered after it).
-        let mut h = H::new();
-        h.grant("w2", 100, 9000, "a", "w2.1", 5, 1000, 20_000)
-            .grant("w4", 700, 4100, "b", "w4.1", 2, 1000, 0)
-            .grant("w3", 4500, 8000, "a", "w3.1", 4, 1000, 20_000)
-            .fault("fenced-1", "kill leader", 4000, 4300);
+        // w4's grant was answered after the kill: no proof.
+        let mut h = overtaken((700, 4100));
+        h.fault("fenced-1", "kill leader", 4000, 4300);
+        assert!(h.violations(Rule::L2).is_empty(), "{:?}", h.check());
+        // w4's grant was sent within the FIFO margin of w2's wait: it may have come first.
+        let mut h = overtaken((300, 400));
+        h.fault("fenced-1", "kill leader", 4000, 4300);
         assert!(h.violations(Rule::L2).is_empty(), "{:?}", h.check());
         // A leader change the harness did not make is noticed late: a grant answered less
         // than the settle time before it was noticed may have come after it.
-        let mut h = H::new();
-        h.grant("w2", 100, 9000, "a", "w2.1", 5, 1000, 20_000)
-            .grant("w4", 700, 2500, "b", "w4.1", 2, 1000, 0)
-            .grant("w3", 4500, 8000, "a", "w3.1", 4, 1000, 20_000)
-            .fault("cluster", "leader-change", 4000, 4300);
+        let mut h = overtaken((700, 2500));
+        h.fault("cluster", "leader-change", 4000, 4300);
         assert!(h.violations(Rule::L2).is_empty(), "{:?}", h.check());
         h.grant("w1", 700, 1500, "c", "w1.1", 1, 1000, 0);
         assert_eq!(h.violations(Rule::L2).len(), 1, "{:?}", h.check());
-        // The grant was sent within the FIFO margin of w2's wait: it may have come first.
-        let mut h = H::new();
-        h.grant("w2", 100, 9000, "a", "w2.1", 5, 1000, 20_000)
-            .grant("w4", 300, 400, "b", "w4.1", 2, 1000, 0)
-            .grant("w3", 4500, 8000, "a", "w3.1", 4, 1000, 20_000)
-            .fault("fenced-1", "kill leader", 4000, 4300);
-        assert!(h.violations(Rule::L2).is_empty(), "{:?}", h.check());
         // A paused leader, or a fault on the waiter's worker: not a failover the rule covers.
         for (target, kind) in [("fenced-1", "pause leader"), ("w2", "pause")] {
-            let mut h = H::new();
-            h.grant("w2", 100, 9000, "a", "w2.1", 5, 1000, 20_000)
-                .grant("w4", 700, 800, "b", "w4.1", 2, 1000, 0)
-                .grant("w3", 4500, 8000, "a", "w3.1", 4, 1000, 20_000)
-                .fault(target, kind, 4000, 4300);
+            let mut h = overtaken((700, 800));
+            h.fault(target, kind, 4000, 4300);
             assert!(h.violations(Rule::L2).is_empty(), "{kind}: {:?}", h.check());
         }
     }
