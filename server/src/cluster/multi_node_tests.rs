@@ -575,6 +575,60 @@ async fn a_leader_cut_off_from_its_followers_cannot_commit() {
     cluster.shutdown().await;
 }
 
+// checks: S1, S2, S3 (an asymmetric cut: the leader's messages to its followers are lost
+// while theirs reach it. The followers elect a leader of their own, whose messages depose
+// the old one: it confirms no leadership and commits nothing; after the heal every image is
+// identical)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_messages_are_lost_one_way_is_deposed() {
+    tracing::info!("--- a cluster with 10 committed batches");
+    let cluster = TestCluster::start().await;
+    cluster.write(0..10).await;
+    cluster.converged().await;
+    let old = cluster.leader().await;
+
+    tracing::info!("--- cut the links from the leader to the followers, one way only");
+    let followers: Vec<NodeId> = (1..=3).filter(|id| *id != old).collect();
+    for follower in &followers {
+        cluster.node(old).links.cut(*follower);
+    }
+
+    tracing::info!("--- the followers elect a leader of their own, which commits");
+    let new = cluster.leader_among(&followers).await;
+    tracing::info!(new, "elected");
+    cluster.write_among(&followers, 10..20).await;
+
+    tracing::info!("--- the old leader, still reached by the new one, confirms nothing");
+    let confirmed = tokio::time::timeout(
+        3 * ELECTION_TIMEOUT_MAX,
+        cluster.node(old).raft.ensure_linearizable(),
+    )
+    .await;
+    assert!(
+        !matches!(confirmed, Ok(Ok(_))),
+        "a deposed leader confirmed its leadership: {confirmed:?}"
+    );
+    let stranded = tokio::time::timeout(
+        3 * ELECTION_TIMEOUT_MAX,
+        cluster.node(old).raft.client_write(batch(999)),
+    )
+    .await;
+    assert!(
+        !matches!(stranded, Ok(Ok(_))),
+        "a deposed leader committed a write: {stranded:?}"
+    );
+
+    tracing::info!("--- heal: every image is identical, without the stranded write");
+    for follower in &followers {
+        cluster.node(old).links.heal(*follower);
+    }
+    cluster.converged().await;
+    for node in cluster.nodes.values() {
+        assert_grants(node, 20);
+    }
+    cluster.shutdown().await;
+}
+
 /// A peer that is down but whose address takes connections: it accepts each one and
 /// closes it at once. Counts the connections.
 async fn black_hole() -> (SocketAddr, Arc<AtomicUsize>) {
