@@ -21,12 +21,19 @@
 //! - `GuardedClient::begin_executing`: `BEGIN`, the prepared check and the upsert in one
 //!   round trip, then `COMMIT` (the guarded counterpart of "plain, pipelined").
 //!
-//! Writer `n` owns resource `bench-<cell>-<n>` and presents token `i + 1` on its `i`-th
-//! write, so every check is accepted and raises the mark: the full cost, one more row
-//! update in a transaction that commits anyway. Every commit waits for its WAL flush
-//! (`synchronous_commit = on`); PostgreSQL shares flushes between concurrent commits.
-//! Each cell runs every mode twice, in an order and its reverse, so that a drift of the
-//! machine favours none.
+//! Writer `n` owns resource `bench-<cell>-<n>`, and the guarded modes run with two
+//! workloads of tokens, in the same run:
+//! - new token per write: token `i + 1` on the writer's `i`-th write, so every check
+//!   raises the mark (a new holder per write, the worst case): one more row update in a
+//!   transaction that commits anyway;
+//! - one token per 100 writes: token `i / 100 + 1`, a holder's steady state (a holder is
+//!   granted a token once and writes many times with it), so 99 checks in 100 find the
+//!   mark already equal to the token and only lock the mark row.
+//!
+//! The two plain modes present no token; the tables show their rates beside both
+//! workloads. Every commit waits for its WAL flush (`synchronous_commit = on`);
+//! PostgreSQL shares flushes between concurrent commits. Each cell runs every mode twice,
+//! in an order and its reverse, so that a drift of the machine favours none.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -76,39 +83,103 @@ async fn main() {
         settings.get::<_, String>(1),
         settings.get::<_, String>(2)
     );
-    println!(
-        "| writers | plain /s | plain, pipelined /s | two round trips /s | begin_guarded /s \
-         | GuardedClient::begin /s | begin_executing /s | two round trips / plain \
-         | begin_guarded / plain | GuardedClient::begin / plain \
-         | begin_executing / plain | begin_executing / plain, pipelined |"
-    );
-    println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     let half = Duration::from_secs_f64(seconds / 2.0);
-    let forward = [
-        Mode::Plain,
-        Mode::PlainPipelined,
+    let guarded = [
         Mode::TwoRoundTrips,
         Mode::Guarded,
         Mode::Prepared,
         Mode::PreparedWithWrite,
     ];
-    let order = forward.into_iter().chain(forward.into_iter().rev());
+    let mut forward = vec![
+        (Mode::Plain, Tokens::PerWrite),
+        (Mode::PlainPipelined, Tokens::PerWrite),
+    ];
+    for tokens in [Tokens::PerWrite, Tokens::Kept] {
+        forward.extend(guarded.iter().map(|&mode| (mode, tokens)));
+    }
+    let order: Vec<_> = forward
+        .iter()
+        .chain(forward.iter().rev())
+        .copied()
+        .collect();
+    // One table per workload of tokens, its rows kept until every cell has run.
+    let mut tables = [Vec::new(), Vec::new()];
     for writers in [1usize, 16, 64] {
-        let mut rates = [0.0f64; 6];
-        for (round, mode) in order.clone().enumerate() {
-            let rate = measure(&url, writers, half, mode, format!("{writers}-{round}")).await;
-            rates[mode as usize] += rate / 2.0;
+        // rates[workload][mode]; the plain modes are measured once, filed under both.
+        let mut rates = [[0.0f64; 6]; 2];
+        for (round, &(mode, tokens)) in order.iter().enumerate() {
+            let cell = format!("{writers}-{round}");
+            let rate = measure(&url, writers, half, mode, tokens, cell).await;
+            match mode {
+                Mode::Plain | Mode::PlainPipelined => {
+                    for workload in &mut rates {
+                        workload[mode as usize] += rate / 2.0;
+                    }
+                }
+                _ => rates[tokens as usize][mode as usize] += rate / 2.0,
+            }
         }
-        let [plain, plain_pipelined, two, guarded, prepared, with_write] = rates;
+        for (table, workload) in tables.iter_mut().zip(rates) {
+            let [plain, plain_pipelined, two, guarded, prepared, with_write] = workload;
+            table.push(format!(
+                "| {writers} | {plain:.0} | {plain_pipelined:.0} | {two:.0} | {guarded:.0} \
+                 | {prepared:.0} | {with_write:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                two / plain,
+                guarded / plain,
+                prepared / plain,
+                with_write / plain,
+                with_write / plain_pipelined
+            ));
+        }
+    }
+    for (tokens, rows) in [Tokens::PerWrite, Tokens::Kept].into_iter().zip(tables) {
+        println!();
+        println!("{}:", tokens.title());
+        println!();
         println!(
-            "| {writers} | {plain:.0} | {plain_pipelined:.0} | {two:.0} | {guarded:.0} \
-             | {prepared:.0} | {with_write:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            two / plain,
-            guarded / plain,
-            prepared / plain,
-            with_write / plain,
-            with_write / plain_pipelined
+            "| writers | plain /s | plain, pipelined /s | two round trips /s | begin_guarded /s \
+             | GuardedClient::begin /s | begin_executing /s | two round trips / plain \
+             | begin_guarded / plain | GuardedClient::begin / plain \
+             | begin_executing / plain | begin_executing / plain, pipelined |"
         );
+        println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for row in rows {
+            println!("{row}");
+        }
+    }
+}
+
+/// How many writes a writer makes with one token in [`Tokens::Kept`].
+const WRITES_PER_TOKEN: u64 = 100;
+
+/// Which tokens a guarded writer presents.
+#[derive(Debug, Clone, Copy)]
+enum Tokens {
+    /// A new token on every write: every check raises the mark.
+    PerWrite,
+    /// A new token every [`WRITES_PER_TOKEN`] writes: the other checks find the mark
+    /// equal to the token.
+    Kept,
+}
+
+impl Tokens {
+    /// The token of a writer's `i`-th write (from 0).
+    fn token(self, i: u64) -> u64 {
+        match self {
+            Tokens::PerWrite => i + 1,
+            Tokens::Kept => i / WRITES_PER_TOKEN + 1,
+        }
+    }
+
+    /// The workload's table title.
+    fn title(self) -> String {
+        match self {
+            Tokens::PerWrite => "New token per write (every check raises the mark)".to_string(),
+            Tokens::Kept => format!(
+                "One token per {WRITES_PER_TOKEN} writes (a holder's steady state: the mark \
+                 is raised once per token)"
+            ),
+        }
     }
 }
 
@@ -136,8 +207,16 @@ async fn connect(url: &str) -> Client {
     client
 }
 
-/// Runs `writers` tasks for `cell`; returns committed transactions per second.
-async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_name: String) -> f64 {
+/// Runs `writers` tasks for `cell`, the guarded ones presenting `tokens`; returns
+/// committed transactions per second.
+async fn measure(
+    url: &str,
+    writers: usize,
+    cell: Duration,
+    mode: Mode,
+    tokens: Tokens,
+    cell_name: String,
+) -> f64 {
     let mut clients = Vec::new();
     for _ in 0..writers {
         clients.push(connect(url).await);
@@ -157,7 +236,8 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
                 let deadline = Instant::now() + cell;
                 let mut done: u64 = 0;
                 while Instant::now() < deadline {
-                    let written_by = done as i64 + 1;
+                    let token = FencingToken::new(tokens.token(done)).unwrap();
+                    let written_by = token.get() as i64;
                     match mode {
                         Mode::Plain => {
                             let tx = client.transaction().await.unwrap();
@@ -190,7 +270,6 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
                             tx.commit().await.unwrap();
                         }
                         Mode::Guarded => {
-                            let token = FencingToken::new(done + 1).unwrap();
                             let tx = begin_guarded(&mut client, &resource, token).await.unwrap();
                             tx.execute(&upsert, &[&id, &"paid", &written_by])
                                 .await
@@ -198,7 +277,6 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
                             tx.commit().await.unwrap();
                         }
                         Mode::Prepared => {
-                            let token = FencingToken::new(done + 1).unwrap();
                             let tx = client.begin(&resource, token).await.unwrap();
                             tx.execute(&upsert, &[&id, &"paid", &written_by])
                                 .await
@@ -206,7 +284,6 @@ async fn measure(url: &str, writers: usize, cell: Duration, mode: Mode, cell_nam
                             tx.commit().await.unwrap();
                         }
                         Mode::PreparedWithWrite => {
-                            let token = FencingToken::new(done + 1).unwrap();
                             let (tx, written) = client
                                 .begin_executing(
                                     &resource,

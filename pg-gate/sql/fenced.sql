@@ -12,9 +12,10 @@
 --     COMMIT;
 --
 -- What it guarantees. fenced_marks keeps, per resource, the highest token seen (the
--- mark). fenced_check raises the mark to the presented token, or raises an error if the
--- token is below it. Its upsert locks the resource's mark row until the transaction ends,
--- whether or not it raised the mark, so the check and everything the transaction writes
+-- mark). fenced_check raises the mark to the presented token, leaves it if it already
+-- equals the token (a holder's later writes with one token write no new row version), or
+-- raises an error if the token is below it. Its upsert locks the resource's mark row until
+-- the transaction ends, whether or not it raised the mark, so the check and everything the transaction writes
 -- after it commit together or not at all: a newer holder's fenced_check waits for this
 -- transaction, and once a newer holder has committed, an older one's check fails and
 -- its writes never happen. This holds only for writes that come after a fenced_check of
@@ -55,8 +56,9 @@ CREATE TABLE IF NOT EXISTS fenced_marks (
     token bigint NOT NULL CHECK (token > 0)
 );
 
--- Checks `token` against `resource`'s mark and raises the mark to it; returns the mark.
--- Raises ZF001 if the token is below the mark (see the top of this file).
+-- Checks `token` against `resource`'s mark and raises the mark to it if it is below;
+-- returns the mark (the token). Raises ZF001 if the token is below the mark (see the top
+-- of this file).
 CREATE OR REPLACE FUNCTION fenced_check(resource text, token bigint) RETURNS bigint
 LANGUAGE plpgsql
 AS $fenced_check$
@@ -75,17 +77,26 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
     -- The conflicting row is locked even when the WHERE is false (see PostgreSQL's INSERT
-    -- documentation, ON CONFLICT DO UPDATE): a refused check holds the lock too, until
-    -- its transaction ends.
+    -- documentation, ON CONFLICT DO UPDATE): an equal token, which writes no new row
+    -- version, and a refused one hold the lock too, until the transaction ends. Under
+    -- READ COMMITTED an upsert that waited for a newer holder's transaction evaluates the
+    -- WHERE against the mark that holder committed.
     INSERT INTO fenced_marks AS m (resource, token)
         VALUES (fenced_check.resource, fenced_check.token)
         ON CONFLICT (resource) DO UPDATE
             SET token = EXCLUDED.token
-            WHERE m.token <= EXCLUDED.token
+            WHERE m.token < EXCLUDED.token
         RETURNING m.token INTO accepted;
     IF accepted IS NULL THEN
+        -- The row is locked by this transaction, and this statement's snapshot is newer
+        -- than the upsert's wait (READ COMMITTED takes one per statement; REPEATABLE READ
+        -- failed the upsert with 40001 if the newest mark is not in its snapshot): this
+        -- reads the newest mark.
         SELECT m.token INTO current_mark FROM fenced_marks AS m
             WHERE m.resource = fenced_check.resource;
+        IF current_mark = fenced_check.token THEN
+            RETURN current_mark;
+        END IF;
         RAISE EXCEPTION 'stale fencing token: presented %, current % (resource %)',
             fenced_check.token, current_mark, quote_literal(fenced_check.resource)
             USING ERRCODE = 'ZF001',

@@ -5,7 +5,9 @@
 //! `fenced_marks` rows, so Rust and SQL callers fence each other), without a PL/pgSQL
 //! call on the accepted path, which is the hot one; a refusal calls `fenced_check` for its
 //! error. Either way a refused check aborts the transaction in the server, as a SQL
-//! caller's does, so any statement sent behind it (pipelined) is refused too.
+//! caller's does, so any statement sent behind it (pipelined) is refused too. Both only
+//! lock the mark row when it already equals the token, a holder's steady state (one
+//! token, many writes): no new row version, and less than half the WAL a raise adds.
 //!
 //! Unprepared, the upsert would be parsed and planned on every call, which costs more
 //! than calling `fenced_check`, whose statements PL/pgSQL plans once per session
@@ -14,27 +16,43 @@
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Error, Statement};
 
-/// Inserts the mark row with the presented token, or raises an existing mark to it if the
-/// mark is not above it, and returns the new mark. A mark above the token makes the upsert
-/// return no row, and then `coalesce` evaluates its second argument, `fenced_check`, which
-/// finds the same row above the token and raises SQLSTATE ZF001 with the current mark in
-/// its DETAIL (`coalesce` evaluates only the arguments it needs: PostgreSQL's
-/// documentation of it).
+/// Inserts the mark row with the presented token, raises an existing mark below it, or
+/// finds it already equal (a holder's second and later writes), and returns the mark;
+/// a mark above the token is refused with `fenced_check`'s error.
+///
+/// Three answers, in `coalesce`'s order (it evaluates only the arguments it needs:
+/// PostgreSQL's documentation of it):
+/// 1. `raised`: the upsert inserted the row or raised the mark (`m.token <
+///    EXCLUDED.token`), a new row version.
+/// 2. The mark already equals the token: the upsert's `WHERE` was false, so it wrote no
+///    row version, and the locking sub-select reads the mark. Under READ COMMITTED a
+///    plain sub-select would read the statement's snapshot, which can predate a newer
+///    holder's raise that the upsert waited for; `FOR NO KEY UPDATE` follows the row to
+///    its newest version and re-checks `m.token = $2` there, so a mark raised above the
+///    token since the snapshot yields no row. The lock is the one the upsert already
+///    holds (the same strength), so taking it costs no wait.
+/// 3. Otherwise `fenced_check`, whose statements take fresh snapshots: it accepts the
+///    token if the newest mark equals it (a same-token check committed after this
+///    statement's snapshot) and raises SQLSTATE ZF001 with the current mark in its DETAIL
+///    if the mark is above it.
 ///
 /// Locking: PostgreSQL's `INSERT` documentation says "only rows for which this expression
 /// returns true will be updated, although all rows will be locked when the ON CONFLICT DO
-/// UPDATE action is taken". An accepted token's mark row stays locked until the
-/// transaction ends, so a newer holder waits for it; a refused token's row is locked
-/// while `fenced_check` reads the mark that refused it, and the refusal's error then
-/// aborts the transaction, which releases the lock. Under READ COMMITTED a check that
-/// waited for a newer holder's transaction evaluates the `WHERE` against the mark that
-/// holder committed.
+/// UPDATE action is taken". So every answer leaves the mark row locked (`FOR NO KEY
+/// UPDATE` strength) until the transaction ends, an equal token's included: a newer
+/// holder's raise waits for this transaction, and the check and the writes after it
+/// commit before that raise or not at all. Under READ COMMITTED a check that waited for a
+/// newer holder's transaction evaluates the `WHERE` against the mark that holder
+/// committed; a refusal's error aborts the transaction, which releases the lock.
 pub const RAISE_MARK: &str = "WITH raised AS ( \
      INSERT INTO fenced_marks AS m (resource, token) VALUES ($1, $2) \
      ON CONFLICT (resource) DO UPDATE SET token = EXCLUDED.token \
-     WHERE m.token <= EXCLUDED.token \
+     WHERE m.token < EXCLUDED.token \
      RETURNING m.token) \
-     SELECT coalesce((SELECT token FROM raised), fenced_check($1, $2))";
+     SELECT coalesce((SELECT token FROM raised), \
+     (SELECT m.token FROM fenced_marks AS m WHERE m.resource = $1 AND m.token = $2 \
+     FOR NO KEY UPDATE), \
+     fenced_check($1, $2))";
 
 /// The parameter types of [`RAISE_MARK`] and [`CALL_FENCED_CHECK`]: the resource, the
 /// presented token.

@@ -38,8 +38,9 @@ impl GuardedClient {
 
     /// Opens a [`GuardedTransaction`]: `BEGIN` and the check of `token` against
     /// `resource`'s mark, in one round trip. The answers are [`crate::begin_guarded`]'s:
-    /// `Ok` with the mark raised and locked, [`Error::StaleToken`] with the transaction
-    /// rolled back and nothing changed, or [`Error::Storage`].
+    /// `Ok` with the mark at the token (raised, or found there) and locked,
+    /// [`Error::StaleToken`] with the transaction rolled back and nothing changed, or
+    /// [`Error::Storage`].
     pub async fn begin(
         &mut self,
         resource: &LockName,

@@ -327,16 +327,29 @@ async fn race_holder(
     tx.commit().await
 }
 
+/// The mark of a race round's resource when its two holders are released.
+#[derive(Clone, Copy, PartialEq)]
+enum MarkBefore {
+    /// No mark: both checks find no row, and 33 and 34 each insert or raise it.
+    None,
+    /// Already 33, as after the old holder's earlier writes: 33's check finds its own
+    /// token there and writes no row version (the equal-token path), 34's raises it.
+    Older,
+}
+
 /// Two holders with tokens 33 and 34 on separate connections, released together, 100
-/// rounds ([`race_holder`]): 33's row never lands over 34's, 34 is never refused, and a
-/// refused 33 sees both tokens.
-async fn race_33_against_34(cluster: &TestPostgres, begin: Begin) {
+/// rounds ([`race_holder`]), 33 opening its transactions the way `begins[0]` says and 34
+/// the way `begins[1]` says: 33's row never lands over 34's (an accepted 33 committed
+/// before 34's check raised the mark), 34 is never refused, and a refused 33 sees both
+/// tokens.
+async fn race_33_against_34(cluster: &TestPostgres, begins: [Begin; 2], mark: MarkBefore) {
     let setup = client(cluster, "postgres").await;
     install(&setup).await.unwrap();
     setup
         .batch_execute(
             "DROP TABLE IF EXISTS race; \
-             CREATE TABLE race (round int PRIMARY KEY, written_by bigint NOT NULL)",
+             CREATE TABLE race (round int PRIMARY KEY, written_by bigint NOT NULL); \
+             DELETE FROM fenced_marks WHERE resource LIKE 'race-%'",
         )
         .await
         .unwrap();
@@ -352,10 +365,19 @@ async fn race_33_against_34(cluster: &TestPostgres, begin: Begin) {
     for round in 0..rounds {
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
         let resource = name(&format!("race-{round}"));
+        if mark == MarkBefore::Older {
+            let marked: i64 = setup
+                .query_one("SELECT fenced_check($1, 33)", &[&resource.as_str()])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(marked, 33);
+        }
         let tasks: Vec<_> = [33u64, 34]
             .into_iter()
+            .zip(begins)
             .zip(holders.iter_mut())
-            .map(|(token, slot)| {
+            .map(|((token, begin), slot)| {
                 let mut db = slot.take().unwrap();
                 let (barrier, resource) = (Arc::clone(&barrier), resource.clone());
                 tokio::spawn(async move {
@@ -399,25 +421,36 @@ async fn race_33_against_34(cluster: &TestPostgres, begin: Begin) {
     eprintln!("33 was refused in {refused_33} of {rounds} rounds (it went first in the rest)");
 }
 
+/// [`race_33_against_34`] on a PostgreSQL cluster started for `test` (skipped where none
+/// can start, unless `FENCED_REQUIRE_POSTGRES=1`).
+async fn race_on_a_cluster_of_its_own(test: &str, begins: [Begin; 2], mark: MarkBefore) {
+    if let Some(cluster) = postgres_or_skip(test) {
+        race_33_against_34(&cluster, begins, mark).await;
+    }
+}
+
 /// The 33/34 race through `begin_guarded`.
 // checks: S5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_guarded_transactions_never_let_33_over_34() {
-    let Some(cluster) = postgres_or_skip("racing_guarded_transactions_never_let_33_over_34") else {
-        return;
-    };
-    race_33_against_34(&cluster, Begin::Unprepared).await;
+    race_on_a_cluster_of_its_own(
+        "racing_guarded_transactions_never_let_33_over_34",
+        [Begin::Unprepared; 2],
+        MarkBefore::None,
+    )
+    .await;
 }
 
 /// The 33/34 race through `GuardedClient::begin`.
 // checks: S5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_guarded_client_transactions_never_let_33_over_34() {
-    let Some(cluster) = postgres_or_skip("racing_guarded_client_transactions_never_let_33_over_34")
-    else {
-        return;
-    };
-    race_33_against_34(&cluster, Begin::Prepared).await;
+    race_on_a_cluster_of_its_own(
+        "racing_guarded_client_transactions_never_let_33_over_34",
+        [Begin::Prepared; 2],
+        MarkBefore::None,
+    )
+    .await;
 }
 
 /// A database with `fenced.sql` installed and an `orders` table, and a `GuardedClient` on
@@ -481,10 +514,175 @@ async fn assert_outside_a_transaction(db: &tokio_postgres::Client) {
 // checks: S5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_pipelined_writes_never_let_33_over_34() {
-    let Some(cluster) = postgres_or_skip("racing_pipelined_writes_never_let_33_over_34") else {
+    race_on_a_cluster_of_its_own(
+        "racing_pipelined_writes_never_let_33_over_34",
+        [Begin::PreparedWithWrite; 2],
+        MarkBefore::None,
+    )
+    .await;
+}
+
+/// The 33/34 race with the mark already 33 (the old holder wrote before), through
+/// `GuardedClient::begin`: 33's check writes no row version but still locks the mark row,
+/// so 34's raise waits for 33's transaction, and a 33 check that waited for 34's commit
+/// reads 34's mark, not its statement snapshot's 33, and is refused.
+// checks: S5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_a_repeated_token_never_lands_after_a_newer_one() {
+    race_on_a_cluster_of_its_own(
+        "racing_a_repeated_token_never_lands_after_a_newer_one",
+        [Begin::Prepared; 2],
+        MarkBefore::Older,
+    )
+    .await;
+}
+
+/// The repeated-token race through `begin_guarded` (`fenced_check`, the SQL recipe's
+/// check).
+// checks: S5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_a_repeated_token_through_fenced_check_never_lands_after_a_newer_one() {
+    race_on_a_cluster_of_its_own(
+        "racing_a_repeated_token_through_fenced_check_never_lands_after_a_newer_one",
+        [Begin::Unprepared; 2],
+        MarkBefore::Older,
+    )
+    .await;
+}
+
+/// The repeated-token race through `GuardedClient::begin_executing`, each holder's write
+/// in its check's round trip.
+// checks: S5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_a_repeated_pipelined_write_never_lands_after_a_newer_one() {
+    race_on_a_cluster_of_its_own(
+        "racing_a_repeated_pipelined_write_never_lands_after_a_newer_one",
+        [Begin::PreparedWithWrite; 2],
+        MarkBefore::Older,
+    )
+    .await;
+}
+
+/// Rust's prepared check and `fenced_check` fence each other on the same mark rows: the
+/// repeated-token race with 33 through `fenced_check` and 34 through the prepared check,
+/// then the other way round; and the fresh-mark race the same two ways.
+// checks: S5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_and_sql_checks_fence_each_other_in_a_race() {
+    let Some(cluster) = postgres_or_skip("rust_and_sql_checks_fence_each_other_in_a_race") else {
         return;
     };
-    race_33_against_34(&cluster, Begin::PreparedWithWrite).await;
+    for mark in [MarkBefore::Older, MarkBefore::None] {
+        race_33_against_34(&cluster, [Begin::Unprepared, Begin::Prepared], mark).await;
+        race_33_against_34(&cluster, [Begin::Prepared, Begin::Unprepared], mark).await;
+    }
+}
+
+/// The mark row's physical version, `(ctid, xmin)`: both change when a statement writes a
+/// new row version, and neither does when one only locks the row.
+async fn orders_mark_version(db: &tokio_postgres::Client) -> (String, String) {
+    let row = db
+        .query_one(
+            "SELECT ctid::text, xmin::text FROM fenced_marks WHERE resource = 'orders'",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// A holder's later writes with its token (the mark already equals it) are accepted
+/// without a new version of the mark row, through each way in; while such a transaction
+/// is open, the mark row is locked (a newer holder's check waits for it); an older token
+/// is still refused with both tokens; and a newer one still raises the mark.
+// checks: S5
+#[tokio::test]
+async fn an_equal_token_is_accepted_without_raising_the_mark() {
+    let Some(cluster) = postgres_or_skip("an_equal_token_is_accepted_without_raising_the_mark")
+    else {
+        return;
+    };
+    let (mut db, observer) = orders_fenced_at_34(&cluster).await;
+    let orders = name("orders");
+    let write = db
+        .prepare("INSERT INTO orders VALUES ($1, 'paid', 34)")
+        .await
+        .unwrap();
+    let version = orders_mark_version(&observer).await;
+
+    // 34 writes again, each way in: GuardedClient::begin, begin_executing, begin_guarded.
+    let tx = db.begin(&orders, t(34)).await.unwrap();
+    assert_eq!(tx.mark(), t(34));
+    tx.execute(&write, &[&1i32]).await.unwrap();
+    tx.commit().await.unwrap();
+    let (tx, written) = db
+        .begin_executing(&orders, t(34), &write, &[&2i32])
+        .await
+        .unwrap();
+    assert_eq!((tx.mark(), written.unwrap()), (t(34), 1));
+    tx.commit().await.unwrap();
+    let tx = begin_guarded(&mut db, &orders, t(34)).await.unwrap();
+    assert_eq!(tx.mark(), t(34));
+    tx.execute(&write, &[&3i32]).await.unwrap();
+    tx.commit().await.unwrap();
+    let (rows, mark) = orders_and_mark(&observer).await;
+    assert_eq!((rows.len(), mark), (3, Some(34)));
+    assert_eq!(
+        orders_mark_version(&observer).await,
+        version,
+        "an equal token wrote a new version of the mark row"
+    );
+
+    // An open equal-token transaction locks the mark row, each way in: 35 waits for it.
+    let mut newer = GuardedClient::new(client(&cluster, "postgres").await)
+        .await
+        .unwrap();
+    newer
+        .batch_execute("SET lock_timeout = '200ms'")
+        .await
+        .unwrap();
+    for begin in [Begin::Prepared, Begin::Unprepared] {
+        let held = match begin {
+            Begin::Unprepared => begin_guarded(&mut db, &orders, t(34)).await.unwrap(),
+            _ => db.begin(&orders, t(34)).await.unwrap(),
+        };
+        match newer.begin(&orders, t(35)).await {
+            Err(error @ Error::Storage(_)) => {
+                assert!(error.to_string().contains("55P03"), "{error}")
+            }
+            Err(other) => panic!("expected a lock timeout, got {other:?}"),
+            Ok(_) => panic!("35 raised the mark under an open equal-token transaction"),
+        }
+        held.rollback().await.unwrap();
+    }
+
+    // 33 is still refused, each way in, and the mark row is as it was.
+    match db.begin(&orders, t(33)).await {
+        Err(Error::StaleToken {
+            presented, current, ..
+        }) => assert_eq!((presented, current), (t(33), t(34))),
+        Err(other) => panic!("expected StaleToken {{ 33, 34 }}, got {other:?}"),
+        Ok(_) => panic!("a stale token opened a guarded transaction"),
+    }
+    match begin_guarded(&mut db, &orders, t(33)).await {
+        Err(Error::StaleToken {
+            presented, current, ..
+        }) => assert_eq!((presented, current), (t(33), t(34))),
+        Err(other) => panic!("expected StaleToken {{ 33, 34 }}, got {other:?}"),
+        Ok(_) => panic!("a stale token opened a guarded transaction"),
+    }
+    assert_eq!(orders_mark_version(&observer).await, version);
+
+    // 35 raises the mark: a new row version.
+    newer
+        .begin(&orders, t(35))
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(orders_and_mark(&observer).await.1, Some(35));
+    assert_ne!(orders_mark_version(&observer).await, version);
 }
 
 /// A stale holder's write sent in its check's round trip (`begin_executing`) is refused
