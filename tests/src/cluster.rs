@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fenced_proto::metadata::{ERROR_CODE, LEADER, NOT_LEADER_CODE};
@@ -62,6 +63,16 @@ impl TestCluster {
     /// `--seed-from DIR` in it, only member 1 gets the members list: it starts the cluster
     /// alone, seeds it, and adds the others, which wait to be added.
     pub fn start_with(extra_args: &[&str], first_only: &[&str]) -> TestCluster {
+        TestCluster::launch(None, extra_args, first_only)
+    }
+
+    /// As [`TestCluster::start`], with member `i`'s data directory `base/member-i` (a
+    /// filesystem whose power a test cuts, say) instead of a temporary one.
+    pub fn start_in(base: &Path, extra_args: &[&str]) -> TestCluster {
+        TestCluster::launch(Some(base), extra_args, &[])
+    }
+
+    fn launch(base: Option<&Path>, extra_args: &[&str], first_only: &[&str]) -> TestCluster {
         let raft: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
         let client_addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
         let members_list = (0..3)
@@ -83,13 +94,24 @@ impl TestCluster {
                 }
                 // openraft logs every failed attempt to reach a member that is down (the
                 // tests kill members on purpose); fenced's own warnings stay.
-                ServerProcess::start_listening(
-                    "fenced",
-                    "fenced listening on ",
-                    client_addrs[i],
-                    &args,
-                    &[("RUST_LOG", "warn,openraft=off")],
-                )
+                let env = [("RUST_LOG", "warn,openraft=off")];
+                match base {
+                    Some(base) => ServerProcess::start_listening_in(
+                        "fenced",
+                        "fenced listening on ",
+                        client_addrs[i],
+                        base.join(format!("member-{}", i + 1)),
+                        &args,
+                        &env,
+                    ),
+                    None => ServerProcess::start_listening(
+                        "fenced",
+                        "fenced listening on ",
+                        client_addrs[i],
+                        &args,
+                        &env,
+                    ),
+                }
             })
             .collect();
         TestCluster {

@@ -181,14 +181,28 @@ impl ServerProcess {
     ) -> Self {
         let temp = tempfile::tempdir().expect("a temporary directory");
         let data_dir = temp.path().join("data");
+        let mut process =
+            Self::start_listening_in(binary, banner, listen, data_dir, extra_args, env);
+        process._temp = Some(temp);
+        process
+    }
+
+    /// As [`ServerProcess::start_listening`], on the data directory `data_dir` (which the
+    /// caller owns and cleans up).
+    pub fn start_listening_in(
+        binary: &'static str,
+        banner: &'static str,
+        listen: SocketAddr,
+        data_dir: PathBuf,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let listen = listen.to_string();
         let env = env
             .iter()
             .map(|(key, value)| (OsString::from(key), OsString::from(value)))
             .collect();
-        let mut process = Self::spawn_on(binary, banner, data_dir, &listen, extra_args, env);
-        process._temp = Some(temp);
-        process
+        Self::spawn_on(binary, banner, data_dir, &listen, extra_args, env)
     }
 
     fn spawn(
