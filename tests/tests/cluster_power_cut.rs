@@ -13,7 +13,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fenced_proto::v1::{self as pb};
 use fenced_tests::cluster::{new_lease_acquire, Router, TestCluster};
 use fenced_tests::power_cut::scratch_fs_or_skip;
 
@@ -89,19 +88,7 @@ async fn power_cut_under_the_cluster(test: &str, extra_args: &[&str]) -> Option<
     let mut router = Router::new(cluster.endpoints());
     let mut missing = Vec::new();
     for (lock, token) in &acked {
-        let request = pb::DescribeRequest { lock: lock.clone() };
-        let info = router
-            .call(PATIENCE, |mut client| {
-                let request = request.clone();
-                async move {
-                    client
-                        .describe(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
-            })
-            .await
-            .unwrap();
+        let info = router.describe(PATIENCE, lock).await.unwrap();
         if !(info.held && info.token == *token) {
             missing.push((lock.clone(), *token, info.held, info.token));
         }
