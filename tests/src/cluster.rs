@@ -170,7 +170,16 @@ impl TestCluster {
     /// [`ELECTION_PATIENCE`] for one; `except` names members not to ask (killed or
     /// paused ones).
     pub async fn leader(&self, except: &[usize]) -> usize {
-        let deadline = Instant::now() + ELECTION_PATIENCE;
+        match self.leader_within(except, ELECTION_PATIENCE).await {
+            Some(id) => id,
+            None => panic!("no member (except {except:?}) led within {ELECTION_PATIENCE:?}"),
+        }
+    }
+
+    /// As [`TestCluster::leader`], waiting at most `within`: `None` if no member led by
+    /// then.
+    pub async fn leader_within(&self, except: &[usize], within: Duration) -> Option<usize> {
+        let deadline = Instant::now() + within;
         loop {
             for id in 1..=self.members.len() {
                 if except.contains(&id) {
@@ -183,14 +192,13 @@ impl TestCluster {
                     )
                     .await;
                     if let Ok(Ok(_)) = listed {
-                        return id;
+                        return Some(id);
                     }
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "no member (except {except:?}) led within {ELECTION_PATIENCE:?}"
-            );
+            if Instant::now() >= deadline {
+                return None;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -38,6 +38,17 @@ pub fn spawn_listening_with_env(
     args: &[OsString],
     env: &[(OsString, OsString)],
 ) -> Started {
+    try_spawn_listening_with_env(name, banner, args, env).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// As [`spawn_listening_with_env`], saying why the binary did not come up (it exited, or
+/// did not report listening within 60 s) instead of panicking.
+pub fn try_spawn_listening_with_env(
+    name: &str,
+    banner: &str,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+) -> Result<Started, String> {
     let mut child = Command::new(binary(name))
         .args(args)
         // Only a test that asks for it gets a systemd notification socket, never the one
@@ -74,14 +85,16 @@ pub fn spawn_listening_with_env(
         Err(_) => {
             let _ = child.kill();
             let status = child.wait().ok();
-            panic!("{name} did not report listening within 60 s (exit: {status:?})");
+            return Err(format!(
+                "{name} did not report listening within 60 s (exit: {status:?})"
+            ));
         }
     };
-    Started {
+    Ok(Started {
         child,
         addr: addr.parse().expect("a socket address"),
         earlier_lines,
-    }
+    })
 }
 
 /// Runs workspace binary `name` on a free port and a fresh data directory with `args`,
@@ -224,7 +237,8 @@ impl ServerProcess {
         env: Vec<(OsString, OsString)>,
     ) -> Self {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let started = spawn_server(binary, banner, &data_dir, listen, &extra_args, &env);
+        let started = spawn_server(binary, banner, &data_dir, listen, &extra_args, &env)
+            .unwrap_or_else(|why| panic!("{why}"));
         ServerProcess {
             binary,
             banner,
@@ -310,6 +324,14 @@ impl ServerProcess {
     /// Kills it (if it runs) and starts it again on the same data directory and, where it
     /// is still free, the same port.
     pub fn restart(&mut self) {
+        if let Err(why) = self.try_restart() {
+            panic!("{why}");
+        }
+    }
+
+    /// As [`ServerProcess::restart`], saying why it did not come up (it refused to start,
+    /// say) instead of panicking.
+    pub fn try_restart(&mut self) -> Result<(), String> {
         self.kill();
         let listen = self.addr.to_string();
         let started = spawn_server(
@@ -319,10 +341,11 @@ impl ServerProcess {
             &listen,
             &self.extra_args,
             &self.env,
-        );
+        )?;
         self.child = Some(started.child);
         self.addr = started.addr;
         self.earlier_lines = started.earlier_lines;
+        Ok(())
     }
 
     /// Stops the process with SIGSTOP: it keeps its sockets but runs no code.
@@ -355,7 +378,7 @@ fn spawn_server(
     listen: &str,
     extra_args: &[String],
     env: &[(OsString, OsString)],
-) -> Started {
+) -> Result<Started, String> {
     let mut args: Vec<OsString> = vec![
         "--listen".into(),
         listen.into(),
@@ -363,5 +386,5 @@ fn spawn_server(
         data_dir.into(),
     ];
     args.extend(extra_args.iter().map(OsString::from));
-    spawn_listening_with_env(binary, banner, &args, env)
+    try_spawn_listening_with_env(binary, banner, &args, env)
 }
