@@ -85,8 +85,16 @@ impl Epoch {
 /// that expects no epoch (a barrier, or written outside a term) always may; one that
 /// expects an epoch may only if it is the current one.
 pub fn admits(batch: &JournalBatch, current: Option<&[u8]>) -> bool {
-    match batch.ops.first() {
-        Some(first) if first.key == EXPECT_EPOCH_KEY => first.value.as_deref() == current,
-        _ => true,
+    match expectation_of(batch) {
+        Some(expected) => expected.value.as_deref() == current,
+        None => true,
     }
+}
+
+/// The op by which `batch` names the epoch it expects, if it expects one (its first op).
+pub fn expectation_of(batch: &JournalBatch) -> Option<&JournalOp> {
+    batch
+        .ops
+        .first()
+        .filter(|first| first.key == EXPECT_EPOCH_KEY)
 }

@@ -527,34 +527,46 @@ async fn a_member_back_without_its_log_is_shut_out_not_a_crash() {
     cluster.shutdown().await;
 }
 
+/// A cluster with 10 committed batches, its leader and the two followers.
+async fn ten_batches_and_their_leader() -> (TestCluster, NodeId, Vec<NodeId>) {
+    tracing::info!("--- a cluster with 10 committed batches");
+    let cluster = TestCluster::start().await;
+    cluster.write(0..10).await;
+    cluster.converged().await;
+    let leader = cluster.leader().await;
+    let followers = (1..=3).filter(|id| *id != leader).collect();
+    (cluster, leader, followers)
+}
+
+/// Fails if a write on node `id` commits within 3 election timeouts; `who` names the node
+/// in the failure.
+async fn assert_commits_nothing(cluster: &TestCluster, id: NodeId, who: &str) {
+    let stranded = tokio::time::timeout(
+        3 * ELECTION_TIMEOUT_MAX,
+        cluster.node(id).raft.client_write(batch(999)),
+    )
+    .await;
+    assert!(
+        !matches!(stranded, Ok(Ok(_))),
+        "{who} committed a write: {stranded:?}"
+    );
+}
+
 // checks: S1, S2, S3 (a leader cut off from both followers commits nothing; the two elect
 // a leader that commits; after the cut heals the old leader's uncommitted write is gone
 // and every image is identical)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_its_followers_cannot_commit() {
-    tracing::info!("--- a cluster with 10 committed batches");
-    let cluster = TestCluster::start().await;
-    cluster.write(0..10).await;
-    cluster.converged().await;
-    let old = cluster.leader().await;
+    let (cluster, old, followers) = ten_batches_and_their_leader().await;
 
     tracing::info!("--- cut every link between the leader and the followers");
-    let followers: Vec<NodeId> = (1..=3).filter(|id| *id != old).collect();
     for follower in &followers {
         cluster.node(old).links.cut(*follower);
         cluster.node(*follower).links.cut(old);
     }
 
     tracing::info!("--- a write on the cut-off leader does not commit within 3 election timeouts");
-    let stranded = tokio::time::timeout(
-        3 * ELECTION_TIMEOUT_MAX,
-        cluster.node(old).raft.client_write(batch(999)),
-    )
-    .await;
-    assert!(
-        !matches!(stranded, Ok(Ok(_))),
-        "a leader without a quorum committed a write: {stranded:?}"
-    );
+    assert_commits_nothing(&cluster, old, "a leader without a quorum").await;
 
     tracing::info!("--- the two followers elect a leader of their own, which commits");
     let new = cluster.leader_among(&followers).await;
@@ -581,14 +593,9 @@ async fn a_leader_cut_off_from_its_followers_cannot_commit() {
 // identical)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_messages_are_lost_one_way_is_deposed() {
-    tracing::info!("--- a cluster with 10 committed batches");
-    let cluster = TestCluster::start().await;
-    cluster.write(0..10).await;
-    cluster.converged().await;
-    let old = cluster.leader().await;
+    let (cluster, old, followers) = ten_batches_and_their_leader().await;
 
     tracing::info!("--- cut the links from the leader to the followers, one way only");
-    let followers: Vec<NodeId> = (1..=3).filter(|id| *id != old).collect();
     for follower in &followers {
         cluster.node(old).links.cut(*follower);
     }
@@ -608,15 +615,7 @@ async fn a_leader_whose_messages_are_lost_one_way_is_deposed() {
         !matches!(confirmed, Ok(Ok(_))),
         "a deposed leader confirmed its leadership: {confirmed:?}"
     );
-    let stranded = tokio::time::timeout(
-        3 * ELECTION_TIMEOUT_MAX,
-        cluster.node(old).raft.client_write(batch(999)),
-    )
-    .await;
-    assert!(
-        !matches!(stranded, Ok(Ok(_))),
-        "a deposed leader committed a write: {stranded:?}"
-    );
+    assert_commits_nothing(&cluster, old, "a deposed leader").await;
 
     tracing::info!("--- heal: every image is identical, without the stranded write");
     for follower in &followers {

@@ -17,7 +17,7 @@
 
 use openraft::EntryPayload;
 
-use crate::cluster::epoch::{self, EXPECT_EPOCH_KEY};
+use crate::cluster::epoch;
 use crate::cluster::types::{CommitBatch, Entry};
 use crate::error::RecordDamage;
 use crate::event_log::RevisedEvent;
@@ -88,9 +88,5 @@ pub fn applied_events(
 /// Whether `batch` starts an epoch: it sets the image's epoch and expects none, so apply
 /// always admits it.
 fn is_barrier(batch: &JournalBatch) -> bool {
-    let expects = batch
-        .ops
-        .first()
-        .is_some_and(|first| first.key == EXPECT_EPOCH_KEY);
-    !expects && batch.ops.iter().any(|op| op.key == EPOCH_KEY)
+    epoch::expectation_of(batch).is_none() && batch.ops.iter().any(|op| op.key == EPOCH_KEY)
 }
