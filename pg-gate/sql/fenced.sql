@@ -14,9 +14,9 @@
 -- What it guarantees. fenced_marks keeps, per resource, the highest token seen (the
 -- mark). fenced_check raises the mark to the presented token, leaves it if it already
 -- equals the token (a holder's later writes with one token write no new row version), or
--- raises an error if the token is below it. Its upsert locks the resource's mark row until
--- the transaction ends, whether or not it raised the mark, so the check and everything the transaction writes
--- after it commit together or not at all: a newer holder's fenced_check waits for this
+-- raises an error if the token is below it. It locks the resource's mark row until the
+-- transaction ends, whether or not it raised the mark, so the check and everything the
+-- transaction writes after it commit together or not at all: a newer holder's fenced_check waits for this
 -- transaction, and once a newer holder has committed, an older one's check fails and
 -- its writes never happen. This holds only for writes that come after a fenced_check of
 -- the same resource in the same transaction: the database cannot fence a write that does
@@ -75,6 +75,17 @@ BEGIN
         RAISE EXCEPTION 'fenced_check: fencing token % for resource % is not positive: tokens start at 1',
             coalesce(fenced_check.token::text, 'NULL'), quote_literal(fenced_check.resource)
             USING ERRCODE = '22023';
+    END IF;
+    -- A holder's second and later writes with one token find the mark equal to it: a
+    -- locking read answers them without the upsert. FOR NO KEY UPDATE is the upsert's
+    -- lock strength; under READ COMMITTED it waits for a transaction holding the row and
+    -- reads the newest mark, under REPEATABLE READ a mark changed since the snapshot fails
+    -- it with 40001. Any other mark (none, below, above) goes on to the upsert.
+    SELECT m.token INTO current_mark FROM fenced_marks AS m
+        WHERE m.resource = fenced_check.resource
+        FOR NO KEY UPDATE;
+    IF current_mark = fenced_check.token THEN
+        RETURN current_mark;
     END IF;
     -- The conflicting row is locked even when the WHERE is false (see PostgreSQL's INSERT
     -- documentation, ON CONFLICT DO UPDATE): an equal token, which writes no new row

@@ -87,7 +87,7 @@ impl<'a> GuardedTransaction<'a> {
             (CheckStatement::Prepared(check), None) => {
                 let (begun, raised) = pipelined(
                     shared.batch_execute("BEGIN"),
-                    shared.query_one(check.statement(), &[&name, &presented]),
+                    shared.query_one(check, &[&name, &presented]),
                 )
                 .await;
                 (begun, raised, None)
@@ -96,7 +96,7 @@ impl<'a> GuardedTransaction<'a> {
                 let ((begun, raised), first) = pipelined(
                     pipelined(
                         shared.batch_execute("BEGIN"),
-                        shared.query_one(check.statement(), &[&name, &presented]),
+                        shared.query_one(check, &[&name, &presented]),
                     ),
                     shared.execute(statement, params),
                 )

@@ -1,5 +1,6 @@
 //! [`GuardedClient`]: a connection with the mark check prepared on it, which opens
-//! [`GuardedTransaction`]s without parsing the check each time.
+//! [`GuardedTransaction`]s without parsing the check each time, and picks the cheaper of
+//! its two forms from the last check it ran.
 
 use std::ops::{Deref, DerefMut};
 
@@ -17,6 +18,11 @@ use crate::sqlerror::storage_error;
 /// [`crate::begin_guarded`] with the check a prepared plain-SQL upsert instead of a
 /// PL/pgSQL call: the way to guard writes on a hot path.
 ///
+/// Which check it sends: [`crate::check::KEEP_MARK`] when the last check on this
+/// connection accepted the same resource and token (a holder writing again: the mark is
+/// most likely still that token, and only needs locking), [`crate::check::RAISE_MARK`]
+/// otherwise. Both give the same answers; a wrong guess only costs time.
+///
 /// It derefs to the client for unguarded work. If the connection is lost, make a new
 /// `GuardedClient` on a new one.
 pub struct GuardedClient {
@@ -24,6 +30,8 @@ pub struct GuardedClient {
     client: Client,
     /// The check, prepared on `client`.
     check: PreparedCheck,
+    /// The resource and token the last check on this connection accepted.
+    last_accepted: LastAccepted,
 }
 
 impl GuardedClient {
@@ -33,7 +41,11 @@ impl GuardedClient {
         let check = PreparedCheck::prepare(&client)
             .await
             .map_err(storage_error("preparing the fencing check"))?;
-        Ok(GuardedClient { client, check })
+        Ok(GuardedClient {
+            client,
+            check,
+            last_accepted: LastAccepted(None),
+        })
     }
 
     /// Opens a [`GuardedTransaction`]: `BEGIN` and the check of `token` against
@@ -46,9 +58,14 @@ impl GuardedClient {
         resource: &LockName,
         token: FencingToken,
     ) -> Result<GuardedTransaction<'_>, Error> {
-        let check = CheckStatement::Prepared(&self.check);
+        let check = if self.last_accepted.is(resource, token) {
+            CheckStatement::Prepared(self.check.keep())
+        } else {
+            CheckStatement::Prepared(self.check.raise())
+        };
         let (transaction, _) =
             GuardedTransaction::begin(&mut self.client, check, resource, token, None).await?;
+        self.last_accepted.note(resource, token);
         Ok(transaction)
     }
 
@@ -66,10 +83,15 @@ impl GuardedClient {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<(GuardedTransaction<'_>, Result<u64, tokio_postgres::Error>), Error> {
-        let check = CheckStatement::Prepared(&self.check);
+        let check = if self.last_accepted.is(resource, token) {
+            CheckStatement::Prepared(self.check.keep())
+        } else {
+            CheckStatement::Prepared(self.check.raise())
+        };
         let first = Some((statement, params));
         let (transaction, executed) =
             GuardedTransaction::begin(&mut self.client, check, resource, token, first).await?;
+        self.last_accepted.note(resource, token);
         match executed {
             Some(executed) => Ok((transaction, executed)),
             None => unreachable!("begin runs the first statement it is given"),
@@ -93,5 +115,22 @@ impl Deref for GuardedClient {
 impl DerefMut for GuardedClient {
     fn deref_mut(&mut self) -> &mut Client {
         &mut self.client
+    }
+}
+
+/// The resource and token of the last check a [`GuardedClient`] saw accepted, if any.
+struct LastAccepted(Option<(LockName, FencingToken)>);
+
+impl LastAccepted {
+    /// Whether the last accepted check was of `token` against `resource`.
+    fn is(&self, resource: &LockName, token: FencingToken) -> bool {
+        matches!(&self.0, Some((last, last_token)) if last == resource && *last_token == token)
+    }
+
+    /// Remembers that a check of `token` against `resource` was accepted.
+    fn note(&mut self, resource: &LockName, token: FencingToken) {
+        if !self.is(resource, token) {
+            self.0 = Some((resource.clone(), token));
+        }
     }
 }

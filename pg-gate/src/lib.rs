@@ -4,10 +4,10 @@
 //! Most data a zombie lock holder can corrupt lives in a relational database. This crate
 //! puts the gate's check into PostgreSQL itself: a `fenced_marks` table keeps, per
 //! resource, the highest fencing token seen, and the check raises the mark or refuses a
-//! stale token. The check's upsert locks the resource's mark row until the transaction
-//! ends, so a newer holder waits for an older one's transaction, and an older holder that
-//! comes after a newer one's commit is refused before it writes anything. No serializable
-//! retry loop is needed. From Rust the check goes out pipelined with `BEGIN` (one round
+//! stale token. The check locks the resource's mark row until the transaction ends, so a
+//! newer holder waits for an older one's transaction, and an older holder that comes
+//! after a newer one's commit is refused before it writes anything. No serializable retry
+//! loop is needed. From Rust the check goes out pipelined with `BEGIN` (one round
 //! trip); from SQL it is `fenced_check(resource, token)`, which refuses with SQLSTATE
 //! [`STALE_SQLSTATE`].
 //!

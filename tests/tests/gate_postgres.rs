@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fenced_gate::conformance::{self, Harness};
 use fenced_gate::{Error, Gate, WriteOp};
-use fenced_gate_postgres::check::RAISE_MARK;
+use fenced_gate_postgres::check::{KEEP_MARK, RAISE_MARK};
 use fenced_gate_postgres::{
     begin_guarded, install, GuardedClient, PostgresBackend, STALE_SQLSTATE,
 };
@@ -332,8 +332,10 @@ async fn race_holder(
 enum MarkBefore {
     /// No mark: both checks find no row, and 33 and 34 each insert or raise it.
     None,
-    /// Already 33, as after the old holder's earlier writes: 33's check finds its own
-    /// token there and writes no row version (the equal-token path), 34's raises it.
+    /// Already 33, written by the old holder's own connection the way it opens its
+    /// transactions, as after its earlier writes: 33's check finds its own token there and
+    /// writes no row version (the equal-token path; a `GuardedClient` sends `KEEP_MARK`,
+    /// having seen 33 accepted last), 34's raises it.
     Older,
 }
 
@@ -366,12 +368,15 @@ async fn race_33_against_34(cluster: &TestPostgres, begins: [Begin; 2], mark: Ma
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
         let resource = name(&format!("race-{round}"));
         if mark == MarkBefore::Older {
-            let marked: i64 = setup
-                .query_one("SELECT fenced_check($1, 33)", &[&resource.as_str()])
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(marked, 33);
+            let old = holders[0].as_mut().unwrap();
+            let tx = match begins[0] {
+                Begin::Unprepared => begin_guarded(old, &resource, t(33)).await.unwrap(),
+                Begin::Prepared | Begin::PreparedWithWrite => {
+                    old.begin(&resource, t(33)).await.unwrap()
+                }
+            };
+            assert_eq!(tx.mark(), t(33));
+            tx.commit().await.unwrap();
         }
         let tasks: Vec<_> = [33u64, 34]
             .into_iter()
@@ -905,19 +910,39 @@ async fn a_refused_mark_upsert_still_locks_the_mark_row() {
         .await
         .unwrap();
     assert!(refused.is_none(), "the upsert accepted 33 over 34");
-    let lock = "SELECT token FROM fenced_marks WHERE resource = 'orders' FOR UPDATE NOWAIT";
-    let error = other
-        .query_one(lock, &[])
-        .await
-        .expect_err("the refused check left the mark row unlocked");
-    assert_eq!(error.code().map(|c| c.code()), Some("55P03"), "{error:?}");
+    assert_orders_mark_locked(&other, "the refused check left the mark row unlocked").await;
     tx.rollback().await.unwrap();
-    let mark: i64 = other.query_one(lock, &[]).await.unwrap().get(0);
+    let mark: i64 = other
+        .query_one(LOCK_ORDERS_MARK_NOWAIT, &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(mark, 34);
 
     let tx = stale.transaction().await.unwrap();
+    assert_refuses_33_and_aborts(&tx, RAISE_MARK).await;
+}
+
+/// Locks the `orders` mark row, or fails at once (55P03) if another transaction holds it.
+const LOCK_ORDERS_MARK_NOWAIT: &str =
+    "SELECT token FROM fenced_marks WHERE resource = 'orders' FOR UPDATE NOWAIT";
+
+/// Fails with `why` unless another transaction holds the `orders` mark row's lock:
+/// `other`'s [`LOCK_ORDERS_MARK_NOWAIT`] must fail with 55P03.
+async fn assert_orders_mark_locked(other: &tokio_postgres::Client, why: &str) {
+    let error = other
+        .query_one(LOCK_ORDERS_MARK_NOWAIT, &[])
+        .await
+        .expect_err(why);
+    assert_eq!(error.code().map(|c| c.code()), Some("55P03"), "{error:?}");
+}
+
+/// `check` ([`RAISE_MARK`] or [`KEEP_MARK`]) refuses token 33 against the `orders` mark
+/// 34 with ZF001 inside `tx`, and the refusal aborts `tx`: the next statement fails with
+/// 25P02.
+async fn assert_refuses_33_and_aborts(tx: &tokio_postgres::Transaction<'_>, check: &str) {
     let refused = tx
-        .query_one(RAISE_MARK, &[&"orders", &33i64])
+        .query_one(check, &[&"orders", &33i64])
         .await
         .expect_err("the check accepted 33 over 34");
     assert_eq!(refused.code().map(|c| c.code()), Some(STALE_SQLSTATE));
@@ -926,6 +951,62 @@ async fn a_refused_mark_upsert_still_locks_the_mark_row() {
         .await
         .expect_err("a statement after the refusal ran");
     assert_eq!(aborted.code().map(|c| c.code()), Some("25P02"));
+}
+
+/// [`KEEP_MARK`] gives [`RAISE_MARK`]'s answers with the mark at 34: 34 is accepted with
+/// the mark row locked and no new row version; 33 is refused with ZF001 and aborts the
+/// transaction; 35 raises the mark; a resource with no mark gets one.
+// checks: S5
+#[tokio::test]
+async fn keep_mark_gives_the_answers_of_raise_mark() {
+    let Some(cluster) = postgres_or_skip("keep_mark_gives_the_answers_of_raise_mark") else {
+        return;
+    };
+    let (_holder, other) = orders_fenced_at_34(&cluster).await;
+    let mut db = client(&cluster, "postgres").await;
+    let version = orders_mark_version(&other).await;
+
+    let tx = db.transaction().await.unwrap();
+    let kept: i64 = tx
+        .query_one(KEEP_MARK, &[&"orders", &34i64])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 34);
+    assert_orders_mark_locked(&other, "an accepted equal token left the mark row unlocked").await;
+    tx.commit().await.unwrap();
+    assert_eq!(orders_mark_version(&other).await, version);
+
+    let tx = db.transaction().await.unwrap();
+    assert_refuses_33_and_aborts(&tx, KEEP_MARK).await;
+    drop(tx);
+    assert_eq!(orders_and_mark(&other).await.1, Some(34));
+
+    let tx = db.transaction().await.unwrap();
+    for (resource, token) in [("orders", 35i64), ("invoices", 7)] {
+        let mark: i64 = tx
+            .query_one(KEEP_MARK, &[&resource, &token])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mark, token, "{resource}");
+    }
+    tx.commit().await.unwrap();
+    let marks: Vec<(String, i64)> = other
+        .query(
+            "SELECT resource, token FROM fenced_marks WHERE resource IN ('orders', 'invoices') \
+             ORDER BY resource",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        marks,
+        [("invoices".to_string(), 7), ("orders".to_string(), 35)]
+    );
 }
 
 /// The SQL recipe from a non-Rust client: psql installs fenced.sql, the new holder writes
