@@ -58,11 +58,7 @@ impl GuardedClient {
         resource: &LockName,
         token: FencingToken,
     ) -> Result<GuardedTransaction<'_>, Error> {
-        let check = if self.last_accepted.is(resource, token) {
-            CheckStatement::Prepared(self.check.keep())
-        } else {
-            CheckStatement::Prepared(self.check.raise())
-        };
+        let check = self.last_accepted.pick(&self.check, resource, token);
         let (transaction, _) =
             GuardedTransaction::begin(&mut self.client, check, resource, token, None).await?;
         self.last_accepted.note(resource, token);
@@ -83,11 +79,7 @@ impl GuardedClient {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<(GuardedTransaction<'_>, Result<u64, tokio_postgres::Error>), Error> {
-        let check = if self.last_accepted.is(resource, token) {
-            CheckStatement::Prepared(self.check.keep())
-        } else {
-            CheckStatement::Prepared(self.check.raise())
-        };
+        let check = self.last_accepted.pick(&self.check, resource, token);
         let first = Some((statement, params));
         let (transaction, executed) =
             GuardedTransaction::begin(&mut self.client, check, resource, token, first).await?;
@@ -125,6 +117,21 @@ impl LastAccepted {
     /// Whether the last accepted check was of `token` against `resource`.
     fn is(&self, resource: &LockName, token: FencingToken) -> bool {
         matches!(&self.0, Some((last, last_token)) if last == resource && *last_token == token)
+    }
+
+    /// The form of `check` for `token` against `resource`: [`PreparedCheck::keep`] if
+    /// the last accepted check was of that pair, [`PreparedCheck::raise`] otherwise.
+    fn pick<'c>(
+        &self,
+        check: &'c PreparedCheck,
+        resource: &LockName,
+        token: FencingToken,
+    ) -> CheckStatement<'c> {
+        CheckStatement::Prepared(if self.is(resource, token) {
+            check.keep()
+        } else {
+            check.raise()
+        })
     }
 
     /// Remembers that a check of `token` against `resource` was accepted.
