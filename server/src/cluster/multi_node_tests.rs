@@ -628,6 +628,35 @@ async fn a_leader_whose_messages_are_lost_one_way_is_deposed() {
     cluster.shutdown().await;
 }
 
+// checks: S1, S2, S3 (the followers' answers to the leader are lost while its messages
+// reach them: the leader cannot commit, and the followers elect a leader of their own
+// that commits; after the heal every image is identical)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_answers_are_lost_is_replaced() {
+    let (cluster, old, followers) = ten_batches_and_their_leader().await;
+
+    tracing::info!("--- the followers' answers to the leader are lost; its messages reach them");
+    for follower in &followers {
+        cluster.node(old).links.lose_answers(*follower);
+    }
+    assert_commits_nothing(&cluster, old, "a leader that hears no answer").await;
+
+    tracing::info!("--- the followers elect a leader of their own, which commits");
+    let new = cluster.leader_among(&followers).await;
+    tracing::info!(new, "elected");
+    cluster.write_among(&followers, 10..20).await;
+
+    tracing::info!("--- heal: every image is identical");
+    for follower in &followers {
+        cluster.node(old).links.heal(*follower);
+    }
+    cluster.converged().await;
+    for node in cluster.nodes.values() {
+        assert_grants(node, 20);
+    }
+    cluster.shutdown().await;
+}
+
 /// A peer that is down but whose address takes connections: it accepts each one and
 /// closes it at once. Counts the connections.
 async fn black_hole() -> (SocketAddr, Arc<AtomicUsize>) {

@@ -111,6 +111,9 @@ struct Faults {
     /// Per peer, the newest commit this node tells it of: entries still reach it, but it
     /// learns of no commit past this (as if every later commit notice were lost).
     commit_held: BTreeMap<NodeId, Option<LogId>>,
+    /// The peers whose answers this node loses: its rpcs reach them and are acted on,
+    /// but each call ends as a `Timeout` at its deadline.
+    answers_lost: BTreeSet<NodeId>,
 }
 
 impl Links {
@@ -125,6 +128,14 @@ impl Links {
         faults.cut.remove(&target);
         faults.appends_cut.remove(&target);
         faults.commit_held.remove(&target);
+        faults.answers_lost.remove(&target);
+    }
+
+    /// Loses `target`'s answers: every rpc to it still reaches it (and it acts on it), but
+    /// the call waits out its deadline and fails as a `Timeout`, as if the answer were
+    /// dropped on the way back.
+    pub fn lose_answers(&self, target: NodeId) {
+        self.faults().answers_lost.insert(target);
     }
 
     /// Whether the link to `target` is cut.
@@ -463,7 +474,13 @@ impl PeerClient {
                 timeout: ttl,
             })
         };
-        let response = match tokio::time::timeout(ttl, sending).await {
+        let started = tokio::time::Instant::now();
+        let answered = tokio::time::timeout(ttl, sending).await;
+        if self.links.faults().answers_lost.contains(&self.target) {
+            tokio::time::sleep_until(started + ttl).await;
+            return Err(timeout());
+        }
+        let response = match answered {
             Err(_elapsed) => return Err(timeout()),
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => {
