@@ -36,6 +36,7 @@ use crate::cluster::log_store::{LogStore, DEFAULT_SEGMENT_BYTES};
 use crate::cluster::membership::Membership;
 use crate::cluster::network::Network;
 use crate::cluster::promotion::{Promoter, Promotion, PromotionError, RoleChange};
+use crate::cluster::quorum_watch::spawn_quorum_watch;
 use crate::cluster::raft_service::spawn_raft_server;
 use crate::cluster::replicated_commit::ReplicatedCommit;
 use crate::cluster::seed::{self, SeedError};
@@ -222,6 +223,7 @@ impl OpenMember {
         }
         let leadership =
             Leadership::spawn(raft.clone(), LeadershipConfig::default(), stop.clone())?;
+        let quorum_watch = spawn_quorum_watch(raft.clone(), stop.clone());
         let serving = Serving::cluster(raft.metrics(), leadership, event_log);
         let terms = tokio::spawn(run_terms(Terms {
             promoter: Promoter::new(me, raft.clone(), image.clone()),
@@ -240,6 +242,7 @@ impl OpenMember {
             stop,
             raft_server,
             terms,
+            quorum_watch,
         })
     }
 }
@@ -250,12 +253,15 @@ pub struct RunningMember {
     raft: Raft<TypeConfig>,
     /// Which engine answers clients.
     serving: Serving,
-    /// Stops the raft listener, the leadership check and the terms task.
+    /// Stops the raft listener, the leadership check, the quorum watch and the terms
+    /// task.
     stop: CancellationToken,
     /// The raft listener.
     raft_server: JoinHandle<Result<(), tonic::transport::Error>>,
     /// The terms task.
     terms: JoinHandle<Result<(), MemberError>>,
+    /// The watch that makes a leader without a quorum step down.
+    quorum_watch: JoinHandle<()>,
 }
 
 impl RunningMember {
@@ -278,6 +284,9 @@ impl RunningMember {
             task: "terms",
             source,
         });
+        if let Err(error) = self.quorum_watch.await {
+            tracing::warn!(%error, "the quorum watch ended badly");
+        }
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "the raft core did not shut down cleanly");
         }

@@ -33,6 +33,8 @@
 //!   outlives a new leader's deadline (the worst-case lease extension across a failover).
 //! - [`promotion`]: when this node becomes the leader under a new vote, a barrier of its
 //!   own, then the committed state to rebuild the lock table from; and when it stops.
+//! - [`quorum_watch`]: a leader that has heard no quorum's acknowledgement for four
+//!   election timeouts steps down, so followers its heartbeats still reach can elect.
 //! - [`epoch`]: which term's table a batch came from; apply skips an ended term's.
 //! - [`recall`]: the events of the applied entries the log still holds, recalled when a
 //!   member starts so watchers resume across its restart.
@@ -47,6 +49,7 @@ pub mod membership;
 pub mod network;
 pub mod peer_auth;
 pub mod promotion;
+pub mod quorum_watch;
 pub mod raft_service;
 pub mod recall;
 pub mod replicated_commit;
