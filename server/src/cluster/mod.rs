@@ -72,6 +72,8 @@ mod network_tests;
 #[cfg(test)]
 mod promotion_tests;
 #[cfg(test)]
+mod quorum_watch_tests;
+#[cfg(test)]
 mod recall_tests;
 #[cfg(test)]
 mod single_node_tests;

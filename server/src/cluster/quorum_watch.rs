@@ -7,9 +7,10 @@
 //! confirms no leadership (C1, C2), yet its heartbeats keep every follower from starting an
 //! election: without this watch the cluster stays unavailable until the fault heals.
 //!
-//! How: every heartbeat interval the watch reads the raft metrics. A leader of more than
-//! one voter whose last acknowledgement by a quorum is older than `after` votes, on its
-//! own core, for a candidate that is never a member (node id 0, which the settings refuse
+//! How: every heartbeat interval the watch reads the raft metrics ([`Seen::stale`]). A
+//! leader of more than one voter whose last acknowledgement by a quorum is older than
+//! `after` (or, never acknowledged in its term, that has led for longer than `after` since
+//! the watch first saw it leading) votes, on its own core, for a candidate that is never a member (node id 0, which the settings refuse
 //! as a member's id) at the next term. The core takes the higher vote, stops leading and
 //! sends no more heartbeats; once their leader lease runs out, the followers elect a
 //! leader among themselves, which the old leader follows when its messages reach it.
@@ -23,14 +24,14 @@
 //! towards any leader's election. It only spends the old leader's vote in that term and
 //! ends its leadership, which it could lose to any election anyway.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::raft::VoteRequest;
-use openraft::{CommittedLeaderId, Raft, ServerState, Vote};
+use openraft::{CommittedLeaderId, Raft, RaftMetrics, ServerState, Vote};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::types::{LogId, NodeId, TypeConfig};
+use crate::cluster::types::{ClusterNode, LogId, NodeId, TypeConfig};
 
 /// The candidate a leader that steps down votes for: an id no member may have.
 pub const NO_CANDIDATE: NodeId = 0;
@@ -52,12 +53,14 @@ pub fn spawn_quorum_watch(raft: Raft<TypeConfig>, stop: CancellationToken) -> Jo
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = Seen::default();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let Some(term) = stale_leadership(&raft, after) else {
+            let look = Look::of(&raft.metrics().borrow());
+            let Some(term) = seen.stale(look, Instant::now(), after) else {
                 continue;
             };
             tracing::warn!(
@@ -75,8 +78,10 @@ pub fn spawn_quorum_watch(raft: Raft<TypeConfig>, stop: CancellationToken) -> Jo
                 return;
             }
             let waiting = raft.wait(Some(after));
+            // A leader of a later term: the metrics may still show this node leading
+            // `term` for a moment after the vote.
             let led = waiting.metrics(
-                |m| m.current_leader.is_some(),
+                |m| m.current_term > term && m.current_leader.is_some(),
                 "a leader after stepping down",
             );
             let followed = tokio::select! {
@@ -91,12 +96,59 @@ pub fn spawn_quorum_watch(raft: Raft<TypeConfig>, stop: CancellationToken) -> Jo
     })
 }
 
-/// The term of this node's leadership if it leads more than one voter and no quorum has
-/// acknowledged it within `after`.
-fn stale_leadership(raft: &Raft<TypeConfig>, after: Duration) -> Option<u64> {
-    let metrics = raft.metrics().borrow().clone();
-    let voters = metrics.membership_config.membership().voter_ids().count();
-    let since_ack = Duration::from_millis(metrics.millis_since_quorum_ack?);
-    (metrics.state == ServerState::Leader && voters > 1 && since_ack > after)
-        .then_some(metrics.current_term)
+/// What the watch reads of the raft metrics at one look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    /// Whether this node leads.
+    pub leading: bool,
+    /// How many voters the membership has.
+    pub voters: usize,
+    /// The current term.
+    pub term: u64,
+    /// How long ago a quorum last acknowledged this leader; `None` if none has since it
+    /// began to lead.
+    pub since_quorum_ack: Option<Duration>,
+}
+
+impl Look {
+    /// A look at `metrics`.
+    pub fn of(metrics: &RaftMetrics<NodeId, ClusterNode>) -> Look {
+        Look {
+            leading: metrics.state == ServerState::Leader,
+            voters: metrics.membership_config.membership().voter_ids().count(),
+            term: metrics.current_term,
+            since_quorum_ack: metrics.millis_since_quorum_ack.map(Duration::from_millis),
+        }
+    }
+}
+
+/// What the watch remembers between looks: when it first saw this node lead the current
+/// term, for a leader that no quorum has acknowledged yet.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// The term this node was seen leading, and when it was first seen doing so.
+    leading_since: Option<(u64, Instant)>,
+}
+
+impl Seen {
+    /// The term to step down from after `look` at `now`: this node leads more than one
+    /// voter, and no quorum has acknowledged it for longer than `after` (counted from the
+    /// first look at its leadership of the term when no quorum ever has).
+    pub fn stale(&mut self, look: Look, now: Instant, after: Duration) -> Option<u64> {
+        if !look.leading || look.voters <= 1 {
+            self.leading_since = None;
+            return None;
+        }
+        let since = match self.leading_since {
+            Some((term, since)) if term == look.term => since,
+            _ => {
+                self.leading_since = Some((look.term, now));
+                now
+            }
+        };
+        let silent = look
+            .since_quorum_ack
+            .unwrap_or_else(|| now.saturating_duration_since(since));
+        (silent > after).then_some(look.term)
+    }
 }
