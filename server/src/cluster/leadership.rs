@@ -66,6 +66,13 @@
 //! longer, when the old leader dies just before it would have expired it. Committing a
 //! checkpoint of the remaining TTLs would remove the `d - a` term; full TTL from
 //! promotion is the simpler rule and errs on the side of the holder.
+//!
+//! One fault moves `d` later than the old leader's last quorum acknowledgement `q`: its
+//! heartbeats still reach the followers while their answers are lost. No round succeeds
+//! after `q`, so it confirms nothing after `q`, but the followers hear it, and start no
+//! election, until it steps down ([`crate::cluster::quorum_watch`]): at most
+//! `4 x election_timeout_max` plus one heartbeat interval after `q`. So `d` is the step-down
+//! there, and a lease may outlive its TTL by up to that much more than the bounds above.
 
 use std::collections::BTreeSet;
 use std::future::Future;
