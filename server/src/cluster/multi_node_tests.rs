@@ -329,6 +329,14 @@ fn token(i: u64) -> FencingToken {
     FencingToken::new(i + 1).unwrap()
 }
 
+/// The lock [`batch`] `i` grants.
+fn batch_lock(i: u64) -> LockName {
+    LockName::new(format!("lock-{i:03}")).unwrap()
+}
+
+/// The batch [`assert_commits_nothing`] writes on a leader that must not commit it.
+const STRANDED: u64 = 999;
+
 /// The commit batch of grant `i`: a lease, its lock at token `i + 1`, the next token
 /// (what the lock table writes for one grant).
 pub(super) fn batch(i: u64) -> CommitBatch {
@@ -343,7 +351,7 @@ pub(super) fn batch(i: u64) -> CommitBatch {
             origin: None,
         },
         Write::PutLock {
-            lock: LockName::new(format!("lock-{i:03}")).unwrap(),
+            lock: batch_lock(i),
             lease,
             token: token(i),
             holder: "worker".into(),
@@ -546,7 +554,7 @@ async fn ten_batches_and_their_leader() -> (TestCluster, NodeId, Vec<NodeId>) {
 async fn assert_commits_nothing(cluster: &TestCluster, id: NodeId, who: &str) {
     let stranded = tokio::time::timeout(
         3 * ELECTION_TIMEOUT_MAX,
-        cluster.node(id).raft.client_write(batch(999)),
+        cluster.node(id).raft.client_write(batch(STRANDED)),
     )
     .await;
     assert!(
@@ -664,7 +672,7 @@ async fn a_leader_whose_answers_are_lost_is_replaced() {
         let stranded = recovered
             .locks
             .iter()
-            .any(|held| held.lock.as_str() == "lock-999");
+            .any(|held| held.lock == batch_lock(STRANDED));
         assert_eq!(
             recovered.locks.len(),
             20 + usize::from(stranded),

@@ -138,9 +138,14 @@ impl Links {
         self.faults().answers_lost.insert(target);
     }
 
-    /// Whether the link to `target` is cut.
-    pub fn is_cut(&self, target: NodeId) -> bool {
-        self.faults().cut.contains(&target)
+    /// What happens to an rpc to `target`, read once per call: whether the link is cut,
+    /// and whether the answer is lost.
+    fn rpc_faults(&self, target: NodeId) -> RpcFaults {
+        let faults = self.faults();
+        RpcFaults {
+            cut: faults.cut.contains(&target),
+            answer_lost: faults.answers_lost.contains(&target),
+        }
     }
 
     /// Stops sending `AppendEntries` to `target` (as `Unreachable`); votes still pass, so
@@ -160,6 +165,14 @@ impl Links {
         // remove either happened or not).
         self.faults.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The faults [`Links`] puts on one rpc to a peer.
+struct RpcFaults {
+    /// The link is cut: the rpc fails as `Unreachable` without being sent.
+    cut: bool,
+    /// The answer is lost: the rpc is sent, then fails as `Timeout` at its deadline.
+    answer_lost: bool,
 }
 
 /// A node's raft network: makes a [`PeerClient`] for each peer openraft talks to.
@@ -421,7 +434,8 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        if self.links.is_cut(self.target) {
+        let faults = self.links.rpc_faults(self.target);
+        if faults.cut {
             return Err(RPCError::Unreachable(Unreachable::new(&PeerError::Cut {
                 from: self.me,
                 target: self.target,
@@ -476,7 +490,7 @@ impl PeerClient {
         };
         let started = tokio::time::Instant::now();
         let answered = tokio::time::timeout(ttl, sending).await;
-        if self.links.faults().answers_lost.contains(&self.target) {
+        if faults.answer_lost {
             tokio::time::sleep_until(started + ttl).await;
             return Err(timeout());
         }
